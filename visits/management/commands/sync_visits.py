@@ -1,0 +1,54 @@
+"""Runs the users stream, then the visits stream, until `top`, in the foreground."""
+
+import sys
+import time
+
+from django.core.management.base import BaseCommand, CommandError
+
+from visits.sell import FirehoseClient
+from visits.sync import SyncResult, streams_sync
+
+
+class Command(BaseCommand):
+    help = "Pull the Sell Firehose users and visits streams until caught up, showing progress."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--max-seconds", type=float, default=None, help="stop each stream after this long")
+        parser.add_argument("--quiet", action="store_true", help="print only the summary line")
+
+    def handle(self, *args, max_seconds=None, quiet=False, **options):
+        last_shown = [0.0]
+
+        def progress(result: SyncResult) -> None:
+            now = time.monotonic()
+            if quiet or (now - last_shown[0] < 1.0 and not result.at_top):
+                return
+            last_shown[0] = now
+            self.stdout.write(
+                f"{result.stream}: {result.pages} pages, {result.applied} applied, "
+                f"{result.skipped} skipped, {result.rejected} rejected, "
+                f"{result.events_per_second:,.0f} events/s" + (" (caught up)" if result.at_top else "")
+            )
+
+        def on_retry(problem: str, delay: float) -> None:
+            if not quiet:
+                self.stderr.write(f"retrying in {delay:.1f}s after {problem}")
+
+        client = FirehoseClient(on_retry=on_retry)
+        try:
+            results = streams_sync(client=client, max_seconds=max_seconds, progress=progress)
+        finally:
+            client.close()
+        summary = "; ".join(
+            f"{r.stream}: {r.pages} pages, {r.applied} applied, {r.skipped} skipped, {r.rejected} rejected"
+            + (f", {r.gaps} gap(s)" if r.gaps else "")
+            + (f", {r.retries} retries" if r.retries else "")
+            + (f" in {r.seconds:.1f}s" if r.pages else "")
+            for r in results
+        )
+        failed = next((r for r in results if r.error), None)
+        if failed:
+            raise CommandError(f"{failed.stream} stream: {failed.error}", returncode=1)
+        caught_up = all(r.at_top for r in results)
+        self.stdout.write(f"sync {'complete' if caught_up else 'paused (time limit)'}: {summary}")
+        sys.stdout.flush()

@@ -1,0 +1,163 @@
+"""What visitsdash keeps: reps, outcomes and visits as the Firehose last described them,
+plus the ingestion bookkeeping (stream positions, gaps, items we could not apply).
+"""
+
+from django.db import models
+from django.db.models import Q
+
+
+class VerificationStatus(models.TextChoices):
+    VERIFIED = "verified", "Verified"
+    TOO_FAR = "resource_location_too_far", "Too far from the customer"
+    LOCATION_UNKNOWN = "location_unknown", "Location unknown"
+    SERVICES_DISABLED = "location_services_disabled", "Location services disabled"
+
+
+class Stream(models.TextChoices):
+    USERS = "users", "Users"
+    VISITS = "visits", "Visits"
+
+
+class Rep(models.Model):
+    """A Sell user. Created on first sight, from the users stream or a visit's creator_id."""
+
+    id = models.BigIntegerField(primary_key=True, help_text="Sell user id")
+    name = models.CharField(max_length=255, blank=True)
+    email = models.CharField(max_length=255, blank=True)
+    status = models.CharField(max_length=40, blank=True)
+    role = models.CharField(max_length=40, blank=True)
+    sequence = models.BigIntegerField(default=0, help_text="meta.sequence of the users event last applied")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name", "id"]
+
+    def __str__(self) -> str:
+        return self.name or f"Rep {self.id}"
+
+
+class Outcome(models.Model):
+    """A visit outcome; its name arrives embedded in visit events, the newest one wins."""
+
+    id = models.BigIntegerField(primary_key=True, help_text="Sell outcome id")
+    name = models.CharField(max_length=255, blank=True)
+    name_seen_at = models.DateTimeField(null=True, help_text="event_time of the event that gave the name")
+
+    class Meta:
+        ordering = ["name", "id"]
+
+    def __str__(self) -> str:
+        return self.name or f"Outcome {self.id}"
+
+
+class Visit(models.Model):
+    """A visit as of the newest Firehose event applied to it (highest meta.sequence)."""
+
+    id = models.BigIntegerField(primary_key=True, help_text="Sell visit id")
+    rep = models.ForeignKey(Rep, on_delete=models.PROTECT, related_name="visits")
+    resource_type = models.CharField(max_length=40)
+    resource_id = models.BigIntegerField(null=True)
+    visited_at = models.DateTimeField()
+    created_at = models.DateTimeField()
+    summary = models.TextField(blank=True)
+    outcome = models.ForeignKey(Outcome, on_delete=models.PROTECT, null=True, blank=True, related_name="visits")
+    latitude = models.FloatField(null=True, blank=True)
+    longitude = models.FloatField(null=True, blank=True)
+    verification_status = models.CharField(max_length=40, choices=VerificationStatus.choices)
+    sequence = models.BigIntegerField(help_text="meta.sequence of the event last applied")
+    event_time = models.DateTimeField(help_text="meta.event_time of the event last applied")
+    deleted_at = models.DateTimeField(null=True, blank=True)
+    ingested_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-visited_at", "-id"]
+        indexes = [
+            models.Index(fields=["visited_at"], name="visit_visited_at"),
+            models.Index(fields=["rep", "visited_at"], name="visit_rep_time"),
+            models.Index(fields=["outcome", "visited_at"], name="visit_outcome_time"),
+            models.Index(fields=["verification_status", "visited_at"], name="visit_status_time"),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(latitude__isnull=True) | Q(latitude__gte=-90, latitude__lte=90),
+                name="visit_latitude_range",
+            ),
+            models.CheckConstraint(
+                condition=Q(longitude__isnull=True) | Q(longitude__gte=-180, longitude__lte=180),
+                name="visit_longitude_range",
+            ),
+            models.CheckConstraint(
+                condition=Q(latitude__isnull=True, longitude__isnull=True)
+                | Q(latitude__isnull=False, longitude__isnull=False),
+                name="visit_coordinates_paired",
+            ),
+            models.CheckConstraint(
+                condition=Q(verification_status__in=VerificationStatus.values),
+                name="visit_status_valid",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"Visit {self.id}"
+
+
+class DeletedVisit(models.Model):
+    """A `deleted` event for a visit we never held, kept so that an older replay of its
+    `created` event (after a restart from tail) cannot bring it back."""
+
+    id = models.BigIntegerField(primary_key=True)
+    sequence = models.BigIntegerField()
+    deleted_at = models.DateTimeField()
+
+
+class SyncState(models.Model):
+    """One row per stream: where to resume, and the health figures the status page shows."""
+
+    stream = models.CharField(max_length=20, choices=Stream.choices, unique=True)
+    position = models.TextField(blank=True, help_text="meta.position to resume from; empty = start position")
+    at_top = models.BooleanField(default=False)
+    last_poll_at = models.DateTimeField(null=True, blank=True)
+    last_success_at = models.DateTimeField(null=True, blank=True)
+    caught_up_at = models.DateTimeField(null=True, blank=True)
+    newest_event_time = models.DateTimeField(null=True, blank=True)
+    pages = models.BigIntegerField(default=0)
+    events_applied = models.BigIntegerField(default=0)
+    events_skipped = models.BigIntegerField(default=0, help_text="re-deliveries and stale events")
+    items_rejected = models.BigIntegerField(default=0)
+    last_error = models.TextField(blank=True)
+    last_error_at = models.DateTimeField(null=True, blank=True)
+    lock_owner = models.CharField(max_length=100, blank=True)
+    lock_expires_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["stream"]
+
+    def __str__(self) -> str:
+        return f"{self.stream} stream"
+
+
+class Gap(models.Model):
+    """A stretch of time whose events may be missing: the position expired (410)."""
+
+    stream = models.CharField(max_length=20, choices=Stream.choices)
+    start = models.DateTimeField(null=True, blank=True, help_text="newest event held before the gap")
+    end = models.DateTimeField()
+    reason = models.TextField()
+    recorded_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-recorded_at"]
+
+
+class RejectedItem(models.Model):
+    """A stream item that could not be applied, kept verbatim with the reason."""
+
+    stream = models.CharField(max_length=20, choices=Stream.choices)
+    digest = models.CharField(max_length=64, help_text="sha256 of the raw item: a re-delivery is stored once")
+    raw = models.TextField()
+    reason = models.TextField()
+    received_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-received_at", "-id"]
+        constraints = [models.UniqueConstraint(fields=["stream", "digest"], name="rejected_unique_digest")]

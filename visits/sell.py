@@ -1,0 +1,185 @@
+"""HTTP client for the Zendesk Sell Firehose: fetches one stream page, retrying what is
+worth retrying (429, 5xx, time-outs, dropped connections) with capped, jittered backoff,
+and turning every other answer into an exception that says what went wrong.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+import requests
+from django.conf import settings
+
+RETRY_AFTER_CEILING = 600.0  # seconds; a larger Retry-After is treated as this
+
+
+class SellError(Exception):
+    """Base of every error the client raises; `str()` is a sentence an admin can act on."""
+
+
+class NoToken(SellError):
+    pass
+
+
+class TokenRefused(SellError):
+    pass
+
+
+class PositionExpired(SellError):
+    pass
+
+
+class RequestRejected(SellError):
+    pass
+
+
+class Unreachable(SellError):
+    pass
+
+
+@dataclass(frozen=True)
+class Page:
+    items: list
+    position: str
+    top: bool
+
+
+def user_agent() -> str:
+    return f"visitsdash/{settings.VERSION} python-requests/{requests.__version__}"
+
+
+def error_details(response: requests.Response) -> str:
+    """The `details`/`message` of Sell's error envelope, or a short piece of the body."""
+    try:
+        body = response.json()
+        error = body["errors"][0]["error"]
+        text = error.get("details") or error.get("message") or error.get("code") or ""
+        code = error.get("code")
+        if code and code not in text:
+            text = f"{code}: {text}"
+        return str(text)[:300]
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+        return response.text[:200].strip()
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    """Retry-After as seconds: either a number or an HTTP date."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=timezone.utc)
+        seconds = (when - datetime.now(timezone.utc)).total_seconds()
+    return min(max(seconds, 0.0), RETRY_AFTER_CEILING)
+
+
+class FirehoseClient:
+    """One client per sync run; it keeps the connection open between pages."""
+
+    def __init__(
+        self,
+        *,
+        base_url: str | None = None,
+        token: str | None = None,
+        timeout: float | None = None,
+        max_retries: int | None = None,
+        backoff_base: float | None = None,
+        backoff_cap: float | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        on_retry: Callable[[str, float], None] | None = None,
+    ) -> None:
+        self.base_url = (base_url if base_url is not None else settings.SELL_API_URL).rstrip("/")
+        self.token = token if token is not None else settings.SELL_ACCESS_TOKEN
+        self.timeout = timeout if timeout is not None else settings.SELL_TIMEOUT
+        self.max_retries = max_retries if max_retries is not None else settings.SELL_MAX_RETRIES
+        self.backoff_base = backoff_base if backoff_base is not None else settings.SELL_BACKOFF_BASE
+        self.backoff_cap = backoff_cap if backoff_cap is not None else settings.SELL_BACKOFF_CAP
+        self.sleep = sleep
+        self.on_retry = on_retry
+        self.retries = 0
+        self.session = requests.Session()
+        self.session.headers.update(
+            {
+                "Authorization": f"Bearer {self.token}",
+                "Accept": "application/json",
+                "User-Agent": user_agent(),
+            }
+        )
+
+    def close(self) -> None:
+        self.session.close()
+
+    def backoff_delay(self, *, attempt: int) -> float:
+        """Equal jitter: half the capped exponential delay, plus a random share of the rest."""
+        ceiling = min(self.backoff_cap, self.backoff_base * (2**attempt))
+        return ceiling / 2 + random.uniform(0, ceiling / 2)
+
+    def page_fetch(self, *, stream: str, position: str, limit: int) -> Page:
+        if not self.token:
+            raise NoToken("no access token: set SELL_ACCESS_TOKEN to a Sell personal access token")
+        url = f"{self.base_url}/v3/{stream}/stream"
+        params = {"position": position, "limit": limit}
+        last_problem = ""
+        for attempt in range(self.max_retries + 1):
+            wait: float | None = None
+            try:
+                response = self.session.get(url, params=params, timeout=self.timeout)
+            except (requests.ConnectionError, requests.Timeout) as exc:
+                last_problem = f"{type(exc).__name__}: {str(exc)[:200]}"
+            else:
+                status = response.status_code
+                if status == 200:
+                    page = self.page_parse(response)
+                    if page is not None:
+                        return page
+                    last_problem = "HTTP 200 with a body that is not a Firehose page"
+                elif status in (401, 403):
+                    raise TokenRefused(
+                        f"the access token was refused (HTTP {status}: {error_details(response)})"
+                    )
+                elif status == 410:
+                    raise PositionExpired(
+                        f"the stored position has expired (HTTP 410: {error_details(response)}); "
+                        "Sell keeps events for 72 hours"
+                    )
+                elif status == 429 or status >= 500:
+                    last_problem = f"HTTP {status}: {error_details(response)}"
+                    wait = retry_after_seconds(response.headers.get("Retry-After"))
+                else:
+                    raise RequestRejected(f"Sell rejected the request (HTTP {status}: {error_details(response)})")
+            if attempt == self.max_retries:
+                break
+            delay = wait if wait is not None else self.backoff_delay(attempt=attempt)
+            self.retries += 1
+            if self.on_retry:
+                self.on_retry(last_problem, delay)
+            self.sleep(delay)
+        raise Unreachable(
+            f"the Sell API stayed unreachable after {self.max_retries} retries ({last_problem})"
+        )
+
+    @staticmethod
+    def page_parse(response: requests.Response) -> Page | None:
+        try:
+            body = response.json()
+            items = body["items"]
+            meta = body["meta"]
+            position = meta["position"]
+            top = meta["top"]
+        except (ValueError, KeyError, TypeError):
+            return None
+        if not isinstance(items, list) or not isinstance(position, str) or not position or not isinstance(top, bool):
+            return None
+        return Page(items=items, position=position, top=top)

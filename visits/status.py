@@ -1,0 +1,71 @@
+"""Read-side figures for the ingestion status page: per stream health, totals, gaps."""
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.db.models import Count, Q
+from django.utils import timezone
+
+from .models import Gap, Outcome, RejectedItem, Rep, Stream, SyncState, Visit
+
+STALE_AFTER = timedelta(minutes=5)  # no successful poll for this long: ingestion is behind
+
+
+@dataclass
+class StreamStatus:
+    stream: str
+    label: str
+    state: SyncState
+    lag: timedelta | None
+    health: str  # "ok", "warning", "error", "never"
+    message: str
+    running: bool
+
+
+def stream_health(state: SyncState, now: datetime) -> tuple[str, str]:
+    if state.last_poll_at is None:
+        return "never", "Not polled yet. The background worker polls every minute."
+    if state.last_error:
+        return "error", state.last_error
+    if state.last_success_at and now - state.last_success_at > STALE_AFTER:
+        return "warning", "No successful poll for over five minutes: is the worker (qcluster) running?"
+    if not state.at_top:
+        return "warning", "Catching up: more events are waiting in the stream."
+    return "ok", "Caught up."
+
+
+def status_overview() -> dict:
+    now = timezone.now()
+    states = {s.stream: s for s in SyncState.objects.all()}
+    streams = []
+    for value, label in Stream.choices:
+        state = states.get(value) or SyncState(stream=value)
+        health, message = stream_health(state, now)
+        streams.append(
+            StreamStatus(
+                stream=value,
+                label=label,
+                state=state,
+                lag=now - state.newest_event_time if state.newest_event_time else None,
+                health=health,
+                message=message,
+                running=bool(state.lock_owner and state.lock_expires_at and state.lock_expires_at > now),
+            )
+        )
+    totals = Visit.objects.aggregate(all=Count("id"), deleted=Count("id", filter=Q(deleted_at__isnull=False)))
+    return {
+        "streams": streams,
+        "visits_total": totals["all"] - totals["deleted"],
+        "visits_deleted": totals["deleted"],
+        "reps_total": Rep.objects.count(),
+        "reps_unnamed": Rep.objects.filter(name="").count(),
+        "outcomes_total": Outcome.objects.count(),
+        "rejected_total": RejectedItem.objects.count(),
+        "gaps": Gap.objects.all()[:20],
+        "now": now,
+    }
+
+
+def rejected_items(*, stream: str | None):
+    items = RejectedItem.objects.all()
+    return items.filter(stream=stream) if stream else items

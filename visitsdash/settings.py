@@ -1,0 +1,242 @@
+"""visitsdash settings: every value comes from an environment variable with a laptop default.
+
+The defaults run the whole product on one machine with no services: SQLite, django-q2's
+ORM broker and the bundled demo Firehose. DATABASE_URL and REDIS_URL switch to PostgreSQL
+and Redis. A nonsense value stops start-up with a message naming the variable.
+"""
+
+import os
+import zoneinfo
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = BASE_DIR / "var"  # local state that is never committed: secret key, test database
+VAR_DIR.mkdir(exist_ok=True)
+
+VERSION = "0.1.0"
+
+
+def env_str(name: str, default: str) -> str:
+    return os.environ.get(name, default).strip()
+
+
+def env_bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    value = raw.strip().lower()
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    if value in {"0", "false", "no", "off"}:
+        return False
+    raise ImproperlyConfigured(f"{name} must be true or false, not {raw!r}")
+
+
+def env_int(name: str, default: int, *, minimum: int | None = None, maximum: int | None = None) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be a whole number, not {raw!r}") from None
+    if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+        raise ImproperlyConfigured(f"{name} must be between {minimum} and {maximum}, not {value}")
+    return value
+
+
+def env_float(name: str, default: float, *, minimum: float = 0.0) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be a number, not {raw!r}") from None
+    if value < minimum:
+        raise ImproperlyConfigured(f"{name} must be at least {minimum}, not {value}")
+    return value
+
+
+def env_choice(name: str, default: str, choices: tuple[str, ...]) -> str:
+    value = env_str(name, default)
+    if value not in choices:
+        raise ImproperlyConfigured(f"{name} must be one of {', '.join(choices)}, not {value!r}")
+    return value
+
+
+def env_url(name: str, default: str, *, schemes: tuple[str, ...]) -> str:
+    value = env_str(name, default)
+    parts = urlsplit(value)
+    if parts.scheme not in schemes or not parts.hostname:
+        raise ImproperlyConfigured(
+            f"{name} must be a URL starting with {' or '.join(s + '://' for s in schemes)}, not {value!r}"
+        )
+    try:
+        parts.port  # noqa: B018 - raises ValueError on a malformed port
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} has a malformed port: {value!r}") from None
+    return value
+
+
+def env_time_zone(name: str, default: str) -> str:
+    value = env_str(name, default)
+    try:
+        zoneinfo.ZoneInfo(value)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ImproperlyConfigured(f"{name} must be a time zone name such as Europe/Paris, not {value!r}") from None
+    return value
+
+
+# --- Core -------------------------------------------------------------------------------
+
+DEBUG = env_bool("DEBUG", False)
+SECRET_KEY = env_str("SECRET_KEY", "")
+if not SECRET_KEY:
+    if not DEBUG:
+        # A fixed key would let anyone forge sessions on a real install; a random one per
+        # process logs everybody out at every restart, so a laptop run gets a stable file key.
+        key_file = VAR_DIR / "secret_key"
+        if not key_file.exists():
+            import secrets
+
+            key_file.write_text(secrets.token_urlsafe(50))
+        SECRET_KEY = key_file.read_text().strip()
+    else:
+        SECRET_KEY = "insecure-debug-only-key"
+ALLOWED_HOSTS = [h.strip() for h in env_str("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]").split(",") if h.strip()]
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django_q",
+    "visits",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "visitsdash.urls"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+WSGI_APPLICATION = "visitsdash.wsgi.application"
+
+# --- Database ---------------------------------------------------------------------------
+
+DATABASE_URL = env_str("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}")
+try:
+    _db = dj_database_url.parse(DATABASE_URL, conn_max_age=60)
+except Exception as exc:  # dj_database_url raises bare ValueError/KeyError on junk
+    raise ImproperlyConfigured(f"DATABASE_URL is not a database URL ({exc}): {DATABASE_URL!r}") from None
+if not _db.get("ENGINE"):
+    raise ImproperlyConfigured(f"DATABASE_URL has an unknown scheme: {DATABASE_URL!r}")
+if _db["ENGINE"] == "django.db.backends.sqlite3":
+    # WAL lets the web server read while the worker writes; the timeout rides out short locks.
+    _db["CONN_MAX_AGE"] = 0
+    _db["OPTIONS"] = {
+        "timeout": 20,
+        "transaction_mode": "IMMEDIATE",
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    }
+    # A file, not memory, so that tests can run `manage.py sync_visits` in a subprocess.
+    _db["TEST"] = {"NAME": str(VAR_DIR / "test.sqlite3")}
+DATABASES = {"default": _db}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Background tasks (django-q2) -------------------------------------------------------
+
+REDIS_URL = env_str("REDIS_URL", "")
+Q_CLUSTER = {
+    "name": "visitsdash",
+    "workers": env_int("Q_WORKERS", 2, minimum=1, maximum=32),
+    # A sync bounds itself to SELL_SYNC_MAX_SECONDS; the timeout is the hard stop, and
+    # retry must stay above it or django-q2 hands the same task to a second worker.
+    "timeout": 600,
+    "retry": 720,
+    "max_attempts": 1,
+    "catch_up": False,
+    "ack_failures": True,
+    "save_limit": 500,
+}
+if REDIS_URL:
+    env_url("REDIS_URL", REDIS_URL, schemes=("redis", "rediss", "unix"))
+    Q_CLUSTER["redis"] = REDIS_URL
+else:
+    Q_CLUSTER["orm"] = "default"
+
+# --- Zendesk Sell Firehose --------------------------------------------------------------
+
+SELL_API_URL = env_url("SELL_API_URL", "https://api.getbase.com", schemes=("http", "https")).rstrip("/")
+SELL_ACCESS_TOKEN = env_str("SELL_ACCESS_TOKEN", "")
+SELL_START_POSITION = env_choice("SELL_START_POSITION", "tail", ("tail", "top"))
+SELL_PAGE_LIMIT = env_int("SELL_PAGE_LIMIT", 100, minimum=1, maximum=100)
+SELL_TIMEOUT = env_float("SELL_TIMEOUT", 30.0, minimum=0.1)
+SELL_MAX_RETRIES = env_int("SELL_MAX_RETRIES", 8, minimum=0, maximum=100)
+SELL_BACKOFF_BASE = env_float("SELL_BACKOFF_BASE", 1.0)
+SELL_BACKOFF_CAP = env_float("SELL_BACKOFF_CAP", 60.0)
+SELL_SYNC_MAX_SECONDS = env_int("SELL_SYNC_MAX_SECONDS", 240, minimum=1, maximum=540)
+SELL_LOCK_SECONDS = env_int("SELL_LOCK_SECONDS", 120, minimum=10, maximum=3600)
+SELL_SESSION_SECONDS = env_int("SELL_SESSION_SECONDS", 55, minimum=1, maximum=500)
+SELL_IDLE_POLL_SECONDS = env_int("SELL_IDLE_POLL_SECONDS", 10, minimum=1, maximum=300)
+
+# --- Display ----------------------------------------------------------------------------
+
+DISPLAY_TIME_ZONE = env_time_zone("DISPLAY_TIME_ZONE", "UTC")
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = DISPLAY_TIME_ZONE
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = BASE_DIR / "staticfiles"
+
+LOGIN_URL = "/admin/login/"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "loggers": {"visits": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")}},
+}
+
+# Static files come from static/ and the apps through WhiteNoise, so runserver, gunicorn
+# and the demo need no collectstatic step and no separate web server.
+WHITENOISE_USE_FINDERS = True

@@ -47,3 +47,10 @@ def schedules_setup() -> list[tuple[str, bool]]:
         },
     )
     return [(SCHEDULE_NAME, created)]
+
+
+def sync_enqueue() -> str:
+    """Queue one sync session for the worker now, instead of waiting for the scheduler."""
+    from django_q.tasks import async_task
+
+    return async_task("visits.tasks.sync_streams_task", task_name="sync-now")

@@ -97,17 +97,15 @@ def env_time_zone(name: str, default: str) -> str:
 DEBUG = env_bool("DEBUG", False)
 SECRET_KEY = env_str("SECRET_KEY", "")
 if not SECRET_KEY:
-    if not DEBUG:
-        # A fixed key would let anyone forge sessions on a real install; a random one per
-        # process logs everybody out at every restart, so a laptop run gets a stable file key.
-        key_file = VAR_DIR / "secret_key"
-        if not key_file.exists():
-            import secrets
+    # A fixed key would let anyone forge sessions on a real install, and a random one per
+    # process would break sessions and django-q2's signed tasks between processes, so a
+    # laptop run keeps a generated key in var/.
+    key_file = VAR_DIR / "secret_key"
+    if not key_file.exists():
+        import secrets
 
-            key_file.write_text(secrets.token_urlsafe(50))
-        SECRET_KEY = key_file.read_text().strip()
-    else:
-        SECRET_KEY = "insecure-debug-only-key"
+        key_file.write_text(secrets.token_urlsafe(50))
+    SECRET_KEY = key_file.read_text().strip()
 ALLOWED_HOSTS = [h.strip() for h in env_str("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]").split(",") if h.strip()]
 
 INSTALLED_APPS = [

@@ -2,12 +2,17 @@
 
 from django.core.management.base import BaseCommand
 
-from visits.tasks import schedules_setup
+from visits.tasks import schedules_setup, sync_enqueue
 
 
 class Command(BaseCommand):
     help = "Create or update the background schedules (idempotent)."
 
-    def handle(self, *args, **options):
+    def add_arguments(self, parser):
+        parser.add_argument("--run-now", action="store_true", help="also queue a sync for the worker right away")
+
+    def handle(self, *args, run_now=False, **options):
         for name, created in schedules_setup():
             self.stdout.write(f"schedule {name!r} {'created' if created else 'updated'}: every minute")
+        if run_now:
+            self.stdout.write(f"sync queued for the worker: task {sync_enqueue()}")

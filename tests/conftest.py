@@ -1,0 +1,124 @@
+"""Shared fixtures: a real demo Firehose on 127.0.0.1, settings pointing at it, and the
+check that the database holds exactly what the generator says it must."""
+
+import os
+from datetime import datetime
+
+import pytest
+from django.conf import settings as django_settings
+from django.db import connection
+
+from visits.demo.generator import DemoData, team_generate
+from visits.demo.server import DemoFirehose, Faults
+from visits.models import DeletedVisit, Outcome, Rep, Visit
+
+os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")  # Playwright's sync API runs an event loop
+
+TOKEN = "test-token"
+
+
+@pytest.fixture(scope="session")
+def small_team() -> DemoData:
+    """A small team (a week of visits), with updates, deletes and malformed items."""
+    return team_generate(seed=11, reps=6, weeks=1, malformed=True)
+
+
+@pytest.fixture(scope="session")
+def full_team() -> DemoData:
+    """The demo's default team: about 25 reps and eight weeks of visits."""
+    return team_generate(seed=7, malformed=True)
+
+
+@pytest.fixture
+def serve(settings):
+    """Start a demo Firehose for given data and point the app's settings at it."""
+    servers = []
+
+    def start(data: DemoData, *, faults: Faults | None = None, **kwargs) -> DemoFirehose:
+        server = DemoFirehose(data, token=TOKEN, faults=faults, **kwargs).start()
+        servers.append(server)
+        settings.SELL_API_URL = server.url
+        settings.SELL_ACCESS_TOKEN = TOKEN
+        settings.SELL_BACKOFF_BASE = 0.001
+        settings.SELL_BACKOFF_CAP = 0.01
+        settings.SELL_MAX_RETRIES = 30
+        settings.SELL_TIMEOUT = 5
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+def database_url() -> str:
+    """A URL for the test database this process is using, for a subprocess to share."""
+    cfg = connection.settings_dict
+    if cfg["ENGINE"].endswith("sqlite3"):
+        return f"sqlite:///{cfg['NAME']}"
+    auth = cfg["USER"] + (f":{cfg['PASSWORD']}" if cfg["PASSWORD"] else "")
+    return f"postgres://{auth}@{cfg['HOST'] or '127.0.0.1'}:{cfg['PORT'] or 5432}/{cfg['NAME']}"
+
+
+def command_env(server_url: str, **extra) -> dict:
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url(),
+        "SELL_API_URL": server_url,
+        "SELL_ACCESS_TOKEN": TOKEN,
+        "SELL_BACKOFF_BASE": "0.001",
+        "SELL_BACKOFF_CAP": "0.01",
+        "SELL_MAX_RETRIES": "30",
+        "SELL_PAGE_LIMIT": "20",
+        "SECRET_KEY": django_settings.SECRET_KEY,
+    }
+    env.update(extra)
+    return env
+
+
+def parse_time(value: str) -> datetime:
+    return datetime.fromisoformat(value)
+
+
+def assert_db_matches(data: DemoData) -> None:
+    """The database holds every visit, rep and outcome exactly as the generator's truth."""
+    expected = data.expected_visits()
+    rows = {v.id: v for v in Visit.objects.all()}
+    tombstones = dict(DeletedVisit.objects.values_list("id", "sequence"))
+    problems = []
+    for visit_id, want in expected.items():
+        snap = want["snapshot"]
+        if snap is None:
+            if tombstones.get(visit_id) != want["sequence"] and visit_id not in rows:
+                problems.append(f"visit {visit_id}: deleted unseen visit has no tombstone")
+            continue
+        row = rows.get(visit_id)
+        if row is None:
+            problems.append(f"visit {visit_id}: missing")
+            continue
+        location = snap["sales_rep_location"]
+        got = (
+            row.sequence, row.deleted_at is not None, row.rep_id, row.resource_type, row.resource_id,
+            row.visited_at, row.created_at, row.summary, row.outcome_id, row.latitude, row.longitude,
+            row.verification_status,
+        )  # fmt: skip
+        outcome = snap.get("outcome")
+        wanted = (
+            want["sequence"], want["deleted"], snap["creator_id"], snap["resource_type"], snap["resource_id"],
+            parse_time(snap["visited_at"]), parse_time(snap["created_at"]), snap["summary"] or "",
+            outcome["id"] if outcome else None, location["latitude"], location["longitude"],
+            location["verification_status"],
+        )  # fmt: skip
+        if got != wanted:
+            problems.append(f"visit {visit_id}: got {got}, want {wanted}")
+    extra = set(rows) - set(expected)
+    if extra:
+        problems.append(f"visits not in the generator's truth: {sorted(extra)[:10]}")
+    reps = {r.id: (r.name, r.email, r.status, r.role) for r in Rep.objects.all()}
+    want_reps = {rid: (r["name"], r["email"], r["status"], r["role"]) for rid, r in data.expected_reps().items()}
+    if reps != want_reps:
+        diff = {k: (reps.get(k), want_reps.get(k)) for k in set(reps) | set(want_reps) if reps.get(k) != want_reps.get(k)}
+        problems.append(f"reps differ (got, want): {dict(list(diff.items())[:10])}")
+    outcomes = dict(Outcome.objects.values_list("id", "name"))
+    if outcomes != data.expected_outcomes():
+        problems.append(f"outcomes differ: got {outcomes}, want {data.expected_outcomes()}")
+    assert not problems, f"{len(problems)} differences, first ones:\n" + "\n".join(problems[:15])

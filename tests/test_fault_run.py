@@ -1,0 +1,98 @@
+"""End to end under every fault: the database ends exactly as the generator's truth, whether
+the sync runs in one go, is killed with SIGKILL at random points, or runs from the command."""
+
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from visits.demo.server import Faults
+from visits.models import RejectedItem, SyncState
+from visits.sync import streams_sync
+
+from .conftest import assert_db_matches, command_env
+
+ROOT = Path(__file__).resolve().parent.parent
+
+ALL_FAULTS = dict(
+    empty_pages=0.2, short_pages=0.3, redeliver=0.3, shuffle=0.5, server_errors=0.1, rate_limit=0.1,
+    drop_connection=0.05,
+)  # fmt: skip
+
+
+@pytest.mark.django_db
+def test_every_fault_on_ends_exact(serve, full_team):
+    server = serve(full_team, faults=Faults(**ALL_FAULTS))
+    for _ in range(3):  # a mid-run expiry: the stored position goes stale between runs
+        results = streams_sync(max_seconds=0.3)
+        assert all(not r.error for r in results), results
+        server.expire_positions()
+    while not all(r.at_top for r in streams_sync()):
+        pass
+    assert_db_matches(full_team)
+    assert RejectedItem.objects.filter(stream="visits").count() == full_team.malformed_count["visits"]
+    assert SyncState.objects.get(stream="visits").events_skipped > 0
+
+
+def sync_command(env: dict, *args: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "manage.py", "sync_visits", *args],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
+@pytest.mark.django_db(transaction=True)
+def test_sigkill_at_random_points_then_resume_ends_exact(serve, full_team):
+    server = serve(full_team, faults=Faults(redeliver=0.2, shuffle=0.5, short_pages=0.2, empty_pages=0.1))
+    env = command_env(server.url)
+    rng = random.Random(20261128)
+    kills = 0
+    for _ in range(6):
+        process = sync_command(env, "--quiet")
+        time.sleep(rng.uniform(0.6, 2.0))  # Django starts in ~0.5 s; then pages are being applied
+        if process.poll() is None:
+            process.send_signal(signal.SIGKILL)
+            kills += 1
+        process.wait(timeout=30)
+        process.stdout.close()
+        process.stderr.close()
+    assert kills >= 3, "the sync finished too fast to be killed mid-run"
+    final = sync_command(env)
+    out, err = final.communicate(timeout=120)
+    assert final.returncode == 0, err
+    assert "sync complete" in out
+    assert_db_matches(full_team)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_command_shows_progress_and_a_summary(serve, small_team):
+    server = serve(small_team)
+    process = sync_command(command_env(server.url))
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 0, err
+    lines = out.strip().splitlines()
+    assert any("events/s" in line and "pages" in line for line in lines[:-1])
+    assert lines[-1].startswith("sync complete: users:") and "visits:" in lines[-1]
+    assert_db_matches(small_team)
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize(
+    "env_change, message",
+    [
+        ({"SELL_ACCESS_TOKEN": ""}, "no access token"),
+        ({"SELL_ACCESS_TOKEN": "wrong"}, "the access token was refused"),
+        ({"SELL_API_URL": "http://127.0.0.1:9", "SELL_MAX_RETRIES": "2"}, "stayed unreachable after 2 retries"),
+    ],
+)
+def test_command_fails_with_one_line_saying_why(serve, small_team, env_change, message):
+    server = serve(small_team)
+    process = sync_command(command_env(server.url, **env_change))
+    out, err = process.communicate(timeout=60)
+    assert process.returncode != 0
+    assert message in err
+    assert len([line for line in err.strip().splitlines() if "retrying" not in line]) == 1

@@ -1,0 +1,591 @@
+"""Invented Zendesk Sell data for the demo Firehose: a field team, its visits, and the truth.
+
+`team_generate` simulates a sales team visiting customers around three US metro areas and
+returns the users and visits event logs as the Firehose would emit them, together with the
+state a correct client must end in (`DemoData.expected_*`). The simulation keeps that state
+itself while it emits events, never by replaying the log, so a replay is an independent check.
+
+Four suspicious reps, one per pattern (`DemoData.suspicious` maps rep id -> pattern):
+
+- ``too_far``: about half of their visits are ``resource_location_too_far``.
+- ``impossible_travel``: on about one working day in three they log a verified visit in
+  another metro area (950+ km away) 20-50 minutes after a verified visit at home.
+- ``shared_coordinates``: a third of their visits are logged from one of two fixed spots
+  (home, a coffee shop), so identical coordinates appear at many customers, 1-30 km away.
+- ``late_bursts``: they log visits twice a week in one sitting (Thursday and Monday mornings,
+  20-90 s apart), so every visit is created 1.5 to 7 days after it happened.
+
+Everyone else is ordinary: created_at is visited_at plus a few minutes, a verified position
+is within 150 m of the customer, a too-far one 1-30 km away, and there is no position for
+location_unknown / location_services_disabled. One `random.Random(seed)` drives everything,
+so a seed and a `now` always give the same data.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import itertools
+import math
+import random
+import threading
+import unicodedata
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta, timezone
+from zoneinfo import ZoneInfo
+
+TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+EARTH_RADIUS_M = 6_371_000.0
+EMAIL_DOMAIN = "fieldteam.example.com"
+FIRST_VISIT_ID = 48_210_001
+# Malformed items live far above real ids so they can never touch a real visit or user.
+MALFORMED_FIRST_ID = 1_000_000_001
+
+
+@dataclass(frozen=True)
+class Region:
+    name: str
+    latitude: float
+    longitude: float
+    tz: ZoneInfo
+
+
+REGIONS = (
+    Region("Chicago", 41.8781, -87.6298, ZoneInfo("America/Chicago")),
+    Region("Dallas", 32.7767, -96.7970, ZoneInfo("America/Chicago")),
+    Region("Atlanta", 33.7490, -84.3880, ZoneInfo("America/New_York")),
+)
+CUSTOMER_RADIUS_M = 40_000
+
+OUTCOMES: dict[int, str] = {
+    4101: "Interested",
+    4102: "Not interested",
+    4103: "No answer",
+    4104: "Come back later",
+    4105: "Customer on site",
+    4106: "Order placed",
+    4107: "Demo booked",
+    4108: "Left brochure",
+}
+OUTCOME_WEIGHTS = (18, 14, 16, 14, 6, 10, 9, 13)
+RENAMED_OUTCOME = (4103, "No answer / closed")
+
+STATUSES = ("verified", "resource_location_too_far", "location_unknown", "location_services_disabled")
+STATUS_WEIGHTS = {None: (84, 8, 4.5, 3.5), "too_far": (45, 50, 3, 2)}
+PATTERNS = ("too_far", "impossible_travel", "shared_coordinates", "late_bursts")
+
+REP_NAMES = (
+    "Jon Smith", "Maria Gonzalez", "Kevin O'Brien", "Aisha Patel", "Tom Becker", "Lakshmi Rao",
+    "Derek Washington", "Emily Chen", "José Ramírez", "Hannah Kowalski", "Marcus Johnson",
+    "Sofia Rossi", "Brian Nguyen", "Chloé Dubois", "Tyrone Jackson", "Rachel Goldberg",
+    "Luis Herrera", "Megan Sullivan", "Andre Williams", "Priya Sharma", "Kyle Anderson",
+    "Zoë Fischer", "Omar Haddad", "Jessica Moore", "Björn Larsen",
+)
+RENAMED_REP = "Jonathan Smith"
+MANAGER_NAMES = ("Patricia Holloway", "Greg Tanaka")
+
+SUMMARIES: dict[int, tuple[str, ...]] = {
+    4101: ("Owner keen on the spring range, wants pricing by Friday.",
+           "Good chat with the buyer, interested in a trial order.",
+           "Store manager interested, asked for samples."),
+    4102: ("Happy with their current supplier.", "Budget frozen until next year.",
+           "Buyer declined, says our prices are too high."),
+    4103: ("Closed when I arrived.", "Nobody at reception, left my card.",
+           "No answer at the door, will try again."),
+    4104: ("Owner busy, come back next week.", "Buyer on holiday until the 20th.",
+           "Asked me to return after their inventory count."),
+    4105: ("Walked the floor with the customer.", "Customer on site, reviewed the last delivery.",
+           "Met the site manager, checked stock levels."),
+    4106: ("Order placed: 12 cases, delivery Tuesday.", "Reorder placed, same as last month.",
+           "Trial order of 3 units placed."),
+    4107: ("Demo booked for Thursday 10am.", "Booked a product demo with the ops team.",
+           "Demo booked, they want to see the mobile app."),
+    4108: ("Left brochure and price list with staff.", "Left brochure, owner will call back.",
+           "Dropped off the new catalogue."),
+}
+FOLLOW_UPS = ("Update: they called back and confirmed.", "Fixed the contact name.",
+              "Also send the catalogue by email.")
+SPECIAL_SUMMARIES = (
+    'Owner said "call me Tuesday", not before.\nLeft price list, catalogue, and samples.',
+    "Met Señora Núñez at the café; she wants a démo next week, ça marche.",
+    "Receptionist typed </script><img src=x onerror=alert(1)>${alert(1)} `whoami` in the form.",
+    '=HYPERLINK("http://x") asked for a callback.',
+)
+
+
+@dataclass(frozen=True)
+class Customer:
+    resource_type: str
+    resource_id: int
+    position: tuple[float, float]
+
+
+@dataclass
+class Rep:
+    id: int
+    name: str
+    email: str
+    region: Region
+    pattern: str | None = None
+    in_users: bool = True
+    active_until: datetime | None = None
+    customers: list[Customer] = field(default_factory=list)
+    far_customers: list[Customer] = field(default_factory=list)
+    spots: list[tuple[float, float]] = field(default_factory=list)
+
+
+@dataclass
+class _Visit:
+    """A visit as the rep made it; it gets an id once all visits are ordered by creation."""
+
+    rep: Rep
+    customer: Customer
+    visited_at: datetime
+    created_at: datetime
+    status: str
+    position: tuple[float, float] | None
+    outcome_id: int
+    summary: str
+
+
+@dataclass
+class DemoData:
+    users_events: list[dict]
+    visits_events: list[dict]
+    now: datetime
+    malformed_count: dict[str, int]
+    suspicious: dict[int, str]
+    customers: dict[tuple[str, int], tuple[float, float]]
+    _world: _World = field(repr=False, compare=False)
+
+    def expected_visits(self) -> dict[int, dict]:
+        """Visit id -> {"deleted", "sequence", "snapshot"} a correct client ends with."""
+        with self._world.lock:
+            return copy.deepcopy(self._world.visits)
+
+    def expected_reps(self) -> dict[int, dict]:
+        """User id -> {"name", "email", "status", "role"}; empty strings for unknown creators."""
+        with self._world.lock:
+            reps = {user_id: {key: user[key] for key in ("name", "email", "status", "role")}
+                    for user_id, user in self._world.users.items()}
+            for creator_id in self._world.creators - reps.keys():
+                reps[creator_id] = {"name": "", "email": "", "status": "", "role": ""}
+            return reps
+
+    def expected_outcomes(self) -> dict[int, str]:
+        """Outcome id -> the name carried by the newest visit event that mentions it."""
+        with self._world.lock:
+            return {outcome_id: name for outcome_id, (_, name) in self._world.outcomes_seen.items()}
+
+    def append_live(self, *, count: int = 1, now: datetime | None = None) -> list[dict]:
+        """Create `count` visits happening at `now`, append their events and return them."""
+        at = (now or datetime.now(timezone.utc)).astimezone(timezone.utc).replace(microsecond=0)
+        with self._world.lock:
+            events = [self._world.live_visit_create(now=at) for _ in range(count)]
+            self.visits_events.extend(events)
+        return events
+
+
+def team_generate(*, seed: int = 7, reps: int = 25, weeks: int = 8, now: datetime | None = None,
+                  updates: bool = True, deletes: bool = True, malformed: bool = False) -> DemoData:
+    """Simulate the team and return both event logs with the state they must produce."""
+    if reps < 8:
+        raise ValueError("reps must be at least 8: four suspicious, one absent, three with user updates")
+    if weeks < 1:
+        raise ValueError("weeks must be at least 1")
+    now = (now or datetime.now(timezone.utc)).astimezone(timezone.utc).replace(microsecond=0)
+    world = _World(seed=seed, now=now, weeks=weeks, updates=updates)
+    world.team_build(reps=reps)
+    users_log = world.users_emit()
+    visits_log = world.visits_emit(deletes=deletes)
+    malformed_count = {"visits": 0, "users": 0}
+    if malformed:
+        visits_bad, users_bad = world.visits_malformed(), world.users_malformed()
+        visits_log += visits_bad
+        users_log += users_bad
+        malformed_count = {"visits": len(visits_bad), "users": len(users_bad)}
+    return DemoData(
+        users_events=_ordered(users_log),
+        visits_events=_ordered(visits_log),
+        now=now,
+        malformed_count=malformed_count,
+        suspicious={rep.id: rep.pattern for rep in world.reps if rep.pattern},
+        customers={(c.resource_type, c.resource_id): c.position
+                   for rep in world.reps for c in rep.customers + rep.far_customers},
+        _world=world,
+    )
+
+
+class _World:
+    """The simulated truth: reps, their customers, and every visit and user as it stands."""
+
+    def __init__(self, *, seed: int, now: datetime, weeks: int, updates: bool) -> None:
+        self.rng = random.Random(seed)
+        self.now = now
+        self.start = now - timedelta(weeks=weeks)
+        self.updates = updates
+        self.lock = threading.Lock()
+        self.rename_at = None
+        if updates:
+            self.rename_at = (self.start + (now - self.start) * self.rng.uniform(0.5, 0.7)).replace(microsecond=0)
+        self.reps: list[Rep] = []
+        self.managers: list[Rep] = []
+        self.user_changes: list[tuple[datetime, Rep, dict]] = []
+        self.users: dict[int, dict] = {}
+        self.visits: dict[int, dict] = {}
+        self.creators: set[int] = set()
+        self.outcomes_seen: dict[int, tuple[datetime, str]] = {}
+        self.next_visit_id = FIRST_VISIT_ID
+        self.next_resource_id = {"lead": 3_100_001, "contact": 5_200_001, "prospect_and_customer": 7_400_001}
+
+    # --- the team -------------------------------------------------------------------------
+
+    def team_build(self, *, reps: int) -> None:
+        rng = self.rng
+        names = _names(count=reps)
+        ids = sorted(rng.sample(range(174_001, 180_000), reps + len(MANAGER_NAMES)))
+        emails: set[str] = set()
+        others = list(range(1, reps))  # index 0 is Jon Smith, who gets renamed
+        rng.shuffle(others)
+        patterns = dict(zip(others, PATTERNS))
+        absent, inactive, promoted = others[len(PATTERNS):len(PATTERNS) + 3]
+        for index, name in enumerate(names):
+            region = REGIONS[index % len(REGIONS)]
+            rep = Rep(id=ids[index], name=name, email=_email(name=name, taken=emails), region=region,
+                      pattern=patterns.get(index), in_users=index != absent)
+            rep.customers = [self._customer_new(region) for _ in range(rng.randint(30, 45))]
+            if rep.pattern == "impossible_travel":
+                far = REGIONS[(index + 1) % len(REGIONS)]
+                rep.far_customers = [self._customer_new(far) for _ in range(6)]
+            if rep.pattern == "shared_coordinates":
+                rep.spots = [_offset(region.latitude, region.longitude, metres=rng.uniform(3_000, 15_000),
+                                     bearing=rng.uniform(0, 360)) for _ in range(2)]
+            self.reps.append(rep)
+        self.managers = [Rep(id=ids[reps + i], name=name, email=_email(name=name, taken=emails), region=REGIONS[i])
+                         for i, name in enumerate(MANAGER_NAMES)]
+        if self.updates:
+            jon = self.reps[0]
+            self.user_changes = [
+                (self._days_ago(15, 35), jon, {"name": RENAMED_REP, "email": _email(name=RENAMED_REP, taken=emails)}),
+                (self._days_ago(6, 13), self.reps[inactive], {"status": "inactive"}),
+                (self._days_ago(2, 20), self.reps[promoted], {"role": "admin"}),
+            ]
+            self.reps[inactive].active_until = self.user_changes[1][0]
+
+    def _days_ago(self, low: float, high: float) -> datetime:
+        return (self.now - timedelta(days=self.rng.uniform(low, high))).replace(microsecond=0)
+
+    def _customer_new(self, region: Region) -> Customer:
+        resource_type = self.rng.choices(("lead", "contact", "prospect_and_customer"), weights=(35, 30, 35))[0]
+        resource_id = self.next_resource_id[resource_type]
+        self.next_resource_id[resource_type] += self.rng.randint(1, 40)
+        position = _offset(region.latitude, region.longitude,
+                           metres=CUSTOMER_RADIUS_M * math.sqrt(self.rng.random()), bearing=self.rng.uniform(0, 360))
+        return Customer(resource_type, resource_id, position)
+
+    # --- users ----------------------------------------------------------------------------
+
+    def users_emit(self) -> list[tuple[datetime, dict]]:
+        entries, sequences = [], {}
+        for rep in self.reps + self.managers:
+            if not rep.in_users:
+                continue
+            created_at = (self.start - timedelta(days=self.rng.uniform(30, 1400))).replace(microsecond=0)
+            user = {"id": rep.id, "name": rep.name, "email": rep.email, "status": "active",
+                    "role": "admin" if rep in self.managers else "user", "confirmed": True,
+                    "created_at": _iso(created_at)}
+            self.users[rep.id], sequences[rep.id] = user, 1
+            entries.append((created_at, self._event("user", "created", dict(user), sequence=1, at=created_at)))
+        for at, rep, changes in sorted(self.user_changes, key=lambda change: change[0]):
+            user = self.users[rep.id]
+            previous = {key: user[key] for key in changes}
+            user.update(changes)
+            sequences[rep.id] += 1
+            entries.append((at, self._event("user", "updated", dict(user), sequence=sequences[rep.id], at=at,
+                                            previous=previous)))
+        return entries
+
+    def users_malformed(self) -> list[tuple[datetime, dict]]:
+        at = self._moment()
+        data = {"name": "Pat Doe", "email": f"pat.doe@{EMAIL_DOMAIN}", "status": "active", "role": "user",
+                "confirmed": True, "created_at": _iso(at)}  # no id
+        return [(at, self._event("user", "created", data, sequence=1, at=at))]
+
+    # --- visits ---------------------------------------------------------------------------
+
+    def visits_emit(self, *, deletes: bool) -> list[tuple[datetime, dict]]:
+        plans = []
+        for rep in self.reps:
+            rep_plans = []
+            day, last = self.start.astimezone(rep.region.tz).date(), self.now.astimezone(rep.region.tz).date()
+            while day <= last:
+                if day.weekday() < 5 and self.rng.random() > 0.04:
+                    rep_plans += self._day_plan(rep, day)
+                day += timedelta(days=1)
+            if rep.pattern == "late_bursts":
+                self._bursts_schedule(rep_plans)
+            plans += [plan for plan in rep_plans if plan.created_at <= self.now]
+        plans.sort(key=lambda plan: plan.created_at)
+        special = set(self.rng.sample(range(len(plans)), len(SPECIAL_SUMMARIES)))
+        for index, summary in zip(sorted(special), SPECIAL_SUMMARIES):
+            plans[index].summary = summary
+        entries = []
+        for index, plan in enumerate(plans):
+            entries += self._visit_history(self._visit_id_new(), plan, editable=index not in special, deletes=deletes)
+        if deletes:
+            entries.append(self._prehistoric_delete())
+        return entries
+
+    def _day_plan(self, rep: Rep, day: date) -> list[_Visit]:
+        rng, tz = self.rng, rep.region.tz
+        clock = datetime.combine(day, time(8, 0), tzinfo=tz) + timedelta(minutes=rng.randint(0, 75))
+        closing = datetime.combine(day, time(17, 45), tzinfo=tz)
+        count = rng.randint(3, 7)
+        far_index = None
+        if rep.pattern == "impossible_travel" and rng.random() < 0.35:
+            far_index = rng.randint(1, count - 1)
+        visits, previous = [], None
+        for index in range(count):
+            if index:
+                clock += timedelta(minutes=rng.randint(20, 50) if index == far_index else rng.randint(35, 110))
+            visited_at = (clock + timedelta(seconds=rng.randint(0, 59))).astimezone(timezone.utc)
+            if clock > closing or visited_at > self.now:
+                break
+            if visited_at < self.start or (rep.active_until and visited_at > rep.active_until - timedelta(days=1)):
+                continue
+            if index == far_index:
+                customer = rng.choice(rep.far_customers)
+            else:
+                customer = self._customer_pick(rep, avoid=previous)
+            forced = "verified" if far_index is not None and index in (far_index - 1, far_index) else None
+            visits.append(self._visit_plan(rep, customer, visited_at, forced=forced))
+            previous = customer
+        return visits
+
+    def _customer_pick(self, rep: Rep, *, avoid: Customer | None) -> Customer:
+        # Zipf-like weights: a few regulars get most of the visits, the tail gets the odd one.
+        weights = [1 / (rank + 1) ** 0.8 for rank in range(len(rep.customers))]
+        while True:
+            customer = self.rng.choices(rep.customers, weights=weights)[0]
+            if customer != avoid:
+                return customer
+
+    def _visit_plan(self, rep: Rep, customer: Customer, visited_at: datetime, *, forced: str | None) -> _Visit:
+        rng = self.rng
+        status = forced or rng.choices(STATUSES, weights=STATUS_WEIGHTS[rep.pattern if rep.pattern == "too_far" else None])[0]
+        position = self._position(customer, status)
+        if rep.spots and forced is None and rng.random() < 0.35:
+            spot = rng.choice(rep.spots)
+            if 1_000 <= _distance_m(spot, customer.position) <= 30_000:
+                status, position = "resource_location_too_far", spot
+        outcome_id = rng.choices(list(OUTCOMES), weights=OUTCOME_WEIGHTS)[0]
+        summary = "" if rng.random() < 0.06 else rng.choice(SUMMARIES[outcome_id])
+        created_at = visited_at + timedelta(seconds=rng.randint(60, 900))
+        return _Visit(rep, customer, visited_at, created_at, status, position, outcome_id, summary)
+
+    def _position(self, customer: Customer, status: str) -> tuple[float, float] | None:
+        if status == "verified":
+            metres = self.rng.uniform(5, 140)
+        elif status == "resource_location_too_far":
+            metres = self.rng.uniform(1_000, 30_000)
+        else:
+            return None
+        return _offset(*customer.position, metres=metres, bearing=self.rng.uniform(0, 360))
+
+    def _bursts_schedule(self, plans: list[_Visit]) -> None:
+        """Mon-Tue visits are logged on Thursday morning, Wed-Fri ones on the next Monday."""
+        sessions: dict[date, list[_Visit]] = {}
+        for plan in plans:
+            local = plan.visited_at.astimezone(plan.rep.region.tz).date()
+            weekday = local.weekday()
+            session = local + timedelta(days=3 - weekday if weekday < 2 else 7 - weekday)
+            sessions.setdefault(session, []).append(plan)
+        for session, batch in sessions.items():
+            tz = batch[0].rep.region.tz
+            clock = datetime.combine(session, time(6, 45), tzinfo=tz) + timedelta(minutes=self.rng.randint(0, 30))
+            for plan in sorted(batch, key=lambda plan: plan.visited_at):
+                clock += timedelta(seconds=self.rng.randint(20, 90))
+                plan.created_at = clock.astimezone(timezone.utc)
+
+    def _visit_history(self, visit_id: int, plan: _Visit, *, editable: bool,
+                       deletes: bool) -> list[tuple[datetime, dict]]:
+        """Emit the created event and, sometimes, later edits and a deletion."""
+        rng = self.rng
+        at = plan.created_at
+        entries = [(at, self._visit_create(visit_id, plan))]
+        truth = self.visits[visit_id]
+        if editable and self.updates and rng.random() < 0.03:
+            for _ in range(1 if rng.random() < 0.7 else 2):
+                at += timedelta(seconds=rng.randint(15 * 60, 36 * 3600))
+                if at > self.now:
+                    break
+                kind = rng.choice(("summary", "outcome", "both"))
+                if kind != "summary":
+                    plan.outcome_id = rng.choice([oid for oid in OUTCOMES if oid != plan.outcome_id])
+                if kind != "outcome":
+                    plan.summary = f"{plan.summary} {rng.choice(FOLLOW_UPS)}".strip()
+                old, new = truth["snapshot"], self._snapshot(visit_id, plan, at=at)
+                previous = {key: old[key] for key in new if new[key] != old[key]}
+                truth.update(sequence=truth["sequence"] + 1, snapshot=new)
+                self._outcome_seen(new, at=at)
+                entries.append((at, self._event("visit", "updated", copy.deepcopy(new), sequence=truth["sequence"],
+                                                at=at, previous=previous)))
+        if editable and deletes and rng.random() < 0.01:
+            at += timedelta(seconds=rng.randint(30 * 60, 48 * 3600))
+            if at <= self.now:
+                snapshot = truth["snapshot"]
+                # A full snapshot only when its outcome name is still current, so the deleted
+                # event never carries a name older than the events before it.
+                current = snapshot["outcome"]["name"] == self._outcome_name(plan.outcome_id, at=at)
+                data = copy.deepcopy(snapshot) if current and rng.random() < 0.5 else {"id": visit_id}
+                truth.update(sequence=truth["sequence"] + 1, deleted=True)
+                entries.append((at, self._event("visit", "deleted", data, sequence=truth["sequence"], at=at)))
+        return entries
+
+    def _prehistoric_delete(self) -> tuple[datetime, dict]:
+        """A visit created before the log begins is deleted now: the client only ever sees its id."""
+        visit_id = FIRST_VISIT_ID - self.rng.randint(100, 5_000)
+        at = self._moment()
+        self.visits[visit_id] = {"deleted": True, "sequence": 3, "snapshot": None}
+        return at, self._event("visit", "deleted", {"id": visit_id}, sequence=3, at=at)
+
+    def _visit_create(self, visit_id: int, plan: _Visit) -> dict:
+        snapshot = self._snapshot(visit_id, plan, at=plan.created_at)
+        self.visits[visit_id] = {"deleted": False, "sequence": 1, "snapshot": snapshot}
+        self.creators.add(plan.rep.id)
+        self._outcome_seen(snapshot, at=plan.created_at)
+        return self._event("visit", "created", copy.deepcopy(snapshot), sequence=1, at=plan.created_at)
+
+    def live_visit_create(self, *, now: datetime) -> dict:
+        reps = [rep for rep in self.reps if rep.pattern is None and rep.active_until is None]
+        rep = self.rng.choice(reps)
+        visited_at = now - timedelta(seconds=self.rng.randint(120, 1_500))
+        plan = self._visit_plan(rep, self._customer_pick(rep, avoid=None), visited_at, forced=None)
+        plan.created_at = now
+        return self._visit_create(self._visit_id_new(), plan)
+
+    def visits_malformed(self) -> list[tuple[datetime, dict]]:
+        """One item per way a client must reject, each with an id no real visit uses."""
+        entries = []
+        for offset, damage in enumerate(VISIT_DAMAGE.values()):
+            rep = self.rng.choice([rep for rep in self.reps if rep.pattern is None])
+            at = self._moment()
+            plan = self._visit_plan(rep, self._customer_pick(rep, avoid=None), at - timedelta(minutes=5),
+                                    forced="verified")
+            plan.created_at = at
+            event = self._event("visit", "created", self._snapshot(MALFORMED_FIRST_ID + offset, plan, at=at),
+                                sequence=1, at=at)
+            damage(event)
+            entries.append((at, event))
+        return entries
+
+    def _visit_id_new(self) -> int:
+        self.next_visit_id += 1
+        return self.next_visit_id - 1
+
+    def _snapshot(self, visit_id: int, plan: _Visit, *, at: datetime) -> dict:
+        latitude, longitude = plan.position or (None, None)
+        return {
+            "id": visit_id,
+            "resource_type": plan.customer.resource_type,
+            "resource_id": plan.customer.resource_id,
+            "creator_id": plan.rep.id,
+            "visited_at": _iso(plan.visited_at),
+            "created_at": _iso(plan.created_at),
+            "summary": plan.summary,
+            "outcome": {"id": plan.outcome_id, "name": self._outcome_name(plan.outcome_id, at=at),
+                        "has_original_name": True},
+            "sales_rep_location": {"latitude": latitude, "longitude": longitude,
+                                   "verification_status": plan.status},
+        }
+
+    def _outcome_name(self, outcome_id: int, *, at: datetime) -> str:
+        renamed_id, new_name = RENAMED_OUTCOME
+        if outcome_id == renamed_id and self.rename_at is not None and at >= self.rename_at:
+            return new_name
+        return OUTCOMES[outcome_id]
+
+    def _outcome_seen(self, snapshot: dict, *, at: datetime) -> None:
+        outcome = snapshot["outcome"]
+        seen = self.outcomes_seen.get(outcome["id"])
+        if seen is None or at >= seen[0]:
+            self.outcomes_seen[outcome["id"]] = (at, outcome["name"])
+
+    # --- shared ---------------------------------------------------------------------------
+
+    def _moment(self) -> datetime:
+        """A random second inside the simulated window."""
+        return (self.start + (self.now - self.start) * self.rng.random()).replace(microsecond=0)
+
+    def _event(self, kind: str, event_type: str, data: dict, *, sequence: int, at: datetime,
+               previous: dict | None = None) -> dict:
+        event_id = base64.urlsafe_b64encode(self.rng.getrandbits(128).to_bytes(16, "big")).decode().rstrip("=")
+        meta = {"type": kind, "event_type": event_type, "event_cause": "interaction", "sequence": sequence,
+                "event_id": event_id, "event_time": _iso(at)}
+        if previous is not None:
+            meta["previous"] = previous
+        return {"data": data, "meta": meta}
+
+
+VISIT_DAMAGE: dict[str, Callable[[dict], object]] = {
+    "missing_id": lambda event: event["data"].pop("id"),
+    "data_not_object": lambda event: event.update(data="visit at Joe's Diner"),
+    "id_not_integer": lambda event: event["data"].update(id="abc"),
+    "unknown_verification_status": lambda event: event["data"]["sales_rep_location"].update(
+        verification_status="teleported"),
+    "latitude_out_of_range": lambda event: event["data"]["sales_rep_location"].update(latitude=123.4),
+    "unparseable_visited_at": lambda event: event["data"].update(visited_at="yesterday"),
+    "unknown_event_type": lambda event: event["meta"].update(event_type="exploded"),
+    "missing_sequence": lambda event: event["meta"].pop("sequence"),
+    "missing_meta": lambda event: event.pop("meta"),
+}
+
+
+def _ordered(entries: list[tuple[datetime, dict]]) -> list[dict]:
+    # sorted() is stable and each id's events were added oldest first, so per-id order holds.
+    return [event for _, event in sorted(entries, key=lambda entry: entry[0])]
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(timezone.utc).strftime(TIME_FORMAT)
+
+
+def _names(*, count: int) -> list[str]:
+    """The featured names first, then first/last name combinations nobody has yet."""
+    names = list(REP_NAMES[:count])
+    pairs = itertools.product([n.split()[0] for n in REP_NAMES], [n.split()[-1] for n in REP_NAMES])
+    taken = set(names)
+    for first, last in pairs:
+        if len(names) >= count:
+            break
+        if f"{first} {last}" not in taken:
+            names.append(f"{first} {last}")
+            taken.add(names[-1])
+    return names
+
+
+def _email(*, name: str, taken: set[str]) -> str:
+    local = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode().lower()
+    local = ".".join(part.replace("'", "") for part in local.split())
+    email, number = f"{local}@{EMAIL_DOMAIN}", 2
+    while email in taken:
+        email, number = f"{local}{number}@{EMAIL_DOMAIN}", number + 1
+    taken.add(email)
+    return email
+
+
+def _offset(latitude: float, longitude: float, *, metres: float, bearing: float) -> tuple[float, float]:
+    """The point `metres` away from (latitude, longitude) along `bearing` degrees, to 6 decimals."""
+    distance = metres / EARTH_RADIUS_M
+    lat1, lon1, theta = math.radians(latitude), math.radians(longitude), math.radians(bearing)
+    lat2 = math.asin(math.sin(lat1) * math.cos(distance) + math.cos(lat1) * math.sin(distance) * math.cos(theta))
+    lon2 = lon1 + math.atan2(math.sin(theta) * math.sin(distance) * math.cos(lat1),
+                             math.cos(distance) - math.sin(lat1) * math.sin(lat2))
+    return round(math.degrees(lat2), 6), round(math.degrees(lon2), 6)
+
+
+def _distance_m(a: tuple[float, float], b: tuple[float, float]) -> float:
+    lat1, lon1, lat2, lon2 = map(math.radians, (*a, *b))
+    h = math.sin((lat2 - lat1) / 2) ** 2 + math.cos(lat1) * math.cos(lat2) * math.sin((lon2 - lon1) / 2) ** 2
+    return 2 * EARTH_RADIUS_M * math.asin(math.sqrt(h))

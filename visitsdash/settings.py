@@ -217,7 +217,8 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
-STATIC_ROOT = BASE_DIR / "staticfiles"
+STATIC_ROOT = VAR_DIR / "staticfiles"  # only for `collectstatic`; WhiteNoise also serves from the finders
+STATIC_ROOT.mkdir(exist_ok=True)
 
 LOGIN_URL = "/admin/login/"
 

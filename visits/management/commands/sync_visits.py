@@ -1,5 +1,6 @@
 """Runs the users stream, then the visits stream, until `top`, in the foreground."""
 
+import logging
 import sys
 import time
 
@@ -34,6 +35,8 @@ class Command(BaseCommand):
             if not quiet:
                 self.stderr.write(f"retrying in {delay:.1f}s after {problem}")
 
+        # This command reports a failure itself, in one line; the sync's log line would repeat it.
+        logging.getLogger("visits.sync").setLevel(logging.ERROR)
         client = FirehoseClient(on_retry=on_retry)
         try:
             results = streams_sync(client=client, max_seconds=max_seconds, progress=progress)

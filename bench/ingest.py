@@ -1,0 +1,174 @@
+"""Ingestion speed: events per second applied from the demo Firehose (no faults, limit 100),
+on SQLite and on PostgreSQL, beside a baseline that fetches and parses the same pages
+without writing anything.
+
+    .venv/bin/python bench/ingest.py                 # SQLite only
+    .venv/bin/python bench/ingest.py --postgres postgres://postgres@127.0.0.1:5432/postgres
+    .venv/bin/python bench/ingest.py --postgres ... --write   # also update docs/PERFORMANCE.md
+
+Each measurement runs in a fresh process with a fresh database; figures are medians of
+--runs runs. Nothing here is part of the test suite.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+TOKEN = "bench-token"
+
+
+def measure(*, mode: str, url: str, database_url: str, limit: int) -> dict:
+    """Runs inside the child process: migrate a fresh database, then time one stream."""
+    os.environ.update(
+        DATABASE_URL=database_url, SELL_API_URL=url, SELL_ACCESS_TOKEN=TOKEN, SELL_PAGE_LIMIT=str(limit),
+        DJANGO_SETTINGS_MODULE="visitsdash.settings",
+    )  # fmt: skip
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    from visits.sell import FirehoseClient
+    from visits.sync import stream_sync
+
+    if mode == "baseline":
+        client = FirehoseClient()
+        position, events, pages = "tail", 0, 0
+        started = time.perf_counter()
+        while True:
+            page = client.page_fetch(stream="visits", position=position, limit=limit)
+            events += len(page.items)
+            pages += 1
+            position = page.position
+            if page.top:
+                break
+        seconds = time.perf_counter() - started
+        return {"events": events, "pages": pages, "seconds": seconds}
+    call_command("migrate", verbosity=0)
+    started = time.perf_counter()
+    result = stream_sync(stream="visits", max_seconds=3600)
+    seconds = time.perf_counter() - started
+    assert result.at_top and not result.error, result
+    return {"events": result.applied + result.skipped, "pages": result.pages, "seconds": seconds}
+
+
+def child(mode: str, url: str, database_url: str, limit: int) -> dict:
+    out = subprocess.run(
+        [sys.executable, __file__, "--child", mode, "--url", url, "--database-url", database_url, "--limit", str(limit)],
+        capture_output=True, text=True, check=False, cwd=ROOT,
+    )  # fmt: skip
+    if out.returncode != 0:
+        raise SystemExit(f"{mode} run failed:\n{out.stderr}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def postgres_fresh(url: str, name: str) -> str:
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return url.rsplit("/", 1)[0] + "/" + name
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{os.cpu_count()} cores, {cpu}, Python {platform.python_version()}, {platform.system()} {platform.release()}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--child", choices=["baseline", "ingest"])
+    parser.add_argument("--url")
+    parser.add_argument("--database-url")
+    parser.add_argument("--limit", type=int, default=100)
+    parser.add_argument("--reps", type=int, default=120)
+    parser.add_argument("--weeks", type=int, default=16)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--postgres", help="server URL of a PostgreSQL to create bench databases on")
+    parser.add_argument("--write", action="store_true", help="update the ingestion section of docs/PERFORMANCE.md")
+    args = parser.parse_args()
+
+    if args.child:
+        print(json.dumps(measure(mode=args.child, url=args.url, database_url=args.database_url, limit=args.limit)))
+        return
+
+    from visits.demo.generator import team_generate
+    from visits.demo.server import DemoFirehose
+
+    data = team_generate(seed=1, reps=args.reps, weeks=args.weeks, updates=True, deletes=True)
+    print(f"demo stream: {len(data.visits_events):,} visit events, limit {args.limit}")
+    rows = []
+    with DemoFirehose(data, token=TOKEN).start() as server, tempfile.TemporaryDirectory() as tmp:
+        targets = [("baseline: fetch + parse, no writes", "baseline", None), ("SQLite", "ingest", "sqlite")]
+        if args.postgres:
+            targets.append(("PostgreSQL", "ingest", "postgres"))
+        for label, mode, backend in targets:
+            rates, events = [], 0
+            for run in range(args.runs):
+                if backend == "postgres":
+                    db = postgres_fresh(args.postgres, f"visitsdash_bench_{run}")
+                else:
+                    db = f"sqlite:///{tmp}/bench-{run}.sqlite3"
+                figures = child(mode, server.url, db, args.limit)
+                events = figures["events"]
+                rates.append(figures["events"] / figures["seconds"])
+            rate = statistics.median(rates)
+            rows.append((label, events, rate, min(rates), max(rates)))
+            print(f"{label:38} {events:>8,} events  median {rate:>9,.0f} events/s  (min {min(rates):,.0f}, max {max(rates):,.0f})")
+    baseline = rows[0][2]
+    for label, _, rate, _, _ in rows[1:]:
+        print(f"{label}: {rate / baseline:.0%} of the baseline's rate")
+    if args.write:
+        write_report(rows=rows, data_events=len(data.visits_events), limit=args.limit, runs=args.runs)
+
+
+def write_report(*, rows, data_events: int, limit: int, runs: int) -> None:
+    baseline = rows[0][2]
+    lines = [
+        "## Ingestion (`bench/ingest.py`)",
+        "",
+        f"Measured {date.today().isoformat()} on {machine()}.",
+        f"Stream: {data_events:,} visit events from the demo Firehose on 127.0.0.1, no faults, limit {limit};"
+        f" median of {runs} runs, each in a fresh process and a fresh database.",
+        "",
+        "| what | events | events/s (median) | min | max | share of baseline |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for label, events, rate, low, high in rows:
+        lines.append(f"| {label} | {events:,} | {rate:,.0f} | {low:,.0f} | {high:,.0f} | {rate / baseline:.0%} |")
+    lines += ["", "Target: at least 10,000 events/s on SQLite, and at least half the baseline's rate.", ""]
+    section = "\n".join(lines)
+    path = ROOT / "docs" / "PERFORMANCE.md"
+    text = path.read_text() if path.exists() else "# Performance\n\nFigures printed by the scripts in `bench/`.\n\n"
+    start = text.find("## Ingestion")
+    if start == -1:
+        text = text.rstrip() + "\n\n" + section
+    else:
+        end = text.find("\n## ", start + 1)
+        text = text[:start] + section + (text[end + 1 :] if end != -1 else "")
+    path.write_text(text.rstrip() + "\n")
+    print(f"wrote {path.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,423 @@
+"""A real HTTP server that imitates Sell's Firehose (`/v3/visits/stream`, `/v3/users/stream`).
+
+It serves a `DemoData` log with Sell's envelopes, positions, errors and quirks (empty and
+short pages, redelivery, per-id-only ordering, 410 on expired positions, 429, 5xx, dropped
+connections), each quirk a `Faults` knob, plus hooks for tests. Standard library only.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import random
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
+from datetime import datetime, timedelta, timezone
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
+
+from visits.demo.generator import DemoData
+
+ROUTES = {"/v3/visits/stream": "visits", "/v3/users/stream": "users"}
+JSON_TYPE = "application/json; charset=utf-8"
+MORE_INFO = "https://developer.zendesk.com/api-reference/sales-crm/errors/"
+UNAUTHORIZED_DETAILS = "Required access token is missing, malformed, expired, or invalid."
+DEFAULT_LIMIT, MAX_LIMIT = 25, 100
+MAX_REDELIVERY = 10
+MAX_DELAY = 0.2
+
+
+@dataclass
+class Faults:
+    """Misbehaviour to inject: probabilities per request (0..1), all off by default."""
+
+    empty_pages: float = 0.0
+    short_pages: float = 0.0
+    redeliver: float = 0.0
+    shuffle: float = 0.0
+    server_errors: float = 0.0
+    rate_limit: float = 0.0
+    retry_after: int | None = None
+    drop_connection: float = 0.0
+    slow: float = 0.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name, value in self.probabilities().items():
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must be a probability between 0 and 1, not {value}")
+
+    @classmethod
+    def chaos(cls, *, seed: int = 0) -> Faults:
+        """A mix a robust client must survive: page quirks often, failures now and then."""
+        return cls(empty_pages=0.2, short_pages=0.2, redeliver=0.2, shuffle=0.2, slow=0.2,
+                   server_errors=0.05, rate_limit=0.05, drop_connection=0.05, seed=seed)
+
+    def probabilities(self) -> dict[str, float]:
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("retry_after", "seed")}
+
+    def active(self) -> dict[str, float | int]:
+        """The knobs that are on, for printing."""
+        knobs: dict[str, float | int] = {name: p for name, p in self.probabilities().items() if p}
+        if self.retry_after is not None:
+            knobs["retry_after"] = self.retry_after
+        return knobs
+
+
+@dataclass
+class RequestRecord:
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]
+    status: int | None  # None when the connection was dropped on purpose
+
+
+@dataclass
+class _Log:
+    """One stream: events serialized once, with what paging and retention need to know."""
+
+    events: list[bytes] = field(default_factory=list)
+    keys: list[object] = field(default_factory=list)  # same key = same id, never reordered
+    times: list[datetime] = field(default_factory=list)
+    start: int = 0  # first retained offset
+
+    def add(self, event: object) -> None:
+        data = event.get("data") if isinstance(event, dict) else None
+        meta = event.get("meta") if isinstance(event, dict) else None
+        item_id = data.get("id") if isinstance(data, dict) else None
+        self.keys.append(("id", item_id) if isinstance(item_id, (int, str)) else ("offset", len(self.events)))
+        try:
+            at = datetime.fromisoformat(meta["event_time"])
+        except (TypeError, KeyError, ValueError):
+            at = self.times[-1] if self.times else datetime.now(timezone.utc)
+        if at.tzinfo is None:
+            at = at.replace(tzinfo=timezone.utc)
+        self.times.append(at)
+        self.events.append(json.dumps(event, ensure_ascii=False, separators=(",", ":")).encode())
+
+
+@dataclass
+class _Reply:
+    status: int
+    body: bytes
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+class _ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str, details: str, *,
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(details)
+        self.status, self.code, self.message, self.details = status, code, message, details
+        self.headers = headers or {}
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "DemoFirehose/1.0"
+    disable_nagle_algorithm = True
+    wbufsize = 1 << 16  # headers and body leave in one send, flushed after each request
+    timeout = 60  # idle keep-alive connections give their thread back
+
+    def do_GET(self) -> None:
+        self.server.firehose.request_handle(self)
+
+    def log_message(self, format: str, *args: object) -> None:
+        """Quiet: tests and the command print what matters themselves."""
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    firehose: DemoFirehose
+
+
+class DemoFirehose:
+    """Serve `data` over HTTP like Sell's Firehose; see the module docstring."""
+
+    def __init__(self, data: DemoData, *, token: str = "demo-token", host: str = "127.0.0.1", port: int = 0,
+                 faults: Faults | None = None, retention: timedelta | None = None,
+                 clock: Callable[[], datetime] | None = None, live_interval: float | None = None) -> None:
+        self.data = data
+        self.token = token
+        self.retention = retention
+        self.live_interval = live_interval
+        self._clock = clock or (lambda: datetime.now(timezone.utc))
+        self._clock_offset = timedelta()
+        self._epoch = 0
+        self._lock = threading.Lock()
+        self._requests: list[RequestRecord] = []
+        self._logs = {"users": _Log(), "visits": _Log()}
+        for event in data.users_events:
+            self._logs["users"].add(event)
+        for event in data.visits_events:
+            self._logs["visits"].add(event)
+        self.faults = faults or Faults()
+        self._httpd = _Server((host, port), _Handler)
+        self._httpd.firehose = self
+        self._serving: threading.Thread | None = None
+        self._live: threading.Thread | None = None
+        self._stopping = threading.Event()
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        host, port = self._httpd.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def start(self) -> DemoFirehose:
+        """Serve in a background thread and return at once; a second call does nothing."""
+        if self._serving is not None:
+            return self
+        self._serving = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.1},
+                                         name="demo-firehose", daemon=True)
+        self._serving.start()
+        self._live_start()
+        return self
+
+    def serve_forever(self) -> None:
+        """Serve in this thread until `stop()` or KeyboardInterrupt."""
+        self._live_start()
+        self._httpd.serve_forever(poll_interval=0.1)
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._live is not None:
+            self._live.join()
+        if self._serving is not None:
+            self._httpd.shutdown()
+            self._serving.join()
+        self._httpd.server_close()
+
+    def __enter__(self) -> DemoFirehose:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def _live_start(self) -> None:
+        if self.live_interval:
+            self._live = threading.Thread(target=self._live_run, name="demo-firehose-live", daemon=True)
+            self._live.start()
+
+    def _live_run(self) -> None:
+        while not self._stopping.wait(self.live_interval):
+            self.append("visits", self.data.append_live(now=self.now()))
+
+    # --- test hooks -----------------------------------------------------------------------
+
+    @property
+    def faults(self) -> Faults:
+        return self._faults
+
+    @faults.setter
+    def faults(self, faults: Faults) -> None:
+        with self._lock:
+            self._faults = faults
+            self._rng = random.Random(faults.seed)
+
+    def now(self) -> datetime:
+        """The server's clock: the injected clock plus `advance_clock()` offsets."""
+        return self._clock() + self._clock_offset
+
+    def advance_clock(self, seconds: float) -> None:
+        with self._lock:
+            self._clock_offset += timedelta(seconds=seconds)
+
+    def append(self, stream: str, events: list[dict]) -> None:
+        """Add events to the served log only (the `DemoData` is not told)."""
+        with self._lock:
+            for event in events:
+                self._logs[stream].add(event)
+
+    def expire_positions(self) -> None:
+        """Every position issued so far answers 410 from now on."""
+        with self._lock:
+            self._epoch += 1
+
+    @property
+    def requests(self) -> list[RequestRecord]:
+        with self._lock:
+            return list(self._requests)
+
+    def reset_requests(self) -> None:
+        with self._lock:
+            self._requests.clear()
+
+    # --- HTTP -----------------------------------------------------------------------------
+
+    def request_handle(self, handler: _Handler) -> None:
+        """Answer one request (called by the handler thread)."""
+        request_id = str(uuid.uuid4())
+        split = urlsplit(handler.path)
+        query = {key: values[-1] for key, values in parse_qs(split.query, keep_blank_values=True).items()}
+        record = RequestRecord(handler.command, split.path, query, dict(handler.headers.items()), None)
+        try:
+            reply = self._reply(split.path, query, handler)
+        except _ApiError as error:
+            reply = _error_reply(error, request_id)
+        record.status = reply.status if reply else None
+        with self._lock:
+            self._requests.append(record)
+        if reply is None:
+            handler.close_connection = True
+            return
+        handler.send_response(reply.status)
+        handler.send_header("Content-Type", JSON_TYPE)
+        handler.send_header("Content-Length", str(len(reply.body)))
+        handler.send_header("X-Request-Id", request_id)
+        for name, value in reply.headers.items():
+            handler.send_header(name, value)
+        handler.end_headers()
+        handler.wfile.write(reply.body)
+
+    def _reply(self, path: str, query: dict[str, str], handler: _Handler) -> _Reply | None:
+        """The answer to a request, None to drop the connection; Sell errors are raised."""
+        stream = ROUTES.get(path)
+        if stream is None:
+            raise _ApiError(404, "incorrect_path", "Incorrect path", f"The requested path {path} does not exist.")
+        if handler.headers.get("Authorization") != f"Bearer {self.token}":
+            raise _ApiError(401, "unauthorized", "Unauthorized", UNAUTHORIZED_DETAILS)
+        with self._lock:
+            faults, rng = self._faults, self._rng
+            delay = rng.uniform(0, MAX_DELAY) if _chance(rng, faults.slow) else 0.0
+            drop = _chance(rng, faults.drop_connection)
+            failure = rng.choice((500, 503)) if _chance(rng, faults.server_errors) else None
+            limited = _chance(rng, faults.rate_limit)
+        if delay:
+            time.sleep(delay)
+        if drop:
+            return None
+        if failure == 500:
+            raise _ApiError(500, "server_error", "Internal server error", "Something went wrong on our side.")
+        if failure == 503:
+            raise _ApiError(503, "temporarily_unavailable", "Service temporarily unavailable",
+                            "The service is temporarily unavailable, try again later.")
+        if limited:
+            retry_after = {} if faults.retry_after is None else {"Retry-After": str(faults.retry_after)}
+            raise _ApiError(429, "rate_limit_exceeded", "Rate limit exceeded",
+                            "Too many requests for this token (36,000 per hour, 10 per second).",
+                            headers=retry_after)
+        base = f"http://{handler.headers['Host']}" if handler.headers.get("Host") else self.url
+        return self._page(stream, query, base=base)
+
+    def _page(self, stream: str, query: dict[str, str], *, base: str) -> _Reply:
+        limit = _limit_parse(query.get("limit"))
+        position = query.get("position")
+        if not position:
+            raise _invalid("position", "position is required: tail, top or a position returned by this stream.")
+        with self._lock:
+            log, faults, rng = self._logs[stream], self._faults, self._rng
+            first = self._retained_start(log)
+            end = len(log.events)
+            if position == "tail":
+                offset = first
+            elif position == "top":
+                offset = end
+            else:
+                offset = self._token_offset(stream, position, first=first, end=end)
+            indices, new_offset = _page_indices(rng, faults, log, offset=offset, end=end, first=first, limit=limit)
+            if len(indices) > 1 and _chance(rng, faults.shuffle):
+                indices = _shuffle_keep_id_order(rng, indices, log.keys)
+            items = [log.events[i] for i in indices]
+            token = _token_encode(stream, new_offset, self._epoch)
+            top = new_offset >= end
+        meta = {"position": token, "top": top, "links": {"next": f"{base}/v3/{stream}/stream?position={token}"}}
+        meta_json = json.dumps(meta, separators=(",", ":")).encode()
+        body = b'{"items":[' + b",".join(items) + b'],"meta":' + meta_json + b"}"
+        return _Reply(200, body)
+
+    def _retained_start(self, log: _Log) -> int:
+        if self.retention is not None:
+            cutoff = self.now() - self.retention
+            while log.start < len(log.events) and log.times[log.start] < cutoff:
+                log.start += 1
+        return log.start
+
+    def _token_offset(self, stream: str, position: str, *, first: int, end: int) -> int:
+        try:
+            raw = base64.urlsafe_b64decode(position + "=" * (-len(position) % 4)).decode("ascii")
+            token_stream, offset_text, epoch_text, _nonce = raw.split(",")
+            offset, epoch = int(offset_text), int(epoch_text)
+        except ValueError:
+            raise _invalid("position", "position is not a position issued by this stream.") from None
+        if token_stream != stream or not 0 <= offset <= end or not 0 <= epoch <= self._epoch:
+            raise _invalid("position", "position is not a position issued by this stream.")
+        if epoch < self._epoch or offset < first:
+            raise _ApiError(410, "gone", "Position expired",
+                            "This position has expired: Sell keeps the last 72 hours of events. "
+                            "Start again from tail or top.")
+        return offset
+
+
+def _page_indices(rng: random.Random, faults: Faults, log: _Log, *, offset: int, end: int, first: int,
+                  limit: int) -> tuple[list[int], int]:
+    """Log offsets to send and the offset after them, with the page-shape faults applied."""
+    if offset >= end or _chance(rng, faults.empty_pages):
+        return [], offset  # an empty page never moves past an unsent event
+    count = min(limit, end - offset)
+    if count > 1 and _chance(rng, faults.short_pages):
+        count = rng.randint(1, count - 1)
+    back = 0
+    if offset > first and _chance(rng, faults.redeliver):
+        back = min(rng.randint(1, MAX_REDELIVERY), offset - first, limit - 1)
+        count = min(count, limit - back)
+    indices = list(range(offset - back, offset + count))
+    if len(indices) < limit and _chance(rng, faults.redeliver):
+        at = rng.randrange(len(indices))
+        indices.insert(at, indices[at])  # right next to itself: per-id order still holds
+    return indices, offset + count
+
+
+def _shuffle_keep_id_order(rng: random.Random, indices: list[int], keys: list[object]) -> list[int]:
+    """A uniformly random interleaving of the page in which each id keeps its own order."""
+    draws = [rng.random() for _ in indices]
+    slots_by_key: dict[object, list[int]] = {}
+    for slot, index in enumerate(indices):
+        slots_by_key.setdefault(keys[index], []).append(slot)
+    sort_keys = [0.0] * len(indices)
+    for slots in slots_by_key.values():
+        for slot, draw in zip(slots, sorted(draws[slot] for slot in slots)):
+            sort_keys[slot] = draw
+    return [indices[slot] for slot in sorted(range(len(indices)), key=sort_keys.__getitem__)]
+
+
+def _chance(rng: random.Random, probability: float) -> bool:
+    return probability > 0 and rng.random() < probability
+
+
+def _limit_parse(raw: str | None) -> int:
+    if raw is None:
+        return DEFAULT_LIMIT
+    try:
+        limit = int(raw)
+    except ValueError:
+        raise _invalid("limit", f"limit must be a whole number from 1 to {MAX_LIMIT}.") from None
+    if not 1 <= limit <= MAX_LIMIT:
+        raise _invalid("limit", f"limit must be a whole number from 1 to {MAX_LIMIT}.")
+    return limit
+
+
+def _invalid(param: str, details: str) -> _ApiError:
+    return _ApiError(400, "invalid_param", f"Invalid parameter {param}", details)
+
+
+def _token_encode(stream: str, offset: int, epoch: int) -> str:
+    raw = f"{stream},{offset},{epoch},{uuid.uuid4().hex[:12]}"
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def _error_reply(error: _ApiError, request_id: str) -> _Reply:
+    body = {
+        "errors": [{
+            "error": {"code": error.code, "message": error.message, "details": error.details},
+            "meta": {"type": "error", "links": {"more_info": MORE_INFO}},
+        }],
+        "meta": {"type": "errors", "http_status": f"{error.status} {HTTPStatus(error.status).phrase}",
+                 "logref": request_id, "links": {"more_info": MORE_INFO}},
+    }
+    return _Reply(error.status, json.dumps(body).encode(), dict(error.headers))

@@ -1,0 +1,85 @@
+"""Serve the bundled demo Firehose: generated team data behind a Sell-like HTTP API.
+
+Point SELL_API_URL at the printed URL and SELL_ACCESS_TOKEN at the token to sync from it.
+Fault flags make the server misbehave the way the real one may; see visits/demo/server.py.
+"""
+
+import argparse
+import dataclasses
+from datetime import timedelta
+
+from django.core.management.base import BaseCommand, CommandError
+
+from visits.demo.generator import team_generate
+from visits.demo.server import DemoFirehose, Faults
+
+FAULT_OPTIONS = ("empty_pages", "short_pages", "redeliver", "shuffle", "server_errors", "rate_limit",
+                 "drop_connection", "slow")
+
+
+def probability(raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{raw!r} is not a number") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{value} is not a probability between 0 and 1")
+    return value
+
+
+class Command(BaseCommand):
+    help = "Serve generated Sell users and visits on /v3/users/stream and /v3/visits/stream until Ctrl-C."
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--port", type=int, required=True, help="0 picks a free port")
+        parser.add_argument("--host", default="127.0.0.1")
+        parser.add_argument("--token", default="demo-token")
+        parser.add_argument("--seed", type=int, default=7)
+        parser.add_argument("--reps", type=int, default=25)
+        parser.add_argument("--weeks", type=int, default=8)
+        parser.add_argument("--live", type=float, metavar="SECONDS", help="add a new visit every SECONDS")
+        parser.add_argument("--no-updates", action="store_true", help="no edits, renames or status changes")
+        parser.add_argument("--no-deletes", action="store_true")
+        parser.add_argument("--malformed", action="store_true", help="mix in items a client must reject")
+        for name in FAULT_OPTIONS:
+            parser.add_argument(f"--{name.replace('_', '-')}", type=probability, metavar="P",
+                                help="probability per request, 0..1")
+        parser.add_argument("--retry-after", type=int, metavar="S", help="send Retry-After: S with every 429")
+        parser.add_argument("--retention-hours", type=float, metavar="H",
+                            help="drop events older than H hours (Sell keeps 72); default keeps everything")
+        parser.add_argument("--fault-seed", type=int, default=0)
+        parser.add_argument("--all-faults", action="store_true",
+                            help="a mix of every fault plus malformed items; explicit flags override it")
+
+    def handle(self, *args: object, **options: object) -> None:
+        seed = options["fault_seed"]
+        base = Faults.chaos(seed=seed) if options["all_faults"] else Faults(seed=seed)
+        chosen = {name: options[name] for name in (*FAULT_OPTIONS, "retry_after") if options[name] is not None}
+        faults = dataclasses.replace(base, **chosen)
+        try:
+            data = team_generate(seed=options["seed"], reps=options["reps"], weeks=options["weeks"],
+                                 updates=not options["no_updates"], deletes=not options["no_deletes"],
+                                 malformed=options["malformed"] or options["all_faults"])
+        except ValueError as error:
+            raise CommandError(str(error)) from None
+        hours = options["retention_hours"]
+        server = DemoFirehose(data, token=options["token"], host=options["host"], port=options["port"],
+                              faults=faults, retention=timedelta(hours=hours) if hours is not None else None,
+                              live_interval=options["live"])
+        knobs = [f"{name}={value}" for name, value in faults.active().items()]
+        if data.malformed_count["visits"]:
+            knobs.append("malformed")
+        extras = f", live every {options['live']}s" if options["live"] else ""
+        extras += f", retention {hours}h" if hours is not None else ""
+        self.stdout.write(
+            f"Demo Firehose on {server.url} token={options['token']} "
+            f"users={len(data.users_events)} visits={len(data.visits_events)} events{extras}, "
+            f"faults: {' '.join(knobs) or 'none'} (Ctrl-C to stop)"
+        )
+        self.stdout.flush()
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            server.stop()

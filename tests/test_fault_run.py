@@ -47,13 +47,14 @@ def sync_command(env: dict, *args: str) -> subprocess.Popen:
 
 @pytest.mark.django_db(transaction=True)
 def test_sigkill_at_random_points_then_resume_ends_exact(serve, full_team):
-    server = serve(full_team, faults=Faults(redeliver=0.2, shuffle=0.5, short_pages=0.2, empty_pages=0.1))
+    # `slow` stretches the run to several seconds, so that the kills land mid-run.
+    server = serve(full_team, faults=Faults(redeliver=0.2, shuffle=0.5, short_pages=0.2, empty_pages=0.1, slow=0.3))
     env = command_env(server.url)
     rng = random.Random(20261128)
     kills = 0
     for _ in range(6):
         process = sync_command(env, "--quiet")
-        time.sleep(rng.uniform(0.6, 2.0))  # Django starts in ~0.5 s; then pages are being applied
+        time.sleep(rng.uniform(0.7, 1.8))  # Django starts in ~0.5 s; then pages are being applied
         if process.poll() is None:
             process.send_signal(signal.SIGKILL)
             kills += 1

@@ -102,7 +102,8 @@ def test_failure_inside_a_page_rolls_back_items_and_position(serve, small_team, 
     assert_db_matches(small_team)
 
 
-def test_redeliveries_and_stale_events_are_no_ops(serve, small_team):
+def test_redeliveries_and_stale_events_are_no_ops(serve, small_team, settings):
+    settings.SELL_PAGE_LIMIT = 10  # many pages, so that re-deliveries happen
     serve(small_team, faults=Faults(redeliver=0.6, shuffle=0.5))
     users, visits = sync_all()
     assert visits.skipped > 0

@@ -54,13 +54,17 @@ class Visit(models.Model):
     """A visit as of the newest Firehose event applied to it (highest meta.sequence)."""
 
     id = models.BigIntegerField(primary_key=True, help_text="Sell visit id")
-    rep = models.ForeignKey(Rep, on_delete=models.PROTECT, related_name="visits")
+    # No single-column indexes on the two foreign keys: the (rep, visited_at) and
+    # (outcome, visited_at) indexes below serve those lookups, and each index slows ingestion.
+    rep = models.ForeignKey(Rep, on_delete=models.PROTECT, related_name="visits", db_index=False)
     resource_type = models.CharField(max_length=40)
     resource_id = models.BigIntegerField(null=True)
     visited_at = models.DateTimeField()
     created_at = models.DateTimeField()
     summary = models.TextField(blank=True)
-    outcome = models.ForeignKey(Outcome, on_delete=models.PROTECT, null=True, blank=True, related_name="visits")
+    outcome = models.ForeignKey(
+        Outcome, on_delete=models.PROTECT, null=True, blank=True, related_name="visits", db_index=False
+    )
     latitude = models.FloatField(null=True, blank=True)
     longitude = models.FloatField(null=True, blank=True)
     verification_status = models.CharField(max_length=40, choices=VerificationStatus.choices)

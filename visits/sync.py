@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import socket
+import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -26,6 +28,8 @@ from .models import Gap, Stream, SyncState, Visit
 log = logging.getLogger(__name__)
 
 STREAM_ORDER = (Stream.USERS, Stream.VISITS)  # names first, so visits land on named reps
+BATCH_EVENTS = 1000  # events applied per transaction, at most about this many plus a page
+PREFETCH_PAGES = 20  # pages fetched ahead of the one being applied
 
 
 @dataclass
@@ -119,6 +123,86 @@ def gap_record(*, stream: str, owner: str, reason: str) -> None:
         Gap.objects.create(stream=stream, start=newest_held(stream=stream), end=timezone.now(), reason=reason)
 
 
+def pages_fetch(*, client: sell.FirehoseClient, stream: str, position: str) -> Iterator[sell.Page]:
+    """Pages from `position` on. A thread fetches up to PREFETCH_PAGES ahead while the caller
+    applies, so the database and the network work at the same time; memory stays bounded."""
+    limit = settings.SELL_PAGE_LIMIT
+    pages: queue.Queue = queue.Queue(maxsize=PREFETCH_PAGES)
+    stop = threading.Event()
+
+    def hand_over(item) -> None:
+        while not stop.is_set():
+            try:
+                pages.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def fetch() -> None:
+        next_position = position
+        try:
+            while not stop.is_set():
+                page = client.page_fetch(stream=stream, position=next_position, limit=limit)
+                hand_over(page)
+                if page.top:
+                    return
+                next_position = page.position
+        except Exception as exc:  # handed to the caller, who raises it in its own thread
+            hand_over(exc)
+
+    fetcher = threading.Thread(target=fetch, name=f"fetch-{stream}", daemon=True)
+    fetcher.start()
+    try:
+        while True:
+            item = pages.get()
+            if isinstance(item, Exception):
+                raise item
+            yield item
+            if item.top:
+                return
+    finally:
+        stop.set()
+        fetcher.join(timeout=1)
+
+
+class _Batch:
+    """Pages waiting to be applied together with the position after the last of them.
+
+    Applying about BATCH_EVENTS events per transaction instead of one page amortises the
+    commit and the bookkeeping queries; a crash still loses nothing, as the position moves
+    in the same transaction as the items.
+    """
+
+    def __init__(self, *, stream: str, owner: str, result: SyncResult) -> None:
+        self.stream, self.owner, self.result = stream, owner, result
+        self.lease = timedelta(seconds=settings.SELL_LOCK_SECONDS)
+        self.items: list = []
+        self.pages = 0
+        self.position = ""
+        self.at_top = False
+
+    def add(self, page: sell.Page) -> None:
+        self.items.extend(page.items)
+        self.pages += 1
+        self.position, self.at_top = page.position, page.top
+
+    def flush(self) -> None:
+        if not self.pages:
+            return
+        applied = page_apply(
+            stream=self.stream, items=self.items, position=self.position, at_top=self.at_top,
+            pages=self.pages, owner=self.owner, lease=self.lease,
+        )  # fmt: skip
+        result = self.result
+        result.pages += self.pages
+        result.applied += applied.applied
+        result.skipped += applied.skipped
+        result.rejected += applied.rejected
+        result.rejected_reasons.extend(applied.rejected_reasons)
+        result.at_top = self.at_top
+        self.items, self.pages = [], 0
+
+
 def stream_sync(
     *,
     stream: str,
@@ -129,7 +213,6 @@ def stream_sync(
     """Fetch and apply pages of `stream` until `top` (or until `max_seconds` have passed)."""
     result = SyncResult(stream=stream)
     owner = lock_owner_name()
-    lease = timedelta(seconds=settings.SELL_LOCK_SECONDS)
     max_seconds = max_seconds if max_seconds is not None else settings.SELL_SYNC_MAX_SECONDS
     started = time.monotonic()
     if not lock_acquire(stream=stream, owner=owner, seconds=settings.SELL_LOCK_SECONDS):
@@ -138,37 +221,34 @@ def stream_sync(
     own_client = client is None
     client = client or sell.FirehoseClient()
     retries_before = client.retries
-    expired_in_a_row = 0
+    batch = _Batch(stream=stream, owner=owner, result=result)
     try:
         position = SyncState.objects.get(stream=stream).position or settings.SELL_START_POSITION
+        restarted = False
         while True:
             try:
-                page = client.page_fetch(stream=stream, position=position, limit=settings.SELL_PAGE_LIMIT)
+                for page in pages_fetch(client=client, stream=stream, position=position):
+                    batch.add(page)
+                    result.seconds = time.monotonic() - started
+                    out_of_time = result.seconds >= max_seconds
+                    if page.top or out_of_time or len(batch.items) >= BATCH_EVENTS:
+                        batch.flush()
+                        result.retries = client.retries - retries_before
+                        if progress:
+                            progress(result)
+                    if out_of_time:
+                        break
+                break
             except sell.PositionExpired as exc:
-                expired_in_a_row += 1
-                if expired_in_a_row > 1 or position in ("tail", "top"):
+                batch.flush()
+                if restarted or position in ("tail", "top"):
                     raise
                 gap_record(stream=stream, owner=owner, reason=str(exc))
                 result.gaps += 1
-                position = "tail"
-                continue
-            expired_in_a_row = 0
-            applied = page_apply(
-                stream=stream, items=page.items, position=page.position, at_top=page.top, owner=owner, lease=lease
-            )
-            position = page.position
-            result.pages += 1
-            result.applied += applied.applied
-            result.skipped += applied.skipped
-            result.rejected += applied.rejected
-            result.rejected_reasons.extend(applied.rejected_reasons)
-            result.at_top = page.top
-            result.seconds = time.monotonic() - started
-            result.retries = client.retries - retries_before
-            if progress:
-                progress(result)
-            if page.top or result.seconds >= max_seconds:
-                break
+                position, restarted = "tail", True
+            except sell.SellError:
+                batch.flush()  # keep what arrived before the failure
+                raise
         SyncState.objects.filter(stream=stream).update(last_error="", last_error_at=None)
     except sell.SellError as exc:
         result.error = str(exc)

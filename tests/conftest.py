@@ -122,3 +122,19 @@ def assert_db_matches(data: DemoData) -> None:
     if outcomes != data.expected_outcomes():
         problems.append(f"outcomes differ: got {outcomes}, want {data.expected_outcomes()}")
     assert not problems, f"{len(problems)} differences, first ones:\n" + "\n".join(problems[:15])
+
+
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def browser_type_launch_args(browser_type_launch_args):
+    """Debian's Chromium (CHROMIUM_PATH elsewhere); Playwright's own download is never used."""
+    return {
+        **browser_type_launch_args,
+        "executable_path": os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium"),
+        "args": CHROMIUM_ARGS,
+    }

@@ -360,3 +360,23 @@ def test_unreachable_api_gives_up_after_retries(settings):
     assert result.error_kind == "unreachable"
     assert "unreachable after 2 retries" in result.error
     assert result.retries == 2
+
+
+def test_memory_stays_flat_whatever_the_stream_length(serve):
+    """Peak memory of a sync does not grow with the stream: a bounded batch at a time."""
+    import tracemalloc
+
+    peaks = {}
+    for weeks in (8, 24):  # both long enough to fill the prefetch queue and several batches
+        data = team_generate(seed=9, reps=25, weeks=weeks, updates=False, deletes=False)
+        server = serve(data)
+        Visit.objects.all().delete()
+        SyncState.objects.all().delete()
+        tracemalloc.start()
+        result = stream_sync(stream="visits")
+        peaks[weeks] = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        server.stop()
+        assert result.at_top and Visit.objects.count() > 0
+    assert Visit.objects.count() > 12 * 1000  # three times the events of the shorter stream
+    assert peaks[24] < 1.25 * peaks[8], peaks

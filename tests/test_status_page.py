@@ -39,8 +39,8 @@ def test_status_shows_figures_after_a_sync(staff, serve, small_team):
     body = staff.get("/status/").content.decode()
     state = SyncState.objects.get(stream="visits")
     assert "caught up" in body
-    assert f"<dd>{state.events_applied}</dd>" in body
-    assert f">{state.items_rejected}</a>" in body
+    assert f"<dd>{state.events_applied:,}</dd>" in body
+    assert f">{state.items_rejected:,}</a>" in body
     assert "Lag" in body and "newest event" in body
 
 

@@ -93,7 +93,7 @@ def clean_id(value, *, name: str, nullable: bool = False) -> int | None:
     return value
 
 
-@functools.lru_cache(maxsize=16384)
+@functools.lru_cache(maxsize=4096)
 def utc_parse(value: str) -> datetime | None:
     """ISO 8601 text -> aware UTC datetime; None when it has no time zone. Cached: a page
     repeats times (created_at is the event_time of a `created` event) and replays repeat pages."""

@@ -16,7 +16,6 @@ class StreamStatus:
     stream: str
     label: str
     state: SyncState
-    lag: timedelta | None
     health: str  # "ok", "warning", "error", "never"
     message: str
     running: bool
@@ -46,7 +45,6 @@ def status_overview() -> dict:
                 stream=value,
                 label=label,
                 state=state,
-                lag=now - state.newest_event_time if state.newest_event_time else None,
                 health=health,
                 message=message,
                 running=bool(state.lock_owner and state.lock_expires_at and state.lock_expires_at > now),

@@ -1,0 +1,46 @@
+"""Takes the README's screenshots from a running visitsdash (e.g. one started by bin/demo).
+
+    .venv/bin/python bin/screenshots.py --url http://127.0.0.1:8000 --password <demo admin password>
+
+Uses Debian's Chromium (CHROMIUM_PATH to override); writes docs/screenshots/*.png.
+"""
+
+import argparse
+import os
+from pathlib import Path
+
+from playwright.sync_api import sync_playwright
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]  # fmt: skip
+PAGES = {"status": "/status/", "rejected": "/status/rejected/"}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--url", default="http://127.0.0.1:8000")
+    parser.add_argument("--username", default="admin")
+    parser.add_argument("--password", required=True)
+    args = parser.parse_args()
+    out = ROOT / "docs" / "screenshots"
+    out.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium"), args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1366, "height": 768})
+        page.goto(f"{args.url}/admin/login/?next=/status/")
+        page.fill("#id_username", args.username)
+        page.fill("#id_password", args.password)
+        page.click("input[type=submit]")
+        page.wait_for_url("**/status/")
+        for name, path in PAGES.items():
+            page.goto(args.url + path)
+            page.screenshot(path=out / f"{name}.png", full_page=True)
+            print(f"wrote docs/screenshots/{name}.png")
+        browser.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -13,6 +13,7 @@ import random
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta, timezone
@@ -29,6 +30,7 @@ UNAUTHORIZED_DETAILS = "Required access token is missing, malformed, expired, or
 DEFAULT_LIMIT, MAX_LIMIT = 25, 100
 MAX_REDELIVERY = 10
 MAX_DELAY = 0.2
+REQUEST_LOG_SIZE = 100_000
 
 
 @dataclass
@@ -149,7 +151,8 @@ class DemoFirehose:
         self._clock_offset = timedelta()
         self._epoch = 0
         self._lock = threading.Lock()
-        self._requests: list[RequestRecord] = []
+        # Bounded, so a demo left running for days does not grow: tests read far fewer.
+        self._requests: deque[RequestRecord] = deque(maxlen=REQUEST_LOG_SIZE)
         self._logs = {"users": _Log(), "visits": _Log()}
         for event in data.users_events:
             self._logs["users"].add(event)

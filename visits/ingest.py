@@ -85,8 +85,10 @@ def clean_text(value, *, name: str, max_length: int | None = None, required: boo
 def clean_id(value, *, name: str, nullable: bool = False) -> int | None:
     if type(value) is int and 0 < value <= MAX_ID:
         return value
-    if value is None and nullable:
-        return None
+    if value is None:
+        if nullable:
+            return None
+        raise Rejected(f"{name} is missing")
     if isinstance(value, bool) or not isinstance(value, int):
         raise Rejected(f"{name} is not a whole number: {value!r:.60}")
     if not 0 < value <= MAX_ID:

@@ -380,3 +380,34 @@ def test_memory_stays_flat_whatever_the_stream_length(serve):
         assert result.at_top and Visit.objects.count() > 0
     assert Visit.objects.count() > 12 * 1000  # three times the events of the shorter stream
     assert peaks[24] < 1.25 * peaks[8], peaks
+
+
+def test_forbidden_token_is_refused_too(settings):
+    """403 (e.g. a token without Firehose access) stops like 401, saying so."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Forbidden(BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = json.dumps(
+                {"errors": [{"error": {"code": "insufficient_scope", "details": "Firehose needs the Growth plan"}}]}
+            ).encode()
+            self.send_response(403)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Forbidden)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        settings.SELL_API_URL = f"http://127.0.0.1:{server.server_port}"
+        settings.SELL_ACCESS_TOKEN = "x"
+        result = stream_sync(stream="users")
+    finally:
+        server.shutdown()
+    assert result.error_kind == "token"
+    assert "the access token was refused (HTTP 403: insufficient_scope: Firehose needs the Growth plan)" == result.error

@@ -122,19 +122,23 @@ def main() -> None:
         targets = [("baseline: fetch + parse, no writes", "baseline", None), ("SQLite", "ingest", "sqlite")]
         if args.postgres:
             targets.append(("PostgreSQL", "ingest", "postgres"))
-        for label, mode, backend in targets:
-            rates, events = [], 0
-            for run in range(args.runs):
+        # Rounds interleave the targets, so that a machine slowing down or speeding up
+        # (this one does, by tens of per cent) weighs on every target alike.
+        rates: dict[str, list[float]] = {label: [] for label, _, _ in targets}
+        events = 0
+        for run in range(args.runs):
+            for label, mode, backend in targets:
                 if backend == "postgres":
                     db = postgres_fresh(args.postgres, f"visitsdash_bench_{run}")
                 else:
                     db = f"sqlite:///{tmp}/bench-{run}.sqlite3"
                 figures = child(mode, server.url, db, args.limit)
                 events = figures["events"]
-                rates.append(figures["events"] / figures["seconds"])
-            rate = statistics.median(rates)
-            rows.append((label, events, rate, min(rates), max(rates)))
-            print(f"{label:38} {events:>8,} events  median {rate:>9,.0f} events/s  (min {min(rates):,.0f}, max {max(rates):,.0f})")
+                rates[label].append(figures["events"] / figures["seconds"])
+        for label, _, _ in targets:
+            rate = statistics.median(rates[label])
+            rows.append((label, events, rate, min(rates[label]), max(rates[label])))
+            print(f"{label:38} {events:>8,} events  median {rate:>9,.0f} events/s  (min {min(rates[label]):,.0f}, max {max(rates[label]):,.0f})")
     baseline = rows[0][2]
     for label, _, rate, _, _ in rows[1:]:
         print(f"{label}: {rate / baseline:.1%} of the baseline's rate")

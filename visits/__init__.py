@@ -1,0 +1,3 @@
+"""visitsdash: Zendesk Sell visits, kept and checked."""
+
+__version__ = "0.1.0"

@@ -1,4 +1,5 @@
-"""Applies one Firehose page and the stream's new position in a single transaction.
+"""Applies Firehose items (one page, or a batch of pages) and the stream's new position in a
+single transaction.
 
 Per id, only an event with a higher meta.sequence than the one stored changes anything, so
 re-deliveries, stale events and a replay from `tail` are no-ops. An item that cannot be

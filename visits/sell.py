@@ -15,6 +15,8 @@ from datetime import datetime, timezone
 import requests
 from django.conf import settings
 
+from . import __version__
+
 RETRY_AFTER_CEILING = 600.0  # seconds; a larger Retry-After is treated as this
 
 
@@ -50,7 +52,7 @@ class Page:
 
 
 def user_agent() -> str:
-    return f"visitsdash/{settings.VERSION} python-requests/{requests.__version__}"
+    return f"visitsdash/{__version__} python-requests/{requests.__version__}"
 
 
 def error_details(response: requests.Response) -> str:

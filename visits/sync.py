@@ -1,35 +1,33 @@
-"""Runs a stream until `top`: takes the stream's lease, fetches page after page, applies
-each with its new position, and records what happened for the status page. Used alike
-by the django-q2 task and by `manage.py sync_visits`.
+"""Runs a stream until `top`: takes the stream's lease, fetches pages (a thread works ahead),
+applies them in batches, each with the position after it, and records what happened for the
+status page. Used alike by the django-q2 task and by `manage.py sync_visits`.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import queue
 import socket
-import threading
 import time
 import uuid
+from contextlib import closing
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Max, Q
+from django.db.models import Q
 from django.utils import timezone
 
-from . import sell
+from . import fetcher, sell
 from .ingest import LockLost, page_apply
-from .models import Gap, Stream, SyncState, Visit
+from .models import Gap, Stream, SyncState
 
 log = logging.getLogger(__name__)
 
 STREAM_ORDER = (Stream.USERS, Stream.VISITS)  # names first, so visits land on named reps
 BATCH_EVENTS = 1000  # events applied per transaction, at most about this many plus a page
-PREFETCH_PAGES = 20  # pages fetched ahead of the one being applied
 
 
 @dataclass
@@ -103,66 +101,42 @@ def error_record(*, stream: str, message: str) -> None:
     SyncState.objects.filter(stream=stream).update(last_error=message, last_error_at=now, last_poll_at=now)
 
 
-def newest_held(*, stream: str):
-    """The newest event time we hold for a stream: where a gap starts."""
-    if stream == Stream.VISITS:
-        newest = Visit.objects.aggregate(m=Max("event_time"))["m"]
-    else:
-        newest = None
-    state = SyncState.objects.filter(stream=stream).values_list("newest_event_time", flat=True).first()
-    candidates = [t for t in (newest, state) if t is not None]
-    return max(candidates) if candidates else None
-
-
 def gap_record(*, stream: str, owner: str, reason: str) -> None:
     """The position expired: note the gap and restart from tail, in one transaction."""
     with transaction.atomic():
         moved = SyncState.objects.filter(stream=stream, lock_owner=owner).update(position="tail", at_top=False)
         if not moved:
             raise LockLost(f"the {stream} stream lock was taken over")
-        Gap.objects.create(stream=stream, start=newest_held(stream=stream), end=timezone.now(), reason=reason)
+        newest = SyncState.objects.filter(stream=stream).values_list("newest_event_time", flat=True).get()
+        Gap.objects.create(stream=stream, start=newest, end=timezone.now(), reason=reason)
 
 
-def pages_fetch(*, client: sell.FirehoseClient, stream: str, position: str) -> Iterator[sell.Page]:
-    """Pages from `position` on. A thread fetches up to PREFETCH_PAGES ahead while the caller
-    applies, so the database and the network work at the same time; memory stays bounded."""
-    limit = settings.SELL_PAGE_LIMIT
-    pages: queue.Queue = queue.Queue(maxsize=PREFETCH_PAGES)
-    stop = threading.Event()
-
-    def hand_over(item) -> None:
-        while not stop.is_set():
-            try:
-                pages.put(item, timeout=0.1)
-                return
-            except queue.Full:
-                continue
-
-    def fetch() -> None:
-        next_position = position
-        try:
-            while not stop.is_set():
-                page = client.page_fetch(stream=stream, position=next_position, limit=limit)
-                hand_over(page)
-                if page.top:
-                    return
-                next_position = page.position
-        except Exception as exc:  # handed to the caller, who raises it in its own thread
-            hand_over(exc)
-
-    fetcher = threading.Thread(target=fetch, name=f"fetch-{stream}", daemon=True)
-    fetcher.start()
+def pages_fetch(
+    *, stream: str, position: str, on_retry: Callable[[str, float], None], backlog_expected: bool
+) -> Iterator[sell.Page]:
+    """Pages from `position` on. The first is fetched here: when caught up, it is the only one.
+    If more are waiting, a child process fetches them on the other core while we apply; when a
+    backlog is expected, that process starts at once, to import while the first page comes."""
+    process = fetcher.FetchProcess() if backlog_expected else None
     try:
-        while True:
-            item = pages.get()
-            if isinstance(item, Exception):
-                raise item
-            yield item
-            if item.top:
-                return
+        client = sell.FirehoseClient(on_retry=on_retry)
+        try:
+            page = client.page_fetch(stream=stream, position=position, limit=settings.SELL_PAGE_LIMIT)
+        finally:
+            client.close()
+        yield page
+        if page.top:
+            return
+        job = fetcher.FetchJob(
+            stream=str(stream), position=page.position, limit=settings.SELL_PAGE_LIMIT, base_url=client.base_url,
+            token=client.token, timeout=client.timeout, max_retries=client.max_retries,
+            backoff_base=client.backoff_base, backoff_cap=client.backoff_cap,
+        )  # fmt: skip
+        process = process or fetcher.FetchProcess()
+        yield from process.pages(job=job, on_retry=on_retry)
     finally:
-        stop.set()
-        fetcher.join(timeout=1)
+        if process:
+            process.stop()
 
 
 class _Batch:
@@ -206,9 +180,9 @@ class _Batch:
 def stream_sync(
     *,
     stream: str,
-    client: sell.FirehoseClient | None = None,
     max_seconds: float | None = None,
     progress: Callable[[SyncResult], None] | None = None,
+    on_retry: Callable[[str, float], None] | None = None,
 ) -> SyncResult:
     """Fetch and apply pages of `stream` until `top` (or until `max_seconds` have passed)."""
     result = SyncResult(stream=stream)
@@ -218,26 +192,34 @@ def stream_sync(
     if not lock_acquire(stream=stream, owner=owner, seconds=settings.SELL_LOCK_SECONDS):
         result.error, result.error_kind = f"another sync of the {stream} stream is running", "busy"
         return result
-    own_client = client is None
-    client = client or sell.FirehoseClient()
-    retries_before = client.retries
     batch = _Batch(stream=stream, owner=owner, result=result)
+
+    def retried(problem: str, delay: float) -> None:
+        result.retries += 1
+        if on_retry:
+            on_retry(problem, delay)
+
     try:
-        position = SyncState.objects.get(stream=stream).position or settings.SELL_START_POSITION
+        state = SyncState.objects.get(stream=stream)
+        position, backlog_expected = state.position or settings.SELL_START_POSITION, not state.at_top
         restarted = False
         while True:
             try:
-                for page in pages_fetch(client=client, stream=stream, position=position):
-                    batch.add(page)
-                    result.seconds = time.monotonic() - started
-                    out_of_time = result.seconds >= max_seconds
-                    if page.top or out_of_time or len(batch.items) >= BATCH_EVENTS:
-                        batch.flush()
-                        result.retries = client.retries - retries_before
-                        if progress:
-                            progress(result)
-                    if out_of_time:
-                        break
+                # closing(): leaving early stops the fetch process at once, not at garbage collection
+                pages = pages_fetch(
+                    stream=stream, position=position, on_retry=retried, backlog_expected=backlog_expected
+                )
+                with closing(pages):
+                    for page in pages:
+                        batch.add(page)
+                        result.seconds = time.monotonic() - started
+                        out_of_time = result.seconds >= max_seconds
+                        if page.top or out_of_time or len(batch.items) >= BATCH_EVENTS:
+                            batch.flush()
+                            if progress:
+                                progress(result)
+                        if out_of_time:
+                            break
                 break
             except sell.PositionExpired as exc:
                 batch.flush()
@@ -245,7 +227,7 @@ def stream_sync(
                     raise
                 gap_record(stream=stream, owner=owner, reason=str(exc))
                 result.gaps += 1
-                position, restarted = "tail", True
+                position, restarted, backlog_expected = "tail", True, True
             except sell.SellError:
                 batch.flush()  # keep what arrived before the failure
                 raise
@@ -264,23 +246,20 @@ def stream_sync(
         log.warning("%s", exc)
     finally:
         lock_release(stream=stream, owner=owner)
-        if own_client:
-            client.close()
         result.seconds = time.monotonic() - started
-        result.retries = client.retries - retries_before
     return result
 
 
 def streams_sync(
     *,
-    client: sell.FirehoseClient | None = None,
     max_seconds: float | None = None,
     progress: Callable[[SyncResult], None] | None = None,
+    on_retry: Callable[[str, float], None] | None = None,
 ) -> list[SyncResult]:
     """The users stream, then the visits stream; stops at the first stream that fails."""
     results = []
     for stream in STREAM_ORDER:
-        result = stream_sync(stream=stream, client=client, max_seconds=max_seconds, progress=progress)
+        result = stream_sync(stream=stream, max_seconds=max_seconds, progress=progress, on_retry=on_retry)
         results.append(result)
         if result.error and result.error_kind != "busy":
             break

@@ -17,7 +17,7 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = BASE_DIR / "var"  # local state that is never committed: secret key, test database
 VAR_DIR.mkdir(exist_ok=True)
 
-VERSION = "0.1.0"
+from visits import __version__ as VERSION  # noqa: E402,F401 - shown in the User-Agent
 
 
 def env_str(name: str, default: str) -> str:

@@ -6,7 +6,6 @@ import time
 
 from django.core.management.base import BaseCommand, CommandError
 
-from visits.sell import FirehoseClient
 from visits.sync import SyncResult, streams_sync
 
 
@@ -37,11 +36,7 @@ class Command(BaseCommand):
 
         # This command reports a failure itself, in one line; the sync's log line would repeat it.
         logging.getLogger("visits.sync").setLevel(logging.ERROR)
-        client = FirehoseClient(on_retry=on_retry)
-        try:
-            results = streams_sync(client=client, max_seconds=max_seconds, progress=progress)
-        finally:
-            client.close()
+        results = streams_sync(max_seconds=max_seconds, progress=progress, on_retry=on_retry)
         summary = "; ".join(
             f"{r.stream}: {r.pages} pages, {r.applied} applied, {r.skipped} skipped, {r.rejected} rejected"
             + (f", {r.gaps} gap(s)" if r.gaps else "")

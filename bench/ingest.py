@@ -153,7 +153,7 @@ def write_report(*, rows, data_events: int, limit: int, runs: int) -> None:
         "",
         f"Measured {date.today().isoformat()} on {machine()}.",
         f"Stream: {data_events:,} visit events from the demo Firehose on 127.0.0.1, no faults, limit {limit};"
-        f" median of {runs} runs, each in a fresh process and a fresh database.",
+        f" median of {runs} rounds; each round runs every target once, in a fresh process and database.",
         "",
         "| what | events | events/s (median) | min | max | share of baseline |",
         "|---|---:|---:|---:|---:|---:|",

@@ -411,3 +411,18 @@ def test_forbidden_token_is_refused_too(settings):
         server.shutdown()
     assert result.error_kind == "token"
     assert "the access token was refused (HTTP 403: insufficient_scope: Firehose needs the Growth plan)" == result.error
+
+
+def test_two_deletes_of_an_unseen_visit_in_one_batch_keep_the_newest():
+    from datetime import timedelta
+
+    SyncState.objects.create(stream="visits", lock_owner="me")
+    deletes = [
+        {"data": {"id": 77}, "meta": {"event_type": "deleted", "sequence": seq, "event_time": f"2026-11-0{seq}T10:00:00Z"}}
+        for seq in (3, 2)
+    ]
+    result = ingest.page_apply(
+        stream="visits", items=deletes, position="p1", at_top=True, owner="me", lease=timedelta(seconds=60)
+    )
+    assert (result.applied, result.skipped) == (2, 0)
+    assert list(DeletedVisit.objects.values_list("id", "sequence")) == [(77, 3)]

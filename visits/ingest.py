@@ -13,7 +13,7 @@ import hashlib
 import json
 import math
 import sqlite3
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 from django.db import connection, transaction
@@ -55,7 +55,6 @@ class PageResult:
     skipped: int = 0
     rejected: int = 0
     newest_event_time: datetime | None = None
-    rejected_reasons: list[str] = field(default_factory=list)
 
 
 # --- Parsing: raw item -> Event, or Rejected -----------------------------------------------
@@ -249,7 +248,6 @@ def rejects_store(*, rejects: list[RejectedItem], stream: str, result: PageResul
     fresh = [r for r in rejects if r.digest not in known]
     RejectedItem.objects.bulk_create(fresh, ignore_conflicts=True)
     result.rejected = len(fresh)
-    result.rejected_reasons = [r.reason for r in fresh]
 
 
 def sequences_of(*, model, ids: list[int]) -> dict[int, int]:
@@ -276,7 +274,7 @@ def visits_apply(*, by_id: dict[int, list[Event]], result: PageResult) -> None:
     tombstones = sequences_of(model=DeletedVisit, ids=ids)
     upserts: dict[int, dict] = {}  # id -> full row
     deletions: dict[int, tuple[int, datetime]] = {}  # stored id -> (sequence, deleted_at)
-    new_tombstones: list[DeletedVisit] = []
+    new_tombstones: dict[int, DeletedVisit] = {}  # by id: the newest delete of an unseen visit
     outcome_names: dict[int, tuple[datetime, str]] = {}
 
     for visit_id, events in by_id.items():
@@ -300,7 +298,7 @@ def visits_apply(*, by_id: dict[int, list[Event]], result: PageResult) -> None:
             elif visit_id in stored:
                 deletions[visit_id] = (event.sequence, event.event_time)
             else:
-                new_tombstones.append(DeletedVisit(id=visit_id, sequence=event.sequence, deleted_at=event.event_time))
+                new_tombstones[visit_id] = DeletedVisit(id=visit_id, sequence=event.sequence, deleted_at=event.event_time)
         if row is not None:
             upserts[visit_id] = row
 
@@ -316,7 +314,7 @@ def visits_apply(*, by_id: dict[int, list[Event]], result: PageResult) -> None:
         Visit.objects.filter(id=visit_id).update(sequence=sequence, event_time=deleted_at, deleted_at=deleted_at)
     if new_tombstones:
         DeletedVisit.objects.bulk_create(
-            new_tombstones, update_conflicts=True, unique_fields=["id"], update_fields=["sequence", "deleted_at"]
+            list(new_tombstones.values()), update_conflicts=True, unique_fields=["id"], update_fields=["sequence", "deleted_at"]
         )
 
 

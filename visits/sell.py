@@ -110,7 +110,6 @@ class FirehoseClient:
         self.backoff_cap = backoff_cap if backoff_cap is not None else settings.SELL_BACKOFF_CAP
         self.sleep = sleep
         self.on_retry = on_retry
-        self.retries = 0
         self.session = requests.Session()
         self.session.headers.update(
             {
@@ -164,7 +163,6 @@ class FirehoseClient:
             if attempt == self.max_retries:
                 break
             delay = wait if wait is not None else self.backoff_delay(attempt=attempt)
-            self.retries += 1
             if self.on_retry:
                 self.on_retry(last_problem, delay)
             self.sleep(delay)

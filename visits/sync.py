@@ -12,7 +12,7 @@ import time
 import uuid
 from contextlib import closing
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
@@ -43,7 +43,6 @@ class SyncResult:
     seconds: float = 0.0
     error: str = ""
     error_kind: str = ""  # "token", "unreachable", "rejected", "busy", "lock_lost"
-    rejected_reasons: list[str] = field(default_factory=list)
 
     @property
     def events_per_second(self) -> float:
@@ -172,7 +171,6 @@ class _Batch:
         result.applied += applied.applied
         result.skipped += applied.skipped
         result.rejected += applied.rejected
-        result.rejected_reasons.extend(applied.rejected_reasons)
         result.at_top = self.at_top
         self.items, self.pages = [], 0
 

@@ -16,7 +16,14 @@ CHROMIUM_ARGS = [
     "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
 ]  # fmt: skip
-PAGES = {"status": "/status/", "rejected": "/status/rejected/"}
+PAGES = {
+    "overview": "/",
+    "reps": "/reports/reps/?sort=-too_far_rate",
+    "matrix": "/reports/matrix/",
+    "visits": "/visits/",
+    "status": "/status/",
+    "rejected": "/status/rejected/",
+}
 
 
 def main() -> None:
@@ -30,11 +37,11 @@ def main() -> None:
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium"), args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1366, "height": 768})
-        page.goto(f"{args.url}/admin/login/?next=/status/")
+        page.goto(f"{args.url}/accounts/login/")
         page.fill("#id_username", args.username)
         page.fill("#id_password", args.password)
-        page.click("input[type=submit]")
-        page.wait_for_url("**/status/")
+        page.click("button[type=submit]")
+        page.wait_for_url(f"{args.url}/")
         for name, path in PAGES.items():
             page.goto(args.url + path)
             page.screenshot(path=out / f"{name}.png", full_page=True)

@@ -12,7 +12,7 @@ def test_admin_signs_in_and_reads_ingestion_status(live_server, page, serve, sma
     serve(small_team)
     streams_sync()
     User.objects.create_user("boss", password="a-long-test-password", is_staff=True)
-    page.goto(f"{live_server.url}/")
+    page.goto(f"{live_server.url}/status/")
     page.fill("#id_username", "boss")
     page.fill("#id_password", "a-long-test-password")
     page.click("input[type=submit]")

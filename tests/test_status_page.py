@@ -23,11 +23,6 @@ def test_anonymous_and_non_staff_are_sent_to_login(client):
     assert response.status_code == 302 and "/admin/login/" in response["Location"]
 
 
-def test_home_leads_to_status(staff):
-    response = staff.get("/")
-    assert response.status_code == 302 and response["Location"].endswith("/status/")
-
-
 def test_empty_state_before_the_first_poll(staff):
     body = staff.get("/status/").content.decode()
     assert "not polled yet" in body and "No gaps" in body

@@ -75,6 +75,10 @@ class Visit(models.Model):
 
     class Meta:
         ordering = ["-visited_at", "-id"]
+        permissions = [
+            ("view_reports", "Can view reports, maps and exports"),
+            ("review_visits", "Can decide on flagged visits"),
+        ]
         indexes = [
             models.Index(fields=["visited_at"], name="visit_visited_at"),
             models.Index(fields=["rep", "visited_at"], name="visit_rep_time"),

@@ -5,6 +5,7 @@ from datetime import datetime, timedelta
 
 from django.db.models import Count, Q
 from django.utils import timezone
+from django.utils.timesince import timesince
 
 from .models import Gap, Outcome, RejectedItem, Rep, Stream, SyncState, Visit
 
@@ -67,3 +68,17 @@ def status_overview() -> dict:
 def rejected_items(*, stream: str | None):
     items = RejectedItem.objects.all()
     return items.filter(stream=stream) if stream else items
+
+
+def freshness() -> dict:
+    """The badge on report pages: how current the data is, or a warning."""
+    visits = SyncState.objects.filter(stream=Stream.VISITS).first()
+    now = timezone.now()
+    if visits is None or visits.last_poll_at is None:
+        return {"level": "warning", "text": "No data pulled from Sell yet"}
+    health, message = stream_health(visits, now)
+    if health == "error":
+        return {"level": "error", "text": f"Ingestion is failing: {message}"}
+    if health == "warning":
+        return {"level": "warning", "text": message}
+    return {"level": "ok", "text": f"Caught up {timesince(visits.caught_up_at or visits.last_success_at)} ago"}

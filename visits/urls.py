@@ -6,6 +6,16 @@ app_name = "visits"
 
 urlpatterns = [
     path("", views.home, name="home"),
+    path("reports/reps/", views.reps_report, name="reps"),
+    path("reports/reps.csv", views.reps_csv, name="reps_csv"),
+    path("reports/reps/<int:rep_id>/", views.rep_detail, name="rep"),
+    path("reports/outcomes/", views.outcomes_report, name="outcomes"),
+    path("reports/outcomes.csv", views.outcomes_csv, name="outcomes_csv"),
+    path("reports/matrix/", views.matrix_report, name="matrix"),
+    path("reports/matrix.csv", views.matrix_csv, name="matrix_csv"),
+    path("visits/", views.visits_list, name="visits"),
+    path("visits.csv", views.visits_csv, name="visits_csv"),
+    path("visits/<int:visit_id>/", views.visit_detail, name="visit"),
     path("status/", views.status, name="status"),
     path("status/rejected/", views.rejected, name="rejected"),
 ]

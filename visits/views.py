@@ -1,16 +1,237 @@
-"""Pages for staff: the ingestion status and the items the Firehose sent that we could not apply."""
+"""Pages: reports and exports for Managers and Reviewers, the ingestion status for staff."""
+
+from functools import wraps
 
 from django.contrib.admin.views.decorators import staff_member_required
+from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
-from django.shortcuts import redirect, render
+from django.shortcuts import get_object_or_404, render
 
-from .models import Stream
-from .status import rejected_items, status_overview
+from . import analytics, charts
+from .export import csv_filename, csv_response, rate_text, time_text
+from .forms import ReportFilters
+from .models import Rep, Stream, VerificationStatus, Visit
+from .status import freshness, rejected_items, status_overview
+
+STATUS_HEADER = ["visits", *VerificationStatus.values, "verified_rate", "too_far_rate"]
+VISIT_SORTS = {"visited_at", "-visited_at", "rep", "-rep", "outcome", "-outcome", "status", "-status"}
 
 
-def home(request: HttpRequest) -> HttpResponse:
-    return redirect("visits:status")
+def reports_required(view):
+    """Signed in (else the login page) and a Manager or Reviewer (else a polite 403 page)."""
+
+    @login_required
+    @wraps(view)
+    def wrapped(request: HttpRequest, *args, **kwargs) -> HttpResponse:
+        if not request.user.has_perm("visits.view_reports"):
+            return render(request, "visits/no_access.html", status=403)
+        return view(request, *args, **kwargs)
+
+    return wrapped
+
+
+def bad_request(request: HttpRequest, problems: list[str]) -> HttpResponse:
+    return render(request, "visits/bad_filters.html", {"problems": problems}, status=400)
+
+
+def filtered(view):
+    """Binds the report filters to the query string; a wrong one is a 400 page saying which."""
+
+    @wraps(view)
+    def wrapped(request: HttpRequest, *args, **kwargs) -> HttpResponse:
+        filters = ReportFilters(request.GET)
+        if not filters.is_valid():
+            return bad_request(request, filters.problems().splitlines())
+        return view(request, filters, *args, **kwargs)
+
+    return wrapped
+
+
+def sort_param(request: HttpRequest, *, allowed, default: str) -> str | None:
+    sort = request.GET.get("sort", default)
+    return sort if sort.lstrip("-") in allowed else None
+
+
+RESOURCE_TYPES = ["lead", "contact", "prospect_and_customer"]  # as Sell spells them
+REPORT_COLUMNS = [
+    ("visits", "Visits"), ("verified", "Verified"), ("resource_location_too_far", "Too far"),
+    ("location_unknown", "Location unknown"), ("location_services_disabled", "Location off"),
+    ("verified_rate", "Verified rate"), ("too_far_rate", "Too-far rate"),
+]  # fmt: skip
+
+
+def page_context(request: HttpRequest, filters: ReportFilters, **extra) -> dict:
+    chosen = filters.cleaned_data.get("resource_type")
+    return {
+        "filters": filters,
+        "query": filters.query_string(),
+        "freshness": freshness(),
+        "resource_types": RESOURCE_TYPES + ([chosen] if chosen and chosen not in RESOURCE_TYPES else []),
+        **extra,
+    }
+
+
+@reports_required
+@filtered
+def home(request: HttpRequest, filters: ReportFilters) -> HttpResponse:
+    visits = filters.visits()
+    return render(
+        request,
+        "visits/overview.html",
+        page_context(
+            request, filters,
+            totals=analytics.totals(visits=visits),
+            trend=charts.rates_chart(trend=analytics.weekly_trend(visits=visits)),
+            leaders=analytics.too_far_leaders(visits=visits),
+            min_visits=analytics.MIN_VISITS_FOR_RANKING,
+        ),  # fmt: skip
+    )
+
+
+def grouped_report(request: HttpRequest, filters: ReportFilters, *, kind: str) -> HttpResponse:
+    sort = sort_param(request, allowed=analytics.SORTS, default="name")
+    if sort is None:
+        return bad_request(request, [f"sort: must be one of {', '.join(analytics.SORTS)}, optionally with a leading -"])
+    select = analytics.rep_rows if kind == "reps" else analytics.outcome_rows
+    rows = select(visits=filters.visits(), sort=sort)
+    first = "Rep" if kind == "reps" else "Outcome"
+    columns = [("name", first), *REPORT_COLUMNS]
+    return render(
+        request, "visits/report.html", page_context(request, filters, rows=rows, kind=kind, sort=sort, columns=columns)
+    )
+
+
+@reports_required
+@filtered
+def reps_report(request: HttpRequest, filters: ReportFilters) -> HttpResponse:
+    return grouped_report(request, filters, kind="reps")
+
+
+@reports_required
+@filtered
+def outcomes_report(request: HttpRequest, filters: ReportFilters) -> HttpResponse:
+    return grouped_report(request, filters, kind="outcomes")
+
+
+@reports_required
+@filtered
+def matrix_report(request: HttpRequest, filters: ReportFilters) -> HttpResponse:
+    reps, outcomes, cells = analytics.matrix(visits=filters.visits())
+    grid = [(rep, [cells.get((rep.id, outcome.id)) for outcome in outcomes]) for rep in reps]
+    return render(request, "visits/matrix.html", page_context(request, filters, outcomes=outcomes, grid=grid))
+
+
+@reports_required
+@filtered
+def visits_list(request: HttpRequest, filters: ReportFilters) -> HttpResponse:
+    sort = request.GET.get("sort", "-visited_at")
+    if sort not in VISIT_SORTS:
+        return bad_request(request, [f"sort: must be one of {', '.join(sorted(VISIT_SORTS))}"])
+    column = {"rep": "rep__name", "outcome": "outcome__name", "status": "verification_status"}.get(
+        sort.lstrip("-"), "visited_at"
+    )
+    order = ("-" if sort.startswith("-") else "") + column
+    visits = filters.visits().select_related("rep", "outcome").order_by(order, "-id")
+    page = Paginator(visits, 50).get_page(request.GET.get("page"))
+    columns = [("visited_at", "Visited"), ("rep", "Rep"), ("outcome", "Outcome"), ("status", "Status")]
+    return render(
+        request, "visits/visits.html", page_context(request, filters, page=page, sort=sort, visit_columns=columns)
+    )
+
+
+@reports_required
+@filtered
+def rep_detail(request: HttpRequest, filters: ReportFilters, rep_id: int) -> HttpResponse:
+    rep = get_object_or_404(Rep, id=rep_id)
+    visits = filters.visits().filter(rep_id=rep.id)
+    recent = visits.select_related("outcome").order_by("-visited_at", "-id")[:20]
+    return render(
+        request,
+        "visits/rep.html",
+        page_context(
+            request, filters, rep=rep, totals=analytics.totals(visits=visits),
+            trend=charts.rates_chart(trend=analytics.weekly_trend(visits=visits)),
+            outcomes=analytics.outcome_rows(visits=visits, sort="-too_far_rate"), recent=recent,
+            columns=[("name", "Outcome"), *REPORT_COLUMNS],
+        ),  # fmt: skip
+    )
+
+
+@reports_required
+def visit_detail(request: HttpRequest, visit_id: int) -> HttpResponse:
+    visit = get_object_or_404(Visit.objects.select_related("rep", "outcome"), id=visit_id)
+    return render(request, "visits/visit.html", {"visit": visit, "freshness": freshness()})
+
+
+def counts_cells(counts: analytics.Counts) -> list:
+    return [
+        counts.visits, *(getattr(counts, status) for status in VerificationStatus.values),
+        rate_text(counts.verified_rate), rate_text(counts.too_far_rate),
+    ]  # fmt: skip
+
+
+@reports_required
+@filtered
+def reps_csv(request: HttpRequest, filters: ReportFilters) -> HttpResponse:
+    rows = analytics.rep_rows(visits=filters.visits())
+    return csv_response(
+        filename=csv_filename(report="reps", start=filters.cleaned_data["start"], end=filters.cleaned_data["end"]),
+        header=["rep_id", "rep_name", *STATUS_HEADER],
+        rows=([row.id, row.name, *counts_cells(row.counts)] for row in rows),
+    )
+
+
+@reports_required
+@filtered
+def outcomes_csv(request: HttpRequest, filters: ReportFilters) -> HttpResponse:
+    rows = analytics.outcome_rows(visits=filters.visits())
+    return csv_response(
+        filename=csv_filename(report="outcomes", start=filters.cleaned_data["start"], end=filters.cleaned_data["end"]),
+        header=["outcome_id", "outcome_name", *STATUS_HEADER],
+        rows=([row.id or "", row.name, *counts_cells(row.counts)] for row in rows),
+    )
+
+
+@reports_required
+@filtered
+def matrix_csv(request: HttpRequest, filters: ReportFilters) -> HttpResponse:
+    reps, outcomes, cells = analytics.matrix(visits=filters.visits())
+    outcome_names = {o.id: o.name for o in outcomes}
+    rep_names = {r.id: r.name for r in reps}
+    rows = (
+        [rep_id, rep_names[rep_id], outcome_id or "", outcome_names[outcome_id], cell.visits, cell.too_far,
+         rate_text(cell.too_far_rate)]
+        for (rep_id, outcome_id), cell in sorted(cells.items(), key=lambda kv: (kv[0][0], kv[0][1] or 0))
+    )  # fmt: skip
+    return csv_response(
+        filename=csv_filename(report="matrix", start=filters.cleaned_data["start"], end=filters.cleaned_data["end"]),
+        header=["rep_id", "rep_name", "outcome_id", "outcome_name", "visits", "resource_location_too_far", "too_far_rate"],
+        rows=rows,
+    )
+
+
+@reports_required
+@filtered
+def visits_csv(request: HttpRequest, filters: ReportFilters) -> HttpResponse:
+    columns = (
+        "id", "visited_at", "created_at", "rep_id", "rep__name", "resource_type", "resource_id", "outcome_id",
+        "outcome__name", "verification_status", "latitude", "longitude", "summary",
+    )  # fmt: skip
+    rows = filters.visits().order_by("visited_at", "id").values_list(*columns).iterator(chunk_size=5000)
+    return csv_response(
+        filename=csv_filename(report="visits", start=filters.cleaned_data["start"], end=filters.cleaned_data["end"]),
+        header=[
+            "id", "visited_at", "created_at", "rep_id", "rep_name", "resource_type", "resource_id", "outcome_id",
+            "outcome_name", "verification_status", "latitude", "longitude", "summary",
+        ],  # fmt: skip
+        rows=(
+            [r[0], time_text(r[1]), time_text(r[2]), r[3], r[4] or "", r[5], r[6] if r[6] is not None else "",
+             r[7] if r[7] is not None else "", r[8] or "", r[9], "" if r[10] is None else r[10],
+             "" if r[11] is None else r[11], r[12]]
+            for r in rows
+        ),  # fmt: skip
+    )
 
 
 @staff_member_required

@@ -17,3 +17,41 @@ def ago(value: datetime | None) -> str:
     if (timezone.now() - value).total_seconds() < 60:
         return "just now"
     return f"{timesince(value)} ago"
+
+
+@register.simple_tag(takes_context=True)
+def query_with(context, **changes) -> str:
+    """The current query string with some parameters replaced (None removes one); for links."""
+    query = context["request"].GET.copy()
+    query.pop("page", None)  # a new sort or filter starts again at page 1
+    for key, value in changes.items():
+        query.pop(key, None)
+        if value is not None:
+            query[key] = value
+    encoded = query.urlencode()
+    return f"?{encoded}" if encoded else "?"
+
+
+@register.filter
+def percent(rate: float | None) -> str:
+    """0.1234 -> '12.3%'; no visits -> '–'."""
+    return "–" if rate is None else f"{rate * 100:.1f}%"
+
+
+@register.filter
+def attr(obj, name: str):
+    return getattr(obj, name)
+
+
+@register.filter
+def shade(rate: float | None) -> str:
+    """A background for a too-far rate: white at 0%, deep red from 40% up."""
+    if rate is None:
+        return "transparent"
+    strength = min(rate / 0.4, 1.0)
+    return f"rgba(197, 48, 48, {0.08 + 0.72 * strength:.2f})"
+
+
+@register.filter
+def getlist(query, key: str) -> list[str]:
+    return query.getlist(key)

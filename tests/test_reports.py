@@ -213,3 +213,13 @@ def test_empty_state(manager_client, cast):
     body = manager_client.get("/").content.decode()
     assert "No visits match these filters" in body
     assert "No data pulled from Sell yet" in body
+
+
+def test_last_month_preset_links_keep_other_filters(manager_client, team):
+    from django.utils import timezone
+
+    today = timezone.localdate()
+    last_end = today.replace(day=1) - timedelta(days=1)
+    body = manager_client.get("/reports/matrix/?status=verified").content.decode()
+    link = f"?status=verified&amp;start={last_end.replace(day=1)}&amp;end={last_end}"
+    assert f'href="{link}">Last month</a>' in body

@@ -1,5 +1,6 @@
 """Pages: reports and exports for Managers and Reviewers, the ingestion status for staff."""
 
+from datetime import date, timedelta
 from functools import wraps
 
 from django.contrib.admin.views.decorators import staff_member_required
@@ -7,6 +8,7 @@ from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import get_object_or_404, render
+from django.utils import timezone
 
 from . import analytics, charts
 from .export import csv_filename, csv_response, rate_text, time_text
@@ -61,9 +63,23 @@ REPORT_COLUMNS = [
 ]  # fmt: skip
 
 
+def date_presets() -> list[tuple[str, date, date]]:
+    """Quick ranges for the filter bar, by the calendar of DISPLAY_TIME_ZONE."""
+    today = timezone.localdate()
+    month_start = today.replace(day=1)
+    last_month_end = month_start - timedelta(days=1)
+    return [
+        ("Last 7 days", today - timedelta(days=6), today),
+        ("Last 30 days", today - timedelta(days=29), today),
+        ("This month", month_start, today),
+        ("Last month", last_month_end.replace(day=1), last_month_end),
+    ]
+
+
 def page_context(request: HttpRequest, filters: ReportFilters, **extra) -> dict:
     chosen = filters.cleaned_data.get("resource_type")
     return {
+        "presets": date_presets(),
         "filters": filters,
         "query": filters.query_string(),
         "freshness": freshness(),

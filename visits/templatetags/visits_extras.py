@@ -46,7 +46,7 @@ def attr(obj, name: str):
 @register.filter
 def shade(rate: float | None) -> str:
     """A background for a too-far rate: white at 0%, deep red from 40% up."""
-    if rate is None:
+    if not isinstance(rate, (int, float)):  # no visits (None), or an empty cell ("")
         return "transparent"
     strength = min(rate / 0.4, 1.0)
     return f"rgba(197, 48, 48, {0.08 + 0.72 * strength:.2f})"

@@ -1,0 +1,256 @@
+"""Report speed at scale: 1,000,000 visits (200 reps, 12 outcomes, two years).
+
+    .venv/bin/python bench/reports.py                       # SQLite only
+    .venv/bin/python bench/reports.py --postgres postgres://postgres@127.0.0.1:5432/postgres
+    .venv/bin/python bench/reports.py --postgres ... --write   # also update docs/PERFORMANCE.md
+
+Measures the server time (Django's test client, in process) of `/`, `/reports/reps/`,
+`/reports/outcomes/` and `/reports/matrix/` for the whole range and for one month, beside a
+plain GROUP BY on the visits table; and the rows per second and peak memory (RSS of a fresh
+process) of `/visits.csv` beside Python's own driver and `csv` module writing the same rows.
+The visits are written with the ingestion's own upsert. Nothing here is part of the tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+VISITS, REPS, OUTCOMES, DAYS = 1_000_000, 200, 12, 730
+END = datetime(2026, 11, 1, tzinfo=timezone.utc)
+MONTH = ("2026-09-01", "2026-09-30")
+PAGES = ["/", "/reports/reps/", "/reports/outcomes/", "/reports/matrix/"]
+STATUSES = ("verified",) * 82 + ("resource_location_too_far",) * 11 + ("location_unknown",) * 4 + (
+    "location_services_disabled",
+) * 3
+
+
+def django_setup(database_url: str) -> None:
+    os.environ.update(DATABASE_URL=database_url, DJANGO_SETTINGS_MODULE="visitsdash.settings", ALLOWED_HOSTS="testserver")
+    import django
+
+    django.setup()
+
+
+def load(*, visits: int) -> float:
+    """Migrate and write `visits` visits through ingest.visits_upsert; returns seconds."""
+    from django.core.management import call_command
+    from django.db import transaction
+
+    from visits.ingest import visits_upsert
+    from visits.models import Outcome, Rep
+
+    call_command("migrate", verbosity=0)
+    rng = random.Random(1)
+    Rep.objects.bulk_create([Rep(id=1000 + i, name=f"Rep {i:03d}") for i in range(REPS)])
+    Outcome.objects.bulk_create([Outcome(id=100 + i, name=f"Outcome {i:02d}") for i in range(OUTCOMES)])
+    started = time.perf_counter()
+    batch: dict[int, dict] = {}
+    for visit_id in range(1, visits + 1):
+        at = END - timedelta(seconds=rng.randrange(DAYS * 86400))
+        status = rng.choice(STATUSES)
+        located = status in ("verified", "resource_location_too_far")
+        batch[visit_id] = {
+            "rep_id": 1000 + rng.randrange(REPS), "resource_type": rng.choice(("lead", "contact")),
+            "resource_id": rng.randrange(1, 50_000), "visited_at": at, "created_at": at + timedelta(minutes=5),
+            "summary": "Met the buyer, left samples, follow up next week.", "outcome_id": 100 + rng.randrange(OUTCOMES),
+            "latitude": 41.8 + rng.random() if located else None, "longitude": -87.6 + rng.random() if located else None,
+            "verification_status": status, "sequence": 1, "event_time": at + timedelta(minutes=5), "deleted_at": None,
+        }  # fmt: skip
+        if len(batch) == 5000:
+            with transaction.atomic():
+                visits_upsert(rows=batch)
+            batch = {}
+    if batch:
+        with transaction.atomic():
+            visits_upsert(rows=batch)
+    return time.perf_counter() - started
+
+
+def pages_measure(*, repeat: int) -> dict:
+    from django.contrib.auth.models import User
+    from django.db import connection
+    from django.test import Client
+
+    user, _ = User.objects.get_or_create(username="bench", defaults={"is_superuser": True, "is_staff": True})
+    client = Client()
+    client.force_login(user)
+    figures = {}
+    for label, query in (("whole range", ""), ("one month", f"?start={MONTH[0]}&end={MONTH[1]}")):
+        for path in PAGES:
+            times = []
+            for _ in range(repeat):
+                started = time.perf_counter()
+                response = client.get(path + query)
+                times.append(time.perf_counter() - started)
+                assert response.status_code == 200, (path, response.status_code)
+            figures[f"{path} ({label})"] = statistics.median(times) * 1000
+        where = "" if not query else (
+            " WHERE visited_at >= %s AND visited_at < %s"
+        )  # fmt: skip
+        params = [] if not query else [datetime.fromisoformat(MONTH[0]).replace(tzinfo=timezone.utc),
+                                       datetime.fromisoformat(MONTH[1]).replace(tzinfo=timezone.utc) + timedelta(days=1)]  # fmt: skip
+        if connection.vendor == "sqlite":
+            params = [str(p.replace(tzinfo=None)) for p in params]
+        times = []
+        for _ in range(repeat):
+            started = time.perf_counter()
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    f"SELECT rep_id, verification_status, COUNT(*) FROM visits_visit{where} GROUP BY 1, 2", params
+                )
+                cursor.fetchall()
+            times.append(time.perf_counter() - started)
+        figures[f"baseline: plain GROUP BY rep, status ({label})"] = statistics.median(times) * 1000
+    return figures
+
+
+def export_measure(*, mode: str, database_url: str) -> dict:
+    """In a fresh process: stream /visits.csv (or the baseline) to nowhere; rows/s and peak RSS."""
+    started = time.perf_counter()
+    rows = 0
+    if mode == "app":
+        from django.contrib.auth.models import User
+        from django.test import Client
+
+        client = Client()
+        client.force_login(User.objects.get(username="bench"))
+        response = client.get("/visits.csv")
+        for chunk in response.streaming_content:
+            rows += chunk.count(b"\n") if isinstance(chunk, bytes) else chunk.count("\n")
+        rows -= 1  # the header
+    else:
+        import csv
+        import io
+
+        from django.db import connection
+
+        out = io.StringIO()
+        writer = csv.writer(out)
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT v.id, v.visited_at, v.created_at, v.rep_id, r.name, v.resource_type, v.resource_id, "
+                "v.outcome_id, o.name, v.verification_status, v.latitude, v.longitude, v.summary "
+                "FROM visits_visit v JOIN visits_rep r ON r.id = v.rep_id LEFT JOIN visits_outcome o ON o.id = v.outcome_id "
+                "WHERE v.deleted_at IS NULL ORDER BY v.visited_at, v.id"
+            )
+            while batch := cursor.fetchmany(5000):
+                for row in batch:
+                    writer.writerow(row)
+                    rows += 1
+                out.seek(0)
+                out.truncate()
+    seconds = time.perf_counter() - started
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"rows": rows, "rows_per_second": rows / seconds, "peak_mb": peak_mb}
+
+
+def child(*args: str) -> dict:
+    out = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, cwd=ROOT)
+    if out.returncode != 0:
+        raise SystemExit(out.stderr)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def backend_run(*, name: str, database_url: str, visits: int, repeat: int) -> dict:
+    loaded = child("--child", "load", "--database-url", database_url, "--visits", str(visits))
+    print(f"{name}: loaded {visits:,} visits in {loaded['seconds']:.0f} s")
+    pages = child("--child", "pages", "--database-url", database_url, "--repeat", str(repeat))
+    for label, ms in pages.items():
+        print(f"  {label:58} median {ms:8.1f} ms")
+    exports = {mode: child("--child", f"export-{mode}", "--database-url", database_url) for mode in ("app", "baseline")}
+    for mode, figures in exports.items():
+        print(f"  /visits.csv {mode:9} {figures['rows']:>9,} rows  {figures['rows_per_second']:>9,.0f} rows/s  peak {figures['peak_mb']:.0f} MB")
+    return {"pages": pages, "exports": exports}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--child")
+    parser.add_argument("--database-url")
+    parser.add_argument("--visits", type=int, default=VISITS)
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--postgres", help="server URL of a PostgreSQL to create the bench database on")
+    parser.add_argument("--write", action="store_true", help="update the reports section of docs/PERFORMANCE.md")
+    args = parser.parse_args()
+    if args.child:
+        django_setup(args.database_url)
+        if args.child == "load":
+            result = {"seconds": load(visits=args.visits)}
+        elif args.child == "pages":
+            result = pages_measure(repeat=args.repeat)
+        else:
+            result = export_measure(mode=args.child.removeprefix("export-"), database_url=args.database_url)
+        print(json.dumps(result))
+        return
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        results["SQLite"] = backend_run(
+            name="SQLite", database_url=f"sqlite:///{tmp}/reports.sqlite3", visits=args.visits, repeat=args.repeat
+        )
+        if args.postgres:
+            import psycopg
+
+            with psycopg.connect(args.postgres, autocommit=True) as conn:
+                conn.execute("DROP DATABASE IF EXISTS visitsdash_bench_reports")
+                conn.execute("CREATE DATABASE visitsdash_bench_reports")
+            url = args.postgres.rsplit("/", 1)[0] + "/visitsdash_bench_reports"
+            results["PostgreSQL"] = backend_run(name="PostgreSQL", database_url=url, visits=args.visits, repeat=args.repeat)
+    if args.write:
+        write_report(results=results, visits=args.visits, repeat=args.repeat)
+
+
+def write_report(*, results: dict, visits: int, repeat: int) -> None:
+    from ingest import machine  # bench/ingest.py
+
+    lines = [
+        "## Reports (`bench/reports.py`)",
+        "",
+        f"Measured {datetime.now().date().isoformat()} on {machine()}.",
+        f"{visits:,} visits ({REPS} reps, {OUTCOMES} outcomes, two years); server time through Django's test client,"
+        f" median of {repeat} requests; one month = {MONTH[0]} to {MONTH[1]}.",
+        "",
+        "| page | " + " | ".join(f"{name} ms" for name in results) + " |",
+        "|---|" + "---:|" * len(results),
+    ]
+    labels = list(next(iter(results.values()))["pages"])
+    for label in labels:
+        lines.append(f"| {label} | " + " | ".join(f"{r['pages'][label]:,.0f}" for r in results.values()) + " |")
+    lines += ["", "| export | " + " | ".join(f"{name} rows/s | {name} peak MB" for name in results) + " |",
+              "|---|" + "---:|---:|" * len(results)]  # fmt: skip
+    for mode, label in (("app", "`/visits.csv`"), ("baseline", "baseline: driver + `csv` module")):
+        cells = " | ".join(
+            f"{r['exports'][mode]['rows_per_second']:,.0f} | {r['exports'][mode]['peak_mb']:,.0f}" for r in results.values()
+        )
+        lines.append(f"| {label} | {cells} |")
+    lines += ["", "Targets: report pages at a median of 150 ms or less; the export at 50,000 rows/s or more with"
+              " peak memory under 200 MB.", ""]  # fmt: skip
+    section = "\n".join(lines)
+    path = ROOT / "docs" / "PERFORMANCE.md"
+    text = path.read_text()
+    start = text.find("## Reports (")
+    if start == -1:
+        text = text.rstrip() + "\n\n" + section
+    else:
+        end = text.find("\n## ", start + 1)
+        text = text[:start] + section + (text[end + 1 :] if end != -1 else "")
+    path.write_text(text.rstrip() + "\n")
+    print(f"wrote {path.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Iterable, Iterator
-from datetime import date, datetime, timezone
+from datetime import date, timezone
 
 from django.http import StreamingHttpResponse
 
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+FORMULA_FIRST_CHARACTERS = frozenset(FORMULA_STARTS)
 
 
 class _Line:
@@ -32,22 +33,73 @@ def rate_text(rate: float | None) -> str:
     return "" if rate is None else f"{rate:.4f}"
 
 
-def time_text(value: datetime | None) -> str:
-    return "" if value is None else value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def csv_lines(*, header: list[str], rows: Iterable[Iterable]) -> Iterator[str]:
+def csv_lines(*, header: list[str], rows: Iterable[Iterable], checked: bool = False) -> Iterator[str]:
+    """The CSV text, a line at a time; `checked` rows have had their formula check already."""
     writer = csv.writer(_Line())
     yield "\ufeff" + writer.writerow(header)
-    for row in rows:
-        yield writer.writerow([cell_safe(value) for value in row])
+    if checked:
+        yield from map(writer.writerow, rows)
+    else:
+        for row in rows:
+            yield writer.writerow([cell_safe(value) for value in row])
 
 
 def csv_filename(*, report: str, start: date | None, end: date | None) -> str:
     return f"{report}_{start.isoformat() if start else 'first'}_to_{end.isoformat() if end else 'last'}.csv"
 
 
-def csv_response(*, filename: str, header: list[str], rows: Iterable[Iterable]) -> StreamingHttpResponse:
-    response = StreamingHttpResponse(csv_lines(header=header, rows=rows), content_type="text/csv; charset=utf-8")
+def csv_response(
+    *, filename: str, header: list[str], rows: Iterable[Iterable], checked: bool = False
+) -> StreamingHttpResponse:
+    response = StreamingHttpResponse(
+        csv_lines(header=header, rows=rows, checked=checked), content_type="text/csv; charset=utf-8"
+    )
     response["Content-Disposition"] = f'attachment; filename="{filename}"'
     return response
+
+
+VISIT_COLUMNS = {  # CSV header -> queryset field
+    "id": "id", "visited_at": "visited_at", "created_at": "created_at", "rep_id": "rep_id", "rep_name": "rep__name",
+    "resource_type": "resource_type", "resource_id": "resource_id", "outcome_id": "outcome_id",
+    "outcome_name": "outcome__name", "verification_status": "verification_status", "latitude": "latitude",
+    "longitude": "longitude", "summary": "summary",
+}  # fmt: skip
+TIME_CELLS = (1, 2)
+TEXT_CELLS = (4, 5, 8, 12)  # the cells that carry text from the API: checked for formulas
+
+
+def visit_rows(*, visits) -> Iterator[list]:
+    """The visits as CSV cells, read in chunks straight from the database cursor.
+
+    This skips the ORM's per-value conversions and its model-field machinery; measured by
+    bench/reports.py, the ORM path ran at about 19,000 rows/s. Times arrive from the driver
+    as UTC datetimes (naive on SQLite, aware on PostgreSQL).
+    """
+    from django.db import connection
+
+    sql, params = visits.values_list(*VISIT_COLUMNS.values()).query.sql_with_params()
+
+    def when(value) -> str:
+        if value is None:
+            return ""
+        if value.tzinfo is not None:
+            value = value.astimezone(timezone.utc)
+        return "%04d-%02d-%02dT%02d:%02d:%02dZ" % (
+            value.year, value.month, value.day, value.hour, value.minute, value.second,
+        )  # fmt: skip
+
+    cursor = connection.chunked_cursor()  # server-side on PostgreSQL: memory stays flat
+    try:
+        cursor.execute(sql, params)
+        while chunk := cursor.fetchmany(2000):
+            for row in chunk:
+                cells = ["" if value is None else value for value in row]
+                for index in TIME_CELLS:
+                    cells[index] = when(row[index])
+                for index in TEXT_CELLS:
+                    text = cells[index]
+                    if text and text[0] in FORMULA_FIRST_CHARACTERS:
+                        cells[index] = "'" + text
+                yield cells
+    finally:
+        cursor.close()

@@ -11,7 +11,7 @@ from django.shortcuts import get_object_or_404, render
 from django.utils import timezone
 
 from . import analytics, charts
-from .export import csv_filename, csv_response, rate_text, time_text
+from .export import VISIT_COLUMNS, csv_filename, csv_response, rate_text, visit_rows
 from .forms import ReportFilters
 from .models import Rep, Stream, VerificationStatus, Visit
 from .status import freshness, rejected_items, status_overview
@@ -230,23 +230,11 @@ def matrix_csv(request: HttpRequest, filters: ReportFilters) -> HttpResponse:
 @reports_required
 @filtered
 def visits_csv(request: HttpRequest, filters: ReportFilters) -> HttpResponse:
-    columns = (
-        "id", "visited_at", "created_at", "rep_id", "rep__name", "resource_type", "resource_id", "outcome_id",
-        "outcome__name", "verification_status", "latitude", "longitude", "summary",
-    )  # fmt: skip
-    rows = filters.visits().order_by("visited_at", "id").values_list(*columns).iterator(chunk_size=5000)
     return csv_response(
         filename=csv_filename(report="visits", start=filters.cleaned_data["start"], end=filters.cleaned_data["end"]),
-        header=[
-            "id", "visited_at", "created_at", "rep_id", "rep_name", "resource_type", "resource_id", "outcome_id",
-            "outcome_name", "verification_status", "latitude", "longitude", "summary",
-        ],  # fmt: skip
-        rows=(
-            [r[0], time_text(r[1]), time_text(r[2]), r[3], r[4] or "", r[5], r[6] if r[6] is not None else "",
-             r[7] if r[7] is not None else "", r[8] or "", r[9], "" if r[10] is None else r[10],
-             "" if r[11] is None else r[11], r[12]]
-            for r in rows
-        ),  # fmt: skip
+        header=list(VISIT_COLUMNS),
+        rows=visit_rows(visits=filters.visits().order_by("visited_at", "id")),
+        checked=True,
     )
 
 

@@ -15,9 +15,14 @@ from django.db.models.functions import TruncWeek
 
 from .models import Outcome, Rep, VerificationStatus
 
+# Counting a column of the covering index (never null), not the primary key, lets the
+# database answer from the index alone.
 STATUS_COUNTS = {
-    "visits": Count("id"),
-    **{status.value: Count("id", filter=Q(verification_status=status.value)) for status in VerificationStatus},
+    "visits": Count("verification_status"),
+    **{
+        status.value: Count("verification_status", filter=Q(verification_status=status.value))
+        for status in VerificationStatus
+    },
 }
 MIN_VISITS_FOR_RANKING = 20  # the overview ranks reps by too-far rate only from this many visits
 
@@ -119,7 +124,10 @@ def matrix(*, visits: QuerySet) -> tuple[list[Row], list[Row], dict[tuple[int, i
         (row["rep_id"], row["outcome_id"]): Cell(visits=row["visits"], too_far=row["too_far"])
         for row in visits.order_by()
         .values("rep_id", "outcome_id")
-        .annotate(visits=Count("id"), too_far=Count("id", filter=Q(verification_status=VerificationStatus.TOO_FAR)))
+        .annotate(
+            visits=Count("verification_status"),
+            too_far=Count("verification_status", filter=Q(verification_status=VerificationStatus.TOO_FAR)),
+        )
     }
     return rep_rows(visits=visits), outcome_rows(visits=visits), cells
 

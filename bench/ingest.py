@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -26,6 +25,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from _report import machine, section_write  # noqa: E402 - bench/ is the script's own folder
 TOKEN = "bench-token"
 
 
@@ -81,18 +82,6 @@ def postgres_fresh(url: str, name: str) -> str:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
         conn.execute(f'CREATE DATABASE "{name}"')
     return url.rsplit("/", 1)[0] + "/" + name
-
-
-def machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{os.cpu_count()} cores, {cpu}, Python {platform.python_version()}, {platform.system()} {platform.release()}"
 
 
 def main() -> None:
@@ -161,18 +150,7 @@ def write_report(*, rows, data_events: int, limit: int, runs: int) -> None:
     for label, events, rate, low, high in rows:
         lines.append(f"| {label} | {events:,} | {rate:,.0f} | {low:,.0f} | {high:,.0f} | {rate / baseline:.1%} |")
     lines += ["", "Target: at least 10,000 events/s on SQLite, and at least half the baseline's rate.", ""]
-    section = "\n".join(lines)
-    path = ROOT / "docs" / "PERFORMANCE.md"
-    text = path.read_text() if path.exists() else "# Performance\n\nFigures printed by the scripts in `bench/`.\n\n"
-    start = text.find("## Ingestion")
-    if start == -1:
-        text = text.rstrip() + "\n\n" + section
-    else:
-        end = text.find("\n## ", start + 1)
-        text = text[:start] + section + (text[end + 1 :] if end != -1 else "")
-    path.write_text(text.rstrip() + "\n")
-    print(f"wrote {path.relative_to(ROOT)}")
-
+    section_write(heading="## Ingestion (", lines=lines)
 
 if __name__ == "__main__":
     main()

@@ -30,6 +30,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+from _report import machine, section_write  # noqa: E402
+
 VISITS, REPS, OUTCOMES, DAYS = 1_000_000, 200, 12, 730
 END = datetime(2026, 11, 1, tzinfo=timezone.utc)
 MONTH = ("2026-09-01", "2026-09-30")
@@ -215,8 +217,6 @@ def main() -> None:
 
 
 def write_report(*, results: dict, visits: int, repeat: int) -> None:
-    from ingest import machine  # bench/ingest.py
-
     lines = [
         "## Reports (`bench/reports.py`)",
         "",
@@ -239,18 +239,7 @@ def write_report(*, results: dict, visits: int, repeat: int) -> None:
         lines.append(f"| {label} | {cells} |")
     lines += ["", "Targets: report pages at a median of 150 ms or less; the export at 50,000 rows/s or more with"
               " peak memory under 200 MB.", ""]  # fmt: skip
-    section = "\n".join(lines)
-    path = ROOT / "docs" / "PERFORMANCE.md"
-    text = path.read_text()
-    start = text.find("## Reports (")
-    if start == -1:
-        text = text.rstrip() + "\n\n" + section
-    else:
-        end = text.find("\n## ", start + 1)
-        text = text[:start] + section + (text[end + 1 :] if end != -1 else "")
-    path.write_text(text.rstrip() + "\n")
-    print(f"wrote {path.relative_to(ROOT)}")
-
+    section_write(heading="## Reports (", lines=lines)
 
 if __name__ == "__main__":
     main()

@@ -16,6 +16,7 @@ from .forms import ReportFilters
 from .models import Rep, Stream, VerificationStatus, Visit
 from .status import freshness, rejected_items, status_overview
 
+GROUPED_ROWS = {"reps": analytics.rep_rows, "outcomes": analytics.outcome_rows}
 STATUS_HEADER = ["visits", *VerificationStatus.values, "verified_rate", "too_far_rate"]
 VISIT_SORTS = {"visited_at", "-visited_at", "rep", "-rep", "outcome", "-outcome", "status", "-status"}
 
@@ -109,8 +110,7 @@ def grouped_report(request: HttpRequest, filters: ReportFilters, *, kind: str) -
     sort = sort_param(request, allowed=analytics.SORTS, default="name")
     if sort is None:
         return bad_request(request, [f"sort: must be one of {', '.join(analytics.SORTS)}, optionally with a leading -"])
-    select = analytics.rep_rows if kind == "reps" else analytics.outcome_rows
-    rows = select(visits=filters.visits(), sort=sort)
+    rows = GROUPED_ROWS[kind](visits=filters.visits(), sort=sort)
     first = "Rep" if kind == "reps" else "Outcome"
     columns = [("name", first), *REPORT_COLUMNS]
     return render(
@@ -187,26 +187,32 @@ def counts_cells(counts: analytics.Counts) -> list:
     ]  # fmt: skip
 
 
+def filtered_csv(filters: ReportFilters, *, report: str, header: list[str], rows, checked: bool = False) -> HttpResponse:
+    """A CSV download named after the report and the filters' date range."""
+    filename = csv_filename(report=report, start=filters.cleaned_data["start"], end=filters.cleaned_data["end"])
+    return csv_response(filename=filename, header=header, rows=rows, checked=checked)
+
+
+def grouped_csv(filters: ReportFilters, *, kind: str) -> HttpResponse:
+    noun = "rep" if kind == "reps" else "outcome"
+    return filtered_csv(
+        filters,
+        report=kind,
+        header=[f"{noun}_id", f"{noun}_name", *STATUS_HEADER],
+        rows=([row.id or "", row.name, *counts_cells(row.counts)] for row in GROUPED_ROWS[kind](visits=filters.visits())),
+    )
+
+
 @reports_required
 @filtered
 def reps_csv(request: HttpRequest, filters: ReportFilters) -> HttpResponse:
-    rows = analytics.rep_rows(visits=filters.visits())
-    return csv_response(
-        filename=csv_filename(report="reps", start=filters.cleaned_data["start"], end=filters.cleaned_data["end"]),
-        header=["rep_id", "rep_name", *STATUS_HEADER],
-        rows=([row.id, row.name, *counts_cells(row.counts)] for row in rows),
-    )
+    return grouped_csv(filters, kind="reps")
 
 
 @reports_required
 @filtered
 def outcomes_csv(request: HttpRequest, filters: ReportFilters) -> HttpResponse:
-    rows = analytics.outcome_rows(visits=filters.visits())
-    return csv_response(
-        filename=csv_filename(report="outcomes", start=filters.cleaned_data["start"], end=filters.cleaned_data["end"]),
-        header=["outcome_id", "outcome_name", *STATUS_HEADER],
-        rows=([row.id or "", row.name, *counts_cells(row.counts)] for row in rows),
-    )
+    return grouped_csv(filters, kind="outcomes")
 
 
 @reports_required
@@ -220,8 +226,9 @@ def matrix_csv(request: HttpRequest, filters: ReportFilters) -> HttpResponse:
          rate_text(cell.too_far_rate)]
         for (rep_id, outcome_id), cell in sorted(cells.items(), key=lambda kv: (kv[0][0], kv[0][1] or 0))
     )  # fmt: skip
-    return csv_response(
-        filename=csv_filename(report="matrix", start=filters.cleaned_data["start"], end=filters.cleaned_data["end"]),
+    return filtered_csv(
+        filters,
+        report="matrix",
         header=["rep_id", "rep_name", "outcome_id", "outcome_name", "visits", "resource_location_too_far", "too_far_rate"],
         rows=rows,
     )
@@ -230,8 +237,9 @@ def matrix_csv(request: HttpRequest, filters: ReportFilters) -> HttpResponse:
 @reports_required
 @filtered
 def visits_csv(request: HttpRequest, filters: ReportFilters) -> HttpResponse:
-    return csv_response(
-        filename=csv_filename(report="visits", start=filters.cleaned_data["start"], end=filters.cleaned_data["end"]),
+    return filtered_csv(
+        filters,
+        report="visits",
         header=list(VISIT_COLUMNS),
         rows=visit_rows(visits=filters.visits().order_by("visited_at", "id")),
         checked=True,

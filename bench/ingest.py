@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from _report import machine, section_write  # noqa: E402 - bench/ is the script's own folder
+
 TOKEN = "bench-token"
 
 
@@ -41,15 +42,18 @@ def measure(*, mode: str, url: str, database_url: str, limit: int) -> dict:
     django.setup()
     from django.core.management import call_command
 
+    from visits.events import items_parse
     from visits.sell import FirehoseClient
     from visits.sync import stream_sync
 
-    if mode == "baseline":
+    if mode in ("baseline", "fetch"):
         client = FirehoseClient()
         position, events, pages = "tail", 0, 0
         started = time.perf_counter()
         while True:
             page = client.page_fetch(stream="visits", position=position, limit=limit)
+            if mode == "baseline":  # parse as ingestion does: JSON, then each item validated into an Event
+                items_parse(stream="visits", items=page.items)
             events += len(page.items)
             pages += 1
             position = page.position
@@ -86,7 +90,7 @@ def postgres_fresh(url: str, name: str) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--child", choices=["baseline", "ingest"])
+    parser.add_argument("--child", choices=["baseline", "fetch", "ingest"])
     parser.add_argument("--url")
     parser.add_argument("--database-url")
     parser.add_argument("--limit", type=int, default=100)
@@ -108,7 +112,11 @@ def main() -> None:
     print(f"demo stream: {len(data.visits_events):,} visit events, limit {args.limit}")
     rows = []
     with DemoFirehose(data, token=TOKEN).start() as server, tempfile.TemporaryDirectory() as tmp:
-        targets = [("baseline: fetch + parse, no writes", "baseline", None), ("SQLite", "ingest", "sqlite")]
+        targets = [
+            ("baseline: fetch + parse, no writes", "baseline", None),
+            ("for reference: fetch + JSON decoding only", "fetch", None),
+            ("SQLite", "ingest", "sqlite"),
+        ]
         if args.postgres:
             targets.append(("PostgreSQL", "ingest", "postgres"))
         # Rounds interleave the targets, so that a machine slowing down or speeding up
@@ -129,7 +137,7 @@ def main() -> None:
             rows.append((label, events, rate, min(rates[label]), max(rates[label])))
             print(f"{label:38} {events:>8,} events  median {rate:>9,.0f} events/s  (min {min(rates[label]):,.0f}, max {max(rates[label]):,.0f})")
     baseline = rows[0][2]
-    for label, _, rate, _, _ in rows[1:]:
+    for label, _, rate, _, _ in rows[2:]:
         print(f"{label}: {rate / baseline:.1%} of the baseline's rate")
     if args.write:
         write_report(rows=rows, data_events=len(data.visits_events), limit=args.limit, runs=args.runs)

@@ -2,7 +2,9 @@
 check that the database holds exactly what the generator says it must."""
 
 import os
-from datetime import datetime
+from collections import Counter
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 from django.conf import settings as django_settings
@@ -10,7 +12,7 @@ from django.db import connection
 
 from visits.demo.generator import DemoData, team_generate
 from visits.demo.server import DemoFirehose, Faults
-from visits.models import DeletedVisit, Outcome, Rep, Visit
+from visits.models import DeletedVisit, MonthTally, Outcome, Rep, Visit, WeekTally
 
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")  # Playwright's sync API runs an event loop
 
@@ -122,6 +124,36 @@ def assert_db_matches(data: DemoData) -> None:
     if outcomes != data.expected_outcomes():
         problems.append(f"outcomes differ: got {outcomes}, want {data.expected_outcomes()}")
     assert not problems, f"{len(problems)} differences, first ones:\n" + "\n".join(problems[:15])
+    assert_tallies_match()
+
+
+def tallies_counted() -> tuple[Counter, Counter]:
+    """The month and week tallies as they should be, counted here in Python from the visits
+    (their visited_at and DISPLAY_TIME_ZONE, not the stored local_day)."""
+    zone = ZoneInfo(django_settings.DISPLAY_TIME_ZONE)
+    months, weeks = Counter(), Counter()
+    for v in Visit.objects.filter(deleted_at__isnull=True):
+        day = v.visited_at.astimezone(zone).date()
+        months[(day.replace(day=1), v.rep_id, v.outcome_id or 0, v.resource_type, v.verification_status)] += 1
+        weeks[(day - timedelta(days=day.weekday()), v.rep_id, v.verification_status)] += 1
+    return months, weeks
+
+
+def assert_tallies_match() -> None:
+    """The tallies the triggers kept equal a direct count of the live visits (zero rows aside)."""
+    months, weeks = tallies_counted()
+    got_months = Counter(
+        {
+            (m.month, m.rep_id, m.outcome_id, m.resource_type, m.verification_status): m.visits
+            for m in MonthTally.objects.exclude(visits=0)
+        }
+    )
+    got_weeks = Counter(
+        {(w.week, w.rep_id, w.verification_status): w.visits for w in WeekTally.objects.exclude(visits=0)}
+    )
+    assert months, "no live visits to tally"
+    assert got_months == months, f"month tallies differ: {dict(list((got_months - months).items())[:5])} / {dict(list((months - got_months).items())[:5])}"
+    assert got_weeks == weeks, f"week tallies differ: {dict(list((got_weeks - weeks).items())[:5])} / {dict(list((weeks - got_weeks).items())[:5])}"
 
 
 CHROMIUM_ARGS = [

@@ -2,7 +2,7 @@
 
 import pytest
 
-from visits import fetcher, sell
+from visits import events, fetcher, sell
 from visits.demo.server import Faults
 
 from .conftest import TOKEN
@@ -23,8 +23,10 @@ def test_child_fetches_every_page_until_top(serve, small_team):
     finally:
         process.stop()
     assert pages[-1].top and not any(p.top for p in pages[:-1])
-    items = [item for page in pages for item in page.items]
-    assert items == small_team.visits_events
+    parsed = [event for page in pages for event in page.events]
+    # the child parses each page as the parent would: same events, rejects included, same order
+    assert parsed == events.items_parse(stream="visits", items=small_team.visits_events)
+    assert any(type(e) is events.Reject for e in parsed) and any(type(e) is events.Event for e in parsed)
     assert process.child.returncode is not None  # no process left behind
 
 
@@ -50,7 +52,7 @@ def test_stopping_early_ends_the_child(serve, small_team):
     server = serve(small_team)
     process = fetcher.FetchProcess()
     first = next(iter(process.pages(job=job_for(server, limit=1))))
-    assert len(first.items) == 1 and not first.top
+    assert len(first.events) == 1 and not first.top
     process.stop()
     assert process.child.returncode is not None
     assert process.child.stdout.closed

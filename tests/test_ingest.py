@@ -4,10 +4,18 @@ import json
 
 import pytest
 
-from visits import ingest, sell
+from visits import events, ingest, sell
 from visits.demo.generator import team_generate
 from visits.demo.server import Faults
-from visits.models import DeletedVisit, Gap, Outcome, RejectedItem, Rep, SyncState, Visit
+from visits.models import (
+    DeletedVisit,
+    Gap,
+    Outcome,
+    RejectedItem,
+    Rep,
+    SyncState,
+    Visit,
+)
 from visits.sync import stream_sync, streams_sync
 
 from .conftest import assert_db_matches
@@ -131,11 +139,12 @@ def test_updates_store_the_newest_snapshot(serve, small_team):
         assert visit.summary == (expected[visit.id]["snapshot"]["summary"] or "")
 
 
-def test_deleted_events_with_snapshot_or_id_only_mark_visits_deleted(serve, small_team):
-    serve(small_team)
+def test_deleted_events_with_snapshot_or_id_only_mark_visits_deleted(serve, full_team):
+    # The full team: a week of six reps can hold a single delete (the generator deletes 1%).
+    serve(full_team)
     sync_all()
     deletes = [
-        e for e in small_team.visits_events
+        e for e in full_team.visits_events
         if isinstance(e.get("meta"), dict) and e["meta"].get("event_type") == "deleted"
     ]  # fmt: skip
     kinds = {set(e["data"]) == {"id"} for e in deletes}
@@ -195,8 +204,8 @@ def test_malformed_items_are_kept_with_reasons_and_rest_applied(serve, small_tea
     ],
 )
 def test_visit_parse_rejects_with_a_reason(item, reason):
-    with pytest.raises(ingest.Rejected, match=reason):
-        ingest.visit_parse(item)
+    with pytest.raises(events.Rejected, match=reason):
+        events.visit_parse(item)
 
 
 def test_visit_parse_rejects_bad_snapshots(small_team):
@@ -206,7 +215,7 @@ def test_visit_parse_rejects_bad_snapshots(small_team):
         if isinstance(e.get("data"), dict) and e["data"].get("id") in expected
         and e["meta"]["event_type"] == "created" and e["data"]["sales_rep_location"]["latitude"] is not None
     )  # fmt: skip
-    ingest.visit_parse(good)  # the baseline is accepted
+    events.visit_parse(good)  # the baseline is accepted
 
     def variant(path, value):
         item = json.loads(json.dumps(good))
@@ -226,12 +235,12 @@ def test_visit_parse_rejects_bad_snapshots(small_team):
         ("data", "resource_type"): ("", "resource_type"),
     }
     for path, (value, reason) in cases.items():
-        with pytest.raises(ingest.Rejected, match=reason):
-            ingest.visit_parse(variant(path, value))
+        with pytest.raises(events.Rejected, match=reason):
+            events.visit_parse(variant(path, value))
     lone = variant(("data", "sales_rep_location", "longitude"), None)
-    with pytest.raises(ingest.Rejected, match="only one of"):
-        ingest.visit_parse(lone)
-    nul = ingest.visit_parse(variant(("data", "summary"), "a\x00b"))
+    with pytest.raises(events.Rejected, match="only one of"):
+        events.visit_parse(lone)
+    nul = events.visit_parse(variant(("data", "summary"), "a\x00b"))
     assert nul.fields["summary"] == "ab"
 
 
@@ -422,7 +431,13 @@ def test_two_deletes_of_an_unseen_visit_in_one_batch_keep_the_newest():
         for seq in (3, 2)
     ]
     result = ingest.page_apply(
-        stream="visits", items=deletes, position="p1", at_top=True, owner="me", lease=timedelta(seconds=60)
+        stream="visits", events=events.items_parse(stream="visits", items=deletes), position="p1", at_top=True, owner="me", lease=timedelta(seconds=60)
     )
     assert (result.applied, result.skipped) == (2, 0)
     assert list(DeletedVisit.objects.values_list("id", "sequence")) == [(77, 3)]
+
+
+def test_the_parser_knows_the_same_statuses_as_the_model():
+    from visits.models import VerificationStatus
+
+    assert events.STATUSES == set(VerificationStatus.values)

@@ -2,8 +2,9 @@
 
 HTTP and JSON decoding cost as much CPU as applying the events, and Python threads share one
 core (the GIL), so a fetch thread gained nothing; a child process runs on the other core.
-The child (`python -m visits.fetcher`) gets its settings as a pickle on stdin and writes
-length-prefixed pickled frames on stdout: ("page", items, position, top), ("retry",
+The child (`python -m visits.fetcher`) also parses each page (events.items_parse), which takes
+that work off the writing process too. It gets its job as a pickle on stdin and writes
+length-prefixed pickled frames on stdout: ("page", parsed events, position, top), ("retry",
 problem, delay) or ("error", exception class name, message). It needs no Django set-up.
 """
 
@@ -20,10 +21,17 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from . import sell
+from . import events, sell
 
 FRAME_HEADER = struct.Struct("!I")
 PREFETCH_PAGES = 20  # pages read ahead of the one being applied; bounds memory
+
+
+@dataclass(frozen=True)
+class ParsedPage:
+    events: list  # of events.Event and events.Reject, in the page's order
+    position: str
+    top: bool
 
 
 @dataclass(frozen=True)
@@ -72,7 +80,8 @@ def child_main() -> None:
     try:
         while os.getppid() == parent:  # the parent was killed: stop too
             page = client.page_fetch(stream=job.stream, position=position, limit=job.limit)
-            frame_write(out, ("page", page.items, page.position, page.top))
+            parsed = events.items_parse(stream=job.stream, items=page.items)
+            frame_write(out, ("page", parsed, page.position, page.top))
             if page.top:
                 return
             position = page.position
@@ -108,8 +117,8 @@ class FetchProcess:
             if message is None:
                 return
 
-    def pages(self, *, job: FetchJob, on_retry: Callable[[str, float], None] | None = None) -> Iterator[sell.Page]:
-        """Pages from `job.position` on, until top; raises the child's SellError."""
+    def pages(self, *, job: FetchJob, on_retry: Callable[[str, float], None] | None = None) -> Iterator[ParsedPage]:
+        """Parsed pages from `job.position` on, until top; raises the child's SellError."""
         self.child.stdin.write(pickle.dumps(asdict(job)))
         self.child.stdin.close()
         self.reader = threading.Thread(target=self._drain, name=f"fetch-{job.stream}", daemon=True)
@@ -126,8 +135,8 @@ class FetchProcess:
             if kind == "error":
                 name, text = rest
                 raise getattr(sell, name, sell.SellError)(text)
-            items, position, top = rest
-            yield sell.Page(items=items, position=position, top=top)
+            parsed, position, top = rest
+            yield ParsedPage(events=parsed, position=position, top=top)
             if top:
                 return
 

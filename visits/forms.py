@@ -9,7 +9,6 @@ from django.db.models import QuerySet
 
 from .models import Outcome, Rep, VerificationStatus, Visit
 
-
 DATE_ERROR = "must be a date written YYYY-MM-DD"
 
 

@@ -8,45 +8,27 @@ understood is stored verbatim with the reason and never stops the rest of the pa
 
 from __future__ import annotations
 
-import functools
-import hashlib
-import json
-import math
 import sqlite3
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta
 
+from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone as dj_timezone
 
-from .models import DeletedVisit, Outcome, RejectedItem, Rep, Stream, SyncState, VerificationStatus, Visit
+from .events import Event, Reject
+from .models import DeletedVisit, Outcome, RejectedItem, Rep, Stream, SyncState, Visit
+from .tallies import local_day
 
-MAX_ID = 2**63 - 1
-EVENT_TYPES = ("created", "updated", "deleted")
-STATUSES = frozenset(VerificationStatus.values)
 VISIT_FIELDS = [
     "rep_id", "resource_type", "resource_id", "visited_at", "created_at", "summary", "outcome_id",
     "latitude", "longitude", "verification_status", "sequence", "event_time", "deleted_at",
 ]  # fmt: skip
 
 
-class Rejected(ValueError):
-    """An item that cannot be applied; the message is the reason admins read."""
-
-
 class LockLost(Exception):
     """Another sync took this stream over (our lease ran out): this page must not land."""
-
-
-@dataclass(slots=True)
-class Event:
-    id: int
-    sequence: int
-    event_type: str
-    event_time: datetime
-    fields: dict | None  # the snapshot's columns; None for a `deleted` event carrying only the id
-    outcome_name: str | None = None
 
 
 @dataclass
@@ -57,183 +39,29 @@ class PageResult:
     newest_event_time: datetime | None = None
 
 
-# --- Parsing: raw item -> Event, or Rejected -----------------------------------------------
-
-
-# Each clean_* function checks the common well-formed case first, in one line: they run
-# several times per event and dominated the ingestion profile.
-
-
-def clean_text(value, *, name: str, max_length: int | None = None, required: bool = False) -> str:
-    if type(value) is str and "\x00" not in value and (max_length is None or len(value) <= max_length):
-        if not required or value.strip():
-            return value
-    if value is None:
-        if required:
-            raise Rejected(f"{name} is missing")
-        return ""
-    if not isinstance(value, str):
-        raise Rejected(f"{name} is not text: {value!r:.60}")
-    value = value.replace("\x00", "")  # PostgreSQL text cannot hold NUL
-    if required and not value.strip():
-        raise Rejected(f"{name} is empty")
-    if max_length is not None and len(value) > max_length:
-        value = value[:max_length]
-    return value
-
-
-def clean_id(value, *, name: str, nullable: bool = False) -> int | None:
-    if type(value) is int and 0 < value <= MAX_ID:
-        return value
-    if value is None:
-        if nullable:
-            return None
-        raise Rejected(f"{name} is missing")
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise Rejected(f"{name} is not a whole number: {value!r:.60}")
-    if not 0 < value <= MAX_ID:
-        raise Rejected(f"{name} is out of range: {value}")
-    return value
-
-
-@functools.lru_cache(maxsize=4096)
-def utc_parse(value: str) -> datetime | None:
-    """ISO 8601 text -> aware UTC datetime; None when it has no time zone. Cached: a page
-    repeats times (created_at is the event_time of a `created` event) and replays repeat pages."""
-    parsed = datetime.fromisoformat(value)
-    return parsed.astimezone(timezone.utc) if parsed.tzinfo is not None else None
-
-
-def clean_time(value, *, name: str) -> datetime:
-    if not isinstance(value, str):
-        raise Rejected(f"{name} is not a date-time: {value!r:.60}")
-    try:
-        parsed = utc_parse(value)
-    except ValueError:
-        raise Rejected(f"{name} is not an ISO 8601 date-time: {value!r:.60}") from None
-    if parsed is None:
-        raise Rejected(f"{name} has no time zone: {value!r:.60}")
-    return parsed
-
-
-def clean_coordinate(value, *, name: str, limit: float) -> float | None:
-    if type(value) is float and -limit <= value <= limit:  # NaN and infinities fail the range
-        return value
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        raise Rejected(f"{name} is not a number: {value!r}")
-    if isinstance(value, str):
-        try:
-            value = float(value)
-        except ValueError:
-            raise Rejected(f"{name} is not a number: {value!r:.60}") from None
-    if not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise Rejected(f"{name} is not a number: {value!r:.60}")
-    if not -limit <= value <= limit:
-        raise Rejected(f"{name} {value} is outside -{limit:g}..{limit:g}")
-    return float(value)
-
-
-def envelope_parse(item) -> tuple[dict, dict, int, str, datetime, int]:
-    """The parts every stream shares: data, meta, id, event type, event time, sequence."""
-    if not isinstance(item, dict):
-        raise Rejected("item is not an object")
-    data, meta = item.get("data"), item.get("meta")
-    if not isinstance(data, dict):
-        raise Rejected("data is not an object")
-    if not isinstance(meta, dict):
-        raise Rejected("meta is not an object")
-    event_type = meta.get("event_type")
-    if event_type not in EVENT_TYPES:
-        raise Rejected(f"unknown event_type {event_type!r:.60}")
-    if "id" not in data:
-        raise Rejected("data has no id")
-    item_id = clean_id(data["id"], name="data.id")
-    sequence = clean_id(meta.get("sequence"), name="meta.sequence")
-    event_time = clean_time(meta.get("event_time"), name="meta.event_time")
-    return data, meta, item_id, event_type, event_time, sequence
-
-
-def visit_parse(item) -> Event:
-    data, meta, visit_id, event_type, event_time, sequence = envelope_parse(item)
-    if event_type == "deleted" and set(data) == {"id"}:
-        return Event(visit_id, sequence, event_type, event_time, None)
-    location = data.get("sales_rep_location")
-    if not isinstance(location, dict):
-        raise Rejected("sales_rep_location is not an object")
-    status = location.get("verification_status")
-    if status not in STATUSES:
-        raise Rejected(f"unknown verification_status {status!r:.60}")
-    latitude = clean_coordinate(location.get("latitude"), name="latitude", limit=90)
-    longitude = clean_coordinate(location.get("longitude"), name="longitude", limit=180)
-    if (latitude is None) != (longitude is None):
-        raise Rejected("only one of latitude and longitude is set")
-    outcome = data.get("outcome")
-    outcome_id, outcome_name = None, None
-    if outcome is not None:
-        if not isinstance(outcome, dict):
-            raise Rejected("outcome is not an object")
-        outcome_id = clean_id(outcome.get("id"), name="outcome.id")
-        outcome_name = clean_text(outcome.get("name"), name="outcome.name", max_length=255)
-    resource_type = clean_text(data.get("resource_type"), name="resource_type", required=True)
-    if len(resource_type) > 40:
-        raise Rejected(f"resource_type is too long: {resource_type!r:.60}")
-    fields = {
-        "rep_id": clean_id(data.get("creator_id"), name="creator_id"),
-        "resource_type": resource_type,
-        "resource_id": clean_id(data.get("resource_id"), name="resource_id", nullable=True),
-        "visited_at": clean_time(data.get("visited_at"), name="visited_at"),
-        "created_at": clean_time(data.get("created_at"), name="created_at"),
-        "summary": clean_text(data.get("summary"), name="summary"),
-        "outcome_id": outcome_id,
-        "latitude": latitude,
-        "longitude": longitude,
-        "verification_status": status,
-    }
-    return Event(visit_id, sequence, event_type, event_time, fields, outcome_name)
-
-
-def user_parse(item) -> Event:
-    data, meta, user_id, event_type, event_time, sequence = envelope_parse(item)
-    fields = {
-        "name": clean_text(data.get("name"), name="name", max_length=255),
-        "email": clean_text(data.get("email"), name="email", max_length=255),
-        "status": "deleted" if event_type == "deleted" else clean_text(data.get("status"), name="status", max_length=40),
-        "role": clean_text(data.get("role"), name="role", max_length=40),
-    }
-    if event_type == "deleted" and set(data) == {"id"}:
-        fields = {"status": "deleted"}  # keep what we knew of the rep; visits still point at it
-    return Event(user_id, sequence, event_type, event_time, fields)
-
-
-def raw_digest(item) -> tuple[str, str]:
-    try:
-        raw = json.dumps(item, ensure_ascii=False, sort_keys=True)
-    except (TypeError, ValueError):
-        raw = repr(item)
-    return raw, hashlib.sha256(raw.encode("utf-8", "replace")).hexdigest()
-
-
 # --- Applying ------------------------------------------------------------------------------
 
 
-def items_parse(*, stream: str, items: list, result: PageResult) -> tuple[dict[int, list[Event]], list[RejectedItem]]:
-    parse = visit_parse if stream == Stream.VISITS else user_parse
+def events_group(
+    *, stream: str, parsed: list[Event | Reject], result: PageResult
+) -> tuple[dict[int, list[Event]], list[RejectedItem]]:
+    """Events by id, each id's in sequence order, and the rejects (one per distinct item)."""
     by_id: dict[int, list[Event]] = {}
     rejects: dict[str, RejectedItem] = {}
-    for item in items:
-        try:
-            event = parse(item)
-        except Rejected as exc:
-            raw, digest = raw_digest(item)
-            rejects.setdefault(digest, RejectedItem(stream=stream, digest=digest, raw=raw, reason=str(exc)))
+    newest = result.newest_event_time
+    for event in parsed:
+        if type(event) is Reject:
+            rejects.setdefault(
+                event.digest, RejectedItem(stream=stream, digest=event.digest, raw=event.raw, reason=event.reason)
+            )
             continue
         by_id.setdefault(event.id, []).append(event)
-        if result.newest_event_time is None or event.event_time > result.newest_event_time:
-            result.newest_event_time = event.event_time
+        if newest is None or event.event_time > newest:
+            newest = event.event_time
+    result.newest_event_time = newest
     for events in by_id.values():
-        events.sort(key=lambda e: e.sequence)
+        if len(events) > 1:
+            events.sort(key=lambda e: e.sequence)
     return by_id, list(rejects.values())
 
 
@@ -357,16 +185,19 @@ def visits_upsert(*, rows: dict[int, dict]) -> None:
     sequence check already happened, under the stream's lock, so the update is unconditional.
     """
     ops = connection.ops
-    columns = ["id", *VISIT_FIELDS, "ingested_at"]
+    columns = ["id", *VISIT_FIELDS, "ingested_at", "local_day"]
     table = ops.quote_name(Visit._meta.db_table)
     names = [ops.quote_name(Visit._meta.get_field(c).column) for c in columns]
     adapt = datetime_adapter()
     now = adapt(dj_timezone.now())
+    zone = settings.DISPLAY_TIME_ZONE
+    day = date.isoformat if connection.vendor == "sqlite" else (lambda value: value)
     params = [
         (
             visit_id, row["rep_id"], row["resource_type"], row["resource_id"], adapt(row["visited_at"]),
             adapt(row["created_at"]), row["summary"], row["outcome_id"], row["latitude"], row["longitude"],
             row["verification_status"], row["sequence"], adapt(row["event_time"]), adapt(row["deleted_at"]), now,
+            day(local_day(visited_at=row["visited_at"], zone_name=zone)),
         )  # fmt: skip
         for visit_id, row in rows.items()
     ]
@@ -444,15 +275,17 @@ def users_apply(*, by_id: dict[int, list[Event]], result: PageResult) -> None:
 
 
 def page_apply(
-    *, stream: str, items: list, position: str, at_top: bool, owner: str, lease: timedelta, pages: int = 1
+    *, stream: str, events: list[Event | Reject], position: str, at_top: bool, owner: str, lease: timedelta,
+    pages: int = 1,
 ) -> PageResult:
-    """Apply `items` (from one or more pages) and move the stream to `position`, all or nothing.
+    """Apply parsed `events` (from one or more pages, see events.items_parse) and move the stream
+    to `position`, all or nothing.
 
     Raises LockLost (and rolls back) if `owner` no longer holds the stream's lock.
     """
     result = PageResult()
     with transaction.atomic():
-        by_id, rejects = items_parse(stream=stream, items=items, result=result)
+        by_id, rejects = events_group(stream=stream, parsed=events, result=result)
         if by_id:
             (visits_apply if stream == Stream.VISITS else users_apply)(by_id=by_id, result=result)
         rejects_store(rejects=rejects, stream=stream, result=result)

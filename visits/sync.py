@@ -10,8 +10,8 @@ import os
 import socket
 import time
 import uuid
-from contextlib import closing
 from collections.abc import Callable, Iterator
+from contextlib import closing
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -21,6 +21,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from . import fetcher, sell
+from .events import items_parse
 from .ingest import LockLost, page_apply
 from .models import Gap, Stream, SyncState
 
@@ -112,8 +113,8 @@ def gap_record(*, stream: str, owner: str, reason: str) -> None:
 
 def pages_fetch(
     *, stream: str, position: str, on_retry: Callable[[str, float], None], backlog_expected: bool
-) -> Iterator[sell.Page]:
-    """Pages from `position` on. The first is fetched here: when caught up, it is the only one.
+) -> Iterator[fetcher.ParsedPage]:
+    """Parsed pages from `position` on. The first is fetched here: when caught up, it is the only one.
     If more are waiting, a child process fetches them on the other core while we apply; when a
     backlog is expected, that process starts at once, to import while the first page comes."""
     process = fetcher.FetchProcess() if backlog_expected else None
@@ -123,7 +124,7 @@ def pages_fetch(
             page = client.page_fetch(stream=stream, position=position, limit=settings.SELL_PAGE_LIMIT)
         finally:
             client.close()
-        yield page
+        yield fetcher.ParsedPage(events=items_parse(stream=stream, items=page.items), position=page.position, top=page.top)
         if page.top:
             return
         job = fetcher.FetchJob(
@@ -149,13 +150,13 @@ class _Batch:
     def __init__(self, *, stream: str, owner: str, result: SyncResult) -> None:
         self.stream, self.owner, self.result = stream, owner, result
         self.lease = timedelta(seconds=settings.SELL_LOCK_SECONDS)
-        self.items: list = []
+        self.events: list = []
         self.pages = 0
         self.position = ""
         self.at_top = False
 
-    def add(self, page: sell.Page) -> None:
-        self.items.extend(page.items)
+    def add(self, page: fetcher.ParsedPage) -> None:
+        self.events.extend(page.events)
         self.pages += 1
         self.position, self.at_top = page.position, page.top
 
@@ -163,7 +164,7 @@ class _Batch:
         if not self.pages:
             return
         applied = page_apply(
-            stream=self.stream, items=self.items, position=self.position, at_top=self.at_top,
+            stream=self.stream, events=self.events, position=self.position, at_top=self.at_top,
             pages=self.pages, owner=self.owner, lease=self.lease,
         )  # fmt: skip
         result = self.result
@@ -172,7 +173,7 @@ class _Batch:
         result.skipped += applied.skipped
         result.rejected += applied.rejected
         result.at_top = self.at_top
-        self.items, self.pages = [], 0
+        self.events, self.pages = [], 0
 
 
 def stream_sync(
@@ -212,7 +213,7 @@ def stream_sync(
                         batch.add(page)
                         result.seconds = time.monotonic() - started
                         out_of_time = result.seconds >= max_seconds
-                        if page.top or out_of_time or len(batch.items) >= BATCH_EVENTS:
+                        if page.top or out_of_time or len(batch.events) >= BATCH_EVENTS:
                             batch.flush()
                             if progress:
                                 progress(result)

@@ -232,6 +232,8 @@ class _World:
         self.now = now
         self.start = now - timedelta(weeks=weeks)
         self.updates = updates
+        self.snapshot_deletes = 0  # deletes that carried a full snapshot; shapes alternate
+        self.deleted_ids: set[int] = set()
         self.lock = threading.Lock()
         self.rename_at = None
         if updates:
@@ -449,7 +451,11 @@ class _World:
                 # A full snapshot only when its outcome name is still current, so the deleted
                 # event never carries a name older than the events before it.
                 current = snapshot["outcome"]["name"] == self._outcome_name(plan.outcome_id, at=at)
-                data = copy.deepcopy(snapshot) if current and rng.random() < 0.5 else {"id": visit_id}
+                # The two shapes alternate, so any stream with a few deletes has both.
+                with_snapshot = current and self.snapshot_deletes <= len(self.deleted_ids) // 2
+                data = copy.deepcopy(snapshot) if with_snapshot else {"id": visit_id}
+                self.snapshot_deletes += with_snapshot
+                self.deleted_ids.add(visit_id)
                 truth.update(sequence=truth["sequence"] + 1, deleted=True)
                 entries.append((at, self._event("visit", "deleted", data, sequence=truth["sequence"], at=at)))
         return entries

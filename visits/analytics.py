@@ -5,25 +5,19 @@ Rates are shares of all the visits in the row (every status counts in the denomi
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import date
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, replace
+from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from django.conf import settings
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Count, DateField, Func, QuerySet, Sum
 from django.db.models.functions import TruncWeek
 
-from .models import Outcome, Rep, VerificationStatus
+from .models import MonthTally, Outcome, Rep, VerificationStatus, Visit, WeekTally
+from .tallies import tallies_current
 
-# Counting a column of the covering index (never null), not the primary key, lets the
-# database answer from the index alone.
-STATUS_COUNTS = {
-    "visits": Count("verification_status"),
-    **{
-        status.value: Count("verification_status", filter=Q(verification_status=status.value))
-        for status in VerificationStatus
-    },
-}
 MIN_VISITS_FOR_RANKING = 20  # the overview ranks reps by too-far rate only from this many visits
 
 
@@ -35,9 +29,10 @@ class Counts:
     location_unknown: int = 0
     location_services_disabled: int = 0
 
-    @classmethod
-    def of(cls, row: dict) -> Counts:
-        return cls(**{name: row.get(name) or 0 for name in STATUS_COUNTS})
+    def add(self, other: Counts) -> None:
+        self.visits += other.visits
+        for status in VerificationStatus.values:
+            setattr(self, status, getattr(self, status) + getattr(other, status))
 
     def rate(self, count: int) -> float | None:
         return count / self.visits if self.visits else None
@@ -92,59 +87,221 @@ def rows_sort(rows: list[Row], *, sort: str) -> list[Row]:
     return present + missing
 
 
-def totals(*, visits: QuerySet) -> Counts:
-    return Counts.of(visits.aggregate(**STATUS_COUNTS))
+@dataclass(frozen=True)
+class Scope:
+    """What a report counts: the filters, as values. None means "no filter on this"."""
+
+    start: date | None = None
+    end: date | None = None
+    reps: frozenset[int] | None = None
+    outcomes: frozenset[int] | None = None
+    statuses: frozenset[str] | None = None
+    resource_type: str = ""
+
+    def for_rep(self, rep_id: int) -> Scope:
+        """This scope narrowed to one rep (nothing, if the rep filter leaves that rep out)."""
+        return replace(self, reps=frozenset({rep_id}) & self.reps if self.reps is not None else frozenset({rep_id}))
+
+    def visits(self) -> QuerySet:
+        """Live visits in scope, bounded on visited_at with days in DISPLAY_TIME_ZONE."""
+        zone = ZoneInfo(settings.DISPLAY_TIME_ZONE)
+        visits = self._narrow(Visit.objects.filter(deleted_at__isnull=True), rep="rep_id", outcome="outcome_id")
+        if self.start:
+            visits = visits.filter(visited_at__gte=datetime.combine(self.start, time.min, tzinfo=zone))
+        if self.end:
+            visits = visits.filter(visited_at__lt=datetime.combine(self.end + timedelta(days=1), time.min, tzinfo=zone))
+        return visits
+
+    def _narrow(self, rows: QuerySet, *, rep: str, outcome: str | None) -> QuerySet:
+        if self.reps is not None:
+            rows = rows.filter(**{f"{rep}__in": self.reps})
+        if self.outcomes is not None and outcome:
+            rows = rows.filter(**{f"{outcome}__in": self.outcomes})
+        if self.statuses is not None:
+            rows = rows.filter(verification_status__in=self.statuses)
+        if self.resource_type and outcome:  # the week tally has neither dimension
+            rows = rows.filter(resource_type=self.resource_type)
+        return rows
 
 
-def rep_rows(*, visits: QuerySet, sort: str = "name") -> list[Row]:
+# --- Counting ------------------------------------------------------------------------------
+#
+# Counts come from the tallies (tallies.py) for the whole months (or weeks) inside the range,
+# plus the visits themselves for the days at its edges, read from the covering index on
+# (local_day, ...). With no tallies for today's DISPLAY_TIME_ZONE, everything is counted
+# from the visits.
+
+
+class WeekStart(Func):
+    """The Monday of a date's week, in SQL."""
+
+    output_field = DateField()
+
+    def as_sqlite(self, compiler, connection, **extra):
+        return self.as_sql(compiler, connection, template="date(%(expressions)s, '-6 days', 'weekday 1')", **extra)
+
+    def as_postgresql(self, compiler, connection, **extra):
+        return self.as_sql(compiler, connection, template="date_trunc('week', %(expressions)s)::date", **extra)
+
+
+@dataclass(frozen=True)
+class Grain:
+    tally: type
+    period: str  # the tally's period column
+    first: callable  # day -> the first day of its period
+    following: callable  # a period's first day -> the next period's first day
+
+
+def _next_month(day: date) -> date:
+    return date(day.year + day.month // 12, day.month % 12 + 1, 1)
+
+
+MONTHS = Grain(MonthTally, "month", lambda d: d.replace(day=1), _next_month)
+WEEKS = Grain(WeekTally, "week", lambda d: d - timedelta(days=d.weekday()), lambda d: d + timedelta(days=7))
+ONE_DAY = timedelta(days=1)
+
+
+def range_split(*, start: date | None, end: date | None, grain: Grain) -> tuple[tuple | None, list[tuple]]:
+    """[start, end] as (first, last) period starts read from the tally (None: no whole period;
+    either end None: open) and the (from, to) day ranges left at the edges."""
+    first = start if start is None or grain.first(start) == start else grain.following(grain.first(start))
+    if end is None:
+        last = None
+    else:
+        last = grain.first(end)
+        if grain.following(last) - ONE_DAY != end:  # the period holding `end` is not whole
+            last = grain.first(last - ONE_DAY)
+            end_edge = (grain.following(last), end)
+        else:
+            end_edge = None
+    if first is not None and last is not None and first > last:
+        return None, [(start, end)]
+    edges = []
+    if start is not None and first != start:
+        edges.append((start, first - ONE_DAY))
+    if end is not None and end_edge is not None:
+        edges.append(end_edge)
+    return (first, last), edges
+
+
+def status_rows(*, scope: Scope, by: tuple[str, ...]) -> Iterator[tuple[tuple, str, int]]:
+    """(key, status, visits) rows; `by` names the key's parts among "rep", "outcome", "week"."""
+    if not tallies_current():
+        yield from _visit_rows(scope.visits(), by=by, week=TruncWeek("visited_at", tzinfo=ZoneInfo(settings.DISPLAY_TIME_ZONE)))
+        return
+    weekly = "week" in by
+    if weekly and (scope.outcomes is not None or scope.resource_type or "outcome" in by):
+        yield from _visit_rows(_days(scope, scope.start, scope.end), by=by)  # dimensions the week tally lacks
+        return
+    grain = WEEKS if weekly else MONTHS
+    periods, edges = range_split(start=scope.start, end=scope.end, grain=grain)
+    for low, high in edges:
+        yield from _visit_rows(_days(scope, low, high), by=by)
+    if periods is not None:
+        yield from _tally_rows(scope, grain=grain, periods=periods, by=by)
+
+
+def _days(scope: Scope, low: date | None, high: date | None) -> QuerySet:
+    visits = scope._narrow(Visit.objects.filter(deleted_at__isnull=True), rep="rep_id", outcome="outcome_id")
+    if low is not None:
+        visits = visits.filter(local_day__gte=low)
+    if high is not None:
+        visits = visits.filter(local_day__lte=high)
+    return visits
+
+
+def _visit_rows(visits: QuerySet, *, by: tuple[str, ...], week=None) -> Iterator[tuple[tuple, str, int]]:
+    columns = {"rep": "rep_id", "outcome": "outcome_id", "week": "week_start"}
+    rows = visits.order_by()
+    if "week" in by:
+        rows = rows.annotate(week_start=week if week is not None else WeekStart("local_day"))
+    names = [columns[b] for b in by]
+    for row in rows.values(*names, "verification_status").annotate(n=Count("verification_status")):
+        key = tuple(row[n].date() if isinstance(row[n], datetime) else row[n] for n in names)
+        yield key, row["verification_status"], row["n"]
+
+
+def _tally_rows(scope: Scope, *, grain: Grain, periods: tuple, by: tuple[str, ...]) -> Iterator[tuple[tuple, str, int]]:
+    first, last = periods
+    rows = scope._narrow(grain.tally.objects.all(), rep="rep_id", outcome="outcome_id" if grain is MONTHS else None)
+    if first is not None:
+        rows = rows.filter(**{f"{grain.period}__gte": first})
+    if last is not None:
+        rows = rows.filter(**{f"{grain.period}__lte": last})
+    names = [{"rep": "rep_id", "outcome": "outcome_id", "week": "week"}[b] for b in by]
+    for row in rows.order_by().values(*names, "verification_status").annotate(n=Sum("visits")):
+        if row["n"]:
+            key = tuple(None if n == "outcome_id" and row[n] == 0 else row[n] for n in names)
+            yield key, row["verification_status"], row["n"]
+
+
+def counts_by(*, scope: Scope, by: tuple[str, ...]) -> dict[tuple, Counts]:
+    """Counts per key (see status_rows); keys with no visits are absent."""
+    counts: dict[tuple, Counts] = defaultdict(Counts)
+    for key, status, n in status_rows(scope=scope, by=by):
+        row = counts[key]
+        row.visits += n
+        setattr(row, status, getattr(row, status) + n)
+    return dict(counts)
+
+
+# --- Reports -------------------------------------------------------------------------------
+
+
+def totals(*, scope: Scope) -> Counts:
+    return counts_by(scope=scope, by=()).get((), Counts())
+
+
+def rows_named(counts: Iterable[tuple[int | None, Counts]], *, names: dict[int, str], noun: str) -> list[Row]:
+    return [
+        Row(id=key, name=(names.get(key) or f"{noun} {key}") if key is not None else f"(no {noun.lower()})", counts=c)
+        for key, c in counts
+    ]
+
+
+def rep_rows(*, scope: Scope, sort: str = "name") -> list[Row]:
     names = dict(Rep.objects.values_list("id", "name"))
-    rows = [
-        Row(id=row["rep_id"], name=names.get(row["rep_id"]) or f"Rep {row['rep_id']}", counts=Counts.of(row))
-        for row in visits.order_by().values("rep_id").annotate(**STATUS_COUNTS)
-    ]
-    return rows_sort(rows, sort=sort)
+    counts = counts_by(scope=scope, by=("rep",))
+    return rows_sort(rows_named(((k[0], c) for k, c in counts.items()), names=names, noun="Rep"), sort=sort)
 
 
-def outcome_rows(*, visits: QuerySet, sort: str = "name") -> list[Row]:
+def outcome_rows(*, scope: Scope, sort: str = "name") -> list[Row]:
     names = dict(Outcome.objects.values_list("id", "name"))
-    rows = [
-        Row(
-            id=row["outcome_id"],
-            name=(names.get(row["outcome_id"]) or f"Outcome {row['outcome_id']}") if row["outcome_id"] else "(no outcome)",
-            counts=Counts.of(row),
-        )
-        for row in visits.order_by().values("outcome_id").annotate(**STATUS_COUNTS)
-    ]
-    return rows_sort(rows, sort=sort)
+    counts = counts_by(scope=scope, by=("outcome",))
+    return rows_sort(rows_named(((k[0], c) for k, c in counts.items()), names=names, noun="Outcome"), sort=sort)
 
 
-def matrix(*, visits: QuerySet) -> tuple[list[Row], list[Row], dict[tuple[int, int | None], Cell]]:
+def matrix(*, scope: Scope) -> tuple[list[Row], list[Row], dict[tuple[int, int | None], Cell]]:
     """Reps (rows) by outcomes (columns); each cell the visits and too-far visits."""
-    cells = {
-        (row["rep_id"], row["outcome_id"]): Cell(visits=row["visits"], too_far=row["too_far"])
-        for row in visits.order_by()
-        .values("rep_id", "outcome_id")
-        .annotate(
-            visits=Count("verification_status"),
-            too_far=Count("verification_status", filter=Q(verification_status=VerificationStatus.TOO_FAR)),
-        )
-    }
-    return rep_rows(visits=visits), outcome_rows(visits=visits), cells
-
-
-def weekly_trend(*, visits: QuerySet) -> list[tuple[date, Counts]]:
-    """Counts per week (weeks start on Monday in DISPLAY_TIME_ZONE), oldest first."""
-    zone = ZoneInfo(settings.DISPLAY_TIME_ZONE)
-    rows = (
-        visits.order_by()
-        .annotate(week=TruncWeek("visited_at", tzinfo=zone))
-        .values("week")
-        .annotate(**STATUS_COUNTS)
-        .order_by("week")
+    counts = counts_by(scope=scope, by=("rep", "outcome"))
+    cells = {key: Cell(visits=c.visits, too_far=c.resource_location_too_far) for key, c in counts.items()}
+    reps: dict[int, Counts] = defaultdict(Counts)
+    outcomes: dict[int | None, Counts] = defaultdict(Counts)
+    for (rep_id, outcome_id), c in counts.items():
+        reps[rep_id].add(c)
+        outcomes[outcome_id].add(c)
+    rep_names = dict(Rep.objects.values_list("id", "name"))
+    outcome_names = dict(Outcome.objects.values_list("id", "name"))
+    return (
+        rows_sort(rows_named(reps.items(), names=rep_names, noun="Rep"), sort="name"),
+        rows_sort(rows_named(outcomes.items(), names=outcome_names, noun="Outcome"), sort="name"),
+        cells,
     )
-    return [(row["week"].date(), Counts.of(row)) for row in rows]
 
 
-def too_far_leaders(*, visits: QuerySet, limit: int = 5) -> list[Row]:
-    ranked = [r for r in rep_rows(visits=visits) if r.counts.visits >= MIN_VISITS_FOR_RANKING]
+def weekly_trend(*, scope: Scope) -> list[tuple[date, Counts]]:
+    """Counts per week (weeks start on Monday in DISPLAY_TIME_ZONE), oldest first."""
+    return sorted(((key[0], c) for key, c in counts_by(scope=scope, by=("week",)).items()), key=lambda kc: kc[0])
+
+
+def too_far_leaders(*, rows: list[Row], limit: int = 5) -> list[Row]:
+    """The reps of `rows` (see rep_rows) most often too far, from MIN_VISITS_FOR_RANKING visits."""
+    ranked = [r for r in rows if r.counts.visits >= MIN_VISITS_FOR_RANKING]
     return rows_sort(ranked, sort="-too_far_rate")[:limit]
+
+
+def counts_sum(rows: Iterable[Row]) -> Counts:
+    total = Counts()
+    for row in rows:
+        total.add(row.counts)
+    return total

@@ -1,13 +1,10 @@
 """The report filters, shared by every report, list and export, read from the query string."""
 
-from datetime import datetime, time, timedelta
-from zoneinfo import ZoneInfo
-
 from django import forms
-from django.conf import settings
 from django.db.models import QuerySet
 
-from .models import Outcome, Rep, VerificationStatus, Visit
+from .analytics import Scope
+from .models import Outcome, Rep, VerificationStatus
 
 DATE_ERROR = "must be a date written YYYY-MM-DD"
 
@@ -47,24 +44,20 @@ class ReportFilters(forms.Form):
             lines.extend(f"{label}: {error}" for error in errors)
         return "\n".join(lines)
 
+    def scope(self) -> Scope:
+        data = self.cleaned_data
+        return Scope(
+            start=data.get("start"),
+            end=data.get("end"),
+            reps=frozenset(data["rep"]) if data.get("rep") else None,
+            outcomes=frozenset(data["outcome"]) if data.get("outcome") else None,
+            statuses=frozenset(data["status"]) if data.get("status") else None,
+            resource_type=data.get("resource_type") or "",
+        )
+
     def visits(self) -> QuerySet:
         """Visits not deleted in Sell, narrowed by the filters; days end at midnight in DISPLAY_TIME_ZONE."""
-        data = self.cleaned_data
-        zone = ZoneInfo(settings.DISPLAY_TIME_ZONE)
-        visits = Visit.objects.filter(deleted_at__isnull=True)
-        if data.get("start"):
-            visits = visits.filter(visited_at__gte=datetime.combine(data["start"], time.min, tzinfo=zone))
-        if data.get("end"):
-            visits = visits.filter(visited_at__lt=datetime.combine(data["end"] + timedelta(days=1), time.min, tzinfo=zone))
-        if data.get("rep"):
-            visits = visits.filter(rep_id__in=data["rep"])
-        if data.get("outcome"):
-            visits = visits.filter(outcome_id__in=data["outcome"])
-        if data.get("status"):
-            visits = visits.filter(verification_status__in=data["status"])
-        if data.get("resource_type"):
-            visits = visits.filter(resource_type=data["resource_type"])
-        return visits
+        return self.scope().visits()
 
     def query_string(self) -> str:
         """The filters as given, for links and downloads that must keep them."""

@@ -162,7 +162,7 @@ def triggers_install(*, connection=default_connection) -> None:
 def triggers_installed(*, connection=default_connection) -> set[str]:
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
-            cursor.execute("SELECT tgname FROM pg_trigger WHERE tgrelid = 'visits_visit'::regclass")
+            cursor.execute("SELECT tgname FROM pg_trigger WHERE tgrelid = 'visits_visit'::regclass AND NOT tgisinternal")
         else:
             cursor.execute("SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'visits_visit'")
         return {row[0] for row in cursor.fetchall()}

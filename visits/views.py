@@ -92,15 +92,16 @@ def page_context(request: HttpRequest, filters: ReportFilters, **extra) -> dict:
 @reports_required
 @filtered
 def home(request: HttpRequest, filters: ReportFilters) -> HttpResponse:
-    visits = filters.visits()
+    scope = filters.scope()
+    reps = analytics.rep_rows(scope=scope)  # the totals and the ranking, from one count
     return render(
         request,
         "visits/overview.html",
         page_context(
             request, filters,
-            totals=analytics.totals(visits=visits),
-            trend=charts.rates_chart(trend=analytics.weekly_trend(visits=visits)),
-            leaders=analytics.too_far_leaders(visits=visits),
+            totals=analytics.counts_sum(reps),
+            trend=charts.rates_chart(trend=analytics.weekly_trend(scope=scope)),
+            leaders=analytics.too_far_leaders(rows=reps),
             min_visits=analytics.MIN_VISITS_FOR_RANKING,
         ),  # fmt: skip
     )
@@ -110,7 +111,7 @@ def grouped_report(request: HttpRequest, filters: ReportFilters, *, kind: str) -
     sort = sort_param(request, allowed=analytics.SORTS, default="name")
     if sort is None:
         return bad_request(request, [f"sort: must be one of {', '.join(analytics.SORTS)}, optionally with a leading -"])
-    rows = GROUPED_ROWS[kind](visits=filters.visits(), sort=sort)
+    rows = GROUPED_ROWS[kind](scope=filters.scope(), sort=sort)
     first = "Rep" if kind == "reps" else "Outcome"
     columns = [("name", first), *REPORT_COLUMNS]
     return render(
@@ -133,7 +134,7 @@ def outcomes_report(request: HttpRequest, filters: ReportFilters) -> HttpRespons
 @reports_required
 @filtered
 def matrix_report(request: HttpRequest, filters: ReportFilters) -> HttpResponse:
-    reps, outcomes, cells = analytics.matrix(visits=filters.visits())
+    reps, outcomes, cells = analytics.matrix(scope=filters.scope())
     grid = [(rep, [cells.get((rep.id, outcome.id)) for outcome in outcomes]) for rep in reps]
     return render(request, "visits/matrix.html", page_context(request, filters, outcomes=outcomes, grid=grid))
 
@@ -160,15 +161,15 @@ def visits_list(request: HttpRequest, filters: ReportFilters) -> HttpResponse:
 @filtered
 def rep_detail(request: HttpRequest, filters: ReportFilters, rep_id: int) -> HttpResponse:
     rep = get_object_or_404(Rep, id=rep_id)
-    visits = filters.visits().filter(rep_id=rep.id)
-    recent = visits.select_related("outcome").order_by("-visited_at", "-id")[:20]
+    scope = filters.scope().for_rep(rep.id)
+    recent = scope.visits().select_related("outcome").order_by("-visited_at", "-id")[:20]
     return render(
         request,
         "visits/rep.html",
         page_context(
-            request, filters, rep=rep, totals=analytics.totals(visits=visits),
-            trend=charts.rates_chart(trend=analytics.weekly_trend(visits=visits)),
-            outcomes=analytics.outcome_rows(visits=visits, sort="-too_far_rate"), recent=recent,
+            request, filters, rep=rep, totals=analytics.totals(scope=scope),
+            trend=charts.rates_chart(trend=analytics.weekly_trend(scope=scope)),
+            outcomes=analytics.outcome_rows(scope=scope, sort="-too_far_rate"), recent=recent,
             columns=[("name", "Outcome"), *REPORT_COLUMNS],
         ),  # fmt: skip
     )
@@ -199,7 +200,7 @@ def grouped_csv(filters: ReportFilters, *, kind: str) -> HttpResponse:
         filters,
         report=kind,
         header=[f"{noun}_id", f"{noun}_name", *STATUS_HEADER],
-        rows=([row.id or "", row.name, *counts_cells(row.counts)] for row in GROUPED_ROWS[kind](visits=filters.visits())),
+        rows=([row.id or "", row.name, *counts_cells(row.counts)] for row in GROUPED_ROWS[kind](scope=filters.scope())),
     )
 
 
@@ -218,7 +219,7 @@ def outcomes_csv(request: HttpRequest, filters: ReportFilters) -> HttpResponse:
 @reports_required
 @filtered
 def matrix_csv(request: HttpRequest, filters: ReportFilters) -> HttpResponse:
-    reps, outcomes, cells = analytics.matrix(visits=filters.visits())
+    reps, outcomes, cells = analytics.matrix(scope=filters.scope())
     outcome_names = {o.id: o.name for o in outcomes}
     rep_names = {r.id: r.name for r in reps}
     rows = (

@@ -1,0 +1,187 @@
+"""The tallies behind the reports: kept by triggers through every kind of write, split into
+whole periods and edge days correctly, and equal to direct counts for any filter, before and
+after a change of DISPLAY_TIME_ZONE."""
+
+import random
+from collections import Counter
+from datetime import date, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+from django.core.management import call_command
+from django.db import transaction
+
+from visits import analytics, tallies
+from visits.analytics import MONTHS, WEEKS, Scope, range_split
+from visits.ingest import visits_upsert
+from visits.models import MonthTally, Outcome, Rep, Visit
+from visits.sync import streams_sync
+
+from .conftest import assert_tallies_match
+
+UTC = ZoneInfo("UTC")
+
+
+@pytest.mark.parametrize("grain", [MONTHS, WEEKS], ids=["months", "weeks"])
+def test_range_split_covers_each_day_exactly_once(grain):
+    rng = random.Random(7)
+    floor, ceiling = date(2025, 11, 20), date(2026, 3, 10)  # the open ends stand for these
+    for _ in range(400):
+        a = floor + timedelta(days=rng.randrange(100))
+        b = a + timedelta(days=rng.randrange(90))
+        start, end = rng.choice([a, None, a]), rng.choice([b, None, b])
+        periods, edges = range_split(start=start, end=end, grain=grain)
+        covered = Counter()
+        for low, high in edges:
+            day = low or floor
+            while day <= (high or ceiling):
+                covered[day] += 1
+                day += timedelta(days=1)
+        if periods is not None:
+            first, last = periods
+            period = grain.first(first or floor)
+            while period <= (last or ceiling):
+                day = period
+                while day < grain.following(period):
+                    covered[day] += 1
+                    day += timedelta(days=1)
+                period = grain.following(period)
+            assert first is None or grain.first(first) == first, "a tally period must be whole"
+        wanted = Counter()
+        day = start or floor
+        while day <= (end or ceiling):
+            wanted[day] += 1
+            day += timedelta(days=1)
+        # Open ends reach past floor/ceiling in the tally; compare inside the window only.
+        inside = lambda counts: {d: n for d, n in counts.items() if floor <= d <= ceiling}  # noqa: E731
+        assert inside(covered) == inside(wanted), (start, end, periods, edges)
+
+
+def expected_counts(*, scope: Scope, by: tuple[str, ...], zone: ZoneInfo, visits: list[Visit]) -> dict:
+    """Counts per key computed here in Python from visited_at; the reference for the reports."""
+    counts: dict[tuple, Counter] = {}
+    for v in visits:
+        day = v.visited_at.astimezone(zone).date()
+        if (scope.start and day < scope.start) or (scope.end and day > scope.end):
+            continue
+        if scope.reps is not None and v.rep_id not in scope.reps:
+            continue
+        if scope.outcomes is not None and v.outcome_id not in scope.outcomes:
+            continue
+        if scope.statuses is not None and v.verification_status not in scope.statuses:
+            continue
+        if scope.resource_type and v.resource_type != scope.resource_type:
+            continue
+        parts = {"rep": v.rep_id, "outcome": v.outcome_id, "week": day - timedelta(days=day.weekday())}
+        key = tuple(parts[b] for b in by)
+        counts.setdefault(key, Counter())[v.verification_status] += 1
+    return counts
+
+
+def got_counts(*, scope: Scope, by: tuple[str, ...]) -> dict:
+    return {
+        key: Counter({s: getattr(c, s) for s in analytics.VerificationStatus.values if getattr(c, s)})
+        for key, c in analytics.counts_by(scope=scope, by=by).items()
+    }
+
+
+def random_scopes(rng: random.Random, *, days: list[date], reps: list[int], outcomes: list[int], n: int):
+    yield Scope()
+    for _ in range(n):
+        start = rng.choice([None, rng.choice(days)])
+        end = rng.choice([None, rng.choice(days)])
+        if start and end and start > end:
+            start, end = end, start
+        yield Scope(
+            start=start,
+            end=end,
+            reps=rng.choice([None, None, frozenset(rng.sample(reps, 3))]),
+            outcomes=rng.choice([None, None, frozenset(rng.sample(outcomes, 2))]),
+            statuses=rng.choice([None, None, frozenset({"verified", "resource_location_too_far"})]),
+            resource_type=rng.choice(["", "", "lead"]),
+        )
+
+
+BYS = [(), ("rep",), ("outcome",), ("rep", "outcome"), ("week",), ("rep", "week")]
+
+
+def assert_reports_count_right(*, zone_name: str, seed: int) -> None:
+    zone = ZoneInfo(zone_name)
+    visits = list(Visit.objects.filter(deleted_at__isnull=True))
+    days = sorted({v.visited_at.astimezone(zone).date() for v in visits})
+    reps = sorted(Rep.objects.values_list("id", flat=True))
+    outcomes = sorted(Outcome.objects.values_list("id", flat=True))
+    rng = random.Random(seed)
+    for scope in random_scopes(rng, days=days, reps=reps, outcomes=outcomes, n=25):
+        for by in BYS:
+            assert got_counts(scope=scope, by=by) == expected_counts(scope=scope, by=by, zone=zone, visits=visits), (
+                scope, by
+            )
+
+
+@pytest.fixture
+def synced(serve, full_team):
+    serve(full_team)
+    streams_sync()
+    return full_team
+
+
+@pytest.mark.django_db
+def test_reports_equal_direct_counts_for_any_filters(synced):
+    assert tallies.tallies_current()
+    assert_reports_count_right(zone_name="UTC", seed=1)
+
+
+@pytest.mark.django_db
+def test_a_new_time_zone_counts_directly_until_the_tallies_are_rebuilt(synced, settings):
+    settings.DISPLAY_TIME_ZONE = "America/Chicago"
+    assert not tallies.tallies_current()  # stale: the reports count the visits themselves
+    assert_reports_count_right(zone_name="America/Chicago", seed=2)
+    tallies.tallies_rebuild()
+    assert tallies.tallies_current()
+    chicago = ZoneInfo("America/Chicago")
+    assert all(v.local_day == v.visited_at.astimezone(chicago).date() for v in Visit.objects.all())
+    assert_tallies_match()
+    assert_reports_count_right(zone_name="America/Chicago", seed=3)
+
+
+def visit_row(**change) -> dict:
+    at = datetime(2026, 1, 31, 23, 30, tzinfo=UTC)  # the last half hour of a month and a week
+    row = {
+        "rep_id": 1, "resource_type": "lead", "resource_id": 5, "visited_at": at, "created_at": at,
+        "summary": "", "outcome_id": 10, "latitude": None, "longitude": None,
+        "verification_status": "location_unknown", "sequence": 1, "event_time": at, "deleted_at": None,
+    }  # fmt: skip
+    return {**row, **change}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_triggers_follow_every_kind_of_write():
+    Rep.objects.create(id=1, name="A")
+    Rep.objects.create(id=2, name="B")
+    Outcome.objects.create(id=10, name="Met")
+    steps = [
+        {7: visit_row(), 8: visit_row(rep_id=2), 9: visit_row(outcome_id=None)},
+        {7: visit_row(visited_at=datetime(2026, 2, 1, 0, 30, tzinfo=UTC), sequence=2)},  # next month and week
+        {8: visit_row(rep_id=1, verification_status="verified", sequence=2)},
+        {9: visit_row(outcome_id=10, resource_type="contact", sequence=2)},
+        {8: visit_row(sequence=3, deleted_at=datetime(2026, 2, 2, tzinfo=UTC))},  # deleted in Sell
+        {7: visit_row(sequence=3, summary="only the summary changes")},
+    ]
+    for rows in steps:
+        with transaction.atomic():
+            visits_upsert(rows=rows)
+        assert_tallies_match()
+    Visit.objects.filter(id=9).update(verification_status="verified")  # an ORM update, as the admin would
+    assert_tallies_match()
+    Visit.objects.filter(id=7).delete()
+    assert_tallies_match()
+    assert dict(MonthTally.objects.filter(month=date(2026, 2, 1)).values_list("rep_id", "visits")) == {1: 0}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_migrate_puts_dropped_triggers_back():
+    tallies.triggers_drop()
+    assert not tallies.triggers_installed()
+    call_command("migrate", verbosity=0)
+    assert tallies.triggers_installed() >= {"visits_tally_insert", "visits_tally_update_new", "visits_tally_delete"}

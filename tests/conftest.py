@@ -12,7 +12,15 @@ from django.db import connection
 
 from visits.demo.generator import DemoData, team_generate
 from visits.demo.server import DemoFirehose, Faults
-from visits.models import DeletedVisit, MonthTally, Outcome, Rep, Visit, WeekTally
+from visits.models import (
+    DeletedVisit,
+    MonthTally,
+    Outcome,
+    Rep,
+    Visit,
+    WeekTally,
+    YearTally,
+)
 
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")  # Playwright's sync API runs an event loop
 
@@ -127,33 +135,33 @@ def assert_db_matches(data: DemoData) -> None:
     assert_tallies_match()
 
 
-def tallies_counted() -> tuple[Counter, Counter]:
-    """The month and week tallies as they should be, counted here in Python from the visits
-    (their visited_at and DISPLAY_TIME_ZONE, not the stored local_day)."""
+def tallies_counted() -> dict[str, Counter]:
+    """The tallies as they should be, counted here in Python from the visits (their
+    visited_at and DISPLAY_TIME_ZONE, not the stored local_day)."""
     zone = ZoneInfo(django_settings.DISPLAY_TIME_ZONE)
-    months, weeks = Counter(), Counter()
+    counts = {"month": Counter(), "year": Counter(), "week": Counter()}
     for v in Visit.objects.filter(deleted_at__isnull=True):
         day = v.visited_at.astimezone(zone).date()
-        months[(day.replace(day=1), v.rep_id, v.outcome_id or 0, v.resource_type, v.verification_status)] += 1
-        weeks[(day - timedelta(days=day.weekday()), v.rep_id, v.verification_status)] += 1
-    return months, weeks
+        dims = (v.rep_id, v.outcome_id or 0, v.resource_type, v.verification_status)
+        counts["month"][(day.replace(day=1), *dims)] += 1
+        counts["year"][(day.replace(month=1, day=1), *dims)] += 1
+        counts["week"][(day - timedelta(days=day.weekday()), v.rep_id, v.verification_status)] += 1
+    return counts
 
 
 def assert_tallies_match() -> None:
     """The tallies the triggers kept equal a direct count of the live visits (zero rows aside)."""
-    months, weeks = tallies_counted()
-    got_months = Counter(
-        {
-            (m.month, m.rep_id, m.outcome_id, m.resource_type, m.verification_status): m.visits
-            for m in MonthTally.objects.exclude(visits=0)
-        }
-    )
-    got_weeks = Counter(
-        {(w.week, w.rep_id, w.verification_status): w.visits for w in WeekTally.objects.exclude(visits=0)}
-    )
-    assert months, "no live visits to tally"
-    assert got_months == months, f"month tallies differ: {dict(list((got_months - months).items())[:5])} / {dict(list((months - got_months).items())[:5])}"
-    assert got_weeks == weeks, f"week tallies differ: {dict(list((got_weeks - weeks).items())[:5])} / {dict(list((weeks - got_weeks).items())[:5])}"
+    wanted = tallies_counted()
+    status = ("rep_id", "outcome_id", "resource_type", "verification_status")
+    stored = {
+        "month": Counter(dict(((row[0], *row[1:-1]), row[-1]) for row in MonthTally.objects.values_list("month", *status, "visits"))),
+        "year": Counter(dict(((row[0], *row[1:-1]), row[-1]) for row in YearTally.objects.values_list("year", *status, "visits"))),
+        "week": Counter(dict(((row[0], *row[1:-1]), row[-1]) for row in WeekTally.objects.values_list("week", "rep_id", "verification_status", "visits"))),
+    }  # fmt: skip
+    assert wanted["month"], "no live visits to tally"
+    for name, want in wanted.items():
+        got = +stored[name]  # unary plus drops the rows at zero
+        assert got == want, f"{name} tallies differ: extra {dict(list((got - want).items())[:5])}, missing {dict(list((want - got).items())[:5])}"
 
 
 CHROMIUM_ARGS = [

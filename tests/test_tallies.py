@@ -12,7 +12,7 @@ from django.core.management import call_command
 from django.db import transaction
 
 from visits import analytics, tallies
-from visits.analytics import MONTHS, WEEKS, Scope, range_split
+from visits.analytics import MONTHS, WEEKS, YEARS, Scope, range_plan
 from visits.ingest import visits_upsert
 from visits.models import MonthTally, Outcome, Rep, Visit
 from visits.sync import streams_sync
@@ -22,39 +22,39 @@ from .conftest import assert_tallies_match
 UTC = ZoneInfo("UTC")
 
 
-@pytest.mark.parametrize("grain", [MONTHS, WEEKS], ids=["months", "weeks"])
-def test_range_split_covers_each_day_exactly_once(grain):
+@pytest.mark.parametrize("grains", [(MONTHS,), (WEEKS,), (YEARS, MONTHS)], ids=["months", "weeks", "years+months"])
+def test_range_plan_covers_each_day_exactly_once(grains):
     rng = random.Random(7)
-    floor, ceiling = date(2025, 11, 20), date(2026, 3, 10)  # the open ends stand for these
-    for _ in range(400):
-        a = floor + timedelta(days=rng.randrange(100))
-        b = a + timedelta(days=rng.randrange(90))
+    floor, ceiling = date(2024, 11, 20), date(2026, 3, 10)  # the open ends stand for these
+    for _ in range(300):
+        a = floor + timedelta(days=rng.randrange(400))
+        b = a + timedelta(days=rng.randrange(500))
         start, end = rng.choice([a, None, a]), rng.choice([b, None, b])
-        periods, edges = range_split(start=start, end=end, grain=grain)
+        reads, days = range_plan(start=start, end=end, grains=grains)
         covered = Counter()
-        for low, high in edges:
-            day = low or floor
-            while day <= (high or ceiling):
-                covered[day] += 1
-                day += timedelta(days=1)
-        if periods is not None:
-            first, last = periods
+        for low, high in days:
+            covered.update(days_between(low or floor, high or ceiling))
+        for grain, (first, last) in reads:
+            assert first is None or grain.first(first) == first, "a tally period must be whole"
             period = grain.first(first or floor)
             while period <= (last or ceiling):
-                day = period
-                while day < grain.following(period):
-                    covered[day] += 1
-                    day += timedelta(days=1)
+                covered.update(days_between(period, grain.following(period) - timedelta(days=1)))
                 period = grain.following(period)
-            assert first is None or grain.first(first) == first, "a tally period must be whole"
-        wanted = Counter()
-        day = start or floor
-        while day <= (end or ceiling):
-            wanted[day] += 1
-            day += timedelta(days=1)
+        wanted = Counter(days_between(start or floor, end or ceiling))
         # Open ends reach past floor/ceiling in the tally; compare inside the window only.
         inside = lambda counts: {d: n for d, n in counts.items() if floor <= d <= ceiling}  # noqa: E731
-        assert inside(covered) == inside(wanted), (start, end, periods, edges)
+        assert inside(covered) == inside(wanted), (start, end, reads, days)
+
+
+def test_range_plan_reads_whole_years_then_whole_months_then_days():
+    reads, days = range_plan(start=date(2024, 12, 30), end=date(2026, 2, 28), grains=(YEARS, MONTHS))
+    assert reads == [(YEARS, (date(2025, 1, 1), date(2025, 1, 1))), (MONTHS, (date(2026, 1, 1), date(2026, 2, 1)))]
+    assert days == [(date(2024, 12, 30), date(2024, 12, 31))]
+    assert range_plan(start=None, end=None, grains=(YEARS, MONTHS)) == ([(YEARS, (None, None))], [])
+
+
+def days_between(low: date, high: date) -> list[date]:
+    return [low + timedelta(days=i) for i in range((high - low).days + 1)]
 
 
 def expected_counts(*, scope: Scope, by: tuple[str, ...], zone: ZoneInfo, visits: list[Visit]) -> dict:
@@ -185,3 +185,13 @@ def test_migrate_puts_dropped_triggers_back():
     assert not tallies.triggers_installed()
     call_command("migrate", verbosity=0)
     assert tallies.triggers_installed() >= {"visits_tally_insert", "visits_tally_update_new", "visits_tally_delete"}
+
+
+@pytest.mark.django_db
+def test_rebuild_command_says_what_it_did(synced, settings, capsys):
+    settings.DISPLAY_TIME_ZONE = "Europe/Paris"
+    call_command("tallies_rebuild")
+    out = capsys.readouterr().out
+    assert "in Europe/Paris" in out and "month rows" in out
+    assert tallies.tallies_current()
+    assert_tallies_match()

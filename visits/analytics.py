@@ -15,7 +15,15 @@ from django.conf import settings
 from django.db.models import Count, DateField, Func, QuerySet, Sum
 from django.db.models.functions import TruncWeek
 
-from .models import MonthTally, Outcome, Rep, VerificationStatus, Visit, WeekTally
+from .models import (
+    MonthTally,
+    Outcome,
+    Rep,
+    VerificationStatus,
+    Visit,
+    WeekTally,
+    YearTally,
+)
 from .tallies import tallies_current
 
 MIN_VISITS_FOR_RANKING = 20  # the overview ranks reps by too-far rate only from this many visits
@@ -156,6 +164,7 @@ def _next_month(day: date) -> date:
     return date(day.year + day.month // 12, day.month % 12 + 1, 1)
 
 
+YEARS = Grain(YearTally, "year", lambda d: d.replace(month=1, day=1), lambda d: d.replace(year=d.year + 1))
 MONTHS = Grain(MonthTally, "month", lambda d: d.replace(day=1), _next_month)
 WEEKS = Grain(WeekTally, "week", lambda d: d - timedelta(days=d.weekday()), lambda d: d + timedelta(days=7))
 ONE_DAY = timedelta(days=1)
@@ -184,6 +193,22 @@ def range_split(*, start: date | None, end: date | None, grain: Grain) -> tuple[
     return (first, last), edges
 
 
+def range_plan(
+    *, start: date | None, end: date | None, grains: tuple[Grain, ...]
+) -> tuple[list[tuple[Grain, tuple]], list[tuple]]:
+    """[start, end] as tally reads, coarsest grain first, and the day ranges left over."""
+    periods, edges = range_split(start=start, end=end, grain=grains[0])
+    reads = [(grains[0], periods)] if periods is not None else []
+    if len(grains) == 1:
+        return reads, edges
+    days = []
+    for low, high in edges:
+        finer, left = range_plan(start=low, end=high, grains=grains[1:])
+        reads += finer
+        days += left
+    return reads, days
+
+
 def status_rows(*, scope: Scope, by: tuple[str, ...]) -> Iterator[tuple[tuple, str, int]]:
     """(key, status, visits) rows; `by` names the key's parts among "rep", "outcome", "week"."""
     if not tallies_current():
@@ -193,11 +218,10 @@ def status_rows(*, scope: Scope, by: tuple[str, ...]) -> Iterator[tuple[tuple, s
     if weekly and (scope.outcomes is not None or scope.resource_type or "outcome" in by):
         yield from _visit_rows(_days(scope, scope.start, scope.end), by=by)  # dimensions the week tally lacks
         return
-    grain = WEEKS if weekly else MONTHS
-    periods, edges = range_split(start=scope.start, end=scope.end, grain=grain)
-    for low, high in edges:
+    reads, days = range_plan(start=scope.start, end=scope.end, grains=(WEEKS,) if weekly else (YEARS, MONTHS))
+    for low, high in days:
         yield from _visit_rows(_days(scope, low, high), by=by)
-    if periods is not None:
+    for grain, periods in reads:
         yield from _tally_rows(scope, grain=grain, periods=periods, by=by)
 
 
@@ -223,12 +247,12 @@ def _visit_rows(visits: QuerySet, *, by: tuple[str, ...], week=None) -> Iterator
 
 def _tally_rows(scope: Scope, *, grain: Grain, periods: tuple, by: tuple[str, ...]) -> Iterator[tuple[tuple, str, int]]:
     first, last = periods
-    rows = scope._narrow(grain.tally.objects.all(), rep="rep_id", outcome="outcome_id" if grain is MONTHS else None)
+    rows = scope._narrow(grain.tally.objects.all(), rep="rep_id", outcome=None if grain is WEEKS else "outcome_id")
     if first is not None:
         rows = rows.filter(**{f"{grain.period}__gte": first})
     if last is not None:
         rows = rows.filter(**{f"{grain.period}__lte": last})
-    names = [{"rep": "rep_id", "outcome": "outcome_id", "week": "week"}[b] for b in by]
+    names = [{"rep": "rep_id", "outcome": "outcome_id", "week": grain.period}[b] for b in by]
     for row in rows.order_by().values(*names, "verification_status").annotate(n=Sum("visits")):
         if row["n"]:
             key = tuple(None if n == "outcome_id" and row[n] == 0 else row[n] for n in names)

@@ -116,14 +116,13 @@ class Visit(models.Model):
         return f"Visit {self.id}"
 
 
-class MonthTally(models.Model):
-    """Live (not deleted) visits per month of local_day, rep, outcome, resource type and status.
+class StatusTally(models.Model):
+    """Live (not deleted) visits per period of local_day, rep, outcome, resource type and status.
 
     Kept by database triggers on the visits table (tallies.py), so every write, in ingestion's
     own transaction or anywhere else, keeps it equal to a count of the visits.
     """
 
-    month = models.DateField()
     rep_id = models.BigIntegerField()
     outcome_id = models.BigIntegerField(help_text="0 for visits without an outcome")
     resource_type = models.CharField(max_length=40)
@@ -131,9 +130,29 @@ class MonthTally(models.Model):
     visits = models.IntegerField()
 
     class Meta:
+        abstract = True
+
+
+class MonthTally(StatusTally):
+    month = models.DateField()
+
+    class Meta:
         constraints = [
             models.UniqueConstraint(
                 fields=["month", "rep_id", "outcome_id", "resource_type", "verification_status"], name="month_tally_key"
+            )
+        ]
+
+
+class YearTally(StatusTally):
+    """As MonthTally, per year: a range of whole years (or no range at all) reads a few rows."""
+
+    year = models.DateField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["year", "rep_id", "outcome_id", "resource_type", "verification_status"], name="year_tally_key"
             )
         ]
 

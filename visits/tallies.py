@@ -1,6 +1,6 @@
 """Visit tallies: counts per month and per week that the reports read instead of every visit.
 
-Database triggers on the visits table keep `MonthTally` and `WeekTally` equal to a count of the
+Database triggers on the visits table keep `MonthTally`, `YearTally` and `WeekTally` equal to a count of the
 live visits, in the transaction of whatever wrote them (ingestion, the admin, a bench loader).
 SQLite gets row triggers; PostgreSQL gets statement triggers that apply one grouped delta per
 statement from its transition tables. Both are (re)installed after every `migrate`: SQLite
@@ -15,6 +15,7 @@ count the visits directly.
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from zoneinfo import ZoneInfo
 
@@ -24,8 +25,6 @@ from django.db import transaction
 from django.utils import timezone
 
 TRIGGER_NAMES = ("visits_tally_insert", "visits_tally_update_old", "visits_tally_update_new", "visits_tally_delete")
-MONTH_KEY = ("month", "rep_id", "outcome_id", "resource_type", "verification_status")
-WEEK_KEY = ("week", "rep_id", "verification_status")
 
 
 @functools.lru_cache(maxsize=8)
@@ -43,36 +42,52 @@ def local_day(*, visited_at: datetime, zone_name: str) -> date:
 # --- Triggers ------------------------------------------------------------------------------
 
 
-def _sqlite_month(row: str) -> list[str]:
-    return [
-        f"strftime('%Y-%m-01', {row}.local_day)", f"{row}.rep_id", f"coalesce({row}.outcome_id, 0)",
-        f"{row}.resource_type", f"{row}.verification_status",
-    ]  # fmt: skip
+@dataclass(frozen=True)
+class Tally:
+    table: str
+    key: tuple[str, ...]  # the period column first
+    period: dict[str, str]  # vendor -> SQL for the period's first day, from "{day}"
+    dimensions: tuple[str, ...]  # SQL for the other key columns, from "{row}" ("" for a bare column)
+
+    def values(self, *, vendor: str, row: str = "") -> list[str]:
+        prefix = f"{row}." if row else ""
+        period = self.period[vendor].format(day=f"{prefix}local_day")
+        return [period, *(d.format(row=prefix) for d in self.dimensions)]
 
 
-def _sqlite_week(row: str) -> list[str]:
-    # 'weekday 1' moves forward to a Monday: from six days earlier, that is this week's Monday.
-    return [f"date({row}.local_day, '-6 days', 'weekday 1')", f"{row}.rep_id", f"{row}.verification_status"]
+_STATUS_DIMENSIONS = ("{row}rep_id", "coalesce({row}outcome_id, 0)", "{row}resource_type", "{row}verification_status")
+TALLIES = (
+    Tally(
+        "visits_monthtally", ("month", "rep_id", "outcome_id", "resource_type", "verification_status"),
+        {"sqlite": "strftime('%Y-%m-01', {day})", "postgresql": "date_trunc('month', {day})::date"}, _STATUS_DIMENSIONS,
+    ),
+    Tally(
+        "visits_yeartally", ("year", "rep_id", "outcome_id", "resource_type", "verification_status"),
+        {"sqlite": "strftime('%Y-01-01', {day})", "postgresql": "date_trunc('year', {day})::date"}, _STATUS_DIMENSIONS,
+    ),
+    # 'weekday 1' moves forward to a Monday: from six days earlier, that is the week's Monday.
+    Tally(
+        "visits_weektally", ("week", "rep_id", "verification_status"),
+        {"sqlite": "date({day}, '-6 days', 'weekday 1')", "postgresql": "date_trunc('week', {day})::date"},
+        ("{row}rep_id", "{row}verification_status"),
+    ),
+)  # fmt: skip
 
 
 def _sqlite_add(row: str) -> str:
     return " ".join(
-        f"INSERT INTO {tally} ({', '.join(key)}, visits) VALUES ({', '.join(values)}, 1) "
-        f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET visits = visits + 1;"
-        for tally, key, values in (
-            ("visits_monthtally", MONTH_KEY, _sqlite_month(row)), ("visits_weektally", WEEK_KEY, _sqlite_week(row))
-        )
+        f"INSERT INTO {t.table} ({', '.join(t.key)}, visits) VALUES ({', '.join(t.values(vendor='sqlite', row=row))}, 1) "
+        f"ON CONFLICT ({', '.join(t.key)}) DO UPDATE SET visits = visits + 1;"
+        for t in TALLIES
     )
 
 
 def _sqlite_remove(row: str) -> str:
     return " ".join(
-        f"UPDATE {tally} SET visits = visits - 1 WHERE "
-        + " AND ".join(f"{k} = {v}" for k, v in zip(key, values, strict=True))
+        f"UPDATE {t.table} SET visits = visits - 1 WHERE "
+        + " AND ".join(f"{k} = {v}" for k, v in zip(t.key, t.values(vendor="sqlite", row=row), strict=True))
         + ";"
-        for tally, key, values in (
-            ("visits_monthtally", MONTH_KEY, _sqlite_month(row)), ("visits_weektally", WEEK_KEY, _sqlite_week(row))
-        )
+        for t in TALLIES
     )
 
 
@@ -100,26 +115,18 @@ def sqlite_triggers() -> list[str]:
 
 def _pg_delta(*, tables: list[tuple[str, int]]) -> str:
     """One grouped upsert per tally, adding each transition table's live rows with its sign."""
-
-    def part(select: str, keys: int) -> str:
-        groups = ", ".join(str(i) for i in range(1, keys + 1))
-        return " UNION ALL ".join(
-            f"SELECT {select}, {sign} * count(*) FROM {table} WHERE deleted_at IS NULL GROUP BY {groups}"
+    statements = []
+    for t in TALLIES:
+        columns, groups = ", ".join(t.key), ", ".join(str(i) for i in range(1, len(t.key) + 1))
+        delta = " UNION ALL ".join(
+            f"SELECT {', '.join(t.values(vendor='postgresql'))}, {sign} * count(*) FROM {table} "
+            f"WHERE deleted_at IS NULL GROUP BY {groups}"
             for table, sign in tables
         )
-
-    month = (
-        "date_trunc('month', local_day)::date, rep_id, coalesce(outcome_id, 0), resource_type, verification_status"
-    )
-    week = "date_trunc('week', local_day)::date, rep_id, verification_status"
-    statements = []
-    for tally, key, select in (("visits_monthtally", MONTH_KEY, month), ("visits_weektally", WEEK_KEY, week)):
-        columns = ", ".join(key)
-        groups = ", ".join(str(i) for i in range(1, len(key) + 1))
         statements.append(
-            f"INSERT INTO {tally} ({columns}, visits) SELECT {columns}, sum(n) FROM "
-            f"({part(select, len(key))}) AS delta ({columns}, n) GROUP BY {groups} HAVING sum(n) <> 0 "
-            f"ON CONFLICT ({columns}) DO UPDATE SET visits = {tally}.visits + EXCLUDED.visits;"
+            f"INSERT INTO {t.table} ({columns}, visits) SELECT {columns}, sum(n) FROM ({delta}) AS delta ({columns}, n) "
+            f"GROUP BY {groups} HAVING sum(n) <> 0 "
+            f"ON CONFLICT ({columns}) DO UPDATE SET visits = {t.table}.visits + EXCLUDED.visits;"
         )
     return "\n".join(statements)
 
@@ -199,25 +206,18 @@ def local_days_fill(*, connection=default_connection, zone_name: str, only_missi
 def tallies_rebuild(*, connection=default_connection) -> None:
     """Re-derive every local day for DISPLAY_TIME_ZONE and rebuild both tallies from the visits."""
     zone_name = settings.DISPLAY_TIME_ZONE
-    sqlite = connection.vendor != "postgresql"
-    month = "strftime('%Y-%m-01', local_day)" if sqlite else "date_trunc('month', local_day)::date"
-    week = "date(local_day, '-6 days', 'weekday 1')" if sqlite else "date_trunc('week', local_day)::date"
+    vendor = "postgresql" if connection.vendor == "postgresql" else "sqlite"
     with transaction.atomic(using=connection.alias):
         triggers_drop(connection=connection)  # the tallies are rebuilt below, not row by row
         local_days_fill(connection=connection, zone_name=zone_name)
         with connection.cursor() as cursor:
-            cursor.execute("DELETE FROM visits_monthtally")
-            cursor.execute("DELETE FROM visits_weektally")
-            cursor.execute(
-                f"INSERT INTO visits_monthtally ({', '.join(MONTH_KEY)}, visits) "
-                f"SELECT {month}, rep_id, coalesce(outcome_id, 0), resource_type, verification_status, count(*) "
-                "FROM visits_visit WHERE deleted_at IS NULL GROUP BY 1, 2, 3, 4, 5"
-            )
-            cursor.execute(
-                f"INSERT INTO visits_weektally ({', '.join(WEEK_KEY)}, visits) "
-                f"SELECT {week}, rep_id, verification_status, count(*) "
-                "FROM visits_visit WHERE deleted_at IS NULL GROUP BY 1, 2, 3"
-            )
+            for t in TALLIES:
+                cursor.execute(f"DELETE FROM {t.table}")
+                cursor.execute(
+                    f"INSERT INTO {t.table} ({', '.join(t.key)}, visits) "
+                    f"SELECT {', '.join(t.values(vendor=vendor))}, count(*) FROM visits_visit "
+                    f"WHERE deleted_at IS NULL GROUP BY {', '.join(str(i) for i in range(1, len(t.key) + 1))}"
+                )
             cursor.execute("DELETE FROM visits_tallystate")
             cursor.execute(
                 "INSERT INTO visits_tallystate (time_zone, rebuilt_at) VALUES (%s, %s)",

@@ -16,6 +16,10 @@ urlpatterns = [
     path("visits/", views.visits_list, name="visits"),
     path("visits.csv", views.visits_csv, name="visits_csv"),
     path("visits/<int:visit_id>/", views.visit_detail, name="visit"),
+    path("visits/<int:visit_id>/map/", views.visit_map, name="visit_map"),
+    path("visits/<int:visit_id>/summary.json", views.visit_summary, name="visit_summary"),
+    path("map/", views.map_page, name="map"),
+    path("map/frame/", views.map_frame, name="map_frame"),
     path("status/", views.status, name="status"),
     path("status/rejected/", views.rejected, name="rejected"),
 ]

@@ -6,11 +6,12 @@ from functools import wraps
 from django.contrib.admin.views.decorators import staff_member_required
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
-from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
+from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, JsonResponse
 from django.shortcuts import get_object_or_404, render
 from django.utils import timezone
+from django.views.decorators.clickjacking import xframe_options_sameorigin
 
-from . import analytics, charts
+from . import analytics, charts, maps
 from .export import VISIT_COLUMNS, csv_filename, csv_response, rate_text, visit_rows
 from .forms import ReportFilters
 from .models import Rep, Stream, VerificationStatus, Visit
@@ -163,16 +164,45 @@ def rep_detail(request: HttpRequest, filters: ReportFilters, rep_id: int) -> Htt
     rep = get_object_or_404(Rep, id=rep_id)
     scope = filters.scope().for_rep(rep.id)
     recent = scope.visits().select_related("outcome").order_by("-visited_at", "-id")[:20]
+    plan = maps.map_plan(scope=scope)
     return render(
         request,
         "visits/rep.html",
         page_context(
             request, filters, rep=rep, totals=analytics.totals(scope=scope),
             trend=charts.rates_chart(trend=analytics.weekly_trend(scope=scope)),
-            outcomes=analytics.outcome_rows(scope=scope, sort="-too_far_rate"), recent=recent,
+            outcomes=analytics.outcome_rows(scope=scope, sort="-too_far_rate"), recent=recent, plan=plan,
             columns=[("name", "Outcome"), *REPORT_COLUMNS],
         ),  # fmt: skip
     )
+
+
+@reports_required
+@filtered
+def map_page(request: HttpRequest, filters: ReportFilters) -> HttpResponse:
+    return render(request, "visits/map.html", page_context(request, filters, plan=maps.map_plan(scope=filters.scope())))
+
+
+@xframe_options_sameorigin
+@reports_required
+@filtered
+def map_frame(request: HttpRequest, filters: ReportFilters) -> HttpResponse:
+    """The map document itself, shown in an iframe by the map, rep and visit pages."""
+    return HttpResponse(maps.map_render(scope=filters.scope()))
+
+
+@xframe_options_sameorigin
+@reports_required
+def visit_map(request: HttpRequest, visit_id: int) -> HttpResponse:
+    visit = get_object_or_404(Visit.objects.select_related("rep", "outcome"), id=visit_id, latitude__isnull=False)
+    return HttpResponse(maps.visit_map_render(visit=visit))
+
+
+@reports_required
+def visit_summary(request: HttpRequest, visit_id: int) -> JsonResponse:
+    """A visit's summary, for map popups that load it when opened."""
+    visit = get_object_or_404(Visit.objects.only("id", "summary"), id=visit_id)
+    return JsonResponse({"id": visit.id, "summary": visit.summary})
 
 
 @reports_required

@@ -208,6 +208,22 @@ SELL_LOCK_SECONDS = env_int("SELL_LOCK_SECONDS", 120, minimum=10, maximum=3600)
 SELL_SESSION_SECONDS = env_int("SELL_SESSION_SECONDS", 55, minimum=1, maximum=500)
 SELL_IDLE_POLL_SECONDS = env_int("SELL_IDLE_POLL_SECONDS", 10, minimum=1, maximum=300)
 
+# --- Maps -------------------------------------------------------------------------------
+
+# Tiles are the only thing a map loads from elsewhere, and only if this is set: empty draws the
+# visits on a blank background. Point it at a tile server of your own on an intranet.
+MAP_TILES_URL = env_str("MAP_TILES_URL", "https://tile.openstreetmap.org/{z}/{x}/{y}.png")
+if MAP_TILES_URL:
+    if not MAP_TILES_URL.startswith("/"):  # a path serves tiles from this same site
+        env_url("MAP_TILES_URL", MAP_TILES_URL, schemes=("http", "https"))
+    if not all(part in MAP_TILES_URL for part in ("{z}", "{x}", "{y}")):
+        raise ImproperlyConfigured(f"MAP_TILES_URL must contain {{z}}, {{x}} and {{y}}: {MAP_TILES_URL!r}")
+MAP_TILES_ATTRIBUTION = env_str(
+    "MAP_TILES_ATTRIBUTION", '&copy; <a href="https://www.openstreetmap.org/copyright">OpenStreetMap</a> contributors'
+)
+MAP_MARKERS_MAX = env_int("MAP_MARKERS_MAX", 500, minimum=0, maximum=5_000)  # up to this many: one marker each
+MAP_POINTS_MAX = env_int("MAP_POINTS_MAX", 100_000, minimum=1_000, maximum=1_000_000)  # clustered up to this many
+
 # --- Display ----------------------------------------------------------------------------
 
 DISPLAY_TIME_ZONE = env_time_zone("DISPLAY_TIME_ZONE", "UTC")

@@ -1,0 +1,208 @@
+"""Maps: legend counts, the drawing chosen by count, escaping in every drawing, visits without
+a location, vendored assets only."""
+
+import json
+import re
+from collections import Counter
+from datetime import date, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+from django.contrib.auth.models import Group, User
+from django.db import transaction
+
+from visits import maps
+from visits.analytics import Scope
+from visits.ingest import visits_upsert
+from visits.models import Outcome, Rep, Visit
+from visits.sync import streams_sync
+
+pytestmark = pytest.mark.django_db
+
+PAYLOAD = "</script><img src=x onerror=alert(1)>${alert(1)}`"
+UTC = ZoneInfo("UTC")
+# Three groups of visits: a few metres apart inside a group, cities apart between groups.
+PLACES = [(41.8781, -87.6298), (39.7684, -86.1581), (43.0389, -87.9065)]
+
+
+def visits_make(*, per_place: int = 4, without_location: int = 2) -> list[int]:
+    """Visits by a rep and for an outcome both named with the payload, the payload in each
+    summary, spread over PLACES; plus some without coordinates. Returns the located ids."""
+    Rep.objects.create(id=900, name=PAYLOAD)
+    Outcome.objects.create(id=90, name=PAYLOAD)
+    statuses = ["verified", "resource_location_too_far"]
+    rows, located = {}, []
+    at = datetime(2026, 10, 5, 15, 0, tzinfo=UTC)
+    for p, (lat, lng) in enumerate(PLACES):
+        for i in range(per_place):
+            visit_id = 1000 + p * 100 + i
+            rows[visit_id] = row(at=at + timedelta(hours=p * 24 + i), status=statuses[i % 2],
+                                 lat=lat + i * 0.0004, lng=lng + i * 0.0004)  # fmt: skip
+            located.append(visit_id)
+    for j in range(without_location):
+        rows[5000 + j] = row(at=at, status="location_unknown", lat=None, lng=None)
+    with transaction.atomic():
+        visits_upsert(rows=rows)
+    return located
+
+
+def row(*, at, status, lat, lng) -> dict:
+    return {
+        "rep_id": 900, "resource_type": "lead", "resource_id": 7, "visited_at": at, "created_at": at,
+        "summary": f"Summary {PAYLOAD}", "outcome_id": 90, "latitude": lat, "longitude": lng,
+        "verification_status": status, "sequence": 1, "event_time": at, "deleted_at": None,
+    }  # fmt: skip
+
+
+@pytest.fixture
+def manager(client):
+    user = User.objects.create_user("manager", password="pw-manager-1")
+    user.groups.add(Group.objects.get(name="Managers"))
+    client.force_login(user)
+    return client
+
+
+def test_text_escape_leaves_no_markup_and_no_template_syntax():
+    escaped = maps.text_escape(PAYLOAD)
+    assert not set("<>$`\"'") & set(escaped)
+    assert escaped == "&lt;/script&gt;&lt;img src=x onerror=alert(1)&gt;&#36;{alert(1)}&#96;"
+
+
+def test_legend_counts_equal_the_database(manager, serve, full_team):
+    serve(full_team)
+    streams_sync()
+    live = list(Visit.objects.filter(deleted_at__isnull=True))
+    some_rep = Counter(v.rep_id for v in live).most_common(1)[0][0]
+    scopes = {
+        "": Scope(),
+        "status=resource_location_too_far&status=location_unknown": Scope(
+            statuses=frozenset({"resource_location_too_far", "location_unknown"})
+        ),
+        f"rep={some_rep}": Scope(reps=frozenset({some_rep})),
+        "start=2026-01-01&end=2026-12-31": Scope(start=date(2026, 1, 1), end=date(2026, 12, 31)),
+    }
+    for query, scope in scopes.items():
+        chosen = [v for v in live if in_scope(v, scope)]
+        want_located = Counter(v.verification_status for v in chosen if v.latitude is not None)
+        want_without = sum(1 for v in chosen if v.latitude is None)
+        plan = maps.map_plan(scope=scope)
+        assert {s: n for s, n in plan.located.items() if n} == dict(want_located), query
+        assert plan.without_location == want_without, query
+        page = manager.get(f"/map/?{query}").content.decode()
+        legend = page[page.index('class="legend card"') : page.index("</div>", page.index('class="legend card"'))]
+        assert f"{want_without:,} visit{'s' if want_without != 1 else ''} without a location" in legend, query
+        for status, count in want_located.items():
+            label = dict(maps.VerificationStatus.choices)[status]
+            assert re.search(rf"{label} <strong>{count:,}</strong>", legend), (query, status)
+
+
+def in_scope(v: Visit, scope: Scope) -> bool:
+    day = v.visited_at.astimezone(UTC).date()
+    return (
+        (scope.start is None or day >= scope.start)
+        and (scope.end is None or day <= scope.end)
+        and (scope.reps is None or v.rep_id in scope.reps)
+        and (scope.statuses is None or v.verification_status in scope.statuses)
+    )
+
+
+def frame(client, query: str = "") -> str:
+    response = client.get(f"/map/frame/?{query}")
+    assert response.status_code == 200
+    assert response["X-Frame-Options"] == "SAMEORIGIN"
+    return response.content.decode()
+
+
+def cluster_data(html: str) -> tuple[list, dict]:
+    rows = json.loads(re.search(r"var data = (\[.*?\]);\n", html).group(1))
+    lookups = json.loads(re.search(r"var look = (\{.*?\});\n", html).group(1))
+    return rows, lookups
+
+
+def test_the_drawing_follows_the_number_of_visits(manager, settings):
+    located = visits_make()
+    settings.MAP_TILES_URL = ""
+    settings.MAP_MARKERS_MAX, settings.MAP_POINTS_MAX = 100, 1000
+    html = frame(manager)
+    assert html.count("L.circleMarker(") == len(located) and "markerClusterGroup" not in html
+    settings.MAP_MARKERS_MAX = 5
+    html = frame(manager)
+    rows, lookups = cluster_data(html)
+    assert "L.markerClusterGroup" in html and sorted(r[6] for r in rows) == sorted(located)
+    assert "Showing the newest" not in manager.get("/map/").content.decode()
+    settings.MAP_POINTS_MAX = 7
+    rows, _ = cluster_data(frame(manager))
+    newest = list(Visit.objects.filter(latitude__isnull=False).order_by("-visited_at", "-id").values_list("id", flat=True)[:7])
+    assert [r[6] for r in rows] == newest
+    assert f"Showing the newest 7 of {len(located)} visits with a location" in manager.get("/map/").content.decode()
+    Visit.objects.update(latitude=None, longitude=None, verification_status="location_unknown")
+    page = manager.get("/map/").content.decode()
+    assert "No visit with a location matches these filters" in page and "<iframe" not in page
+
+
+def test_the_payload_is_text_in_every_drawing(manager, settings):
+    visits_make()
+    settings.MAP_TILES_URL = ""
+    raw_pieces = ["</script><img", "<img src=x", "${alert(1)}"]
+    for markers_max, points_max in ((100, 1000), (5, 1000), (5, 6)):
+        settings.MAP_MARKERS_MAX, settings.MAP_POINTS_MAX = markers_max, points_max
+        html = frame(manager)
+        assert not any(piece in html for piece in raw_pieces), (markers_max, points_max)
+        if markers_max == 100:  # popups and tooltips written on the server
+            assert html.count(maps.text_escape(PAYLOAD)) >= 2 * 12
+        else:  # names in the data, turned into text in the browser
+            _, lookups = cluster_data(html)
+            assert lookups["reps"] == [PAYLOAD] and lookups["outcomes"] == [PAYLOAD]
+        page = manager.get("/map/").content.decode()  # plain HTML: `${` is just text there
+        assert not any(piece in page for piece in raw_pieces[:2])
+    summary = manager.get("/visits/1000/summary.json")
+    assert summary.json()["summary"] == f"Summary {PAYLOAD}"
+    for url in ("/reports/reps/900/", "/visits/1000/"):
+        assert not any(piece in manager.get(url).content.decode() for piece in raw_pieces[:2])
+    assert "&lt;/script&gt;&lt;img" in manager.get("/visits/1000/map/").content.decode()
+
+
+def test_visits_without_a_location_are_counted_never_drawn(manager, settings):
+    visits_make(without_location=3)
+    settings.MAP_TILES_URL = ""
+    page = manager.get("/map/").content.decode()
+    assert "3 visits without a location" in page
+    for markers_max in (100, 5):
+        settings.MAP_MARKERS_MAX = markers_max
+        html = frame(manager)
+        if markers_max == 5:
+            rows, _ = cluster_data(html)
+            assert all(r[6] < 5000 for r in rows) and len(rows) == 12
+            assert all(abs(r[0]) > 1 and abs(r[1]) > 1 for r in rows)
+        else:
+            drawn = re.findall(r"L\.circleMarker\(\s*\[([-\d.]+), ([-\d.]+)\]", html)
+            assert len(drawn) == 12 and all(abs(float(a)) > 1 and abs(float(b)) > 1 for a, b in drawn)
+    assert manager.get("/visits/5000/map/").status_code == 404
+    assert "No position was recorded" in manager.get("/visits/5000/").content.decode()
+    assert 'src="/visits/1000/map/"' in manager.get("/visits/1000/").content.decode()
+
+
+def test_only_vendored_assets_and_the_tile_setting(manager, settings):
+    visits_make()
+    settings.MAP_TILES_URL = ""
+    html = frame(manager)
+    links = re.findall(r'(?:src|href)="([^"]+)"', html)
+    assert links and all(link.startswith("/static/vendor/") or link.startswith("/visits/") for link in links), links
+    assert "http://" not in html.replace("http-equiv", "") and "https://" not in html
+    assert manager.get("/static/vendor/leaflet/leaflet.js").status_code == 200
+    settings.MAP_TILES_URL = "https://tiles.example.com/{z}/{x}/{y}.png"
+    assert "https://tiles.example.com/{z}/{x}/{y}.png" in frame(manager)
+
+
+def test_map_pages_need_a_role(client):
+    User.objects.create_user("outsider", password="pw-outsider-1")
+    for url in ("/map/", "/map/frame/", "/visits/1/map/", "/visits/1/summary.json"):
+        assert client.get(url).status_code == 302
+    client.login(username="outsider", password="pw-outsider-1")
+    for url in ("/map/", "/map/frame/", "/visits/1/map/", "/visits/1/summary.json"):
+        assert client.get(url).status_code == 403
+
+
+def test_a_bad_filter_is_a_400_on_the_map_too(manager):
+    assert manager.get("/map/?start=yesterday").status_code == 400
+    assert manager.get("/map/frame/?status=teleported").status_code == 400

@@ -1,0 +1,92 @@
+"""The map in headless Chromium, offline: clusters and markers drawn, popups opened, the payload
+shown as text, the popup's link followed, and no request to any other host, no console error."""
+
+from urllib.parse import urlsplit
+
+import pytest
+from django.contrib.auth.models import Group, User
+
+from .test_maps import PAYLOAD, visits_make
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def watched(page, live_server):
+    """The page, with what it requested elsewhere, its console errors and its dialogs recorded."""
+    seen = {"outside": [], "errors": [], "dialogs": []}
+    here = urlsplit(live_server.url).netloc
+    page.on("request", lambda r: urlsplit(r.url).netloc not in (here, "") and seen["outside"].append(r.url))
+    page.on("console", lambda m: m.type == "error" and seen["errors"].append(m.text))
+    page.on("pageerror", lambda e: seen["errors"].append(str(e)))
+    page.on("dialog", lambda d: (seen["dialogs"].append(d.message), d.dismiss()))
+    return page, seen
+
+
+def sign_in(page, live_server, path: str) -> None:
+    manager = User.objects.create_user("mia", password="mia-password-1")
+    manager.groups.add(Group.objects.get(name="Managers"))
+    page.goto(f"{live_server.url}{path}")
+    page.fill("#id_username", "mia")
+    page.fill("#id_password", "mia-password-1")
+    page.click("button[type=submit]")
+    page.wait_for_url(f"**{path}")
+
+
+def popup_check(frame) -> None:
+    popup = frame.locator(".leaflet-popup-content .visit-popup")
+    popup.wait_for()
+    assert popup.locator("strong").inner_text() == PAYLOAD  # the rep's name, as text
+    summary = popup.locator(".summary")
+    summary.filter(has_text="Summary").wait_for()
+    assert summary.inner_text() == f"Summary {PAYLOAD}"
+
+
+def test_clusters_offline_open_a_popup_and_follow_it(live_server, watched, settings):
+    page, seen = watched
+    settings.MAP_TILES_URL = ""
+    settings.MAP_MARKERS_MAX = 5  # twelve located visits: the clustered drawing
+    visits_make()
+    sign_in(page, live_server, "/map/")
+    assert "12" in page.locator(".legend").inner_text() and "2 visits without a location" in page.content()
+    frame = page.frame_locator("iframe.map")
+    clusters = frame.locator(".marker-cluster")
+    clusters.first.wait_for()
+    assert clusters.count() == 3  # one per city
+    clusters.first.click()  # zooms in to the four visits of that city
+    markers = frame.locator("path.leaflet-interactive")
+    markers.first.wait_for()
+    markers.first.click()
+    popup_check(frame)
+    frame.locator(".leaflet-popup-content a").click()
+    page.wait_for_url("**/visits/*/")
+    assert page.locator("h1").inner_text().startswith("Visit ")
+    assert seen == {"outside": [], "errors": [], "dialogs": []}
+
+
+def test_markers_and_the_heat_layer_offline(live_server, watched, settings):
+    page, seen = watched
+    settings.MAP_TILES_URL = ""
+    visits_make()
+    sign_in(page, live_server, "/map/")
+    frame = page.frame_locator("iframe.map")
+    markers = frame.locator("path.leaflet-interactive")
+    markers.first.wait_for()
+    assert markers.count() == 12
+    markers.last.click()  # the one drawn on top of its neighbours
+    popup_check(frame)
+    frame.get_by_label("Too-far heat map").check()  # the layer menu of the map
+    frame.locator("canvas.leaflet-heatmap-layer").wait_for()
+    assert seen == {"outside": [], "errors": [], "dialogs": []}
+
+
+def test_markers_still_show_when_no_tile_can_be_fetched(live_server, watched, settings):
+    page, seen = watched
+    settings.MAP_TILES_URL = "/no-such-tiles/{z}/{x}/{y}.png"  # every tile a 404
+    visits_make()
+    sign_in(page, live_server, "/map/")
+    frame = page.frame_locator("iframe.map")
+    frame.locator("path.leaflet-interactive").first.wait_for()
+    assert frame.locator("path.leaflet-interactive").count() == 12
+    assert page.locator(".legend").is_visible()
+    assert not seen["outside"] and not seen["dialogs"]

@@ -114,7 +114,7 @@ def frame(client, query: str = "") -> str:
 
 
 def cluster_data(html: str) -> tuple[list, dict]:
-    rows = json.loads(re.search(r"var data = (\[.*?\]);\n", html).group(1))
+    rows = json.loads(re.search(r'<script type="application/json" id="\w+_data">(.*?)</script>', html).group(1))
     lookups = json.loads(re.search(r"var look = (\{.*?\});\n", html).group(1))
     return rows, lookups
 
@@ -129,6 +129,8 @@ def test_the_drawing_follows_the_number_of_visits(manager, settings):
     html = frame(manager)
     rows, lookups = cluster_data(html)
     assert "L.markerClusterGroup" in html and sorted(r[6] for r in rows) == sorted(located)
+    times = {v.id: int(v.visited_at.timestamp()) // 60 for v in Visit.objects.all()}
+    assert all(r[5] == times[r[6]] for r in rows)  # minutes since 1970, for the popups' times
     assert "Showing the newest" not in manager.get("/map/").content.decode()
     settings.MAP_POINTS_MAX = 7
     rows, _ = cluster_data(frame(manager))

@@ -53,6 +53,7 @@ def test_clusters_offline_open_a_popup_and_follow_it(live_server, watched, setti
     clusters = frame.locator(".marker-cluster")
     clusters.first.wait_for()
     assert clusters.count() == 3  # one per city
+    page.frames[1].wait_for_function("window.visitsdashLoaded === true")  # the signal bench/map.py waits for
     clusters.first.click()  # zooms in to the four visits of that city
     markers = frame.locator("path.leaflet-interactive")
     markers.first.wait_for()

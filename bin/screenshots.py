@@ -21,6 +21,7 @@ PAGES = {
     "reps": "/reports/reps/?sort=-too_far_rate",
     "matrix": "/reports/matrix/",
     "visits": "/visits/",
+    "map": "/map/",
     "status": "/status/",
     "rejected": "/status/rejected/",
 }
@@ -44,6 +45,9 @@ def main() -> None:
         page.wait_for_url(f"{args.url}/")
         for name, path in PAGES.items():
             page.goto(args.url + path)
+            if name == "map":  # wait for the clusters or markers inside the map's frame
+                page.frame_locator("iframe.map").locator(".marker-cluster, path.leaflet-interactive").first.wait_for()
+                page.wait_for_timeout(500)
             page.screenshot(path=out / f"{name}.png", full_page=True)
             print(f"wrote docs/screenshots/{name}.png")
         browser.close()

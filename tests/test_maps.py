@@ -125,6 +125,10 @@ def test_the_drawing_follows_the_number_of_visits(manager, settings):
     settings.MAP_MARKERS_MAX, settings.MAP_POINTS_MAX = 100, 1000
     html = frame(manager)
     assert html.count("L.circleMarker(") == len(located) and "markerClusterGroup" not in html
+    fit = re.search(r"fitBounds\(\s*\[\[([-\d.]+), ([-\d.]+)\], \[([-\d.]+), ([-\d.]+)\]\]", html)
+    lats = [v.latitude for v in Visit.objects.filter(latitude__isnull=False)]
+    lngs = [v.longitude for v in Visit.objects.filter(latitude__isnull=False)]
+    assert [float(x) for x in fit.groups()] == [min(lats), min(lngs), max(lats), max(lngs)]  # fits the visits
     settings.MAP_MARKERS_MAX = 5
     html = frame(manager)
     rows, lookups = cluster_data(html)
@@ -179,6 +183,8 @@ def test_visits_without_a_location_are_counted_never_drawn(manager, settings):
         else:
             drawn = re.findall(r"L\.circleMarker\(\s*\[([-\d.]+), ([-\d.]+)\]", html)
             assert len(drawn) == 12 and all(abs(float(a)) > 1 and abs(float(b)) > 1 for a, b in drawn)
+    rep_page = manager.get("/reports/reps/900/").content.decode()
+    assert 'src="/map/frame/?rep=900"' in rep_page and "3 visits without a location" in rep_page
     assert manager.get("/visits/5000/map/").status_code == 404
     assert "No position was recorded" in manager.get("/visits/5000/").content.decode()
     assert 'src="/visits/1000/map/"' in manager.get("/visits/1000/").content.decode()

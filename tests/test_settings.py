@@ -31,6 +31,10 @@ def manage_check(**env_change) -> subprocess.CompletedProcess:
         ("DEBUG", "maybe"),
         ("DISPLAY_TIME_ZONE", "Mars/Olympus"),
         ("SELL_MAX_RETRIES", "-1"),
+        ("MAP_TILES_URL", "tiles.example.com/{z}/{x}/{y}.png"),
+        ("MAP_TILES_URL", "https://tiles.example.com/tile.png"),
+        ("MAP_MARKERS_MAX", "100000"),
+        ("MAP_POINTS_MAX", "10"),
     ],
 )
 def test_nonsense_value_stops_startup_naming_the_variable(name, value):

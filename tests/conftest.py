@@ -135,6 +135,17 @@ def assert_db_matches(data: DemoData) -> None:
     assert_tallies_match()
 
 
+def assert_flags_match() -> None:
+    """The stored flags equal a computation from scratch, and no rep waits for a recompute."""
+    from visits.flags import flags_expected
+    from visits.models import DirtyRep, Flag
+
+    assert not DirtyRep.objects.exists(), "reps still wait for their flags"
+    stored = {(f.visit_id, f.rule): (f.numbers, f.sentence) for f in Flag.objects.all()}
+    expected = {key: (f.numbers, f.sentence) for key, f in flags_expected().items()}
+    assert stored == expected, f"flags differ: {len(set(stored) ^ set(expected))} keys, e.g. {sorted(set(stored) ^ set(expected))[:5]}"
+
+
 def tallies_counted() -> dict[str, Counter]:
     """The tallies as they should be, counted here in Python from the visits (their
     visited_at and DISPLAY_TIME_ZONE, not the stored local_day)."""

@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 
 from visits.demo.server import Faults
+from visits.flags import flags_refresh
 from visits.models import RejectedItem, SyncState
 from visits.sync import streams_sync
 
-from .conftest import assert_db_matches, command_env
+from .conftest import assert_db_matches, assert_flags_match, command_env
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -34,6 +35,8 @@ def test_every_fault_on_ends_exact(serve, full_team):
     while not all(r.at_top for r in streams_sync()):
         pass
     assert_db_matches(full_team)
+    flags_refresh()
+    assert_flags_match()
     assert RejectedItem.objects.filter(stream="visits").count() == full_team.malformed_count["visits"]
     assert SyncState.objects.get(stream="visits").events_skipped > 0
 
@@ -67,6 +70,7 @@ def test_sigkill_at_random_points_then_resume_ends_exact(serve, full_team):
     assert final.returncode == 0, err
     assert "sync complete" in out
     assert_db_matches(full_team)
+    assert_flags_match()  # the command recomputed the flags of every rep the killed runs marked
 
 
 @pytest.mark.django_db(transaction=True)

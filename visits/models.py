@@ -4,6 +4,7 @@ plus the ingestion bookkeeping (stream positions, gaps, items we could not apply
 
 from django.db import models
 from django.db.models import Q
+from django.utils import timezone
 
 
 class VerificationStatus(models.TextChoices):
@@ -227,3 +228,92 @@ class RejectedItem(models.Model):
     class Meta:
         ordering = ["-received_at", "-id"]
         constraints = [models.UniqueConstraint(fields=["stream", "digest"], name="rejected_unique_digest")]
+
+
+# --- Flags and the review queue ------------------------------------------------------------
+
+
+class FlagRule(models.TextChoices):
+    TOO_FAR = "resource_location_too_far", "Too far (Sell)"
+    LOCATION_UNKNOWN = "location_unknown", "Location unknown (Sell)"
+    SERVICES_DISABLED = "location_services_disabled", "Location services off (Sell)"
+    IMPOSSIBLE_TRAVEL = "impossible_travel", "Impossible travel"
+    COORDINATE_REUSE = "coordinate_reuse", "Coordinates reused"
+    IMPOSSIBLE_COORDINATES = "impossible_coordinates", "Impossible coordinates"
+    LATE_LOGGING = "late_logging", "Logged late"
+    BURST = "burst", "Burst of visits"
+
+
+class Flag(models.Model):
+    """One rule's finding on one visit: the numbers behind it and a sentence for people.
+    Computed by flags.py; never edited by hand (a recomputation replaces it)."""
+
+    visit = models.ForeignKey(Visit, on_delete=models.CASCADE, related_name="flags")
+    rule = models.CharField(max_length=40, choices=FlagRule.choices)
+    numbers = models.JSONField(default=dict)
+    sentence = models.TextField()
+
+    class Meta:
+        ordering = ["visit_id", "rule"]
+        constraints = [models.UniqueConstraint(fields=["visit", "rule"], name="flag_one_per_rule")]
+        indexes = [models.Index(fields=["rule", "visit"], name="flag_rule")]
+
+    def __str__(self) -> str:
+        return f"{self.get_rule_display()}: {self.sentence}"
+
+
+class DirtyRep(models.Model):
+    """A rep whose flags must be recomputed: written by ingestion in the same transaction as
+    the visits that changed, removed by flags.flags_refresh() once the flags are recomputed."""
+
+    rep_id = models.BigIntegerField(primary_key=True)
+
+
+class DecisionKind(models.TextChoices):
+    ACCEPT = "accept", "Accepted: legitimate"
+    REJECT = "reject", "Rejected: not legitimate"
+    FOLLOW_UP = "follow_up", "Follow up"
+
+
+class DecisionQuerySet(models.QuerySet):
+    def update(self, **kwargs):
+        raise PermissionError("decisions are never edited; record a new decision instead")
+
+    def delete(self):
+        raise PermissionError("decisions are never deleted")
+
+
+class Decision(models.Model):
+    """A reviewer's decision on a flagged visit. Never edited or deleted (here, in the admin and,
+    for updates, by a database trigger): a newer decision supersedes the last one."""
+
+    visit = models.ForeignKey(Visit, on_delete=models.PROTECT, related_name="decisions")
+    kind = models.CharField(max_length=20, choices=DecisionKind.choices)
+    note = models.TextField(blank=True)
+    decided_by = models.ForeignKey("auth.User", on_delete=models.PROTECT, related_name="visit_decisions")
+    decided_at = models.DateTimeField(default=timezone.now)
+
+    objects = DecisionQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-decided_at", "-id"]
+        indexes = [models.Index(fields=["visit", "-decided_at"], name="decision_visit_time")]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} by {self.decided_by} on {self.decided_at:%Y-%m-%d %H:%M}"
+
+    def save(self, *args, **kwargs):
+        if not self._state.adding:
+            raise PermissionError("decisions are never edited; record a new decision instead")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        raise PermissionError("decisions are never deleted")
+
+
+class FlaggedVisit(Visit):
+    """The review queue in the admin: visits with at least one flag."""
+
+    class Meta:
+        proxy = True
+        verbose_name = "flagged visit"

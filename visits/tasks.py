@@ -11,6 +11,7 @@ import time
 from django.conf import settings
 from django_q.models import Schedule
 
+from .flags import flags_refresh
 from .sync import streams_sync
 
 SCHEDULE_NAME = "sync-sell-streams"
@@ -19,7 +20,7 @@ SCHEDULE_NAME = "sync-sell-streams"
 def sync_streams_task(*, session_seconds: float | None = None) -> str:
     session_seconds = settings.SELL_SESSION_SECONDS if session_seconds is None else session_seconds
     deadline = time.monotonic() + session_seconds
-    polls, applied, rejected, errors = 0, 0, 0, []
+    polls, applied, rejected, errors, flagged = 0, 0, 0, [], 0
     while True:
         remaining = max(deadline - time.monotonic(), 1.0)
         results = streams_sync(max_seconds=min(remaining, settings.SELL_SYNC_MAX_SECONDS))
@@ -27,11 +28,12 @@ def sync_streams_task(*, session_seconds: float | None = None) -> str:
         applied += sum(r.applied for r in results)
         rejected += sum(r.rejected for r in results)
         errors = [f"{r.stream}: {r.error}" for r in results if r.error]
+        flagged += flags_refresh()[0]  # the reps whose visits changed get their flags recomputed
         caught_up = all(r.at_top for r in results) and len(results) == 2
         if errors or not caught_up or time.monotonic() + settings.SELL_IDLE_POLL_SECONDS > deadline:
             break
         time.sleep(settings.SELL_IDLE_POLL_SECONDS)
-    summary = f"{polls} polls, {applied} events applied, {rejected} rejected"
+    summary = f"{polls} polls, {applied} events applied, {rejected} rejected, flags of {flagged} reps recomputed"
     return summary + (f"; {'; '.join(errors)}" if errors else "")
 
 

@@ -224,6 +224,14 @@ MAP_TILES_ATTRIBUTION = env_str(
 MAP_MARKERS_MAX = env_int("MAP_MARKERS_MAX", 500, minimum=0, maximum=5_000)  # up to this many: one marker each
 MAP_POINTS_MAX = env_int("MAP_POINTS_MAX", 100_000, minimum=1_000, maximum=1_000_000)  # clustered up to this many
 
+# --- Flags (visits/flags.py; the review page shows these) --------------------------------
+
+FLAG_MAX_SPEED_KMH = env_float("FLAG_MAX_SPEED_KMH", 150.0, minimum=1.0)  # impossible travel above this
+FLAG_REUSE_CUSTOMERS = env_int("FLAG_REUSE_CUSTOMERS", 3, minimum=2, maximum=1000)  # same spot, this many customers
+FLAG_LATE_HOURS = env_float("FLAG_LATE_HOURS", 24.0, minimum=0.1)  # logged this long after the visit
+FLAG_BURST_VISITS = env_int("FLAG_BURST_VISITS", 5, minimum=2, maximum=1000)  # this many visits...
+FLAG_BURST_MINUTES = env_float("FLAG_BURST_MINUTES", 10.0, minimum=0.1)  # ...within this many minutes
+
 # --- Display ----------------------------------------------------------------------------
 
 DISPLAY_TIME_ZONE = env_time_zone("DISPLAY_TIME_ZONE", "UTC")

@@ -6,6 +6,7 @@ import time
 
 from django.core.management.base import BaseCommand, CommandError
 
+from visits.flags import flags_refresh
 from visits.sync import SyncResult, streams_sync
 
 
@@ -44,6 +45,8 @@ class Command(BaseCommand):
             + (f" in {r.seconds:.1f}s" if r.pages else "")
             for r in results
         )
+        reps, _ = flags_refresh()  # what did arrive is flagged, even if a stream then failed
+        summary += f"; flags of {reps} reps recomputed"
         failed = next((r for r in results if r.error), None)
         if failed:
             raise CommandError(f"{failed.stream} stream: {failed.error}", returncode=1)

@@ -1,0 +1,171 @@
+"""Flag rules on hand-made cases between real cities, their thresholds from settings, and the
+stored flags kept equal to a computation from scratch as visits arrive, change and go."""
+
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+from django.db import transaction
+
+from visits import flags
+from visits.events import items_parse
+from visits.flags import VisitFacts
+from visits.geo import km_between
+from visits.ingest import page_apply
+from visits.models import Flag, Rep, SyncState
+from visits.sync import streams_sync
+
+from .conftest import assert_flags_match
+
+UTC = ZoneInfo("UTC")
+T0 = datetime(2026, 10, 5, 9, 0, tzinfo=UTC)
+CHICAGO, MILWAUKEE, INDIANAPOLIS = (41.8781, -87.6298), (43.0389, -87.9065), (39.7684, -86.1581)
+PARIS, LONDON = (48.8566, 2.3522), (51.5074, -0.1278)
+
+
+def facts(vid, *, minutes=0, at=None, status="verified", customer=None, created_after_hours=0.0):
+    lat, lng = at if at is not None else (None, None)
+    visited = T0 + timedelta(minutes=minutes)
+    return VisitFacts(vid, visited, visited + timedelta(hours=created_after_hours), lat, lng, status,
+                      ("lead", customer if customer is not None else vid))  # fmt: skip
+
+
+def by_rule(findings, rule):
+    return {f.visit_id: f for f in findings if f.rule == rule}
+
+
+def test_the_distances_are_those_between_the_cities():
+    assert 125 < km_between(CHICAGO, MILWAUKEE) < 135
+    assert 260 < km_between(CHICAGO, INDIANAPOLIS) < 270
+    assert 340 < km_between(PARIS, LONDON) < 346
+
+
+def test_impossible_travel_flags_both_visits_with_the_numbers(settings):
+    visits = [facts(1, at=CHICAGO), facts(2, minutes=40, at=MILWAUKEE), facts(3, minutes=400, at=INDIANAPOLIS)]
+    travel = by_rule(flags.impossible_travel(visits, max_kmh=150), "impossible_travel")
+    assert set(travel) == {1, 2}  # Milwaukee to Indianapolis in 6 hours is fine
+    km = km_between(CHICAGO, MILWAUKEE)
+    assert travel[2].sentence == f"{km:,.0f} km from the previous visit 40 minutes earlier: {km * 1.5:,.0f} km/h."
+    assert travel[1].sentence == f"{km:,.0f} km from the next visit 40 minutes later: {km * 1.5:,.0f} km/h."
+    assert travel[2].numbers == {"km": round(km, 1), "minutes": 40.0, "kmh": round(km * 1.5), "other_visit": 1}
+    assert not flags.impossible_travel(visits, max_kmh=200)  # the threshold decides
+
+
+def test_impossible_travel_reads_its_threshold_from_settings(settings):
+    visits = [facts(1, at=PARIS), facts(2, minutes=60, at=LONDON)]
+    assert {f.visit_id for f in flags.rep_findings(visits) if f.rule == "impossible_travel"} == {1, 2}
+    settings.FLAG_MAX_SPEED_KMH = 400
+    assert not [f for f in flags.rep_findings(visits) if f.rule == "impossible_travel"]
+
+
+def test_the_same_minute_in_two_cities_and_the_fastest_leg_wins():
+    visits = [facts(1, at=CHICAGO), facts(2, at=MILWAUKEE), facts(3, minutes=120, at=CHICAGO)]
+    travel = by_rule(flags.impossible_travel(visits, max_kmh=150), "impossible_travel")
+    assert travel[2].numbers["kmh"] is None and "logged at the same time" in travel[2].sentence
+    assert travel[1].numbers["other_visit"] == 2
+    assert set(travel) == {1, 2}  # Milwaukee to Chicago in two hours: 65 km/h
+
+
+def test_visits_without_a_position_or_at_0_0_are_skipped_by_travel():
+    visits = [facts(1, at=CHICAGO), facts(2, minutes=5, at=(0.0, 0.0)), facts(3, minutes=10),
+              facts(4, minutes=600, at=CHICAGO)]  # fmt: skip
+    assert not flags.impossible_travel(visits, max_kmh=150)
+    zero = by_rule(flags.impossible_coordinates(visits), "impossible_coordinates")
+    assert set(zero) == {2} and "0,0" in zero[2].sentence
+
+
+def test_coordinate_reuse_counts_different_customers(settings):
+    spot = (41.878104, -87.629801)
+    same_spot = [facts(i, minutes=i * 60, at=spot, customer=100 + i) for i in range(3)]
+    reuse = by_rule(flags.coordinate_reuse(same_spot, min_customers=3), "coordinate_reuse")
+    assert set(reuse) == {0, 1, 2}
+    assert reuse[0].sentence == "The same coordinates (41.87810, -87.62980) were logged at 3 different customers."
+    assert not flags.coordinate_reuse(same_spot[:2], min_customers=3)
+    one_customer = [facts(i, minutes=i * 60, at=spot, customer=7) for i in range(5)]
+    assert not flags.coordinate_reuse(one_customer, min_customers=3)
+    settings.FLAG_REUSE_CUSTOMERS = 2
+    assert {f.visit_id for f in flags.rep_findings(same_spot[:2]) if f.rule == "coordinate_reuse"} == {0, 1}
+
+
+def test_late_logging(settings):
+    visits = [facts(1, at=CHICAGO, created_after_hours=25), facts(2, minutes=600, at=CHICAGO, created_after_hours=23)]
+    late = by_rule(flags.late_logging(visits, hours=24), "late_logging")
+    assert set(late) == {1} and late[1].sentence == "Logged 1 day 1 hour after the visit." and late[1].numbers == {"hours": 25.0}
+    settings.FLAG_LATE_HOURS = 12
+    assert {f.visit_id for f in flags.rep_findings(visits) if f.rule == "late_logging"} == {1, 2}
+
+
+def test_bursts(settings):
+    five = [facts(i, minutes=i * 2.4, at=CHICAGO) for i in range(5)]  # 9.6 minutes from first to last
+    burst = by_rule(flags.bursts(five, count=5, minutes=10), "burst")
+    assert set(burst) == {0, 1, 2, 3, 4} and burst[0].sentence == "One of 5 visits the rep logged within 10 minutes."
+    assert not flags.bursts(five[:4], count=5, minutes=10)
+    spread = [facts(i, minutes=i * 3, at=CHICAGO) for i in range(5)]  # 12 minutes
+    assert not flags.bursts(spread, count=5, minutes=10)
+    settings.FLAG_BURST_MINUTES = 15
+    assert len([f for f in flags.rep_findings(spread) if f.rule == "burst"]) == 5
+    # What counts is when they were logged: a week of visits entered in one sitting.
+    sitting = [facts(i, minutes=i * 1440, at=CHICAGO, created_after_hours=(6 * 1440 - i * 1440 + i) / 60) for i in range(5)]
+    assert len(flags.bursts(sitting, count=5, minutes=10)) == 5
+
+
+def test_sell_statuses_become_flags():
+    visits = [facts(1, status="resource_location_too_far", at=CHICAGO), facts(2, minutes=300, status="location_unknown"),
+              facts(3, minutes=600, status="location_services_disabled"), facts(4, minutes=900, at=CHICAGO)]  # fmt: skip
+    found = {(f.visit_id, f.rule) for f in flags.sell_statuses(visits)}
+    assert found == {(1, "resource_location_too_far"), (2, "location_unknown"), (3, "location_services_disabled")}
+
+
+def assert_flags_current() -> None:
+    flags.flags_refresh()
+    assert_flags_match()
+
+
+@pytest.mark.django_db
+def test_flags_follow_the_stream_in_steps(serve, full_team):
+    """Partial syncs with a refresh between them end equal to a computation from scratch, and
+    the demo's suspicious reps show up with their reasons."""
+    serve(full_team)
+    while not all(r.at_top for r in streams_sync(max_seconds=0.2)):
+        flags.flags_refresh()
+    assert_flags_current()
+    rules = set(Flag.objects.values_list("rule", flat=True))
+    assert {"impossible_travel", "coordinate_reuse", "late_logging", "burst", "resource_location_too_far"} <= rules
+
+
+def visit_event(vid, seq, *, rep, at, lat, lng, deleted=False):
+    data = {
+        "id": vid, "creator_id": rep, "resource_type": "lead", "resource_id": vid, "summary": "",
+        "visited_at": at.strftime("%Y-%m-%dT%H:%M:%SZ"), "created_at": at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "outcome": None,
+        "sales_rep_location": {"latitude": lat, "longitude": lng, "verification_status": "verified"},
+    }  # fmt: skip
+    meta = {"type": "visit", "event_type": "deleted" if deleted else ("created" if seq == 1 else "updated"),
+            "sequence": seq, "event_time": at.strftime("%Y-%m-%dT%H:%M:%SZ")}  # fmt: skip
+    return {"data": {"id": vid} if deleted else data, "meta": meta}
+
+
+@pytest.mark.django_db
+def test_updates_moves_and_deletes_recompute_the_neighbours():
+    SyncState.objects.create(stream="visits", lock_owner="me")
+    Rep.objects.bulk_create([Rep(id=1, name="A"), Rep(id=2, name="B")])
+
+    def apply(*events):
+        with transaction.atomic():
+            page_apply(stream="visits", events=items_parse(stream="visits", items=list(events)), position="p",
+                       at_top=True, owner="me", lease=timedelta(seconds=60))  # fmt: skip
+        assert_flags_current()
+
+    apply(visit_event(1, 1, rep=1, at=T0, lat=CHICAGO[0], lng=CHICAGO[1]),
+          visit_event(2, 1, rep=1, at=T0 + timedelta(hours=5), lat=MILWAUKEE[0], lng=MILWAUKEE[1]))  # fmt: skip
+    assert not Flag.objects.exists()
+    # Visit 2 was in fact 30 minutes after visit 1: both become impossible travel.
+    apply(visit_event(2, 2, rep=1, at=T0 + timedelta(minutes=30), lat=MILWAUKEE[0], lng=MILWAUKEE[1]))
+    assert set(Flag.objects.values_list("visit_id", flat=True)) == {1, 2}
+    # Visit 2 moves to rep B: rep A's visit 1 is clear again.
+    apply(visit_event(2, 3, rep=2, at=T0 + timedelta(minutes=30), lat=MILWAUKEE[0], lng=MILWAUKEE[1]))
+    assert not Flag.objects.exists()
+    apply(visit_event(2, 4, rep=1, at=T0 + timedelta(minutes=30), lat=MILWAUKEE[0], lng=MILWAUKEE[1]))
+    assert Flag.objects.count() == 2
+    apply(visit_event(2, 5, rep=1, at=T0, lat=0, lng=0, deleted=True))  # deleted in Sell
+    assert not Flag.objects.exists()

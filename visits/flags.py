@@ -1,0 +1,242 @@
+"""Rules that flag a visit for review, and keeping the flags current.
+
+Each rule looks at one rep's live visits, in order of visited_at, and returns findings: the
+visit, the rule, the numbers behind it and one plain sentence. Thresholds come from settings.
+Ingestion marks the reps whose visits changed (DirtyRep, in its own transaction);
+flags_refresh() recomputes those reps' flags whole and writes only the differences, so the
+stored flags always equal a computation from scratch (flags_rebuild() does that for all reps).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.conf import settings
+from django.db import transaction
+
+from . import geo
+from .models import DirtyRep, Flag, FlagRule, Rep, VerificationStatus, Visit
+
+SELL_SENTENCES = {
+    VerificationStatus.TOO_FAR: "Sell: the phone was too far from the customer's address when the visit was logged.",
+    VerificationStatus.LOCATION_UNKNOWN: "Sell: the phone's location was unknown when the visit was logged.",
+    VerificationStatus.SERVICES_DISABLED: "Sell: location services were off on the phone when the visit was logged.",
+}
+
+
+@dataclass(frozen=True)
+class VisitFacts:
+    """What the rules read of a visit."""
+
+    id: int
+    visited_at: datetime
+    created_at: datetime
+    latitude: float | None
+    longitude: float | None
+    status: str
+    customer: tuple
+
+    @property
+    def point(self) -> tuple[float, float] | None:
+        if self.latitude is None or geo.is_null_island(self.latitude, self.longitude):
+            return None
+        return self.latitude, self.longitude
+
+
+@dataclass(frozen=True)
+class Finding:
+    visit_id: int
+    rule: str
+    numbers: dict
+    sentence: str
+
+
+def duration_text(minutes: float) -> str:
+    """40 minutes; 3 hours 5 minutes; 2 days 4 hours."""
+    minutes = round(minutes)
+    days, rest = divmod(minutes, 24 * 60)
+    hours, mins = divmod(rest, 60)
+    parts = [(days, "day"), (hours, "hour"), (mins, "minute")] if days == 0 else [(days, "day"), (hours, "hour")]
+    text = " ".join(f"{n} {unit}{'s' if n != 1 else ''}" for n, unit in parts if n)
+    return text or "0 minutes"
+
+
+# --- The rules, over one rep's visits sorted by (visited_at, id) ---------------------------
+
+
+def sell_statuses(visits: list[VisitFacts]) -> list[Finding]:
+    return [Finding(v.id, v.status, {"status": v.status}, SELL_SENTENCES[v.status]) for v in visits if v.status in SELL_SENTENCES]
+
+
+def impossible_coordinates(visits: list[VisitFacts]) -> list[Finding]:
+    return [
+        Finding(v.id, FlagRule.IMPOSSIBLE_COORDINATES, {"latitude": 0, "longitude": 0},
+                "Logged at 0,0, in the Gulf of Guinea: the phone sent no real position.")
+        for v in visits if v.latitude is not None and geo.is_null_island(v.latitude, v.longitude)
+    ]  # fmt: skip
+
+
+def impossible_travel(visits: list[VisitFacts], *, max_kmh: float) -> list[Finding]:
+    """Consecutive located visits whose distance over time is faster than max_kmh: both are
+    flagged, each with its fastest such leg."""
+    located = [v for v in visits if v.point is not None]
+    fastest: dict[int, Finding] = {}
+    for a, b in itertools.pairwise(located):
+        km = geo.km_between(a.point, b.point)
+        minutes = (b.visited_at - a.visited_at).total_seconds() / 60
+        kmh = km / (minutes / 60) if minutes > 0 else (math.inf if km >= 1 else 0.0)
+        if kmh <= max_kmh:
+            continue
+        for visit, other, side in ((b, a, "previous"), (a, b, "next")):
+            numbers = {"km": round(km, 1), "minutes": round(minutes, 1), "kmh": None if kmh == math.inf else round(kmh),
+                       "other_visit": other.id}  # fmt: skip
+            finding = Finding(visit.id, FlagRule.IMPOSSIBLE_TRAVEL, numbers, travel_sentence(km, minutes, kmh, side))
+            known = fastest.get(visit.id)
+            if known is None or speed_of(finding) > speed_of(known):
+                fastest[visit.id] = finding
+    return list(fastest.values())
+
+
+def speed_of(finding: Finding) -> float:
+    return math.inf if finding.numbers["kmh"] is None else finding.numbers["kmh"]
+
+
+def travel_sentence(km: float, minutes: float, kmh: float, side: str) -> str:
+    """312 km from the previous visit 40 minutes earlier: 468 km/h."""
+    if minutes <= 0:
+        return f"{km:,.0f} km from the {side} visit, logged at the same time."
+    when = "earlier" if side == "previous" else "later"
+    return f"{km:,.0f} km from the {side} visit {duration_text(minutes)} {when}: {kmh:,.0f} km/h."
+
+
+def coordinate_reuse(visits: list[VisitFacts], *, min_customers: int) -> list[Finding]:
+    """The same spot (5 decimals) logged at min_customers or more different customers."""
+    spots: dict[tuple, list[VisitFacts]] = {}
+    for v in visits:
+        if v.point is not None:
+            spots.setdefault(geo.spot(*v.point), []).append(v)
+    findings = []
+    for (lat, lng), group in spots.items():
+        customers = {v.customer for v in group}
+        if len(customers) >= min_customers:
+            sentence = f"The same coordinates ({lat:.5f}, {lng:.5f}) were logged at {len(customers)} different customers."
+            numbers = {"latitude": lat, "longitude": lng, "customers": len(customers), "visits": len(group)}
+            findings += [Finding(v.id, FlagRule.COORDINATE_REUSE, numbers, sentence) for v in group]
+    return findings
+
+
+def late_logging(visits: list[VisitFacts], *, hours: float) -> list[Finding]:
+    findings = []
+    for v in visits:
+        late = (v.created_at - v.visited_at).total_seconds() / 3600
+        if late > hours:
+            findings.append(Finding(v.id, FlagRule.LATE_LOGGING, {"hours": round(late, 1)},
+                                    f"Logged {duration_text(late * 60)} after the visit."))  # fmt: skip
+    return findings
+
+
+def bursts(visits: list[VisitFacts], *, count: int, minutes: float) -> list[Finding]:
+    """`count` or more visits logged (created_at) within `minutes`: a rep entering a day's or
+    a week's visits in one sitting. Every visit in such a window is flagged, with the largest
+    window it belongs to."""
+    logged = sorted(visits, key=lambda v: (v.created_at, v.id))
+    largest: dict[int, int] = {}
+    end = 0
+    for start, first in enumerate(logged):
+        end = max(end, start)
+        while end + 1 < len(logged) and (logged[end + 1].created_at - first.created_at).total_seconds() <= minutes * 60:
+            end += 1
+        size = end - start + 1
+        if size >= count:
+            for v in logged[start : end + 1]:
+                largest[v.id] = max(largest.get(v.id, 0), size)
+    return [
+        Finding(vid, FlagRule.BURST, {"visits": n, "minutes": minutes},
+                f"One of {n} visits the rep logged within {minutes:g} minutes.")
+        for vid, n in largest.items()
+    ]  # fmt: skip
+
+
+def rep_findings(visits: list[VisitFacts]) -> list[Finding]:
+    """Every rule over one rep's live visits, sorted by (visited_at, id)."""
+    return [
+        *sell_statuses(visits),
+        *impossible_coordinates(visits),
+        *impossible_travel(visits, max_kmh=settings.FLAG_MAX_SPEED_KMH),
+        *coordinate_reuse(visits, min_customers=settings.FLAG_REUSE_CUSTOMERS),
+        *late_logging(visits, hours=settings.FLAG_LATE_HOURS),
+        *bursts(visits, count=settings.FLAG_BURST_VISITS, minutes=settings.FLAG_BURST_MINUTES),
+    ]
+
+
+# --- Keeping them current ------------------------------------------------------------------
+
+
+def rep_visits(*, rep_id: int) -> list[VisitFacts]:
+    rows = (
+        Visit.objects.filter(rep_id=rep_id, deleted_at__isnull=True)
+        .order_by("visited_at", "id")
+        .values_list("id", "visited_at", "created_at", "latitude", "longitude", "verification_status",
+                     "resource_type", "resource_id")
+    )  # fmt: skip
+    return [
+        VisitFacts(vid, at, created, lat, lng, status, (rtype, rid if rid is not None else f"visit {vid}"))
+        for vid, at, created, lat, lng, status, rtype, rid in rows
+    ]
+
+
+def reps_flag(*, rep_ids: list[int]) -> int:
+    """Recompute the flags of these reps' visits and store the differences; returns changes."""
+    changes = 0
+    for rep_id in rep_ids:
+        wanted = {(f.visit_id, f.rule): f for f in rep_findings(rep_visits(rep_id=rep_id))}
+        stored = {(f.visit_id, f.rule): f for f in Flag.objects.filter(visit__rep_id=rep_id)}
+        gone = [f.id for key, f in stored.items() if key not in wanted]
+        if gone:
+            Flag.objects.filter(id__in=gone).delete()
+        fresh, changed = [], []
+        for key, finding in wanted.items():
+            old = stored.get(key)
+            if old is None:
+                fresh.append(Flag(visit_id=finding.visit_id, rule=finding.rule, numbers=finding.numbers, sentence=finding.sentence))
+            elif old.numbers != finding.numbers or old.sentence != finding.sentence:
+                old.numbers, old.sentence = finding.numbers, finding.sentence
+                changed.append(old)
+        Flag.objects.bulk_create(fresh)
+        Flag.objects.bulk_update(changed, ["numbers", "sentence"])
+        changes += len(gone) + len(fresh) + len(changed)
+    return changes
+
+
+def flags_refresh(*, chunk: int = 50) -> tuple[int, int]:
+    """Recompute the flags of every rep ingestion marked; (reps, flag changes)."""
+    reps = changes = 0
+    while True:
+        with transaction.atomic():
+            # skip_locked: two workers refreshing at once take different reps (PostgreSQL;
+            # SQLite runs one writing transaction at a time anyway).
+            dirty = DirtyRep.objects.select_for_update(skip_locked=True).order_by("rep_id")
+            rep_ids = list(dirty.values_list("rep_id", flat=True)[:chunk])
+            if not rep_ids:
+                return reps, changes
+            changes += reps_flag(rep_ids=rep_ids)
+            DirtyRep.objects.filter(rep_id__in=rep_ids).delete()
+            reps += len(rep_ids)
+
+
+def flags_rebuild() -> tuple[int, int]:
+    """Every rep's flags from scratch (e.g. after the thresholds changed)."""
+    DirtyRep.objects.bulk_create([DirtyRep(rep_id=r) for r in Rep.objects.values_list("id", flat=True)], ignore_conflicts=True)
+    return flags_refresh()
+
+
+def flags_expected() -> dict[tuple[int, str], Finding]:
+    """Every flag as a computation from scratch would store it (for tests and checks)."""
+    return {
+        (f.visit_id, f.rule): f
+        for rep_id in Rep.objects.values_list("id", flat=True)
+        for f in rep_findings(rep_visits(rep_id=rep_id))
+    }

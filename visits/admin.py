@@ -1,8 +1,21 @@
-"""Admin views of what ingestion stored. Firehose data is read-only here: Sell is the source."""
+"""Admin views of what ingestion stored (read-only: Sell is the source) and the review queue,
+whose decisions are added, never edited or deleted."""
 
-from django.contrib import admin
+from django.contrib import admin, messages
 
-from .models import Gap, Outcome, RejectedItem, Rep, SyncState, Visit
+from .models import (
+    Decision,
+    DecisionKind,
+    FlaggedVisit,
+    FlagRule,
+    Gap,
+    Outcome,
+    RejectedItem,
+    Rep,
+    SyncState,
+    Visit,
+)
+from .review import REVIEW_STATES, flagged_visits
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -53,3 +66,98 @@ class RejectedItemAdmin(ReadOnlyAdmin):
     list_display = ["received_at", "stream", "reason"]
     list_filter = ["stream"]
     search_fields = ["reason", "raw"]
+
+
+class ReviewStateFilter(admin.SimpleListFilter):
+    title = "review"
+    parameter_name = "review"
+
+    def lookups(self, request, model_admin):
+        return [(k, v) for k, v in REVIEW_STATES.items() if k != "all"]
+
+    def queryset(self, request, queryset):
+        if self.value():
+            return flagged_visits(visits=queryset, state=self.value())
+        return queryset
+
+
+class RuleFilter(admin.SimpleListFilter):
+    title = "flag"
+    parameter_name = "rule"
+
+    def lookups(self, request, model_admin):
+        return FlagRule.choices
+
+    def queryset(self, request, queryset):
+        return flagged_visits(visits=queryset, rules=[self.value()], state="all") if self.value() else queryset
+
+
+class DecisionInline(admin.TabularInline):
+    model = Decision
+    extra = 0
+    fields = ["decided_at", "kind", "decided_by", "note"]
+    readonly_fields = fields
+    can_delete = False
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+def decide(kind: str):
+    def action(modeladmin, request, queryset):
+        from .review import decisions_record
+
+        recorded = decisions_record(
+            visit_ids=list(queryset.values_list("id", flat=True)), kind=kind, note="Decided in bulk in the admin.",
+            user=request.user,
+        )  # fmt: skip
+        modeladmin.message_user(request, f"{DecisionKind(kind).label}: recorded for {recorded} visits.", messages.SUCCESS)
+
+    action.__name__ = f"decide_{kind}"
+    action.short_description = f"Decide: {DecisionKind(kind).label}"
+    action.allowed_permissions = ("review",)
+    return action
+
+
+@admin.register(FlaggedVisit)
+class FlaggedVisitAdmin(ReadOnlyAdmin):
+    """The review queue: visits with a flag, filterable, decided on in bulk."""
+
+    list_display = ["id", "visited_at", "rep", "verification_status", "flag_rules", "review_status"]
+    list_filter = [ReviewStateFilter, RuleFilter, "verification_status"]
+    list_select_related = ["rep"]
+    search_fields = ["=id", "rep__name", "summary"]
+    date_hierarchy = "visited_at"
+    inlines = [DecisionInline]
+    actions = [decide(DecisionKind.ACCEPT), decide(DecisionKind.REJECT), decide(DecisionKind.FOLLOW_UP)]
+
+    def get_queryset(self, request):
+        live = super().get_queryset(request).filter(deleted_at__isnull=True).prefetch_related("flags")
+        return flagged_visits(visits=live, state="all")
+
+    def has_review_permission(self, request):
+        return request.user.has_perm("visits.review_visits")
+
+    def has_view_permission(self, request, obj=None):
+        return request.user.has_perm("visits.view_reports") or super().has_view_permission(request, obj)
+
+    @admin.display(description="flags")
+    def flag_rules(self, obj):
+        return ", ".join(f.get_rule_display() for f in obj.flags.all())
+
+    @admin.display(description="review", ordering="review_status")
+    def review_status(self, obj):
+        return DecisionKind(obj.review_status).label if obj.review_status else "Awaiting"
+
+
+@admin.register(Decision)
+class DecisionAdmin(ReadOnlyAdmin):
+    """Every decision ever recorded: the audit trail. Nothing here can be changed or removed."""
+
+    list_display = ["decided_at", "visit", "kind", "decided_by", "note"]
+    list_filter = ["kind", "decided_by"]
+    search_fields = ["=visit__id", "note"]
+    date_hierarchy = "decided_at"

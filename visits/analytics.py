@@ -15,15 +15,8 @@ from django.conf import settings
 from django.db.models import Count, DateField, Func, QuerySet, Sum
 from django.db.models.functions import TruncWeek
 
-from .models import (
-    MonthTally,
-    Outcome,
-    Rep,
-    VerificationStatus,
-    Visit,
-    WeekTally,
-    YearTally,
-)
+from .models import MonthTally, Outcome, Rep, VerificationStatus, Visit, WeekTally, YearTally
+from .review import rejected_ids_of
 from .tallies import tallies_current
 
 MIN_VISITS_FOR_RANKING = 20  # the overview ranks reps by too-far rate only from this many visits
@@ -36,6 +29,8 @@ class Counts:
     resource_location_too_far: int = 0
     location_unknown: int = 0
     location_services_disabled: int = 0
+    flagged: int = 0  # visits with at least one flag (rep rows only: review_counts)
+    rejected: int = 0  # visits whose latest decision is a rejection
 
     def add(self, other: Counts) -> None:
         self.visits += other.visits
@@ -81,7 +76,7 @@ class Cell:
         return self.too_far / self.visits if self.visits else None
 
 
-SORTS = ("name", "visits", *VerificationStatus.values, "verified_rate", "too_far_rate")
+SORTS = ("name", "visits", *VerificationStatus.values, "verified_rate", "too_far_rate", "flagged", "rejected")
 
 
 def rows_sort(rows: list[Row], *, sort: str) -> list[Row]:
@@ -283,10 +278,30 @@ def rows_named(counts: Iterable[tuple[int | None, Counts]], *, names: dict[int, 
     ]
 
 
-def rep_rows(*, scope: Scope, sort: str = "name") -> list[Row]:
+def rep_rows(*, scope: Scope, sort: str = "name", review: bool = False) -> list[Row]:
+    """A row per rep; with `review`, also each rep's flagged and rejected visits."""
     names = dict(Rep.objects.values_list("id", "name"))
     counts = counts_by(scope=scope, by=("rep",))
+    if review:
+        for rep_id, (flagged, rejected) in review_counts(scope=scope).items():
+            row = counts.get((rep_id,))
+            if row is not None:
+                row.flagged, row.rejected = flagged, rejected
     return rows_sort(rows_named(((k[0], c) for k, c in counts.items()), names=names, noun="Rep"), sort=sort)
+
+
+def review_counts(*, scope: Scope) -> dict[int, tuple[int, int]]:
+    """Per rep: visits in scope with a flag, and those whose latest decision is a rejection."""
+    flagged = dict(
+        scope.visits().filter(flags__isnull=False).order_by().values("rep_id").annotate(n=Count("id", distinct=True))
+        .values_list("rep_id", "n")
+    )  # fmt: skip
+    rejected: dict[int, int] = defaultdict(int)
+    ids = sorted(rejected_ids_of())
+    for start in range(0, len(ids), 5000):  # decisions are few: from them to the visits in scope
+        for rep_id in scope.visits().filter(id__in=ids[start : start + 5000]).values_list("rep_id", flat=True):
+            rejected[rep_id] += 1
+    return {rep: (flagged.get(rep, 0), rejected.get(rep, 0)) for rep in set(flagged) | set(rejected)}
 
 
 def outcome_rows(*, scope: Scope, sort: str = "name") -> list[Row]:
@@ -329,3 +344,44 @@ def counts_sum(rows: Iterable[Row]) -> Counts:
     for row in rows:
         total.add(row.counts)
     return total
+
+
+@dataclass
+class Risk:
+    """A rep's review picture for the rep page."""
+
+    by_rule: list[tuple[str, int]]  # rule label, visits flagged by it
+    flagged: int
+    rejected: int
+    follow_up: int
+    weeks: list[tuple[date, int, int]]  # week, visits, flagged visits
+
+    @property
+    def peak(self) -> int:
+        return max((n for _, n, _ in self.weeks), default=0)
+
+
+def rep_risk(*, scope: Scope, rep_id: int) -> Risk:
+    """Flags by rule, decisions and a weekly count of flagged visits, for one rep in scope."""
+    from .models import FlagRule
+    from .review import latest_kinds
+
+    visits = scope.for_rep(rep_id).visits()
+    labels = dict(FlagRule.choices)
+    by_rule = (
+        visits.filter(flags__isnull=False).order_by().values("flags__rule").annotate(n=Count("id", distinct=True))
+        .order_by("-n")
+    )  # fmt: skip
+    flagged_days = list(visits.filter(flags__isnull=False).distinct().values_list("id", "local_day"))
+    kinds = latest_kinds(visit_ids=[vid for vid, _ in flagged_days])
+    weekly = defaultdict(int)
+    for _, day in flagged_days:
+        weekly[day - timedelta(days=day.weekday())] += 1
+    trend = weekly_trend(scope=scope.for_rep(rep_id))
+    return Risk(
+        by_rule=[(labels.get(row["flags__rule"], row["flags__rule"]), row["n"]) for row in by_rule],
+        flagged=len(flagged_days),
+        rejected=sum(1 for k in kinds.values() if k == "reject"),
+        follow_up=sum(1 for k in kinds.values() if k == "follow_up"),
+        weeks=[(week, c.visits, weekly.get(week, 0)) for week, c in trend][-12:],
+    )

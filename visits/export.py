@@ -64,8 +64,20 @@ VISIT_COLUMNS = {  # CSV header -> queryset field
     "outcome_name": "outcome__name", "verification_status": "verification_status", "latitude": "latitude",
     "longitude": "longitude", "summary": "summary",
 }  # fmt: skip
+REVIEW_COLUMNS = ["flags", "review_status"]  # appended to /visits.csv: rule names joined by ";", latest decision
 TIME_CELLS = (1, 2)
 TEXT_CELLS = (4, 5, 8, 12)  # the cells that carry text from the API: checked for formulas
+
+
+def review_cells(*, visit_ids: list[int]) -> tuple[dict[int, str], dict[int, str]]:
+    """For a chunk of visits: their flags' rules ("rule;rule") and latest decisions' kinds."""
+    from .models import Flag
+    from .review import latest_kinds
+
+    flags: dict[int, list[str]] = {}
+    for visit_id, rule in Flag.objects.filter(visit_id__in=visit_ids).order_by("visit_id", "rule").values_list("visit_id", "rule"):
+        flags.setdefault(visit_id, []).append(rule)
+    return {k: ";".join(v) for k, v in flags.items()}, latest_kinds(visit_ids=visit_ids)
 
 
 def visit_rows(*, visits) -> Iterator[list]:
@@ -92,8 +104,10 @@ def visit_rows(*, visits) -> Iterator[list]:
     try:
         cursor.execute(sql, params)
         while chunk := cursor.fetchmany(2000):
+            flags, reviews = review_cells(visit_ids=[row[0] for row in chunk])
             for row in chunk:
                 cells = ["" if value is None else value for value in row]
+                cells += [flags.get(row[0], ""), reviews.get(row[0], "")]
                 for index in TIME_CELLS:
                     cells[index] = when(row[index])
                 for index in TEXT_CELLS:

@@ -1,23 +1,28 @@
 """Pages: reports and exports for Managers and Reviewers, the ingestion status for staff."""
 
 from datetime import date, timedelta
-from functools import wraps
+from functools import partial, wraps
 
+from django.contrib import messages
 from django.contrib.admin.views.decorators import staff_member_required
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, JsonResponse
-from django.shortcuts import get_object_or_404, render
+from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.clickjacking import xframe_options_sameorigin
+from django.views.decorators.http import require_POST
 
-from . import analytics, charts, maps
+from . import analytics, charts, maps, review
+from .export import REVIEW_COLUMNS as REVIEW_CSV_COLUMNS
 from .export import VISIT_COLUMNS, csv_filename, csv_response, rate_text, visit_rows
-from .forms import ReportFilters
-from .models import Rep, Stream, VerificationStatus, Visit
+from .forms import DecisionForm, ReportFilters, ReviewFilters
+from .models import DecisionKind, Rep, Stream, VerificationStatus, Visit
 from .status import freshness, rejected_items, status_overview
 
-GROUPED_ROWS = {"reps": analytics.rep_rows, "outcomes": analytics.outcome_rows}
+GROUPED_ROWS = {"reps": partial(analytics.rep_rows, review=True), "outcomes": analytics.outcome_rows}
+REVIEW_COLUMNS = [("flagged", "Flagged"), ("rejected", "Rejected")]
 STATUS_HEADER = ["visits", *VerificationStatus.values, "verified_rate", "too_far_rate"]
 VISIT_SORTS = {"visited_at", "-visited_at", "rep", "-rep", "outcome", "-outcome", "status", "-status"}
 
@@ -114,7 +119,7 @@ def grouped_report(request: HttpRequest, filters: ReportFilters, *, kind: str) -
         return bad_request(request, [f"sort: must be one of {', '.join(analytics.SORTS)}, optionally with a leading -"])
     rows = GROUPED_ROWS[kind](scope=filters.scope(), sort=sort)
     first = "Rep" if kind == "reps" else "Outcome"
-    columns = [("name", first), *REPORT_COLUMNS]
+    columns = [("name", first), *REPORT_COLUMNS, *(REVIEW_COLUMNS if kind == "reps" else [])]
     return render(
         request, "visits/report.html", page_context(request, filters, rows=rows, kind=kind, sort=sort, columns=columns)
     )
@@ -172,6 +177,7 @@ def rep_detail(request: HttpRequest, filters: ReportFilters, rep_id: int) -> Htt
             request, filters, rep=rep, totals=analytics.totals(scope=scope),
             trend=charts.rates_chart(trend=analytics.weekly_trend(scope=scope)),
             outcomes=analytics.outcome_rows(scope=scope, sort="-too_far_rate"), recent=recent, plan=plan,
+            risk=analytics.rep_risk(scope=filters.scope(), rep_id=rep.id),
             columns=[("name", "Outcome"), *REPORT_COLUMNS],
         ),  # fmt: skip
     )
@@ -208,7 +214,73 @@ def visit_summary(request: HttpRequest, visit_id: int) -> JsonResponse:
 @reports_required
 def visit_detail(request: HttpRequest, visit_id: int) -> HttpResponse:
     visit = get_object_or_404(Visit.objects.select_related("rep", "outcome"), id=visit_id)
-    return render(request, "visits/visit.html", {"visit": visit, "freshness": freshness()})
+    return render(
+        request,
+        "visits/visit.html",
+        {
+            "visit": visit, "freshness": freshness(), "flags": visit.flags.all(),
+            "decisions": visit.decisions.select_related("decided_by"),
+            "can_decide": request.user.has_perm("visits.review_visits"), "kinds": DecisionKind.choices,
+        },
+    )  # fmt: skip
+
+
+@reports_required
+def review_queue(request: HttpRequest) -> HttpResponse:
+    """Flagged visits awaiting a decision (or in another review state), with their reasons."""
+    filters = ReviewFilters(request.GET)
+    if not filters.is_valid():
+        return bad_request(request, filters.problems().splitlines())
+    data = filters.cleaned_data
+    visits = review.flagged_visits(visits=filters.visits(), rules=data["rule"] or None, state=data["review"])
+    page = Paginator(visits.select_related("rep", "outcome").order_by("-visited_at", "-id"), 20).get_page(
+        request.GET.get("page")
+    )
+    items = [
+        {"visit": v, "flags": list(v.flags.all()), "neighbours": review.neighbours(visit=v),
+         "last": v.decisions.select_related("decided_by").first()}
+        for v in page
+    ]  # fmt: skip
+    return render(
+        request,
+        "visits/review.html",
+        page_context(
+            request, filters, page=page, items=items, review_states=review.REVIEW_STATES, kinds=DecisionKind.choices,
+            can_decide=request.user.has_perm("visits.review_visits"), thresholds=flag_thresholds(),
+        ),  # fmt: skip
+    )
+
+
+def flag_thresholds() -> list[tuple[str, str]]:
+    from django.conf import settings
+
+    return [
+        ("Impossible travel", f"faster than {settings.FLAG_MAX_SPEED_KMH:g} km/h between consecutive visits"),
+        ("Coordinates reused", f"the same spot (5 decimals) at {settings.FLAG_REUSE_CUSTOMERS} or more customers"),
+        ("Logged late", f"logged more than {settings.FLAG_LATE_HOURS:g} hours after the visit"),
+        ("Burst of visits", f"{settings.FLAG_BURST_VISITS} or more visits logged within {settings.FLAG_BURST_MINUTES:g} minutes"),
+        ("Impossible coordinates", "logged at 0,0"),
+    ]
+
+
+@require_POST
+@reports_required
+def review_decide(request: HttpRequest) -> HttpResponse:
+    """Record a decision on the chosen visits; back to where the reviewer was."""
+    if not request.user.has_perm("visits.review_visits"):
+        return render(request, "visits/no_access.html", {"reason": "Only Reviewers can decide on flagged visits."}, status=403)
+    form = DecisionForm(request.POST)
+    if not form.is_valid():
+        return bad_request(request, [f"{name}: {error}" for name, errors in form.errors.items() for error in errors])
+    recorded = review.decisions_record(
+        visit_ids=form.cleaned_data["visit"], kind=form.cleaned_data["kind"], note=form.cleaned_data["note"],
+        user=request.user,
+    )  # fmt: skip
+    label = DecisionKind(form.cleaned_data["kind"]).label
+    messages.success(request, f"{label}: recorded for {recorded} visit{'s' if recorded != 1 else ''}.")
+    back = request.POST.get("next", "")
+    safe = url_has_allowed_host_and_scheme(back, allowed_hosts={request.get_host()}, require_https=request.is_secure())
+    return redirect(back if back and safe else "visits:review")
 
 
 def counts_cells(counts: analytics.Counts) -> list:
@@ -229,8 +301,11 @@ def grouped_csv(filters: ReportFilters, *, kind: str) -> HttpResponse:
     return filtered_csv(
         filters,
         report=kind,
-        header=[f"{noun}_id", f"{noun}_name", *STATUS_HEADER],
-        rows=([row.id or "", row.name, *counts_cells(row.counts)] for row in GROUPED_ROWS[kind](scope=filters.scope())),
+        header=[f"{noun}_id", f"{noun}_name", *STATUS_HEADER, *(["flagged", "rejected"] if kind == "reps" else [])],
+        rows=(
+            [row.id or "", row.name, *counts_cells(row.counts), *([row.counts.flagged, row.counts.rejected] if kind == "reps" else [])]
+            for row in GROUPED_ROWS[kind](scope=filters.scope())
+        ),
     )
 
 
@@ -271,7 +346,7 @@ def visits_csv(request: HttpRequest, filters: ReportFilters) -> HttpResponse:
     return filtered_csv(
         filters,
         report="visits",
-        header=list(VISIT_COLUMNS),
+        header=[*VISIT_COLUMNS, *REVIEW_CSV_COLUMNS],
         rows=visit_rows(visits=filters.visits().order_by("visited_at", "id")),
         checked=True,
     )

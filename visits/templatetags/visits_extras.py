@@ -55,3 +55,15 @@ def shade(rate: float | None) -> str:
 @register.filter
 def getlist(query, key: str) -> list[str]:
     return query.getlist(key)
+
+
+@register.filter
+def share_rate(part: int, whole: int) -> float | None:
+    """part / whole, or None when whole is 0 (for shading)."""
+    return part / whole if whole else None
+
+
+@register.filter
+def share(part: int, whole: int) -> str:
+    """part / whole as a percentage: '12.3%'."""
+    return percent(share_rate(part, whole))

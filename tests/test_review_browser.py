@@ -1,0 +1,47 @@
+"""A Reviewer in headless Chromium: open the queue, read the reasons, decide on two visits with
+a note, see them leave the queue and the decision on the visit's page."""
+
+import pytest
+from django.contrib.auth.models import Group, User
+
+from visits.flags import flags_refresh
+from visits.models import Decision
+from visits.sync import streams_sync
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def test_reviewer_decides_on_flagged_visits(live_server, page, serve, small_team, settings):
+    settings.MAP_TILES_URL = ""
+    serve(small_team)
+    streams_sync()
+    flags_refresh()
+    reviewer = User.objects.create_user("rita", password="rita-password-1")
+    reviewer.groups.add(Group.objects.get(name="Reviewers"))
+    dialogs = []
+    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+
+    page.goto(f"{live_server.url}/review/")
+    page.fill("#id_username", "rita")
+    page.fill("#id_password", "rita-password-1")
+    page.click("button[type=submit]")
+    page.wait_for_url("**/review/")
+    items = page.locator("article.review-item")
+    before = int(page.locator("form.review-form > p.muted").inner_text().split()[0].replace(",", ""))
+    assert items.count() > 2 and items.first.locator("ul.flags li").count() >= 1
+    chosen = [items.nth(i).get_attribute("id").removeprefix("visit-") for i in (0, 1)]
+    for visit_id in chosen:
+        page.check(f"input[name=visit][value='{visit_id}']")
+    page.check("input[name=kind][value=reject]")
+    page.fill("textarea[name=note]", "Called the customers: nobody came.")
+    page.click("fieldset.decide button[type=submit]")
+    page.wait_for_selector(".message")
+    assert page.locator(".message").inner_text() == "Rejected: not legitimate: recorded for 2 visits."
+    after = int(page.locator("form.review-form > p.muted").inner_text().split()[0].replace(",", ""))
+    assert after == before - 2
+    assert not any(page.locator(f"#visit-{v}").count() for v in chosen)
+
+    page.goto(f"{live_server.url}/visits/{chosen[0]}/")
+    history = page.locator("ol.decisions li").first.inner_text()
+    assert "Rejected: not legitimate" in history and "rita" in history and "nobody came" in history
+    assert Decision.objects.filter(kind="reject", decided_by=reviewer).count() == 2 and not dialogs

@@ -169,3 +169,18 @@ def test_updates_moves_and_deletes_recompute_the_neighbours():
     assert Flag.objects.count() == 2
     apply(visit_event(2, 5, rep=1, at=T0, lat=0, lng=0, deleted=True))  # deleted in Sell
     assert not Flag.objects.exists()
+
+
+@pytest.mark.django_db
+def test_rebuild_command_recomputes_after_a_threshold_changes(serve, small_team, settings, capsys):
+    from django.core.management import call_command
+
+    serve(small_team)
+    streams_sync()
+    assert_flags_current()
+    before = Flag.objects.filter(rule="late_logging").count()
+    settings.FLAG_LATE_HOURS = 48  # a day and a half late no longer counts
+    call_command("flags_rebuild")
+    assert "flags of" in capsys.readouterr().out
+    assert_flags_match()
+    assert 0 < Flag.objects.filter(rule="late_logging").count() < before

@@ -35,6 +35,9 @@ def manage_check(**env_change) -> subprocess.CompletedProcess:
         ("MAP_TILES_URL", "https://tiles.example.com/tile.png"),
         ("MAP_MARKERS_MAX", "100000"),
         ("MAP_POINTS_MAX", "10"),
+        ("FLAG_MAX_SPEED_KMH", "fast"),
+        ("FLAG_REUSE_CUSTOMERS", "1"),
+        ("FLAG_BURST_MINUTES", "0"),
     ],
 )
 def test_nonsense_value_stops_startup_naming_the_variable(name, value):

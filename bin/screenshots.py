@@ -22,6 +22,7 @@ PAGES = {
     "matrix": "/reports/matrix/",
     "visits": "/visits/",
     "map": "/map/",
+    "review": "/review/",
     "status": "/status/",
     "rejected": "/status/rejected/",
 }
@@ -48,6 +49,11 @@ def main() -> None:
             if name == "map":  # wait for the clusters or markers inside the map's frame
                 page.frame_locator("iframe.map").locator(".marker-cluster, path.leaflet-interactive").first.wait_for()
                 page.wait_for_timeout(500)
+            if name == "review":  # the first items' mini maps, then only the top of a long page
+                page.wait_for_timeout(1500)
+                page.screenshot(path=out / f"{name}.png", full_page=False)
+                print(f"wrote docs/screenshots/{name}.png")
+                continue
             page.screenshot(path=out / f"{name}.png", full_page=True)
             print(f"wrote docs/screenshots/{name}.png")
         browser.close()

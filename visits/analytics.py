@@ -131,7 +131,7 @@ class Scope:
 #
 # Counts come from the tallies (tallies.py) for the whole months (or weeks) inside the range,
 # plus the visits themselves for the days at its edges, read from the covering index on
-# (local_day, ...). With no tallies for today's DISPLAY_TIME_ZONE, everything is counted
+# (visited_at, ...). With no tallies for today's DISPLAY_TIME_ZONE, everything is counted
 # from the visits.
 
 
@@ -221,11 +221,14 @@ def status_rows(*, scope: Scope, by: tuple[str, ...]) -> Iterator[tuple[tuple, s
 
 
 def _days(scope: Scope, low: date | None, high: date | None) -> QuerySet:
+    """Live visits in scope on the days low..high: bounded on visited_at (the same visits as
+    local_day low..high, as the tallies are current), which the covering index leads with."""
+    zone = ZoneInfo(settings.DISPLAY_TIME_ZONE)
     visits = scope._narrow(Visit.objects.filter(deleted_at__isnull=True), rep="rep_id", outcome="outcome_id")
     if low is not None:
-        visits = visits.filter(local_day__gte=low)
+        visits = visits.filter(visited_at__gte=datetime.combine(low, time.min, tzinfo=zone))
     if high is not None:
-        visits = visits.filter(local_day__lte=high)
+        visits = visits.filter(visited_at__lt=datetime.combine(high + ONE_DAY, time.min, tzinfo=zone))
     return visits
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from . import events, sell
 
 FRAME_HEADER = struct.Struct("!I")
-PREFETCH_PAGES = 20  # pages read ahead of the one being applied; bounds memory
+PREFETCH_PAGES = 60  # pages read ahead of the one being applied; bounds memory
 
 
 @dataclass(frozen=True)

@@ -84,14 +84,17 @@ class Visit(models.Model):
             ("review_visits", "Can decide on flagged visits"),
         ]
         indexes = [
-            models.Index(fields=["visited_at"], name="visit_visited_at"),
-            # The report counts that the tallies cannot answer (the days at a range's edges, a
-            # weekly trend filtered by outcome): read from this index alone, live visits only.
+            # Live visits in time order, with the columns the report counts need: the visits
+            # list and the export read it in order, and the reports count the days at a
+            # range's edges from it alone. One index for both: each one slows ingestion.
             models.Index(
-                fields=["local_day", "rep", "outcome", "verification_status", "resource_type"],
-                name="visit_day_cover",
+                fields=["visited_at", "rep", "outcome", "verification_status", "resource_type", "local_day"],
+                name="visit_time_cover",
                 condition=Q(deleted_at__isnull=True),
             ),
+            # One rep's visits in time order: the flag rules, the review queue's nearby visits
+            # and the rep page read them (without it, every rep's recompute scanned all visits).
+            models.Index(fields=["rep", "visited_at"], name="visit_rep_time"),
         ]
         constraints = [
             models.CheckConstraint(

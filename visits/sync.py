@@ -29,7 +29,7 @@ from .models import Gap, Stream, SyncState
 log = logging.getLogger(__name__)
 
 STREAM_ORDER = (Stream.USERS, Stream.VISITS)  # names first, so visits land on named reps
-BATCH_EVENTS = 2000  # events applied per transaction, at most about this many plus a page
+BATCH_EVENTS = 5000  # events applied per transaction, at most about this many plus a page
 
 
 @dataclass

@@ -143,20 +143,27 @@ def assert_flags_match() -> None:
     assert not DirtyRep.objects.exists(), "reps still wait for their flags"
     stored = {(f.visit_id, f.rule): (f.numbers, f.sentence) for f in Flag.objects.all()}
     expected = {key: (f.numbers, f.sentence) for key, f in flags_expected().items()}
+    flagged = set(Visit.objects.filter(deleted_at__isnull=True, flagged=True).values_list("id", flat=True))
+    assert flagged == {visit_id for visit_id, _ in expected}, "Visit.flagged differs from the flags"
     assert stored == expected, f"flags differ: {len(set(stored) ^ set(expected))} keys, e.g. {sorted(set(stored) ^ set(expected))[:5]}"
+    assert_tallies_match()  # the flagged counts the tallies keep follow Visit.flagged
 
 
 def tallies_counted() -> dict[str, Counter]:
     """The tallies as they should be, counted here in Python from the visits (their
-    visited_at and DISPLAY_TIME_ZONE, not the stored local_day)."""
+    visited_at and DISPLAY_TIME_ZONE, not the stored local_day): (visits, flagged) per key."""
     zone = ZoneInfo(django_settings.DISPLAY_TIME_ZONE)
     counts = {"month": Counter(), "year": Counter(), "week": Counter()}
     for v in Visit.objects.filter(deleted_at__isnull=True):
         day = v.visited_at.astimezone(zone).date()
         dims = (v.rep_id, v.outcome_id or 0, v.resource_type, v.verification_status)
-        counts["month"][(day.replace(day=1), *dims)] += 1
-        counts["year"][(day.replace(month=1, day=1), *dims)] += 1
-        counts["week"][(day - timedelta(days=day.weekday()), v.rep_id, v.verification_status)] += 1
+        for name, key in (
+            ("month", (day.replace(day=1), *dims)),
+            ("year", (day.replace(month=1, day=1), *dims)),
+            ("week", (day - timedelta(days=day.weekday()), v.rep_id, v.verification_status)),
+        ):
+            counts[name][(*key, "visits")] += 1
+            counts[name][(*key, "flagged")] += int(v.flagged)
     return counts
 
 
@@ -164,14 +171,17 @@ def assert_tallies_match() -> None:
     """The tallies the triggers kept equal a direct count of the live visits (zero rows aside)."""
     wanted = tallies_counted()
     status = ("rep_id", "outcome_id", "resource_type", "verification_status")
-    stored = {
-        "month": Counter(dict(((row[0], *row[1:-1]), row[-1]) for row in MonthTally.objects.values_list("month", *status, "visits"))),
-        "year": Counter(dict(((row[0], *row[1:-1]), row[-1]) for row in YearTally.objects.values_list("year", *status, "visits"))),
-        "week": Counter(dict(((row[0], *row[1:-1]), row[-1]) for row in WeekTally.objects.values_list("week", "rep_id", "verification_status", "visits"))),
-    }  # fmt: skip
-    assert wanted["month"], "no live visits to tally"
+    stored = {"month": Counter(), "year": Counter(), "week": Counter()}
+    for name, model, key in (
+        ("month", MonthTally, ("month", *status)), ("year", YearTally, ("year", *status)),
+        ("week", WeekTally, ("week", "rep_id", "verification_status")),
+    ):  # fmt: skip
+        for row in model.objects.values_list(*key, "visits", "flagged"):
+            stored[name][(*row[:-2], "visits")] += row[-2]
+            stored[name][(*row[:-2], "flagged")] += row[-1]
+    assert +wanted["month"], "no live visits to tally"
     for name, want in wanted.items():
-        got = +stored[name]  # unary plus drops the rows at zero
+        got, want = +stored[name], +want  # unary plus drops the zero counts
         assert got == want, f"{name} tallies differ: extra {dict(list((got - want).items())[:5])}, missing {dict(list((want - got).items())[:5])}"
 
 

@@ -174,6 +174,9 @@ def test_triggers_follow_every_kind_of_write():
         assert_tallies_match()
     Visit.objects.filter(id=9).update(verification_status="verified")  # an ORM update, as the admin would
     assert_tallies_match()
+    Visit.objects.filter(id__in=[7, 9]).update(flagged=True)  # as flags.py marks flagged visits
+    assert_tallies_match()
+    assert sum(MonthTally.objects.values_list("flagged", flat=True)) == 2
     Visit.objects.filter(id=7).delete()
     assert_tallies_match()
     assert dict(MonthTally.objects.filter(month=date(2026, 2, 1)).values_list("rep_id", "visits")) == {1: 0}

@@ -12,7 +12,7 @@ from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from django.conf import settings
-from django.db.models import Count, DateField, Func, QuerySet, Sum
+from django.db.models import Count, DateField, Func, Q, QuerySet, Sum
 from django.db.models.functions import TruncWeek
 
 from .models import MonthTally, Outcome, Rep, VerificationStatus, Visit, WeekTally, YearTally
@@ -29,11 +29,13 @@ class Counts:
     resource_location_too_far: int = 0
     location_unknown: int = 0
     location_services_disabled: int = 0
-    flagged: int = 0  # visits with at least one flag (rep rows only: review_counts)
+    flagged: int = 0  # visits with at least one flag
     rejected: int = 0  # visits whose latest decision is a rejection
 
     def add(self, other: Counts) -> None:
         self.visits += other.visits
+        self.flagged += other.flagged
+        self.rejected += other.rejected
         for status in VerificationStatus.values:
             setattr(self, status, getattr(self, status) + getattr(other, status))
 
@@ -204,8 +206,9 @@ def range_plan(
     return reads, days
 
 
-def status_rows(*, scope: Scope, by: tuple[str, ...]) -> Iterator[tuple[tuple, str, int]]:
-    """(key, status, visits) rows; `by` names the key's parts among "rep", "outcome", "week"."""
+def status_rows(*, scope: Scope, by: tuple[str, ...]) -> Iterator[tuple[tuple, str, int, int]]:
+    """(key, status, visits, flagged visits) rows; `by` names the key's parts among "rep",
+    "outcome", "week"."""
     if not tallies_current():
         yield from _visit_rows(scope.visits(), by=by, week=TruncWeek("visited_at", tzinfo=ZoneInfo(settings.DISPLAY_TIME_ZONE)))
         return
@@ -232,18 +235,19 @@ def _days(scope: Scope, low: date | None, high: date | None) -> QuerySet:
     return visits
 
 
-def _visit_rows(visits: QuerySet, *, by: tuple[str, ...], week=None) -> Iterator[tuple[tuple, str, int]]:
+def _visit_rows(visits: QuerySet, *, by: tuple[str, ...], week=None) -> Iterator[tuple[tuple, str, int, int]]:
     columns = {"rep": "rep_id", "outcome": "outcome_id", "week": "week_start"}
     rows = visits.order_by()
     if "week" in by:
         rows = rows.annotate(week_start=week if week is not None else WeekStart("local_day"))
     names = [columns[b] for b in by]
-    for row in rows.values(*names, "verification_status").annotate(n=Count("verification_status")):
+    counted = {"n": Count("verification_status"), "f": Count("verification_status", filter=Q(flagged=True))}
+    for row in rows.values(*names, "verification_status").annotate(**counted):
         key = tuple(row[n].date() if isinstance(row[n], datetime) else row[n] for n in names)
-        yield key, row["verification_status"], row["n"]
+        yield key, row["verification_status"], row["n"], row["f"]
 
 
-def _tally_rows(scope: Scope, *, grain: Grain, periods: tuple, by: tuple[str, ...]) -> Iterator[tuple[tuple, str, int]]:
+def _tally_rows(scope: Scope, *, grain: Grain, periods: tuple, by: tuple[str, ...]) -> Iterator[tuple[tuple, str, int, int]]:
     first, last = periods
     rows = scope._narrow(grain.tally.objects.all(), rep="rep_id", outcome=None if grain is WEEKS else "outcome_id")
     if first is not None:
@@ -251,18 +255,19 @@ def _tally_rows(scope: Scope, *, grain: Grain, periods: tuple, by: tuple[str, ..
     if last is not None:
         rows = rows.filter(**{f"{grain.period}__lte": last})
     names = [{"rep": "rep_id", "outcome": "outcome_id", "week": grain.period}[b] for b in by]
-    for row in rows.order_by().values(*names, "verification_status").annotate(n=Sum("visits")):
+    for row in rows.order_by().values(*names, "verification_status").annotate(n=Sum("visits"), f=Sum("flagged")):
         if row["n"]:
             key = tuple(None if n == "outcome_id" and row[n] == 0 else row[n] for n in names)
-            yield key, row["verification_status"], row["n"]
+            yield key, row["verification_status"], row["n"], row["f"]
 
 
 def counts_by(*, scope: Scope, by: tuple[str, ...]) -> dict[tuple, Counts]:
     """Counts per key (see status_rows); keys with no visits are absent."""
     counts: dict[tuple, Counts] = defaultdict(Counts)
-    for key, status, n in status_rows(scope=scope, by=by):
+    for key, status, n, flagged in status_rows(scope=scope, by=by):
         row = counts[key]
         row.visits += n
+        row.flagged += flagged
         setattr(row, status, getattr(row, status) + n)
     return dict(counts)
 
@@ -282,29 +287,25 @@ def rows_named(counts: Iterable[tuple[int | None, Counts]], *, names: dict[int, 
 
 
 def rep_rows(*, scope: Scope, sort: str = "name", review: bool = False) -> list[Row]:
-    """A row per rep; with `review`, also each rep's flagged and rejected visits."""
+    """A row per rep, with its flagged visits; with `review`, also those rejected after review."""
     names = dict(Rep.objects.values_list("id", "name"))
     counts = counts_by(scope=scope, by=("rep",))
     if review:
-        for rep_id, (flagged, rejected) in review_counts(scope=scope).items():
-            row = counts.get((rep_id,))
-            if row is not None:
-                row.flagged, row.rejected = flagged, rejected
+        for rep_id, rejected in rejected_by_rep(scope=scope).items():
+            if (rep_id,) in counts:
+                counts[(rep_id,)].rejected = rejected
     return rows_sort(rows_named(((k[0], c) for k, c in counts.items()), names=names, noun="Rep"), sort=sort)
 
 
-def review_counts(*, scope: Scope) -> dict[int, tuple[int, int]]:
-    """Per rep: visits in scope with a flag, and those whose latest decision is a rejection."""
-    flagged = dict(
-        scope.visits().filter(flags__isnull=False).order_by().values("rep_id").annotate(n=Count("id", distinct=True))
-        .values_list("rep_id", "n")
-    )  # fmt: skip
+def rejected_by_rep(*, scope: Scope) -> dict[int, int]:
+    """Per rep: visits in scope whose latest decision is a rejection. Decisions are few: from
+    them to the visits, a chunk of ids at a time."""
     rejected: dict[int, int] = defaultdict(int)
     ids = sorted(rejected_ids_of())
-    for start in range(0, len(ids), 5000):  # decisions are few: from them to the visits in scope
+    for start in range(0, len(ids), 5000):
         for rep_id in scope.visits().filter(id__in=ids[start : start + 5000]).values_list("rep_id", flat=True):
             rejected[rep_id] += 1
-    return {rep: (flagged.get(rep, 0), rejected.get(rep, 0)) for rep in set(flagged) | set(rejected)}
+    return dict(rejected)
 
 
 def outcome_rows(*, scope: Scope, sort: str = "name") -> list[Row]:
@@ -369,22 +370,19 @@ def rep_risk(*, scope: Scope, rep_id: int) -> Risk:
     from .models import FlagRule
     from .review import latest_kinds
 
-    visits = scope.for_rep(rep_id).visits()
+    rep_scope = scope.for_rep(rep_id)
+    visits = rep_scope.visits()
     labels = dict(FlagRule.choices)
     by_rule = (
         visits.filter(flags__isnull=False).order_by().values("flags__rule").annotate(n=Count("id", distinct=True))
         .order_by("-n")
     )  # fmt: skip
-    flagged_days = list(visits.filter(flags__isnull=False).distinct().values_list("id", "local_day"))
-    kinds = latest_kinds(visit_ids=[vid for vid, _ in flagged_days])
-    weekly = defaultdict(int)
-    for _, day in flagged_days:
-        weekly[day - timedelta(days=day.weekday())] += 1
-    trend = weekly_trend(scope=scope.for_rep(rep_id))
+    kinds = latest_kinds(visit_ids=list(visits.filter(flagged=True).values_list("id", flat=True)))
+    trend = weekly_trend(scope=rep_scope)
     return Risk(
         by_rule=[(labels.get(row["flags__rule"], row["flags__rule"]), row["n"]) for row in by_rule],
-        flagged=len(flagged_days),
+        flagged=totals(scope=rep_scope).flagged,
         rejected=sum(1 for k in kinds.values() if k == "reject"),
         follow_up=sum(1 for k in kinds.values() if k == "follow_up"),
-        weeks=[(week, c.visits, weekly.get(week, 0)) for week, c in trend][-12:],
+        weeks=[(week, c.visits, c.flagged) for week, c in trend][-12:],
     )

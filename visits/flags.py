@@ -208,6 +208,13 @@ def reps_flag(*, rep_ids: list[int]) -> int:
         Flag.objects.bulk_create(fresh)
         Flag.objects.bulk_update(changed, ["numbers", "sentence"])
         changes += len(gone) + len(fresh) + len(changed)
+        # Visit.flagged follows (the tallies' triggers count it for the reports).
+        now_flagged = {visit_id for visit_id, _ in wanted}
+        was_flagged = set(Visit.objects.filter(rep_id=rep_id, flagged=True).values_list("id", flat=True))
+        if now_flagged - was_flagged:
+            Visit.objects.filter(id__in=list(now_flagged - was_flagged)).update(flagged=True)
+        if was_flagged - now_flagged:
+            Visit.objects.filter(id__in=list(was_flagged - now_flagged)).update(flagged=False)
     return changes
 
 

@@ -76,6 +76,9 @@ class Visit(models.Model):
     # The calendar day of visited_at in DISPLAY_TIME_ZONE, set by ingestion: the reports' day
     # filters and the tallies below work on it (tallies.py re-derives it if the zone changes).
     local_day = models.DateField(editable=False)
+    # Whether any flag rule flags it: set by flags.py with the flags, and tallied (tallies.py),
+    # so the reports count flagged visits as cheaply as the rest.
+    flagged = models.BooleanField(default=False, db_default=False, editable=False)
 
     class Meta:
         ordering = ["-visited_at", "-id"]
@@ -88,7 +91,7 @@ class Visit(models.Model):
             # list and the export read it in order, and the reports count the days at a
             # range's edges from it alone. One index for both: each one slows ingestion.
             models.Index(
-                fields=["visited_at", "rep", "outcome", "verification_status", "resource_type", "local_day"],
+                fields=["visited_at", "rep", "outcome", "verification_status", "resource_type", "local_day", "flagged"],
                 name="visit_time_cover",
                 condition=Q(deleted_at__isnull=True),
             ),
@@ -132,6 +135,7 @@ class StatusTally(models.Model):
     resource_type = models.CharField(max_length=40)
     verification_status = models.CharField(max_length=40)
     visits = models.IntegerField()
+    flagged = models.IntegerField(default=0, help_text="of those visits, the flagged ones")
 
     class Meta:
         abstract = True
@@ -162,6 +166,7 @@ class WeekTally(models.Model):
     rep_id = models.BigIntegerField()
     verification_status = models.CharField(max_length=40)
     visits = models.IntegerField()
+    flagged = models.IntegerField(default=0, help_text="of those visits, the flagged ones")
 
 
 class TallyState(models.Model):

@@ -76,15 +76,16 @@ TALLIES = (
 
 def _sqlite_add(row: str) -> str:
     return " ".join(
-        f"INSERT INTO {t.table} ({', '.join(t.key)}, visits) VALUES ({', '.join(t.values(vendor='sqlite', row=row))}, 1) "
-        f"ON CONFLICT ({', '.join(t.key)}) DO UPDATE SET visits = visits + 1;"
+        f"INSERT INTO {t.table} ({', '.join(t.key)}, visits, flagged) "
+        f"VALUES ({', '.join(t.values(vendor='sqlite', row=row))}, 1, {row}.flagged) "
+        f"ON CONFLICT ({', '.join(t.key)}) DO UPDATE SET visits = visits + 1, flagged = flagged + excluded.flagged;"
         for t in TALLIES
     )
 
 
 def _sqlite_remove(row: str) -> str:
     return " ".join(
-        f"UPDATE {t.table} SET visits = visits - 1 WHERE "
+        f"UPDATE {t.table} SET visits = visits - 1, flagged = flagged - {row}.flagged WHERE "
         + " AND ".join(f"{k} = {v}" for k, v in zip(t.key, t.values(vendor="sqlite", row=row), strict=True))
         + ";"
         for t in TALLIES
@@ -94,7 +95,7 @@ def _sqlite_remove(row: str) -> str:
 # A tallied column changed, or the visit was deleted or restored.
 _SQLITE_MOVED = " OR ".join(
     f"NEW.{c} IS NOT OLD.{c}"
-    for c in ("local_day", "rep_id", "outcome_id", "resource_type", "verification_status")
+    for c in ("local_day", "rep_id", "outcome_id", "resource_type", "verification_status", "flagged")
 )
 
 
@@ -119,14 +120,15 @@ def _pg_delta(*, tables: list[tuple[str, int]]) -> str:
     for t in TALLIES:
         columns, groups = ", ".join(t.key), ", ".join(str(i) for i in range(1, len(t.key) + 1))
         delta = " UNION ALL ".join(
-            f"SELECT {', '.join(t.values(vendor='postgresql'))}, {sign} * count(*) FROM {table} "
-            f"WHERE deleted_at IS NULL GROUP BY {groups}"
+            f"SELECT {', '.join(t.values(vendor='postgresql'))}, {sign} * count(*), "
+            f"{sign} * count(*) FILTER (WHERE flagged) FROM {table} WHERE deleted_at IS NULL GROUP BY {groups}"
             for table, sign in tables
         )
         statements.append(
-            f"INSERT INTO {t.table} ({columns}, visits) SELECT {columns}, sum(n) FROM ({delta}) AS delta ({columns}, n) "
-            f"GROUP BY {groups} HAVING sum(n) <> 0 "
-            f"ON CONFLICT ({columns}) DO UPDATE SET visits = {t.table}.visits + EXCLUDED.visits;"
+            f"INSERT INTO {t.table} ({columns}, visits, flagged) SELECT {columns}, sum(n), sum(f) "
+            f"FROM ({delta}) AS delta ({columns}, n, f) GROUP BY {groups} HAVING sum(n) <> 0 OR sum(f) <> 0 "
+            f"ON CONFLICT ({columns}) DO UPDATE SET visits = {t.table}.visits + EXCLUDED.visits, "
+            f"flagged = {t.table}.flagged + EXCLUDED.flagged;"
         )
     return "\n".join(statements)
 
@@ -214,8 +216,9 @@ def tallies_rebuild(*, connection=default_connection) -> None:
             for t in TALLIES:
                 cursor.execute(f"DELETE FROM {t.table}")
                 cursor.execute(
-                    f"INSERT INTO {t.table} ({', '.join(t.key)}, visits) "
-                    f"SELECT {', '.join(t.values(vendor=vendor))}, count(*) FROM visits_visit "
+                    f"INSERT INTO {t.table} ({', '.join(t.key)}, visits, flagged) "
+                    f"SELECT {', '.join(t.values(vendor=vendor))}, count(*), "
+                    "sum(CASE WHEN flagged THEN 1 ELSE 0 END) FROM visits_visit "
                     f"WHERE deleted_at IS NULL GROUP BY {', '.join(str(i) for i in range(1, len(t.key) + 1))}"
                 )
             cursor.execute("DELETE FROM visits_tallystate")

@@ -10,6 +10,7 @@ import csv
 from collections.abc import Iterable, Iterator
 from datetime import date, timezone
 
+from django.db.models.expressions import RawSQL
 from django.http import StreamingHttpResponse
 
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
@@ -69,15 +70,17 @@ TIME_CELLS = (1, 2)
 TEXT_CELLS = (4, 5, 8, 12)  # the cells that carry text from the API: checked for formulas
 
 
-def review_cells(*, visit_ids: list[int]) -> tuple[dict[int, str], dict[int, str]]:
-    """For a chunk of visits: their flags' rules ("rule;rule") and latest decisions' kinds."""
-    from .models import Flag
-    from .review import latest_kinds
-
-    flags: dict[int, list[str]] = {}
-    for visit_id, rule in Flag.objects.filter(visit_id__in=visit_ids).order_by("visit_id", "rule").values_list("visit_id", "rule"):
-        flags.setdefault(visit_id, []).append(rule)
-    return {k: ";".join(v) for k, v in flags.items()}, latest_kinds(visit_ids=visit_ids)
+# A flagged visit's rules, in the export's own query: looked up only for the flagged visits.
+FLAG_RULES_SQL = {
+    "sqlite": (
+        "CASE WHEN visits_visit.flagged THEN (SELECT group_concat(rule, ';') FROM (SELECT rule FROM visits_flag "
+        "WHERE visits_flag.visit_id = visits_visit.id ORDER BY rule)) ELSE '' END"
+    ),
+    "postgresql": (
+        "CASE WHEN visits_visit.flagged THEN (SELECT string_agg(rule, ';' ORDER BY rule) FROM visits_flag "
+        "WHERE visits_flag.visit_id = visits_visit.id) ELSE '' END"
+    ),
+}
 
 
 def visit_rows(*, visits) -> Iterator[list]:
@@ -89,7 +92,11 @@ def visit_rows(*, visits) -> Iterator[list]:
     """
     from django.db import connection
 
-    sql, params = visits.values_list(*VISIT_COLUMNS.values()).query.sql_with_params()
+    from .review import latest_kinds
+
+    rules = RawSQL(FLAG_RULES_SQL["postgresql" if connection.vendor == "postgresql" else "sqlite"], [])
+    sql, params = visits.annotate(flag_rules=rules).values_list(*VISIT_COLUMNS.values(), "flag_rules").query.sql_with_params()
+    reviews = latest_kinds()  # every decided visit's latest decision: decisions are few
 
     def when(value) -> str:
         if value is None:
@@ -104,10 +111,9 @@ def visit_rows(*, visits) -> Iterator[list]:
     try:
         cursor.execute(sql, params)
         while chunk := cursor.fetchmany(2000):
-            flags, reviews = review_cells(visit_ids=[row[0] for row in chunk])
             for row in chunk:
                 cells = ["" if value is None else value for value in row]
-                cells += [flags.get(row[0], ""), reviews.get(row[0], "")]
+                cells.append(reviews.get(row[0], ""))
                 for index in TIME_CELLS:
                     cells[index] = when(row[index])
                 for index in TEXT_CELLS:

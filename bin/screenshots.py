@@ -22,7 +22,7 @@ PAGES = {
     "matrix": "/reports/matrix/",
     "visits": "/visits/",
     "map": "/map/",
-    "review": "/review/",
+    "review": "/review/?rule=impossible_travel",
     "status": "/status/",
     "rejected": "/status/rejected/",
 }

@@ -33,3 +33,21 @@ def section_write(*, heading: str, lines: list[str]) -> None:
         text = text[:start] + section + (text[end + 1 :] if end != -1 else "")
     PERFORMANCE.write_text(text.rstrip() + "\n")
     print(f"wrote {PERFORMANCE.relative_to(ROOT)}")
+
+
+def visits_write(rows) -> None:
+    """Write (visit id, row) pairs through ingestion's own upsert, 5,000 to a transaction."""
+    from django.db import transaction
+
+    from visits.ingest import visits_upsert
+
+    batch: dict[int, dict] = {}
+    for visit_id, row in rows:
+        batch[visit_id] = row
+        if len(batch) == 5000:
+            with transaction.atomic():
+                visits_upsert(rows=batch)
+            batch = {}
+    if batch:
+        with transaction.atomic():
+            visits_upsert(rows=batch)

@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from _report import machine, section_write
+from _report import machine, section_write, visits_write
 
 REPS, OUTCOMES, DAYS = 200, 12, 365
 END = datetime(2026, 11, 1, tzinfo=timezone.utc)
@@ -44,22 +44,24 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 
 def visits_load(*, visits: int) -> None:
     from django.core.management import call_command
-    from django.db import transaction
 
-    from visits.ingest import visits_upsert
     from visits.models import Outcome, Rep
 
     call_command("migrate", verbosity=0)
-    rng = random.Random(3)
     Rep.objects.bulk_create([Rep(id=1000 + i, name=f"Rep {i:03d}") for i in range(REPS)])
     Outcome.objects.bulk_create([Outcome(id=100 + i, name=f"Outcome {i:02d}") for i in range(OUTCOMES)])
-    batch: dict[int, dict] = {}
+    visits_write(visit_rows(visits=visits))
+
+
+def visit_rows(*, visits: int):
+    """(id, row) pairs around five Midwest cities."""
+    rng = random.Random(3)
     for visit_id in range(1, visits + 1):
         at = END - timedelta(seconds=rng.randrange(DAYS * 86400))
         status = rng.choice(STATUSES)
         lat, lng = rng.choice(CITIES)
         located = status in ("verified", "resource_location_too_far")
-        batch[visit_id] = {
+        yield visit_id, {
             "rep_id": 1000 + rng.randrange(REPS), "resource_type": "lead", "resource_id": rng.randrange(1, 50_000),
             "visited_at": at, "created_at": at, "summary": "Met the buyer, left samples, follow up next week.",
             "outcome_id": 100 + rng.randrange(OUTCOMES),
@@ -67,13 +69,6 @@ def visits_load(*, visits: int) -> None:
             "longitude": lng + rng.gauss(0, 0.3) if located else None,
             "verification_status": status, "sequence": 1, "event_time": at, "deleted_at": None,
         }  # fmt: skip
-        if len(batch) == 5000:
-            with transaction.atomic():
-                visits_upsert(rows=batch)
-            batch = {}
-    if batch:
-        with transaction.atomic():
-            visits_upsert(rows=batch)
 
 
 def naive_render(*, limit: int) -> str:

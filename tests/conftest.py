@@ -4,6 +4,7 @@ check that the database holds exactly what the generator says it must."""
 import os
 from collections import Counter
 from datetime import datetime, timedelta
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -183,6 +184,23 @@ def assert_tallies_match() -> None:
     for name, want in wanted.items():
         got, want = +stored[name], +want  # unary plus drops the zero counts
         assert got == want, f"{name} tallies differ: extra {dict(list((got - want).items())[:5])}, missing {dict(list((want - got).items())[:5])}"
+
+
+def browser_sign_in(page, url: str, *, username: str, password: str, group: str | None = None, **extra):
+    """Create the user (in `group`), open `url` (which sends to the login page), sign in, and
+    wait to be back at `url`."""
+    from django.contrib.auth.models import Group, User
+
+    user = User.objects.create_user(username, password=password, **extra)
+    if group:
+        user.groups.add(Group.objects.get(name=group))
+    page.goto(url)
+    page.fill("#id_username", username)
+    page.fill("#id_password", password)
+    page.click("form [type=submit]")
+    path = urlsplit(url).path
+    page.wait_for_url(lambda current: urlsplit(current).path == path)
+    return user
 
 
 CHROMIUM_ARGS = [

@@ -4,8 +4,8 @@ shown as text, the popup's link followed, and no request to any other host, no c
 from urllib.parse import urlsplit
 
 import pytest
-from django.contrib.auth.models import Group, User
 
+from .conftest import browser_sign_in
 from .test_maps import PAYLOAD, visits_make
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -24,13 +24,7 @@ def watched(page, live_server):
 
 
 def sign_in(page, live_server, path: str) -> None:
-    manager = User.objects.create_user("mia", password="mia-password-1")
-    manager.groups.add(Group.objects.get(name="Managers"))
-    page.goto(f"{live_server.url}{path}")
-    page.fill("#id_username", "mia")
-    page.fill("#id_password", "mia-password-1")
-    page.click("button[type=submit]")
-    page.wait_for_url(f"**{path}")
+    browser_sign_in(page, f"{live_server.url}{path}", username="mia", password="mia-password-1", group="Managers")
 
 
 def popup_check(frame) -> None:

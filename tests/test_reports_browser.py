@@ -4,9 +4,10 @@ import csv
 import io
 
 import pytest
-from django.contrib.auth.models import Group, User
 
 from visits.sync import streams_sync
+
+from .conftest import browser_sign_in
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -14,14 +15,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 def test_manager_filters_sorts_follows_a_rep_and_downloads(live_server, page, serve, small_team):
     serve(small_team)
     streams_sync()
-    manager = User.objects.create_user("mia", password="mia-password-1")
-    manager.groups.add(Group.objects.get(name="Managers"))
-
-    page.goto(f"{live_server.url}/reports/reps/")
-    page.fill("#id_username", "mia")
-    page.fill("#id_password", "mia-password-1")
-    page.click("button[type=submit]")
-    page.wait_for_url("**/reports/reps/")
+    browser_sign_in(page, f"{live_server.url}/reports/reps/", username="mia", password="mia-password-1", group="Managers")
 
     page.get_by_role("link", name="Too-far rate").click()
     page.wait_for_url("**sort=too_far_rate")

@@ -2,11 +2,12 @@
 a note, see them leave the queue and the decision on the visit's page."""
 
 import pytest
-from django.contrib.auth.models import Group, User
 
 from visits.flags import flags_refresh
 from visits.models import Decision
 from visits.sync import streams_sync
+
+from .conftest import browser_sign_in
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -16,16 +17,9 @@ def test_reviewer_decides_on_flagged_visits(live_server, page, serve, small_team
     serve(small_team)
     streams_sync()
     flags_refresh()
-    reviewer = User.objects.create_user("rita", password="rita-password-1")
-    reviewer.groups.add(Group.objects.get(name="Reviewers"))
     dialogs = []
     page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
-
-    page.goto(f"{live_server.url}/review/")
-    page.fill("#id_username", "rita")
-    page.fill("#id_password", "rita-password-1")
-    page.click("button[type=submit]")
-    page.wait_for_url("**/review/")
+    reviewer = browser_sign_in(page, f"{live_server.url}/review/", username="rita", password="rita-password-1", group="Reviewers")
     items = page.locator("article.review-item")
     before = int(page.locator("form.review-form > p.muted").inner_text().split()[0].replace(",", ""))
     assert items.count() > 2 and items.first.locator("ul.flags li").count() >= 1

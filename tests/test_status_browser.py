@@ -1,9 +1,10 @@
 """The status page in headless Chromium: sign in, read the figures, open the rejected items."""
 
 import pytest
-from django.contrib.auth.models import User
 
 from visits.sync import streams_sync
+
+from .conftest import browser_sign_in
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -11,12 +12,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 def test_admin_signs_in_and_reads_ingestion_status(live_server, page, serve, small_team):
     serve(small_team)
     streams_sync()
-    User.objects.create_user("boss", password="a-long-test-password", is_staff=True)
-    page.goto(f"{live_server.url}/status/")
-    page.fill("#id_username", "boss")
-    page.fill("#id_password", "a-long-test-password")
-    page.click("input[type=submit]")
-    page.wait_for_url("**/status/")
+    browser_sign_in(page, f"{live_server.url}/status/", username="boss", password="a-long-test-password", is_staff=True)
     visits_card = page.locator("[data-stream=visits]")
     assert "caught up" in visits_card.locator(".badge").inner_text()
     assert page.locator(".stat .num").first.inner_text().replace(",", "").isdigit()

@@ -64,3 +64,22 @@ def test_rejected_bad_stream_filter_is_a_400(staff):
 
 def test_admin_index_links_to_status(staff):
     assert b'href="/status/"' in staff.get("/admin/").content
+
+
+def test_status_shows_the_flags_and_tallies_the_worker_derives(staff, serve, small_team, settings):
+    from visits.flags import flags_refresh
+    from visits.models import DirtyRep, Flag
+
+    serve(small_team)
+    streams_sync()
+    pending = DirtyRep.objects.count()
+    assert pending > 0
+    body = staff.get("/status/").content.decode()
+    assert f"{pending:,}: the worker recomputes them" in body and "current, by the days of UTC" in body
+    flags_refresh()
+    flagged = Flag.objects.values("visit").distinct().count()
+    body = staff.get("/status/").content.decode()
+    assert "none: every flag is current" in body and f"<dd>{flagged:,} (" in body
+    settings.DISPLAY_TIME_ZONE = "Europe/Paris"
+    body = staff.get("/status/").content.decode()
+    assert "stale" in body and "not Europe/Paris" in body

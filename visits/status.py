@@ -62,6 +62,25 @@ def status_overview() -> dict:
         "rejected_total": RejectedItem.objects.count(),
         "gaps": Gap.objects.all()[:20],
         "now": now,
+        **derived_status(),
+    }
+
+
+def derived_status() -> dict:
+    """What the worker derives from the visits: the flags and the report tallies."""
+    from django.conf import settings
+
+    from .models import DirtyRep, Flag, TallyState
+    from .tallies import tallies_time_zone
+
+    zone = tallies_time_zone()
+    return {
+        "flags_pending_reps": DirtyRep.objects.count(),
+        "flagged_visits": Flag.objects.values("visit").distinct().count(),
+        "tallies_zone": zone,
+        "tallies_current": zone == settings.DISPLAY_TIME_ZONE,
+        "display_zone": settings.DISPLAY_TIME_ZONE,
+        "tallies_rebuilt_at": TallyState.objects.values_list("rebuilt_at", flat=True).first(),
     }
 
 

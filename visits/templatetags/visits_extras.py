@@ -67,3 +67,13 @@ def share_rate(part: int, whole: int) -> float | None:
 def share(part: int, whole: int) -> str:
     """part / whole as a percentage: '12.3%'."""
     return percent(share_rate(part, whole))
+
+
+@register.filter
+def offset_text(minutes: float) -> str:
+    """-97.0 -> '1 hour 37 minutes before'; 63 -> '1 hour 3 minutes after'."""
+    from ..flags import duration_text
+
+    if abs(minutes) < 1:
+        return "the same minute"
+    return f"{duration_text(abs(minutes))} {'after' if minutes > 0 else 'before'}"

@@ -139,6 +139,11 @@ def test_reports_and_exports_carry_the_flags(client, flagged):
 def test_the_admin_queue_decides_in_bulk(admin_client, flagged):
     assert admin_client.get("/admin/visits/flaggedvisit/").status_code == 200
     assert admin_client.get("/admin/visits/flaggedvisit/?review=awaiting&rule=late_logging").status_code == 200
+    rep_id = Flag.objects.first().visit.rep_id
+    listed = admin_client.get(f"/admin/visits/flaggedvisit/?rep__id__exact={rep_id}&review=awaiting")
+    assert listed.context["cl"].result_count == Visit.objects.filter(
+        rep_id=rep_id, deleted_at__isnull=True, flags__isnull=False
+    ).distinct().count()
     chosen = flagged_ids(2)
     response = admin_client.post(
         "/admin/visits/flaggedvisit/", {"action": "decide_reject", "_selected_action": chosen}, follow=True

@@ -127,7 +127,7 @@ class FlaggedVisitAdmin(ReadOnlyAdmin):
     """The review queue: visits with a flag, filterable, decided on in bulk."""
 
     list_display = ["id", "visited_at", "rep", "verification_status", "flag_rules", "review_status"]
-    list_filter = [ReviewStateFilter, RuleFilter, "verification_status"]
+    list_filter = [ReviewStateFilter, RuleFilter, "verification_status", ("rep", admin.RelatedOnlyFieldListFilter)]
     list_select_related = ["rep"]
     search_fields = ["=id", "rep__name", "summary"]
     date_hierarchy = "visited_at"

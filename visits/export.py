@@ -65,7 +65,7 @@ VISIT_COLUMNS = {  # CSV header -> queryset field
     "outcome_name": "outcome__name", "verification_status": "verification_status", "latitude": "latitude",
     "longitude": "longitude", "summary": "summary",
 }  # fmt: skip
-REVIEW_COLUMNS = ["flags", "review_status"]  # appended to /visits.csv: rule names joined by ";", latest decision
+VISIT_REVIEW_COLUMNS = ["flags", "review_status"]  # appended to /visits.csv: rule names joined by ";", latest decision
 TIME_CELLS = (1, 2)
 TEXT_CELLS = (4, 5, 8, 12)  # the cells that carry text from the API: checked for formulas
 

@@ -13,6 +13,7 @@ Every string from the API that lands in folium's HTML goes through `text_escape`
 
 from __future__ import annotations
 
+import functools
 import html
 import json
 from dataclasses import dataclass, field
@@ -60,6 +61,7 @@ def script_json(value: object) -> str:
 # --- Vendored assets -----------------------------------------------------------------------
 
 
+@functools.cache  # once per process: the class attributes stay assigned
 def assets_localize() -> None:
     """Point folium's script and style links at static/vendor/ and drop what the maps don't use
     (Bootstrap, Font Awesome, awesome-markers). jQuery stays: folium's popups parse their HTML

@@ -3,6 +3,7 @@
 from datetime import date, timedelta
 from functools import partial, wraps
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.admin.views.decorators import staff_member_required
 from django.contrib.auth.decorators import login_required
@@ -15,8 +16,14 @@ from django.views.decorators.clickjacking import xframe_options_sameorigin
 from django.views.decorators.http import require_POST
 
 from . import analytics, charts, maps, review
-from .export import REVIEW_COLUMNS as REVIEW_CSV_COLUMNS
-from .export import VISIT_COLUMNS, csv_filename, csv_response, rate_text, visit_rows
+from .export import (
+    VISIT_COLUMNS,
+    VISIT_REVIEW_COLUMNS,
+    csv_filename,
+    csv_response,
+    rate_text,
+    visit_rows,
+)
 from .forms import DecisionForm, ReportFilters, ReviewFilters
 from .models import DecisionKind, Rep, Stream, VerificationStatus, Visit
 from .status import freshness, rejected_items, status_overview
@@ -252,8 +259,6 @@ def review_queue(request: HttpRequest) -> HttpResponse:
 
 
 def flag_thresholds() -> list[tuple[str, str]]:
-    from django.conf import settings
-
     return [
         ("Impossible travel", f"faster than {settings.FLAG_MAX_SPEED_KMH:g} km/h between consecutive visits"),
         ("Coordinates reused", f"the same spot (5 decimals) at {settings.FLAG_REUSE_CUSTOMERS} or more customers"),
@@ -346,7 +351,7 @@ def visits_csv(request: HttpRequest, filters: ReportFilters) -> HttpResponse:
     return filtered_csv(
         filters,
         report="visits",
-        header=[*VISIT_COLUMNS, *REVIEW_CSV_COLUMNS],
+        header=[*VISIT_COLUMNS, *VISIT_REVIEW_COLUMNS],
         rows=visit_rows(visits=filters.visits().order_by("visited_at", "id")),
         checked=True,
     )

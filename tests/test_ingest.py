@@ -7,15 +7,7 @@ import pytest
 from visits import events, ingest, sell
 from visits.demo.generator import team_generate
 from visits.demo.server import Faults
-from visits.models import (
-    DeletedVisit,
-    Gap,
-    Outcome,
-    RejectedItem,
-    Rep,
-    SyncState,
-    Visit,
-)
+from visits.models import DeletedVisit, Gap, Outcome, RejectedItem, Rep, SyncState, Visit
 from visits.sync import stream_sync, streams_sync
 
 from .conftest import assert_db_matches

@@ -3,19 +3,8 @@ whose decisions are added, never edited or deleted."""
 
 from django.contrib import admin, messages
 
-from .models import (
-    Decision,
-    DecisionKind,
-    FlaggedVisit,
-    FlagRule,
-    Gap,
-    Outcome,
-    RejectedItem,
-    Rep,
-    SyncState,
-    Visit,
-)
-from .review import REVIEW_STATES, flagged_visits
+from .models import Decision, DecisionKind, FlaggedVisit, FlagRule, Gap, Outcome, RejectedItem, Rep, SyncState, Visit
+from .review import REVIEW_STATES, decisions_record, flagged_visits
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -108,8 +97,6 @@ class DecisionInline(admin.TabularInline):
 
 def decide(kind: str):
     def action(modeladmin, request, queryset):
-        from .review import decisions_record
-
         recorded = decisions_record(
             visit_ids=list(queryset.values_list("id", flat=True)), kind=kind, note="Decided in bulk in the admin.",
             user=request.user,

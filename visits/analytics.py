@@ -15,8 +15,10 @@ from django.conf import settings
 from django.db.models import Count, DateField, Func, Q, QuerySet, Sum
 from django.db.models.functions import TruncWeek
 
-from .models import MonthTally, Outcome, Rep, VerificationStatus, Visit, WeekTally, YearTally
-from .review import rejected_ids_of
+from .models import (
+    DecisionKind, FlagRule, MonthTally, Outcome, Rep, VerificationStatus, Visit, WeekTally, YearTally,
+)  # fmt: skip
+from .review import latest_kinds, rejected_ids_of
 from .tallies import tallies_current
 
 MIN_VISITS_FOR_RANKING = 20  # the overview ranks reps by too-far rate only from this many visits
@@ -360,29 +362,21 @@ class Risk:
     follow_up: int
     weeks: list[tuple[date, int, int]]  # week, visits, flagged visits
 
-    @property
-    def peak(self) -> int:
-        return max((n for _, n, _ in self.weeks), default=0)
 
-
-def rep_risk(*, scope: Scope, rep_id: int) -> Risk:
-    """Flags by rule, decisions and a weekly count of flagged visits, for one rep in scope."""
-    from .models import FlagRule
-    from .review import latest_kinds
-
-    rep_scope = scope.for_rep(rep_id)
-    visits = rep_scope.visits()
+def rep_risk(*, scope: Scope, totals: Counts, trend: list[tuple[date, Counts]]) -> Risk:
+    """Flags by rule, decisions and weekly flagged visits, for a scope narrowed to one rep
+    (Scope.for_rep); `totals` and `trend` are that scope's, which the rep page has already."""
+    visits = scope.visits()
     labels = dict(FlagRule.choices)
     by_rule = (
         visits.filter(flags__isnull=False).order_by().values("flags__rule").annotate(n=Count("id", distinct=True))
         .order_by("-n")
     )  # fmt: skip
     kinds = latest_kinds(visit_ids=list(visits.filter(flagged=True).values_list("id", flat=True)))
-    trend = weekly_trend(scope=rep_scope)
     return Risk(
         by_rule=[(labels.get(row["flags__rule"], row["flags__rule"]), row["n"]) for row in by_rule],
-        flagged=totals(scope=rep_scope).flagged,
-        rejected=sum(1 for k in kinds.values() if k == "reject"),
-        follow_up=sum(1 for k in kinds.values() if k == "follow_up"),
+        flagged=totals.flagged,
+        rejected=sum(1 for k in kinds.values() if k == DecisionKind.REJECT),
+        follow_up=sum(1 for k in kinds.values() if k == DecisionKind.FOLLOW_UP),
         weeks=[(week, c.visits, c.flagged) for week, c in trend][-12:],
     )

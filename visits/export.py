@@ -10,8 +10,11 @@ import csv
 from collections.abc import Iterable, Iterator
 from datetime import date, timezone
 
+from django.db import connection
 from django.db.models.expressions import RawSQL
 from django.http import StreamingHttpResponse
+
+from .review import latest_kinds
 
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 FORMULA_FIRST_CHARACTERS = frozenset(FORMULA_STARTS)
@@ -90,10 +93,6 @@ def visit_rows(*, visits) -> Iterator[list]:
     bench/reports.py, the ORM path ran at about 19,000 rows/s. Times arrive from the driver
     as UTC datetimes (naive on SQLite, aware on PostgreSQL).
     """
-    from django.db import connection
-
-    from .review import latest_kinds
-
     rules = RawSQL(FLAG_RULES_SQL["postgresql" if connection.vendor == "postgresql" else "sqlite"], [])
     sql, params = visits.annotate(flag_rules=rules).values_list(*VISIT_COLUMNS.values(), "flag_rules").query.sql_with_params()
     reviews = latest_kinds()  # every decided visit's latest decision: decisions are few

@@ -160,6 +160,18 @@ def bursts(visits: list[VisitFacts], *, count: int, minutes: float) -> list[Find
     ]  # fmt: skip
 
 
+def rule_thresholds() -> list[tuple[str, str]]:
+    """Each configurable rule and its threshold as the pages say it (from settings)."""
+    return [
+        ("Impossible travel", f"faster than {settings.FLAG_MAX_SPEED_KMH:g} km/h between consecutive visits"),
+        ("Coordinates reused", f"the same spot (5 decimals) at {settings.FLAG_REUSE_CUSTOMERS} or more customers"),
+        ("Logged late", f"logged more than {settings.FLAG_LATE_HOURS:g} hours after the visit"),
+        ("Burst of visits",
+         f"{settings.FLAG_BURST_VISITS} or more visits logged within {settings.FLAG_BURST_MINUTES:g} minutes"),
+        ("Impossible coordinates", "logged at 0,0"),
+    ]  # fmt: skip
+
+
 def rep_findings(visits: list[VisitFacts]) -> list[Finding]:
     """Every rule over one rep's live visits, sorted by (visited_at, id)."""
     return [

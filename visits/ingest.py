@@ -18,16 +18,7 @@ from django.db.models import F, Q
 from django.utils import timezone as dj_timezone
 
 from .events import Event, Reject
-from .models import (
-    DeletedVisit,
-    DirtyRep,
-    Outcome,
-    RejectedItem,
-    Rep,
-    Stream,
-    SyncState,
-    Visit,
-)
+from .models import DeletedVisit, DirtyRep, Outcome, RejectedItem, Rep, Stream, SyncState, Visit
 from .tallies import local_day
 
 VISIT_FIELDS = [
@@ -141,16 +132,16 @@ def visits_apply(*, by_id: dict[int, list[Event]], result: PageResult) -> None:
 
     # The reps whose flags must be recomputed (flags.py): those of every visit written, and the
     # former reps of visits that were updated or deleted (a visit may move to another rep).
-    dirty = {r["rep_id"] for r in upserts.values()}
+    written_reps = {r["rep_id"] for r in upserts.values()}
+    dirty = set(written_reps)
     changed_ids = [vid for vid in upserts if vid in stored] + list(deletions)
     if changed_ids:
         dirty |= set(Visit.objects.filter(id__in=changed_ids).values_list("rep_id", flat=True).distinct())
     if dirty:
         DirtyRep.objects.bulk_create([DirtyRep(rep_id=rid) for rid in dirty], ignore_conflicts=True)
     if upserts:
-        rep_ids = list({r["rep_id"] for r in upserts.values()})
-        known = sequences_of(model=Rep, ids=rep_ids)
-        Rep.objects.bulk_create([Rep(id=rid) for rid in rep_ids if rid not in known], ignore_conflicts=True)
+        known = sequences_of(model=Rep, ids=list(written_reps))
+        Rep.objects.bulk_create([Rep(id=rid) for rid in written_reps if rid not in known], ignore_conflicts=True)
     if outcome_names:
         outcomes_name(seen=outcome_names)
     if upserts:

@@ -280,9 +280,9 @@ def bounds_of(points) -> list[list[float]] | None:
     return [[min(lats), min(lngs)], [max(lats), max(lngs)]]
 
 
-def map_render(*, scope: Scope, plan: MapPlan | None = None) -> str:
+def map_render(*, scope: Scope) -> str:
     """The whole map document (a page of its own, shown in an iframe)."""
-    plan = plan or map_plan(scope=scope)
+    plan = map_plan(scope=scope)
     if plan.mode == "markers":
         visits = list(_located(scope).select_related("rep", "outcome"))
         m = map_base(bounds=bounds_of([[v.latitude, v.longitude] for v in visits]))

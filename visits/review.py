@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from django.db import transaction
-from django.db.models import Exists, OuterRef, QuerySet, Subquery
+from django.db.models import Exists, OuterRef, Prefetch, QuerySet, Subquery
 
 from . import geo
 from .models import Decision, DecisionKind, Flag, Visit
@@ -74,6 +74,20 @@ def latest_kinds(*, visit_ids: list[int] | None = None) -> dict[int, str]:
 def rejected_ids_of(*, visit_ids: list[int] | None = None) -> set[int]:
     """Visits whose latest decision is a rejection."""
     return {vid for vid, kind in latest_kinds(visit_ids=visit_ids).items() if kind == DecisionKind.REJECT}
+
+
+def queue_items(*, visits) -> list[dict]:
+    """A page of flagged visits as the queue shows them: the visit, its flags, its latest
+    decision and the rep's nearby visits. Flags and decisions come prefetched, two queries
+    for the page; the nearby visits take one query a visit."""
+    page = visits.prefetch_related(
+        "flags", Prefetch("decisions", queryset=Decision.objects.select_related("decided_by"))
+    )  # fmt: skip
+    return [
+        {"visit": v, "flags": list(v.flags.all()), "last": next(iter(v.decisions.all()), None),
+         "neighbours": neighbours(visit=v)}
+        for v in page
+    ]  # fmt: skip
 
 
 def decisions_record(*, visit_ids: list[int], kind: str, note: str, user) -> int:

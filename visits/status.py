@@ -3,11 +3,13 @@
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from django.conf import settings
 from django.db.models import Count, Q
 from django.utils import timezone
 from django.utils.timesince import timesince
 
-from .models import Gap, Outcome, RejectedItem, Rep, Stream, SyncState, Visit
+from .models import DirtyRep, Flag, Gap, Outcome, RejectedItem, Rep, Stream, SyncState, Visit
+from .tallies import tallies_time_zone
 
 STALE_AFTER = timedelta(minutes=5)  # no successful poll for this long: ingestion is behind
 
@@ -68,11 +70,6 @@ def status_overview() -> dict:
 
 def derived_status() -> dict:
     """What the worker derives from the visits: the flags and the report tallies."""
-    from django.conf import settings
-
-    from .models import DirtyRep, Flag, TallyState
-    from .tallies import tallies_time_zone
-
     zone = tallies_time_zone()
     return {
         "flags_pending_reps": DirtyRep.objects.count(),
@@ -80,7 +77,6 @@ def derived_status() -> dict:
         "tallies_zone": zone,
         "tallies_current": zone == settings.DISPLAY_TIME_ZONE,
         "display_zone": settings.DISPLAY_TIME_ZONE,
-        "tallies_rebuilt_at": TallyState.objects.values_list("rebuilt_at", flat=True).first(),
     }
 
 

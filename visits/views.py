@@ -3,7 +3,6 @@
 from datetime import date, timedelta
 from functools import partial, wraps
 
-from django.conf import settings
 from django.contrib import messages
 from django.contrib.admin.views.decorators import staff_member_required
 from django.contrib.auth.decorators import login_required
@@ -15,21 +14,14 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.clickjacking import xframe_options_sameorigin
 from django.views.decorators.http import require_POST
 
-from . import analytics, charts, maps, review
-from .export import (
-    VISIT_COLUMNS,
-    VISIT_REVIEW_COLUMNS,
-    csv_filename,
-    csv_response,
-    rate_text,
-    visit_rows,
-)
+from . import analytics, charts, flags, maps, review
+from .export import VISIT_COLUMNS, VISIT_REVIEW_COLUMNS, csv_filename, csv_response, rate_text, visit_rows
 from .forms import DecisionForm, ReportFilters, ReviewFilters
 from .models import DecisionKind, Rep, Stream, VerificationStatus, Visit
 from .status import freshness, rejected_items, status_overview
 
 GROUPED_ROWS = {"reps": partial(analytics.rep_rows, review=True), "outcomes": analytics.outcome_rows}
-REVIEW_COLUMNS = [("flagged", "Flagged"), ("rejected", "Rejected")]
+EXTRA_COLUMNS = {"reps": [("flagged", "Flagged"), ("rejected", "Rejected")], "outcomes": []}  # after the counts
 STATUS_HEADER = ["visits", *VerificationStatus.values, "verified_rate", "too_far_rate"]
 VISIT_SORTS = {"visited_at", "-visited_at", "rep", "-rep", "outcome", "-outcome", "status", "-status"}
 
@@ -126,7 +118,7 @@ def grouped_report(request: HttpRequest, filters: ReportFilters, *, kind: str) -
         return bad_request(request, [f"sort: must be one of {', '.join(analytics.SORTS)}, optionally with a leading -"])
     rows = GROUPED_ROWS[kind](scope=filters.scope(), sort=sort)
     first = "Rep" if kind == "reps" else "Outcome"
-    columns = [("name", first), *REPORT_COLUMNS, *(REVIEW_COLUMNS if kind == "reps" else [])]
+    columns = [("name", first), *REPORT_COLUMNS, *EXTRA_COLUMNS[kind]]
     return render(
         request, "visits/report.html", page_context(request, filters, rows=rows, kind=kind, sort=sort, columns=columns)
     )
@@ -176,15 +168,14 @@ def rep_detail(request: HttpRequest, filters: ReportFilters, rep_id: int) -> Htt
     rep = get_object_or_404(Rep, id=rep_id)
     scope = filters.scope().for_rep(rep.id)
     recent = scope.visits().select_related("outcome").order_by("-visited_at", "-id")[:20]
-    plan = maps.map_plan(scope=scope)
+    totals, trend = analytics.totals(scope=scope), analytics.weekly_trend(scope=scope)
     return render(
         request,
         "visits/rep.html",
         page_context(
-            request, filters, rep=rep, totals=analytics.totals(scope=scope),
-            trend=charts.rates_chart(trend=analytics.weekly_trend(scope=scope)),
-            outcomes=analytics.outcome_rows(scope=scope, sort="-too_far_rate"), recent=recent, plan=plan,
-            risk=analytics.rep_risk(scope=filters.scope(), rep_id=rep.id),
+            request, filters, rep=rep, totals=totals, trend=charts.rates_chart(trend=trend),
+            outcomes=analytics.outcome_rows(scope=scope, sort="-too_far_rate"), recent=recent,
+            plan=maps.map_plan(scope=scope), risk=analytics.rep_risk(scope=scope, totals=totals, trend=trend),
             columns=[("name", "Outcome"), *REPORT_COLUMNS],
         ),  # fmt: skip
     )
@@ -243,29 +234,15 @@ def review_queue(request: HttpRequest) -> HttpResponse:
     page = Paginator(visits.select_related("rep", "outcome").order_by("-visited_at", "-id"), 20).get_page(
         request.GET.get("page")
     )
-    items = [
-        {"visit": v, "flags": list(v.flags.all()), "neighbours": review.neighbours(visit=v),
-         "last": v.decisions.select_related("decided_by").first()}
-        for v in page
-    ]  # fmt: skip
+    items = review.queue_items(visits=page.object_list)
     return render(
         request,
         "visits/review.html",
         page_context(
             request, filters, page=page, items=items, review_states=review.REVIEW_STATES, kinds=DecisionKind.choices,
-            can_decide=request.user.has_perm("visits.review_visits"), thresholds=flag_thresholds(),
+            can_decide=request.user.has_perm("visits.review_visits"), thresholds=flags.rule_thresholds(),
         ),  # fmt: skip
     )
-
-
-def flag_thresholds() -> list[tuple[str, str]]:
-    return [
-        ("Impossible travel", f"faster than {settings.FLAG_MAX_SPEED_KMH:g} km/h between consecutive visits"),
-        ("Coordinates reused", f"the same spot (5 decimals) at {settings.FLAG_REUSE_CUSTOMERS} or more customers"),
-        ("Logged late", f"logged more than {settings.FLAG_LATE_HOURS:g} hours after the visit"),
-        ("Burst of visits", f"{settings.FLAG_BURST_VISITS} or more visits logged within {settings.FLAG_BURST_MINUTES:g} minutes"),
-        ("Impossible coordinates", "logged at 0,0"),
-    ]
 
 
 @require_POST
@@ -306,9 +283,9 @@ def grouped_csv(filters: ReportFilters, *, kind: str) -> HttpResponse:
     return filtered_csv(
         filters,
         report=kind,
-        header=[f"{noun}_id", f"{noun}_name", *STATUS_HEADER, *(["flagged", "rejected"] if kind == "reps" else [])],
+        header=[f"{noun}_id", f"{noun}_name", *STATUS_HEADER, *(name for name, _ in EXTRA_COLUMNS[kind])],
         rows=(
-            [row.id or "", row.name, *counts_cells(row.counts), *([row.counts.flagged, row.counts.rejected] if kind == "reps" else [])]
+            [row.id or "", row.name, *counts_cells(row.counts), *(getattr(row.counts, n) for n, _ in EXTRA_COLUMNS[kind])]
             for row in GROUPED_ROWS[kind](scope=filters.scope())
         ),
     )

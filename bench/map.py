@@ -72,7 +72,10 @@ def visit_rows(*, visits: int):
 
 
 def naive_render(*, limit: int) -> str:
-    """One folium marker with a popup per visit: what a first version would write."""
+    """One folium marker with a popup per visit: what a first version would write (its popups
+    carry only the visit's id and time here: Sell's text never goes through folium)."""
+    import html
+
     import folium
 
     from visits import maps
@@ -83,7 +86,8 @@ def naive_render(*, limit: int) -> str:
     points = []
     for visit in Visit.objects.filter(latitude__isnull=False).select_related("rep", "outcome")[:limit]:
         points.append([visit.latitude, visit.longitude])
-        folium.Marker([visit.latitude, visit.longitude], popup=folium.Popup(maps.popup_html(visit=visit))).add_to(m)
+        text = html.escape(f"Visit {visit.id}, {visit.visited_at:%Y-%m-%d %H:%M}")
+        folium.Marker([visit.latitude, visit.longitude], popup=folium.Popup(text)).add_to(m)
     m.fit_bounds(maps.bounds_of(points))
     return m.get_root().render()
 

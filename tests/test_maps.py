@@ -62,10 +62,10 @@ def manager(client):
     return client
 
 
-def test_text_escape_leaves_no_markup_and_no_template_syntax():
-    escaped = maps.text_escape(PAYLOAD)
-    assert not set("<>$`\"'") & set(escaped)
-    assert escaped == "&lt;/script&gt;&lt;img src=x onerror=alert(1)&gt;&#36;{alert(1)}&#96;"
+def test_script_json_cannot_end_its_block_and_reads_back_the_same():
+    text = maps.script_json({"name": PAYLOAD + "<!-- &amp; \u2028"})
+    assert not set("<>&") & set(text)
+    assert json.loads(text) == {"name": PAYLOAD + "<!-- &amp; \u2028"}
 
 
 def test_legend_counts_equal_the_database(manager, serve, full_team):
@@ -110,12 +110,20 @@ def frame(client, query: str = "") -> str:
     response = client.get(f"/map/frame/?{query}")
     assert response.status_code == 200
     assert response["X-Frame-Options"] == "SAMEORIGIN"
+    assert "frame-ancestors 'self'" in response["Content-Security-Policy"]
     return response.content.decode()
 
 
+def map_data(html: str) -> tuple[list, dict, bool]:
+    """The rows and lookups of a map document's data block, and whether they are clustered."""
+    block = json.loads(re.search(r'<script type="application/json" id="visit-data">(.*?)</script>', html).group(1))
+    cluster = re.search(r"visitsdashVisits\(\w+, \{cluster: (true|false)\}\)", html).group(1) == "true"
+    return block["rows"], block["lookups"], cluster
+
+
 def cluster_data(html: str) -> tuple[list, dict]:
-    rows = json.loads(re.search(r'<script type="application/json" id="\w+_data">(.*?)</script>', html).group(1))
-    lookups = json.loads(re.search(r"var look = (\{.*?\});\n", html).group(1))
+    rows, lookups, cluster = map_data(html)
+    assert cluster
     return rows, lookups
 
 
@@ -124,15 +132,16 @@ def test_the_drawing_follows_the_number_of_visits(manager, settings):
     settings.MAP_TILES_URL = ""
     settings.MAP_MARKERS_MAX, settings.MAP_POINTS_MAX = 100, 1000
     html = frame(manager)
-    assert html.count("L.circleMarker(") == len(located) and "markerClusterGroup" not in html
+    rows, _, cluster = map_data(html)
+    assert not cluster and sorted(r[6] for r in rows) == sorted(located)
     fit = re.search(r"fitBounds\(\s*\[\[([-\d.]+), ([-\d.]+)\], \[([-\d.]+), ([-\d.]+)\]\]", html)
     lats = [v.latitude for v in Visit.objects.filter(latitude__isnull=False)]
     lngs = [v.longitude for v in Visit.objects.filter(latitude__isnull=False)]
-    assert [float(x) for x in fit.groups()] == [min(lats), min(lngs), max(lats), max(lngs)]  # fits the visits
+    assert [float(x) for x in fit.groups()] == pytest.approx([min(lats), min(lngs), max(lats), max(lngs)], abs=1e-5)  # fits the visits
     settings.MAP_MARKERS_MAX = 5
     html = frame(manager)
     rows, lookups = cluster_data(html)
-    assert "L.markerClusterGroup" in html and sorted(r[6] for r in rows) == sorted(located)
+    assert sorted(r[6] for r in rows) == sorted(located)
     times = {v.id: int(v.visited_at.timestamp()) // 60 for v in Visit.objects.all()}
     assert all(r[5] == times[r[6]] for r in rows)  # minutes since 1970, for the popups' times
     assert "Showing the newest" not in manager.get("/map/").content.decode()
@@ -149,23 +158,24 @@ def test_the_drawing_follows_the_number_of_visits(manager, settings):
 def test_the_payload_is_text_in_every_drawing(manager, settings):
     visits_make()
     settings.MAP_TILES_URL = ""
-    raw_pieces = ["</script><img", "<img src=x", "${alert(1)}"]
+    raw_pieces = ["</script><img", "<img src=x", PAYLOAD]  # `${` is mere text in a data block
     for markers_max, points_max in ((100, 1000), (5, 1000), (5, 6)):
         settings.MAP_MARKERS_MAX, settings.MAP_POINTS_MAX = markers_max, points_max
         html = frame(manager)
+        # Nothing from Sell outside the data block, and in it only as JSON text.
+        outside = re.sub(r'<script type="application/json" id="visit-data">.*?</script>', "", html)
+        assert not any(piece in outside for piece in ["img src", "alert", "Summary"]), (markers_max, points_max)
         assert not any(piece in html for piece in raw_pieces), (markers_max, points_max)
-        if markers_max == 100:  # popups and tooltips written on the server
-            assert html.count(maps.text_escape(PAYLOAD)) >= 2 * 12
-        else:  # names in the data, turned into text in the browser
-            _, lookups = cluster_data(html)
-            assert lookups["reps"] == [PAYLOAD] and lookups["outcomes"] == [PAYLOAD]
-        page = manager.get("/map/").content.decode()  # plain HTML: `${` is just text there
-        assert not any(piece in page for piece in raw_pieces[:2])
+        _, lookups, _ = map_data(html)
+        assert lookups["reps"] == [PAYLOAD] and lookups["outcomes"] == [PAYLOAD]
+        page = manager.get("/map/").content.decode()
+        assert not any(piece in page for piece in raw_pieces)
     summary = manager.get("/visits/1000/summary.json")
     assert summary.json()["summary"] == f"Summary {PAYLOAD}"
     for url in ("/reports/reps/900/", "/visits/1000/"):
-        assert not any(piece in manager.get(url).content.decode() for piece in raw_pieces[:2])
-    assert "&lt;/script&gt;&lt;img" in manager.get("/visits/1000/map/").content.decode()
+        assert not any(piece in manager.get(url).content.decode() for piece in raw_pieces)
+    one = manager.get("/visits/1000/map/").content.decode()
+    assert map_data(one)[1]["reps"] == [PAYLOAD] and not any(piece in one for piece in raw_pieces)
 
 
 def test_visits_without_a_location_are_counted_never_drawn(manager, settings):
@@ -176,13 +186,10 @@ def test_visits_without_a_location_are_counted_never_drawn(manager, settings):
     for markers_max in (100, 5):
         settings.MAP_MARKERS_MAX = markers_max
         html = frame(manager)
-        if markers_max == 5:
-            rows, _ = cluster_data(html)
-            assert all(r[6] < 5000 for r in rows) and len(rows) == 12
-            assert all(abs(r[0]) > 1 and abs(r[1]) > 1 for r in rows)
-        else:
-            drawn = re.findall(r"L\.circleMarker\(\s*\[([-\d.]+), ([-\d.]+)\]", html)
-            assert len(drawn) == 12 and all(abs(float(a)) > 1 and abs(float(b)) > 1 for a, b in drawn)
+        rows, _, cluster = map_data(html)
+        assert cluster == (markers_max == 5)
+        assert all(r[6] < 5000 for r in rows) and len(rows) == 12
+        assert all(abs(r[0]) > 1 and abs(r[1]) > 1 for r in rows)
     rep_page = manager.get("/reports/reps/900/").content.decode()
     assert 'src="/map/frame/?rep=900"' in rep_page and "3 visits without a location" in rep_page
     assert manager.get("/visits/5000/map/").status_code == 404
@@ -195,7 +202,7 @@ def test_only_vendored_assets_and_the_tile_setting(manager, settings):
     settings.MAP_TILES_URL = ""
     html = frame(manager)
     links = re.findall(r'(?:src|href)="([^"]+)"', html)
-    assert links and all(link.startswith("/static/vendor/") or link.startswith("/visits/") for link in links), links
+    assert links and all(link.startswith(("/static/vendor/", "/static/js/")) for link in links), links
     assert "http://" not in html.replace("http-equiv", "") and "https://" not in html
     assert manager.get("/static/vendor/leaflet/leaflet.js").status_code == 200
     settings.MAP_TILES_URL = "https://tiles.example.com/{z}/{x}/{y}.png"

@@ -1,21 +1,25 @@
 """Maps of visits: the only module that imports folium.
 
 How a map is drawn depends on how many located visits it shows:
-- up to MAP_MARKERS_MAX: one folium circle marker each, with a popup written here;
-- up to MAP_POINTS_MAX: one compact data array and a clustered layer built in the browser
-  (popups built there too, every API string set as text, the summary fetched on opening);
+- up to MAP_MARKERS_MAX: one circle marker each;
+- up to MAP_POINTS_MAX: the same rows, clustered;
 - beyond: the newest MAP_POINTS_MAX of them, clustered, and the page says "showing N of M".
-The too-far heat map counts every too-far visit in scope, whatever the drawing.
+Either way the browser builds the markers and their popups from one compact data array (the
+summary is fetched when a popup opens). The too-far heat map counts every too-far visit in
+scope, whatever the drawing.
 
-Scripts and styles come from static/vendor/ (no CDN); tiles from MAP_TILES_URL, if set.
-Every string from the API that lands in folium's HTML goes through `text_escape`.
+Scripts and styles come from static/ (no CDN); tiles from MAP_TILES_URL, if set.
+No string from the API passes through folium (whose templates are Jinja2): the visits travel
+in a JSON data block added after rendering, and static/js/visit-map.js sets them as text.
 """
 
 from __future__ import annotations
 
+import base64
 import functools
-import html
+import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 
 import folium
@@ -24,7 +28,6 @@ from django.db.models import BigIntegerField, Count, F, Func
 from django.db.models.functions import Floor
 from django.templatetags.static import static
 from django.urls import reverse
-from django.utils import timezone
 from folium.elements import JSCSSMixin
 from folium.map import Layer
 from folium.plugins import HeatMap
@@ -43,17 +46,11 @@ STATUS_ORDER = list(STATUS_COLORS)
 HEAT_GRID = 1000  # too-far visits are summed per 1/1000 of a degree (about 100 m) for the heat map
 
 
-def text_escape(value: object) -> str:
-    """API text for folium's HTML: escaped as HTML, then `$` and backtick as entities, because
-    folium writes popup and tooltip HTML into JavaScript template literals."""
-    return html.escape(str(value), quote=True).replace("$", "&#36;").replace("`", "&#96;")
-
-
 def script_json(value: object) -> str:
-    """JSON for a <script> element: no `<`, `>` or `&` that could end it, and no `$` or backtick
-    that a template literal would read (all written as \\u escapes, same strings in JavaScript)."""
+    """JSON for a <script> data block: no `<`, `>` or `&` that could end it or open a comment
+    (written as \\u escapes, the same strings for JSON.parse)."""
     text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-    for char in "<>&$`\u2028\u2029":
+    for char in "<>&\u2028\u2029":
         text = text.replace(char, f"\\u{ord(char):04x}")
     return text
 
@@ -63,102 +60,78 @@ def script_json(value: object) -> str:
 
 @functools.cache  # once per process: the class attributes stay assigned
 def assets_localize() -> None:
-    """Point folium's script and style links at static/vendor/ and drop what the maps don't use
-    (Bootstrap, Font Awesome, awesome-markers). jQuery stays: folium's popups parse their HTML
-    with `$()`. Assigns new lists: folium's own add_js_link would change them for every map."""
-    folium.Map.default_js = [
-        ("leaflet", static("vendor/leaflet/leaflet.js")),
-        ("jquery", static("vendor/jquery/jquery.min.js")),
-    ]
+    """Point folium's script and style links at static/ and drop what the maps don't use
+    (jQuery, Bootstrap, Font Awesome, awesome-markers: folium needs them for its popups and
+    icons, which these maps don't use). Assigns new lists: folium's own add_js_link would
+    change them for every map."""
+    folium.Map.default_js = [("leaflet", static("vendor/leaflet/leaflet.js"))]
     folium.Map.default_css = [("leaflet_css", static("vendor/leaflet/leaflet.css"))]
     HeatMap.default_js = [("leaflet-heat.js", static("vendor/leaflet.heat/leaflet-heat.js"))]
-    VisitCluster.default_js = [("markercluster", static("vendor/leaflet.markercluster/leaflet.markercluster.js"))]
-    VisitCluster.default_css = [
+    VisitLayer.default_js = [
+        ("markercluster", static("vendor/leaflet.markercluster/leaflet.markercluster.js")),
+        ("visit_map", static("js/visit-map.js")),
+    ]
+    VisitLayer.default_css = [
         ("markercluster_css", static("vendor/leaflet.markercluster/MarkerCluster.css")),
         ("markercluster_default_css", static("vendor/leaflet.markercluster/MarkerCluster.Default.css")),
     ]
 
 
-class VisitCluster(JSCSSMixin, Layer):
-    """A clustered layer of visits, built in the browser from one compact array.
+class VisitLayer(JSCSSMixin, Layer):
+    """The visits, drawn in the browser by static/js/visit-map.js from the document's data block
+    (see `document_finish`): clustered, or one circle marker each. Its script names only the
+    map and a flag, so nothing from Sell goes through folium's templates."""
 
-    Each row is [lat, lng, status, rep, outcome, minutes since 1970, visit id], the middle three
-    indexes into the lookup lists. Popups are DOM nodes with text set through textContent.
-    """
-
-    # The rows travel as JSON in a data block: JSON.parse reads megabytes faster than the
-    # browser compiles the same array written as a script literal.
     _template = Template(
         """
-        {% macro html(this, kwargs) %}
-        <script type="application/json" id="{{ this.get_name() }}_data">{{ this.data }}</script>
-        {% endmacro %}
         {% macro script(this, kwargs) %}
-        var {{ this.get_name() }} = (function () {
-            var data = JSON.parse(document.getElementById("{{ this.get_name() }}_data").textContent);
-            var look = {{ this.lookups }};
-            var time = new Intl.DateTimeFormat("en-CA", {timeZone: look.zone, year: "numeric", month: "2-digit",
-                day: "2-digit", hour: "2-digit", minute: "2-digit", hour12: false});
-            function line(box, tag, text, cls) {
-                var node = document.createElement(tag);
-                node.textContent = text;
-                if (cls) { node.className = cls; }
-                box.appendChild(node);
-                return node;
-            }
-            function popup(row) {
-                var box = document.createElement("div");
-                box.className = "visit-popup";
-                line(box, "strong", look.reps[row[3]]);
-                line(box, "div", time.format(new Date(row[5] * 60000)).replace(",", "") + " (" + look.zone + ")");
-                line(box, "div", row[4] < 0 ? "(no outcome)" : look.outcomes[row[4]]);
-                line(box, "div", look.statuses[row[2]], "status");
-                var summary = line(box, "div", "…", "summary");
-                fetch(look.summaryUrl.replace("/0/", "/" + row[6] + "/"), {credentials: "same-origin"})
-                    .then(function (r) { return r.ok ? r.json() : Promise.reject(r.status); })
-                    .then(function (j) { summary.textContent = j.summary || "(no summary)"; })
-                    .catch(function () { summary.textContent = "(summary unavailable)"; });
-                var link = line(box, "a", "Open the visit");
-                link.href = look.visitUrl.replace("/0/", "/" + row[6] + "/");
-                link.target = "_top";
-                return box;
-            }
-            // Added in chunks, so that the page answers while a large set loads; one click
-            // handler for the layer instead of a popup bound to each of the visits.
-            var cluster = L.markerClusterGroup({chunkedLoading: true, chunkInterval: 400, chunkDelay: 5,
-                maxClusterRadius: 45, disableClusteringAtZoom: 17,
-                chunkProgress: function (done, total) {
-                    if (total === data.length && done === total) { window.visitsdashLoaded = true; }
-                }});
-            cluster.on("click", function (event) {
-                L.popup({maxWidth: 320}).setLatLng(event.layer.getLatLng())
-                    .setContent(popup(event.layer.visitRow)).openOn(cluster._map);
-            });
-            var markers = new Array(data.length);
-            var style = look.colors.map(function (color) {
-                return {radius: 6, weight: 1, color: "#fff", fillColor: color, fillOpacity: 0.9};
-            });
-            for (var i = 0; i < data.length; i++) {
-                var row = data[i];
-                var marker = L.circleMarker([row[0], row[1]], style[row[2]]);
-                marker.visitRow = row;
-                markers[i] = marker;
-            }
-            // On the map first: added to a layer that is not yet on a map, markercluster checks
-            // each new marker against all those before it.
-            cluster.addTo({{ this._parent.get_name() }});
-            cluster.addLayers(markers, true);
-            return cluster;
-        })();
+        var {{ this.get_name() }} = visitsdashVisits({{ this._parent.get_name() }}, {cluster: {{ this.cluster }}});
         {% endmacro %}
         """
     )
 
-    def __init__(self, *, rows: list[list], lookups: dict, name: str) -> None:
+    def __init__(self, *, cluster: bool, name: str) -> None:
         super().__init__(name=name, overlay=True, control=True, show=True)
-        self._name = "VisitCluster"
-        self.data = script_json(rows)
-        self.lookups = script_json(lookups)
+        self._name = "VisitLayer"
+        self.cluster = "true" if cluster else "false"
+
+
+DATA_BLOCK_ID = "visit-data"
+SCRIPT_RE = re.compile(r"<script>(.*?)</script>", re.S)
+STYLE_RE = re.compile(r"<style>(.*?)</style>", re.S)
+
+
+@dataclass(frozen=True)
+class MapDocument:
+    """A map document and the hashes of its inline scripts and styles, for the page's
+    Content-Security-Policy (visits/security.py): only what folium wrote here may run."""
+
+    html: str
+    script_hashes: tuple[str, ...]
+    style_hashes: tuple[str, ...]
+
+
+def source_hash(text: str) -> str:
+    return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode("utf-8")).digest()).decode("ascii") + "'"
+
+
+def document_finish(m: folium.Map, *, data: dict | None) -> MapDocument:
+    """folium's document, with the visits' data block put in after rendering.
+
+    folium (through branca) renders with Jinja2, and its popups sit inside JavaScript template
+    literals, so no text from Sell may pass through it: the map is rendered from our own values
+    only, the hashes of its inline code are taken, and then the data block, text and all, is
+    inserted by plain string work. A data block is never run as a script."""
+    html = m.get_root().render()
+    scripts = tuple(dict.fromkeys(source_hash(s) for s in SCRIPT_RE.findall(html)))
+    styles = tuple(dict.fromkeys(source_hash(s) for s in STYLE_RE.findall(html)))
+    if data is not None:
+        block = f'<script type="application/json" id="{DATA_BLOCK_ID}">{script_json(data)}</script>'
+        head, body_tag, rest = html.partition("<body>")
+        if not body_tag:
+            raise RuntimeError("folium's document has no <body> to put the visits in")
+        html = f"{head}<body>\n{block}{rest}"
+    return MapDocument(html=html, script_hashes=scripts, style_hashes=styles)
 
 
 # --- What to draw --------------------------------------------------------------------------
@@ -242,36 +215,6 @@ def map_base(*, bounds: list[list[float]] | None, zoom: int = 4) -> folium.Map:
     return m
 
 
-def popup_html(*, visit: Visit) -> str:
-    """A marker's popup, every API string escaped by text_escape."""
-    when = timezone.localtime(visit.visited_at).strftime("%Y-%m-%d %H:%M")
-    outcome = visit.outcome.name if visit.outcome else "(no outcome)"
-    link = reverse("visits:visit", args=[visit.id])
-    return (
-        f'<div class="visit-popup"><strong>{text_escape(visit.rep.name or f"Rep {visit.rep_id}")}</strong>'
-        f"<div>{text_escape(when)} ({text_escape(settings.DISPLAY_TIME_ZONE)})</div>"
-        f"<div>{text_escape(outcome)}</div>"
-        f'<div class="status">{text_escape(visit.get_verification_status_display())}</div>'
-        f'<div class="summary">{text_escape(visit.summary or "(no summary)")}</div>'
-        f'<a href="{text_escape(link)}" target="_top">Open the visit</a></div>'
-    )
-
-
-def markers_add(m: folium.Map, *, visits) -> list[list[float]]:
-    layer = folium.FeatureGroup(name="Visits by status", overlay=True, control=True)
-    points = []
-    for visit in visits:
-        points.append([visit.latitude, visit.longitude])
-        folium.CircleMarker(
-            location=[visit.latitude, visit.longitude], radius=7, weight=1, color="#fff", fill=True,
-            fill_color=STATUS_COLORS[visit.verification_status], fill_opacity=0.9,
-            popup=folium.Popup(popup_html(visit=visit), max_width=320),
-            tooltip=folium.Tooltip(text_escape(visit.rep.name or f"Rep {visit.rep_id}"), sticky=False),
-        ).add_to(layer)  # fmt: skip
-    layer.add_to(m)
-    return points
-
-
 def bounds_of(points) -> list[list[float]] | None:
     if not points:
         return None
@@ -280,24 +223,22 @@ def bounds_of(points) -> list[list[float]] | None:
     return [[min(lats), min(lngs)], [max(lats), max(lngs)]]
 
 
-def map_render(*, scope: Scope) -> str:
+def map_render(*, scope: Scope) -> MapDocument:
     """The whole map document (a page of its own, shown in an iframe)."""
     plan = map_plan(scope=scope)
-    if plan.mode == "markers":
-        visits = list(_located(scope).select_related("rep", "outcome"))
-        m = map_base(bounds=bounds_of([[v.latitude, v.longitude] for v in visits]))
-        markers_add(m, visits=visits)
-    elif plan.mode in ("clusters", "newest"):
-        rows, lookups = cluster_rows(scope=scope, limit=settings.MAP_POINTS_MAX)
-        m = map_base(bounds=bounds_of(rows))
-        VisitCluster(rows=rows, lookups=lookups, name="Visits by status").add_to(m)
-    else:
+    data = None
+    if plan.mode == "empty":
         m = map_base(bounds=None)
+    else:
+        rows, lookups = visit_rows(scope=scope, limit=settings.MAP_POINTS_MAX)
+        m = map_base(bounds=bounds_of(rows))
+        VisitLayer(cluster=plan.mode != "markers", name="Visits by status").add_to(m)
+        data = {"rows": rows, "lookups": lookups}
     heat = heat_points(scope=scope)
     if heat:
         HeatMap(heat, name="Too-far heat map", show=plan.mode == "empty", radius=18, blur=14, min_opacity=0.3).add_to(m)
     folium.LayerControl(collapsed=False).add_to(m)
-    return m.get_root().render()
+    return document_finish(m, data=data)
 
 
 class EpochMinutes(Func):
@@ -312,14 +253,16 @@ class EpochMinutes(Func):
         return self.as_sql(compiler, connection, template="(CAST(EXTRACT(EPOCH FROM %(expressions)s) AS BIGINT) / 60)", **extra)
 
 
-def cluster_rows(*, scope: Scope, limit: int) -> tuple[list[list], dict]:
-    """The newest `limit` located visits as compact rows, and the lookups the rows point into."""
+def visit_rows(*, scope: Scope, limit: int, ids: list[int] | None = None) -> tuple[list[list], dict]:
+    """The newest `limit` located visits (of `ids`, if given, deleted or not) as compact rows,
+    and the lookups the rows point into."""
     reps: dict[int, int] = {}
     outcomes: dict[int, int] = {}
     status_index = {s: i for i, s in enumerate(STATUS_ORDER)}
     rows = []
+    located = _located(scope) if ids is None else Visit.objects.filter(id__in=ids, latitude__isnull=False)
     values = (
-        _located(scope)
+        located
         .annotate(minutes=EpochMinutes("visited_at"))
         .values_list("latitude", "longitude", "verification_status", "rep_id", "outcome_id", "minutes", "id")[:limit]
     )
@@ -338,13 +281,13 @@ def cluster_rows(*, scope: Scope, limit: int) -> tuple[list[list], dict]:
         "colors": [STATUS_COLORS[s] for s in STATUS_ORDER],
         "zone": settings.DISPLAY_TIME_ZONE,
         "visitUrl": reverse("visits:visit", args=[0]),
-        "summaryUrl": reverse("visits:visit_summary", args=[0]),
     }
     return rows, lookups
 
 
-def visit_map_render(*, visit: Visit) -> str:
+def visit_map_render(*, visit: Visit) -> MapDocument:
     """A small map of one visit (which has coordinates)."""
+    rows, lookups = visit_rows(scope=Scope(), limit=1, ids=[visit.id])
     m = map_base(bounds=[[visit.latitude, visit.longitude], [visit.latitude, visit.longitude]])
-    markers_add(m, visits=[visit])
-    return m.get_root().render()
+    VisitLayer(cluster=False, name="Visit").add_to(m)
+    return document_finish(m, data={"rows": rows, "lookups": lookups})

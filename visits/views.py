@@ -11,13 +11,13 @@ from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, JsonR
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
-from django.views.decorators.clickjacking import xframe_options_sameorigin
 from django.views.decorators.http import require_POST
 
 from . import analytics, charts, flags, maps, review
 from .export import VISIT_COLUMNS, VISIT_REVIEW_COLUMNS, csv_filename, csv_response, rate_text, visit_rows
 from .forms import DecisionForm, ReportFilters, ReviewFilters
 from .models import DecisionKind, Rep, Stream, VerificationStatus, Visit
+from .security import map_document_response
 from .status import freshness, rejected_items, status_overview
 
 GROUPED_ROWS = {"reps": partial(analytics.rep_rows, review=True), "outcomes": analytics.outcome_rows}
@@ -187,19 +187,23 @@ def map_page(request: HttpRequest, filters: ReportFilters) -> HttpResponse:
     return render(request, "visits/map.html", page_context(request, filters, plan=maps.map_plan(scope=filters.scope())))
 
 
-@xframe_options_sameorigin
+def map_response(document: maps.MapDocument) -> HttpResponse:
+    return map_document_response(
+        html=document.html, script_hashes=document.script_hashes, style_hashes=document.style_hashes
+    )
+
+
 @reports_required
 @filtered
 def map_frame(request: HttpRequest, filters: ReportFilters) -> HttpResponse:
-    """The map document itself, shown in an iframe by the map, rep and visit pages."""
-    return HttpResponse(maps.map_render(scope=filters.scope()))
+    """The map document itself, shown in a sandboxed iframe by the map and rep pages."""
+    return map_response(maps.map_render(scope=filters.scope()))
 
 
-@xframe_options_sameorigin
 @reports_required
 def visit_map(request: HttpRequest, visit_id: int) -> HttpResponse:
-    visit = get_object_or_404(Visit.objects.select_related("rep", "outcome"), id=visit_id, latitude__isnull=False)
-    return HttpResponse(maps.visit_map_render(visit=visit))
+    visit = get_object_or_404(Visit.objects.only("id", "latitude", "longitude"), id=visit_id, latitude__isnull=False)
+    return map_response(maps.visit_map_render(visit=visit))
 
 
 @reports_required

@@ -3,8 +3,12 @@
 from datetime import datetime
 
 from django import template
+from django.urls import reverse
 from django.utils import timezone
+from django.utils.html import format_html
 from django.utils.timesince import timesince
+
+from ..security import MAP_SANDBOX
 
 register = template.Library()
 
@@ -43,13 +47,16 @@ def attr(obj, name: str):
     return getattr(obj, name)
 
 
+SHADE_STEPS = 10  # static/css/app.css has a class per step
+
+
 @register.filter
 def shade(rate: float | None) -> str:
-    """A background for a too-far rate: white at 0%, deep red from 40% up."""
+    """A class shading a too-far rate: white at 0%, deep red from 40% up ("shade-0" to
+    "shade-10"; classes, as the Content-Security-Policy allows no inline style)."""
     if not isinstance(rate, (int, float)):  # no visits (None), or an empty cell ("")
-        return "transparent"
-    strength = min(rate / 0.4, 1.0)
-    return f"rgba(197, 48, 48, {0.08 + 0.72 * strength:.2f})"
+        return "shade-none"
+    return f"shade-{round(min(max(rate, 0) / 0.4, 1.0) * SHADE_STEPS)}"
 
 
 @register.filter
@@ -77,3 +84,9 @@ def offset_text(minutes: float) -> str:
     if abs(minutes) < 1:
         return "the same minute"
     return f"{duration_text(abs(minutes))} {'after' if minutes > 0 else 'before'}"
+
+
+@register.simple_tag
+def map_frame_attrs() -> str:
+    """A map iframe's sandbox, and where the page fetches a summary for it (static/js/app.js)."""
+    return format_html('sandbox="{}" data-summary-url="{}"', MAP_SANDBOX, reverse("visits:visit_summary", args=[0]))

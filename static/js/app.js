@@ -1,0 +1,36 @@
+/* visitsdash pages: the few behaviours that need a script. Served from static/ because the
+   Content-Security-Policy allows no inline script or event-handler attribute. */
+(function () {
+  "use strict";
+
+  // The map frames are sandboxed (no same-origin): they ask this page for a visit's summary,
+  // which this page fetches with the user's session and hands back as plain data.
+  window.addEventListener("message", function (event) {
+    var data = event.data;
+    if (!data || data.visitsdash !== "summary" || !Number.isSafeInteger(data.id) || data.id <= 0) { return; }
+    var frame = Array.prototype.find.call(document.querySelectorAll("iframe.map[data-summary-url]"), function (f) {
+      return f.contentWindow === event.source;
+    });
+    if (!frame) { return; }
+    function answer(ok, summary) {
+      event.source.postMessage({visitsdash: "summary", id: data.id, ok: ok, summary: summary}, "*");
+    }
+    fetch(frame.dataset.summaryUrl.replace("/0/", "/" + data.id + "/"), {credentials: "same-origin"})
+      .then(function (r) { return r.ok ? r.json() : Promise.reject(r.status); })
+      .then(function (j) { answer(true, String(j.summary || "")); })
+      .catch(function () { answer(false, ""); });
+  });
+
+  document.addEventListener("DOMContentLoaded", function () {
+    // "Select all on this page" in the review queue.
+    document.querySelectorAll("input.select-all").forEach(function (all) {
+      all.addEventListener("change", function () {
+        document.querySelectorAll("input[name=visit]").forEach(function (box) { box.checked = all.checked; });
+      });
+    });
+    // A <select data-autosubmit> sends its form when changed.
+    document.querySelectorAll("select[data-autosubmit]").forEach(function (select) {
+      select.addEventListener("change", function () { select.form.submit(); });
+    });
+  });
+})();

@@ -1,0 +1,114 @@
+/* visitsdash: the visits on a map document, built from the JSON data block the server wrote
+   (<script type="application/json" id="visit-data">). Every text from Sell is set with
+   textContent and never parsed as HTML; the server passes none of it through folium.
+
+   The map document runs sandboxed (no same-origin), so it cannot read the parent page or make
+   signed-in requests: a popup asks the page around it for the visit's summary (static/js/app.js)
+   by postMessage. */
+(function () {
+  "use strict";
+
+  var pending = {}; // visit id -> the summary nodes waiting for its text
+
+  function line(box, tag, text, cls) {
+    var node = document.createElement(tag);
+    node.textContent = text;
+    if (cls) { node.className = cls; }
+    box.appendChild(node);
+    return node;
+  }
+
+  function summaryShow(id, text) {
+    (pending[id] || []).forEach(function (node) { node.textContent = text; });
+    delete pending[id];
+  }
+
+  window.addEventListener("message", function (event) {
+    var data = event.data;
+    if (event.source !== window.parent || !data || data.visitsdash !== "summary" || typeof data.id !== "number") {
+      return;
+    }
+    summaryShow(data.id, data.ok ? (String(data.summary || "") || "(no summary)") : "(summary unavailable)");
+  });
+
+  function summaryLoad(id, node) {
+    (pending[id] = pending[id] || []).push(node);
+    if (window.parent === window) { // opened on its own: there is no page to ask
+      summaryShow(id, "(open the visit to read its summary)");
+      return;
+    }
+    window.parent.postMessage({visitsdash: "summary", id: id}, "*");
+  }
+
+  /* Adds the visits to `map` and returns their layer: clustered (options.cluster) or one
+     circle marker each. Rows are [lat, lng, status, rep, outcome, minutes since 1970, visit id],
+     the middle three indexes into the lookup lists. */
+  window.visitsdashVisits = function (map, options) {
+    var block = JSON.parse(document.getElementById("visit-data").textContent);
+    var data = block.rows, look = block.lookups;
+    var time = new Intl.DateTimeFormat("en-CA", {timeZone: look.zone, year: "numeric", month: "2-digit",
+      day: "2-digit", hour: "2-digit", minute: "2-digit", hour12: false});
+
+    function repName(row) { return look.reps[row[3]]; }
+
+    function popup(row) {
+      var box = document.createElement("div");
+      box.className = "visit-popup";
+      line(box, "strong", repName(row));
+      line(box, "div", time.format(new Date(row[5] * 60000)).replace(",", "") + " (" + look.zone + ")");
+      line(box, "div", row[4] < 0 ? "(no outcome)" : look.outcomes[row[4]]);
+      line(box, "div", look.statuses[row[2]], "status");
+      summaryLoad(row[6], line(box, "div", "…", "summary"));
+      var link = line(box, "a", "Open the visit");
+      link.href = look.visitUrl.replace("/0/", "/" + row[6] + "/");
+      link.target = "_top";
+      return box;
+    }
+
+    var layer;
+    if (options.cluster) {
+      // Added in chunks, so that the page answers while a large set loads.
+      layer = L.markerClusterGroup({chunkedLoading: true, chunkInterval: 400, chunkDelay: 5,
+        maxClusterRadius: 45, disableClusteringAtZoom: 17,
+        chunkProgress: function (done, total) {
+          if (total === data.length && done === total) { window.visitsdashLoaded = true; }
+        }});
+    } else {
+      layer = L.featureGroup();
+    }
+    // One click handler for the layer instead of a popup bound to each of the visits.
+    layer.on("click", function (event) {
+      L.popup({maxWidth: 320}).setLatLng(event.layer.getLatLng())
+        .setContent(popup(event.layer.visitRow)).openOn(map);
+    });
+    var radius = options.cluster ? 6 : 7;
+    var style = look.colors.map(function (color) {
+      return {radius: radius, weight: 1, color: "#fff", fillColor: color, fillOpacity: 0.9};
+    });
+    var markers = new Array(data.length);
+    for (var i = 0; i < data.length; i++) {
+      var row = data[i];
+      var marker = L.circleMarker([row[0], row[1]], style[row[2]]);
+      marker.visitRow = row;
+      if (!options.cluster) {
+        // A function giving a node: Leaflet would parse a string as HTML.
+        marker.bindTooltip(function (m) {
+          var node = document.createElement("span");
+          node.textContent = repName(m.visitRow);
+          return node;
+        });
+      }
+      markers[i] = marker;
+    }
+    // On the map first: added to a layer that is not yet on a map, markercluster checks each
+    // new marker against all those before it.
+    layer.addTo(map);
+    if (options.cluster) {
+      layer.addLayers(markers, true);
+    } else {
+      markers.forEach(function (marker) { layer.addLayer(marker); });
+      window.visitsdashLoaded = true;
+    }
+    return layer;
+  };
+})();

@@ -1,5 +1,7 @@
 """The report filters, shared by every report, list and export, read from the query string."""
 
+from datetime import date
+
 from django import forms
 from django.db.models import QuerySet
 
@@ -8,11 +10,35 @@ from .models import DecisionKind, FlagRule, Outcome, Rep, VerificationStatus
 from .review import REVIEW_STATES
 
 DATE_ERROR = "must be a date written YYYY-MM-DD"
+MAX_ID = 2**63 - 1  # the largest id the database holds (Sell's ids are 64-bit)
+# Dates a filter may name: those a visit can have (ingestion rejects times outside them).
+DATE_MIN, DATE_MAX = date(1990, 1, 1), date(2100, 12, 31)
+
+
+class FilterDateField(forms.DateField):
+    """A YYYY-MM-DD date within DATE_MIN..DATE_MAX: the reports step a day or a month past the
+    ends of a range, which the ends of the calendar cannot do."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(required=False, input_formats=["%Y-%m-%d"], error_messages={"invalid": DATE_ERROR}, **kwargs)
+
+    def validate(self, value) -> None:
+        super().validate(value)
+        if value is not None and not DATE_MIN <= value <= DATE_MAX:
+            raise forms.ValidationError(f"must be between {DATE_MIN.isoformat()} and {DATE_MAX.isoformat()}")
+
+
+def id_coerce(value: str) -> int:
+    """A database id from text: a whole number from 1 to MAX_ID, else a ValueError (a form error)."""
+    number = int(value)
+    if not 0 < number <= MAX_ID:
+        raise ValueError(f"{value} is out of range")
+    return number
 
 
 class ReportFilters(forms.Form):
-    start = forms.DateField(required=False, input_formats=["%Y-%m-%d"], error_messages={"invalid": DATE_ERROR})
-    end = forms.DateField(required=False, input_formats=["%Y-%m-%d"], error_messages={"invalid": DATE_ERROR})
+    start = FilterDateField()
+    end = FilterDateField()
     rep = forms.TypedMultipleChoiceField(
         required=False, coerce=int, choices=(), error_messages={"invalid_choice": "%(value)s is not a known rep id"}
     )
@@ -86,7 +112,10 @@ class ReviewFilters(ReportFilters):
 class DecisionForm(forms.Form):
     """A decision on one or more flagged visits."""
 
-    visit = forms.TypedMultipleChoiceField(coerce=int, error_messages={"required": "choose at least one visit"})
+    visit = forms.TypedMultipleChoiceField(
+        coerce=id_coerce,
+        error_messages={"required": "choose at least one visit", "invalid_choice": "%(value)s is not a visit id"},
+    )
     kind = forms.ChoiceField(choices=DecisionKind.choices, error_messages={"required": "choose a decision"})
     note = forms.CharField(required=False, max_length=2000, widget=forms.Textarea)
 

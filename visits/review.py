@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
 from django.db import transaction
 from django.db.models import Exists, OuterRef, Prefetch, QuerySet, Subquery
@@ -45,12 +45,21 @@ class Neighbour:
     km: float | None
 
 
+def time_shift(moment: datetime, delta: timedelta) -> datetime:
+    """moment + delta, held within what a datetime can be (stored data is not trusted to be
+    far from the ends of the calendar)."""
+    try:
+        return moment + delta
+    except OverflowError:
+        return datetime.max.replace(tzinfo=timezone.utc) if delta > timedelta(0) else datetime.min.replace(tzinfo=timezone.utc)
+
+
 def neighbours(*, visit: Visit, hours: int = 12, limit: int = 6) -> list[Neighbour]:
     """The rep's other visits within `hours` of this one, nearest in time first."""
     around = (
         Visit.objects.filter(rep_id=visit.rep_id, deleted_at__isnull=True,
-                             visited_at__gte=visit.visited_at - timedelta(hours=hours),
-                             visited_at__lte=visit.visited_at + timedelta(hours=hours))
+                             visited_at__gte=time_shift(visit.visited_at, -timedelta(hours=hours)),
+                             visited_at__lte=time_shift(visit.visited_at, timedelta(hours=hours)))
         .exclude(id=visit.id).select_related("outcome")
     )  # fmt: skip
     found = []

@@ -72,14 +72,32 @@ def test_decisions_are_never_edited_or_deleted(client, flagged):
         Decision.objects.filter(id=first.id).update(note="changed")
     with pytest.raises(PermissionError):
         Decision.objects.all().delete()
-    with pytest.raises(DatabaseError), transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute("UPDATE visits_decision SET note = 'changed'")  # the database refuses too
+    statements = ["UPDATE visits_decision SET note = 'changed'", "DELETE FROM visits_decision",
+                  f"DELETE FROM visits_decision WHERE id = {first.id}"]  # fmt: skip
+    if connection.vendor == "postgresql":
+        statements.append("TRUNCATE visits_decision")
+    for statement in statements:  # the database refuses too, whatever SQL asks
+        with pytest.raises(DatabaseError, match="never"), transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(statement)
     second = Decision.objects.create(visit_id=visit_id, kind="accept", note="fine", decided_by=reviewer)
     assert list(Decision.objects.filter(visit_id=visit_id)) == [second, first]  # the newest supersedes
     assert Decision.objects.get(id=first.id).note == "ask"
     client.force_login(user_in("Managers", "manager"))
     page = client.get(f"/visits/{visit_id}/").content.decode()
     assert page.index("Accepted: legitimate") < page.index("Follow up") and "(superseded)" in page
+
+
+def test_migrate_puts_the_decision_triggers_back(db):
+    from django.core.management import call_command
+
+    from visits.immutable import decision_triggers_drop, decision_triggers_installed, names
+
+    wanted = set(names(vendor=connection.vendor))
+    assert decision_triggers_installed() == wanted
+    decision_triggers_drop()  # as a SQLite table rebuild would
+    assert not decision_triggers_installed()
+    call_command("migrate", verbosity=0)
+    assert decision_triggers_installed() == wanted
 
 
 def test_the_queue_filters_and_clears(client, flagged):

@@ -18,6 +18,17 @@ def tallies_after_migrate(sender, using: str = "default", **kwargs) -> None:
     tallies_ensure(connection=connections[using])
 
 
+def decisions_after_migrate(sender, using: str = "default", **kwargs) -> None:
+    """SQLite drops a table's triggers when a migration rebuilds it: put them back every time."""
+    from django.db import connections
+
+    from .immutable import TABLE, decision_triggers_install
+
+    connection = connections[using]
+    if TABLE in connection.introspection.table_names():  # not when migrated back before 0005
+        decision_triggers_install(connection=connection)
+
+
 class VisitsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
     name = "visits"
@@ -25,3 +36,4 @@ class VisitsConfig(AppConfig):
     def ready(self) -> None:
         post_migrate.connect(groups_after_migrate, sender=self)
         post_migrate.connect(tallies_after_migrate, sender=self)
+        post_migrate.connect(decisions_after_migrate, sender=self)

@@ -6,6 +6,7 @@ and Redis. A nonsense value stops start-up with a message naming the variable.
 """
 
 import os
+import secrets
 import zoneinfo
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -92,6 +93,32 @@ def env_time_zone(name: str, default: str) -> str:
     return value
 
 
+def secret_key_read(*, path: Path) -> str:
+    """The key kept in `path`, made on first use, readable by its owner only: whoever can read
+    it can forge a session for any user."""
+    if not path.exists():
+        # Written to a private temporary file and linked into place: a second process starting
+        # at the same moment either reads the whole key or loses the race to link its own.
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.unlink(missing_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "w") as out:
+                out.write(secrets.token_urlsafe(50))
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                pass
+        finally:
+            tmp.unlink()
+    elif path.stat().st_mode & 0o077:
+        try:
+            path.chmod(0o600)  # made world-readable by an earlier version
+        except OSError as exc:
+            raise ImproperlyConfigured(f"{path} is readable by others and could not be made private: {exc}") from None
+    return path.read_text().strip()
+
+
 # --- Core -------------------------------------------------------------------------------
 
 DEBUG = env_bool("DEBUG", False)
@@ -99,13 +126,9 @@ SECRET_KEY = env_str("SECRET_KEY", "")
 if not SECRET_KEY:
     # A fixed key would let anyone forge sessions on a real install, and a random one per
     # process would break sessions and django-q2's signed tasks between processes, so a
-    # laptop run keeps a generated key in var/.
-    key_file = VAR_DIR / "secret_key"
-    if not key_file.exists():
-        import secrets
-
-        key_file.write_text(secrets.token_urlsafe(50))
-    SECRET_KEY = key_file.read_text().strip()
+    # laptop run keeps a generated key in a file (var/secret_key unless SECRET_KEY_FILE says).
+    SECRET_KEY_FILE = BASE_DIR / (env_str("SECRET_KEY_FILE", "") or VAR_DIR / "secret_key")
+    SECRET_KEY = secret_key_read(path=SECRET_KEY_FILE)
 ALLOWED_HOSTS = [h.strip() for h in env_str("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]").split(",") if h.strip()]
 
 INSTALLED_APPS = [
@@ -256,11 +279,20 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
 
+# Everything goes to the console (the process manager keeps it): the app's own loggers, and
+# Django's request errors with their tracebacks, which DEBUG off would otherwise drop.
+LOG_LEVEL = env_choice("LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"))
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
-    "loggers": {"visits": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")}},
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "loggers": {
+        "visits": {"handlers": ["console"], "level": LOG_LEVEL},
+        # propagate off: Django's own `django` logger prints these too when DEBUG is on.
+        "django.request": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},
+        "django.security": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},
+    },
 }
 
 # Static files come from static/ and the apps through WhiteNoise, so runserver, gunicorn

@@ -8,6 +8,7 @@ and Redis. A nonsense value stops start-up with a message naming the variable.
 import os
 import secrets
 import zoneinfo
+from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -140,6 +141,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django.contrib.humanize",
     "django_q",
+    "axes",
     "visits",
 ]
 
@@ -152,6 +154,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "axes.middleware.AxesMiddleware",  # last, as axes asks: it turns a lockout into the lockout page
 ]
 
 ROOT_URLCONF = "visitsdash.urls"
@@ -172,6 +175,76 @@ TEMPLATES = [
 ]
 
 WSGI_APPLICATION = "visitsdash.wsgi.application"
+
+# --- HTTPS and the proxy in front -------------------------------------------------------
+
+# The address people type, e.g. https://visits.example.com. Its origin is trusted for CSRF
+# (a proxy's Host header need not match it) and its host is allowed; https turns on secure
+# cookies, HSTS and the redirect to https.
+SITE_URL = env_str("SITE_URL", "")
+SITE_HTTPS = False
+CSRF_TRUSTED_ORIGINS = []
+if SITE_URL:
+    SITE_URL = env_url("SITE_URL", "", schemes=("http", "https")).rstrip("/")
+    _site = urlsplit(SITE_URL)
+    if _site.path or _site.query or _site.fragment or _site.username is not None:
+        raise ImproperlyConfigured(
+            f"SITE_URL must be a scheme and a host only, such as https://visits.example.com, not {SITE_URL!r}"
+        )
+    SITE_HTTPS = _site.scheme == "https"
+    _host = f"[{_site.hostname}]" if ":" in _site.hostname else _site.hostname
+    _default_port = 443 if SITE_HTTPS else 80
+    # Browsers send the origin lower-case and without a default port; compare it that way.
+    CSRF_TRUSTED_ORIGINS = [f"{_site.scheme}://{_host}" + (f":{_site.port}" if _site.port not in (None, _default_port) else "")]
+    if _host not in ALLOWED_HOSTS:
+        ALLOWED_HOSTS.append(_host)
+
+SESSION_COOKIE_SECURE = SITE_HTTPS
+CSRF_COOKIE_SECURE = SITE_HTTPS
+SECURE_HSTS_SECONDS = env_int("HSTS_SECONDS", 31_536_000 if SITE_HTTPS else 0, minimum=0, maximum=63_072_000)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_SSL_REDIRECT = env_bool("HTTPS_REDIRECT", SITE_HTTPS)
+# A load balancer's or container's health check talks plain HTTP to the app itself.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+# Preloading is asked for a whole registered domain by its owner, not by one app on a
+# subdomain; and HSTS for the subdomains of SITE_URL's host is HSTS_INCLUDE_SUBDOMAINS's
+# choice. `check --deploy` warns about both whatever was chosen, so it is told they are chosen.
+SILENCED_SYSTEM_CHECKS = ["security.W021"] + ([] if SECURE_HSTS_INCLUDE_SUBDOMAINS else ["security.W005"])
+
+# Behind a TLS-terminating proxy (nginx, Caddy, a load balancer) that sets X-Forwarded-Proto,
+# X-Forwarded-Host and X-Forwarded-For itself, overwriting what a client sent. Only then:
+# a client that reaches the app directly could forge all three.
+BEHIND_PROXY = env_bool("BEHIND_PROXY", False)
+if BEHIND_PROXY:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    USE_X_FORWARDED_HOST = True
+
+# --- Sign-in throttling (django-axes) ---------------------------------------------------
+
+# After LOGIN_FAILURE_LIMIT failures for one username, or from one address, sign-in (the
+# site's and the admin's) is refused for LOGIN_LOCKOUT_MINUTES. axes uses one duration for
+# both: failures count while the latest is less than LOGIN_LOCKOUT_MINUTES old, and a lock
+# ends LOGIN_LOCKOUT_MINUTES after the failure that set it (refused tries do not extend it).
+LOGIN_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 10, minimum=1, maximum=1000)
+LOGIN_LOCKOUT_MINUTES = env_int("LOGIN_LOCKOUT_MINUTES", 15, minimum=1, maximum=10_080)
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",  # first: refuses a locked-out attempt before the password is checked
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = LOGIN_FAILURE_LIMIT
+AXES_COOLOFF_TIME = timedelta(minutes=LOGIN_LOCKOUT_MINUTES)
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]  # either one reaching the limit locks
+AXES_RESET_ON_SUCCESS = True
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
+AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
+AXES_HTTP_RESPONSE_CODE = 429
+# The client's address: REMOTE_ADDR, or behind the proxy the last X-Forwarded-For entry,
+# the one the proxy wrote (earlier entries come from the client and prove nothing).
+# django-ipware picks the last entry for a proxy count of 0 when not strict.
+AXES_IPWARE_META_PRECEDENCE_ORDER = ("HTTP_X_FORWARDED_FOR", "REMOTE_ADDR") if BEHIND_PROXY else ("REMOTE_ADDR",)
+AXES_IPWARE_PROXY_ORDER = "left-most"
+AXES_IPWARE_PROXY_COUNT = 0 if BEHIND_PROXY else None
+IPWARE_STRICT = False
 
 # --- Database ---------------------------------------------------------------------------
 
@@ -292,6 +365,7 @@ LOGGING = {
         # propagate off: Django's own `django` logger prints these too when DEBUG is on.
         "django.request": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},
         "django.security": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},
+        "axes": {"handlers": ["console"], "level": "WARNING", "propagate": False},  # failures and lockouts
     },
 }
 

@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def manage_check(**env_change) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SELL_", "DATABASE_URL", "REDIS_URL"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SELL_", "DATABASE_URL", "REDIS_URL", "SITE_URL", "LOG_LEVEL"))}
     env.update(env_change)
     return subprocess.run(
         [sys.executable, "manage.py", "check"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
@@ -38,6 +38,16 @@ def manage_check(**env_change) -> subprocess.CompletedProcess:
         ("FLAG_MAX_SPEED_KMH", "fast"),
         ("FLAG_REUSE_CUSTOMERS", "1"),
         ("FLAG_BURST_MINUTES", "0"),
+        ("SITE_URL", "visits.example.com"),
+        ("SITE_URL", "ftp://visits.example.com"),
+        ("SITE_URL", "https://visits.example.com/visits"),
+        ("BEHIND_PROXY", "sometimes"),
+        ("HSTS_SECONDS", "-1"),
+        ("HSTS_INCLUDE_SUBDOMAINS", "perhaps"),
+        ("HTTPS_REDIRECT", "2"),
+        ("LOGIN_FAILURE_LIMIT", "0"),
+        ("LOGIN_LOCKOUT_MINUTES", "soon"),
+        ("LOG_LEVEL", "LOUD"),
     ],
 )
 def test_nonsense_value_stops_startup_naming_the_variable(name, value):

@@ -6,7 +6,9 @@ and Redis. A nonsense value stops start-up with a message naming the variable.
 """
 
 import os
+import secrets
 import zoneinfo
+from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -92,6 +94,32 @@ def env_time_zone(name: str, default: str) -> str:
     return value
 
 
+def secret_key_read(*, path: Path) -> str:
+    """The key kept in `path`, made on first use, readable by its owner only: whoever can read
+    it can forge a session for any user."""
+    if not path.exists():
+        # Written to a private temporary file and linked into place: a second process starting
+        # at the same moment either reads the whole key or loses the race to link its own.
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.unlink(missing_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "w") as out:
+                out.write(secrets.token_urlsafe(50))
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                pass
+        finally:
+            tmp.unlink()
+    elif path.stat().st_mode & 0o077:
+        try:
+            path.chmod(0o600)  # made world-readable by an earlier version
+        except OSError as exc:
+            raise ImproperlyConfigured(f"{path} is readable by others and could not be made private: {exc}") from None
+    return path.read_text().strip()
+
+
 # --- Core -------------------------------------------------------------------------------
 
 DEBUG = env_bool("DEBUG", False)
@@ -99,13 +127,9 @@ SECRET_KEY = env_str("SECRET_KEY", "")
 if not SECRET_KEY:
     # A fixed key would let anyone forge sessions on a real install, and a random one per
     # process would break sessions and django-q2's signed tasks between processes, so a
-    # laptop run keeps a generated key in var/.
-    key_file = VAR_DIR / "secret_key"
-    if not key_file.exists():
-        import secrets
-
-        key_file.write_text(secrets.token_urlsafe(50))
-    SECRET_KEY = key_file.read_text().strip()
+    # laptop run keeps a generated key in a file (var/secret_key unless SECRET_KEY_FILE says).
+    SECRET_KEY_FILE = BASE_DIR / (env_str("SECRET_KEY_FILE", "") or VAR_DIR / "secret_key")
+    SECRET_KEY = secret_key_read(path=SECRET_KEY_FILE)
 ALLOWED_HOSTS = [h.strip() for h in env_str("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]").split(",") if h.strip()]
 
 INSTALLED_APPS = [
@@ -117,6 +141,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django.contrib.humanize",
     "django_q",
+    "axes",
     "visits",
 ]
 
@@ -130,6 +155,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "axes.middleware.AxesMiddleware",  # last, as axes asks: it turns a lockout into the lockout page
 ]
 
 ROOT_URLCONF = "visitsdash.urls"
@@ -150,6 +176,76 @@ TEMPLATES = [
 ]
 
 WSGI_APPLICATION = "visitsdash.wsgi.application"
+
+# --- HTTPS and the proxy in front -------------------------------------------------------
+
+# The address people type, e.g. https://visits.example.com. Its origin is trusted for CSRF
+# (a proxy's Host header need not match it) and its host is allowed; https turns on secure
+# cookies, HSTS and the redirect to https.
+SITE_URL = env_str("SITE_URL", "")
+SITE_HTTPS = False
+CSRF_TRUSTED_ORIGINS = []
+if SITE_URL:
+    SITE_URL = env_url("SITE_URL", "", schemes=("http", "https")).rstrip("/")
+    _site = urlsplit(SITE_URL)
+    if _site.path or _site.query or _site.fragment or _site.username is not None:
+        raise ImproperlyConfigured(
+            f"SITE_URL must be a scheme and a host only, such as https://visits.example.com, not {SITE_URL!r}"
+        )
+    SITE_HTTPS = _site.scheme == "https"
+    _host = f"[{_site.hostname}]" if ":" in _site.hostname else _site.hostname
+    _default_port = 443 if SITE_HTTPS else 80
+    # Browsers send the origin lower-case and without a default port; compare it that way.
+    CSRF_TRUSTED_ORIGINS = [f"{_site.scheme}://{_host}" + (f":{_site.port}" if _site.port not in (None, _default_port) else "")]
+    if _host not in ALLOWED_HOSTS:
+        ALLOWED_HOSTS.append(_host)
+
+SESSION_COOKIE_SECURE = SITE_HTTPS
+CSRF_COOKIE_SECURE = SITE_HTTPS
+SECURE_HSTS_SECONDS = env_int("HSTS_SECONDS", 31_536_000 if SITE_HTTPS else 0, minimum=0, maximum=63_072_000)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_SSL_REDIRECT = env_bool("HTTPS_REDIRECT", SITE_HTTPS)
+# A load balancer's or container's health check talks plain HTTP to the app itself.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+# Preloading is asked for a whole registered domain by its owner, not by one app on a
+# subdomain; and HSTS for the subdomains of SITE_URL's host is HSTS_INCLUDE_SUBDOMAINS's
+# choice. `check --deploy` warns about both whatever was chosen, so it is told they are chosen.
+SILENCED_SYSTEM_CHECKS = ["security.W021"] + ([] if SECURE_HSTS_INCLUDE_SUBDOMAINS else ["security.W005"])
+
+# Behind a TLS-terminating proxy (nginx, Caddy, a load balancer) that sets X-Forwarded-Proto,
+# X-Forwarded-Host and X-Forwarded-For itself, overwriting what a client sent. Only then:
+# a client that reaches the app directly could forge all three.
+BEHIND_PROXY = env_bool("BEHIND_PROXY", False)
+if BEHIND_PROXY:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    USE_X_FORWARDED_HOST = True
+
+# --- Sign-in throttling (django-axes) ---------------------------------------------------
+
+# After LOGIN_FAILURE_LIMIT failures for one username, or from one address, sign-in (the
+# site's and the admin's) is refused for LOGIN_LOCKOUT_MINUTES. axes uses one duration for
+# both: failures count while the latest is less than LOGIN_LOCKOUT_MINUTES old, and a lock
+# ends LOGIN_LOCKOUT_MINUTES after the failure that set it (refused tries do not extend it).
+LOGIN_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 10, minimum=1, maximum=1000)
+LOGIN_LOCKOUT_MINUTES = env_int("LOGIN_LOCKOUT_MINUTES", 15, minimum=1, maximum=10_080)
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",  # first: refuses a locked-out attempt before the password is checked
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = LOGIN_FAILURE_LIMIT
+AXES_COOLOFF_TIME = timedelta(minutes=LOGIN_LOCKOUT_MINUTES)
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]  # either one reaching the limit locks
+AXES_RESET_ON_SUCCESS = True
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
+AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
+AXES_HTTP_RESPONSE_CODE = 429
+# The client's address: REMOTE_ADDR, or behind the proxy the last X-Forwarded-For entry,
+# the one the proxy wrote (earlier entries come from the client and prove nothing).
+# django-ipware picks the last entry for a proxy count of 0 when not strict.
+AXES_IPWARE_META_PRECEDENCE_ORDER = ("HTTP_X_FORWARDED_FOR", "REMOTE_ADDR") if BEHIND_PROXY else ("REMOTE_ADDR",)
+AXES_IPWARE_PROXY_ORDER = "left-most"
+AXES_IPWARE_PROXY_COUNT = 0 if BEHIND_PROXY else None
+IPWARE_STRICT = False
 
 # --- Database ---------------------------------------------------------------------------
 
@@ -257,11 +353,21 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
 
+# Everything goes to the console (the process manager keeps it): the app's own loggers, and
+# Django's request errors with their tracebacks, which DEBUG off would otherwise drop.
+LOG_LEVEL = env_choice("LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"))
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
-    "loggers": {"visits": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")}},
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "loggers": {
+        "visits": {"handlers": ["console"], "level": LOG_LEVEL},
+        # propagate off: Django's own `django` logger prints these too when DEBUG is on.
+        "django.request": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},
+        "django.security": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},
+        "axes": {"handlers": ["console"], "level": "WARNING", "propagate": False},  # failures and lockouts
+    },
 }
 
 # Static files come from static/ and the apps through WhiteNoise, so runserver, gunicorn

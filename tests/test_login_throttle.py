@@ -70,6 +70,16 @@ def test_ten_failures_for_a_username_refuse_it_from_any_address(mia):
     assert sign_in(username="omar", password="omar-password-1", address="198.51.100.77")[1]
 
 
+def test_signing_in_forgives_only_the_own_usernames_failures(mia):
+    """Someone with an account cannot wipe the failures they made against another user."""
+    User.objects.create_user("omar", password="omar-password-1")
+    fail(9)  # against mia, from HERE
+    assert sign_in(username="omar", password="omar-password-1")[1]  # omar signs in from HERE
+    fail(1, username="zed")  # the address's tenth failure: omar's success did not clear mia's
+    response, signed_in = sign_in(username="omar", password="omar-password-1")
+    assert_refused(response, signed_in)
+
+
 def test_ten_failures_from_an_address_refuse_every_username_there(mia):
     for i in range(10):
         fail(1, username=f"guess{i}")

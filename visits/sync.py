@@ -51,8 +51,21 @@ class SyncResult:
         return (self.applied + self.skipped) / self.seconds if self.seconds > 0 else 0.0
 
 
+def process_state(pid: int) -> tuple[str, str] | None:
+    """(state letter, start time) of a live or zombie process from Linux /proc, or None."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            fields = stat.read().rpartition(b")")[2].split()
+    except OSError:
+        return None
+    return fields[0].decode(), fields[19].decode() if len(fields) > 19 else ""
+
+
 def lock_owner_name() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    """host:pid:start.nonce. The start time (Linux) tells this process from a later one that
+    reuses its pid; owner_is_dead reads it back."""
+    started = (process_state(os.getpid()) or ("", ""))[1]
+    return f"{socket.gethostname()}:{os.getpid()}:{started}.{uuid.uuid4().hex[:8]}"
 
 
 def state_get(*, stream: str) -> SyncState:
@@ -63,13 +76,26 @@ def state_get(*, stream: str) -> SyncState:
 
 
 def owner_is_dead(owner: str) -> bool:
-    """True when the holder ran on this host and its process is gone (a killed worker)."""
+    """True when the holder ran on this host and its process is gone (a killed worker).
+
+    Gone includes a zombie: a killed process stays in the process table, and answers
+    os.kill(pid, 0), until its parent (a shell, a supervisor, the django-q sentinel) reaps it,
+    so a restart right after a SIGKILL would otherwise find the lease still held. A pid now
+    used by another process (its start time differs from the one in the owner name) is gone too.
+    """
     host, _, rest = owner.partition(":")
-    pid = rest.partition(":")[0]
-    if host != socket.gethostname() or not pid.isdigit():
+    pid_text, _, token = rest.partition(":")
+    if host != socket.gethostname() or not pid_text.isdigit():
         return False
+    pid = int(pid_text)
+    started = token.partition(".")[0]
+    if os.path.isdir("/proc/self"):  # Linux: the process table says it all
+        state = process_state(pid)
+        if state is None or state[0] in ("Z", "X"):
+            return True
+        return bool(started) and started != state[1]
     try:
-        os.kill(int(pid), 0)
+        os.kill(pid, 0)
     except ProcessLookupError:
         return True
     except PermissionError:

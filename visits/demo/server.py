@@ -99,8 +99,14 @@ class _Log:
             at = self.times[-1] if self.times else datetime.now(timezone.utc)
         if at.tzinfo is None:
             at = at.replace(tzinfo=timezone.utc)
+        if not 1900 <= at.year <= 2200:  # a hostile time (year 1, year 9999): no use for retention
+            at = self.times[-1] if self.times else datetime.now(timezone.utc)
         self.times.append(at)
-        self.events.append(json.dumps(event, ensure_ascii=False, separators=(",", ":")).encode())
+        text = json.dumps(event, ensure_ascii=False, separators=(",", ":"))
+        try:
+            self.events.append(text.encode())
+        except UnicodeEncodeError:  # a lone surrogate: JSON can carry it only as a \u escape
+            self.events.append(json.dumps(event, separators=(",", ":")).encode())
 
 
 @dataclass

@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 ALL_FAULTS = dict(
     empty_pages=0.2, short_pages=0.3, redeliver=0.3, shuffle=0.5, server_errors=0.1, rate_limit=0.1,
-    drop_connection=0.05,
+    drop_connection=0.05, truncate=0.05,
 )  # fmt: skip
 
 

@@ -276,6 +276,7 @@ def stream_sync(
             sell.NoToken: "token",
             sell.TokenRefused: "token",
             sell.Unreachable: "unreachable",
+            sell.BadConfiguration: "config",
         }.get(type(exc), "rejected")
         error_record(stream=stream, message=result.error)
         log.warning("%s stream sync stopped: %s", stream, result.error)

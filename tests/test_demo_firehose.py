@@ -13,7 +13,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 import requests
 
-from visits.demo.generator import MALFORMED_FIRST_ID, team_generate
+from visits.demo.generator import MALFORMED_FIRST_ID, USER_DAMAGE, team_generate
 from visits.demo.server import DemoFirehose, Faults
 
 NOW = datetime(2025, 3, 14, 16, 0, tzinfo=timezone.utc)
@@ -430,7 +430,7 @@ def test_malformed_items_are_extra_and_never_touch_real_visits(data, clean):
     known = {canonical(e) for e in clean.visits_events}
     extra = [e for e in data.visits_events if canonical(e) not in known]
     assert len(extra) == data.malformed_count["visits"] >= 8
-    assert len(data.users_events) - len(clean.users_events) == data.malformed_count["users"] == 1
+    assert len(data.users_events) - len(clean.users_events) == data.malformed_count["users"] == 1 + len(USER_DAMAGE)
     ids = [e["data"].get("id") for e in extra if isinstance(e.get("data"), dict)]
     assert not set(ids) & set(clean.expected_visits())
     assert data.expected_visits() == clean.expected_visits()

@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 ALL_FAULTS = dict(
     empty_pages=0.2, short_pages=0.3, redeliver=0.3, shuffle=0.5, server_errors=0.1, rate_limit=0.1,
-    drop_connection=0.05,
+    drop_connection=0.05, truncate=0.05,
 )  # fmt: skip
 
 
@@ -101,3 +101,32 @@ def test_command_fails_with_one_line_saying_why(serve, small_team, env_change, m
     assert process.returncode != 0
     assert message in err
     assert len([line for line in err.strip().splitlines() if "retrying" not in line]) == 1
+
+
+def lock_owner_wait(*, stream: str, process: subprocess.Popen) -> str:
+    """The lease holder once `process` holds the stream's lease (polled: the run is slow)."""
+    while process.poll() is None:
+        owner = SyncState.objects.filter(stream=stream).values_list("lock_owner", flat=True).first() or ""
+        if f":{process.pid}:" in owner:
+            return owner
+        time.sleep(0.05)
+    raise AssertionError(f"the sync ended before taking the {stream} lease: {process.communicate()}")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_restart_right_after_sigkill_takes_the_lease_over(serve, full_team):
+    """The restart comes before the killed process is reaped, as when a supervisor or a shell
+    starts the next run at once: the killed process is still a zombie in the process table."""
+    server = serve(full_team, faults=Faults(slow=1.0))  # every request waits: the run stays mid-sync
+    env = command_env(server.url)
+    for attempt in range(6):
+        killed = sync_command(env, "--quiet", "--max-seconds", "60")
+        lock_owner_wait(stream="visits", process=killed)
+        killed.send_signal(signal.SIGKILL)  # not reaped (no wait()) until the restart has run
+        restart = sync_command(env, "--quiet", "--max-seconds", "1")
+        out, err = restart.communicate(timeout=60)
+        killed.wait(timeout=30)
+        killed.stdout.close()
+        killed.stderr.close()
+        assert "another sync" not in err, f"restart {attempt + 1} did not take the lease over: {err}"
+        assert restart.returncode == 0, err

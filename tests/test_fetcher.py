@@ -8,10 +8,10 @@ from visits.demo.server import Faults
 from .conftest import TOKEN
 
 
-def job_for(server, *, token=TOKEN, position="tail", limit=10, retries=30) -> fetcher.FetchJob:
+def job_for(server, *, token=TOKEN, position="tail", limit=10, retries=30, years=(1990, 2100)) -> fetcher.FetchJob:
     return fetcher.FetchJob(
         stream="visits", position=position, limit=limit, base_url=server.url, token=token,
-        timeout=5, max_retries=retries, backoff_base=0.001, backoff_cap=0.01,
+        timeout=5, max_retries=retries, backoff_base=0.001, backoff_cap=0.01, min_year=years[0], max_year=years[1],
     )  # fmt: skip
 
 
@@ -28,6 +28,18 @@ def test_child_fetches_every_page_until_top(serve, small_team):
     assert parsed == events.items_parse(stream="visits", items=small_team.visits_events)
     assert any(type(e) is events.Reject for e in parsed) and any(type(e) is events.Event for e in parsed)
     assert process.child.returncode is not None  # no process left behind
+
+
+def test_child_parses_with_the_time_bounds_of_its_job(serve, small_team):
+    server = serve(small_team)
+    process = fetcher.FetchProcess()
+    try:
+        pages = list(process.pages(job=job_for(server, years=(2000, 2001))))
+    finally:
+        process.stop()
+    parsed = [event for page in pages for event in page.events]
+    assert parsed and all(type(e) is events.Reject for e in parsed)  # the demo's visits are of this year
+    assert any("outside the years 2000 to 2001" in e.reason for e in parsed)
 
 
 def test_child_reports_retries_and_errors(serve, small_team):

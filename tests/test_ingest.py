@@ -5,7 +5,7 @@ import json
 import pytest
 
 from visits import events, ingest, sell
-from visits.demo.generator import team_generate
+from visits.demo.generator import MALFORMED_FIRST_ID, USER_DAMAGE, VISIT_DAMAGE, team_generate
 from visits.demo.server import Faults
 from visits.models import DeletedVisit, Gap, Outcome, RejectedItem, Rep, SyncState, Visit
 from visits.sync import stream_sync, streams_sync
@@ -93,13 +93,16 @@ def test_failure_inside_a_page_rolls_back_items_and_position(serve, small_team, 
         raise RuntimeError("disk full")
 
     monkeypatch.setattr(ingest, "rejects_store", explode)
-    with pytest.raises(RuntimeError):
-        stream_sync(stream="visits", max_seconds=0)
-    assert SyncState.objects.get(stream="visits").position == before_position
+    result = stream_sync(stream="visits", max_seconds=0)
+    assert result.error_kind == "crashed" and "RuntimeError: disk full" in result.error
+    state = SyncState.objects.get(stream="visits")
+    assert state.position == before_position and state.lock_owner == ""
+    assert "RuntimeError: disk full" in state.last_error and state.last_error_at  # the status page shows it
     assert Visit.objects.count() == before_count
     monkeypatch.undo()
     sync_all()
     assert_db_matches(small_team)
+    assert SyncState.objects.get(stream="visits").last_error == ""
 
 
 def test_redeliveries_and_stale_events_are_no_ops(serve, small_team, settings):
@@ -180,6 +183,70 @@ def test_malformed_items_are_kept_with_reasons_and_rest_applied(serve, small_tea
     for item in stored:
         json.loads(item.raw)  # kept verbatim, as JSON
     assert SyncState.objects.get(stream="visits").items_rejected == stored.count()
+
+
+HOSTILE_VISITS = {
+    "verification_status_list": "verification_status",
+    "visited_at_year_one": "visited_at '0001-01-01T00:00:00+01:00' is outside the years",
+    "event_time_year_9999": "meta.event_time '9999-12-31T23:59:59-01:00' is outside the years",
+    "summary_lone_surrogate": "summary holds text that cannot be stored as UTF-8",
+    "outcome_name_lone_surrogate": "outcome.name holds text that cannot be stored as UTF-8",
+}
+HOSTILE_USERS = {
+    "name_lone_surrogate": "name holds text that cannot be stored as UTF-8",
+    "status_object": "status is not text",
+    "event_time_year_one": "meta.event_time '0001-01-01T00:00:00+01:00' is outside the years",
+}
+
+
+def test_hostile_items_mid_page_are_rejected_and_every_good_item_lands(serve, settings):
+    """Items that once raised in parsing or in writing (stopping the stream for good) sit in the
+    middle of pages, the first one (parsed here) and later ones (parsed by the fetch process)."""
+    settings.SELL_PAGE_LIMIT = 10
+    data = team_generate(seed=5, reps=3, weeks=1)
+    hostile = team_generate(seed=5, reps=3, weeks=1, malformed=True)
+    def by_damage(events, names):  # the generator gives the item of names[i] the id MALFORMED_FIRST_ID + i
+        found = {e["data"].get("id"): e for e in events if isinstance(e.get("data"), dict)}
+        return lambda name: found[MALFORMED_FIRST_ID + names.index(name)]
+
+    visit_item = by_damage(hostile.visits_events, list(VISIT_DAMAGE))
+    user_item = by_damage(hostile.users_events, [None, *USER_DAMAGE])
+    for at, name in zip((5, 14, 25, 36, 47), HOSTILE_VISITS):
+        data.visits_events.insert(at, visit_item(name))
+    for at, name in zip((1, 3, 5), HOSTILE_USERS):
+        data.users_events.insert(at, user_item(name))
+    serve(data)
+    users, visits = sync_all()
+    assert users.at_top and visits.at_top and visits.pages > 5
+    assert_db_matches(data)  # every good item arrived, no hostile one did
+    for stream, expected in (("visits", HOSTILE_VISITS), ("users", HOSTILE_USERS)):
+        stored = list(RejectedItem.objects.filter(stream=stream))
+        assert len(stored) == len(expected), [r.reason for r in stored]
+        reasons = " | ".join(r.reason for r in stored)
+        for fragment in expected.values():
+            assert fragment in reasons, (fragment, reasons)
+        for item in stored:
+            assert json.loads(item.raw)["data"]["id"] >= MALFORMED_FIRST_ID  # kept as JSON, escaped where need be
+    assert "\\udfff" in RejectedItem.objects.get(reason__contains="outcome.name").raw
+
+
+def test_a_crash_is_recorded_shown_and_does_not_block_the_other_stream(serve, small_team, monkeypatch):
+    from visits.tasks import sync_streams_task
+
+    serve(small_team)
+
+    def crash(**kwargs):
+        raise KeyError("a bug")
+
+    monkeypatch.setattr(ingest, "users_apply", crash)
+    summary = sync_streams_task(session_seconds=0)
+    assert "users: the sync stopped on an unexpected error (KeyError: 'a bug')" in summary
+    users = SyncState.objects.get(stream="users")
+    assert "KeyError: 'a bug'" in users.last_error and users.position in ("", "tail") and users.lock_owner == ""
+    assert Visit.objects.count() > 0 and SyncState.objects.get(stream="visits").at_top  # visits went on
+    monkeypatch.undo()
+    sync_all()
+    assert_db_matches(small_team)
 
 
 @pytest.mark.parametrize(

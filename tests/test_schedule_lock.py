@@ -77,3 +77,20 @@ def test_a_page_is_not_applied_once_the_lock_was_taken_over(serve, small_team, m
     assert result.error_kind == "lock_lost"
     assert Visit.objects.count() == 0  # the page was rolled back
     assert SyncState.objects.get(stream="visits").position == ""
+
+
+def test_a_zombie_or_a_reused_pid_counts_as_a_dead_owner():
+    here = sync.socket.gethostname()
+    zombie = subprocess.Popen([sys.executable, "-c", "pass"])
+    while sync.process_state(zombie.pid)[0] != "Z":  # exited; not reaped until wait()
+        pass
+    try:
+        assert sync.owner_is_dead(f"{here}:{zombie.pid}:x")
+    finally:
+        zombie.wait()
+    alive = sync.lock_owner_name()
+    assert not sync.owner_is_dead(alive)  # this very process
+    pid, started = alive.split(":")[1], alive.split(":")[2].partition(".")[0]
+    assert started, "the owner name carries the process's start time"
+    assert sync.owner_is_dead(f"{here}:{pid}:{int(started) - 1}.abc")  # same pid, an earlier process
+    assert not sync.owner_is_dead(f"otherhost:{pid}:{started}.abc")  # another host: only the lease expiry frees it

@@ -47,6 +47,8 @@ class FetchJob:
     max_retries: int
     backoff_base: float
     backoff_cap: float
+    min_year: int  # events.TimeBounds, as the settings give them
+    max_year: int
 
 
 def frame_write(out, message: tuple) -> None:
@@ -77,10 +79,11 @@ def child_main() -> None:
         on_retry=lambda problem, delay: frame_write(out, ("retry", problem, delay)),
     )  # fmt: skip
     position = job.position
+    bounds = events.TimeBounds.years(min_year=job.min_year, max_year=job.max_year)
     try:
         while os.getppid() == parent:  # the parent was killed: stop too
             page = client.page_fetch(stream=job.stream, position=position, limit=job.limit)
-            parsed = events.items_parse(stream=job.stream, items=page.items)
+            parsed = events.items_parse(stream=job.stream, items=page.items, bounds=bounds)
             frame_write(out, ("page", parsed, page.position, page.top))
             if page.top:
                 return

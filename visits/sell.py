@@ -1,11 +1,15 @@
 """HTTP client for the Zendesk Sell Firehose: fetches one stream page, retrying what is
-worth retrying (429, 5xx, time-outs, dropped connections) with capped, jittered backoff,
-and turning every other answer into an exception that says what went wrong.
+worth retrying (429, 5xx, time-outs, dropped or truncated connections) with capped, jittered
+backoff, and turning every other answer into an exception that says what went wrong.
+
+SELL_TIMEOUT bounds a whole request, not each read: a server that sends a byte now and then
+would otherwise hold the sync for ever, since a socket time-out restarts with every byte.
 """
 
 from __future__ import annotations
 
 import email.utils
+import json
 import random
 import time
 from collections.abc import Callable
@@ -13,11 +17,21 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 import requests
+import urllib3
 from django.conf import settings
 
 from . import __version__
 
 RETRY_AFTER_CEILING = 600.0  # seconds; a larger Retry-After is treated as this
+READ_CHUNK = 1 << 18  # bytes asked for per read of a body; a read returns what has arrived
+# requests' errors that a retry cannot cure: the URL or a header is wrong in the settings.
+CONFIGURATION_ERRORS = (
+    requests.exceptions.InvalidURL, requests.exceptions.InvalidSchema, requests.exceptions.MissingSchema,
+    requests.exceptions.InvalidHeader, requests.exceptions.URLRequired,
+)  # fmt: skip
+# Everything else that can go wrong on the way (refused, reset or truncated connections, bodies
+# that do not decode, time-outs), whether requests or urllib3 (reading the body) raises it.
+TRANSPORT_ERRORS = (requests.RequestException, urllib3.exceptions.HTTPError, OSError)
 
 
 class SellError(Exception):
@@ -44,6 +58,10 @@ class Unreachable(SellError):
     pass
 
 
+class BadConfiguration(SellError):
+    pass
+
+
 @dataclass(frozen=True)
 class Page:
     items: list
@@ -55,18 +73,17 @@ def user_agent() -> str:
     return f"visitsdash/{__version__} python-requests/{requests.__version__}"
 
 
-def error_details(response: requests.Response) -> str:
+def error_details(body: bytes) -> str:
     """The `details`/`message` of Sell's error envelope, or a short piece of the body."""
     try:
-        body = response.json()
-        error = body["errors"][0]["error"]
+        error = json.loads(body)["errors"][0]["error"]
         text = error.get("details") or error.get("message") or error.get("code") or ""
         code = error.get("code")
         if code and code not in text:
             text = f"{code}: {text}"
         return str(text)[:300]
     except (ValueError, KeyError, IndexError, TypeError, AttributeError):
-        return response.text[:200].strip()
+        return body[:200].decode("utf-8", "replace").strip()
 
 
 def retry_after_seconds(value: str | None) -> float | None:
@@ -136,30 +153,32 @@ class FirehoseClient:
         for attempt in range(self.max_retries + 1):
             wait: float | None = None
             try:
-                response = self.session.get(url, params=params, timeout=self.timeout)
-            except (requests.ConnectionError, requests.Timeout) as exc:
+                status, headers, body = self.response_get(url=url, params=params)
+            except CONFIGURATION_ERRORS as exc:
+                raise BadConfiguration(
+                    f"the Sell API URL cannot be requested ({type(exc).__name__}: {str(exc)[:200]}); "
+                    "check SELL_API_URL and SELL_ACCESS_TOKEN"
+                ) from None
+            except TRANSPORT_ERRORS as exc:
                 last_problem = f"{type(exc).__name__}: {str(exc)[:200]}"
             else:
-                status = response.status_code
                 if status == 200:
-                    page = self.page_parse(response)
+                    page = self.page_parse(body)
                     if page is not None:
                         return page
                     last_problem = "HTTP 200 with a body that is not a Firehose page"
                 elif status in (401, 403):
-                    raise TokenRefused(
-                        f"the access token was refused (HTTP {status}: {error_details(response)})"
-                    )
+                    raise TokenRefused(f"the access token was refused (HTTP {status}: {error_details(body)})")
                 elif status == 410:
                     raise PositionExpired(
-                        f"the stored position has expired (HTTP 410: {error_details(response)}); "
+                        f"the stored position has expired (HTTP 410: {error_details(body)}); "
                         "Sell keeps events for 72 hours"
                     )
                 elif status == 429 or status >= 500:
-                    last_problem = f"HTTP {status}: {error_details(response)}"
-                    wait = retry_after_seconds(response.headers.get("Retry-After"))
+                    last_problem = f"HTTP {status}: {error_details(body)}"
+                    wait = retry_after_seconds(headers.get("Retry-After"))
                 else:
-                    raise RequestRejected(f"Sell rejected the request (HTTP {status}: {error_details(response)})")
+                    raise RequestRejected(f"Sell rejected the request (HTTP {status}: {error_details(body)})")
             if attempt == self.max_retries:
                 break
             delay = wait if wait is not None else self.backoff_delay(attempt=attempt)
@@ -170,15 +189,44 @@ class FirehoseClient:
             f"the Sell API stayed unreachable after {self.max_retries} retries ({last_problem})"
         )
 
-    @staticmethod
-    def page_parse(response: requests.Response) -> Page | None:
+    def response_get(self, *, url: str, params: dict) -> tuple[int, requests.structures.CaseInsensitiveDict, bytes]:
+        """Status, headers and whole body of one GET, within `timeout` seconds in all.
+
+        The body is streamed: each read returns what has arrived (read1), and before each the
+        socket's time-out is set to the time left, so a dripping server ends at the deadline."""
+        deadline = time.monotonic() + self.timeout
+        response = self.session.get(url, params=params, timeout=self.timeout, stream=True)
         try:
-            body = response.json()
+            raw = response.raw
+            read = getattr(raw, "read1", raw.read)  # urllib3 2: read1 returns what has arrived
+            chunks = []
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise requests.Timeout(f"no whole answer within SELL_TIMEOUT ({self.timeout:g} s)")
+                sock = getattr(raw.connection, "sock", None)  # None once the body is all read
+                if sock is not None:
+                    sock.settimeout(left)
+                try:
+                    chunk = read(READ_CHUNK, decode_content=True)
+                except (urllib3.exceptions.ReadTimeoutError, TimeoutError):  # the socket's time-out was the time left
+                    raise requests.Timeout(f"no whole answer within SELL_TIMEOUT ({self.timeout:g} s)") from None
+                if not chunk:
+                    break
+                chunks.append(chunk)
+        finally:
+            response.close()
+        return response.status_code, response.headers, b"".join(chunks)
+
+    @staticmethod
+    def page_parse(body: bytes) -> Page | None:
+        try:
+            body = json.loads(body)
             items = body["items"]
             meta = body["meta"]
             position = meta["position"]
             top = meta["top"]
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, RecursionError):
             return None
         if not isinstance(items, list) or not isinstance(position, str) or not position or not isinstance(top, bool):
             return None

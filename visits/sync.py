@@ -22,13 +22,14 @@ from django.db.models import Q
 from django.utils import timezone
 
 from . import fetcher, sell
-from .events import items_parse
+from .events import TimeBounds, items_parse
 from .ingest import LockLost, page_apply
 from .models import Gap, Stream, SyncState
 
 log = logging.getLogger(__name__)
 
 STREAM_ORDER = (Stream.USERS, Stream.VISITS)  # names first, so visits land on named reps
+API_ERROR_KINDS = frozenset(("token", "unreachable", "config"))  # the next stream would fail alike
 BATCH_EVENTS = 5000  # events applied per transaction, at most about this many plus a page
 
 
@@ -44,15 +45,28 @@ class SyncResult:
     at_top: bool = False
     seconds: float = 0.0
     error: str = ""
-    error_kind: str = ""  # "token", "unreachable", "rejected", "busy", "lock_lost"
+    error_kind: str = ""  # "token", "unreachable", "rejected", "config", "busy", "lock_lost", "crashed"
 
     @property
     def events_per_second(self) -> float:
         return (self.applied + self.skipped) / self.seconds if self.seconds > 0 else 0.0
 
 
+def process_state(pid: int) -> tuple[str, str] | None:
+    """(state letter, start time) of a live or zombie process from Linux /proc, or None."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            fields = stat.read().rpartition(b")")[2].split()
+    except OSError:
+        return None
+    return fields[0].decode(), fields[19].decode() if len(fields) > 19 else ""
+
+
 def lock_owner_name() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    """host:pid:start.nonce. The start time (Linux) tells this process from a later one that
+    reuses its pid; owner_is_dead reads it back."""
+    started = (process_state(os.getpid()) or ("", ""))[1]
+    return f"{socket.gethostname()}:{os.getpid()}:{started}.{uuid.uuid4().hex[:8]}"
 
 
 def state_get(*, stream: str) -> SyncState:
@@ -63,13 +77,26 @@ def state_get(*, stream: str) -> SyncState:
 
 
 def owner_is_dead(owner: str) -> bool:
-    """True when the holder ran on this host and its process is gone (a killed worker)."""
+    """True when the holder ran on this host and its process is gone (a killed worker).
+
+    Gone includes a zombie: a killed process stays in the process table, and answers
+    os.kill(pid, 0), until its parent (a shell, a supervisor, the django-q sentinel) reaps it,
+    so a restart right after a SIGKILL would otherwise find the lease still held. A pid now
+    used by another process (its start time differs from the one in the owner name) is gone too.
+    """
     host, _, rest = owner.partition(":")
-    pid = rest.partition(":")[0]
-    if host != socket.gethostname() or not pid.isdigit():
+    pid_text, _, token = rest.partition(":")
+    if host != socket.gethostname() or not pid_text.isdigit():
         return False
+    pid = int(pid_text)
+    started = token.partition(".")[0]
+    if os.path.isdir("/proc/self"):  # Linux: the process table says it all
+        state = process_state(pid)
+        if state is None or state[0] in ("Z", "X"):
+            return True
+        return bool(started) and started != state[1]
     try:
-        os.kill(int(pid), 0)
+        os.kill(pid, 0)
     except ProcessLookupError:
         return True
     except PermissionError:
@@ -112,6 +139,10 @@ def gap_record(*, stream: str, owner: str, reason: str) -> None:
         Gap.objects.create(stream=stream, start=newest, end=timezone.now(), reason=reason)
 
 
+def time_bounds() -> TimeBounds:
+    return TimeBounds.years(min_year=settings.SELL_TIME_MIN_YEAR, max_year=settings.SELL_TIME_MAX_YEAR)
+
+
 def pages_fetch(
     *, stream: str, position: str, on_retry: Callable[[str, float], None], backlog_expected: bool
 ) -> Iterator[fetcher.ParsedPage]:
@@ -125,13 +156,16 @@ def pages_fetch(
             page = client.page_fetch(stream=stream, position=position, limit=settings.SELL_PAGE_LIMIT)
         finally:
             client.close()
-        yield fetcher.ParsedPage(events=items_parse(stream=stream, items=page.items), position=page.position, top=page.top)
+        bounds = time_bounds()
+        parsed = items_parse(stream=stream, items=page.items, bounds=bounds)
+        yield fetcher.ParsedPage(events=parsed, position=page.position, top=page.top)
         if page.top:
             return
         job = fetcher.FetchJob(
             stream=str(stream), position=page.position, limit=settings.SELL_PAGE_LIMIT, base_url=client.base_url,
             token=client.token, timeout=client.timeout, max_retries=client.max_retries,
             backoff_base=client.backoff_base, backoff_cap=client.backoff_cap,
+            min_year=settings.SELL_TIME_MIN_YEAR, max_year=settings.SELL_TIME_MAX_YEAR,
         )  # fmt: skip
         process = process or fetcher.FetchProcess()
         yield from process.pages(job=job, on_retry=on_retry)
@@ -242,12 +276,26 @@ def stream_sync(
             sell.NoToken: "token",
             sell.TokenRefused: "token",
             sell.Unreachable: "unreachable",
+            sell.BadConfiguration: "config",
         }.get(type(exc), "rejected")
         error_record(stream=stream, message=result.error)
         log.warning("%s stream sync stopped: %s", stream, result.error)
     except LockLost as exc:
         result.error, result.error_kind = str(exc), "lock_lost"
         log.warning("%s", exc)
+    except Exception as exc:  # noqa: BLE001 - a bug or a database failure: say so, keep the position
+        # Whatever was applied is committed with its position, and the batch in hand was rolled
+        # back with its own, so the next run resumes exactly; until then the status page says why.
+        result.error = (
+            f"the sync stopped on an unexpected error ({type(exc).__name__}: {str(exc)[:300]}); "
+            "the position is kept and the next run retries from it; the worker's log has the traceback"
+        )
+        result.error_kind = "crashed"
+        log.exception("%s stream sync crashed", stream)
+        try:
+            error_record(stream=stream, message=result.error)
+        except Exception:  # noqa: BLE001 - the database itself may be what failed
+            log.exception("%s stream: the error could not be recorded", stream)
     finally:
         lock_release(stream=stream, owner=owner)
         result.seconds = time.monotonic() - started
@@ -261,11 +309,13 @@ def streams_sync(
     progress: Callable[[SyncResult], None] | None = None,
     on_retry: Callable[[str, float], None] | None = None,
 ) -> list[SyncResult]:
-    """The users stream, then the visits stream; stops at the first stream that fails."""
+    """The users stream, then the visits stream. A failure that concerns the whole API (the
+    token, the network, the configuration) stops there; one of a stream's own (its lease, its
+    position, a crash on its data) does not keep the other stream from running."""
     results = []
     for stream in STREAM_ORDER:
         result = stream_sync(stream=stream, max_seconds=max_seconds, progress=progress, on_retry=on_retry)
         results.append(result)
-        if result.error and result.error_kind != "busy":
+        if result.error and result.error_kind in API_ERROR_KINDS:
             break
     return results

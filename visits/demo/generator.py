@@ -318,10 +318,19 @@ class _World:
         return entries
 
     def users_malformed(self) -> list[tuple[datetime, dict]]:
-        at = self._moment()
-        data = {"name": "Pat Doe", "email": f"pat.doe@{EMAIL_DOMAIN}", "status": "active", "role": "user",
-                "confirmed": True, "created_at": _iso(at)}  # no id
-        return [(at, self._event("user", "created", data, sequence=1, at=at))]
+        """A user without an id, and hostile ones (each with an id no real user has)."""
+        entries = []
+        for offset, damage in enumerate((None, *USER_DAMAGE.values())):
+            at = self._moment()
+            data = {"id": MALFORMED_FIRST_ID + offset, "name": "Pat Doe", "email": f"pat.doe@{EMAIL_DOMAIN}",
+                    "status": "active", "role": "user", "confirmed": True, "created_at": _iso(at)}
+            event = self._event("user", "created", data, sequence=1, at=at)
+            if damage is None:
+                data.pop("id")
+            else:
+                damage(event)
+            entries.append((at, event))
+        return entries
 
     # --- visits ---------------------------------------------------------------------------
 
@@ -556,6 +565,18 @@ VISIT_DAMAGE: dict[str, Callable[[dict], object]] = {
     "unknown_event_type": lambda event: event["meta"].update(event_type="exploded"),
     "missing_sequence": lambda event: event["meta"].pop("sequence"),
     "missing_meta": lambda event: event.pop("meta"),
+    # Hostile: each of these once stopped the stream for good (an exception, not a reject).
+    "verification_status_list": lambda event: event["data"]["sales_rep_location"].update(
+        verification_status=["verified"]),
+    "visited_at_year_one": lambda event: event["data"].update(visited_at="0001-01-01T00:00:00+01:00"),
+    "event_time_year_9999": lambda event: event["meta"].update(event_time="9999-12-31T23:59:59-01:00"),
+    "summary_lone_surrogate": lambda event: event["data"].update(summary="Met the buyer \ud800 at noon."),
+    "outcome_name_lone_surrogate": lambda event: event["data"]["outcome"].update(name="\udfff"),
+}
+USER_DAMAGE: dict[str, Callable[[dict], object]] = {
+    "name_lone_surrogate": lambda event: event["data"].update(name="Pat \ud800 Doe"),
+    "status_object": lambda event: event["data"].update(status={"active": True}),
+    "event_time_year_one": lambda event: event["meta"].update(event_time="0001-01-01T00:00:00+01:00"),
 }
 
 

@@ -2,7 +2,8 @@
 
 It serves a `DemoData` log with Sell's envelopes, positions, errors and quirks (empty and
 short pages, redelivery, per-id-only ordering, 410 on expired positions, 429, 5xx, dropped
-connections), each quirk a `Faults` knob, plus hooks for tests. Standard library only.
+connections, bodies cut short or dripped out slowly), each quirk a `Faults` knob, plus hooks
+for tests. Standard library only.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ UNAUTHORIZED_DETAILS = "Required access token is missing, malformed, expired, or
 DEFAULT_LIMIT, MAX_LIMIT = 25, 100
 MAX_REDELIVERY = 10
 MAX_DELAY = 0.2
+DRIP_INTERVAL = 0.1  # a dripped body: one byte this often (each read is quick, the whole is not) ...
+DRIP_SECONDS = 5.0  # ... for this long, then the rest at once
 REQUEST_LOG_SIZE = 100_000
 
 
@@ -46,6 +49,8 @@ class Faults:
     retry_after: int | None = None
     drop_connection: float = 0.0
     slow: float = 0.0
+    truncate: float = 0.0  # the body stops halfway and the connection closes (Content-Length or chunked)
+    drip: float = 0.0  # the body comes a byte every DRIP_INTERVAL for DRIP_SECONDS, then the rest
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -57,7 +62,8 @@ class Faults:
     def chaos(cls, *, seed: int = 0) -> Faults:
         """A mix a robust client must survive: page quirks often, failures now and then."""
         return cls(empty_pages=0.2, short_pages=0.2, redeliver=0.2, shuffle=0.2, slow=0.2,
-                   server_errors=0.05, rate_limit=0.05, drop_connection=0.05, seed=seed)
+                   server_errors=0.05, rate_limit=0.05, drop_connection=0.05, truncate=0.05, drip=0.01,
+                   seed=seed)
 
     def probabilities(self) -> dict[str, float]:
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("retry_after", "seed")}
@@ -99,8 +105,14 @@ class _Log:
             at = self.times[-1] if self.times else datetime.now(timezone.utc)
         if at.tzinfo is None:
             at = at.replace(tzinfo=timezone.utc)
+        if not 1900 <= at.year <= 2200:  # a hostile time (year 1, year 9999): no use for retention
+            at = self.times[-1] if self.times else datetime.now(timezone.utc)
         self.times.append(at)
-        self.events.append(json.dumps(event, ensure_ascii=False, separators=(",", ":")).encode())
+        text = json.dumps(event, ensure_ascii=False, separators=(",", ":"))
+        try:
+            self.events.append(text.encode())
+        except UnicodeEncodeError:  # a lone surrogate: JSON can carry it only as a \u escape
+            self.events.append(json.dumps(event, separators=(",", ":")).encode())
 
 
 @dataclass
@@ -108,6 +120,7 @@ class _Reply:
     status: int
     body: bytes
     headers: dict[str, str] = field(default_factory=dict)
+    delivery: str = ""  # how the body is sent: "" whole, "cut", "cut_chunked" or "drip"
 
 
 class _ApiError(Exception):
@@ -130,6 +143,12 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: object) -> None:
         """Quiet: tests and the command print what matters themselves."""
+
+    def finish(self) -> None:
+        try:
+            super().finish()
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client hung up in the middle of a body (cut short, or dripping past its deadline)
 
 
 class _Server(ThreadingHTTPServer):
@@ -271,12 +290,39 @@ class DemoFirehose:
             return
         handler.send_response(reply.status)
         handler.send_header("Content-Type", JSON_TYPE)
-        handler.send_header("Content-Length", str(len(reply.body)))
+        if reply.delivery == "cut_chunked":
+            handler.send_header("Transfer-Encoding", "chunked")
+        else:
+            handler.send_header("Content-Length", str(len(reply.body)))
         handler.send_header("X-Request-Id", request_id)
         for name, value in reply.headers.items():
             handler.send_header(name, value)
         handler.end_headers()
-        handler.wfile.write(reply.body)
+        try:
+            self._body_send(handler, reply)
+        except (BrokenPipeError, ConnectionResetError):  # the client gave up, e.g. at its deadline
+            handler.close_connection = True
+
+    def _body_send(self, handler: _Handler, reply: _Reply) -> None:
+        body, out = reply.body, handler.wfile
+        if reply.delivery == "cut":  # half of what Content-Length announced, then the connection closes
+            out.write(body[: len(body) // 2])
+            handler.close_connection = True
+        elif reply.delivery == "cut_chunked":  # one chunk of half the body, never the last chunk
+            half = body[: len(body) // 2]
+            out.write(f"{len(half):x}\r\n".encode() + half + b"\r\n")
+            handler.close_connection = True
+        elif reply.delivery == "drip":
+            sent, until = 0, time.monotonic() + DRIP_SECONDS
+            out.flush()  # the headers now
+            while sent < len(body) - 1 and time.monotonic() < until and not self._stopping.is_set():
+                out.write(body[sent : sent + 1])
+                out.flush()
+                sent += 1
+                time.sleep(DRIP_INTERVAL)
+            out.write(body[sent:])
+        else:
+            out.write(body)
 
     def _reply(self, path: str, query: dict[str, str], handler: _Handler) -> _Reply | None:
         """The answer to a request, None to drop the connection; Sell errors are raised."""
@@ -291,6 +337,11 @@ class DemoFirehose:
             drop = _chance(rng, faults.drop_connection)
             failure = rng.choice((500, 503)) if _chance(rng, faults.server_errors) else None
             limited = _chance(rng, faults.rate_limit)
+            delivery = ""
+            if _chance(rng, faults.truncate):
+                delivery = rng.choice(("cut", "cut_chunked"))
+            elif _chance(rng, faults.drip):
+                delivery = "drip"
         if delay:
             time.sleep(delay)
         if drop:
@@ -306,7 +357,9 @@ class DemoFirehose:
                             "Too many requests for this token (36,000 per hour, 10 per second).",
                             headers=retry_after)
         base = f"http://{handler.headers['Host']}" if handler.headers.get("Host") else self.url
-        return self._page(stream, query, base=base)
+        reply = self._page(stream, query, base=base)
+        reply.delivery = delivery
+        return reply
 
     def _page(self, stream: str, query: dict[str, str], *, base: str) -> _Reply:
         limit = _limit_parse(query.get("limit"))

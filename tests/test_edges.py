@@ -80,10 +80,12 @@ def test_dates_and_ids_out_of_range_are_a_400_with_a_message(reviewer, query):
         assert "must be" in body or "is not a known" in body, (path, query, body[:300])
 
 
-def test_dates_inside_the_bounds_still_work(reviewer):
+def test_dates_inside_the_bounds_still_work_and_follow_the_settings(reviewer, settings):
     edge_visits_make()
-    response = reviewer.get("/reports/reps/?start=1990-01-01&end=2100-12-31")
-    assert response.status_code == 200
+    assert reviewer.get("/reports/reps/?start=1990-01-01&end=2100-12-31").status_code == 200
+    settings.SELL_TIME_MIN_YEAR, settings.SELL_TIME_MAX_YEAR = 1995, 2050
+    response = reviewer.get("/reports/reps/?start=1990-01-01")
+    assert response.status_code == 400 and "must be between 1995-01-01 and 2050-12-31" in response.content.decode()
 
 
 @pytest.mark.parametrize("url", [f"/visits/{HUGE}/", f"/visits/{HUGE}/map/", f"/visits/{HUGE}/summary.json",

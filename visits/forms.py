@@ -3,6 +3,7 @@
 from datetime import date
 
 from django import forms
+from django.conf import settings
 from django.db.models import QuerySet
 
 from .analytics import Scope
@@ -11,21 +12,26 @@ from .review import REVIEW_STATES
 
 DATE_ERROR = "must be a date written YYYY-MM-DD"
 MAX_ID = 2**63 - 1  # the largest id the database holds (Sell's ids are 64-bit)
-# Dates a filter may name: those a visit can have (ingestion rejects times outside them).
-DATE_MIN, DATE_MAX = date(1990, 1, 1), date(2100, 12, 31)
+
+
+def date_bounds() -> tuple[date, date]:
+    """The dates a filter may name: the years a visit can have (SELL_TIME_MIN_YEAR to
+    SELL_TIME_MAX_YEAR; ingestion rejects times outside them)."""
+    return date(settings.SELL_TIME_MIN_YEAR, 1, 1), date(settings.SELL_TIME_MAX_YEAR, 12, 31)
 
 
 class FilterDateField(forms.DateField):
-    """A YYYY-MM-DD date within DATE_MIN..DATE_MAX: the reports step a day or a month past the
-    ends of a range, which the ends of the calendar cannot do."""
+    """A YYYY-MM-DD date within date_bounds(): the reports step a day or a month past the ends
+    of a range, which the ends of the calendar cannot do."""
 
     def __init__(self, **kwargs) -> None:
         super().__init__(required=False, input_formats=["%Y-%m-%d"], error_messages={"invalid": DATE_ERROR}, **kwargs)
 
     def validate(self, value) -> None:
         super().validate(value)
-        if value is not None and not DATE_MIN <= value <= DATE_MAX:
-            raise forms.ValidationError(f"must be between {DATE_MIN.isoformat()} and {DATE_MAX.isoformat()}")
+        low, high = date_bounds()
+        if value is not None and not low <= value <= high:
+            raise forms.ValidationError(f"must be between {low.isoformat()} and {high.isoformat()}")
 
 
 def id_coerce(value: str) -> int:

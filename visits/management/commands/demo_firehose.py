@@ -14,7 +14,7 @@ from visits.demo.generator import team_generate
 from visits.demo.server import DemoFirehose, Faults
 
 FAULT_OPTIONS = ("empty_pages", "short_pages", "redeliver", "shuffle", "server_errors", "rate_limit",
-                 "drop_connection", "slow")
+                 "drop_connection", "slow", "truncate", "drip")
 
 
 def probability(raw: str) -> float:

@@ -138,8 +138,9 @@ def hostile_data(*, marker: Path, now: datetime | None = None) -> HostileData:
     for n in range(4):
         rep_id = 501 + n
         name = texts[(n * 5) % len(texts)]
-        user = {"id": rep_id, "name": name, "email": texts[(n * 5 + 1) % len(texts)][:200], "status": "active",
-                "role": "user"}  # fmt: skip
+        short = [t for t in texts if len(t) <= 40]  # what a 40-character column takes whole
+        user = {"id": rep_id, "name": name, "email": texts[(n * 5 + 1) % len(texts)][:200],
+                "status": short[(n * 5 + 2) % len(short)], "role": short[(n * 5 + 3) % len(short)]}  # fmt: skip
         out.users_events.append(envelope(user, sequence=1, at=now - timedelta(days=3), kind="user"))
         out.expected_reps[rep_id] = stored(name, max_length=255)
     bad_users = [
@@ -162,9 +163,13 @@ def hostile_data(*, marker: Path, now: datetime | None = None) -> HostileData:
         outcome = texts[(i + 7) % len(texts)]
         data = visit_data(visit_id, rep_id=501 + i % 4, at=at, summary=text, outcome=outcome, status=status,
                           lat=lat, lng=lng)  # fmt: skip
+        resource_type = stored(texts[(i + 3) % len(texts)])
+        if resource_type.strip() and len(resource_type) <= 40:  # else Sell's own: longer ones are rejected
+            data["resource_type"] = texts[(i + 3) % len(texts)]
         out.visits_events.append(envelope(data, sequence=1, at=at))
         out.expected_visits[visit_id] = {"summary": stored(text), "rep_id": 501 + i % 4, "latitude": lat,
-                                         "verification_status": status}  # fmt: skip
+                                         "verification_status": status,
+                                         "resource_type": stored(data["resource_type"])}  # fmt: skip
     bad = malformed_visits(at=start)
     for n, item in enumerate(bad):  # between the good ones
         out.visits_events.insert(1 + n * 2 % max(len(out.visits_events), 1), item)

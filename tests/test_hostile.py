@@ -2,9 +2,12 @@
 nothing executes, no template expression is evaluated, nothing is a 500, and every well-formed
 visit arrives while every malformed item becomes a rejected item."""
 
+import csv
+import io
 from urllib.parse import urlsplit
 
 import pytest
+from django.contrib.auth.models import User
 from playwright.sync_api import expect
 
 from visits.demo.server import DemoFirehose
@@ -59,8 +62,8 @@ def test_every_well_formed_visit_arrives_and_every_bad_item_is_rejected(hostile)
     assert set(visits) == set(data.expected_visits)
     for visit_id, want in data.expected_visits.items():
         got = visits[visit_id]
-        assert (got.summary, got.rep_id, got.latitude, got.verification_status) == (
-            want["summary"], want["rep_id"], want["latitude"], want["verification_status"]
+        assert (got.summary, got.rep_id, got.latitude, got.verification_status, got.resource_type) == (
+            want["summary"], want["rep_id"], want["latitude"], want["verification_status"], want["resource_type"]
         ), visit_id
     names = dict(Rep.objects.filter(id__in=data.expected_reps).values_list("id", "name"))
     assert names == data.expected_reps
@@ -69,6 +72,20 @@ def test_every_well_formed_visit_arrives_and_every_bad_item_is_rejected(hostile)
     for item in RejectedItem.objects.all():
         item.raw.encode("utf-8")  # kept in a form the database and the pages can hold
         assert item.reason
+
+
+def test_no_exported_cell_is_a_formula(hostile, client):
+    client.force_login(User.objects.create_superuser("ada", password="pw-ada-1"))
+    cells = 0
+    for url in ("/visits.csv", "/reports/reps.csv", "/reports/outcomes.csv", "/reports/matrix.csv"):
+        response = client.get(url)
+        assert response.status_code == 200, url
+        for line in csv.reader(io.StringIO(b"".join(response.streaming_content).decode("utf-8-sig"))):
+            for cell in line:
+                cells += 1
+                assert not cell.startswith(("=", "+", "@", "\t", "\r")), (url, cell[:60])
+                assert not (cell.startswith("-") and not cell[1:].replace(".", "").isdigit()), (url, cell[:60])
+    assert cells > 100
 
 
 def test_no_page_frame_or_popup_runs_or_evaluates_what_sell_sent(hostile, live_server, page):

@@ -78,6 +78,8 @@ def test_decisions_are_never_edited_or_deleted(client, flagged):
         statements.append("TRUNCATE visits_decision")
     for statement in statements:  # the database refuses too, whatever SQL asks
         with pytest.raises(DatabaseError, match="never"), transaction.atomic(), connection.cursor() as cursor:
+            if connection.vendor == "postgresql":  # the test's open transaction holds deferred checks,
+                cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")  # which TRUNCATE would refuse first
             cursor.execute(statement)
     second = Decision.objects.create(visit_id=visit_id, kind="accept", note="fine", decided_by=reviewer)
     assert list(Decision.objects.filter(visit_id=visit_id)) == [second, first]  # the newest supersedes

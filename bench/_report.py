@@ -30,7 +30,7 @@ def section_write(*, heading: str, lines: list[str]) -> None:
         text = text.rstrip() + "\n\n" + section
     else:
         end = text.find("\n## ", start + 1)
-        text = text[:start] + section + (text[end + 1 :] if end != -1 else "")
+        text = text[:start] + section.rstrip() + ("\n\n" + text[end + 1 :] if end != -1 else "")
     PERFORMANCE.write_text(text.rstrip() + "\n")
     print(f"wrote {PERFORMANCE.relative_to(ROOT)}")
 

@@ -8,7 +8,8 @@ table's triggers whenever a migration rebuilds the table.
 from __future__ import annotations
 
 from django.db import connection as default_connection
-from django.db import transaction
+
+from . import dbtriggers
 
 TABLE = "visits_decision"
 EDIT_MESSAGE = "decisions are never edited; record a new decision instead"
@@ -46,26 +47,16 @@ def names(*, vendor: str) -> list[str]:
 
 def decision_triggers_drop(*, connection=default_connection) -> None:
     """Only for wiping a whole database (the tests' flush); `migrate` puts them back."""
-    suffix = f" ON {TABLE}" if connection.vendor == "postgresql" else ""
-    with connection.cursor() as cursor:
-        for name in names(vendor=connection.vendor):
-            cursor.execute(f"DROP TRIGGER IF EXISTS {name}{suffix}")
+    dbtriggers.triggers_drop(connection=connection, table=TABLE, names=names(vendor=connection.vendor))
 
 
 def decision_triggers_install(*, connection=default_connection) -> None:
     """(Re)create the triggers; idempotent."""
     statements = _postgres_statements() if connection.vendor == "postgresql" else _sqlite_statements()
-    with transaction.atomic(using=connection.alias):
-        decision_triggers_drop(connection=connection)
-        with connection.cursor() as cursor:
-            for statement in statements:
-                cursor.execute(statement)
+    dbtriggers.triggers_replace(
+        connection=connection, table=TABLE, names=names(vendor=connection.vendor), statements=statements
+    )
 
 
 def decision_triggers_installed(*, connection=default_connection) -> set[str]:
-    with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            cursor.execute(f"SELECT tgname FROM pg_trigger WHERE tgrelid = '{TABLE}'::regclass AND NOT tgisinternal")
-        else:
-            cursor.execute(f"SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = '{TABLE}'")
-        return {row[0] for row in cursor.fetchall()}
+    return dbtriggers.triggers_on(connection=connection, table=TABLE)

@@ -24,6 +24,8 @@ from django.db import connection as default_connection
 from django.db import transaction
 from django.utils import timezone
 
+from . import dbtriggers
+
 TRIGGER_NAMES = ("visits_tally_insert", "visits_tally_update_old", "visits_tally_update_new", "visits_tally_delete")
 
 
@@ -152,29 +154,17 @@ def postgres_triggers() -> list[str]:
 
 
 def triggers_drop(*, connection=default_connection) -> None:
-    with connection.cursor() as cursor:
-        for name in TRIGGER_NAMES:
-            suffix = " ON visits_visit" if connection.vendor == "postgresql" else ""
-            cursor.execute(f"DROP TRIGGER IF EXISTS {name}{suffix}")
+    dbtriggers.triggers_drop(connection=connection, table="visits_visit", names=TRIGGER_NAMES)
 
 
 def triggers_install(*, connection=default_connection) -> None:
     """(Re)create the triggers; idempotent."""
     statements = postgres_triggers() if connection.vendor == "postgresql" else sqlite_triggers()
-    with transaction.atomic(using=connection.alias):
-        triggers_drop(connection=connection)
-        with connection.cursor() as cursor:
-            for statement in statements:
-                cursor.execute(statement)
+    dbtriggers.triggers_replace(connection=connection, table="visits_visit", names=TRIGGER_NAMES, statements=statements)
 
 
 def triggers_installed(*, connection=default_connection) -> set[str]:
-    with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            cursor.execute("SELECT tgname FROM pg_trigger WHERE tgrelid = 'visits_visit'::regclass AND NOT tgisinternal")
-        else:
-            cursor.execute("SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'visits_visit'")
-        return {row[0] for row in cursor.fetchall()}
+    return dbtriggers.triggers_on(connection=connection, table="visits_visit")
 
 
 # --- Rebuilding ----------------------------------------------------------------------------

@@ -95,6 +95,13 @@ def test_every_page_sends_the_policy(admin_client):
         assert "sandbox" not in directives, url
 
 
+def test_only_debug_error_pages_go_without_the_policy(admin_client, settings):
+    assert "Content-Security-Policy" in admin_client.get("/no-such-page/")
+    settings.DEBUG = True  # the technical 404 page styles itself inline
+    assert "Content-Security-Policy" not in admin_client.get("/no-such-page/")
+    assert "Content-Security-Policy" in admin_client.get("/")
+
+
 def test_a_map_document_may_run_only_its_own_inline_code(admin_client, settings, tmp_path):
     hostile_visits_make(marker=tmp_path / "never")
     settings.MAP_TILES_URL = "https://{s}.tiles.example.com/{z}/{x}/{y}.png"

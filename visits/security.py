@@ -79,6 +79,8 @@ class ContentSecurityPolicyMiddleware:
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         response = self.get_response(request)
+        if settings.DEBUG and response.status_code in (404, 500):
+            return response  # Django's debug pages style themselves inline; DEBUG is never on in production
         if "Content-Security-Policy" not in response:
             response["Content-Security-Policy"] = self.header
         return response

@@ -23,6 +23,10 @@ def test_reviewer_decides_on_flagged_visits(live_server, page, serve, small_team
     items = page.locator("article.review-item")
     before = int(page.locator("form.review-form > p.muted").inner_text().split()[0].replace(",", ""))
     assert items.count() > 2 and items.first.locator("ul.flags li").count() >= 1
+    page.check("input.select-all")  # static/js/app.js: every visit on the page, and back
+    assert page.locator("input[name=visit]:checked").count() == items.count()
+    page.uncheck("input.select-all")
+    assert page.locator("input[name=visit]:checked").count() == 0
     chosen = [items.nth(i).get_attribute("id").removeprefix("visit-") for i in (0, 1)]
     for visit_id in chosen:
         page.check(f"input[name=visit][value='{visit_id}']")

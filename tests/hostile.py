@@ -1,6 +1,6 @@
 """A hostile Firehose's data: every text field of every event carries an attack, and malformed
-items of every kind sit between the good ones. Shared by tests/test_hostile.py and the fuzz
-tests; the good events' expected state is computed here, from the events themselves."""
+items of every kind sit between the good ones, for tests/test_hostile.py; the good events'
+expected state is computed here, from the events themselves."""
 
 from __future__ import annotations
 

@@ -7,11 +7,11 @@ from django.conf import settings
 from django.db.models import QuerySet
 
 from .analytics import Scope
+from .events import MAX_ID  # the largest id the database holds (Sell's ids are 64-bit)
 from .models import DecisionKind, FlagRule, Outcome, Rep, VerificationStatus
 from .review import REVIEW_STATES
 
 DATE_ERROR = "must be a date written YYYY-MM-DD"
-MAX_ID = 2**63 - 1  # the largest id the database holds (Sell's ids are 64-bit)
 
 
 def date_bounds() -> tuple[date, date]:

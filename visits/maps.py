@@ -253,23 +253,24 @@ class EpochMinutes(Func):
         return self.as_sql(compiler, connection, template="(CAST(EXTRACT(EPOCH FROM %(expressions)s) AS BIGINT) / 60)", **extra)
 
 
-def visit_rows(*, scope: Scope, limit: int, ids: list[int] | None = None) -> tuple[list[list], dict]:
-    """The newest `limit` located visits (of `ids`, if given, deleted or not) as compact rows,
-    and the lookups the rows point into."""
+def visit_rows(*, scope: Scope, limit: int, visit_id: int | None = None) -> tuple[list[list], dict]:
+    """The newest `limit` located visits of `scope` (or the one `visit_id`, deleted or not) as
+    compact rows, and the lookups the rows point into."""
     reps: dict[int, int] = {}
     outcomes: dict[int, int] = {}
     status_index = {s: i for i, s in enumerate(STATUS_ORDER)}
     rows = []
-    located = _located(scope) if ids is None else Visit.objects.filter(id__in=ids, latitude__isnull=False)
+    # id=, not id__in: Django answers an id too large for the database with no rows, not an error.
+    located = _located(scope) if visit_id is None else Visit.objects.filter(id=visit_id, latitude__isnull=False)
     values = (
         located
         .annotate(minutes=EpochMinutes("visited_at"))
         .values_list("latitude", "longitude", "verification_status", "rep_id", "outcome_id", "minutes", "id")[:limit]
     )
-    for lat, lng, status, rep_id, outcome_id, minutes, visit_id in values.iterator(chunk_size=5000):
+    for lat, lng, status, rep_id, outcome_id, minutes, row_id in values.iterator(chunk_size=5000):
         rows.append([
             round(lat, 5), round(lng, 5), status_index[status], reps.setdefault(rep_id, len(reps)),
-            -1 if outcome_id is None else outcomes.setdefault(outcome_id, len(outcomes)), minutes, visit_id,
+            -1 if outcome_id is None else outcomes.setdefault(outcome_id, len(outcomes)), minutes, row_id,
         ])  # fmt: skip
     rep_names = dict(Rep.objects.filter(id__in=list(reps)).values_list("id", "name"))
     outcome_names = dict(Outcome.objects.filter(id__in=list(outcomes)).values_list("id", "name"))
@@ -285,9 +286,11 @@ def visit_rows(*, scope: Scope, limit: int, ids: list[int] | None = None) -> tup
     return rows, lookups
 
 
-def visit_map_render(*, visit: Visit) -> MapDocument:
-    """A small map of one visit (which has coordinates)."""
-    rows, lookups = visit_rows(scope=Scope(), limit=1, ids=[visit.id])
-    m = map_base(bounds=[[visit.latitude, visit.longitude], [visit.latitude, visit.longitude]])
+def visit_map_render(*, visit_id: int) -> MapDocument | None:
+    """A small map of one visit; None when there is no such visit with coordinates."""
+    rows, lookups = visit_rows(scope=Scope(), limit=1, visit_id=visit_id)
+    if not rows:
+        return None
+    m = map_base(bounds=bounds_of(rows))
     VisitLayer(cluster=False, name="Visit").add_to(m)
     return document_finish(m, data={"rows": rows, "lookups": lookups})

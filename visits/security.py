@@ -9,10 +9,14 @@ still refuses to run it.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
+
+if TYPE_CHECKING:
+    from .maps import MapDocument
 
 # The map frames may run their scripts and send the user to a visit's page on a click, nothing
 # more: no same-origin, so a script in them could not read the page around them, its cookies or
@@ -62,10 +66,11 @@ def map_policy(*, script_hashes: Iterable[str], style_hashes: Iterable[str]) -> 
     return policy
 
 
-def map_document_response(*, html: str, script_hashes: Iterable[str], style_hashes: Iterable[str]) -> HttpResponse:
+def map_document_response(*, document: MapDocument) -> HttpResponse:
     """A map document with its own policy (the middleware leaves a response's policy alone)."""
-    response = HttpResponse(html)
-    response["Content-Security-Policy"] = policy_text(map_policy(script_hashes=script_hashes, style_hashes=style_hashes))
+    response = HttpResponse(document.html)
+    policy = map_policy(script_hashes=document.script_hashes, style_hashes=document.style_hashes)
+    response["Content-Security-Policy"] = policy_text(policy)
     response["X-Frame-Options"] = "SAMEORIGIN"  # for browsers that know no frame-ancestors
     return response
 

@@ -165,7 +165,7 @@ def pages_fetch(
             stream=str(stream), position=page.position, limit=settings.SELL_PAGE_LIMIT, base_url=client.base_url,
             token=client.token, timeout=client.timeout, max_retries=client.max_retries,
             backoff_base=client.backoff_base, backoff_cap=client.backoff_cap,
-            min_year=settings.SELL_TIME_MIN_YEAR, max_year=settings.SELL_TIME_MAX_YEAR,
+            min_year=bounds.earliest.year, max_year=bounds.latest.year,
         )  # fmt: skip
         process = process or fetcher.FetchProcess()
         yield from process.pages(job=job, on_retry=on_retry)

@@ -24,4 +24,5 @@ urlpatterns = [
     path("map/frame/", views.map_frame, name="map_frame"),
     path("status/", views.status, name="status"),
     path("status/rejected/", views.rejected, name="rejected"),
+    path("healthz", views.healthz, name="healthz"),
 ]

@@ -7,7 +7,7 @@ from django.contrib import messages
 from django.contrib.admin.views.decorators import staff_member_required
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
-from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
@@ -187,23 +187,19 @@ def map_page(request: HttpRequest, filters: ReportFilters) -> HttpResponse:
     return render(request, "visits/map.html", page_context(request, filters, plan=maps.map_plan(scope=filters.scope())))
 
 
-def map_response(document: maps.MapDocument) -> HttpResponse:
-    return map_document_response(
-        html=document.html, script_hashes=document.script_hashes, style_hashes=document.style_hashes
-    )
-
-
 @reports_required
 @filtered
 def map_frame(request: HttpRequest, filters: ReportFilters) -> HttpResponse:
     """The map document itself, shown in a sandboxed iframe by the map and rep pages."""
-    return map_response(maps.map_render(scope=filters.scope()))
+    return map_document_response(document=maps.map_render(scope=filters.scope()))
 
 
 @reports_required
 def visit_map(request: HttpRequest, visit_id: int) -> HttpResponse:
-    visit = get_object_or_404(Visit.objects.only("id", "latitude", "longitude"), id=visit_id, latitude__isnull=False)
-    return map_response(maps.visit_map_render(visit=visit))
+    document = maps.visit_map_render(visit_id=visit_id)
+    if document is None:
+        raise Http404("No such visit with a position.")
+    return map_document_response(document=document)
 
 
 @reports_required
@@ -352,3 +348,9 @@ def rejected(request: HttpRequest) -> HttpResponse:
         )
     page = Paginator(rejected_items(stream=stream or None), 50).get_page(request.GET.get("page"))
     return render(request, "visits/rejected.html", {"page": page, "stream": stream, "streams": Stream.choices})
+
+
+def healthz(request: HttpRequest) -> HttpResponse:
+    """Liveness for a load balancer or container health check: the process answers. Exempt
+    from the redirect to https (SECURE_REDIRECT_EXEMPT), as such checks talk plain HTTP."""
+    return HttpResponse("ok\n", content_type="text/plain")

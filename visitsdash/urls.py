@@ -1,19 +1,11 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
-from django.http import HttpResponse
 from django.templatetags.static import static
 from django.urls import include, path
 from django.views.generic import RedirectView
 
 admin.site.site_header = "visitsdash administration"
 admin.site.site_title = "visitsdash"
-
-
-def healthz(request):
-    """Liveness for a load balancer or container health check: the process answers. Exempt
-    from the redirect to https (SECURE_REDIRECT_EXEMPT), as such checks talk plain HTTP."""
-    return HttpResponse("ok\n", content_type="text/plain")
-
 
 urlpatterns = [
     path("admin/", admin.site.urls),
@@ -23,6 +15,5 @@ urlpatterns = [
     path("accounts/password/done/", auth_views.PasswordChangeDoneView.as_view(), name="password_change_done"),
     # Browsers ask for /favicon.ico whatever the page says; the admin's pages don't name one.
     path("favicon.ico", RedirectView.as_view(url=static("img/favicon.svg"), permanent=True)),
-    path("healthz", healthz, name="healthz"),
     path("", include("visits.urls")),
 ]

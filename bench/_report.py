@@ -39,7 +39,7 @@ def visits_write(rows) -> None:
     """Write (visit id, row) pairs through ingestion's own upsert, 5,000 to a transaction."""
     from django.db import transaction
 
-    from visits.ingest import visits_upsert
+    from visits.ingest.pages import visits_upsert
 
     batch: dict[int, dict] = {}
     for visit_id, row in rows:

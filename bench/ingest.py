@@ -42,9 +42,9 @@ def measure(*, mode: str, url: str, database_url: str, limit: int) -> dict:
     django.setup()
     from django.core.management import call_command
 
-    from visits.events import items_parse
-    from visits.sell import FirehoseClient
-    from visits.sync import stream_sync
+    from visits.ingest.sync import stream_sync
+    from visits.sell.events import items_parse
+    from visits.sell.firehose import FirehoseClient
 
     if mode in ("baseline", "fetch"):
         client = FirehoseClient()

@@ -78,8 +78,8 @@ def naive_render(*, limit: int) -> str:
 
     import folium
 
-    from visits import maps
     from visits.models import Visit
+    from visits.reports import maps
 
     maps.assets_localize()
     m = folium.Map(tiles=None, **{"maxZoom": 19})

@@ -56,8 +56,8 @@ def load(*, visits: int) -> float:
     from django.core.management import call_command
     from django.db import connection
 
-    from visits.flags import flags_rebuild
     from visits.models import Outcome, Rep
+    from visits.review.flags import flags_rebuild
 
     call_command("migrate", verbosity=0)
     Rep.objects.bulk_create([Rep(id=1000 + i, name=f"Rep {i:03d}") for i in range(REPS)])

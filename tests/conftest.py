@@ -138,8 +138,8 @@ def assert_db_matches(data: DemoData) -> None:
 
 def assert_flags_match() -> None:
     """The stored flags equal a computation from scratch, and no rep waits for a recompute."""
-    from visits.flags import flags_expected
     from visits.models import DirtyRep, Flag
+    from visits.review.flags import flags_expected
 
     assert not DirtyRep.objects.exists(), "reps still wait for their flags"
     stored = {(f.visit_id, f.rule): (f.numbers, f.sentence) for f in Flag.objects.all()}
@@ -231,7 +231,7 @@ def decisions_flushable(request):
         return
     request.getfixturevalue("transactional_db")  # set up first, so torn down (flushed) after this
     yield
-    from visits.immutable import decision_triggers_drop
+    from visits.review.immutable import decision_triggers_drop
 
     decision_triggers_drop()
 

@@ -8,9 +8,9 @@ import pytest
 from django.contrib.auth.models import Group, User
 from django.db import transaction
 
-from visits.flags import flags_rebuild
-from visits.ingest import visits_upsert
+from visits.ingest.pages import visits_upsert
 from visits.models import Decision, Flag, Rep, Visit
+from visits.review.flags import flags_rebuild
 
 pytestmark = pytest.mark.django_db
 

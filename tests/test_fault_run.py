@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from visits.demo.server import Faults
-from visits.flags import flags_refresh
+from visits.ingest.sync import streams_sync
 from visits.models import RejectedItem, SyncState
-from visits.sync import streams_sync
+from visits.review.flags import flags_refresh
 
 from .conftest import assert_db_matches, assert_flags_match, command_env
 

@@ -2,8 +2,8 @@
 
 import pytest
 
-from visits import events, fetcher, sell
 from visits.demo.server import Faults
+from visits.sell import events, fetcher, firehose
 
 from .conftest import TOKEN
 
@@ -54,7 +54,7 @@ def test_child_reports_retries_and_errors(serve, small_team):
 
     process = fetcher.FetchProcess()
     try:
-        with pytest.raises(sell.TokenRefused, match="the access token was refused"):
+        with pytest.raises(firehose.TokenRefused, match="the access token was refused"):
             list(process.pages(job=job_for(server, token="wrong")))
     finally:
         process.stop()

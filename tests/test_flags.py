@@ -7,13 +7,13 @@ from zoneinfo import ZoneInfo
 import pytest
 from django.db import transaction
 
-from visits import flags
-from visits.events import items_parse
-from visits.flags import VisitFacts
-from visits.geo import km_between
-from visits.ingest import page_apply
+from visits.geo.distance import km_between
+from visits.ingest.pages import page_apply
+from visits.ingest.sync import streams_sync
 from visits.models import Flag, Rep, SyncState
-from visits.sync import streams_sync
+from visits.review import flags, rules
+from visits.review.rules import VisitFacts
+from visits.sell.events import items_parse
 
 from .conftest import assert_flags_match
 
@@ -42,25 +42,25 @@ def test_the_distances_are_those_between_the_cities():
 
 def test_impossible_travel_flags_both_visits_with_the_numbers(settings):
     visits = [facts(1, at=CHICAGO), facts(2, minutes=40, at=MILWAUKEE), facts(3, minutes=400, at=INDIANAPOLIS)]
-    travel = by_rule(flags.impossible_travel(visits, max_kmh=150), "impossible_travel")
+    travel = by_rule(rules.impossible_travel(visits, max_kmh=150), "impossible_travel")
     assert set(travel) == {1, 2}  # Milwaukee to Indianapolis in 6 hours is fine
     km = km_between(CHICAGO, MILWAUKEE)
     assert travel[2].sentence == f"{km:,.0f} km from the previous visit 40 minutes earlier: {km * 1.5:,.0f} km/h."
     assert travel[1].sentence == f"{km:,.0f} km from the next visit 40 minutes later: {km * 1.5:,.0f} km/h."
     assert travel[2].numbers == {"km": round(km, 1), "minutes": 40.0, "kmh": round(km * 1.5), "other_visit": 1}
-    assert not flags.impossible_travel(visits, max_kmh=200)  # the threshold decides
+    assert not rules.impossible_travel(visits, max_kmh=200)  # the threshold decides
 
 
 def test_impossible_travel_reads_its_threshold_from_settings(settings):
     visits = [facts(1, at=PARIS), facts(2, minutes=60, at=LONDON)]
-    assert {f.visit_id for f in flags.rep_findings(visits) if f.rule == "impossible_travel"} == {1, 2}
+    assert {f.visit_id for f in rules.rep_findings(visits) if f.rule == "impossible_travel"} == {1, 2}
     settings.FLAG_MAX_SPEED_KMH = 400
-    assert not [f for f in flags.rep_findings(visits) if f.rule == "impossible_travel"]
+    assert not [f for f in rules.rep_findings(visits) if f.rule == "impossible_travel"]
 
 
 def test_the_same_minute_in_two_cities_and_the_fastest_leg_wins():
     visits = [facts(1, at=CHICAGO), facts(2, at=MILWAUKEE), facts(3, minutes=120, at=CHICAGO)]
-    travel = by_rule(flags.impossible_travel(visits, max_kmh=150), "impossible_travel")
+    travel = by_rule(rules.impossible_travel(visits, max_kmh=150), "impossible_travel")
     assert travel[2].numbers["kmh"] is None and "logged at the same time" in travel[2].sentence
     assert travel[1].numbers["other_visit"] == 2
     assert set(travel) == {1, 2}  # Milwaukee to Chicago in two hours: 65 km/h
@@ -69,50 +69,50 @@ def test_the_same_minute_in_two_cities_and_the_fastest_leg_wins():
 def test_visits_without_a_position_or_at_0_0_are_skipped_by_travel():
     visits = [facts(1, at=CHICAGO), facts(2, minutes=5, at=(0.0, 0.0)), facts(3, minutes=10),
               facts(4, minutes=600, at=CHICAGO)]  # fmt: skip
-    assert not flags.impossible_travel(visits, max_kmh=150)
-    zero = by_rule(flags.impossible_coordinates(visits), "impossible_coordinates")
+    assert not rules.impossible_travel(visits, max_kmh=150)
+    zero = by_rule(rules.impossible_coordinates(visits), "impossible_coordinates")
     assert set(zero) == {2} and "0,0" in zero[2].sentence
 
 
 def test_coordinate_reuse_counts_different_customers(settings):
     spot = (41.878104, -87.629801)
     same_spot = [facts(i, minutes=i * 60, at=spot, customer=100 + i) for i in range(3)]
-    reuse = by_rule(flags.coordinate_reuse(same_spot, min_customers=3), "coordinate_reuse")
+    reuse = by_rule(rules.coordinate_reuse(same_spot, min_customers=3), "coordinate_reuse")
     assert set(reuse) == {0, 1, 2}
     assert reuse[0].sentence == "The same coordinates (41.87810, -87.62980) were logged at 3 different customers."
-    assert not flags.coordinate_reuse(same_spot[:2], min_customers=3)
+    assert not rules.coordinate_reuse(same_spot[:2], min_customers=3)
     one_customer = [facts(i, minutes=i * 60, at=spot, customer=7) for i in range(5)]
-    assert not flags.coordinate_reuse(one_customer, min_customers=3)
+    assert not rules.coordinate_reuse(one_customer, min_customers=3)
     settings.FLAG_REUSE_CUSTOMERS = 2
-    assert {f.visit_id for f in flags.rep_findings(same_spot[:2]) if f.rule == "coordinate_reuse"} == {0, 1}
+    assert {f.visit_id for f in rules.rep_findings(same_spot[:2]) if f.rule == "coordinate_reuse"} == {0, 1}
 
 
 def test_late_logging(settings):
     visits = [facts(1, at=CHICAGO, created_after_hours=25), facts(2, minutes=600, at=CHICAGO, created_after_hours=23)]
-    late = by_rule(flags.late_logging(visits, hours=24), "late_logging")
+    late = by_rule(rules.late_logging(visits, hours=24), "late_logging")
     assert set(late) == {1} and late[1].sentence == "Logged 1 day 1 hour after the visit." and late[1].numbers == {"hours": 25.0}
     settings.FLAG_LATE_HOURS = 12
-    assert {f.visit_id for f in flags.rep_findings(visits) if f.rule == "late_logging"} == {1, 2}
+    assert {f.visit_id for f in rules.rep_findings(visits) if f.rule == "late_logging"} == {1, 2}
 
 
 def test_bursts(settings):
     five = [facts(i, minutes=i * 2.4, at=CHICAGO) for i in range(5)]  # 9.6 minutes from first to last
-    burst = by_rule(flags.bursts(five, count=5, minutes=10), "burst")
+    burst = by_rule(rules.bursts(five, count=5, minutes=10), "burst")
     assert set(burst) == {0, 1, 2, 3, 4} and burst[0].sentence == "One of 5 visits the rep logged within 10 minutes."
-    assert not flags.bursts(five[:4], count=5, minutes=10)
+    assert not rules.bursts(five[:4], count=5, minutes=10)
     spread = [facts(i, minutes=i * 3, at=CHICAGO) for i in range(5)]  # 12 minutes
-    assert not flags.bursts(spread, count=5, minutes=10)
+    assert not rules.bursts(spread, count=5, minutes=10)
     settings.FLAG_BURST_MINUTES = 15
-    assert len([f for f in flags.rep_findings(spread) if f.rule == "burst"]) == 5
+    assert len([f for f in rules.rep_findings(spread) if f.rule == "burst"]) == 5
     # What counts is when they were logged: a week of visits entered in one sitting.
     sitting = [facts(i, minutes=i * 1440, at=CHICAGO, created_after_hours=(6 * 1440 - i * 1440 + i) / 60) for i in range(5)]
-    assert len(flags.bursts(sitting, count=5, minutes=10)) == 5
+    assert len(rules.bursts(sitting, count=5, minutes=10)) == 5
 
 
 def test_sell_statuses_become_flags():
     visits = [facts(1, status="resource_location_too_far", at=CHICAGO), facts(2, minutes=300, status="location_unknown"),
               facts(3, minutes=600, status="location_services_disabled"), facts(4, minutes=900, at=CHICAGO)]  # fmt: skip
-    found = {(f.visit_id, f.rule) for f in flags.sell_statuses(visits)}
+    found = {(f.visit_id, f.rule) for f in rules.sell_statuses(visits)}
     assert found == {(1, "resource_location_too_far"), (2, "location_unknown"), (3, "location_services_disabled")}
 
 

@@ -11,9 +11,9 @@ from django.contrib.auth.models import User
 from playwright.sync_api import expect
 
 from visits.demo.server import DemoFirehose
-from visits.flags import flags_refresh
+from visits.ingest.sync import streams_sync
 from visits.models import Outcome, RejectedItem, Rep, Visit
-from visits.sync import streams_sync
+from visits.review.flags import flags_refresh
 
 from .conftest import TOKEN, browser_sign_in
 from .hostile import EVALUATED, hostile_data

@@ -4,11 +4,25 @@ import json
 
 import pytest
 
-from visits import events, ingest, sell
-from visits.demo.generator import MALFORMED_FIRST_ID, USER_DAMAGE, VISIT_DAMAGE, team_generate
+from visits.demo.generator import (
+    MALFORMED_FIRST_ID,
+    USER_DAMAGE,
+    VISIT_DAMAGE,
+    team_generate,
+)
 from visits.demo.server import Faults
-from visits.models import DeletedVisit, Gap, Outcome, RejectedItem, Rep, SyncState, Visit
-from visits.sync import stream_sync, streams_sync
+from visits.ingest import pages
+from visits.ingest.sync import stream_sync, streams_sync
+from visits.models import (
+    DeletedVisit,
+    Gap,
+    Outcome,
+    RejectedItem,
+    Rep,
+    SyncState,
+    Visit,
+)
+from visits.sell import events, firehose
 
 from .conftest import assert_db_matches
 
@@ -86,13 +100,13 @@ def test_failure_inside_a_page_rolls_back_items_and_position(serve, small_team, 
     stream_sync(stream="visits", max_seconds=0)
     before_position = SyncState.objects.get(stream="visits").position
     before_count = Visit.objects.count()
-    real = ingest.rejects_store
+    real = pages.rejects_store
 
     def explode(**kwargs):
         real(**kwargs)
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(ingest, "rejects_store", explode)
+    monkeypatch.setattr(pages, "rejects_store", explode)
     result = stream_sync(stream="visits", max_seconds=0)
     assert result.error_kind == "crashed" and "RuntimeError: disk full" in result.error
     state = SyncState.objects.get(stream="visits")
@@ -238,7 +252,7 @@ def test_a_crash_is_recorded_shown_and_does_not_block_the_other_stream(serve, sm
     def crash(**kwargs):
         raise KeyError("a bug")
 
-    monkeypatch.setattr(ingest, "users_apply", crash)
+    monkeypatch.setattr(pages, "users_apply", crash)
     summary = sync_streams_task(session_seconds=0)
     assert "users: the sync stopped on an unexpected error (KeyError: 'a bug')" in summary
     users = SyncState.objects.get(stream="users")
@@ -342,14 +356,14 @@ def test_retry_after_is_honoured(serve, small_team):
         sleeps.append(seconds)
         server.faults.rate_limit = 0.0 if len(sleeps) >= 2 else 1.0
 
-    client = sell.FirehoseClient(sleep=fake_sleep)
+    client = firehose.FirehoseClient(sleep=fake_sleep)
     page = client.page_fetch(stream="visits", position="tail", limit=10)
     assert page.items
     assert sleeps == [7.0, 7.0]
 
 
 def test_backoff_is_capped_exponential_with_jitter():
-    client = sell.FirehoseClient(backoff_base=1.0, backoff_cap=8.0, token="x")
+    client = firehose.FirehoseClient(backoff_base=1.0, backoff_cap=8.0, token="x")
     delays = [[client.backoff_delay(attempt=a) for _ in range(200)] for a in range(6)]
     assert all(0.5 <= d <= 1.0 for d in delays[0])
     assert all(2.0 <= d <= 4.0 for d in delays[2])
@@ -366,7 +380,7 @@ def test_timeouts_are_retried(serve, small_team, settings):
         calls.append(problem)
         server.faults.slow = 0.0
 
-    client = sell.FirehoseClient(on_retry=on_retry)
+    client = firehose.FirehoseClient(on_retry=on_retry)
     # the fault's latency is random up to 0.2 s; keep trying until one request times out
     for _ in range(20):
         client.page_fetch(stream="visits", position="tail", limit=5)
@@ -489,7 +503,7 @@ def test_two_deletes_of_an_unseen_visit_in_one_batch_keep_the_newest():
         {"data": {"id": 77}, "meta": {"event_type": "deleted", "sequence": seq, "event_time": f"2026-11-0{seq}T10:00:00Z"}}
         for seq in (3, 2)
     ]
-    result = ingest.page_apply(
+    result = pages.page_apply(
         stream="visits", events=events.items_parse(stream="visits", items=deletes), position="p1", at_top=True, owner="me", lease=timedelta(seconds=60)
     )
     assert (result.applied, result.skipped) == (2, 0)

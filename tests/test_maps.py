@@ -11,11 +11,11 @@ import pytest
 from django.contrib.auth.models import Group, User
 from django.db import transaction
 
-from visits import maps
-from visits.analytics import Scope
-from visits.ingest import visits_upsert
+from visits.ingest.pages import visits_upsert
+from visits.ingest.sync import streams_sync
 from visits.models import Outcome, Rep, Visit
-from visits.sync import streams_sync
+from visits.reports import maps
+from visits.reports.scope import Scope
 
 pytestmark = pytest.mark.django_db
 

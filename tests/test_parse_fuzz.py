@@ -8,10 +8,10 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from visits import events
-from visits.events import Event, Reject
-from visits.ingest import page_apply
+from visits.ingest.pages import page_apply
 from visits.models import DeletedVisit, RejectedItem, Rep, SyncState, Visit
+from visits.sell import events
+from visits.sell.events import Event, Reject
 
 BOUNDS = events.TimeBounds.years(min_year=1990, max_year=2100)
 REMOVED = object()  # not a value: the field is taken out

@@ -9,8 +9,8 @@ from zoneinfo import ZoneInfo
 import pytest
 from django.contrib.auth.models import Group, User
 
+from visits.ingest.sync import streams_sync
 from visits.models import Outcome, Rep, VerificationStatus, Visit
-from visits.sync import streams_sync
 
 pytestmark = pytest.mark.django_db
 

@@ -5,7 +5,7 @@ import io
 
 import pytest
 
-from visits.sync import streams_sync
+from visits.ingest.sync import streams_sync
 
 from .conftest import browser_sign_in
 

@@ -8,10 +8,10 @@ import pytest
 from django.contrib.auth.models import Group, User
 from django.db import DatabaseError, connection, transaction
 
-from visits.flags import flags_refresh
+from visits.ingest.sync import streams_sync
 from visits.models import Decision, Flag, Visit
-from visits.review import rejected_ids_of
-from visits.sync import streams_sync
+from visits.review.flags import flags_refresh
+from visits.review.queue import rejected_ids_of
 
 pytestmark = pytest.mark.django_db
 
@@ -92,7 +92,11 @@ def test_decisions_are_never_edited_or_deleted(client, flagged):
 def test_migrate_puts_the_decision_triggers_back(db):
     from django.core.management import call_command
 
-    from visits.immutable import decision_triggers_drop, decision_triggers_installed, names
+    from visits.review.immutable import (
+        decision_triggers_drop,
+        decision_triggers_installed,
+        names,
+    )
 
     wanted = set(names(vendor=connection.vendor))
     assert decision_triggers_installed() == wanted

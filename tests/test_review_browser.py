@@ -3,9 +3,9 @@ a note, see them leave the queue and the decision on the visit's page."""
 
 import pytest
 
-from visits.flags import flags_refresh
+from visits.ingest.sync import streams_sync
 from visits.models import Decision
-from visits.sync import streams_sync
+from visits.review.flags import flags_refresh
 
 from .conftest import browser_sign_in
 

@@ -10,7 +10,7 @@ from django.core.management import call_command
 from django.utils import timezone
 from django_q.models import Schedule
 
-from visits import ingest, sync
+from visits.ingest import pages, sync
 from visits.models import SyncState, Visit
 from visits.tasks import SCHEDULE_NAME, sync_streams_task
 
@@ -66,13 +66,13 @@ def test_lock_of_a_dead_process_on_this_host_is_taken_over_at_once(serve, small_
 
 def test_a_page_is_not_applied_once_the_lock_was_taken_over(serve, small_team, monkeypatch):
     serve(small_team)
-    real = ingest.visits_apply
+    real = pages.visits_apply
 
     def steal_then_apply(**kwargs):
         SyncState.objects.filter(stream="visits").update(lock_owner="thief:1:x")
         real(**kwargs)
 
-    monkeypatch.setattr(ingest, "visits_apply", steal_then_apply)
+    monkeypatch.setattr(pages, "visits_apply", steal_then_apply)
     result = sync.stream_sync(stream="visits")
     assert result.error_kind == "lock_lost"
     assert Visit.objects.count() == 0  # the page was rolled back

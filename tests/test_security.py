@@ -13,10 +13,10 @@ from django.contrib.auth.models import User
 from django.db import transaction
 from django.utils.html import escape
 
-from visits.flags import flags_rebuild
-from visits.ingest import visits_upsert
+from visits.ingest.pages import visits_upsert
 from visits.models import Outcome, Rep
-from visits.security import tiles_source
+from visits.review.flags import flags_rebuild
+from visits.security.csp import tiles_source
 
 from .test_maps import map_data, row
 
@@ -149,7 +149,7 @@ def test_no_template_has_inline_script_style_or_handler():
 
 
 def test_the_legend_colours_are_the_map_colours():
-    from visits.maps import STATUS_COLORS
+    from visits.reports.maps import STATUS_COLORS
 
     css = (Path(django_settings.BASE_DIR) / "static/css/app.css").read_text()
     for status, colour in STATUS_COLORS.items():

@@ -2,7 +2,7 @@
 
 import pytest
 
-from visits.sync import streams_sync
+from visits.ingest.sync import streams_sync
 
 from .conftest import browser_sign_in
 

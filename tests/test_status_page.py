@@ -3,8 +3,8 @@
 import pytest
 from django.contrib.auth.models import User
 
+from visits.ingest.sync import streams_sync
 from visits.models import RejectedItem, SyncState
-from visits.sync import streams_sync
 
 pytestmark = pytest.mark.django_db
 
@@ -67,8 +67,8 @@ def test_admin_index_links_to_status(staff):
 
 
 def test_status_shows_the_flags_and_tallies_the_worker_derives(staff, serve, small_team, settings):
-    from visits.flags import flags_refresh
     from visits.models import DirtyRep, Flag
+    from visits.review.flags import flags_refresh
 
     serve(small_team)
     streams_sync()

@@ -11,11 +11,13 @@ import pytest
 from django.core.management import call_command
 from django.db import transaction
 
-from visits import analytics, tallies
-from visits.analytics import MONTHS, WEEKS, YEARS, Scope, range_plan
-from visits.ingest import visits_upsert
+from visits.ingest import tallies
+from visits.ingest.pages import visits_upsert
+from visits.ingest.sync import streams_sync
 from visits.models import MonthTally, Outcome, Rep, Visit
-from visits.sync import streams_sync
+from visits.reports import analytics
+from visits.reports.analytics import MONTHS, WEEKS, YEARS, range_plan
+from visits.reports.scope import Scope
 
 from .conftest import assert_tallies_match
 

@@ -3,10 +3,10 @@ dripping server cannot hold a request past SELL_TIMEOUT, a wrong URL is a config
 
 import pytest
 
-from visits import sell
 from visits.demo.server import Faults
+from visits.ingest.sync import stream_sync, streams_sync
 from visits.models import SyncState
-from visits.sync import stream_sync, streams_sync
+from visits.sell import firehose
 
 from .conftest import assert_db_matches
 
@@ -31,8 +31,8 @@ def test_a_dripping_server_cannot_hold_a_request_past_the_timeout(serve, small_t
     # Each byte comes well within 0.5 s, so only a deadline on the whole request ends it; the
     # drip itself ends after a few seconds, so a client without one gets the page instead.
     serve(small_team, faults=Faults(drip=1.0))
-    client = sell.FirehoseClient(timeout=0.5, max_retries=0)
-    with pytest.raises(sell.Unreachable, match=r"Timeout: no whole answer within SELL_TIMEOUT \(0.5 s\)"):
+    client = firehose.FirehoseClient(timeout=0.5, max_retries=0)
+    with pytest.raises(firehose.Unreachable, match=r"Timeout: no whole answer within SELL_TIMEOUT \(0.5 s\)"):
         client.page_fetch(stream="visits", position="tail", limit=5)
     client.close()
 
@@ -49,7 +49,7 @@ def test_a_sync_against_a_dripping_server_stops_unreachable(serve, small_team, s
 def test_an_unusable_url_is_a_configuration_error_not_retried(settings):
     settings.SELL_ACCESS_TOKEN = "x"
     retries = []
-    client = sell.FirehoseClient(base_url="http://", on_retry=lambda problem, delay: retries.append(problem))
-    with pytest.raises(sell.BadConfiguration, match="check SELL_API_URL"):
+    client = firehose.FirehoseClient(base_url="http://", on_retry=lambda problem, delay: retries.append(problem))
+    with pytest.raises(firehose.BadConfiguration, match="check SELL_API_URL"):
         client.page_fetch(stream="visits", position="tail", limit=5)
     assert retries == []

@@ -3,8 +3,19 @@ whose decisions are added, never edited or deleted."""
 
 from django.contrib import admin, messages
 
-from .models import Decision, DecisionKind, FlaggedVisit, FlagRule, Gap, Outcome, RejectedItem, Rep, SyncState, Visit
-from .review import REVIEW_STATES, decisions_record, flagged_visits
+from visits.models import (
+    Decision,
+    DecisionKind,
+    FlaggedVisit,
+    FlagRule,
+    Gap,
+    Outcome,
+    RejectedItem,
+    Rep,
+    SyncState,
+    Visit,
+)
+from visits.review.queue import REVIEW_STATES, decisions_record, flagged_visits
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):

@@ -5,7 +5,7 @@ from django.db.models.signals import post_migrate
 def groups_after_migrate(sender, **kwargs) -> None:
     from django.apps import apps
 
-    from .roles import groups_ensure
+    from visits.roles import groups_ensure
 
     groups_ensure(apps)
 
@@ -13,7 +13,7 @@ def groups_after_migrate(sender, **kwargs) -> None:
 def tallies_after_migrate(sender, using: str = "default", **kwargs) -> None:
     from django.db import connections
 
-    from .tallies import tallies_ensure
+    from visits.ingest.tallies import tallies_ensure
 
     tallies_ensure(connection=connections[using])
 
@@ -22,7 +22,7 @@ def decisions_after_migrate(sender, using: str = "default", **kwargs) -> None:
     """SQLite drops a table's triggers when a migration rebuilds it: put them back every time."""
     from django.db import connections
 
-    from .immutable import TABLE, decision_triggers_install
+    from visits.review.immutable import TABLE, decision_triggers_install
 
     connection = connections[using]
     if TABLE in connection.introspection.table_names():  # not when migrated back before 0005

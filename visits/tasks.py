@@ -11,8 +11,8 @@ import time
 from django.conf import settings
 from django_q.models import Schedule
 
-from .flags import flags_refresh
-from .sync import streams_sync
+from visits.ingest.sync import streams_sync
+from visits.review.flags import flags_refresh
 
 SCHEDULE_NAME = "sync-sell-streams"
 

@@ -147,7 +147,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
-    "visits.security.ContentSecurityPolicyMiddleware",
+    "visits.security.csp.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -235,8 +235,8 @@ AUTHENTICATION_BACKENDS = [
 AXES_FAILURE_LIMIT = LOGIN_FAILURE_LIMIT
 AXES_COOLOFF_TIME = timedelta(minutes=LOGIN_LOCKOUT_MINUTES)
 AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]  # either one reaching the limit locks
-AXES_RESET_ON_SUCCESS = True  # for the signed-in username only (visits/throttle.py)
-AXES_HANDLER = "visits.throttle.UsernameResetHandler"
+AXES_RESET_ON_SUCCESS = True  # for the signed-in username only (visits/security/throttle.py)
+AXES_HANDLER = "visits.security.throttle.UsernameResetHandler"
 AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
 AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
 AXES_HTTP_RESPONSE_CODE = 429
@@ -329,7 +329,7 @@ MAP_TILES_ATTRIBUTION = env_str(
 MAP_MARKERS_MAX = env_int("MAP_MARKERS_MAX", 500, minimum=0, maximum=5_000)  # up to this many: one marker each
 MAP_POINTS_MAX = env_int("MAP_POINTS_MAX", 100_000, minimum=1_000, maximum=1_000_000)  # clustered up to this many
 
-# --- Flags (visits/flags.py; the review page shows these) --------------------------------
+# --- Flags (visits/review/rules.py; the review page shows these) --------------------------------
 
 FLAG_MAX_SPEED_KMH = env_float("FLAG_MAX_SPEED_KMH", 150.0, minimum=1.0)  # impossible travel above this
 FLAG_REUSE_CUSTOMERS = env_int("FLAG_REUSE_CUSTOMERS", 3, minimum=2, maximum=1000)  # same spot, this many customers

@@ -9,7 +9,7 @@ from django.db import migrations, models
 def local_days_fill(apps, schema_editor):
     """Existing visits get their local day before the column becomes required; the tallies
     themselves are built after migrate, by tallies.tallies_ensure (apps.py)."""
-    from visits.tallies import local_days_fill
+    from visits.ingest.tallies import local_days_fill
 
     local_days_fill(connection=schema_editor.connection, zone_name=settings.DISPLAY_TIME_ZONE, only_missing=True)
     if schema_editor.connection.vendor == "postgresql":  # no pending FK checks before the ALTER TABLE

@@ -8,7 +8,7 @@ from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.timesince import timesince
 
-from ..security import MAP_SANDBOX
+from visits.security.csp import MAP_SANDBOX
 
 register = template.Library()
 
@@ -79,7 +79,7 @@ def share(part: int, whole: int) -> str:
 @register.filter
 def offset_text(minutes: float) -> str:
     """-97.0 -> '1 hour 37 minutes before'; 63 -> '1 hour 3 minutes after'."""
-    from ..flags import duration_text
+    from visits.review.rules import duration_text
 
     if abs(minutes) < 1:
         return "the same minute"

@@ -4,8 +4,8 @@ import time
 
 from django.core.management.base import BaseCommand
 
-from visits.flags import flags_rebuild
 from visits.models import Flag
+from visits.review.flags import flags_rebuild
 
 
 class Command(BaseCommand):

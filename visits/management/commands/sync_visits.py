@@ -6,8 +6,8 @@ import time
 
 from django.core.management.base import BaseCommand, CommandError
 
-from visits.flags import flags_refresh
-from visits.sync import SyncResult, streams_sync
+from visits.ingest.sync import SyncResult, streams_sync
+from visits.review.flags import flags_refresh
 
 
 class Command(BaseCommand):
@@ -36,7 +36,7 @@ class Command(BaseCommand):
                 self.stderr.write(f"retrying in {delay:.1f}s after {problem}")
 
         # This command reports a failure itself, in one line; the sync's log line would repeat it.
-        logging.getLogger("visits.sync").setLevel(logging.ERROR)
+        logging.getLogger("visits.ingest.sync").setLevel(logging.ERROR)
         results = streams_sync(max_seconds=max_seconds, progress=progress, on_retry=on_retry)
         summary = "; ".join(
             f"{r.stream}: {r.pages} pages, {r.applied} applied, {r.skipped} skipped, {r.rejected} rejected"

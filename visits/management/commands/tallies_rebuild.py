@@ -5,8 +5,8 @@ import time
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
+from visits.ingest.tallies import tallies_rebuild
 from visits.models import MonthTally, Visit, WeekTally
-from visits.tallies import tallies_rebuild
 
 
 class Command(BaseCommand):

@@ -2,7 +2,7 @@
 
 HTTP and JSON decoding cost as much CPU as applying the events, and Python threads share one
 core (the GIL), so a fetch thread gained nothing; a child process runs on the other core.
-The child (`python -m visits.fetcher`) also parses each page (events.items_parse), which takes
+The child (`python -m visits.sell.fetcher`) also parses each page (events.items_parse), which takes
 that work off the writing process too. It gets its job as a pickle on stdin and writes
 length-prefixed pickled frames on stdout: ("page", parsed events, position, top), ("retry",
 problem, delay) or ("error", exception class name, message). It needs no Django set-up.
@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from . import events, sell
+from visits.sell import events, firehose
 
 FRAME_HEADER = struct.Struct("!I")
 PREFETCH_PAGES = 60  # pages read ahead of the one being applied; bounds memory
@@ -73,7 +73,7 @@ def child_main() -> None:
         return  # started ahead, then not needed (the stream was caught up) or the parent died
     out = sys.stdout.buffer
     parent = os.getppid()
-    client = sell.FirehoseClient(
+    client = firehose.FirehoseClient(
         base_url=job.base_url, token=job.token, timeout=job.timeout, max_retries=job.max_retries,
         backoff_base=job.backoff_base, backoff_cap=job.backoff_cap,
         on_retry=lambda problem, delay: frame_write(out, ("retry", problem, delay)),
@@ -88,7 +88,7 @@ def child_main() -> None:
             if page.top:
                 return
             position = page.position
-    except sell.SellError as exc:
+    except firehose.SellError as exc:
         frame_write(out, ("error", type(exc).__name__, str(exc)))
     except (BrokenPipeError, KeyboardInterrupt):
         pass  # the parent stopped reading
@@ -100,8 +100,8 @@ class FetchProcess:
 
     def __init__(self) -> None:
         self.child = subprocess.Popen(
-            [sys.executable, "-m", "visits.fetcher"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=Path(__file__).resolve().parent.parent,
+            [sys.executable, "-m", "visits.sell.fetcher"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=Path(__file__).resolve().parents[2],
         )  # fmt: skip
         self.frames: queue.Queue = queue.Queue(maxsize=PREFETCH_PAGES)
         self.stop_reading = threading.Event()
@@ -129,7 +129,7 @@ class FetchProcess:
         while True:
             message = self.frames.get()
             if message is None:
-                raise sell.Unreachable(f"the fetch process stopped unexpectedly (exit code {self.child.wait()})")
+                raise firehose.Unreachable(f"the fetch process stopped unexpectedly (exit code {self.child.wait()})")
             kind, *rest = message
             if kind == "retry":
                 if on_retry:
@@ -137,7 +137,7 @@ class FetchProcess:
                 continue
             if kind == "error":
                 name, text = rest
-                raise getattr(sell, name, sell.SellError)(text)
+                raise getattr(firehose, name, firehose.SellError)(text)
             parsed, position, top = rest
             yield ParsedPage(events=parsed, position=position, top=top)
             if top:

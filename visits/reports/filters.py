@@ -6,10 +6,11 @@ from django import forms
 from django.conf import settings
 from django.db.models import QuerySet
 
-from .analytics import Scope
-from .events import MAX_ID  # the largest id the database holds (Sell's ids are 64-bit)
-from .models import DecisionKind, FlagRule, Outcome, Rep, VerificationStatus
-from .review import REVIEW_STATES
+from visits.models import Outcome, Rep, VerificationStatus
+from visits.reports.scope import Scope
+from visits.sell.events import (
+    MAX_ID,  # the largest id the database holds (Sell's ids are 64-bit)
+)
 
 DATE_ERROR = "must be a date written YYYY-MM-DD"
 
@@ -95,37 +96,3 @@ class ReportFilters(forms.Form):
     def query_string(self) -> str:
         """The filters as given, for links and downloads that must keep them."""
         return self.data.urlencode() if hasattr(self.data, "urlencode") else ""
-
-
-class ReviewFilters(ReportFilters):
-    """The report filters plus the flag rules and the review state, for the review queue."""
-
-    rule = forms.MultipleChoiceField(
-        required=False,
-        choices=FlagRule.choices,
-        error_messages={"invalid_choice": "%(value)s is not one of " + ", ".join(FlagRule.values)},
-    )
-    review = forms.ChoiceField(
-        required=False,
-        choices=list(REVIEW_STATES.items()),
-        error_messages={"invalid_choice": "%(value)s is not one of " + ", ".join(REVIEW_STATES)},
-    )
-
-    def clean_review(self) -> str:
-        return self.cleaned_data.get("review") or "awaiting"
-
-
-class DecisionForm(forms.Form):
-    """A decision on one or more flagged visits."""
-
-    visit = forms.TypedMultipleChoiceField(
-        coerce=id_coerce,
-        error_messages={"required": "choose at least one visit", "invalid_choice": "%(value)s is not a visit id"},
-    )
-    kind = forms.ChoiceField(choices=DecisionKind.choices, error_messages={"required": "choose a decision"})
-    note = forms.CharField(required=False, max_length=2000, widget=forms.Textarea)
-
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        ids = self.data.getlist("visit") if hasattr(self.data, "getlist") else []
-        self.fields["visit"].choices = [(i, i) for i in ids]  # existence is checked when recording

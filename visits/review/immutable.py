@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from django.db import connection as default_connection
 
-from . import dbtriggers
+from visits import triggers
 
 TABLE = "visits_decision"
 EDIT_MESSAGE = "decisions are never edited; record a new decision instead"
@@ -47,16 +47,16 @@ def names(*, vendor: str) -> list[str]:
 
 def decision_triggers_drop(*, connection=default_connection) -> None:
     """Only for wiping a whole database (the tests' flush); `migrate` puts them back."""
-    dbtriggers.triggers_drop(connection=connection, table=TABLE, names=names(vendor=connection.vendor))
+    triggers.triggers_drop(connection=connection, table=TABLE, names=names(vendor=connection.vendor))
 
 
 def decision_triggers_install(*, connection=default_connection) -> None:
     """(Re)create the triggers; idempotent."""
     statements = _postgres_statements() if connection.vendor == "postgresql" else _sqlite_statements()
-    dbtriggers.triggers_replace(
+    triggers.triggers_replace(
         connection=connection, table=TABLE, names=names(vendor=connection.vendor), statements=statements
     )
 
 
 def decision_triggers_installed(*, connection=default_connection) -> set[str]:
-    return dbtriggers.triggers_on(connection=connection, table=TABLE)
+    return triggers.triggers_on(connection=connection, table=TABLE)

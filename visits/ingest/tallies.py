@@ -24,7 +24,7 @@ from django.db import connection as default_connection
 from django.db import transaction
 from django.utils import timezone
 
-from . import dbtriggers
+from visits import triggers
 
 TRIGGER_NAMES = ("visits_tally_insert", "visits_tally_update_old", "visits_tally_update_new", "visits_tally_delete")
 
@@ -154,17 +154,17 @@ def postgres_triggers() -> list[str]:
 
 
 def triggers_drop(*, connection=default_connection) -> None:
-    dbtriggers.triggers_drop(connection=connection, table="visits_visit", names=TRIGGER_NAMES)
+    triggers.triggers_drop(connection=connection, table="visits_visit", names=TRIGGER_NAMES)
 
 
 def triggers_install(*, connection=default_connection) -> None:
     """(Re)create the triggers; idempotent."""
     statements = postgres_triggers() if connection.vendor == "postgresql" else sqlite_triggers()
-    dbtriggers.triggers_replace(connection=connection, table="visits_visit", names=TRIGGER_NAMES, statements=statements)
+    triggers.triggers_replace(connection=connection, table="visits_visit", names=TRIGGER_NAMES, statements=statements)
 
 
 def triggers_installed(*, connection=default_connection) -> set[str]:
-    return dbtriggers.triggers_on(connection=connection, table="visits_visit")
+    return triggers.triggers_on(connection=connection, table="visits_visit")
 
 
 # --- Rebuilding ----------------------------------------------------------------------------

@@ -17,9 +17,18 @@ from django.db import connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone as dj_timezone
 
-from .events import Event, Reject
-from .models import DeletedVisit, DirtyRep, Outcome, RejectedItem, Rep, Stream, SyncState, Visit
-from .tallies import local_day
+from visits.ingest.tallies import local_day
+from visits.models import (
+    DeletedVisit,
+    DirtyRep,
+    Outcome,
+    RejectedItem,
+    Rep,
+    Stream,
+    SyncState,
+    Visit,
+)
+from visits.sell.events import Event, Reject
 
 VISIT_FIELDS = [
     "rep_id", "resource_type", "resource_id", "visited_at", "created_at", "summary", "outcome_id",

@@ -8,8 +8,18 @@ from django.db.models import Count, Q
 from django.utils import timezone
 from django.utils.timesince import timesince
 
-from .models import DirtyRep, Flag, Gap, Outcome, RejectedItem, Rep, Stream, SyncState, Visit
-from .tallies import tallies_time_zone
+from visits.ingest.tallies import tallies_time_zone
+from visits.models import (
+    DirtyRep,
+    Flag,
+    Gap,
+    Outcome,
+    RejectedItem,
+    Rep,
+    Stream,
+    SyncState,
+    Visit,
+)
 
 STALE_AFTER = timedelta(minutes=5)  # no successful poll for this long: ingestion is behind
 

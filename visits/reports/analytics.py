@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
@@ -15,11 +15,20 @@ from django.conf import settings
 from django.db.models import Count, DateField, Func, Q, QuerySet, Sum
 from django.db.models.functions import TruncWeek
 
-from .models import (
-    DecisionKind, FlagRule, MonthTally, Outcome, Rep, VerificationStatus, Visit, WeekTally, YearTally,
+from visits.ingest.tallies import tallies_current
+from visits.models import (
+    DecisionKind,
+    FlagRule,
+    MonthTally,
+    Outcome,
+    Rep,
+    VerificationStatus,
+    Visit,
+    WeekTally,
+    YearTally,
 )  # fmt: skip
-from .review import latest_kinds, rejected_ids_of
-from .tallies import tallies_current
+from visits.reports.scope import Scope
+from visits.review.queue import latest_kinds, rejected_ids_of
 
 MIN_VISITS_FOR_RANKING = 20  # the overview ranks reps by too-far rate only from this many visits
 
@@ -92,43 +101,6 @@ def rows_sort(rows: list[Row], *, sort: str) -> list[Row]:
     missing = [r for r in rows if getattr(r.counts, key) is None]
     present.sort(key=lambda r: (getattr(r.counts, key), r.name.casefold()), reverse=descending)
     return present + missing
-
-
-@dataclass(frozen=True)
-class Scope:
-    """What a report counts: the filters, as values. None means "no filter on this"."""
-
-    start: date | None = None
-    end: date | None = None
-    reps: frozenset[int] | None = None
-    outcomes: frozenset[int] | None = None
-    statuses: frozenset[str] | None = None
-    resource_type: str = ""
-
-    def for_rep(self, rep_id: int) -> Scope:
-        """This scope narrowed to one rep (nothing, if the rep filter leaves that rep out)."""
-        return replace(self, reps=frozenset({rep_id}) & self.reps if self.reps is not None else frozenset({rep_id}))
-
-    def visits(self) -> QuerySet:
-        """Live visits in scope, bounded on visited_at with days in DISPLAY_TIME_ZONE."""
-        zone = ZoneInfo(settings.DISPLAY_TIME_ZONE)
-        visits = self._narrow(Visit.objects.filter(deleted_at__isnull=True), rep="rep_id", outcome="outcome_id")
-        if self.start:
-            visits = visits.filter(visited_at__gte=datetime.combine(self.start, time.min, tzinfo=zone))
-        if self.end:
-            visits = visits.filter(visited_at__lt=datetime.combine(self.end + timedelta(days=1), time.min, tzinfo=zone))
-        return visits
-
-    def _narrow(self, rows: QuerySet, *, rep: str, outcome: str | None) -> QuerySet:
-        if self.reps is not None:
-            rows = rows.filter(**{f"{rep}__in": self.reps})
-        if self.outcomes is not None and outcome:
-            rows = rows.filter(**{f"{outcome}__in": self.outcomes})
-        if self.statuses is not None:
-            rows = rows.filter(verification_status__in=self.statuses)
-        if self.resource_type and outcome:  # the week tally has neither dimension
-            rows = rows.filter(resource_type=self.resource_type)
-        return rows
 
 
 # --- Counting ------------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 from datetime import date
 
-from .analytics import Counts
+from visits.reports.analytics import Counts
 
 WIDTH, HEIGHT, PAD = 720, 220, 32
 

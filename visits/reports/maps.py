@@ -33,8 +33,8 @@ from folium.map import Layer
 from folium.plugins import HeatMap
 from folium.template import Template
 
-from .analytics import Scope
-from .models import Outcome, Rep, VerificationStatus, Visit
+from visits.models import Outcome, Rep, VerificationStatus, Visit
+from visits.reports.scope import Scope
 
 STATUS_COLORS = {
     VerificationStatus.VERIFIED: "#2e7d32",

@@ -14,7 +14,7 @@ from django.db import connection
 from django.db.models.expressions import RawSQL
 from django.http import StreamingHttpResponse
 
-from .review import latest_kinds
+from visits.review.queue import latest_kinds
 
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 FORMULA_FIRST_CHARACTERS = frozenset(FORMULA_STARTS)

@@ -1,10 +1,8 @@
-"""Rules that flag a visit for review, and keeping the flags current.
+"""Rules that flag a visit for review: pure functions over one rep's visits as plain data.
 
 Each rule looks at one rep's live visits, in order of visited_at, and returns findings: the
-visit, the rule, the numbers behind it and one plain sentence. Thresholds come from settings.
-Ingestion marks the reps whose visits changed (DirtyRep, in its own transaction);
-flags_refresh() recomputes those reps' flags whole and writes only the differences, so the
-stored flags always equal a computation from scratch (flags_rebuild() does that for all reps).
+visit, the rule, the numbers behind it and one plain sentence. Thresholds come from settings;
+nothing here touches the database (`flags.py` stores the findings).
 """
 
 from __future__ import annotations
@@ -15,10 +13,9 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from django.conf import settings
-from django.db import transaction
 
-from . import geo
-from .models import DirtyRep, Flag, FlagRule, Rep, VerificationStatus, Visit
+from visits.geo import distance
+from visits.models import FlagRule, VerificationStatus
 
 SELL_SENTENCES = {
     VerificationStatus.TOO_FAR: "Sell: the phone was too far from the customer's address when the visit was logged.",
@@ -41,7 +38,7 @@ class VisitFacts:
 
     @property
     def point(self) -> tuple[float, float] | None:
-        if self.latitude is None or geo.is_null_island(self.latitude, self.longitude):
+        if self.latitude is None or distance.is_null_island(self.latitude, self.longitude):
             return None
         return self.latitude, self.longitude
 
@@ -75,7 +72,7 @@ def impossible_coordinates(visits: list[VisitFacts]) -> list[Finding]:
     return [
         Finding(v.id, FlagRule.IMPOSSIBLE_COORDINATES, {"latitude": 0, "longitude": 0},
                 "Logged at 0,0, in the Gulf of Guinea: the phone sent no real position.")
-        for v in visits if v.latitude is not None and geo.is_null_island(v.latitude, v.longitude)
+        for v in visits if v.latitude is not None and distance.is_null_island(v.latitude, v.longitude)
     ]  # fmt: skip
 
 
@@ -85,7 +82,7 @@ def impossible_travel(visits: list[VisitFacts], *, max_kmh: float) -> list[Findi
     located = [v for v in visits if v.point is not None]
     fastest: dict[int, Finding] = {}
     for a, b in itertools.pairwise(located):
-        km = geo.km_between(a.point, b.point)
+        km = distance.km_between(a.point, b.point)
         minutes = (b.visited_at - a.visited_at).total_seconds() / 60
         kmh = km / (minutes / 60) if minutes > 0 else (math.inf if km >= 1 else 0.0)
         if kmh <= max_kmh:
@@ -117,7 +114,7 @@ def coordinate_reuse(visits: list[VisitFacts], *, min_customers: int) -> list[Fi
     spots: dict[tuple, list[VisitFacts]] = {}
     for v in visits:
         if v.point is not None:
-            spots.setdefault(geo.spot(*v.point), []).append(v)
+            spots.setdefault(distance.spot(*v.point), []).append(v)
     findings = []
     for (lat, lng), group in spots.items():
         customers = {v.customer for v in group}
@@ -182,80 +179,3 @@ def rep_findings(visits: list[VisitFacts]) -> list[Finding]:
         *late_logging(visits, hours=settings.FLAG_LATE_HOURS),
         *bursts(visits, count=settings.FLAG_BURST_VISITS, minutes=settings.FLAG_BURST_MINUTES),
     ]
-
-
-# --- Keeping them current ------------------------------------------------------------------
-
-
-def rep_visits(*, rep_id: int) -> list[VisitFacts]:
-    rows = (
-        Visit.objects.filter(rep_id=rep_id, deleted_at__isnull=True)
-        .order_by("visited_at", "id")
-        .values_list("id", "visited_at", "created_at", "latitude", "longitude", "verification_status",
-                     "resource_type", "resource_id")
-    )  # fmt: skip
-    return [
-        VisitFacts(vid, at, created, lat, lng, status, (rtype, rid if rid is not None else f"visit {vid}"))
-        for vid, at, created, lat, lng, status, rtype, rid in rows
-    ]
-
-
-def reps_flag(*, rep_ids: list[int]) -> int:
-    """Recompute the flags of these reps' visits and store the differences; returns changes."""
-    changes = 0
-    for rep_id in rep_ids:
-        wanted = {(f.visit_id, f.rule): f for f in rep_findings(rep_visits(rep_id=rep_id))}
-        stored = {(f.visit_id, f.rule): f for f in Flag.objects.filter(visit__rep_id=rep_id)}
-        gone = [f.id for key, f in stored.items() if key not in wanted]
-        if gone:
-            Flag.objects.filter(id__in=gone).delete()
-        fresh, changed = [], []
-        for key, finding in wanted.items():
-            old = stored.get(key)
-            if old is None:
-                fresh.append(Flag(visit_id=finding.visit_id, rule=finding.rule, numbers=finding.numbers, sentence=finding.sentence))
-            elif old.numbers != finding.numbers or old.sentence != finding.sentence:
-                old.numbers, old.sentence = finding.numbers, finding.sentence
-                changed.append(old)
-        Flag.objects.bulk_create(fresh)
-        Flag.objects.bulk_update(changed, ["numbers", "sentence"])
-        changes += len(gone) + len(fresh) + len(changed)
-        # Visit.flagged follows (the tallies' triggers count it for the reports).
-        now_flagged = {visit_id for visit_id, _ in wanted}
-        was_flagged = set(Visit.objects.filter(rep_id=rep_id, flagged=True).values_list("id", flat=True))
-        if now_flagged - was_flagged:
-            Visit.objects.filter(id__in=list(now_flagged - was_flagged)).update(flagged=True)
-        if was_flagged - now_flagged:
-            Visit.objects.filter(id__in=list(was_flagged - now_flagged)).update(flagged=False)
-    return changes
-
-
-def flags_refresh(*, chunk: int = 50) -> tuple[int, int]:
-    """Recompute the flags of every rep ingestion marked; (reps, flag changes)."""
-    reps = changes = 0
-    while True:
-        with transaction.atomic():
-            # skip_locked: two workers refreshing at once take different reps (PostgreSQL;
-            # SQLite runs one writing transaction at a time anyway).
-            dirty = DirtyRep.objects.select_for_update(skip_locked=True).order_by("rep_id")
-            rep_ids = list(dirty.values_list("rep_id", flat=True)[:chunk])
-            if not rep_ids:
-                return reps, changes
-            changes += reps_flag(rep_ids=rep_ids)
-            DirtyRep.objects.filter(rep_id__in=rep_ids).delete()
-            reps += len(rep_ids)
-
-
-def flags_rebuild() -> tuple[int, int]:
-    """Every rep's flags from scratch (e.g. after the thresholds changed)."""
-    DirtyRep.objects.bulk_create([DirtyRep(rep_id=r) for r in Rep.objects.values_list("id", flat=True)], ignore_conflicts=True)
-    return flags_refresh()
-
-
-def flags_expected() -> dict[tuple[int, str], Finding]:
-    """Every flag as a computation from scratch would store it (for tests and checks)."""
-    return {
-        (f.visit_id, f.rule): f
-        for rep_id in Rep.objects.values_list("id", flat=True)
-        for f in rep_findings(rep_visits(rep_id=rep_id))
-    }

@@ -20,7 +20,7 @@ import requests
 import urllib3
 from django.conf import settings
 
-from . import __version__
+from visits import __version__
 
 RETRY_AFTER_CEILING = 600.0  # seconds; a larger Retry-After is treated as this
 READ_CHUNK = 1 << 18  # bytes asked for per read of a body; a read returns what has arrived

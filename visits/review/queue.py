@@ -8,8 +8,8 @@ from datetime import datetime, timedelta, timezone
 from django.db import transaction
 from django.db.models import Exists, OuterRef, Prefetch, QuerySet, Subquery
 
-from . import geo
-from .models import Decision, DecisionKind, Flag, Visit
+from visits.geo import distance
+from visits.models import Decision, DecisionKind, Flag, Visit
 
 REVIEW_STATES = {
     "awaiting": "Awaiting a decision",
@@ -66,7 +66,7 @@ def neighbours(*, visit: Visit, hours: int = 12, limit: int = 6) -> list[Neighbo
     for other in around:
         km = None
         if visit.latitude is not None and other.latitude is not None:
-            km = geo.km_between((visit.latitude, visit.longitude), (other.latitude, other.longitude))
+            km = distance.km_between((visit.latitude, visit.longitude), (other.latitude, other.longitude))
         found.append(Neighbour(other, (other.visited_at - visit.visited_at).total_seconds() / 60, km))
     return sorted(found, key=lambda n: abs(n.minutes))[:limit]
 

@@ -16,7 +16,7 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 
 if TYPE_CHECKING:
-    from .maps import MapDocument
+    from visits.reports.maps import MapDocument
 
 # The map frames may run their scripts and send the user to a visit's page on a click, nothing
 # more: no same-origin, so a script in them could not read the page around them, its cookies or

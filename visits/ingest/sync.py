@@ -21,10 +21,10 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from . import fetcher, sell
-from .events import TimeBounds, items_parse
-from .ingest import LockLost, page_apply
-from .models import Gap, Stream, SyncState
+from visits.ingest.pages import LockLost, page_apply
+from visits.models import Gap, Stream, SyncState
+from visits.sell import fetcher, firehose
+from visits.sell.events import TimeBounds, items_parse
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +151,7 @@ def pages_fetch(
     backlog is expected, that process starts at once, to import while the first page comes."""
     process = fetcher.FetchProcess() if backlog_expected else None
     try:
-        client = sell.FirehoseClient(on_retry=on_retry)
+        client = firehose.FirehoseClient(on_retry=on_retry)
         try:
             page = client.page_fetch(stream=stream, position=position, limit=settings.SELL_PAGE_LIMIT)
         finally:
@@ -259,24 +259,24 @@ def stream_sync(
                         if out_of_time:
                             break
                 break
-            except sell.PositionExpired as exc:
+            except firehose.PositionExpired as exc:
                 batch.flush()
                 if restarted or position in ("tail", "top"):
                     raise
                 gap_record(stream=stream, owner=owner, reason=str(exc))
                 result.gaps += 1
                 position, restarted, backlog_expected = "tail", True, True
-            except sell.SellError:
+            except firehose.SellError:
                 batch.flush()  # keep what arrived before the failure
                 raise
         SyncState.objects.filter(stream=stream).update(last_error="", last_error_at=None)
-    except sell.SellError as exc:
+    except firehose.SellError as exc:
         result.error = str(exc)
         result.error_kind = {
-            sell.NoToken: "token",
-            sell.TokenRefused: "token",
-            sell.Unreachable: "unreachable",
-            sell.BadConfiguration: "config",
+            firehose.NoToken: "token",
+            firehose.TokenRefused: "token",
+            firehose.Unreachable: "unreachable",
+            firehose.BadConfiguration: "config",
         }.get(type(exc), "rejected")
         error_record(stream=stream, message=result.error)
         log.warning("%s stream sync stopped: %s", stream, result.error)

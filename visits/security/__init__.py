@@ -1,0 +1,1 @@
+"""Web hardening: the Content-Security-Policy and the sign-in throttle's handler."""

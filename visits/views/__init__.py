@@ -1,0 +1,1 @@
+"""Thin function views by page group; each gets its visits through `visits.access`."""

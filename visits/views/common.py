@@ -1,0 +1,85 @@
+"""Shared by the page views: the reports permission, binding the filters, the filter bar's context."""
+
+from datetime import date, timedelta
+from functools import wraps
+
+from django.contrib.auth.decorators import login_required
+from django.http import (
+    HttpRequest,
+    HttpResponse,
+)
+from django.shortcuts import render
+from django.utils import timezone
+
+from visits.ingest.status import freshness
+from visits.reports.filters import ReportFilters
+
+
+def reports_required(view):
+    """Signed in (else the login page) and a Manager or Reviewer (else a polite 403 page)."""
+
+    @login_required
+    @wraps(view)
+    def wrapped(request: HttpRequest, *args, **kwargs) -> HttpResponse:
+        if not request.user.has_perm("visits.view_reports"):
+            return render(request, "visits/no_access.html", status=403)
+        return view(request, *args, **kwargs)
+
+    return wrapped
+
+
+def bad_request(request: HttpRequest, problems: list[str]) -> HttpResponse:
+    return render(request, "visits/bad_filters.html", {"problems": problems}, status=400)
+
+
+def filtered(view):
+    """Binds the report filters to the query string; a wrong one is a 400 page saying which."""
+
+    @wraps(view)
+    def wrapped(request: HttpRequest, *args, **kwargs) -> HttpResponse:
+        filters = ReportFilters(request.GET)
+        if not filters.is_valid():
+            return bad_request(request, filters.problems().splitlines())
+        return view(request, filters, *args, **kwargs)
+
+    return wrapped
+
+
+def sort_param(request: HttpRequest, *, allowed, default: str) -> str | None:
+    sort = request.GET.get("sort", default)
+    return sort if sort.lstrip("-") in allowed else None
+
+
+RESOURCE_TYPES = ["lead", "contact", "prospect_and_customer"]  # as Sell spells them
+
+
+REPORT_COLUMNS = [
+    ("visits", "Visits"), ("verified", "Verified"), ("resource_location_too_far", "Too far"),
+    ("location_unknown", "Location unknown"), ("location_services_disabled", "Location off"),
+    ("verified_rate", "Verified rate"), ("too_far_rate", "Too-far rate"),
+]  # fmt: skip
+
+
+def date_presets() -> list[tuple[str, date, date]]:
+    """Quick ranges for the filter bar, by the calendar of DISPLAY_TIME_ZONE."""
+    today = timezone.localdate()
+    month_start = today.replace(day=1)
+    last_month_end = month_start - timedelta(days=1)
+    return [
+        ("Last 7 days", today - timedelta(days=6), today),
+        ("Last 30 days", today - timedelta(days=29), today),
+        ("This month", month_start, today),
+        ("Last month", last_month_end.replace(day=1), last_month_end),
+    ]
+
+
+def page_context(request: HttpRequest, filters: ReportFilters, **extra) -> dict:
+    chosen = filters.cleaned_data.get("resource_type")
+    return {
+        "presets": date_presets(),
+        "filters": filters,
+        "query": filters.query_string(),
+        "freshness": freshness(),
+        "resource_types": RESOURCE_TYPES + ([chosen] if chosen and chosen not in RESOURCE_TYPES else []),
+        **extra,
+    }

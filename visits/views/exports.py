@@ -1,0 +1,89 @@
+"""CSV downloads of every report, named after the report and the filters' dates."""
+
+
+from django.http import HttpRequest, HttpResponse
+
+from visits.models import VerificationStatus
+from visits.reports import analytics
+from visits.reports.export import (
+    VISIT_COLUMNS,
+    VISIT_REVIEW_COLUMNS,
+    csv_filename,
+    csv_response,
+    rate_text,
+    visit_rows,
+)
+from visits.reports.filters import ReportFilters
+from visits.views.common import filtered, reports_required
+from visits.views.reports import EXTRA_COLUMNS, GROUPED_ROWS
+
+STATUS_HEADER = ["visits", *VerificationStatus.values, "verified_rate", "too_far_rate"]
+
+
+def counts_cells(counts: analytics.Counts) -> list:
+    return [
+        counts.visits, *(getattr(counts, status) for status in VerificationStatus.values),
+        rate_text(counts.verified_rate), rate_text(counts.too_far_rate),
+    ]  # fmt: skip
+
+
+def filtered_csv(filters: ReportFilters, *, report: str, header: list[str], rows, checked: bool = False) -> HttpResponse:
+    """A CSV download named after the report and the filters' date range."""
+    filename = csv_filename(report=report, start=filters.cleaned_data["start"], end=filters.cleaned_data["end"])
+    return csv_response(filename=filename, header=header, rows=rows, checked=checked)
+
+
+def grouped_csv(filters: ReportFilters, *, kind: str) -> HttpResponse:
+    noun = "rep" if kind == "reps" else "outcome"
+    return filtered_csv(
+        filters,
+        report=kind,
+        header=[f"{noun}_id", f"{noun}_name", *STATUS_HEADER, *(name for name, _ in EXTRA_COLUMNS[kind])],
+        rows=(
+            [row.id or "", row.name, *counts_cells(row.counts), *(getattr(row.counts, n) for n, _ in EXTRA_COLUMNS[kind])]
+            for row in GROUPED_ROWS[kind](scope=filters.scope())
+        ),
+    )
+
+
+@reports_required
+@filtered
+def reps_csv(request: HttpRequest, filters: ReportFilters) -> HttpResponse:
+    return grouped_csv(filters, kind="reps")
+
+
+@reports_required
+@filtered
+def outcomes_csv(request: HttpRequest, filters: ReportFilters) -> HttpResponse:
+    return grouped_csv(filters, kind="outcomes")
+
+
+@reports_required
+@filtered
+def matrix_csv(request: HttpRequest, filters: ReportFilters) -> HttpResponse:
+    reps, outcomes, cells = analytics.matrix(scope=filters.scope())
+    outcome_names = {o.id: o.name for o in outcomes}
+    rep_names = {r.id: r.name for r in reps}
+    rows = (
+        [rep_id, rep_names[rep_id], outcome_id or "", outcome_names[outcome_id], cell.visits, cell.too_far,
+         rate_text(cell.too_far_rate)]
+        for (rep_id, outcome_id), cell in sorted(cells.items(), key=lambda kv: (kv[0][0], kv[0][1] or 0))
+    )  # fmt: skip
+    return filtered_csv(
+        filters,
+        report="matrix",
+        header=["rep_id", "rep_name", "outcome_id", "outcome_name", "visits", "resource_location_too_far", "too_far_rate"],
+        rows=rows,
+    )
+
+
+@reports_required
+@filtered
+def visits_csv(request: HttpRequest, filters: ReportFilters) -> HttpResponse:
+    return filtered_csv(
+        filters,
+        report="visits",
+        header=[*VISIT_COLUMNS, *VISIT_REVIEW_COLUMNS],
+        rows=visit_rows(visits=filters.visits().order_by("visited_at", "id")),
+        checked=True,
+    )

@@ -1,0 +1,114 @@
+"""Report pages: the overview, reps, outcomes, the rep-by-outcome matrix, the visits list, one rep."""
+
+from functools import partial
+
+from django.core.paginator import Paginator
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, render
+
+from visits.models import Rep
+from visits.reports import analytics, charts, maps
+from visits.reports.filters import ReportFilters
+from visits.views.common import (
+    REPORT_COLUMNS,
+    bad_request,
+    filtered,
+    page_context,
+    reports_required,
+    sort_param,
+)
+
+GROUPED_ROWS = {"reps": partial(analytics.rep_rows, review=True), "outcomes": analytics.outcome_rows}
+
+
+EXTRA_COLUMNS = {"reps": [("flagged", "Flagged"), ("rejected", "Rejected")], "outcomes": []}  # after the counts
+
+
+VISIT_SORTS = {"visited_at", "-visited_at", "rep", "-rep", "outcome", "-outcome", "status", "-status"}
+
+
+@reports_required
+@filtered
+def home(request: HttpRequest, filters: ReportFilters) -> HttpResponse:
+    scope = filters.scope()
+    reps = analytics.rep_rows(scope=scope)  # the totals and the ranking, from one count
+    return render(
+        request,
+        "visits/overview.html",
+        page_context(
+            request, filters,
+            totals=analytics.counts_sum(reps),
+            trend=charts.rates_chart(trend=analytics.weekly_trend(scope=scope)),
+            leaders=analytics.too_far_leaders(rows=reps),
+            min_visits=analytics.MIN_VISITS_FOR_RANKING,
+        ),  # fmt: skip
+    )
+
+
+def grouped_report(request: HttpRequest, filters: ReportFilters, *, kind: str) -> HttpResponse:
+    sort = sort_param(request, allowed=analytics.SORTS, default="name")
+    if sort is None:
+        return bad_request(request, [f"sort: must be one of {', '.join(analytics.SORTS)}, optionally with a leading -"])
+    rows = GROUPED_ROWS[kind](scope=filters.scope(), sort=sort)
+    first = "Rep" if kind == "reps" else "Outcome"
+    columns = [("name", first), *REPORT_COLUMNS, *EXTRA_COLUMNS[kind]]
+    return render(
+        request, "visits/report.html", page_context(request, filters, rows=rows, kind=kind, sort=sort, columns=columns)
+    )
+
+
+@reports_required
+@filtered
+def reps_report(request: HttpRequest, filters: ReportFilters) -> HttpResponse:
+    return grouped_report(request, filters, kind="reps")
+
+
+@reports_required
+@filtered
+def outcomes_report(request: HttpRequest, filters: ReportFilters) -> HttpResponse:
+    return grouped_report(request, filters, kind="outcomes")
+
+
+@reports_required
+@filtered
+def matrix_report(request: HttpRequest, filters: ReportFilters) -> HttpResponse:
+    reps, outcomes, cells = analytics.matrix(scope=filters.scope())
+    grid = [(rep, [cells.get((rep.id, outcome.id)) for outcome in outcomes]) for rep in reps]
+    return render(request, "visits/matrix.html", page_context(request, filters, outcomes=outcomes, grid=grid))
+
+
+@reports_required
+@filtered
+def visits_list(request: HttpRequest, filters: ReportFilters) -> HttpResponse:
+    sort = request.GET.get("sort", "-visited_at")
+    if sort not in VISIT_SORTS:
+        return bad_request(request, [f"sort: must be one of {', '.join(sorted(VISIT_SORTS))}"])
+    column = {"rep": "rep__name", "outcome": "outcome__name", "status": "verification_status"}.get(
+        sort.lstrip("-"), "visited_at"
+    )
+    order = ("-" if sort.startswith("-") else "") + column
+    visits = filters.visits().select_related("rep", "outcome").order_by(order, "-id")
+    page = Paginator(visits, 50).get_page(request.GET.get("page"))
+    columns = [("visited_at", "Visited"), ("rep", "Rep"), ("outcome", "Outcome"), ("status", "Status")]
+    return render(
+        request, "visits/visits.html", page_context(request, filters, page=page, sort=sort, visit_columns=columns)
+    )
+
+
+@reports_required
+@filtered
+def rep_detail(request: HttpRequest, filters: ReportFilters, rep_id: int) -> HttpResponse:
+    rep = get_object_or_404(Rep, id=rep_id)
+    scope = filters.scope().for_rep(rep.id)
+    recent = scope.visits().select_related("outcome").order_by("-visited_at", "-id")[:20]
+    totals, trend = analytics.totals(scope=scope), analytics.weekly_trend(scope=scope)
+    return render(
+        request,
+        "visits/rep.html",
+        page_context(
+            request, filters, rep=rep, totals=totals, trend=charts.rates_chart(trend=trend),
+            outcomes=analytics.outcome_rows(scope=scope, sort="-too_far_rate"), recent=recent,
+            plan=maps.map_plan(scope=scope), risk=analytics.rep_risk(scope=scope, totals=totals, trend=trend),
+            columns=[("name", "Outcome"), *REPORT_COLUMNS],
+        ),  # fmt: skip
+    )

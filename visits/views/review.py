@@ -1,0 +1,71 @@
+"""One visit in full, the review queue, and recording decisions."""
+
+
+from django.contrib import messages
+from django.core.paginator import Paginator
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.http import require_POST
+
+from visits.ingest.status import freshness
+from visits.models import DecisionKind, Visit
+from visits.review import queue, rules
+from visits.review.forms import DecisionForm, ReviewFilters
+from visits.views.common import bad_request, page_context, reports_required
+
+
+@reports_required
+def visit_detail(request: HttpRequest, visit_id: int) -> HttpResponse:
+    visit = get_object_or_404(Visit.objects.select_related("rep", "outcome"), id=visit_id)
+    return render(
+        request,
+        "visits/visit.html",
+        {
+            "visit": visit, "freshness": freshness(), "flags": visit.flags.all(),
+            "decisions": visit.decisions.select_related("decided_by"),
+            "can_decide": request.user.has_perm("visits.review_visits"), "kinds": DecisionKind.choices,
+        },
+    )  # fmt: skip
+
+
+@reports_required
+def review_queue(request: HttpRequest) -> HttpResponse:
+    """Flagged visits awaiting a decision (or in another review state), with their reasons."""
+    filters = ReviewFilters(request.GET)
+    if not filters.is_valid():
+        return bad_request(request, filters.problems().splitlines())
+    data = filters.cleaned_data
+    visits = queue.flagged_visits(visits=filters.visits(), rules=data["rule"] or None, state=data["review"])
+    page = Paginator(visits.select_related("rep", "outcome").order_by("-visited_at", "-id"), 20).get_page(
+        request.GET.get("page")
+    )
+    items = queue.queue_items(visits=page.object_list)
+    return render(
+        request,
+        "visits/review.html",
+        page_context(
+            request, filters, page=page, items=items, review_states=queue.REVIEW_STATES, kinds=DecisionKind.choices,
+            can_decide=request.user.has_perm("visits.review_visits"), thresholds=rules.rule_thresholds(),
+        ),  # fmt: skip
+    )
+
+
+@require_POST
+@reports_required
+def review_decide(request: HttpRequest) -> HttpResponse:
+    """Record a decision on the chosen visits; back to where the reviewer was."""
+    if not request.user.has_perm("visits.review_visits"):
+        return render(request, "visits/no_access.html", {"reason": "Only Reviewers can decide on flagged visits."}, status=403)
+    form = DecisionForm(request.POST)
+    if not form.is_valid():
+        return bad_request(request, [f"{name}: {error}" for name, errors in form.errors.items() for error in errors])
+    recorded = queue.decisions_record(
+        visit_ids=form.cleaned_data["visit"], kind=form.cleaned_data["kind"], note=form.cleaned_data["note"],
+        user=request.user,
+    )  # fmt: skip
+    label = DecisionKind(form.cleaned_data["kind"]).label
+    messages.success(request, f"{label}: recorded for {recorded} visit{'s' if recorded != 1 else ''}.")
+    back = request.POST.get("next", "")
+    safe = url_has_allowed_host_and_scheme(back, allowed_hosts={request.get_host()}, require_https=request.is_secure())
+    return redirect(back if back and safe else "visits:review")

@@ -18,13 +18,19 @@ def machine() -> str:
                 break
     except OSError:
         pass
-    return f"{os.cpu_count()} cores, {cpu}, Python {platform.python_version()}, {platform.system()} {platform.release()}"
+    return (
+        f"{os.cpu_count()} cores, {cpu}, Python {platform.python_version()}, {platform.system()} {platform.release()}"
+    )
 
 
 def section_write(*, heading: str, lines: list[str]) -> None:
     """Put `lines` under `heading` (a '## ' line that starts them) in docs/PERFORMANCE.md."""
     section = "\n".join(lines)
-    text = PERFORMANCE.read_text() if PERFORMANCE.exists() else "# Performance\n\nFigures printed by the scripts in `bench/`.\n\n"
+    text = (
+        PERFORMANCE.read_text()
+        if PERFORMANCE.exists()
+        else "# Performance\n\nFigures printed by the scripts in `bench/`.\n\n"
+    )
     start = text.find(heading)
     if start == -1:
         text = text.rstrip() + "\n\n" + section

@@ -71,9 +71,23 @@ def measure(*, mode: str, url: str, database_url: str, limit: int) -> dict:
 
 def child(mode: str, url: str, database_url: str, limit: int) -> dict:
     out = subprocess.run(
-        [sys.executable, __file__, "--child", mode, "--url", url, "--database-url", database_url, "--limit", str(limit)],
-        capture_output=True, text=True, check=False, cwd=ROOT,
-    )  # fmt: skip
+        [
+            sys.executable,
+            __file__,
+            "--child",
+            mode,
+            "--url",
+            url,
+            "--database-url",
+            database_url,
+            "--limit",
+            str(limit),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=ROOT,
+    )
     if out.returncode != 0:
         raise SystemExit(f"{mode} run failed:\n{out.stderr}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -135,7 +149,10 @@ def main() -> None:
         for label, _, _ in targets:
             rate = statistics.median(rates[label])
             rows.append((label, events, rate, min(rates[label]), max(rates[label])))
-            print(f"{label:38} {events:>8,} events  median {rate:>9,.0f} events/s  (min {min(rates[label]):,.0f}, max {max(rates[label]):,.0f})")
+            print(
+                f"{label:38} {events:>8,} events  median {rate:>9,.0f} events/s  "
+                f"(min {min(rates[label]):,.0f}, max {max(rates[label]):,.0f})"
+            )
     baseline = rows[0][2]
     for label, _, rate, _, _ in rows[2:]:
         print(f"{label}: {rate / baseline:.1%} of the baseline's rate")
@@ -168,6 +185,7 @@ def write_report(*, rows, data_events: int, limit: int, runs: int) -> None:
         "",
     ]
     section_write(heading="## Ingestion (", lines=lines)
+
 
 if __name__ == "__main__":
     main()

@@ -21,7 +21,7 @@ import sys
 import tempfile
 import threading
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -30,14 +30,17 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from _report import machine, section_write, visits_write
+from _report import machine, section_write, visits_write  # noqa: E402 (after the path is set)
 
 REPS, OUTCOMES, DAYS = 200, 12, 365
-END = datetime(2026, 11, 1, tzinfo=timezone.utc)
+END = datetime(2026, 11, 1, tzinfo=UTC)
 CITIES = [(41.88, -87.63), (39.77, -86.16), (43.04, -87.91), (42.33, -83.05), (38.63, -90.20)]
-STATUSES = ("verified",) * 82 + ("resource_location_too_far",) * 11 + ("location_unknown",) * 4 + (
-    "location_services_disabled",
-) * 3
+STATUSES = (
+    ("verified",) * 82
+    + ("resource_location_too_far",) * 11
+    + ("location_unknown",) * 4
+    + ("location_services_disabled",) * 3
+)
 CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"]
 
@@ -176,7 +179,9 @@ def main() -> None:
                 time.sleep(0.1)
         cookie = [{"name": "sessionid", "value": client.cookies["sessionid"].value, "url": f"http://127.0.0.1:{port}"}]
         app_browser = statistics.median(
-            chromium_seconds(f"http://127.0.0.1:{port}/map/frame/", ready="window.visitsdashLoaded === true", cookies=cookie)
+            chromium_seconds(
+                f"http://127.0.0.1:{port}/map/frame/", ready="window.visitsdashLoaded === true", cookies=cookie
+            )
             for _ in range(3)
         )
         naive_browser = chromium_seconds(
@@ -193,7 +198,10 @@ def main() -> None:
          naive_browser),
     ]  # fmt: skip
     for label, size, render, browser in rows:
-        print(f"{label}\n    HTML {size / 1e6:.2f} MB   server {render * 1000:,.0f} ms   Chromium to usable {browser:.2f} s")
+        print(
+            f"{label}\n    HTML {size / 1e6:.2f} MB   server {render * 1000:,.0f} ms   "
+            f"Chromium to usable {browser:.2f} s"
+        )
     if args.write:
         lines = [
             "## Maps (`bench/map.py`)",
@@ -204,9 +212,13 @@ def main() -> None:
             "",
             "| map | HTML MB | server ms | Chromium to usable s |",
             "|---|---:|---:|---:|",
-            *(f"| {label} | {size / 1e6:.2f} | {render * 1000:,.0f} | {browser:.2f} |" for label, size, render, browser in rows),
+            *(
+                f"| {label} | {size / 1e6:.2f} | {render * 1000:,.0f} | {browser:.2f} |"
+                for label, size, render, browser in rows
+            ),
             "",
-            "Targets with 100,000 visits: HTML at most 6 MB, server render at most 1.5 s, usable in Chromium within 5 s.",
+            "Targets with 100,000 visits: HTML at most 6 MB, server render at most 1.5 s, "
+            "usable in Chromium within 5 s.",
             "",
         ]
         section_write(heading="## Maps (", lines=lines)

@@ -24,7 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,17 +34,22 @@ sys.path.insert(0, str(ROOT / "bench"))
 from _report import machine, section_write, visits_write  # noqa: E402
 
 VISITS, REPS, OUTCOMES, DAYS = 1_000_000, 200, 12, 730
-END = datetime(2026, 11, 1, tzinfo=timezone.utc)
+END = datetime(2026, 11, 1, tzinfo=UTC)
 MONTH = ("2026-09-01", "2026-09-30")
 THIRTY_DAYS = ("2026-09-15", "2026-10-14")  # not aligned on months: half of it is read from the edges
 PAGES = ["/", "/reports/reps/", "/reports/outcomes/", "/reports/matrix/"]
-STATUSES = ("verified",) * 82 + ("resource_location_too_far",) * 11 + ("location_unknown",) * 4 + (
-    "location_services_disabled",
-) * 3
+STATUSES = (
+    ("verified",) * 82
+    + ("resource_location_too_far",) * 11
+    + ("location_unknown",) * 4
+    + ("location_services_disabled",) * 3
+)
 
 
 def django_setup(database_url: str) -> None:
-    os.environ.update(DATABASE_URL=database_url, DJANGO_SETTINGS_MODULE="visitsdash.settings", ALLOWED_HOSTS="testserver")
+    os.environ.update(
+        DATABASE_URL=database_url, DJANGO_SETTINGS_MODULE="visitsdash.settings", ALLOWED_HOSTS="testserver"
+    )
     import django
 
     django.setup()
@@ -81,13 +86,24 @@ def visit_rows(*, visits: int):
         at = END - timedelta(seconds=rng.randrange(DAYS * 86400))
         status = rng.choice(STATUSES)
         located = status in ("verified", "resource_location_too_far")
-        yield visit_id, {
-            "rep_id": 1000 + rng.randrange(REPS), "resource_type": rng.choice(("lead", "contact")),
-            "resource_id": rng.randrange(1, 50_000), "visited_at": at, "created_at": at + timedelta(minutes=5),
-            "summary": "Met the buyer, left samples, follow up next week.", "outcome_id": 100 + rng.randrange(OUTCOMES),
-            "latitude": 41.8 + rng.random() if located else None, "longitude": -87.6 + rng.random() if located else None,
-            "verification_status": status, "sequence": 1, "event_time": at + timedelta(minutes=5), "deleted_at": None,
-        }  # fmt: skip
+        yield (
+            visit_id,
+            {
+                "rep_id": 1000 + rng.randrange(REPS),
+                "resource_type": rng.choice(("lead", "contact")),
+                "resource_id": rng.randrange(1, 50_000),
+                "visited_at": at,
+                "created_at": at + timedelta(minutes=5),
+                "summary": "Met the buyer, left samples, follow up next week.",
+                "outcome_id": 100 + rng.randrange(OUTCOMES),
+                "latitude": 41.8 + rng.random() if located else None,
+                "longitude": -87.6 + rng.random() if located else None,
+                "verification_status": status,
+                "sequence": 1,
+                "event_time": at + timedelta(minutes=5),
+                "deleted_at": None,
+            },
+        )
 
 
 def pages_measure(*, repeat: int) -> dict:
@@ -113,8 +129,14 @@ def pages_measure(*, repeat: int) -> dict:
         where = "" if not query else (
             " WHERE visited_at >= %s AND visited_at < %s"
         )  # fmt: skip
-        params = [] if not bounds else [datetime.fromisoformat(bounds[0]).replace(tzinfo=timezone.utc),
-                                        datetime.fromisoformat(bounds[1]).replace(tzinfo=timezone.utc) + timedelta(days=1)]  # fmt: skip
+        params = (
+            []
+            if not bounds
+            else [
+                datetime.fromisoformat(bounds[0]).replace(tzinfo=UTC),
+                datetime.fromisoformat(bounds[1]).replace(tzinfo=UTC) + timedelta(days=1),
+            ]
+        )
         if connection.vendor == "sqlite":
             params = [str(p.replace(tzinfo=None)) for p in params]
         times = []
@@ -156,7 +178,8 @@ def export_measure(*, mode: str, database_url: str) -> dict:
             cursor.execute(
                 "SELECT v.id, v.visited_at, v.created_at, v.rep_id, r.name, v.resource_type, v.resource_id, "
                 "v.outcome_id, o.name, v.verification_status, v.latitude, v.longitude, v.summary "
-                "FROM visits_visit v JOIN visits_rep r ON r.id = v.rep_id LEFT JOIN visits_outcome o ON o.id = v.outcome_id "
+                "FROM visits_visit v JOIN visits_rep r ON r.id = v.rep_id "
+                "LEFT JOIN visits_outcome o ON o.id = v.outcome_id "
                 "WHERE v.deleted_at IS NULL ORDER BY v.visited_at, v.id"
             )
             while batch := cursor.fetchmany(5000):
@@ -198,7 +221,10 @@ def backend_run(*, name: str, database_url: str, visits: int, repeat: int) -> di
         for mode in ("app", "baseline")
     }
     for mode, figures in exports.items():
-        print(f"  /visits.csv {mode:9} {figures['rows']:>9,} rows  {figures['rows_per_second']:>9,.0f} rows/s  peak {figures['peak_mb']:.0f} MB")
+        print(
+            f"  /visits.csv {mode:9} {figures['rows']:>9,} rows  {figures['rows_per_second']:>9,.0f} rows/s  "
+            f"peak {figures['peak_mb']:.0f} MB"
+        )
     return {"pages": pages, "exports": exports}
 
 
@@ -233,7 +259,9 @@ def main() -> None:
                 conn.execute("DROP DATABASE IF EXISTS visitsdash_bench_reports")
                 conn.execute("CREATE DATABASE visitsdash_bench_reports")
             url = args.postgres.rsplit("/", 1)[0] + "/visitsdash_bench_reports"
-            results["PostgreSQL"] = backend_run(name="PostgreSQL", database_url=url, visits=args.visits, repeat=args.repeat)
+            results["PostgreSQL"] = backend_run(
+                name="PostgreSQL", database_url=url, visits=args.visits, repeat=args.repeat
+            )
     if args.write:
         write_report(results=results, visits=args.visits, repeat=args.repeat)
 
@@ -258,12 +286,14 @@ def write_report(*, results: dict, visits: int, repeat: int) -> None:
               "|---|" + "---:|---:|" * len(results)]  # fmt: skip
     for mode, label in (("app", "`/visits.csv`"), ("baseline", "baseline: driver + `csv` module")):
         cells = " | ".join(
-            f"{r['exports'][mode]['rows_per_second']:,.0f} | {r['exports'][mode]['peak_mb']:,.0f}" for r in results.values()
+            f"{r['exports'][mode]['rows_per_second']:,.0f} | {r['exports'][mode]['peak_mb']:,.0f}"
+            for r in results.values()
         )
         lines.append(f"| {label} | {cells} |")
     lines += ["", "Targets: report pages at a median of 150 ms or less; the export at 50,000 rows/s or more with"
               " peak memory under 200 MB.", ""]  # fmt: skip
     section_write(heading="## Reports (", lines=lines)
+
 
 if __name__ == "__main__":
     main()

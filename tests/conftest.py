@@ -127,7 +127,9 @@ def assert_db_matches(data: DemoData) -> None:
     reps = {r.id: (r.name, r.email, r.status, r.role) for r in Rep.objects.all()}
     want_reps = {rid: (r["name"], r["email"], r["status"], r["role"]) for rid, r in data.expected_reps().items()}
     if reps != want_reps:
-        diff = {k: (reps.get(k), want_reps.get(k)) for k in set(reps) | set(want_reps) if reps.get(k) != want_reps.get(k)}
+        diff = {
+            k: (reps.get(k), want_reps.get(k)) for k in set(reps) | set(want_reps) if reps.get(k) != want_reps.get(k)
+        }
         problems.append(f"reps differ (got, want): {dict(list(diff.items())[:10])}")
     outcomes = dict(Outcome.objects.values_list("id", "name"))
     if outcomes != data.expected_outcomes():
@@ -146,7 +148,9 @@ def assert_flags_match() -> None:
     expected = {key: (f.numbers, f.sentence) for key, f in flags_expected().items()}
     flagged = set(Visit.objects.filter(deleted_at__isnull=True, flagged=True).values_list("id", flat=True))
     assert flagged == {visit_id for visit_id, _ in expected}, "Visit.flagged differs from the flags"
-    assert stored == expected, f"flags differ: {len(set(stored) ^ set(expected))} keys, e.g. {sorted(set(stored) ^ set(expected))[:5]}"
+    assert stored == expected, (
+        f"flags differ: {len(set(stored) ^ set(expected))} keys, e.g. {sorted(set(stored) ^ set(expected))[:5]}"
+    )
     assert_tallies_match()  # the flagged counts the tallies keep follow Visit.flagged
 
 
@@ -183,7 +187,10 @@ def assert_tallies_match() -> None:
     assert +wanted["month"], "no live visits to tally"
     for name, want in wanted.items():
         got, want = +stored[name], +want  # unary plus drops the zero counts
-        assert got == want, f"{name} tallies differ: extra {dict(list((got - want).items())[:5])}, missing {dict(list((want - got).items())[:5])}"
+        assert got == want, (
+            f"{name} tallies differ: extra {dict(list((got - want).items())[:5])}, "
+            f"missing {dict(list((want - got).items())[:5])}"
+        )
 
 
 def browser_sign_in(page, url: str, *, username: str, password: str, group: str | None = None, **extra):

@@ -5,7 +5,7 @@ expected state is computed here, from the events themselves."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 # What the pages must never evaluate: 12345*6789 is 83810205.
@@ -35,7 +35,7 @@ def payloads(*, marker: Path) -> list[str]:
         "NUL\x00byte",
         "line\u2028separator\u2029paragraph",
         "\u202eRTL override txt.exe",
-        "=HYPERLINK(\"http://evil.example/\",\"click\")",
+        '=HYPERLINK("http://evil.example/","click")',
         "+1+1",
         "@SUM(A1)",
         "]]><![CDATA[",
@@ -131,7 +131,7 @@ def malformed_visits(*, at: datetime) -> list:
 def hostile_data(*, marker: Path, now: datetime | None = None) -> HostileData:
     """Four reps and a visit per payload (names, summaries and outcomes all payloads), the
     malformed items spread among them, and bad users too."""
-    now = now or datetime.now(timezone.utc).replace(microsecond=0)
+    now = now or datetime.now(UTC).replace(microsecond=0)
     texts = payloads(marker=marker)
     out = HostileData()
     statuses = ["verified", "resource_location_too_far", "location_unknown", "location_services_disabled"]

@@ -8,7 +8,7 @@ import math
 import statistics
 import time
 from collections import Counter, defaultdict
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import requests
@@ -16,7 +16,7 @@ import requests
 from visits.demo.generator import MALFORMED_FIRST_ID, USER_DAMAGE, team_generate
 from visits.demo.server import DemoFirehose, Faults
 
-NOW = datetime(2025, 3, 14, 16, 0, tzinfo=timezone.utc)
+NOW = datetime(2025, 3, 14, 16, 0, tzinfo=UTC)
 TOKEN = "demo-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 STATUSES = {"verified", "resource_location_too_far", "location_unknown", "location_services_disabled"}
@@ -94,14 +94,19 @@ def haversine_km(a, b):
 
 
 def parse(moment):
-    return datetime.strptime(moment, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+    return datetime.strptime(moment, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
 
 
 def created_visits(data):
     """Data of every created visit event (malformed items excluded)."""
-    return [e["data"] for e in data.visits_events
-            if isinstance(e.get("data"), dict) and isinstance(e["data"].get("id"), int)
-            and e["data"]["id"] < MALFORMED_FIRST_ID and e["meta"]["event_type"] == "created"]
+    return [
+        e["data"]
+        for e in data.visits_events
+        if isinstance(e.get("data"), dict)
+        and isinstance(e["data"].get("id"), int)
+        and e["data"]["id"] < MALFORMED_FIRST_ID
+        and e["meta"]["event_type"] == "created"
+    ]
 
 
 # --- protocol ------------------------------------------------------------------------------
@@ -128,14 +133,17 @@ def test_every_response_has_a_fresh_request_id(firehose, session):
     assert len(ids) == 3
 
 
-@pytest.mark.parametrize("params, named", [
-    ({}, "position"),
-    ({"position": "garbage!"}, "position"),
-    ({"position": "dmlzaXRzLDEw"}, "position"),  # base64 of "visits,10": not one of ours
-    ({"position": "tail", "limit": "0"}, "limit"),
-    ({"position": "tail", "limit": "101"}, "limit"),
-    ({"position": "tail", "limit": "ten"}, "limit"),
-])
+@pytest.mark.parametrize(
+    "params, named",
+    [
+        ({}, "position"),
+        ({"position": "garbage!"}, "position"),
+        ({"position": "dmlzaXRzLDEw"}, "position"),  # base64 of "visits,10": not one of ours
+        ({"position": "tail", "limit": "0"}, "limit"),
+        ({"position": "tail", "limit": "101"}, "limit"),
+        ({"position": "tail", "limit": "ten"}, "limit"),
+    ],
+)
 def test_bad_position_or_limit_is_400_invalid_param(firehose, session, params, named):
     response = stream_get(session, firehose, "visits", **params)
     assert response.status_code == 400
@@ -192,7 +200,11 @@ def test_requests_are_recorded_and_can_be_reset(firehose, session):
     stream_get(session, firehose, "visits", position="tail", limit=3)
     record = firehose.requests[-1]
     assert (record.method, record.path, record.query, record.status) == (
-        "GET", "/v3/visits/stream", {"position": "tail", "limit": "3"}, 200)
+        "GET",
+        "/v3/visits/stream",
+        {"position": "tail", "limit": "3"},
+        200,
+    )
     assert record.headers["Authorization"] == f"Bearer {TOKEN}"
     firehose.reset_requests()
     assert firehose.requests == []
@@ -401,8 +413,11 @@ def test_expected_reps_cover_users_and_unknown_creators(clean):
     names = {rep["name"] for rep in reps.values()}
     assert "Jonathan Smith" in names and "Jon Smith" not in names
     assert Counter(rep["status"] for rep in reps.values())["inactive"] == 1
-    managers = {e["data"]["id"] for e in clean.users_events
-                if e["meta"]["event_type"] == "created" and e["data"]["role"] == "admin"}
+    managers = {
+        e["data"]["id"]
+        for e in clean.users_events
+        if e["meta"]["event_type"] == "created" and e["data"]["role"] == "admin"
+    }
     assert managers and not managers & creators
     promoted = [e for e in clean.users_events if e["meta"].get("previous") == {"role": "user"}]
     assert len(promoted) == 1 and reps[promoted[0]["data"]["id"]]["role"] == "admin"
@@ -435,8 +450,14 @@ def test_malformed_items_are_extra_and_never_touch_real_visits(data, clean):
     assert not set(ids) & set(clean.expected_visits())
     assert data.expected_visits() == clean.expected_visits()
     dumped = [json.dumps(e) for e in extra]
-    for marker in ('"teleported"', '"latitude": 123.4', '"visited_at": "yesterday"', '"event_type": "exploded"',
-                   '"id": "abc"', '"data": "'):
+    for marker in (
+        '"teleported"',
+        '"latitude": 123.4',
+        '"visited_at": "yesterday"',
+        '"event_type": "exploded"',
+        '"id": "abc"',
+        '"data": "',
+    ):
         assert sum(marker in d for d in dumped) == 1, marker
     assert sum("meta" not in e for e in extra) == 1
     assert sum("meta" in e and "sequence" not in e["meta"] for e in extra) == 1
@@ -444,28 +465,30 @@ def test_malformed_items_are_extra_and_never_touch_real_visits(data, clean):
 
 
 def test_each_suspicious_pattern_is_present(clean):
-    assert sorted(clean.suspicious.values()) == [
-        "impossible_travel", "late_bursts", "shared_coordinates", "too_far"]
+    assert sorted(clean.suspicious.values()) == ["impossible_travel", "late_bursts", "shared_coordinates", "too_far"]
     by_rep = defaultdict(list)
     for visit in created_visits(clean):
         by_rep[visit["creator_id"]].append(visit)
     rep_of = {pattern: rep_id for rep_id, pattern in clean.suspicious.items()}
 
     def too_far_rate(visits):
-        return sum(v["sales_rep_location"]["verification_status"] == "resource_location_too_far"
-                   for v in visits) / len(visits)
+        return sum(v["sales_rep_location"]["verification_status"] == "resource_location_too_far" for v in visits) / len(
+            visits
+        )
 
     assert 0.4 <= too_far_rate(by_rep[rep_of["too_far"]]) <= 0.6
     normal = [rep_id for rep_id in by_rep if rep_id not in clean.suspicious]
     assert all(too_far_rate(by_rep[rep_id]) < 0.2 for rep_id in normal)
 
     def jumps(visits):
-        located = sorted((v for v in visits if v["sales_rep_location"]["latitude"] is not None),
-                         key=lambda v: v["visited_at"])
-        for a, b in zip(located, located[1:]):
+        located = sorted(
+            (v for v in visits if v["sales_rep_location"]["latitude"] is not None), key=lambda v: v["visited_at"]
+        )
+        for a, b in zip(located, located[1:], strict=False):
             hours = (parse(b["visited_at"]) - parse(a["visited_at"])).total_seconds() / 3600
-            km = haversine_km(*[(v["sales_rep_location"]["latitude"], v["sales_rep_location"]["longitude"])
-                                for v in (a, b)])
+            km = haversine_km(
+                *[(v["sales_rep_location"]["latitude"], v["sales_rep_location"]["longitude"]) for v in (a, b)]
+            )
             if hours <= 1 and km > 300:
                 yield a, b
 
@@ -488,8 +511,11 @@ def test_each_suspicious_pattern_is_present(clean):
     assert all(parse(v["created_at"]) - parse(v["visited_at"]) > timedelta(hours=24) for v in late)
     created = sorted(parse(v["created_at"]) for v in late)
     assert any(created[i + 4] - created[i] <= timedelta(minutes=10) for i in range(len(created) - 4))
-    assert all(parse(v["created_at"]) - parse(v["visited_at"]) < timedelta(minutes=30)
-               for rep_id in normal for v in by_rep[rep_id])
+    assert all(
+        parse(v["created_at"]) - parse(v["visited_at"]) < timedelta(minutes=30)
+        for rep_id in normal
+        for v in by_rep[rep_id]
+    )
 
 
 def test_append_live_adds_visits_at_now_and_the_server_streams_them(session):

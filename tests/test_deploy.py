@@ -91,12 +91,22 @@ def test_an_https_site_url_turns_on_secure_cookies_hsts_and_the_redirect():
     )  # fmt: skip
     assert tuned["CSRF_TRUSTED_ORIGINS"] == ["https://visits.example.com:8443"]
     assert tuned["ALLOWED_HOSTS"] == ["visits.example.com"]
-    assert (tuned["SECURE_HSTS_SECONDS"], tuned["SECURE_HSTS_INCLUDE_SUBDOMAINS"], tuned["SECURE_SSL_REDIRECT"]) == (3600, True, False)
+    assert (tuned["SECURE_HSTS_SECONDS"], tuned["SECURE_HSTS_INCLUDE_SUBDOMAINS"], tuned["SECURE_SSL_REDIRECT"]) == (
+        3600,
+        True,
+        False,
+    )
     plain = settings_read(*names, SITE_URL="http://visits.intranet:8000")
     assert plain["CSRF_TRUSTED_ORIGINS"] == ["http://visits.intranet:8000"]
-    assert not any(plain[n] for n in ("SESSION_COOKIE_SECURE", "CSRF_COOKIE_SECURE", "SECURE_HSTS_SECONDS", "SECURE_SSL_REDIRECT"))
+    assert not any(
+        plain[n] for n in ("SESSION_COOKIE_SECURE", "CSRF_COOKIE_SECURE", "SECURE_HSTS_SECONDS", "SECURE_SSL_REDIRECT")
+    )
     laptop = settings_read(*names)
-    assert laptop["CSRF_TRUSTED_ORIGINS"] == [] and not laptop["SECURE_SSL_REDIRECT"] and not laptop["SESSION_COOKIE_SECURE"]
+    assert (
+        laptop["CSRF_TRUSTED_ORIGINS"] == []
+        and not laptop["SECURE_SSL_REDIRECT"]
+        and not laptop["SESSION_COOKIE_SECURE"]
+    )
 
 
 def test_behind_proxy_trusts_the_forwarded_headers_and_nothing_else_does():
@@ -114,7 +124,9 @@ def test_behind_proxy_trusts_the_forwarded_headers_and_nothing_else_does():
 
 
 def test_login_limits_come_from_the_environment():
-    values = settings_read("AXES_FAILURE_LIMIT", "AXES_COOLOFF_TIME", LOGIN_FAILURE_LIMIT="4", LOGIN_LOCKOUT_MINUTES="90")
+    values = settings_read(
+        "AXES_FAILURE_LIMIT", "AXES_COOLOFF_TIME", LOGIN_FAILURE_LIMIT="4", LOGIN_LOCKOUT_MINUTES="90"
+    )
     assert values == {"AXES_FAILURE_LIMIT": 4, "AXES_COOLOFF_TIME": "1:30:00"}
 
 
@@ -193,13 +205,17 @@ def mia_everywhere(transactional_db):
     """mia in the test database, committed and hashed with a hasher the server knows (the
     tests' MD5 is not among the app's own)."""
     password = "mia-password-1"
-    User.objects.create(username="mia", password=PBKDF2PasswordHasher().encode(password, "saltsaltsalt", iterations=1000))
+    User.objects.create(
+        username="mia", password=PBKDF2PasswordHasher().encode(password, "saltsaltsalt", iterations=1000)
+    )
     return password
 
 
 @pytest.mark.slow
 def test_sign_in_through_a_tls_proxy_works_with_behind_proxy(mia_everywhere, tmp_path):
-    with gunicorn_serving(tmp_path / "gunicorn.log", DATABASE_URL=database_url(), SITE_URL=SITE, BEHIND_PROXY="true") as url:
+    with gunicorn_serving(
+        tmp_path / "gunicorn.log", DATABASE_URL=database_url(), SITE_URL=SITE, BEHIND_PROXY="true"
+    ) as url:
         page = login_page(url)
         assert page.status_code == 200
         wrong = login_post(url, page, password="wrong")
@@ -238,7 +254,9 @@ def test_a_500_is_logged_with_its_traceback(tmp_path):
     # An empty database: the first query, loading the session the cookie names, raises.
     log = tmp_path / "gunicorn.log"
     with gunicorn_serving(log, DATABASE_URL=f"sqlite:///{tmp_path / 'empty.sqlite3'}", DEBUG="false") as url:
-        response = requests.get(f"{url}/", headers={"Cookie": "sessionid=" + "a" * 32}, allow_redirects=False, timeout=10)
+        response = requests.get(
+            f"{url}/", headers={"Cookie": "sessionid=" + "a" * 32}, allow_redirects=False, timeout=10
+        )
         assert response.status_code == 500
     output = log.read_text()
     assert "ERROR django.request: Internal Server Error: /" in output, output

@@ -2,7 +2,7 @@
 dates at the ends of the calendar in filters, ids too large for the database. Each is a page
 or a 400 with a message, never a 500."""
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 from django.contrib.auth.models import Group, User
@@ -14,7 +14,7 @@ from visits.review.flags import flags_rebuild
 
 pytestmark = pytest.mark.django_db
 
-EDGES = [datetime(1, 1, 1, 0, 0, tzinfo=timezone.utc), datetime(9999, 12, 31, 23, 59, 59, tzinfo=timezone.utc)]
+EDGES = [datetime(1, 1, 1, 0, 0, tzinfo=UTC), datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC)]
 HUGE = "99999999999999999999999"
 
 

@@ -90,7 +90,11 @@ def test_coordinate_reuse_counts_different_customers(settings):
 def test_late_logging(settings):
     visits = [facts(1, at=CHICAGO, created_after_hours=25), facts(2, minutes=600, at=CHICAGO, created_after_hours=23)]
     late = by_rule(rules.late_logging(visits, hours=24), "late_logging")
-    assert set(late) == {1} and late[1].sentence == "Logged 1 day 1 hour after the visit." and late[1].numbers == {"hours": 25.0}
+    assert (
+        set(late) == {1}
+        and late[1].sentence == "Logged 1 day 1 hour after the visit."
+        and late[1].numbers == {"hours": 25.0}
+    )
     settings.FLAG_LATE_HOURS = 12
     assert {f.visit_id for f in rules.rep_findings(visits) if f.rule == "late_logging"} == {1, 2}
 
@@ -105,13 +109,19 @@ def test_bursts(settings):
     settings.FLAG_BURST_MINUTES = 15
     assert len([f for f in rules.rep_findings(spread) if f.rule == "burst"]) == 5
     # What counts is when they were logged: a week of visits entered in one sitting.
-    sitting = [facts(i, minutes=i * 1440, at=CHICAGO, created_after_hours=(6 * 1440 - i * 1440 + i) / 60) for i in range(5)]
+    sitting = [
+        facts(i, minutes=i * 1440, at=CHICAGO, created_after_hours=(6 * 1440 - i * 1440 + i) / 60) for i in range(5)
+    ]
     assert len(rules.bursts(sitting, count=5, minutes=10)) == 5
 
 
 def test_sell_statuses_become_flags():
-    visits = [facts(1, status="resource_location_too_far", at=CHICAGO), facts(2, minutes=300, status="location_unknown"),
-              facts(3, minutes=600, status="location_services_disabled"), facts(4, minutes=900, at=CHICAGO)]  # fmt: skip
+    visits = [
+        facts(1, status="resource_location_too_far", at=CHICAGO),
+        facts(2, minutes=300, status="location_unknown"),
+        facts(3, minutes=600, status="location_services_disabled"),
+        facts(4, minutes=900, at=CHICAGO),
+    ]
     found = {(f.visit_id, f.rule) for f in rules.sell_statuses(visits)}
     assert found == {(1, "resource_location_too_far"), (2, "location_unknown"), (3, "location_services_disabled")}
 

@@ -63,7 +63,11 @@ def test_every_well_formed_visit_arrives_and_every_bad_item_is_rejected(hostile)
     for visit_id, want in data.expected_visits.items():
         got = visits[visit_id]
         assert (got.summary, got.rep_id, got.latitude, got.verification_status, got.resource_type) == (
-            want["summary"], want["rep_id"], want["latitude"], want["verification_status"], want["resource_type"]
+            want["summary"],
+            want["rep_id"],
+            want["latitude"],
+            want["verification_status"],
+            want["resource_type"],
         ), visit_id
     names = dict(Rep.objects.filter(id__in=data.expected_reps).values_list("id", "name"))
     assert names == data.expected_reps

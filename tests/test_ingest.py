@@ -139,7 +139,9 @@ def test_updates_store_the_newest_snapshot(serve, small_team):
     serve(small_team)
     sync_all()
     updated = {
-        e["data"]["id"] for e in small_team.visits_events if isinstance(e.get("meta"), dict) and e["meta"].get("event_type") == "updated"
+        e["data"]["id"]
+        for e in small_team.visits_events
+        if isinstance(e.get("meta"), dict) and e["meta"].get("event_type") == "updated"
     }
     assert updated, "the generator should emit updated events"
     expected = small_team.expected_visits()
@@ -219,15 +221,16 @@ def test_hostile_items_mid_page_are_rejected_and_every_good_item_lands(serve, se
     settings.SELL_PAGE_LIMIT = 10
     data = team_generate(seed=5, reps=3, weeks=1)
     hostile = team_generate(seed=5, reps=3, weeks=1, malformed=True)
+
     def by_damage(events, names):  # the generator gives the item of names[i] the id MALFORMED_FIRST_ID + i
         found = {e["data"].get("id"): e for e in events if isinstance(e.get("data"), dict)}
         return lambda name: found[MALFORMED_FIRST_ID + names.index(name)]
 
     visit_item = by_damage(hostile.visits_events, list(VISIT_DAMAGE))
     user_item = by_damage(hostile.users_events, [None, *USER_DAMAGE])
-    for at, name in zip((5, 14, 25, 36, 47), HOSTILE_VISITS):
+    for at, name in zip((5, 14, 25, 36, 47), HOSTILE_VISITS, strict=False):
         data.visits_events.insert(at, visit_item(name))
-    for at, name in zip((1, 3, 5), HOSTILE_USERS):
+    for at, name in zip((1, 3, 5), HOSTILE_USERS, strict=False):
         data.users_events.insert(at, user_item(name))
     serve(data)
     users, visits = sync_all()
@@ -270,10 +273,31 @@ def test_a_crash_is_recorded_shown_and_does_not_block_the_other_stream(serve, sm
         ({"data": [], "meta": {}}, "data is not an object"),
         ({"data": {"id": 1}, "meta": "x"}, "meta is not an object"),
         ({"data": {}, "meta": {"event_type": "created", "sequence": 1, "event_time": "2026-01-01T00:00:00Z"}}, "no id"),
-        ({"data": {"id": True}, "meta": {"event_type": "created", "sequence": 1, "event_time": "2026-01-01T00:00:00Z"}}, "data.id"),
-        ({"data": {"id": 2**70}, "meta": {"event_type": "created", "sequence": 1, "event_time": "2026-01-01T00:00:00Z"}}, "out of range"),
-        ({"data": {"id": 1}, "meta": {"event_type": "created", "sequence": "1", "event_time": "2026-01-01T00:00:00Z"}}, "meta.sequence"),
-        ({"data": {"id": 1}, "meta": {"event_type": "created", "sequence": 1, "event_time": "2026-01-01"}}, "no time zone"),
+        (
+            {
+                "data": {"id": True},
+                "meta": {"event_type": "created", "sequence": 1, "event_time": "2026-01-01T00:00:00Z"},
+            },
+            "data.id",
+        ),
+        (
+            {
+                "data": {"id": 2**70},
+                "meta": {"event_type": "created", "sequence": 1, "event_time": "2026-01-01T00:00:00Z"},
+            },
+            "out of range",
+        ),
+        (
+            {
+                "data": {"id": 1},
+                "meta": {"event_type": "created", "sequence": "1", "event_time": "2026-01-01T00:00:00Z"},
+            },
+            "meta.sequence",
+        ),
+        (
+            {"data": {"id": 1}, "meta": {"event_type": "created", "sequence": 1, "event_time": "2026-01-01"}},
+            "no time zone",
+        ),
     ],
 )
 def test_visit_parse_rejects_with_a_reason(item, reason):
@@ -500,11 +524,19 @@ def test_two_deletes_of_an_unseen_visit_in_one_batch_keep_the_newest():
 
     SyncState.objects.create(stream="visits", lock_owner="me")
     deletes = [
-        {"data": {"id": 77}, "meta": {"event_type": "deleted", "sequence": seq, "event_time": f"2026-11-0{seq}T10:00:00Z"}}
+        {
+            "data": {"id": 77},
+            "meta": {"event_type": "deleted", "sequence": seq, "event_time": f"2026-11-0{seq}T10:00:00Z"},
+        }
         for seq in (3, 2)
     ]
     result = pages.page_apply(
-        stream="visits", events=events.items_parse(stream="visits", items=deletes), position="p1", at_top=True, owner="me", lease=timedelta(seconds=60)
+        stream="visits",
+        events=events.items_parse(stream="visits", items=deletes),
+        position="p1",
+        at_top=True,
+        owner="me",
+        lease=timedelta(seconds=60),
     )
     assert (result.applied, result.skipped) == (2, 0)
     assert list(DeletedVisit.objects.values_list("id", "sequence")) == [(77, 3)]

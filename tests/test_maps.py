@@ -137,7 +137,9 @@ def test_the_drawing_follows_the_number_of_visits(manager, settings):
     fit = re.search(r"fitBounds\(\s*\[\[([-\d.]+), ([-\d.]+)\], \[([-\d.]+), ([-\d.]+)\]\]", html)
     lats = [v.latitude for v in Visit.objects.filter(latitude__isnull=False)]
     lngs = [v.longitude for v in Visit.objects.filter(latitude__isnull=False)]
-    assert [float(x) for x in fit.groups()] == pytest.approx([min(lats), min(lngs), max(lats), max(lngs)], abs=1e-5)  # fits the visits
+    assert [float(x) for x in fit.groups()] == pytest.approx(
+        [min(lats), min(lngs), max(lats), max(lngs)], abs=1e-5
+    )  # fits the visits
     settings.MAP_MARKERS_MAX = 5
     html = frame(manager)
     rows, lookups = cluster_data(html)
@@ -147,7 +149,9 @@ def test_the_drawing_follows_the_number_of_visits(manager, settings):
     assert "Showing the newest" not in manager.get("/map/").content.decode()
     settings.MAP_POINTS_MAX = 7
     rows, _ = cluster_data(frame(manager))
-    newest = list(Visit.objects.filter(latitude__isnull=False).order_by("-visited_at", "-id").values_list("id", flat=True)[:7])
+    newest = list(
+        Visit.objects.filter(latitude__isnull=False).order_by("-visited_at", "-id").values_list("id", flat=True)[:7]
+    )
     assert [r[6] for r in rows] == newest
     assert f"Showing the newest 7 of {len(located)} visits with a location" in manager.get("/map/").content.decode()
     Visit.objects.update(latitude=None, longitude=None, verification_status="location_unknown")

@@ -83,7 +83,9 @@ def storable_id(value, *, nullable: bool = False) -> bool:
 
 
 def storable_time(value) -> bool:
-    return isinstance(value, datetime) and value.utcoffset() == timedelta(0) and BOUNDS.earliest <= value <= BOUNDS.latest
+    return (
+        isinstance(value, datetime) and value.utcoffset() == timedelta(0) and BOUNDS.earliest <= value <= BOUNDS.latest
+    )
 
 
 def event_problems(event: Event, *, stream: str) -> list[str]:
@@ -150,11 +152,18 @@ def test_items_parse_never_raises_and_every_event_is_storable(base_name):
 
 def test_hostile_times_are_rejected_naming_the_field():
     for field in ("visited_at", "created_at"):
-        for value in ("9999-12-31T23:59:59-01:00", "0001-01-01T00:00:00+01:00", "1989-12-31T23:59:59Z", "2101-01-01T00:00:00Z"):
+        for value in (
+            "9999-12-31T23:59:59-01:00",
+            "0001-01-01T00:00:00+01:00",
+            "1989-12-31T23:59:59Z",
+            "2101-01-01T00:00:00Z",
+        ):
             item = copy.deepcopy(VISIT)
             item["data"][field] = value
             (result,) = events.items_parse(stream="visits", items=[item], bounds=BOUNDS)
-            assert type(result) is Reject and result.reason.startswith(f"{field} {value!r} is outside the years 1990 to 2100")
+            assert type(result) is Reject and result.reason.startswith(
+                f"{field} {value!r} is outside the years 1990 to 2100"
+            )
     edge = copy.deepcopy(VISIT)
     edge["data"]["visited_at"] = "2100-12-31T23:59:59Z"
     assert type(events.items_parse(stream="visits", items=[edge], bounds=BOUNDS)[0]) is Event

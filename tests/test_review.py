@@ -33,7 +33,12 @@ def user_in(group: str | None, name: str) -> User:
 
 
 def flagged_ids(n: int) -> list[int]:
-    return list(Flag.objects.filter(visit__deleted_at__isnull=True).order_by("visit_id").values_list("visit_id", flat=True).distinct()[:n])
+    return list(
+        Flag.objects.filter(visit__deleted_at__isnull=True)
+        .order_by("visit_id")
+        .values_list("visit_id", flat=True)
+        .distinct()[:n]
+    )
 
 
 def test_who_may_read_and_who_may_decide(client, flagged):
@@ -46,7 +51,11 @@ def test_who_may_read_and_who_may_decide(client, flagged):
     assert client.post("/review/decide/", post).status_code == 403
     client.force_login(user_in("Managers", "manager"))
     page = client.get("/review/").content.decode()
-    assert "Flagged visits" in page and "Record the decision" not in page and "deciding on a visit is for Reviewers" in page
+    assert (
+        "Flagged visits" in page
+        and "Record the decision" not in page
+        and "deciding on a visit is for Reviewers" in page
+    )
     assert client.post("/review/decide/", post).status_code == 403
     assert not Decision.objects.exists()
     reviewer = user_in("Reviewers", "reviewer")
@@ -55,7 +64,12 @@ def test_who_may_read_and_who_may_decide(client, flagged):
     response = client.post("/review/decide/", {**post, "next": "/review/?review=all"})
     assert response.status_code == 302 and response["Location"] == "/review/?review=all"
     decision = Decision.objects.get()
-    assert (decision.visit_id, decision.kind, decision.note, decision.decided_by) == (visit_id, "reject", "seen", reviewer)
+    assert (decision.visit_id, decision.kind, decision.note, decision.decided_by) == (
+        visit_id,
+        "reject",
+        "seen",
+        reviewer,
+    )
     assert client.post("/review/decide/", {**post, "next": "https://evil.example/"})["Location"] == "/review/"
 
 
@@ -113,7 +127,9 @@ def test_the_queue_filters_and_clears(client, flagged):
     total = awaiting.context["page"].paginator.count
     assert total == Visit.objects.filter(deleted_at__isnull=True, flags__isnull=False).distinct().count()
     travel = client.get("/review/?rule=impossible_travel").context["page"].paginator.count
-    assert travel == Visit.objects.filter(deleted_at__isnull=True, flags__rule="impossible_travel").distinct().count() > 0
+    assert (
+        travel == Visit.objects.filter(deleted_at__isnull=True, flags__rule="impossible_travel").distinct().count() > 0
+    )
     chosen = flagged_ids(3)
     client.post("/review/decide/", {"visit": chosen, "kind": "accept", "note": ""})
     assert client.get("/review/").context["page"].paginator.count == total - 3
@@ -124,7 +140,9 @@ def test_the_queue_filters_and_clears(client, flagged):
     assert client.post("/review/decide/", {"visit": chosen, "kind": "shrug"}).status_code == 400
     assert client.post("/review/decide/", {"kind": "accept"}).status_code == 400
     # Clearing the queue: every flagged visit decided, the page says so.
-    everything = list(Visit.objects.filter(deleted_at__isnull=True, flags__isnull=False).values_list("id", flat=True).distinct())
+    everything = list(
+        Visit.objects.filter(deleted_at__isnull=True, flags__isnull=False).values_list("id", flat=True).distinct()
+    )
     for start in range(0, len(everything), 500):  # a page shows 20; POSTs stay under Django's field limit
         client.post("/review/decide/", {"visit": everything[start : start + 500], "kind": "follow_up"})
     assert "the queue is clear" in client.get("/review/").content.decode()
@@ -165,9 +183,10 @@ def test_the_admin_queue_decides_in_bulk(admin_client, flagged):
     assert admin_client.get("/admin/visits/flaggedvisit/?review=awaiting&rule=late_logging").status_code == 200
     rep_id = Flag.objects.first().visit.rep_id
     listed = admin_client.get(f"/admin/visits/flaggedvisit/?rep__id__exact={rep_id}&review=awaiting")
-    assert listed.context["cl"].result_count == Visit.objects.filter(
-        rep_id=rep_id, deleted_at__isnull=True, flags__isnull=False
-    ).distinct().count()
+    assert (
+        listed.context["cl"].result_count
+        == Visit.objects.filter(rep_id=rep_id, deleted_at__isnull=True, flags__isnull=False).distinct().count()
+    )
     chosen = flagged_ids(2)
     response = admin_client.post(
         "/admin/visits/flaggedvisit/", {"action": "decide_reject", "_selected_action": chosen}, follow=True

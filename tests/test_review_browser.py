@@ -19,7 +19,9 @@ def test_reviewer_decides_on_flagged_visits(live_server, page, serve, small_team
     flags_refresh()
     dialogs = []
     page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
-    reviewer = browser_sign_in(page, f"{live_server.url}/review/", username="rita", password="rita-password-1", group="Reviewers")
+    reviewer = browser_sign_in(
+        page, f"{live_server.url}/review/", username="rita", password="rita-password-1", group="Reviewers"
+    )
     items = page.locator("article.review-item")
     before = int(page.locator("form.review-form > p.muted").inner_text().split()[0].replace(",", ""))
     assert items.count() > 2 and items.first.locator("ul.flags li").count() >= 1

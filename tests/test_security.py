@@ -5,6 +5,7 @@ import base64
 import hashlib
 import re
 import uuid
+from datetime import UTC
 from pathlib import Path
 
 import pytest
@@ -57,9 +58,9 @@ def hostile_visits_make(*, marker: Path) -> dict[str, str]:
 
 
 def row_time(i: int):
-    from datetime import datetime, timezone
+    from datetime import datetime
 
-    return datetime(2026, 10, 5, 15, i, tzinfo=timezone.utc)
+    return datetime(2026, 10, 5, 15, i, tzinfo=UTC)
 
 
 def test_template_syntax_from_sell_is_never_evaluated_on_maps(admin_client, settings, tmp_path):

@@ -11,7 +11,11 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def manage_check(**env_change) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SELL_", "DATABASE_URL", "REDIS_URL", "SITE_URL", "LOG_LEVEL"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("SELL_", "DATABASE_URL", "REDIS_URL", "SITE_URL", "LOG_LEVEL"))
+    }
     env.update(env_change)
     return subprocess.run(
         [sys.executable, "manage.py", "check"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60

@@ -117,7 +117,8 @@ def assert_reports_count_right(*, zone_name: str, seed: int) -> None:
     for scope in random_scopes(rng, days=days, reps=reps, outcomes=outcomes, n=25):
         for by in BYS:
             assert got_counts(scope=scope, by=by) == expected_counts(scope=scope, by=by, zone=zone, visits=visits), (
-                scope, by
+                scope,
+                by,
             )
 
 

@@ -53,7 +53,15 @@ class VisitAdmin(ReadOnlyAdmin):
 
 @admin.register(SyncState)
 class SyncStateAdmin(ReadOnlyAdmin):
-    list_display = ["stream", "at_top", "last_poll_at", "newest_event_time", "events_applied", "items_rejected", "last_error"]
+    list_display = [
+        "stream",
+        "at_top",
+        "last_poll_at",
+        "newest_event_time",
+        "events_applied",
+        "items_rejected",
+        "last_error",
+    ]
 
 
 @admin.register(Gap)
@@ -112,7 +120,9 @@ def decide(kind: str):
             visit_ids=list(queryset.values_list("id", flat=True)), kind=kind, note="Decided in bulk in the admin.",
             user=request.user,
         )  # fmt: skip
-        modeladmin.message_user(request, f"{DecisionKind(kind).label}: recorded for {recorded} visits.", messages.SUCCESS)
+        modeladmin.message_user(
+            request, f"{DecisionKind(kind).label}: recorded for {recorded} visits.", messages.SUCCESS
+        )
 
     action.__name__ = f"decide_{kind}"
     action.short_description = f"Decide: {DecisionKind(kind).label}"

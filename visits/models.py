@@ -146,19 +146,19 @@ class StatusTally(models.Model):
 # triggers update for every visit written.
 
 
-class MonthTally(StatusTally):
+class MonthTally(StatusTally):  # noqa: DJ008 (internal bookkeeping, never shown by name)
     pk = models.CompositePrimaryKey("month", "rep_id", "outcome_id", "resource_type", "verification_status")
     month = models.DateField()
 
 
-class YearTally(StatusTally):
+class YearTally(StatusTally):  # noqa: DJ008 (internal bookkeeping, never shown by name)
     """As MonthTally, per year: a range of whole years (or no range at all) reads a few rows."""
 
     pk = models.CompositePrimaryKey("year", "rep_id", "outcome_id", "resource_type", "verification_status")
     year = models.DateField()
 
 
-class WeekTally(models.Model):
+class WeekTally(models.Model):  # noqa: DJ008 (internal bookkeeping, never shown by name)
     """Live visits per week (starting Monday) of local_day, rep and status: the weekly trends."""
 
     pk = models.CompositePrimaryKey("week", "rep_id", "verification_status")
@@ -169,14 +169,14 @@ class WeekTally(models.Model):
     flagged = models.IntegerField(default=0, help_text="of those visits, the flagged ones")
 
 
-class TallyState(models.Model):
+class TallyState(models.Model):  # noqa: DJ008 (internal bookkeeping, never shown by name)
     """The one row saying which DISPLAY_TIME_ZONE the local days and tallies were built in."""
 
     time_zone = models.CharField(max_length=64)
     rebuilt_at = models.DateTimeField()
 
 
-class DeletedVisit(models.Model):
+class DeletedVisit(models.Model):  # noqa: DJ008 (internal bookkeeping, never shown by name)
     """A `deleted` event for a visit we never held, kept so that an older replay of its
     `created` event (after a restart from tail) cannot bring it back."""
 
@@ -223,6 +223,9 @@ class Gap(models.Model):
     class Meta:
         ordering = ["-recorded_at"]
 
+    def __str__(self) -> str:
+        return f"{self.stream} gap until {self.end:%Y-%m-%d %H:%M}"
+
 
 class RejectedItem(models.Model):
     """A stream item that could not be applied, kept verbatim with the reason."""
@@ -236,6 +239,9 @@ class RejectedItem(models.Model):
     class Meta:
         ordering = ["-received_at", "-id"]
         constraints = [models.UniqueConstraint(fields=["stream", "digest"], name="rejected_unique_digest")]
+
+    def __str__(self) -> str:
+        return f"rejected {self.stream} item {self.id}"
 
 
 # --- Flags and the review queue ------------------------------------------------------------
@@ -270,7 +276,7 @@ class Flag(models.Model):
         return f"{self.get_rule_display()}: {self.sentence}"
 
 
-class DirtyRep(models.Model):
+class DirtyRep(models.Model):  # noqa: DJ008 (internal bookkeeping, never shown by name)
     """A rep whose flags must be recomputed: written by ingestion in the same transaction as
     the visits that changed, removed by flags.flags_refresh() once the flags are recomputed."""
 

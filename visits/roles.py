@@ -21,7 +21,9 @@ def groups_ensure(apps) -> None:
     Group = apps.get_model("auth", "Group")
     visit_type, _ = ContentType.objects.get_or_create(app_label="visits", model="visit")
     permissions = {
-        codename: Permission.objects.get_or_create(codename=codename, content_type=visit_type, defaults={"name": name})[0]
+        codename: Permission.objects.get_or_create(codename=codename, content_type=visit_type, defaults={"name": name})[
+            0
+        ]
         for codename, name in PERMISSIONS.items()
     }
     for name, codenames in GROUPS.items():

@@ -196,7 +196,9 @@ if SITE_URL:
     _host = f"[{_site.hostname}]" if ":" in _site.hostname else _site.hostname
     _default_port = 443 if SITE_HTTPS else 80
     # Browsers send the origin lower-case and without a default port; compare it that way.
-    CSRF_TRUSTED_ORIGINS = [f"{_site.scheme}://{_host}" + (f":{_site.port}" if _site.port not in (None, _default_port) else "")]
+    CSRF_TRUSTED_ORIGINS = [
+        f"{_site.scheme}://{_host}" + (f":{_site.port}" if _site.port not in (None, _default_port) else "")
+    ]
     if _host not in ALLOWED_HOSTS:
         ALLOWED_HOSTS.append(_host)
 

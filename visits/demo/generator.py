@@ -33,7 +33,7 @@ import threading
 import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
@@ -77,36 +77,74 @@ STATUS_WEIGHTS = {None: (84, 8, 4.5, 3.5), "too_far": (45, 50, 3, 2)}
 PATTERNS = ("too_far", "impossible_travel", "shared_coordinates", "late_bursts")
 
 REP_NAMES = (
-    "Jon Smith", "Maria Gonzalez", "Kevin O'Brien", "Aisha Patel", "Tom Becker", "Lakshmi Rao",
-    "Derek Washington", "Emily Chen", "José Ramírez", "Hannah Kowalski", "Marcus Johnson",
-    "Sofia Rossi", "Brian Nguyen", "Chloé Dubois", "Tyrone Jackson", "Rachel Goldberg",
-    "Luis Herrera", "Megan Sullivan", "Andre Williams", "Priya Sharma", "Kyle Anderson",
-    "Zoë Fischer", "Omar Haddad", "Jessica Moore", "Björn Larsen",
+    "Jon Smith",
+    "Maria Gonzalez",
+    "Kevin O'Brien",
+    "Aisha Patel",
+    "Tom Becker",
+    "Lakshmi Rao",
+    "Derek Washington",
+    "Emily Chen",
+    "José Ramírez",
+    "Hannah Kowalski",
+    "Marcus Johnson",
+    "Sofia Rossi",
+    "Brian Nguyen",
+    "Chloé Dubois",
+    "Tyrone Jackson",
+    "Rachel Goldberg",
+    "Luis Herrera",
+    "Megan Sullivan",
+    "Andre Williams",
+    "Priya Sharma",
+    "Kyle Anderson",
+    "Zoë Fischer",
+    "Omar Haddad",
+    "Jessica Moore",
+    "Björn Larsen",
 )
 RENAMED_REP = "Jonathan Smith"
 MANAGER_NAMES = ("Patricia Holloway", "Greg Tanaka")
 
 SUMMARIES: dict[int, tuple[str, ...]] = {
-    4101: ("Owner keen on the spring range, wants pricing by Friday.",
-           "Good chat with the buyer, interested in a trial order.",
-           "Store manager interested, asked for samples."),
-    4102: ("Happy with their current supplier.", "Budget frozen until next year.",
-           "Buyer declined, says our prices are too high."),
-    4103: ("Closed when I arrived.", "Nobody at reception, left my card.",
-           "No answer at the door, will try again."),
-    4104: ("Owner busy, come back next week.", "Buyer on holiday until the 20th.",
-           "Asked me to return after their inventory count."),
-    4105: ("Walked the floor with the customer.", "Customer on site, reviewed the last delivery.",
-           "Met the site manager, checked stock levels."),
-    4106: ("Order placed: 12 cases, delivery Tuesday.", "Reorder placed, same as last month.",
-           "Trial order of 3 units placed."),
-    4107: ("Demo booked for Thursday 10am.", "Booked a product demo with the ops team.",
-           "Demo booked, they want to see the mobile app."),
-    4108: ("Left brochure and price list with staff.", "Left brochure, owner will call back.",
-           "Dropped off the new catalogue."),
+    4101: (
+        "Owner keen on the spring range, wants pricing by Friday.",
+        "Good chat with the buyer, interested in a trial order.",
+        "Store manager interested, asked for samples.",
+    ),
+    4102: (
+        "Happy with their current supplier.",
+        "Budget frozen until next year.",
+        "Buyer declined, says our prices are too high.",
+    ),
+    4103: ("Closed when I arrived.", "Nobody at reception, left my card.", "No answer at the door, will try again."),
+    4104: (
+        "Owner busy, come back next week.",
+        "Buyer on holiday until the 20th.",
+        "Asked me to return after their inventory count.",
+    ),
+    4105: (
+        "Walked the floor with the customer.",
+        "Customer on site, reviewed the last delivery.",
+        "Met the site manager, checked stock levels.",
+    ),
+    4106: (
+        "Order placed: 12 cases, delivery Tuesday.",
+        "Reorder placed, same as last month.",
+        "Trial order of 3 units placed.",
+    ),
+    4107: (
+        "Demo booked for Thursday 10am.",
+        "Booked a product demo with the ops team.",
+        "Demo booked, they want to see the mobile app.",
+    ),
+    4108: (
+        "Left brochure and price list with staff.",
+        "Left brochure, owner will call back.",
+        "Dropped off the new catalogue.",
+    ),
 }
-FOLLOW_UPS = ("Update: they called back and confirmed.", "Fixed the contact name.",
-              "Also send the catalogue by email.")
+FOLLOW_UPS = ("Update: they called back and confirmed.", "Fixed the contact name.", "Also send the catalogue by email.")
 SPECIAL_SUMMARIES = (
     'Owner said "call me Tuesday", not before.\nLeft price list, catalogue, and samples.',
     "Met Señora Núñez at the café; she wants a démo next week, ça marche.",
@@ -174,8 +212,10 @@ class DemoData:
     def expected_reps(self) -> dict[int, dict]:
         """User id -> {"name", "email", "status", "role"}; empty strings for unknown creators."""
         with self._world.lock:
-            reps = {user_id: {key: user[key] for key in ("name", "email", "status", "role")}
-                    for user_id, user in self._world.users.items()}
+            reps = {
+                user_id: {key: user[key] for key in ("name", "email", "status", "role")}
+                for user_id, user in self._world.users.items()
+            }
             for creator_id in self._world.creators - reps.keys():
                 reps[creator_id] = {"name": "", "email": "", "status": "", "role": ""}
             return reps
@@ -187,21 +227,29 @@ class DemoData:
 
     def append_live(self, *, count: int = 1, now: datetime | None = None) -> list[dict]:
         """Create `count` visits happening at `now`, append their events and return them."""
-        at = (now or datetime.now(timezone.utc)).astimezone(timezone.utc).replace(microsecond=0)
+        at = (now or datetime.now(UTC)).astimezone(UTC).replace(microsecond=0)
         with self._world.lock:
             events = [self._world.live_visit_create(now=at) for _ in range(count)]
             self.visits_events.extend(events)
         return events
 
 
-def team_generate(*, seed: int = 7, reps: int = 25, weeks: int = 8, now: datetime | None = None,
-                  updates: bool = True, deletes: bool = True, malformed: bool = False) -> DemoData:
+def team_generate(
+    *,
+    seed: int = 7,
+    reps: int = 25,
+    weeks: int = 8,
+    now: datetime | None = None,
+    updates: bool = True,
+    deletes: bool = True,
+    malformed: bool = False,
+) -> DemoData:
     """Simulate the team and return both event logs with the state they must produce."""
     if reps < 1:
         raise ValueError("reps must be at least 1")
     if weeks < 1:
         raise ValueError("weeks must be at least 1")
-    now = (now or datetime.now(timezone.utc)).astimezone(timezone.utc).replace(microsecond=0)
+    now = (now or datetime.now(UTC)).astimezone(UTC).replace(microsecond=0)
     world = _World(seed=seed, now=now, weeks=weeks, updates=updates)
     world.team_build(reps=reps)
     users_log = world.users_emit()
@@ -218,8 +266,11 @@ def team_generate(*, seed: int = 7, reps: int = 25, weeks: int = 8, now: datetim
         now=now,
         malformed_count=malformed_count,
         suspicious={rep.id: rep.pattern for rep in world.reps if rep.pattern},
-        customers={(c.resource_type, c.resource_id): c.position
-                   for rep in world.reps for c in rep.customers + rep.far_customers},
+        customers={
+            (c.resource_type, c.resource_id): c.position
+            for rep in world.reps
+            for c in rep.customers + rep.far_customers
+        },
         _world=world,
     )
 
@@ -260,22 +311,37 @@ class _World:
         # Small teams get the roles they have reps for: the absent rep first, then the patterns.
         # The two user updates need reps in the users stream; ordinary reps are preferred.
         absent = others[0] if others else None
-        patterns = dict(zip(others[1:], PATTERNS))
+        patterns = dict(zip(others[1:], PATTERNS, strict=False))
         inactive, promoted = (sorted(others[1:], key=lambda index: index in patterns) + [None, None])[:2]
         for index, name in enumerate(names):
             region = REGIONS[index % len(REGIONS)]
-            rep = Rep(id=ids[index], name=name, email=_email(name=name, taken=emails), region=region,
-                      pattern=patterns.get(index), in_users=index != absent)
+            rep = Rep(
+                id=ids[index],
+                name=name,
+                email=_email(name=name, taken=emails),
+                region=region,
+                pattern=patterns.get(index),
+                in_users=index != absent,
+            )
             rep.customers = [self._customer_new(region) for _ in range(rng.randint(30, 45))]
             if rep.pattern == "impossible_travel":
                 far = REGIONS[(index + 1) % len(REGIONS)]
                 rep.far_customers = [self._customer_new(far) for _ in range(6)]
             if rep.pattern == "shared_coordinates":
-                rep.spots = [_offset(region.latitude, region.longitude, metres=rng.uniform(3_000, 15_000),
-                                     bearing=rng.uniform(0, 360)) for _ in range(2)]
+                rep.spots = [
+                    _offset(
+                        region.latitude,
+                        region.longitude,
+                        metres=rng.uniform(3_000, 15_000),
+                        bearing=rng.uniform(0, 360),
+                    )
+                    for _ in range(2)
+                ]
             self.reps.append(rep)
-        self.managers = [Rep(id=ids[reps + i], name=name, email=_email(name=name, taken=emails), region=REGIONS[i])
-                         for i, name in enumerate(MANAGER_NAMES)]
+        self.managers = [
+            Rep(id=ids[reps + i], name=name, email=_email(name=name, taken=emails), region=REGIONS[i])
+            for i, name in enumerate(MANAGER_NAMES)
+        ]
         if not self.updates:
             return
         renamed = {"name": RENAMED_REP, "email": _email(name=RENAMED_REP, taken=emails)}
@@ -303,9 +369,15 @@ class _World:
             if not rep.in_users:
                 continue
             created_at = (self.start - timedelta(days=self.rng.uniform(30, 1400))).replace(microsecond=0)
-            user = {"id": rep.id, "name": rep.name, "email": rep.email, "status": "active",
-                    "role": "admin" if rep in self.managers else "user", "confirmed": True,
-                    "created_at": _iso(created_at)}
+            user = {
+                "id": rep.id,
+                "name": rep.name,
+                "email": rep.email,
+                "status": "active",
+                "role": "admin" if rep in self.managers else "user",
+                "confirmed": True,
+                "created_at": _iso(created_at),
+            }
             self.users[rep.id], sequences[rep.id] = user, 1
             entries.append((created_at, self._event("user", "created", dict(user), sequence=1, at=created_at)))
         for at, rep, changes in sorted(self.user_changes, key=lambda change: change[0]):
@@ -313,8 +385,9 @@ class _World:
             previous = {key: user[key] for key in changes}
             user.update(changes)
             sequences[rep.id] += 1
-            entries.append((at, self._event("user", "updated", dict(user), sequence=sequences[rep.id], at=at,
-                                            previous=previous)))
+            entries.append(
+                (at, self._event("user", "updated", dict(user), sequence=sequences[rep.id], at=at, previous=previous))
+            )
         return entries
 
     def users_malformed(self) -> list[tuple[datetime, dict]]:
@@ -322,8 +395,15 @@ class _World:
         entries = []
         for offset, damage in enumerate((None, *USER_DAMAGE.values())):
             at = self._moment()
-            data = {"id": MALFORMED_FIRST_ID + offset, "name": "Pat Doe", "email": f"pat.doe@{EMAIL_DOMAIN}",
-                    "status": "active", "role": "user", "confirmed": True, "created_at": _iso(at)}
+            data = {
+                "id": MALFORMED_FIRST_ID + offset,
+                "name": "Pat Doe",
+                "email": f"pat.doe@{EMAIL_DOMAIN}",
+                "status": "active",
+                "role": "user",
+                "confirmed": True,
+                "created_at": _iso(at),
+            }
             event = self._event("user", "created", data, sequence=1, at=at)
             if damage is None:
                 data.pop("id")
@@ -348,12 +428,11 @@ class _World:
             plans += [plan for plan in rep_plans if plan.created_at <= self.now]
         plans.sort(key=lambda plan: plan.created_at)
         special = set(self.rng.sample(range(len(plans)), min(len(plans), len(SPECIAL_SUMMARIES))))
-        for index, summary in zip(sorted(special), SPECIAL_SUMMARIES):
+        for index, summary in zip(sorted(special), SPECIAL_SUMMARIES, strict=False):
             plans[index].summary = summary
         entries = []
         for index, plan in enumerate(plans):
-            entries += self._visit_history(self._visit_id_new(), plan, editable=index not in special,
-                                           deletes=deletes)
+            entries += self._visit_history(self._visit_id_new(), plan, editable=index not in special, deletes=deletes)
         if deletes:
             entries.append(self._prehistoric_delete())
         return entries
@@ -370,7 +449,7 @@ class _World:
         for index in range(count):
             if index:
                 clock += timedelta(minutes=rng.randint(20, 50) if index == far_index else rng.randint(35, 110))
-            visited_at = (clock + timedelta(seconds=rng.randint(0, 59))).astimezone(timezone.utc)
+            visited_at = (clock + timedelta(seconds=rng.randint(0, 59))).astimezone(UTC)
             if clock > closing or visited_at > self.now:
                 break
             if visited_at < self.start or (rep.active_until and visited_at > rep.active_until - timedelta(days=1)):
@@ -428,10 +507,11 @@ class _World:
             clock = datetime.combine(session, time(6, 45), tzinfo=tz) + timedelta(minutes=self.rng.randint(0, 30))
             for plan in sorted(batch, key=lambda plan: plan.visited_at):
                 clock += timedelta(seconds=self.rng.randint(20, 90))
-                plan.created_at = clock.astimezone(timezone.utc)
+                plan.created_at = clock.astimezone(UTC)
 
-    def _visit_history(self, visit_id: int, plan: _Visit, *, editable: bool,
-                       deletes: bool) -> list[tuple[datetime, dict]]:
+    def _visit_history(
+        self, visit_id: int, plan: _Visit, *, editable: bool, deletes: bool
+    ) -> list[tuple[datetime, dict]]:
         """Emit the created event and, sometimes, later edits and a deletion."""
         rng = self.rng
         at = plan.created_at
@@ -451,8 +531,14 @@ class _World:
                 previous = {key: old[key] for key in new if new[key] != old[key]}
                 truth.update(sequence=truth["sequence"] + 1, snapshot=new)
                 self._outcome_seen(new, at=at)
-                entries.append((at, self._event("visit", "updated", copy.deepcopy(new), sequence=truth["sequence"],
-                                                at=at, previous=previous)))
+                entries.append(
+                    (
+                        at,
+                        self._event(
+                            "visit", "updated", copy.deepcopy(new), sequence=truth["sequence"], at=at, previous=previous
+                        ),
+                    )
+                )
         if editable and deletes and rng.random() < 0.01:
             at += timedelta(seconds=rng.randint(30 * 60, 48 * 3600))
             if at <= self.now:
@@ -497,11 +583,13 @@ class _World:
         for offset, damage in enumerate(VISIT_DAMAGE.values()):
             rep = self.rng.choice([rep for rep in self.reps if rep.pattern is None])
             at = self._moment()
-            plan = self._visit_plan(rep, self._customer_pick(rep, avoid=None), at - timedelta(minutes=5),
-                                    forced="verified")
+            plan = self._visit_plan(
+                rep, self._customer_pick(rep, avoid=None), at - timedelta(minutes=5), forced="verified"
+            )
             plan.created_at = at
-            event = self._event("visit", "created", self._snapshot(MALFORMED_FIRST_ID + offset, plan, at=at),
-                                sequence=1, at=at)
+            event = self._event(
+                "visit", "created", self._snapshot(MALFORMED_FIRST_ID + offset, plan, at=at), sequence=1, at=at
+            )
             damage(event)
             entries.append((at, event))
         return entries
@@ -520,10 +608,12 @@ class _World:
             "visited_at": _iso(plan.visited_at),
             "created_at": _iso(plan.created_at),
             "summary": plan.summary,
-            "outcome": {"id": plan.outcome_id, "name": self._outcome_name(plan.outcome_id, at=at),
-                        "has_original_name": True},
-            "sales_rep_location": {"latitude": latitude, "longitude": longitude,
-                                   "verification_status": plan.status},
+            "outcome": {
+                "id": plan.outcome_id,
+                "name": self._outcome_name(plan.outcome_id, at=at),
+                "has_original_name": True,
+            },
+            "sales_rep_location": {"latitude": latitude, "longitude": longitude, "verification_status": plan.status},
         }
 
     def _outcome_name(self, outcome_id: int, *, at: datetime) -> str:
@@ -544,11 +634,18 @@ class _World:
         """A random second between fractions `low` and `high` of the simulated window."""
         return (self.start + (self.now - self.start) * self.rng.uniform(low, high)).replace(microsecond=0)
 
-    def _event(self, kind: str, event_type: str, data: dict, *, sequence: int, at: datetime,
-               previous: dict | None = None) -> dict:
+    def _event(
+        self, kind: str, event_type: str, data: dict, *, sequence: int, at: datetime, previous: dict | None = None
+    ) -> dict:
         event_id = base64.urlsafe_b64encode(self.rng.getrandbits(128).to_bytes(16, "big")).decode().rstrip("=")
-        meta = {"type": kind, "event_type": event_type, "event_cause": "interaction", "sequence": sequence,
-                "event_id": event_id, "event_time": _iso(at)}
+        meta = {
+            "type": kind,
+            "event_type": event_type,
+            "event_cause": "interaction",
+            "sequence": sequence,
+            "event_id": event_id,
+            "event_time": _iso(at),
+        }
         if previous is not None:
             meta["previous"] = previous
         return {"data": data, "meta": meta}
@@ -559,7 +656,8 @@ VISIT_DAMAGE: dict[str, Callable[[dict], object]] = {
     "data_not_object": lambda event: event.update(data="visit at Joe's Diner"),
     "id_not_integer": lambda event: event["data"].update(id="abc"),
     "unknown_verification_status": lambda event: event["data"]["sales_rep_location"].update(
-        verification_status="teleported"),
+        verification_status="teleported"
+    ),
     "latitude_out_of_range": lambda event: event["data"]["sales_rep_location"].update(latitude=123.4),
     "unparseable_visited_at": lambda event: event["data"].update(visited_at="yesterday"),
     "unknown_event_type": lambda event: event["meta"].update(event_type="exploded"),
@@ -567,7 +665,8 @@ VISIT_DAMAGE: dict[str, Callable[[dict], object]] = {
     "missing_meta": lambda event: event.pop("meta"),
     # Hostile: each of these once stopped the stream for good (an exception, not a reject).
     "verification_status_list": lambda event: event["data"]["sales_rep_location"].update(
-        verification_status=["verified"]),
+        verification_status=["verified"]
+    ),
     "visited_at_year_one": lambda event: event["data"].update(visited_at="0001-01-01T00:00:00+01:00"),
     "event_time_year_9999": lambda event: event["meta"].update(event_time="9999-12-31T23:59:59-01:00"),
     "summary_lone_surrogate": lambda event: event["data"].update(summary="Met the buyer \ud800 at noon."),
@@ -586,7 +685,7 @@ def _ordered(entries: list[tuple[datetime, dict]]) -> list[dict]:
 
 
 def _iso(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).strftime(TIME_FORMAT)
+    return moment.astimezone(UTC).strftime(TIME_FORMAT)
 
 
 def _names(*, count: int) -> list[str]:
@@ -618,8 +717,9 @@ def _offset(latitude: float, longitude: float, *, metres: float, bearing: float)
     distance = metres / EARTH_RADIUS_M
     lat1, lon1, theta = math.radians(latitude), math.radians(longitude), math.radians(bearing)
     lat2 = math.asin(math.sin(lat1) * math.cos(distance) + math.cos(lat1) * math.sin(distance) * math.cos(theta))
-    lon2 = lon1 + math.atan2(math.sin(theta) * math.sin(distance) * math.cos(lat1),
-                             math.cos(distance) - math.sin(lat1) * math.sin(lat2))
+    lon2 = lon1 + math.atan2(
+        math.sin(theta) * math.sin(distance) * math.cos(lat1), math.cos(distance) - math.sin(lat1) * math.sin(lat2)
+    )
     return round(math.degrees(lat2), 6), round(math.degrees(lon2), 6)
 
 

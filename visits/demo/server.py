@@ -17,7 +17,7 @@ import uuid
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
@@ -61,9 +61,19 @@ class Faults:
     @classmethod
     def chaos(cls, *, seed: int = 0) -> Faults:
         """A mix a robust client must survive: page quirks often, failures now and then."""
-        return cls(empty_pages=0.2, short_pages=0.2, redeliver=0.2, shuffle=0.2, slow=0.2,
-                   server_errors=0.05, rate_limit=0.05, drop_connection=0.05, truncate=0.05, drip=0.01,
-                   seed=seed)
+        return cls(
+            empty_pages=0.2,
+            short_pages=0.2,
+            redeliver=0.2,
+            shuffle=0.2,
+            slow=0.2,
+            server_errors=0.05,
+            rate_limit=0.05,
+            drop_connection=0.05,
+            truncate=0.05,
+            drip=0.01,
+            seed=seed,
+        )
 
     def probabilities(self) -> dict[str, float]:
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("retry_after", "seed")}
@@ -102,11 +112,11 @@ class _Log:
         try:
             at = datetime.fromisoformat(meta["event_time"])
         except (TypeError, KeyError, ValueError):
-            at = self.times[-1] if self.times else datetime.now(timezone.utc)
+            at = self.times[-1] if self.times else datetime.now(UTC)
         if at.tzinfo is None:
-            at = at.replace(tzinfo=timezone.utc)
+            at = at.replace(tzinfo=UTC)
         if not 1900 <= at.year <= 2200:  # a hostile time (year 1, year 9999): no use for retention
-            at = self.times[-1] if self.times else datetime.now(timezone.utc)
+            at = self.times[-1] if self.times else datetime.now(UTC)
         self.times.append(at)
         text = json.dumps(event, ensure_ascii=False, separators=(",", ":"))
         try:
@@ -124,8 +134,9 @@ class _Reply:
 
 
 class _ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str, details: str, *,
-                 headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, status: int, code: str, message: str, details: str, *, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(details)
         self.status, self.code, self.message, self.details = status, code, message, details
         self.headers = headers or {}
@@ -159,14 +170,23 @@ class _Server(ThreadingHTTPServer):
 class DemoFirehose:
     """Serve `data` over HTTP like Sell's Firehose; see the module docstring."""
 
-    def __init__(self, data: DemoData, *, token: str = "demo-token", host: str = "127.0.0.1", port: int = 0,
-                 faults: Faults | None = None, retention: timedelta | None = None,
-                 clock: Callable[[], datetime] | None = None, live_interval: float | None = None) -> None:
+    def __init__(
+        self,
+        data: DemoData,
+        *,
+        token: str = "demo-token",
+        host: str = "127.0.0.1",
+        port: int = 0,
+        faults: Faults | None = None,
+        retention: timedelta | None = None,
+        clock: Callable[[], datetime] | None = None,
+        live_interval: float | None = None,
+    ) -> None:
         self.data = data
         self.token = token
         self.retention = retention
         self.live_interval = live_interval
-        self._clock = clock or (lambda: datetime.now(timezone.utc))
+        self._clock = clock or (lambda: datetime.now(UTC))
         self._clock_offset = timedelta()
         self._epoch = 0
         self._lock = threading.Lock()
@@ -195,8 +215,9 @@ class DemoFirehose:
         """Serve in a background thread and return at once; a second call does nothing."""
         if self._serving is not None:
             return self
-        self._serving = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.1},
-                                         name="demo-firehose", daemon=True)
+        self._serving = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.1}, name="demo-firehose", daemon=True
+        )
         self._serving.start()
         self._live_start()
         return self
@@ -349,13 +370,21 @@ class DemoFirehose:
         if failure == 500:
             raise _ApiError(500, "server_error", "Internal server error", "Something went wrong on our side.")
         if failure == 503:
-            raise _ApiError(503, "temporarily_unavailable", "Service temporarily unavailable",
-                            "The service is temporarily unavailable, try again later.")
+            raise _ApiError(
+                503,
+                "temporarily_unavailable",
+                "Service temporarily unavailable",
+                "The service is temporarily unavailable, try again later.",
+            )
         if limited:
             retry_after = {} if faults.retry_after is None else {"Retry-After": str(faults.retry_after)}
-            raise _ApiError(429, "rate_limit_exceeded", "Rate limit exceeded",
-                            "Too many requests for this token (36,000 per hour, 10 per second).",
-                            headers=retry_after)
+            raise _ApiError(
+                429,
+                "rate_limit_exceeded",
+                "Rate limit exceeded",
+                "Too many requests for this token (36,000 per hour, 10 per second).",
+                headers=retry_after,
+            )
         base = f"http://{handler.headers['Host']}" if handler.headers.get("Host") else self.url
         reply = self._page(stream, query, base=base)
         reply.delivery = delivery
@@ -404,14 +433,18 @@ class DemoFirehose:
         if token_stream != stream or not 0 <= offset <= end or not 0 <= epoch <= self._epoch:
             raise _invalid("position", "position is not a position issued by this stream.")
         if epoch < self._epoch or offset < first:
-            raise _ApiError(410, "gone", "Position expired",
-                            "This position has expired: Sell keeps the last 72 hours of events. "
-                            "Start again from tail or top.")
+            raise _ApiError(
+                410,
+                "gone",
+                "Position expired",
+                "This position has expired: Sell keeps the last 72 hours of events. Start again from tail or top.",
+            )
         return offset
 
 
-def _page_indices(rng: random.Random, faults: Faults, log: _Log, *, offset: int, end: int, first: int,
-                  limit: int) -> tuple[list[int], int]:
+def _page_indices(
+    rng: random.Random, faults: Faults, log: _Log, *, offset: int, end: int, first: int, limit: int
+) -> tuple[list[int], int]:
     """Log offsets to send and the offset after them, with the page-shape faults applied."""
     if offset >= end or _chance(rng, faults.empty_pages):
         return [], offset  # an empty page never moves past an unsent event
@@ -437,7 +470,7 @@ def _shuffle_keep_id_order(rng: random.Random, indices: list[int], keys: list[ob
         slots_by_key.setdefault(keys[index], []).append(slot)
     sort_keys = [0.0] * len(indices)
     for slots in slots_by_key.values():
-        for slot, draw in zip(slots, sorted(draws[slot] for slot in slots)):
+        for slot, draw in zip(slots, sorted(draws[slot] for slot in slots), strict=False):
             sort_keys[slot] = draw
     return [indices[slot] for slot in sorted(range(len(indices)), key=sort_keys.__getitem__)]
 
@@ -469,11 +502,17 @@ def _token_encode(stream: str, offset: int, epoch: int) -> str:
 
 def _error_reply(error: _ApiError, request_id: str) -> _Reply:
     body = {
-        "errors": [{
-            "error": {"code": error.code, "message": error.message, "details": error.details},
-            "meta": {"type": "error", "links": {"more_info": MORE_INFO}},
-        }],
-        "meta": {"type": "errors", "http_status": f"{error.status} {HTTPStatus(error.status).phrase}",
-                 "logref": request_id, "links": {"more_info": MORE_INFO}},
+        "errors": [
+            {
+                "error": {"code": error.code, "message": error.message, "details": error.details},
+                "meta": {"type": "error", "links": {"more_info": MORE_INFO}},
+            }
+        ],
+        "meta": {
+            "type": "errors",
+            "http_status": f"{error.status} {HTTPStatus(error.status).phrase}",
+            "logref": request_id,
+            "links": {"more_info": MORE_INFO},
+        },
     }
     return _Reply(error.status, json.dumps(body).encode(), dict(error.headers))

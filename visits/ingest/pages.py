@@ -135,7 +135,9 @@ def visits_apply(*, by_id: dict[int, list[Event]], result: PageResult) -> None:
             elif visit_id in stored:
                 deletions[visit_id] = (event.sequence, event.event_time)
             else:
-                new_tombstones[visit_id] = DeletedVisit(id=visit_id, sequence=event.sequence, deleted_at=event.event_time)
+                new_tombstones[visit_id] = DeletedVisit(
+                    id=visit_id, sequence=event.sequence, deleted_at=event.event_time
+                )
         if row is not None:
             upserts[visit_id] = row
 
@@ -159,7 +161,10 @@ def visits_apply(*, by_id: dict[int, list[Event]], result: PageResult) -> None:
         Visit.objects.filter(id=visit_id).update(sequence=sequence, event_time=deleted_at, deleted_at=deleted_at)
     if new_tombstones:
         DeletedVisit.objects.bulk_create(
-            list(new_tombstones.values()), update_conflicts=True, unique_fields=["id"], update_fields=["sequence", "deleted_at"]
+            list(new_tombstones.values()),
+            update_conflicts=True,
+            unique_fields=["id"],
+            update_fields=["sequence", "deleted_at"],
         )
 
 
@@ -171,9 +176,7 @@ def sqlite_time(value: datetime | None) -> str | None:
     """
     if value is None:
         return None
-    text = "%04d-%02d-%02d %02d:%02d:%02d" % (
-        value.year, value.month, value.day, value.hour, value.minute, value.second,
-    )  # fmt: skip
+    text = f"{value.year:04d}-{value.month:02d}-{value.day:02d} {value.hour:02d}:{value.minute:02d}:{value.second:02d}"
     return f"{text}.{value.microsecond:06d}" if value.microsecond else text
 
 
@@ -211,9 +214,21 @@ def visits_upsert(*, rows: dict[int, dict]) -> None:
     day = date.isoformat if connection.vendor == "sqlite" else (lambda value: value)
     params = [
         (
-            visit_id, row["rep_id"], row["resource_type"], row["resource_id"], adapt(row["visited_at"]),
-            adapt(row["created_at"]), row["summary"], row["outcome_id"], row["latitude"], row["longitude"],
-            row["verification_status"], row["sequence"], adapt(row["event_time"]), adapt(row["deleted_at"]), now,
+            visit_id,
+            row["rep_id"],
+            row["resource_type"],
+            row["resource_id"],
+            adapt(row["visited_at"]),
+            adapt(row["created_at"]),
+            row["summary"],
+            row["outcome_id"],
+            row["latitude"],
+            row["longitude"],
+            row["verification_status"],
+            row["sequence"],
+            adapt(row["event_time"]),
+            adapt(row["deleted_at"]),
+            now,
             day(local_day(visited_at=row["visited_at"], zone_name=zone)),
         )  # fmt: skip
         for visit_id, row in rows.items()
@@ -253,7 +268,9 @@ def visits_upsert(*, rows: dict[int, dict]) -> None:
 def outcomes_name(*, seen: dict[int, tuple[datetime, str]]) -> None:
     """Create unknown outcomes; rename known ones when this page's name is newer."""
     existing = {o.id: o for o in Outcome.objects.filter(id__in=list(seen))}
-    missing = [Outcome(id=oid, name=name, name_seen_at=when) for oid, (when, name) in seen.items() if oid not in existing]
+    missing = [
+        Outcome(id=oid, name=name, name_seen_at=when) for oid, (when, name) in seen.items() if oid not in existing
+    ]
     Outcome.objects.bulk_create(missing, ignore_conflicts=True)
     for oid, (when, name) in seen.items():
         outcome = existing.get(oid)
@@ -292,7 +309,13 @@ def users_apply(*, by_id: dict[int, list[Event]], result: PageResult) -> None:
 
 
 def page_apply(
-    *, stream: str, events: list[Event | Reject], position: str, at_top: bool, owner: str, lease: timedelta,
+    *,
+    stream: str,
+    events: list[Event | Reject],
+    position: str,
+    at_top: bool,
+    owner: str,
+    lease: timedelta,
     pages: int = 1,
 ) -> PageResult:
     """Apply parsed `events` (from one or more pages, see events.items_parse) and move the stream

@@ -148,7 +148,8 @@ def postgres_triggers() -> list[str]:
         statements += [
             f"CREATE OR REPLACE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$\n"
             f"BEGIN\n{_pg_delta(tables=tables)}\nRETURN NULL;\nEND $$",
-            f"CREATE TRIGGER {name} AFTER {event} ON visits_visit {referencing} FOR EACH STATEMENT EXECUTE FUNCTION {name}()",
+            f"CREATE TRIGGER {name} AFTER {event} ON visits_visit {referencing} "
+            f"FOR EACH STATEMENT EXECUTE FUNCTION {name}()",
         ]
     return statements
 
@@ -175,7 +176,9 @@ def local_days_fill(*, connection=default_connection, zone_name: str, only_missi
     where = " WHERE local_day IS NULL" if only_missing else ""
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
-            cursor.execute(f"UPDATE visits_visit SET local_day = (visited_at AT TIME ZONE %s)::date{where}", [zone_name])
+            cursor.execute(
+                f"UPDATE visits_visit SET local_day = (visited_at AT TIME ZONE %s)::date{where}", [zone_name]
+            )
             return cursor.rowcount
         if zone_name == "UTC":  # SQLite keeps visited_at as UTC text: its date is the day
             cursor.execute(f"UPDATE visits_visit SET local_day = date(visited_at){where}")

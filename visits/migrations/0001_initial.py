@@ -5,123 +5,209 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
-    dependencies = [
-    ]
+    dependencies = []
 
     operations = [
         migrations.CreateModel(
-            name='DeletedVisit',
+            name="DeletedVisit",
             fields=[
-                ('id', models.BigIntegerField(primary_key=True, serialize=False)),
-                ('sequence', models.BigIntegerField()),
-                ('deleted_at', models.DateTimeField()),
+                ("id", models.BigIntegerField(primary_key=True, serialize=False)),
+                ("sequence", models.BigIntegerField()),
+                ("deleted_at", models.DateTimeField()),
             ],
         ),
         migrations.CreateModel(
-            name='Gap',
+            name="Gap",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('stream', models.CharField(choices=[('users', 'Users'), ('visits', 'Visits')], max_length=20)),
-                ('start', models.DateTimeField(blank=True, help_text='newest event held before the gap', null=True)),
-                ('end', models.DateTimeField()),
-                ('reason', models.TextField()),
-                ('recorded_at', models.DateTimeField(auto_now_add=True)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("stream", models.CharField(choices=[("users", "Users"), ("visits", "Visits")], max_length=20)),
+                ("start", models.DateTimeField(blank=True, help_text="newest event held before the gap", null=True)),
+                ("end", models.DateTimeField()),
+                ("reason", models.TextField()),
+                ("recorded_at", models.DateTimeField(auto_now_add=True)),
             ],
             options={
-                'ordering': ['-recorded_at'],
+                "ordering": ["-recorded_at"],
             },
         ),
         migrations.CreateModel(
-            name='Outcome',
+            name="Outcome",
             fields=[
-                ('id', models.BigIntegerField(help_text='Sell outcome id', primary_key=True, serialize=False)),
-                ('name', models.CharField(blank=True, max_length=255)),
-                ('name_seen_at', models.DateTimeField(help_text='event_time of the event that gave the name', null=True)),
+                ("id", models.BigIntegerField(help_text="Sell outcome id", primary_key=True, serialize=False)),
+                ("name", models.CharField(blank=True, max_length=255)),
+                (
+                    "name_seen_at",
+                    models.DateTimeField(help_text="event_time of the event that gave the name", null=True),
+                ),
             ],
             options={
-                'ordering': ['name', 'id'],
+                "ordering": ["name", "id"],
             },
         ),
         migrations.CreateModel(
-            name='Rep',
+            name="Rep",
             fields=[
-                ('id', models.BigIntegerField(help_text='Sell user id', primary_key=True, serialize=False)),
-                ('name', models.CharField(blank=True, max_length=255)),
-                ('email', models.CharField(blank=True, max_length=255)),
-                ('status', models.CharField(blank=True, max_length=40)),
-                ('role', models.CharField(blank=True, max_length=40)),
-                ('sequence', models.BigIntegerField(default=0, help_text='meta.sequence of the users event last applied')),
-                ('updated_at', models.DateTimeField(auto_now=True)),
+                ("id", models.BigIntegerField(help_text="Sell user id", primary_key=True, serialize=False)),
+                ("name", models.CharField(blank=True, max_length=255)),
+                ("email", models.CharField(blank=True, max_length=255)),
+                ("status", models.CharField(blank=True, max_length=40)),
+                ("role", models.CharField(blank=True, max_length=40)),
+                (
+                    "sequence",
+                    models.BigIntegerField(default=0, help_text="meta.sequence of the users event last applied"),
+                ),
+                ("updated_at", models.DateTimeField(auto_now=True)),
             ],
             options={
-                'ordering': ['name', 'id'],
+                "ordering": ["name", "id"],
             },
         ),
         migrations.CreateModel(
-            name='SyncState',
+            name="SyncState",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('stream', models.CharField(choices=[('users', 'Users'), ('visits', 'Visits')], max_length=20, unique=True)),
-                ('position', models.TextField(blank=True, help_text='meta.position to resume from; empty = start position')),
-                ('at_top', models.BooleanField(default=False)),
-                ('last_poll_at', models.DateTimeField(blank=True, null=True)),
-                ('last_success_at', models.DateTimeField(blank=True, null=True)),
-                ('caught_up_at', models.DateTimeField(blank=True, null=True)),
-                ('newest_event_time', models.DateTimeField(blank=True, null=True)),
-                ('pages', models.BigIntegerField(default=0)),
-                ('events_applied', models.BigIntegerField(default=0)),
-                ('events_skipped', models.BigIntegerField(default=0, help_text='re-deliveries and stale events')),
-                ('items_rejected', models.BigIntegerField(default=0)),
-                ('last_error', models.TextField(blank=True)),
-                ('last_error_at', models.DateTimeField(blank=True, null=True)),
-                ('lock_owner', models.CharField(blank=True, max_length=100)),
-                ('lock_expires_at', models.DateTimeField(blank=True, null=True)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                (
+                    "stream",
+                    models.CharField(choices=[("users", "Users"), ("visits", "Visits")], max_length=20, unique=True),
+                ),
+                (
+                    "position",
+                    models.TextField(blank=True, help_text="meta.position to resume from; empty = start position"),
+                ),
+                ("at_top", models.BooleanField(default=False)),
+                ("last_poll_at", models.DateTimeField(blank=True, null=True)),
+                ("last_success_at", models.DateTimeField(blank=True, null=True)),
+                ("caught_up_at", models.DateTimeField(blank=True, null=True)),
+                ("newest_event_time", models.DateTimeField(blank=True, null=True)),
+                ("pages", models.BigIntegerField(default=0)),
+                ("events_applied", models.BigIntegerField(default=0)),
+                ("events_skipped", models.BigIntegerField(default=0, help_text="re-deliveries and stale events")),
+                ("items_rejected", models.BigIntegerField(default=0)),
+                ("last_error", models.TextField(blank=True)),
+                ("last_error_at", models.DateTimeField(blank=True, null=True)),
+                ("lock_owner", models.CharField(blank=True, max_length=100)),
+                ("lock_expires_at", models.DateTimeField(blank=True, null=True)),
             ],
             options={
-                'ordering': ['stream'],
+                "ordering": ["stream"],
             },
         ),
         migrations.CreateModel(
-            name='RejectedItem',
+            name="RejectedItem",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('stream', models.CharField(choices=[('users', 'Users'), ('visits', 'Visits')], max_length=20)),
-                ('digest', models.CharField(help_text='sha256 of the raw item: a re-delivery is stored once', max_length=64)),
-                ('raw', models.TextField()),
-                ('reason', models.TextField()),
-                ('received_at', models.DateTimeField(auto_now_add=True)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("stream", models.CharField(choices=[("users", "Users"), ("visits", "Visits")], max_length=20)),
+                (
+                    "digest",
+                    models.CharField(help_text="sha256 of the raw item: a re-delivery is stored once", max_length=64),
+                ),
+                ("raw", models.TextField()),
+                ("reason", models.TextField()),
+                ("received_at", models.DateTimeField(auto_now_add=True)),
             ],
             options={
-                'ordering': ['-received_at', '-id'],
-                'constraints': [models.UniqueConstraint(fields=('stream', 'digest'), name='rejected_unique_digest')],
+                "ordering": ["-received_at", "-id"],
+                "constraints": [models.UniqueConstraint(fields=("stream", "digest"), name="rejected_unique_digest")],
             },
         ),
         migrations.CreateModel(
-            name='Visit',
+            name="Visit",
             fields=[
-                ('id', models.BigIntegerField(help_text='Sell visit id', primary_key=True, serialize=False)),
-                ('resource_type', models.CharField(max_length=40)),
-                ('resource_id', models.BigIntegerField(null=True)),
-                ('visited_at', models.DateTimeField()),
-                ('created_at', models.DateTimeField()),
-                ('summary', models.TextField(blank=True)),
-                ('latitude', models.FloatField(blank=True, null=True)),
-                ('longitude', models.FloatField(blank=True, null=True)),
-                ('verification_status', models.CharField(choices=[('verified', 'Verified'), ('resource_location_too_far', 'Too far from the customer'), ('location_unknown', 'Location unknown'), ('location_services_disabled', 'Location services disabled')], max_length=40)),
-                ('sequence', models.BigIntegerField(help_text='meta.sequence of the event last applied')),
-                ('event_time', models.DateTimeField(help_text='meta.event_time of the event last applied')),
-                ('deleted_at', models.DateTimeField(blank=True, null=True)),
-                ('ingested_at', models.DateTimeField(auto_now=True)),
-                ('outcome', models.ForeignKey(blank=True, db_index=False, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='visits', to='visits.outcome')),
-                ('rep', models.ForeignKey(db_index=False, on_delete=django.db.models.deletion.PROTECT, related_name='visits', to='visits.rep')),
+                ("id", models.BigIntegerField(help_text="Sell visit id", primary_key=True, serialize=False)),
+                ("resource_type", models.CharField(max_length=40)),
+                ("resource_id", models.BigIntegerField(null=True)),
+                ("visited_at", models.DateTimeField()),
+                ("created_at", models.DateTimeField()),
+                ("summary", models.TextField(blank=True)),
+                ("latitude", models.FloatField(blank=True, null=True)),
+                ("longitude", models.FloatField(blank=True, null=True)),
+                (
+                    "verification_status",
+                    models.CharField(
+                        choices=[
+                            ("verified", "Verified"),
+                            ("resource_location_too_far", "Too far from the customer"),
+                            ("location_unknown", "Location unknown"),
+                            ("location_services_disabled", "Location services disabled"),
+                        ],
+                        max_length=40,
+                    ),
+                ),
+                ("sequence", models.BigIntegerField(help_text="meta.sequence of the event last applied")),
+                ("event_time", models.DateTimeField(help_text="meta.event_time of the event last applied")),
+                ("deleted_at", models.DateTimeField(blank=True, null=True)),
+                ("ingested_at", models.DateTimeField(auto_now=True)),
+                (
+                    "outcome",
+                    models.ForeignKey(
+                        blank=True,
+                        db_index=False,
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="visits",
+                        to="visits.outcome",
+                    ),
+                ),
+                (
+                    "rep",
+                    models.ForeignKey(
+                        db_index=False,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="visits",
+                        to="visits.rep",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-visited_at', '-id'],
-                'indexes': [models.Index(fields=['visited_at'], name='visit_visited_at'), models.Index(fields=['rep', 'visited_at'], name='visit_rep_time'), models.Index(fields=['outcome', 'visited_at'], name='visit_outcome_time'), models.Index(fields=['verification_status', 'visited_at'], name='visit_status_time')],
-                'constraints': [models.CheckConstraint(condition=models.Q(('latitude__isnull', True), models.Q(('latitude__gte', -90), ('latitude__lte', 90)), _connector='OR'), name='visit_latitude_range'), models.CheckConstraint(condition=models.Q(('longitude__isnull', True), models.Q(('longitude__gte', -180), ('longitude__lte', 180)), _connector='OR'), name='visit_longitude_range'), models.CheckConstraint(condition=models.Q(models.Q(('latitude__isnull', True), ('longitude__isnull', True)), models.Q(('latitude__isnull', False), ('longitude__isnull', False)), _connector='OR'), name='visit_coordinates_paired'), models.CheckConstraint(condition=models.Q(('verification_status__in', ['verified', 'resource_location_too_far', 'location_unknown', 'location_services_disabled'])), name='visit_status_valid')],
+                "ordering": ["-visited_at", "-id"],
+                "indexes": [
+                    models.Index(fields=["visited_at"], name="visit_visited_at"),
+                    models.Index(fields=["rep", "visited_at"], name="visit_rep_time"),
+                    models.Index(fields=["outcome", "visited_at"], name="visit_outcome_time"),
+                    models.Index(fields=["verification_status", "visited_at"], name="visit_status_time"),
+                ],
+                "constraints": [
+                    models.CheckConstraint(
+                        condition=models.Q(
+                            ("latitude__isnull", True),
+                            models.Q(("latitude__gte", -90), ("latitude__lte", 90)),
+                            _connector="OR",
+                        ),
+                        name="visit_latitude_range",
+                    ),
+                    models.CheckConstraint(
+                        condition=models.Q(
+                            ("longitude__isnull", True),
+                            models.Q(("longitude__gte", -180), ("longitude__lte", 180)),
+                            _connector="OR",
+                        ),
+                        name="visit_longitude_range",
+                    ),
+                    models.CheckConstraint(
+                        condition=models.Q(
+                            models.Q(("latitude__isnull", True), ("longitude__isnull", True)),
+                            models.Q(("latitude__isnull", False), ("longitude__isnull", False)),
+                            _connector="OR",
+                        ),
+                        name="visit_coordinates_paired",
+                    ),
+                    models.CheckConstraint(
+                        condition=models.Q(
+                            (
+                                "verification_status__in",
+                                [
+                                    "verified",
+                                    "resource_location_too_far",
+                                    "location_unknown",
+                                    "location_services_disabled",
+                                ],
+                            )
+                        ),
+                        name="visit_status_valid",
+                    ),
+                ],
             },
         ),
     ]

@@ -4,14 +4,19 @@ from django.db import migrations
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('visits', '0001_initial'),
+        ("visits", "0001_initial"),
     ]
 
     operations = [
         migrations.AlterModelOptions(
-            name='visit',
-            options={'ordering': ['-visited_at', '-id'], 'permissions': [('view_reports', 'Can view reports, maps and exports'), ('review_visits', 'Can decide on flagged visits')]},
+            name="visit",
+            options={
+                "ordering": ["-visited_at", "-id"],
+                "permissions": [
+                    ("view_reports", "Can view reports, maps and exports"),
+                    ("review_visits", "Can decide on flagged visits"),
+                ],
+            },
         ),
     ]

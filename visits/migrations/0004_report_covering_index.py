@@ -4,18 +4,19 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('visits', '0003_groups'),
+        ("visits", "0003_groups"),
     ]
 
     operations = [
         migrations.RemoveIndex(
-            model_name='visit',
-            name='visit_rep_time',
+            model_name="visit",
+            name="visit_rep_time",
         ),
         migrations.AddIndex(
-            model_name='visit',
-            index=models.Index(fields=['rep', 'verification_status', 'outcome', 'visited_at', 'deleted_at'], name='visit_report_cover'),
+            model_name="visit",
+            index=models.Index(
+                fields=["rep", "verification_status", "outcome", "visited_at", "deleted_at"], name="visit_report_cover"
+            ),
         ),
     ]

@@ -58,174 +58,243 @@ def decisions_mutable(apps, schema_editor):
     schema_editor.execute(f"DROP TRIGGER IF EXISTS visits_decision_immutable{suffix}")
 
 
-
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('visits', '0004_report_covering_index'),
+        ("visits", "0004_report_covering_index"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='Decision',
+            name="Decision",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('kind', models.CharField(choices=[('accept', 'Accepted: legitimate'), ('reject', 'Rejected: not legitimate'), ('follow_up', 'Follow up')], max_length=20)),
-                ('note', models.TextField(blank=True)),
-                ('decided_at', models.DateTimeField(default=django.utils.timezone.now)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                (
+                    "kind",
+                    models.CharField(
+                        choices=[
+                            ("accept", "Accepted: legitimate"),
+                            ("reject", "Rejected: not legitimate"),
+                            ("follow_up", "Follow up"),
+                        ],
+                        max_length=20,
+                    ),
+                ),
+                ("note", models.TextField(blank=True)),
+                ("decided_at", models.DateTimeField(default=django.utils.timezone.now)),
             ],
             options={
-                'ordering': ['-decided_at', '-id'],
+                "ordering": ["-decided_at", "-id"],
             },
         ),
         migrations.CreateModel(
-            name='DirtyRep',
+            name="DirtyRep",
             fields=[
-                ('rep_id', models.BigIntegerField(primary_key=True, serialize=False)),
+                ("rep_id", models.BigIntegerField(primary_key=True, serialize=False)),
             ],
         ),
         migrations.CreateModel(
-            name='Flag',
+            name="Flag",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('rule', models.CharField(choices=[('resource_location_too_far', 'Too far (Sell)'), ('location_unknown', 'Location unknown (Sell)'), ('location_services_disabled', 'Location services off (Sell)'), ('impossible_travel', 'Impossible travel'), ('coordinate_reuse', 'Coordinates reused'), ('impossible_coordinates', 'Impossible coordinates'), ('late_logging', 'Logged late'), ('burst', 'Burst of visits')], max_length=40)),
-                ('numbers', models.JSONField(default=dict)),
-                ('sentence', models.TextField()),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                (
+                    "rule",
+                    models.CharField(
+                        choices=[
+                            ("resource_location_too_far", "Too far (Sell)"),
+                            ("location_unknown", "Location unknown (Sell)"),
+                            ("location_services_disabled", "Location services off (Sell)"),
+                            ("impossible_travel", "Impossible travel"),
+                            ("coordinate_reuse", "Coordinates reused"),
+                            ("impossible_coordinates", "Impossible coordinates"),
+                            ("late_logging", "Logged late"),
+                            ("burst", "Burst of visits"),
+                        ],
+                        max_length=40,
+                    ),
+                ),
+                ("numbers", models.JSONField(default=dict)),
+                ("sentence", models.TextField()),
             ],
             options={
-                'ordering': ['visit_id', 'rule'],
+                "ordering": ["visit_id", "rule"],
             },
         ),
         migrations.CreateModel(
-            name='MonthTally',
+            name="MonthTally",
             fields=[
-                ('rep_id', models.BigIntegerField()),
-                ('outcome_id', models.BigIntegerField(help_text='0 for visits without an outcome')),
-                ('resource_type', models.CharField(max_length=40)),
-                ('verification_status', models.CharField(max_length=40)),
-                ('visits', models.IntegerField()),
-                ('flagged', models.IntegerField(default=0, help_text='of those visits, the flagged ones')),
-                ('pk', models.CompositePrimaryKey('month', 'rep_id', 'outcome_id', 'resource_type', 'verification_status', blank=True, editable=False, primary_key=True, serialize=False)),
-                ('month', models.DateField()),
+                ("rep_id", models.BigIntegerField()),
+                ("outcome_id", models.BigIntegerField(help_text="0 for visits without an outcome")),
+                ("resource_type", models.CharField(max_length=40)),
+                ("verification_status", models.CharField(max_length=40)),
+                ("visits", models.IntegerField()),
+                ("flagged", models.IntegerField(default=0, help_text="of those visits, the flagged ones")),
+                (
+                    "pk",
+                    models.CompositePrimaryKey(
+                        "month",
+                        "rep_id",
+                        "outcome_id",
+                        "resource_type",
+                        "verification_status",
+                        blank=True,
+                        editable=False,
+                        primary_key=True,
+                        serialize=False,
+                    ),
+                ),
+                ("month", models.DateField()),
             ],
             options={
-                'abstract': False,
+                "abstract": False,
             },
         ),
         migrations.CreateModel(
-            name='TallyState',
+            name="TallyState",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('time_zone', models.CharField(max_length=64)),
-                ('rebuilt_at', models.DateTimeField()),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("time_zone", models.CharField(max_length=64)),
+                ("rebuilt_at", models.DateTimeField()),
             ],
         ),
         migrations.CreateModel(
-            name='WeekTally',
+            name="WeekTally",
             fields=[
-                ('pk', models.CompositePrimaryKey('week', 'rep_id', 'verification_status', blank=True, editable=False, primary_key=True, serialize=False)),
-                ('week', models.DateField()),
-                ('rep_id', models.BigIntegerField()),
-                ('verification_status', models.CharField(max_length=40)),
-                ('visits', models.IntegerField()),
-                ('flagged', models.IntegerField(default=0, help_text='of those visits, the flagged ones')),
+                (
+                    "pk",
+                    models.CompositePrimaryKey(
+                        "week",
+                        "rep_id",
+                        "verification_status",
+                        blank=True,
+                        editable=False,
+                        primary_key=True,
+                        serialize=False,
+                    ),
+                ),
+                ("week", models.DateField()),
+                ("rep_id", models.BigIntegerField()),
+                ("verification_status", models.CharField(max_length=40)),
+                ("visits", models.IntegerField()),
+                ("flagged", models.IntegerField(default=0, help_text="of those visits, the flagged ones")),
             ],
         ),
         migrations.CreateModel(
-            name='YearTally',
+            name="YearTally",
             fields=[
-                ('rep_id', models.BigIntegerField()),
-                ('outcome_id', models.BigIntegerField(help_text='0 for visits without an outcome')),
-                ('resource_type', models.CharField(max_length=40)),
-                ('verification_status', models.CharField(max_length=40)),
-                ('visits', models.IntegerField()),
-                ('flagged', models.IntegerField(default=0, help_text='of those visits, the flagged ones')),
-                ('pk', models.CompositePrimaryKey('year', 'rep_id', 'outcome_id', 'resource_type', 'verification_status', blank=True, editable=False, primary_key=True, serialize=False)),
-                ('year', models.DateField()),
+                ("rep_id", models.BigIntegerField()),
+                ("outcome_id", models.BigIntegerField(help_text="0 for visits without an outcome")),
+                ("resource_type", models.CharField(max_length=40)),
+                ("verification_status", models.CharField(max_length=40)),
+                ("visits", models.IntegerField()),
+                ("flagged", models.IntegerField(default=0, help_text="of those visits, the flagged ones")),
+                (
+                    "pk",
+                    models.CompositePrimaryKey(
+                        "year",
+                        "rep_id",
+                        "outcome_id",
+                        "resource_type",
+                        "verification_status",
+                        blank=True,
+                        editable=False,
+                        primary_key=True,
+                        serialize=False,
+                    ),
+                ),
+                ("year", models.DateField()),
             ],
             options={
-                'abstract': False,
+                "abstract": False,
             },
         ),
         migrations.CreateModel(
-            name='FlaggedVisit',
-            fields=[
-            ],
+            name="FlaggedVisit",
+            fields=[],
             options={
-                'verbose_name': 'flagged visit',
-                'proxy': True,
-                'indexes': [],
-                'constraints': [],
+                "verbose_name": "flagged visit",
+                "proxy": True,
+                "indexes": [],
+                "constraints": [],
             },
-            bases=('visits.visit',),
+            bases=("visits.visit",),
         ),
         migrations.RemoveIndex(
-            model_name='visit',
-            name='visit_visited_at',
+            model_name="visit",
+            name="visit_visited_at",
         ),
         migrations.RemoveIndex(
-            model_name='visit',
-            name='visit_outcome_time',
+            model_name="visit",
+            name="visit_outcome_time",
         ),
         migrations.RemoveIndex(
-            model_name='visit',
-            name='visit_status_time',
+            model_name="visit",
+            name="visit_status_time",
         ),
         migrations.RemoveIndex(
-            model_name='visit',
-            name='visit_report_cover',
+            model_name="visit",
+            name="visit_report_cover",
         ),
         migrations.AddField(
-            model_name='visit',
-            name='flagged',
+            model_name="visit",
+            name="flagged",
             field=models.BooleanField(db_default=False, default=False, editable=False),
         ),
         migrations.AddField(
-            model_name='visit',
-            name='local_day',
+            model_name="visit",
+            name="local_day",
             field=models.DateField(editable=False, null=True),
         ),
         migrations.RunPython(local_days_fill, migrations.RunPython.noop),
         migrations.AlterField(
-            model_name='visit',
-            name='local_day',
+            model_name="visit",
+            name="local_day",
             field=models.DateField(editable=False),
         ),
         migrations.AddIndex(
-            model_name='visit',
-            index=models.Index(condition=models.Q(('deleted_at__isnull', True)), fields=['visited_at', 'rep', 'outcome', 'verification_status', 'resource_type', 'local_day', 'flagged'], name='visit_time_cover'),
+            model_name="visit",
+            index=models.Index(
+                condition=models.Q(("deleted_at__isnull", True)),
+                fields=["visited_at", "rep", "outcome", "verification_status", "resource_type", "local_day", "flagged"],
+                name="visit_time_cover",
+            ),
         ),
         migrations.AddIndex(
-            model_name='visit',
-            index=models.Index(fields=['rep', 'visited_at'], name='visit_rep_time'),
+            model_name="visit",
+            index=models.Index(fields=["rep", "visited_at"], name="visit_rep_time"),
         ),
         migrations.AddField(
-            model_name='decision',
-            name='decided_by',
-            field=models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='visit_decisions', to=settings.AUTH_USER_MODEL),
+            model_name="decision",
+            name="decided_by",
+            field=models.ForeignKey(
+                on_delete=django.db.models.deletion.PROTECT, related_name="visit_decisions", to=settings.AUTH_USER_MODEL
+            ),
         ),
         migrations.AddField(
-            model_name='decision',
-            name='visit',
-            field=models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='decisions', to='visits.visit'),
+            model_name="decision",
+            name="visit",
+            field=models.ForeignKey(
+                on_delete=django.db.models.deletion.PROTECT, related_name="decisions", to="visits.visit"
+            ),
         ),
         migrations.AddField(
-            model_name='flag',
-            name='visit',
-            field=models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='flags', to='visits.visit'),
+            model_name="flag",
+            name="visit",
+            field=models.ForeignKey(
+                on_delete=django.db.models.deletion.CASCADE, related_name="flags", to="visits.visit"
+            ),
         ),
         migrations.AddIndex(
-            model_name='decision',
-            index=models.Index(fields=['visit', '-decided_at'], name='decision_visit_time'),
+            model_name="decision",
+            index=models.Index(fields=["visit", "-decided_at"], name="decision_visit_time"),
         ),
         migrations.AddIndex(
-            model_name='flag',
-            index=models.Index(fields=['rule', 'visit'], name='flag_rule'),
+            model_name="flag",
+            index=models.Index(fields=["rule", "visit"], name="flag_rule"),
         ),
         migrations.AddConstraint(
-            model_name='flag',
-            constraint=models.UniqueConstraint(fields=('visit', 'rule'), name='flag_one_per_rule'),
+            model_name="flag",
+            constraint=models.UniqueConstraint(fields=("visit", "rule"), name="flag_one_per_rule"),
         ),
         migrations.RunPython(tallies_without_rowid, migrations.RunPython.noop),
         migrations.RunPython(decisions_immutable, decisions_mutable),

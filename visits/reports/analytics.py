@@ -184,7 +184,9 @@ def status_rows(*, scope: Scope, by: tuple[str, ...]) -> Iterator[tuple[tuple, s
     """(key, status, visits, flagged visits) rows; `by` names the key's parts among "rep",
     "outcome", "week"."""
     if not tallies_current():
-        yield from _visit_rows(scope.visits(), by=by, week=TruncWeek("visited_at", tzinfo=ZoneInfo(settings.DISPLAY_TIME_ZONE)))
+        yield from _visit_rows(
+            scope.visits(), by=by, week=TruncWeek("visited_at", tzinfo=ZoneInfo(settings.DISPLAY_TIME_ZONE))
+        )
         return
     weekly = "week" in by
     if weekly and (scope.outcomes is not None or scope.resource_type or "outcome" in by):
@@ -221,7 +223,9 @@ def _visit_rows(visits: QuerySet, *, by: tuple[str, ...], week=None) -> Iterator
         yield key, row["verification_status"], row["n"], row["f"]
 
 
-def _tally_rows(scope: Scope, *, grain: Grain, periods: tuple, by: tuple[str, ...]) -> Iterator[tuple[tuple, str, int, int]]:
+def _tally_rows(
+    scope: Scope, *, grain: Grain, periods: tuple, by: tuple[str, ...]
+) -> Iterator[tuple[tuple, str, int, int]]:
     first, last = periods
     rows = scope._narrow(grain.tally.objects.all(), rep="rep_id", outcome=None if grain is WEEKS else "outcome_id")
     if first is not None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Iterable, Iterator
-from datetime import date, timezone
+from datetime import UTC, date
 
 from django.db import connection
 from django.db.models.expressions import RawSQL
@@ -94,17 +94,20 @@ def visit_rows(*, visits) -> Iterator[list]:
     as UTC datetimes (naive on SQLite, aware on PostgreSQL).
     """
     rules = RawSQL(FLAG_RULES_SQL["postgresql" if connection.vendor == "postgresql" else "sqlite"], [])
-    sql, params = visits.annotate(flag_rules=rules).values_list(*VISIT_COLUMNS.values(), "flag_rules").query.sql_with_params()
+    sql, params = (
+        visits.annotate(flag_rules=rules).values_list(*VISIT_COLUMNS.values(), "flag_rules").query.sql_with_params()
+    )
     reviews = latest_kinds()  # every decided visit's latest decision: decisions are few
 
     def when(value) -> str:
         if value is None:
             return ""
         if value.tzinfo is not None:
-            value = value.astimezone(timezone.utc)
-        return "%04d-%02d-%02dT%02d:%02d:%02dZ" % (
-            value.year, value.month, value.day, value.hour, value.minute, value.second,
-        )  # fmt: skip
+            value = value.astimezone(UTC)
+        return (
+            f"{value.year:04d}-{value.month:02d}-{value.day:02d}"
+            f"T{value.hour:02d}:{value.minute:02d}:{value.second:02d}Z"
+        )
 
     cursor = connection.chunked_cursor()  # server-side on PostgreSQL: memory stays flat
     try:

@@ -162,8 +162,11 @@ def mode_choose(located: int) -> str:
 
 def map_plan(*, scope: Scope) -> MapPlan:
     """Counts by status, with and without coordinates, and the drawing they call for."""
-    rows = scope.visits().order_by().values("verification_status").annotate(
-        total=Count("verification_status"), located=Count("latitude")
+    rows = (
+        scope.visits()
+        .order_by()
+        .values("verification_status")
+        .annotate(total=Count("verification_status"), located=Count("latitude"))
     )
     located = dict.fromkeys(STATUS_ORDER, 0)
     without = 0
@@ -247,10 +250,14 @@ class EpochMinutes(Func):
     output_field = BigIntegerField()
 
     def as_sqlite(self, compiler, connection, **extra):
-        return self.as_sql(compiler, connection, template="(CAST(strftime('%%%%s', %(expressions)s) AS INTEGER) / 60)", **extra)
+        return self.as_sql(
+            compiler, connection, template="(CAST(strftime('%%%%s', %(expressions)s) AS INTEGER) / 60)", **extra
+        )
 
     def as_postgresql(self, compiler, connection, **extra):
-        return self.as_sql(compiler, connection, template="(CAST(EXTRACT(EPOCH FROM %(expressions)s) AS BIGINT) / 60)", **extra)
+        return self.as_sql(
+            compiler, connection, template="(CAST(EXTRACT(EPOCH FROM %(expressions)s) AS BIGINT) / 60)", **extra
+        )
 
 
 def visit_rows(*, scope: Scope, limit: int, visit_id: int | None = None) -> tuple[list[list], dict]:
@@ -262,11 +269,9 @@ def visit_rows(*, scope: Scope, limit: int, visit_id: int | None = None) -> tupl
     rows = []
     # id=, not id__in: Django answers an id too large for the database with no rows, not an error.
     located = _located(scope) if visit_id is None else Visit.objects.filter(id=visit_id, latitude__isnull=False)
-    values = (
-        located
-        .annotate(minutes=EpochMinutes("visited_at"))
-        .values_list("latitude", "longitude", "verification_status", "rep_id", "outcome_id", "minutes", "id")[:limit]
-    )
+    values = located.annotate(minutes=EpochMinutes("visited_at")).values_list(
+        "latitude", "longitude", "verification_status", "rep_id", "outcome_id", "minutes", "id"
+    )[:limit]
     for lat, lng, status, rep_id, outcome_id, minutes, row_id in values.iterator(chunk_size=5000):
         rows.append([
             round(lat, 5), round(lng, 5), status_index[status], reps.setdefault(rep_id, len(reps)),

@@ -39,7 +39,11 @@ def reps_flag(*, rep_ids: list[int]) -> int:
         for key, finding in wanted.items():
             old = stored.get(key)
             if old is None:
-                fresh.append(Flag(visit_id=finding.visit_id, rule=finding.rule, numbers=finding.numbers, sentence=finding.sentence))
+                fresh.append(
+                    Flag(
+                        visit_id=finding.visit_id, rule=finding.rule, numbers=finding.numbers, sentence=finding.sentence
+                    )
+                )
             elif old.numbers != finding.numbers or old.sentence != finding.sentence:
                 old.numbers, old.sentence = finding.numbers, finding.sentence
                 changed.append(old)
@@ -74,7 +78,9 @@ def flags_refresh(*, chunk: int = 50) -> tuple[int, int]:
 
 def flags_rebuild() -> tuple[int, int]:
     """Every rep's flags from scratch (e.g. after the thresholds changed)."""
-    DirtyRep.objects.bulk_create([DirtyRep(rep_id=r) for r in Rep.objects.values_list("id", flat=True)], ignore_conflicts=True)
+    DirtyRep.objects.bulk_create(
+        [DirtyRep(rep_id=r) for r in Rep.objects.values_list("id", flat=True)], ignore_conflicts=True
+    )
     return flags_refresh()
 
 

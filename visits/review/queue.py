@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from django.db import transaction
 from django.db.models import Exists, OuterRef, Prefetch, QuerySet, Subquery
@@ -51,7 +51,7 @@ def time_shift(moment: datetime, delta: timedelta) -> datetime:
     try:
         return moment + delta
     except OverflowError:
-        return datetime.max.replace(tzinfo=timezone.utc) if delta > timedelta(0) else datetime.min.replace(tzinfo=timezone.utc)
+        return datetime.max.replace(tzinfo=UTC) if delta > timedelta(0) else datetime.min.replace(tzinfo=UTC)
 
 
 def neighbours(*, visit: Visit, hours: int = 12, limit: int = 6) -> list[Neighbour]:

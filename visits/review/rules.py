@@ -65,7 +65,11 @@ def duration_text(minutes: float) -> str:
 
 
 def sell_statuses(visits: list[VisitFacts]) -> list[Finding]:
-    return [Finding(v.id, v.status, {"status": v.status}, SELL_SENTENCES[v.status]) for v in visits if v.status in SELL_SENTENCES]
+    return [
+        Finding(v.id, v.status, {"status": v.status}, SELL_SENTENCES[v.status])
+        for v in visits
+        if v.status in SELL_SENTENCES
+    ]
 
 
 def impossible_coordinates(visits: list[VisitFacts]) -> list[Finding]:
@@ -119,7 +123,9 @@ def coordinate_reuse(visits: list[VisitFacts], *, min_customers: int) -> list[Fi
     for (lat, lng), group in spots.items():
         customers = {v.customer for v in group}
         if len(customers) >= min_customers:
-            sentence = f"The same coordinates ({lat:.5f}, {lng:.5f}) were logged at {len(customers)} different customers."
+            sentence = (
+                f"The same coordinates ({lat:.5f}, {lng:.5f}) were logged at {len(customers)} different customers."
+            )
             numbers = {"latitude": lat, "longitude": lng, "customers": len(customers), "visits": len(group)}
             findings += [Finding(v.id, FlagRule.COORDINATE_REUSE, numbers, sentence) for v in group]
     return findings

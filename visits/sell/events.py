@@ -12,7 +12,7 @@ import hashlib
 import json
 import math
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 MAX_ID = 2**63 - 1
 EVENT_TYPES = ("created", "updated", "deleted")
@@ -39,8 +39,8 @@ class TimeBounds:
         if not 1 < min_year <= max_year < 9999:
             raise ValueError(f"time bounds must be years from 2 to 9998, earliest first, not {min_year} to {max_year}")
         return cls(
-            earliest=datetime(min_year, 1, 1, tzinfo=timezone.utc),
-            latest=datetime(max_year, 12, 31, 23, 59, 59, 999999, tzinfo=timezone.utc),
+            earliest=datetime(min_year, 1, 1, tzinfo=UTC),
+            latest=datetime(max_year, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
             label=f"{min_year} to {max_year}",
         )
 
@@ -118,7 +118,7 @@ def utc_parse(value: str) -> datetime | None:
     """ISO 8601 text -> aware UTC datetime; None when it has no time zone. Cached: a page
     repeats times (created_at is the event_time of a `created` event) and replays repeat pages."""
     parsed = datetime.fromisoformat(value)
-    return parsed.astimezone(timezone.utc) if parsed.tzinfo is not None else None
+    return parsed.astimezone(UTC) if parsed.tzinfo is not None else None
 
 
 def clean_time(value, *, name: str, bounds: TimeBounds) -> datetime:
@@ -129,7 +129,7 @@ def clean_time(value, *, name: str, bounds: TimeBounds) -> datetime:
     except ValueError:
         raise Rejected(f"{name} is not an ISO 8601 date-time: {value!r:.60}") from None
     except OverflowError:  # 0001-01-01T00:00:00+01:00 is before year 1 in UTC
-        parsed = datetime.min.replace(tzinfo=timezone.utc)
+        parsed = datetime.min.replace(tzinfo=UTC)
     if parsed is None:
         raise Rejected(f"{name} has no time zone: {value!r:.60}")
     if not bounds.earliest <= parsed <= bounds.latest:
@@ -222,7 +222,9 @@ def user_parse(item, bounds: TimeBounds = DEFAULT_TIME_BOUNDS) -> Event:
     fields = {
         "name": clean_text(data.get("name"), name="name", max_length=255),
         "email": clean_text(data.get("email"), name="email", max_length=255),
-        "status": "deleted" if event_type == "deleted" else clean_text(data.get("status"), name="status", max_length=40),
+        "status": "deleted"
+        if event_type == "deleted"
+        else clean_text(data.get("status"), name="status", max_length=40),
         "role": clean_text(data.get("role"), name="role", max_length=40),
     }
     if event_type == "deleted" and set(data) == {"id"}:

@@ -14,7 +14,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import requests
 import urllib3
@@ -99,8 +99,8 @@ def retry_after_seconds(value: str | None) -> float | None:
         except (TypeError, ValueError):
             return None
         if when.tzinfo is None:
-            when = when.replace(tzinfo=timezone.utc)
-        seconds = (when - datetime.now(timezone.utc)).total_seconds()
+            when = when.replace(tzinfo=UTC)
+        seconds = (when - datetime.now(UTC)).total_seconds()
     return min(max(seconds, 0.0), RETRY_AFTER_CEILING)
 
 
@@ -185,9 +185,7 @@ class FirehoseClient:
             if self.on_retry:
                 self.on_retry(last_problem, delay)
             self.sleep(delay)
-        raise Unreachable(
-            f"the Sell API stayed unreachable after {self.max_retries} retries ({last_problem})"
-        )
+        raise Unreachable(f"the Sell API stayed unreachable after {self.max_retries} retries ({last_problem})")
 
     def response_get(self, *, url: str, params: dict) -> tuple[int, requests.structures.CaseInsensitiveDict, bytes]:
         """Status, headers and whole body of one GET, within `timeout` seconds in all.

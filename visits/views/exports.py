@@ -1,6 +1,5 @@
 """CSV downloads of every report, named after the report and the filters' dates."""
 
-
 from django.http import HttpRequest, HttpResponse
 
 from visits.models import VerificationStatus
@@ -27,7 +26,9 @@ def counts_cells(counts: analytics.Counts) -> list:
     ]  # fmt: skip
 
 
-def filtered_csv(filters: ReportFilters, *, report: str, header: list[str], rows, checked: bool = False) -> HttpResponse:
+def filtered_csv(
+    filters: ReportFilters, *, report: str, header: list[str], rows, checked: bool = False
+) -> HttpResponse:
     """A CSV download named after the report and the filters' date range."""
     filename = csv_filename(report=report, start=filters.cleaned_data["start"], end=filters.cleaned_data["end"])
     return csv_response(filename=filename, header=header, rows=rows, checked=checked)
@@ -40,7 +41,12 @@ def grouped_csv(filters: ReportFilters, *, kind: str) -> HttpResponse:
         report=kind,
         header=[f"{noun}_id", f"{noun}_name", *STATUS_HEADER, *(name for name, _ in EXTRA_COLUMNS[kind])],
         rows=(
-            [row.id or "", row.name, *counts_cells(row.counts), *(getattr(row.counts, n) for n, _ in EXTRA_COLUMNS[kind])]
+            [
+                row.id or "",
+                row.name,
+                *counts_cells(row.counts),
+                *(getattr(row.counts, n) for n, _ in EXTRA_COLUMNS[kind]),
+            ]
             for row in GROUPED_ROWS[kind](scope=filters.scope())
         ),
     )
@@ -72,7 +78,15 @@ def matrix_csv(request: HttpRequest, filters: ReportFilters) -> HttpResponse:
     return filtered_csv(
         filters,
         report="matrix",
-        header=["rep_id", "rep_name", "outcome_id", "outcome_name", "visits", "resource_location_too_far", "too_far_rate"],
+        header=[
+            "rep_id",
+            "rep_name",
+            "outcome_id",
+            "outcome_name",
+            "visits",
+            "resource_location_too_far",
+            "too_far_rate",
+        ],
         rows=rows,
     )
 

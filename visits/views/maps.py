@@ -1,6 +1,5 @@
 """Map pages and the sandboxed map documents they embed; a visit's summary for popups."""
 
-
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, render
 

@@ -36,7 +36,8 @@ def home(request: HttpRequest, filters: ReportFilters) -> HttpResponse:
         request,
         "visits/overview.html",
         page_context(
-            request, filters,
+            request,
+            filters,
             totals=analytics.counts_sum(reps),
             trend=charts.rates_chart(trend=analytics.weekly_trend(scope=scope)),
             leaders=analytics.too_far_leaders(rows=reps),
@@ -106,9 +107,15 @@ def rep_detail(request: HttpRequest, filters: ReportFilters, rep_id: int) -> Htt
         request,
         "visits/rep.html",
         page_context(
-            request, filters, rep=rep, totals=totals, trend=charts.rates_chart(trend=trend),
-            outcomes=analytics.outcome_rows(scope=scope, sort="-too_far_rate"), recent=recent,
-            plan=maps.map_plan(scope=scope), risk=analytics.rep_risk(scope=scope, totals=totals, trend=trend),
+            request,
+            filters,
+            rep=rep,
+            totals=totals,
+            trend=charts.rates_chart(trend=trend),
+            outcomes=analytics.outcome_rows(scope=scope, sort="-too_far_rate"),
+            recent=recent,
+            plan=maps.map_plan(scope=scope),
+            risk=analytics.rep_risk(scope=scope, totals=totals, trend=trend),
             columns=[("name", "Outcome"), *REPORT_COLUMNS],
         ),  # fmt: skip
     )

@@ -1,6 +1,5 @@
 """One visit in full, the review queue, and recording decisions."""
 
-
 from django.contrib import messages
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
@@ -45,8 +44,14 @@ def review_queue(request: HttpRequest) -> HttpResponse:
         request,
         "visits/review.html",
         page_context(
-            request, filters, page=page, items=items, review_states=queue.REVIEW_STATES, kinds=DecisionKind.choices,
-            can_decide=request.user.has_perm("visits.review_visits"), thresholds=rules.rule_thresholds(),
+            request,
+            filters,
+            page=page,
+            items=items,
+            review_states=queue.REVIEW_STATES,
+            kinds=DecisionKind.choices,
+            can_decide=request.user.has_perm("visits.review_visits"),
+            thresholds=rules.rule_thresholds(),
         ),  # fmt: skip
     )
 
@@ -56,7 +61,9 @@ def review_queue(request: HttpRequest) -> HttpResponse:
 def review_decide(request: HttpRequest) -> HttpResponse:
     """Record a decision on the chosen visits; back to where the reviewer was."""
     if not request.user.has_perm("visits.review_visits"):
-        return render(request, "visits/no_access.html", {"reason": "Only Reviewers can decide on flagged visits."}, status=403)
+        return render(
+            request, "visits/no_access.html", {"reason": "Only Reviewers can decide on flagged visits."}, status=403
+        )
     form = DecisionForm(request.POST)
     if not form.is_valid():
         return bad_request(request, [f"{name}: {error}" for name, errors in form.errors.items() for error in errors])

@@ -1,6 +1,5 @@
 """Staff pages about ingestion (status, rejected items) and the health check."""
 
-
 from django.contrib.admin.views.decorators import staff_member_required
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest

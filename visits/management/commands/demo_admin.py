@@ -23,4 +23,6 @@ class Command(BaseCommand):
         user.is_staff = user.is_superuser = user.is_active = True
         user.set_password(password)
         user.save()
-        self.stdout.write(f"demo admin {'created' if created else 'ready'}: username {username!r}, password {password!r}")
+        self.stdout.write(
+            f"demo admin {'created' if created else 'ready'}: username {username!r}, password {password!r}"
+        )

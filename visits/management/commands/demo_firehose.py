@@ -13,8 +13,18 @@ from django.core.management.base import BaseCommand, CommandError
 from visits.demo.generator import team_generate
 from visits.demo.server import DemoFirehose, Faults
 
-FAULT_OPTIONS = ("empty_pages", "short_pages", "redeliver", "shuffle", "server_errors", "rate_limit",
-                 "drop_connection", "slow", "truncate", "drip")
+FAULT_OPTIONS = (
+    "empty_pages",
+    "short_pages",
+    "redeliver",
+    "shuffle",
+    "server_errors",
+    "rate_limit",
+    "drop_connection",
+    "slow",
+    "truncate",
+    "drip",
+)
 
 
 def probability(raw: str) -> float:
@@ -42,14 +52,22 @@ class Command(BaseCommand):
         parser.add_argument("--no-deletes", action="store_true")
         parser.add_argument("--malformed", action="store_true", help="mix in items a client must reject")
         for name in FAULT_OPTIONS:
-            parser.add_argument(f"--{name.replace('_', '-')}", type=probability, metavar="P",
-                                help="probability per request, 0..1")
+            parser.add_argument(
+                f"--{name.replace('_', '-')}", type=probability, metavar="P", help="probability per request, 0..1"
+            )
         parser.add_argument("--retry-after", type=int, metavar="S", help="send Retry-After: S with every 429")
-        parser.add_argument("--retention-hours", type=float, metavar="H",
-                            help="drop events older than H hours (Sell keeps 72); default keeps everything")
+        parser.add_argument(
+            "--retention-hours",
+            type=float,
+            metavar="H",
+            help="drop events older than H hours (Sell keeps 72); default keeps everything",
+        )
         parser.add_argument("--fault-seed", type=int, default=0)
-        parser.add_argument("--all-faults", action="store_true",
-                            help="a mix of every fault plus malformed items; explicit flags override it")
+        parser.add_argument(
+            "--all-faults",
+            action="store_true",
+            help="a mix of every fault plus malformed items; explicit flags override it",
+        )
 
     def handle(self, *args: object, **options: object) -> None:
         seed = options["fault_seed"]
@@ -57,15 +75,26 @@ class Command(BaseCommand):
         chosen = {name: options[name] for name in (*FAULT_OPTIONS, "retry_after") if options[name] is not None}
         faults = dataclasses.replace(base, **chosen)
         try:
-            data = team_generate(seed=options["seed"], reps=options["reps"], weeks=options["weeks"],
-                                 updates=not options["no_updates"], deletes=not options["no_deletes"],
-                                 malformed=options["malformed"] or options["all_faults"])
+            data = team_generate(
+                seed=options["seed"],
+                reps=options["reps"],
+                weeks=options["weeks"],
+                updates=not options["no_updates"],
+                deletes=not options["no_deletes"],
+                malformed=options["malformed"] or options["all_faults"],
+            )
         except ValueError as error:
             raise CommandError(str(error)) from None
         hours = options["retention_hours"]
-        server = DemoFirehose(data, token=options["token"], host=options["host"], port=options["port"],
-                              faults=faults, retention=timedelta(hours=hours) if hours is not None else None,
-                              live_interval=options["live"])
+        server = DemoFirehose(
+            data,
+            token=options["token"],
+            host=options["host"],
+            port=options["port"],
+            faults=faults,
+            retention=timedelta(hours=hours) if hours is not None else None,
+            live_interval=options["live"],
+        )
         knobs = [f"{name}={value}" for name, value in faults.active().items()]
         if data.malformed_count["visits"]:
             knobs.append("malformed")

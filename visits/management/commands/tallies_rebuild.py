@@ -13,7 +13,9 @@ class Command(BaseCommand):
     help = "Re-derive each visit's local day in DISPLAY_TIME_ZONE and rebuild the report tallies."
 
     def handle(self, *args, **options):
-        self.stdout.write(f"rebuilding the tallies of {Visit.objects.count():,} visits in {settings.DISPLAY_TIME_ZONE} ...")
+        self.stdout.write(
+            f"rebuilding the tallies of {Visit.objects.count():,} visits in {settings.DISPLAY_TIME_ZONE} ..."
+        )
         started = time.monotonic()
         tallies_rebuild()
         self.stdout.write(

@@ -3,12 +3,14 @@ check that the database holds exactly what the generator says it must."""
 
 import os
 from collections import Counter
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 import pytest
 from django.conf import settings as django_settings
+from django.contrib.auth.models import Group, User
 from django.db import connection
 
 from visits.demo.generator import DemoData, team_generate
@@ -26,6 +28,34 @@ from visits.models import (
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")  # Playwright's sync API runs an event loop
 
 TOKEN = "test-token"
+
+
+@dataclass(frozen=True)
+class Cast:
+    """The shared cast of users: one of each kind of access the app knows."""
+
+    manager: User  # reads every report (group Managers)
+    reviewer: User  # reads every report and decides on flagged visits (group Reviewers)
+    outsider: User  # signed in, in no group: may see nothing
+    superuser: User  # every page, the admin and the status pages too
+
+
+def user_make(name: str, *, group: str | None = None, **fields) -> User:
+    """A user whose password is `pw-<name>-1`, optionally in one of the app's groups."""
+    user = User.objects.create_user(name, password=f"pw-{name}-1", **fields)
+    if group:
+        user.groups.add(Group.objects.get(name=group))
+    return user
+
+
+@pytest.fixture
+def cast(db) -> Cast:
+    return Cast(
+        manager=user_make("manager", group="Managers"),
+        reviewer=user_make("reviewer", group="Reviewers"),
+        outsider=user_make("outsider"),
+        superuser=user_make("root", is_staff=True, is_superuser=True),
+    )
 
 
 @pytest.fixture(scope="session")

@@ -193,7 +193,8 @@ if SITE_URL:
             f"SITE_URL must be a scheme and a host only, such as https://visits.example.com, not {SITE_URL!r}"
         )
     SITE_HTTPS = _site.scheme == "https"
-    _host = f"[{_site.hostname}]" if ":" in _site.hostname else _site.hostname
+    _hostname = _site.hostname or ""  # env_url has checked there is one
+    _host = f"[{_hostname}]" if ":" in _hostname else _hostname
     _default_port = 443 if SITE_HTTPS else 80
     # Browsers send the origin lower-case and without a default port; compare it that way.
     CSRF_TRUSTED_ORIGINS = [

@@ -17,7 +17,7 @@ from django.conf import settings
 from visits.geo import distance
 from visits.models import FlagRule, VerificationStatus
 
-SELL_SENTENCES = {
+SELL_SENTENCES: dict[str, str] = {
     VerificationStatus.TOO_FAR: "Sell: the phone was too far from the customer's address when the visit was logged.",
     VerificationStatus.LOCATION_UNKNOWN: "Sell: the phone's location was unknown when the visit was logged.",
     VerificationStatus.SERVICES_DISABLED: "Sell: location services were off on the phone when the visit was logged.",
@@ -38,7 +38,7 @@ class VisitFacts:
 
     @property
     def point(self) -> tuple[float, float] | None:
-        if self.latitude is None or distance.is_null_island(self.latitude, self.longitude):
+        if self.latitude is None or self.longitude is None or distance.is_null_island(self.latitude, self.longitude):
             return None
         return self.latitude, self.longitude
 
@@ -76,17 +76,18 @@ def impossible_coordinates(visits: list[VisitFacts]) -> list[Finding]:
     return [
         Finding(v.id, FlagRule.IMPOSSIBLE_COORDINATES, {"latitude": 0, "longitude": 0},
                 "Logged at 0,0, in the Gulf of Guinea: the phone sent no real position.")
-        for v in visits if v.latitude is not None and distance.is_null_island(v.latitude, v.longitude)
+        for v in visits
+        if v.latitude is not None and v.longitude is not None and distance.is_null_island(v.latitude, v.longitude)
     ]  # fmt: skip
 
 
 def impossible_travel(visits: list[VisitFacts], *, max_kmh: float) -> list[Finding]:
     """Consecutive located visits whose distance over time is faster than max_kmh: both are
     flagged, each with its fastest such leg."""
-    located = [v for v in visits if v.point is not None]
+    located = [(v, point) for v in visits if (point := v.point) is not None]
     fastest: dict[int, Finding] = {}
-    for a, b in itertools.pairwise(located):
-        km = distance.km_between(a.point, b.point)
+    for (a, a_point), (b, b_point) in itertools.pairwise(located):
+        km = distance.km_between(a_point, b_point)
         minutes = (b.visited_at - a.visited_at).total_seconds() / 60
         kmh = km / (minutes / 60) if minutes > 0 else (math.inf if km >= 1 else 0.0)
         if kmh <= max_kmh:

@@ -13,6 +13,7 @@ import json
 import math
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Literal, overload
 
 MAX_ID = 2**63 - 1
 EVENT_TYPES = ("created", "updated", "deleted")
@@ -99,6 +100,10 @@ def clean_text(value, *, name: str, max_length: int | None = None, required: boo
     return value
 
 
+@overload
+def clean_id(value, *, name: str, nullable: Literal[False] = False) -> int: ...
+@overload
+def clean_id(value, *, name: str, nullable: bool) -> int | None: ...
 def clean_id(value, *, name: str, nullable: bool = False) -> int | None:
     if type(value) is int and 0 < value <= MAX_ID:
         return value

@@ -20,6 +20,7 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import IO
 
 from visits.sell import events, firehose
 
@@ -103,6 +104,9 @@ class FetchProcess:
             [sys.executable, "-m", "visits.sell.fetcher"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=Path(__file__).resolve().parents[2],
         )  # fmt: skip
+        assert self.child.stdin is not None and self.child.stdout is not None  # both asked for as PIPE
+        self.stdin: IO[bytes] = self.child.stdin
+        self.stdout: IO[bytes] = self.child.stdout
         self.frames: queue.Queue = queue.Queue(maxsize=PREFETCH_PAGES)
         self.stop_reading = threading.Event()
         self.reader: threading.Thread | None = None
@@ -110,7 +114,7 @@ class FetchProcess:
     def _drain(self) -> None:
         """Read frames as they come, so the child is never held up by a full pipe."""
         while not self.stop_reading.is_set():
-            message = frame_read(self.child.stdout)
+            message = frame_read(self.stdout)
             while not self.stop_reading.is_set():
                 try:
                     self.frames.put(message, timeout=0.1)
@@ -122,8 +126,8 @@ class FetchProcess:
 
     def pages(self, *, job: FetchJob, on_retry: Callable[[str, float], None] | None = None) -> Iterator[ParsedPage]:
         """Parsed pages from `job.position` on, until top; raises the child's SellError."""
-        self.child.stdin.write(pickle.dumps(asdict(job)))
-        self.child.stdin.close()
+        self.stdin.write(pickle.dumps(asdict(job)))
+        self.stdin.close()
         self.reader = threading.Thread(target=self._drain, name=f"fetch-{job.stream}", daemon=True)
         self.reader.start()
         while True:
@@ -150,7 +154,7 @@ class FetchProcess:
         self.child.wait()
         if self.reader:
             self.reader.join(timeout=1)
-        for pipe in (self.child.stdin, self.child.stdout):
+        for pipe in (self.stdin, self.stdout):
             if not pipe.closed:
                 pipe.close()
 

@@ -219,9 +219,9 @@ class FirehoseClient:
     @staticmethod
     def page_parse(body: bytes) -> Page | None:
         try:
-            body = json.loads(body)
-            items = body["items"]
-            meta = body["meta"]
+            data = json.loads(body)
+            items = data["items"]
+            meta = data["meta"]
             position = meta["position"]
             top = meta["top"]
         except (ValueError, KeyError, TypeError, RecursionError):

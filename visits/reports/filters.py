@@ -59,9 +59,11 @@ class ReportFilters(forms.Form):
     )
     resource_type = forms.CharField(required=False, max_length=40)
 
-    def __init__(self, *args, **kwargs) -> None:
+    def __init__(self, *args, reps: QuerySet | None = None, **kwargs) -> None:
+        """`reps`: those the filter may name, from `visits.access.reps_for_user` (all reps if None)."""
         super().__init__(*args, **kwargs)
-        self.fields["rep"].choices = [(r.id, str(r)) for r in Rep.objects.only("id", "name")]
+        reps = Rep.objects.all() if reps is None else reps
+        self.fields["rep"].choices = [(r.id, str(r)) for r in reps.only("id", "name")]
         self.fields["outcome"].choices = [(o.id, str(o)) for o in Outcome.objects.only("id", "name")]
 
     def clean(self):
@@ -79,6 +81,8 @@ class ReportFilters(forms.Form):
         return "\n".join(lines)
 
     def scope(self) -> Scope:
+        """The filters as a Scope. For `visits.access.scope_for_user`, which adds what the user may see:
+        views call that, never this."""
         data = self.cleaned_data
         return Scope(
             start=data.get("start"),
@@ -88,10 +92,6 @@ class ReportFilters(forms.Form):
             statuses=frozenset(data["status"]) if data.get("status") else None,
             resource_type=data.get("resource_type") or "",
         )
-
-    def visits(self) -> QuerySet:
-        """Visits not deleted in Sell, narrowed by the filters; days end at midnight in DISPLAY_TIME_ZONE."""
-        return self.scope().visits()
 
     def query_string(self) -> str:
         """The filters as given, for links and downloads that must keep them."""

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import folium
 from django.conf import settings
-from django.db.models import BigIntegerField, Count, F, Func
+from django.db.models import BigIntegerField, Count, F, Func, QuerySet
 from django.db.models.functions import Floor
 from django.templatetags.static import static
 from django.urls import reverse
@@ -33,7 +33,7 @@ from folium.map import Layer
 from folium.plugins import HeatMap
 from folium.template import Template
 
-from visits.models import Outcome, Rep, VerificationStatus, Visit
+from visits.models import Outcome, Rep, VerificationStatus
 from visits.reports.scope import Scope
 
 STATUS_COLORS = {
@@ -233,7 +233,7 @@ def map_render(*, scope: Scope) -> MapDocument:
     if plan.mode == "empty":
         m = map_base(bounds=None)
     else:
-        rows, lookups = visit_rows(scope=scope, limit=settings.MAP_POINTS_MAX)
+        rows, lookups = visit_rows(visits=_located(scope), limit=settings.MAP_POINTS_MAX)
         m = map_base(bounds=bounds_of(rows))
         VisitLayer(cluster=plan.mode != "markers", name="Visits by status").add_to(m)
         data = {"rows": rows, "lookups": lookups}
@@ -260,16 +260,13 @@ class EpochMinutes(Func):
         )
 
 
-def visit_rows(*, scope: Scope, limit: int, visit_id: int | None = None) -> tuple[list[list], dict]:
-    """The newest `limit` located visits of `scope` (or the one `visit_id`, deleted or not) as
-    compact rows, and the lookups the rows point into."""
+def visit_rows(*, visits: QuerySet, limit: int) -> tuple[list[list], dict]:
+    """The first `limit` of `visits` (located ones) as compact rows, and the lookups the rows point into."""
     reps: dict[int, int] = {}
     outcomes: dict[int, int] = {}
     status_index = {s: i for i, s in enumerate(STATUS_ORDER)}
     rows = []
-    # id=, not id__in: Django answers an id too large for the database with no rows, not an error.
-    located = _located(scope) if visit_id is None else Visit.objects.filter(id=visit_id, latitude__isnull=False)
-    values = located.annotate(minutes=EpochMinutes("visited_at")).values_list(
+    values = visits.annotate(minutes=EpochMinutes("visited_at")).values_list(
         "latitude", "longitude", "verification_status", "rep_id", "outcome_id", "minutes", "id"
     )[:limit]
     for lat, lng, status, rep_id, outcome_id, minutes, row_id in values.iterator(chunk_size=5000):
@@ -291,9 +288,10 @@ def visit_rows(*, scope: Scope, limit: int, visit_id: int | None = None) -> tupl
     return rows, lookups
 
 
-def visit_map_render(*, visit_id: int) -> MapDocument | None:
-    """A small map of one visit; None when there is no such visit with coordinates."""
-    rows, lookups = visit_rows(scope=Scope(), limit=1, visit_id=visit_id)
+def visit_map_render(*, visits: QuerySet) -> MapDocument | None:
+    """A small map of one visit: `visits` is the user's visit, deleted or not, as a queryset from
+    `visits.access.visit_lookup_for_user`; None when it is empty or the visit has no coordinates."""
+    rows, lookups = visit_rows(visits=visits.filter(latitude__isnull=False), limit=1)
     if not rows:
         return None
     m = map_base(bounds=bounds_of(rows))

@@ -99,10 +99,12 @@ def queue_items(*, visits) -> list[dict]:
     ]  # fmt: skip
 
 
-def decisions_record(*, visit_ids: list[int], kind: str, note: str, user) -> int:
-    """One new decision per visit (flagged, live ones only); returns how many were recorded."""
+def decisions_record(*, visit_ids: list[int], kind: str, note: str, user, visits: QuerySet | None = None) -> int:
+    """One new decision per visit (flagged, live ones only, of `visits`: the deciding user's, from
+    `visits.access`; every live visit if None, as for the admin); returns how many were recorded."""
+    pool = Visit.objects.all() if visits is None else visits
     flagged = list(
-        Visit.objects.filter(id__in=visit_ids, deleted_at__isnull=True, flags__isnull=False)
+        pool.filter(id__in=visit_ids, deleted_at__isnull=True, flags__isnull=False)
         .values_list("id", flat=True).distinct()
     )  # fmt: skip
     with transaction.atomic():

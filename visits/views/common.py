@@ -1,9 +1,9 @@
-"""Shared by the page views: the reports permission, binding the filters, the filter bar's context."""
+"""Shared by the page views: binding the filters, the filter bar's context. Who may see what,
+and the decorators that say so, live in `visits.access`."""
 
 from datetime import date, timedelta
 from functools import wraps
 
-from django.contrib.auth.decorators import login_required
 from django.http import (
     HttpRequest,
     HttpResponse,
@@ -11,21 +11,9 @@ from django.http import (
 from django.shortcuts import render
 from django.utils import timezone
 
+from visits.access import reps_for_user
 from visits.ingest.status import freshness
 from visits.reports.filters import ReportFilters
-
-
-def reports_required(view):
-    """Signed in (else the login page) and a Manager or Reviewer (else a polite 403 page)."""
-
-    @login_required
-    @wraps(view)
-    def wrapped(request: HttpRequest, *args, **kwargs) -> HttpResponse:
-        if not request.user.has_perm("visits.view_reports"):
-            return render(request, "visits/no_access.html", status=403)
-        return view(request, *args, **kwargs)
-
-    return wrapped
 
 
 def bad_request(request: HttpRequest, problems: list[str]) -> HttpResponse:
@@ -33,11 +21,12 @@ def bad_request(request: HttpRequest, problems: list[str]) -> HttpResponse:
 
 
 def filtered(view):
-    """Binds the report filters to the query string; a wrong one is a 400 page saying which."""
+    """Binds the report filters to the query string (naming only reps the user may see); a wrong
+    one is a 400 page saying which. Inside `reports_required`."""
 
     @wraps(view)
     def wrapped(request: HttpRequest, *args, **kwargs) -> HttpResponse:
-        filters = ReportFilters(request.GET)
+        filters = ReportFilters(request.GET, reps=reps_for_user(request.user))
         if not filters.is_valid():
             return bad_request(request, filters.problems().splitlines())
         return view(request, filters, *args, **kwargs)

@@ -2,6 +2,7 @@
 
 from django.http import HttpRequest, HttpResponse
 
+from visits.access import reports_required, scope_for_user
 from visits.models import VerificationStatus
 from visits.reports import analytics
 from visits.reports.export import (
@@ -13,7 +14,8 @@ from visits.reports.export import (
     visit_rows,
 )
 from visits.reports.filters import ReportFilters
-from visits.views.common import filtered, reports_required
+from visits.reports.scope import Scope
+from visits.views.common import filtered
 from visits.views.reports import EXTRA_COLUMNS, GROUPED_ROWS
 
 STATUS_HEADER = ["visits", *VerificationStatus.values, "verified_rate", "too_far_rate"]
@@ -34,7 +36,7 @@ def filtered_csv(
     return csv_response(filename=filename, header=header, rows=rows, checked=checked)
 
 
-def grouped_csv(filters: ReportFilters, *, kind: str) -> HttpResponse:
+def grouped_csv(filters: ReportFilters, *, scope: Scope, kind: str) -> HttpResponse:
     noun = "rep" if kind == "reps" else "outcome"
     return filtered_csv(
         filters,
@@ -47,7 +49,7 @@ def grouped_csv(filters: ReportFilters, *, kind: str) -> HttpResponse:
                 *counts_cells(row.counts),
                 *(getattr(row.counts, n) for n, _ in EXTRA_COLUMNS[kind]),
             ]
-            for row in GROUPED_ROWS[kind](scope=filters.scope())
+            for row in GROUPED_ROWS[kind](scope=scope)
         ),
     )
 
@@ -55,19 +57,19 @@ def grouped_csv(filters: ReportFilters, *, kind: str) -> HttpResponse:
 @reports_required
 @filtered
 def reps_csv(request: HttpRequest, filters: ReportFilters) -> HttpResponse:
-    return grouped_csv(filters, kind="reps")
+    return grouped_csv(filters, scope=scope_for_user(request.user, filters=filters), kind="reps")
 
 
 @reports_required
 @filtered
 def outcomes_csv(request: HttpRequest, filters: ReportFilters) -> HttpResponse:
-    return grouped_csv(filters, kind="outcomes")
+    return grouped_csv(filters, scope=scope_for_user(request.user, filters=filters), kind="outcomes")
 
 
 @reports_required
 @filtered
 def matrix_csv(request: HttpRequest, filters: ReportFilters) -> HttpResponse:
-    reps, outcomes, cells = analytics.matrix(scope=filters.scope())
+    reps, outcomes, cells = analytics.matrix(scope=scope_for_user(request.user, filters=filters))
     outcome_names = {o.id: o.name for o in outcomes}
     rep_names = {r.id: r.name for r in reps}
     rows = (
@@ -98,6 +100,6 @@ def visits_csv(request: HttpRequest, filters: ReportFilters) -> HttpResponse:
         filters,
         report="visits",
         header=[*VISIT_COLUMNS, *VISIT_REVIEW_COLUMNS],
-        rows=visit_rows(visits=filters.visits().order_by("visited_at", "id")),
+        rows=visit_rows(visits=scope_for_user(request.user, filters=filters).visits().order_by("visited_at", "id")),
         checked=True,
     )

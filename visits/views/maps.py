@@ -1,31 +1,33 @@
 """Map pages and the sandboxed map documents they embed; a visit's summary for popups."""
 
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
-from django.shortcuts import get_object_or_404, render
+from django.shortcuts import render
 
+from visits.access import reports_required, scope_for_user, visit_for_user, visit_lookup_for_user
 from visits.models import Visit
 from visits.reports import maps
 from visits.reports.filters import ReportFilters
 from visits.security.csp import map_document_response
-from visits.views.common import filtered, page_context, reports_required
+from visits.views.common import filtered, page_context
 
 
 @reports_required
 @filtered
 def map_page(request: HttpRequest, filters: ReportFilters) -> HttpResponse:
-    return render(request, "visits/map.html", page_context(request, filters, plan=maps.map_plan(scope=filters.scope())))
+    plan = maps.map_plan(scope=scope_for_user(request.user, filters=filters))
+    return render(request, "visits/map.html", page_context(request, filters, plan=plan))
 
 
 @reports_required
 @filtered
 def map_frame(request: HttpRequest, filters: ReportFilters) -> HttpResponse:
     """The map document itself, shown in a sandboxed iframe by the map and rep pages."""
-    return map_document_response(document=maps.map_render(scope=filters.scope()))
+    return map_document_response(document=maps.map_render(scope=scope_for_user(request.user, filters=filters)))
 
 
 @reports_required
 def visit_map(request: HttpRequest, visit_id: int) -> HttpResponse:
-    document = maps.visit_map_render(visit_id=visit_id)
+    document = maps.visit_map_render(visits=visit_lookup_for_user(request.user, visit_id))
     if document is None:
         raise Http404("No such visit with a position.")
     return map_document_response(document=document)
@@ -34,5 +36,5 @@ def visit_map(request: HttpRequest, visit_id: int) -> HttpResponse:
 @reports_required
 def visit_summary(request: HttpRequest, visit_id: int) -> JsonResponse:
     """A visit's summary, for map popups that load it when opened."""
-    visit = get_object_or_404(Visit.objects.only("id", "summary"), id=visit_id)
+    visit = visit_for_user(request.user, visit_id, queryset=Visit.objects.only("id", "summary"))
     return JsonResponse({"id": visit.id, "summary": visit.summary})

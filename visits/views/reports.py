@@ -4,9 +4,9 @@ from functools import partial
 
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import get_object_or_404, render
+from django.shortcuts import render
 
-from visits.models import Rep
+from visits.access import rep_for_user, reports_required, scope_for_user
 from visits.reports import analytics, charts, maps
 from visits.reports.filters import ReportFilters
 from visits.views.common import (
@@ -14,7 +14,6 @@ from visits.views.common import (
     bad_request,
     filtered,
     page_context,
-    reports_required,
     sort_param,
 )
 
@@ -30,7 +29,7 @@ VISIT_SORTS = {"visited_at", "-visited_at", "rep", "-rep", "outcome", "-outcome"
 @reports_required
 @filtered
 def home(request: HttpRequest, filters: ReportFilters) -> HttpResponse:
-    scope = filters.scope()
+    scope = scope_for_user(request.user, filters=filters)
     reps = analytics.rep_rows(scope=scope)  # the totals and the ranking, from one count
     return render(
         request,
@@ -50,7 +49,7 @@ def grouped_report(request: HttpRequest, filters: ReportFilters, *, kind: str) -
     sort = sort_param(request, allowed=analytics.SORTS, default="name")
     if sort is None:
         return bad_request(request, [f"sort: must be one of {', '.join(analytics.SORTS)}, optionally with a leading -"])
-    rows = GROUPED_ROWS[kind](scope=filters.scope(), sort=sort)
+    rows = GROUPED_ROWS[kind](scope=scope_for_user(request.user, filters=filters), sort=sort)
     first = "Rep" if kind == "reps" else "Outcome"
     columns = [("name", first), *REPORT_COLUMNS, *EXTRA_COLUMNS[kind]]
     return render(
@@ -73,7 +72,7 @@ def outcomes_report(request: HttpRequest, filters: ReportFilters) -> HttpRespons
 @reports_required
 @filtered
 def matrix_report(request: HttpRequest, filters: ReportFilters) -> HttpResponse:
-    reps, outcomes, cells = analytics.matrix(scope=filters.scope())
+    reps, outcomes, cells = analytics.matrix(scope=scope_for_user(request.user, filters=filters))
     grid = [(rep, [cells.get((rep.id, outcome.id)) for outcome in outcomes]) for rep in reps]
     return render(request, "visits/matrix.html", page_context(request, filters, outcomes=outcomes, grid=grid))
 
@@ -88,7 +87,8 @@ def visits_list(request: HttpRequest, filters: ReportFilters) -> HttpResponse:
         sort.lstrip("-"), "visited_at"
     )
     order = ("-" if sort.startswith("-") else "") + column
-    visits = filters.visits().select_related("rep", "outcome").order_by(order, "-id")
+    visits = scope_for_user(request.user, filters=filters).visits()
+    visits = visits.select_related("rep", "outcome").order_by(order, "-id")
     page = Paginator(visits, 50).get_page(request.GET.get("page"))
     columns = [("visited_at", "Visited"), ("rep", "Rep"), ("outcome", "Outcome"), ("status", "Status")]
     return render(
@@ -99,8 +99,8 @@ def visits_list(request: HttpRequest, filters: ReportFilters) -> HttpResponse:
 @reports_required
 @filtered
 def rep_detail(request: HttpRequest, filters: ReportFilters, rep_id: int) -> HttpResponse:
-    rep = get_object_or_404(Rep, id=rep_id)
-    scope = filters.scope().for_rep(rep.id)
+    rep = rep_for_user(request.user, rep_id)
+    scope = scope_for_user(request.user, filters=filters).for_rep(rep.id)
     recent = scope.visits().select_related("outcome").order_by("-visited_at", "-id")[:20]
     totals, trend = analytics.totals(scope=scope), analytics.weekly_trend(scope=scope)
     return render(

@@ -3,27 +3,36 @@
 from django.contrib import messages
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import get_object_or_404, redirect, render
+from django.shortcuts import redirect, render
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
+from visits.access import (
+    decide_required,
+    reports_required,
+    reps_for_user,
+    scope_for_user,
+    user_may_decide,
+    visit_for_user,
+    visits_for_user,
+)
 from visits.ingest.status import freshness
 from visits.models import DecisionKind, Visit
 from visits.review import queue, rules
 from visits.review.forms import DecisionForm, ReviewFilters
-from visits.views.common import bad_request, page_context, reports_required
+from visits.views.common import bad_request, page_context
 
 
 @reports_required
 def visit_detail(request: HttpRequest, visit_id: int) -> HttpResponse:
-    visit = get_object_or_404(Visit.objects.select_related("rep", "outcome"), id=visit_id)
+    visit = visit_for_user(request.user, visit_id, queryset=Visit.objects.select_related("rep", "outcome"))
     return render(
         request,
         "visits/visit.html",
         {
             "visit": visit, "freshness": freshness(), "flags": visit.flags.all(),
             "decisions": visit.decisions.select_related("decided_by"),
-            "can_decide": request.user.has_perm("visits.review_visits"), "kinds": DecisionKind.choices,
+            "can_decide": user_may_decide(request.user), "kinds": DecisionKind.choices,
         },
     )  # fmt: skip
 
@@ -31,11 +40,13 @@ def visit_detail(request: HttpRequest, visit_id: int) -> HttpResponse:
 @reports_required
 def review_queue(request: HttpRequest) -> HttpResponse:
     """Flagged visits awaiting a decision (or in another review state), with their reasons."""
-    filters = ReviewFilters(request.GET)
+    filters = ReviewFilters(request.GET, reps=reps_for_user(request.user))
     if not filters.is_valid():
         return bad_request(request, filters.problems().splitlines())
     data = filters.cleaned_data
-    visits = queue.flagged_visits(visits=filters.visits(), rules=data["rule"] or None, state=data["review"])
+    visits = queue.flagged_visits(
+        visits=scope_for_user(request.user, filters=filters).visits(), rules=data["rule"] or None, state=data["review"]
+    )
     page = Paginator(visits.select_related("rep", "outcome").order_by("-visited_at", "-id"), 20).get_page(
         request.GET.get("page")
     )
@@ -50,26 +61,22 @@ def review_queue(request: HttpRequest) -> HttpResponse:
             items=items,
             review_states=queue.REVIEW_STATES,
             kinds=DecisionKind.choices,
-            can_decide=request.user.has_perm("visits.review_visits"),
+            can_decide=user_may_decide(request.user),
             thresholds=rules.rule_thresholds(),
         ),  # fmt: skip
     )
 
 
 @require_POST
-@reports_required
+@decide_required
 def review_decide(request: HttpRequest) -> HttpResponse:
-    """Record a decision on the chosen visits; back to where the reviewer was."""
-    if not request.user.has_perm("visits.review_visits"):
-        return render(
-            request, "visits/no_access.html", {"reason": "Only Reviewers can decide on flagged visits."}, status=403
-        )
+    """Record a decision on the chosen visits (among those the reviewer may see); back to where they were."""
     form = DecisionForm(request.POST)
     if not form.is_valid():
         return bad_request(request, [f"{name}: {error}" for name, errors in form.errors.items() for error in errors])
     recorded = queue.decisions_record(
-        visit_ids=form.cleaned_data["visit"], kind=form.cleaned_data["kind"], note=form.cleaned_data["note"],
-        user=request.user,
+        visits=visits_for_user(request.user), visit_ids=form.cleaned_data["visit"], kind=form.cleaned_data["kind"],
+        note=form.cleaned_data["note"], user=request.user,
     )  # fmt: skip
     label = DecisionKind(form.cleaned_data["kind"]).label
     messages.success(request, f"{label}: recorded for {recorded} visit{'s' if recorded != 1 else ''}.")

@@ -1,20 +1,20 @@
 """Staff pages about ingestion (status, rejected items) and the health check."""
 
-from django.contrib.admin.views.decorators import staff_member_required
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import render
 
+from visits.access import staff_required
 from visits.ingest.status import rejected_items, status_overview
 from visits.models import Stream
 
 
-@staff_member_required
+@staff_required
 def status(request: HttpRequest) -> HttpResponse:
     return render(request, "visits/status.html", status_overview())
 
 
-@staff_member_required
+@staff_required
 def rejected(request: HttpRequest) -> HttpResponse:
     stream = request.GET.get("stream", "")
     if stream and stream not in Stream.values:

@@ -1,0 +1,171 @@
+"""Who may see what: the one place that says which visits, reps and reports a user may see, and
+the decorators the views wear. Views never fetch a visit or a rep, nor check a permission, by
+themselves, so a narrower rule (teams, say) is a change here and nowhere else.
+
+Today's rule: a user with `visits.view_reports` (the Managers and Reviewers groups; superusers)
+sees every visit not deleted in Sell, and a visit's own page, map and summary even when it was
+deleted (kept for audit); deciding on flagged visits needs `visits.review_visits`; the ingestion
+status pages are for staff.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from functools import wraps
+
+from django.contrib.auth import REDIRECT_FIELD_NAME
+from django.contrib.auth.decorators import login_required, user_passes_test
+from django.core.exceptions import PermissionDenied
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, render
+
+from visits.models import Rep, Visit
+from visits.reports.filters import ReportFilters
+from visits.reports.scope import Scope
+
+# The rules a view can carry, set by the decorators below as the view's `access_rule`.
+RULE_REPORTS = "reports"  # signed in and may see the reports
+RULE_DECIDE = "decide"  # the reports, and may decide on flagged visits
+RULE_STAFF = "staff"  # signed in as staff (the ingestion status pages)
+
+DECIDE_REFUSED = "Only Reviewers can decide on flagged visits."
+
+# The access functions called in this context, while an `access_trace` is open (tests use it to
+# see that a page went through here); None, and nothing kept, otherwise.
+_trace: ContextVar[list[tuple[str, dict]] | None] = ContextVar("visits_access_trace", default=None)
+
+
+@contextmanager
+def access_trace() -> Iterator[list[tuple[str, dict]]]:
+    """Collect (function name, arguments) for every access function called inside the block."""
+    calls: list[tuple[str, dict]] = []
+    token = _trace.set(calls)
+    try:
+        yield calls
+    finally:
+        _trace.reset(token)
+
+
+def _note(name: str, **arguments) -> None:
+    calls = _trace.get()
+    if calls is not None:
+        calls.append((name, arguments))
+
+
+# --- What a user may do --------------------------------------------------------------------
+
+
+def user_may_see_reports(user) -> bool:
+    _note("user_may_see_reports")
+    return user.has_perm("visits.view_reports")
+
+
+def user_may_decide(user) -> bool:
+    """Whether the user may record decisions on flagged visits (pages show the form only then)."""
+    _note("user_may_decide")
+    return user.has_perm("visits.review_visits")
+
+
+def user_is_staff(user) -> bool:
+    """The admin's own rule (`staff_member_required`): an active staff account."""
+    _note("user_is_staff")
+    return user.is_active and user.is_staff
+
+
+def _reports_check(user) -> None:
+    if not user_may_see_reports(user):
+        raise PermissionDenied("This account may not see the reports.")
+
+
+# --- What a user may see -------------------------------------------------------------------
+
+
+def _reach(user, visits: QuerySet) -> QuerySet:
+    """`visits` narrowed to those the user may see (today: all of them, for a reports user)."""
+    _reports_check(user)
+    return visits
+
+
+def visits_for_user(user) -> QuerySet[Visit]:
+    """The visits not deleted in Sell that the user may see; PermissionDenied if none."""
+    _note("visits_for_user")
+    return _reach(user, Visit.objects.filter(deleted_at__isnull=True))
+
+
+def visit_lookup_for_user(user, visit_id: int, *, queryset: QuerySet | None = None) -> QuerySet[Visit]:
+    """The user's visit `visit_id` as a queryset, empty when it is not theirs, for a view that reads
+    it its own way in one query (the visit map). Deleted visits are included: a visit's own page,
+    map and summary still show a visit deleted in Sell, marked so. `queryset` shapes the read
+    (select_related, only); it is narrowed here, never widened."""
+    _note("visit_lookup_for_user", visit_id=visit_id)
+    # id=, not id__in: Django answers an id too large for the database with no rows, not an error.
+    return _reach(user, Visit.objects.all() if queryset is None else queryset).filter(id=visit_id)
+
+
+def visit_for_user(user, visit_id: int, *, queryset: QuerySet | None = None) -> Visit:
+    """The user's visit `visit_id` (deleted in Sell or not, as `visit_lookup_for_user`); Http404
+    when there is no such visit among those they may see."""
+    _note("visit_for_user", visit_id=visit_id)
+    return get_object_or_404(visit_lookup_for_user(user, visit_id, queryset=queryset))
+
+
+def reps_for_user(user) -> QuerySet[Rep]:
+    """The reps the user may see: the filter bar offers these, and a rep's page is one of them."""
+    _note("reps_for_user")
+    _reports_check(user)
+    return Rep.objects.all()
+
+
+def rep_for_user(user, rep_id: int) -> Rep:
+    """The user's rep `rep_id`; Http404 when there is no such rep among those they may see."""
+    _note("rep_for_user", rep_id=rep_id)
+    return get_object_or_404(reps_for_user(user), id=rep_id)
+
+
+def scope_for_user(user, *, filters: ReportFilters) -> Scope:
+    """The scope every report counts: the bound, valid report filters, within what the user may see.
+    The one scope builder; views never take `filters.scope()` themselves."""
+    _note("scope_for_user")
+    _reports_check(user)
+    return filters.scope()
+
+
+# --- The decorators the views wear ---------------------------------------------------------
+
+
+def _marked(view: Callable, rule: str) -> Callable:
+    view.access_rule = rule  # read by tests/test_access.py: every URL pattern's view carries a rule
+    return view
+
+
+def reports_required(view: Callable) -> Callable:
+    """Signed in (else the login page) and may see the reports (else a polite 403 page)."""
+
+    @wraps(view)
+    def wrapped(request: HttpRequest, *args, **kwargs) -> HttpResponse:
+        if not user_may_see_reports(request.user):
+            return render(request, "visits/no_access.html", status=403)
+        return view(request, *args, **kwargs)
+
+    return _marked(login_required(wrapped), RULE_REPORTS)
+
+
+def decide_required(view: Callable) -> Callable:
+    """The reports rule, and may decide on flagged visits (else a 403 page saying so)."""
+
+    @wraps(view)
+    def wrapped(request: HttpRequest, *args, **kwargs) -> HttpResponse:
+        if not user_may_decide(request.user):
+            return render(request, "visits/no_access.html", {"reason": DECIDE_REFUSED}, status=403)
+        return view(request, *args, **kwargs)
+
+    return _marked(reports_required(wrapped), RULE_DECIDE)
+
+
+def staff_required(view: Callable) -> Callable:
+    """Signed in as staff, else the admin's login page (as the admin's own `staff_member_required`)."""
+    guarded = user_passes_test(user_is_staff, login_url="admin:login", redirect_field_name=REDIRECT_FIELD_NAME)(view)
+    return _marked(guarded, RULE_STAFF)

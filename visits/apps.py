@@ -10,23 +10,15 @@ def groups_after_migrate(sender, **kwargs) -> None:
     groups_ensure(apps)
 
 
-def tallies_after_migrate(sender, using: str = "default", **kwargs) -> None:
+def triggers_after_migrate(sender, using: str = "default", **kwargs) -> None:
+    """Every trigger set (visits/triggers.py) back after every `migrate` and flush, the same way:
+    SQLite drops a table's triggers when a migration rebuilds it. The tallies then rebuild if
+    DISPLAY_TIME_ZONE changed."""
     from django.db import connections
 
-    from visits.ingest.tallies import tallies_ensure
+    from visits.triggers import trigger_sets_install
 
-    tallies_ensure(connection=connections[using])
-
-
-def decisions_after_migrate(sender, using: str = "default", **kwargs) -> None:
-    """SQLite drops a table's triggers when a migration rebuilds it: put them back every time."""
-    from django.db import connections
-
-    from visits.review.immutable import TABLE, decision_triggers_install
-
-    connection = connections[using]
-    if TABLE in connection.introspection.table_names():  # not when migrated back before 0005
-        decision_triggers_install(connection=connection)
+    trigger_sets_install(connection=connections[using])
 
 
 class VisitsConfig(AppConfig):
@@ -34,6 +26,7 @@ class VisitsConfig(AppConfig):
     name = "visits"
 
     def ready(self) -> None:
+        from visits import checks  # noqa: F401  (registers visits.E001)
+
         post_migrate.connect(groups_after_migrate, sender=self)
-        post_migrate.connect(tallies_after_migrate, sender=self)
-        post_migrate.connect(decisions_after_migrate, sender=self)
+        post_migrate.connect(triggers_after_migrate, sender=self)

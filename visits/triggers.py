@@ -1,11 +1,38 @@
-"""Database triggers by name on one table, on SQLite and PostgreSQL alike: the tallies'
-(tallies.py) and the decisions' (immutable.py), each re-installed after every `migrate`."""
+"""Every database trigger the app relies on, declared once as trigger sets (MODULES names where),
+installed by name on SQLite and PostgreSQL alike: after every `migrate` (apps.py), as SQLite drops a
+table's triggers whenever a migration rebuilds the table, and looked for by the check visits.E001."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from importlib import import_module
 
 from django.db import transaction
+
+# The modules that declare a trigger set, each as its TRIGGER_SET: the tallies' triggers on the
+# visits and the decisions' that keep them append-only. A new set is added here, nowhere else.
+MODULES = ("visits.ingest.tallies", "visits.review.immutable")
+
+
+@dataclass(frozen=True)
+class TriggerSet:
+    """Triggers on one table that the app relies on, and how to create them on each vendor."""
+
+    label: str  # what they are for, in messages ("tally", "decision")
+    table: str
+    names: Callable[[str], list[str]]  # vendor -> the triggers' names
+    statements: Callable[[str], list[str]]  # vendor -> the SQL creating them (and their functions)
+    needs: tuple[str, ...] = ()  # other tables the triggers use: until all exist, the set is not due
+    after_migrate: Callable[..., None] | None = None  # runs after the post_migrate install, with connection=
+
+    def tables(self) -> tuple[str, ...]:
+        return (self.table, *self.needs)
+
+
+def trigger_sets() -> list[TriggerSet]:
+    """Every trigger set, in MODULES' order (the order post_migrate installs them in)."""
+    return [import_module(module).TRIGGER_SET for module in MODULES]
 
 
 def triggers_drop(*, connection, table: str, names: Iterable[str]) -> None:
@@ -32,3 +59,50 @@ def triggers_on(*, connection, table: str) -> set[str]:
         else:
             cursor.execute("SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = %s", [table])
         return {row[0] for row in cursor.fetchall()}
+
+
+def trigger_set_drop(*, connection, trigger_set: TriggerSet) -> None:
+    triggers_drop(connection=connection, table=trigger_set.table, names=trigger_set.names(connection.vendor))
+
+
+def trigger_set_install(*, connection, trigger_set: TriggerSet) -> None:
+    """(Re)create the set's triggers; idempotent."""
+    triggers_replace(
+        connection=connection,
+        table=trigger_set.table,
+        names=trigger_set.names(connection.vendor),
+        statements=trigger_set.statements(connection.vendor),
+    )
+
+
+def trigger_set_due(*, connection, trigger_set: TriggerSet, tables: set[str] | None = None) -> bool:
+    """True when the database holds every table the set uses (it is migrated far enough for it)."""
+    tables = set(connection.introspection.table_names()) if tables is None else tables
+    return set(trigger_set.tables()) <= tables
+
+
+def trigger_sets_install(*, connection) -> None:
+    """What post_migrate runs after every `migrate` (and the tests' flush), the same for each set:
+    install the sets that are due, then their after_migrate; a set whose tables a backwards
+    migration removed loses its triggers, which would fail on the missing tables."""
+    tables = set(connection.introspection.table_names())
+    for trigger_set in trigger_sets():
+        if trigger_set_due(connection=connection, trigger_set=trigger_set, tables=tables):
+            trigger_set_install(connection=connection, trigger_set=trigger_set)
+            if trigger_set.after_migrate:
+                trigger_set.after_migrate(connection=connection)
+        elif trigger_set.table in tables:
+            trigger_set_drop(connection=connection, trigger_set=trigger_set)
+
+
+def triggers_missing(*, connection) -> list[tuple[TriggerSet, str]]:
+    """Each (set, trigger name) that should be in the database and is not; a set is not looked
+    for until its tables exist (a database not yet migrated lacks nothing)."""
+    tables = set(connection.introspection.table_names())
+    missing = []
+    for trigger_set in trigger_sets():
+        if not trigger_set_due(connection=connection, trigger_set=trigger_set, tables=tables):
+            continue
+        present = triggers_on(connection=connection, table=trigger_set.table)
+        missing += [(trigger_set, name) for name in trigger_set.names(connection.vendor) if name not in present]
+    return missing

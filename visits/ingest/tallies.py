@@ -3,8 +3,9 @@
 Database triggers on the visits table keep `MonthTally`, `YearTally` and `WeekTally` equal to a count of the
 live visits, in the transaction of whatever wrote them (ingestion, the admin, a bench loader).
 SQLite gets row triggers; PostgreSQL gets statement triggers that apply one grouped delta per
-statement from its transition tables. Both are (re)installed after every `migrate`: SQLite
-drops a table's triggers when a migration rebuilds the table.
+statement from its transition tables. They are the trigger set TRIGGER_SET (visits/triggers.py),
+(re)installed after every `migrate`, as SQLite drops a table's triggers when a migration rebuilds
+the table, and looked for by the check visits.E001.
 
 The tallies are keyed by `Visit.local_day`, the day in DISPLAY_TIME_ZONE. When that setting
 changes, `tallies_rebuild()` re-derives the days and the tallies (`manage.py migrate` and
@@ -154,18 +155,36 @@ def postgres_triggers() -> list[str]:
     return statements
 
 
+def _trigger_names(vendor: str) -> list[str]:
+    # PostgreSQL's statement trigger on UPDATE sees the old and the new rows at once.
+    return [n for n in TRIGGER_NAMES if n != "visits_tally_update_old"] if vendor == "postgresql" else [*TRIGGER_NAMES]
+
+
+def _trigger_statements(vendor: str) -> list[str]:
+    return postgres_triggers() if vendor == "postgresql" else sqlite_triggers()
+
+
+TRIGGER_SET = triggers.TriggerSet(
+    label="tally",
+    table="visits_visit",
+    names=_trigger_names,
+    statements=_trigger_statements,
+    needs=(*(t.table for t in TALLIES), "visits_tallystate"),
+    after_migrate=lambda *, connection: tallies_ensure(connection=connection),
+)
+
+
 def triggers_drop(*, connection=default_connection) -> None:
-    triggers.triggers_drop(connection=connection, table="visits_visit", names=TRIGGER_NAMES)
+    triggers.trigger_set_drop(connection=connection, trigger_set=TRIGGER_SET)
 
 
 def triggers_install(*, connection=default_connection) -> None:
     """(Re)create the triggers; idempotent."""
-    statements = postgres_triggers() if connection.vendor == "postgresql" else sqlite_triggers()
-    triggers.triggers_replace(connection=connection, table="visits_visit", names=TRIGGER_NAMES, statements=statements)
+    triggers.trigger_set_install(connection=connection, trigger_set=TRIGGER_SET)
 
 
 def triggers_installed(*, connection=default_connection) -> set[str]:
-    return triggers.triggers_on(connection=connection, table="visits_visit")
+    return triggers.triggers_on(connection=connection, table=TRIGGER_SET.table)
 
 
 # --- Rebuilding ----------------------------------------------------------------------------
@@ -235,8 +254,7 @@ def tallies_current() -> bool:
 
 
 def tallies_ensure(*, connection=default_connection) -> None:
-    """After `migrate`: triggers in place, and tallies rebuilt if the time zone changed."""
+    """After `migrate` (TRIGGER_SET.after_migrate, once the triggers are back): the tallies
+    rebuilt if the time zone changed."""
     if tallies_time_zone(connection=connection) != settings.DISPLAY_TIME_ZONE:
         tallies_rebuild(connection=connection)
-    else:
-        triggers_install(connection=connection)

@@ -1,8 +1,9 @@
 """Database triggers that keep reviewers' decisions append-only: any UPDATE, DELETE (and, on
 PostgreSQL, TRUNCATE) of visits_decision is refused, whatever code or SQL console tries it.
 
-Installed by migration 0006 and again after every `migrate` (apps.py), as SQLite drops a
-table's triggers whenever a migration rebuilds the table.
+Installed by migrations 0005 and 0006, then as the trigger set TRIGGER_SET (visits/triggers.py)
+again after every `migrate`, as SQLite drops a table's triggers whenever a migration rebuilds the
+table (altering `Decision.kind` would); the check visits.E001 names any that is missing.
 """
 
 from __future__ import annotations
@@ -45,17 +46,23 @@ def names(*, vendor: str) -> list[str]:
     return [*TRIGGERS, PG_TRUNCATE] if vendor == "postgresql" else list(TRIGGERS)
 
 
+def _statements(vendor: str) -> list[str]:
+    return _postgres_statements() if vendor == "postgresql" else _sqlite_statements()
+
+
+TRIGGER_SET = triggers.TriggerSet(
+    label="decision", table=TABLE, names=lambda vendor: names(vendor=vendor), statements=_statements
+)
+
+
 def decision_triggers_drop(*, connection=default_connection) -> None:
     """Only for wiping a whole database (the tests' flush); `migrate` puts them back."""
-    triggers.triggers_drop(connection=connection, table=TABLE, names=names(vendor=connection.vendor))
+    triggers.trigger_set_drop(connection=connection, trigger_set=TRIGGER_SET)
 
 
 def decision_triggers_install(*, connection=default_connection) -> None:
     """(Re)create the triggers; idempotent."""
-    statements = _postgres_statements() if connection.vendor == "postgresql" else _sqlite_statements()
-    triggers.triggers_replace(
-        connection=connection, table=TABLE, names=names(vendor=connection.vendor), statements=statements
-    )
+    triggers.trigger_set_install(connection=connection, trigger_set=TRIGGER_SET)
 
 
 def decision_triggers_installed(*, connection=default_connection) -> set[str]:

@@ -7,7 +7,8 @@ without writing anything.
     .venv/bin/python bench/ingest.py --postgres ... --write   # also update docs/PERFORMANCE.md
 
 Each measurement runs in a fresh process with a fresh database; figures are medians of
---runs runs. Nothing here is part of the test suite.
+--runs runs. It also prints how fast the demo Firehose itself serves pages (with and without
+its `slow` fault). Nothing here is part of the test suite.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ sys.path.insert(0, str(ROOT))
 from _report import machine, section_write  # noqa: E402 - bench/ is the script's own folder
 
 TOKEN = "bench-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 def measure(*, mode: str, url: str, database_url: str, limit: int) -> dict:
@@ -93,6 +95,45 @@ def child(mode: str, url: str, database_url: str, limit: int) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def request_times(*, url: str, stream: str, limit: int, count: int) -> list[float]:
+    """Seconds each of `count` requests for the first page took, on one kept-alive connection."""
+    import requests
+
+    with requests.Session() as http:
+
+        def get() -> None:
+            params = {"position": "tail", "limit": limit}
+            response = http.get(f"{url}/v3/{stream}/stream", params=params, headers=AUTH, timeout=30)
+            response.raise_for_status()
+
+        get()  # opens the connection
+        times = []
+        for _ in range(count):
+            started = time.perf_counter()
+            get()
+            times.append(time.perf_counter() - started)
+    return times
+
+
+def demo_server_figures(data) -> None:
+    """The demo Firehose's own speed, printed (tests only check what it serves): a page of 100,
+    and the latency its `slow` fault adds (up to MAX_DELAY)."""
+    from visits.demo.server import MAX_DELAY, DemoFirehose, Faults
+
+    with DemoFirehose(data, token=TOKEN).start() as server:
+        plain = request_times(url=server.url, stream="visits", limit=100, count=30)
+    with DemoFirehose(data, token=TOKEN, faults=Faults(slow=1.0, seed=2)).start() as server:
+        slow = request_times(url=server.url, stream="users", limit=25, count=8)
+    print(
+        f"demo Firehose: a page of 100 in median {statistics.median(plain) * 1000:.2f} ms "
+        f"(min {min(plain) * 1000:.2f}, max {max(plain) * 1000:.2f}; meant to be well under 5 ms)"
+    )
+    print(
+        f"demo Firehose, slow fault on: mean {statistics.mean(slow) * 1000:.0f} ms a request, "
+        f"max {max(slow) * 1000:.0f} ms (the fault adds 0 to {MAX_DELAY * 1000:.0f} ms)"
+    )
+
+
 def postgres_fresh(url: str, name: str) -> str:
     import psycopg
 
@@ -124,6 +165,7 @@ def main() -> None:
 
     data = team_generate(seed=1, reps=args.reps, weeks=args.weeks, updates=True, deletes=True)
     print(f"demo stream: {len(data.visits_events):,} visit events, limit {args.limit}")
+    demo_server_figures(data)
     rows = []
     with DemoFirehose(data, token=TOKEN).start() as server, tempfile.TemporaryDirectory() as tmp:
         targets = [

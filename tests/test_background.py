@@ -18,6 +18,7 @@ from .conftest import assert_db_matches, command_env
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
 def test_queued_sync_is_run_by_a_qcluster_worker(serve, small_team):
     server = serve(small_team)

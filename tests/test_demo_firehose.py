@@ -6,16 +6,24 @@ No database: every test talks to a real server on 127.0.0.1 or inspects generate
 import json
 import math
 import statistics
+import subprocess
+import sys
 import time
 from collections import Counter, defaultdict
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import requests
 
+from visits.demo import server as server_module
 from visits.demo.generator import MALFORMED_FIRST_ID, USER_DAMAGE, team_generate
 from visits.demo.server import DemoFirehose, Faults
 
+from .demo_clock import GENERATED, data_digest
+
+ROOT = Path(__file__).resolve().parent.parent
 NOW = datetime(2025, 3, 14, 16, 0, tzinfo=UTC)
 TOKEN = "demo-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -185,15 +193,12 @@ def test_top_returns_no_items_and_only_later_events(clean, session):
     assert after["items"] == [new] and after["meta"]["top"] is True
 
 
-def test_a_page_of_100_is_served_in_well_under_5_ms(firehose, session):
-    stream_get(session, firehose, "visits", position="tail", limit=100)  # open the connection
-    timings = []
-    for _ in range(30):
-        started = time.perf_counter()
-        response = stream_get(session, firehose, "visits", position="tail", limit=100)
-        timings.append(time.perf_counter() - started)
-        assert len(response.json()["items"]) == 100
-    assert statistics.median(timings) < 0.005
+def test_a_page_of_100_is_served_whole(firehose, session, data):
+    # How fast it comes is a figure bench/ingest.py prints, not something a test may assert.
+    for _ in range(3):
+        items = stream_get(session, firehose, "visits", position="tail", limit=100).json()["items"]
+        assert len(items) == 100
+        assert items == data.visits_events[:100]
 
 
 def test_requests_are_recorded_and_can_be_reset(firehose, session):
@@ -293,15 +298,17 @@ def test_dropped_connection_raises_a_connection_error(firehose, session):
     assert firehose.requests[-1].status is None
 
 
-def test_slow_adds_latency_below_a_fifth_of_a_second(firehose, session):
+def test_slow_adds_latency_below_a_fifth_of_a_second(firehose, session, monkeypatch):
+    """The delays the fault asks for are recorded, not timed: the machine's speed must not
+    decide (bench/ingest.py prints how long the server takes)."""
+    delays = []
+    monkeypatch.setattr(server_module, "time", SimpleNamespace(sleep=delays.append, monotonic=time.monotonic))
     firehose.faults = Faults(slow=1.0, seed=2)
-    timings = []
     for _ in range(8):
-        started = time.perf_counter()
         assert stream_get(session, firehose, "users", position="tail").status_code == 200
-        timings.append(time.perf_counter() - started)
-    assert max(timings) < 0.25
-    assert statistics.mean(timings) > 0.03
+    assert len(delays) == 8
+    assert max(delays) < 0.25
+    assert statistics.mean(delays) > 0.03
 
 
 def test_fault_probabilities_are_validated():
@@ -319,6 +326,23 @@ def test_generator_is_deterministic_for_a_seed_and_now():
     assert first.visits_events == again.visits_events and first.users_events == again.users_events
     assert first.expected_visits() == again.expected_visits()
     assert first.visits_events != other.visits_events
+
+
+@pytest.mark.slow
+def test_the_generator_follows_its_clock_not_todays_date():
+    """The same clock gives the same data whether the machine believes it is 2019 or 2031:
+    nothing in the generator reads today's date (tests/demo_clock.py fakes every clock Python
+    has in a fresh process, before the generator is imported)."""
+    here = data_digest(team_generate(**GENERATED, now=NOW))
+    for today in ("2019-02-11T22:00:00+00:00", "2031-07-04T09:00:00+00:00"):
+        run = subprocess.run(
+            [sys.executable, "-m", "tests.demo_clock", today, NOW.isoformat()],
+            cwd=ROOT, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert run.returncode == 0, run.stderr
+        seen = json.loads(run.stdout.strip().splitlines()[-1])
+        assert seen["default_now"] == today, "the false today did not reach the generator"
+        assert seen["digest"] == here, f"the data changed with today's date ({today})"
 
 
 def test_volumes_and_mixes_are_in_the_intended_ranges(clean):
@@ -527,7 +551,9 @@ def test_append_live_adds_visits_at_now_and_the_server_streams_them(session):
     assert all(live.expected_visits()[e["data"]["id"]]["sequence"] == 1 for e in events)
     with DemoFirehose(live, token=TOKEN, live_interval=0.05, clock=lambda: NOW) as server:
         top = stream_get(session, server, "visits", position="top").json()["meta"]["position"]
-        time.sleep(0.3)
-        new = stream_get(session, server, "visits", position=top).json()["items"]
+        new, deadline = [], time.monotonic() + 30  # the deadline only ends a hung test
+        while len(new) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+            new = stream_get(session, server, "visits", position=top).json()["items"]
     assert len(new) >= 2
     assert all(e["data"]["id"] in live.expected_visits() for e in new)

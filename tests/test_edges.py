@@ -5,7 +5,7 @@ or a 400 with a message, never a 500."""
 from datetime import UTC, datetime
 
 import pytest
-from django.contrib.auth.models import Group, User
+from django.contrib.auth.models import Group
 from django.db import transaction
 
 from visits.ingest.pages import visits_upsert
@@ -35,10 +35,10 @@ def edge_visits_make() -> list[int]:
 
 
 @pytest.fixture
-def reviewer(client):
-    user = User.objects.create_superuser("rita", password="pw-rita-1")  # every page, the admin too
-    user.groups.add(Group.objects.get(name="Reviewers"))
-    client.force_login(user)
+def reviewer(client, cast):
+    """The test client as the cast's superuser (also a Reviewer): every page, the admin too."""
+    cast.superuser.groups.add(Group.objects.get(name="Reviewers"))
+    client.force_login(cast.superuser)
     return client
 
 

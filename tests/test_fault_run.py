@@ -17,6 +17,8 @@ from visits.review.flags import flags_refresh
 
 from .conftest import assert_db_matches, assert_flags_match, command_env
 
+pytestmark = pytest.mark.slow  # the full team under faults, or sync_visits in subprocesses
+
 ROOT = Path(__file__).resolve().parent.parent
 
 ALL_FAULTS = dict(

@@ -7,6 +7,8 @@ from visits.sell import events, fetcher, firehose
 
 from .conftest import TOKEN
 
+pytestmark = pytest.mark.slow  # every test starts the fetch process
+
 
 def job_for(server, *, token=TOKEN, position="tail", limit=10, retries=30, years=(1990, 2100)) -> fetcher.FetchJob:
     return fetcher.FetchJob(

@@ -131,6 +131,7 @@ def assert_flags_current() -> None:
     assert_flags_match()
 
 
+@pytest.mark.slow
 @pytest.mark.django_db
 def test_flags_follow_the_stream_in_steps(serve, full_team):
     """Partial syncs with a refresh between them end equal to a computation from scratch, and

@@ -7,7 +7,7 @@ import io
 from urllib.parse import urlsplit
 
 import pytest
-from django.contrib.auth.models import User
+from django.contrib.auth.models import Group
 from playwright.sync_api import expect
 
 from visits.demo.server import DemoFirehose
@@ -15,7 +15,7 @@ from visits.ingest.sync import streams_sync
 from visits.models import Outcome, RejectedItem, Rep, Visit
 from visits.review.flags import flags_refresh
 
-from .conftest import TOKEN, browser_sign_in
+from .conftest import DEMO_NOW, TOKEN, browser_sign_in
 from .hostile import EVALUATED, hostile_data
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -41,7 +41,7 @@ document.addEventListener("securitypolicyviolation", function (e) {
 def hostile(settings, tmp_path):
     """The hostile data served by a real demo Firehose, synced as the worker would."""
     marker = tmp_path / "template-injection-ran"
-    data = hostile_data(marker=marker)
+    data = hostile_data(marker=marker, now=DEMO_NOW)
     server = DemoFirehose(data, token=TOKEN).start()
     settings.SELL_API_URL, settings.SELL_ACCESS_TOKEN = server.url, TOKEN
     settings.SELL_BACKOFF_BASE, settings.SELL_BACKOFF_CAP, settings.SELL_TIMEOUT = 0.001, 0.01, 5
@@ -78,8 +78,8 @@ def test_every_well_formed_visit_arrives_and_every_bad_item_is_rejected(hostile)
         assert item.reason
 
 
-def test_no_exported_cell_is_a_formula(hostile, client):
-    client.force_login(User.objects.create_superuser("ada", password="pw-ada-1"))
+def test_no_exported_cell_is_a_formula(hostile, client, cast):
+    client.force_login(cast.superuser)
     cells = 0
     for url in ("/visits.csv", "/reports/reps.csv", "/reports/outcomes.csv", "/reports/matrix.csv"):
         response = client.get(url)
@@ -92,7 +92,8 @@ def test_no_exported_cell_is_a_formula(hostile, client):
     assert cells > 100
 
 
-def test_no_page_frame_or_popup_runs_or_evaluates_what_sell_sent(hostile, live_server, page):
+@pytest.mark.slow
+def test_no_page_frame_or_popup_runs_or_evaluates_what_sell_sent(hostile, live_server, page, cast):
     data, _, marker = hostile
     seen = {"dialogs": [], "errors": [], "server_errors": [], "outside": []}
     here = urlsplit(live_server.url).netloc
@@ -102,8 +103,8 @@ def test_no_page_frame_or_popup_runs_or_evaluates_what_sell_sent(hostile, live_s
     page.on("pageerror", lambda e: seen["errors"].append(str(e)))
     page.on("response", lambda r: r.status >= 500 and seen["server_errors"].append(f"{r.status} {r.url}"))
     page.on("request", lambda r: urlsplit(r.url).netloc not in (here, "") and seen["outside"].append(r.url))
-    browser_sign_in(page, f"{live_server.url}/", username="root", password="root-password-1", is_staff=True,
-                    is_superuser=True, group="Reviewers")  # fmt: skip
+    cast.superuser.groups.add(Group.objects.get(name="Reviewers"))
+    browser_sign_in(page, f"{live_server.url}/", user=cast.superuser)
 
     visit_ids = sorted(data.expected_visits)
     urls = PAGES + [f"/visits/{v}/" for v in visit_ids] + [f"/reports/reps/{r}/" for r in data.expected_reps]
@@ -159,11 +160,11 @@ def popup_check(frame, data) -> int:
     return visit_id
 
 
-def test_the_reviewer_sees_bad_items_as_text(hostile, live_server, page):
+@pytest.mark.slow
+def test_the_reviewer_sees_bad_items_as_text(hostile, live_server, page, cast):
     """The rejected items' page shows each raw item, escaped, with its reason."""
     data, _, _ = hostile
-    browser_sign_in(page, f"{live_server.url}/status/rejected/", username="ops", password="ops-password-1",
-                    is_staff=True)  # fmt: skip
+    browser_sign_in(page, f"{live_server.url}/status/rejected/", user=cast.superuser)  # staff
     rows = page.locator("table.rejected tbody tr")
     assert rows.count() == data.malformed["visits"] + data.malformed["users"]
     text = page.locator("table.rejected").inner_text()

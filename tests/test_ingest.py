@@ -1,6 +1,7 @@
 """Ingestion behaviour, one by one, over HTTP against the demo Firehose."""
 
 import json
+from datetime import timedelta
 
 import pytest
 
@@ -24,7 +25,7 @@ from visits.models import (
 )
 from visits.sell import events, firehose
 
-from .conftest import assert_db_matches
+from .conftest import DEMO_NOW, assert_db_matches
 
 pytestmark = pytest.mark.django_db
 
@@ -62,12 +63,12 @@ def test_requests_carry_auth_accept_user_agent_and_limit(serve, small_team, sett
 
 
 def test_start_position_top_takes_only_new_events(serve, settings):
-    data = team_generate(seed=3, reps=3, weeks=1)
+    data = team_generate(seed=3, reps=3, weeks=1, now=DEMO_NOW)
     settings.SELL_START_POSITION = "top"
     server = serve(data)
     sync_all()
     assert Visit.objects.count() == 0
-    fresh = data.append_live(count=3)
+    fresh = data.append_live(count=3, now=DEMO_NOW + timedelta(minutes=5))
     server.append("visits", fresh)
     sync_all()
     assert set(Visit.objects.values_list("id", flat=True)) == {e["data"]["id"] for e in fresh}
@@ -150,6 +151,7 @@ def test_updates_store_the_newest_snapshot(serve, small_team):
         assert visit.summary == (expected[visit.id]["snapshot"]["summary"] or "")
 
 
+@pytest.mark.slow
 def test_deleted_events_with_snapshot_or_id_only_mark_visits_deleted(serve, full_team):
     # The full team: a week of six reps can hold a single delete (the generator deletes 1%).
     serve(full_team)
@@ -169,13 +171,13 @@ def test_deleted_events_with_snapshot_or_id_only_mark_visits_deleted(serve, full
 
 
 def test_delete_of_unseen_visit_blocks_its_older_replay(serve):
-    data = team_generate(seed=5, reps=2, weeks=1, updates=False, deletes=False)
+    data = team_generate(seed=5, reps=2, weeks=1, updates=False, deletes=False, now=DEMO_NOW)
     victim = data.visits_events[0]
     deleted = {
         "data": {"id": victim["data"]["id"]},
         "meta": {**victim["meta"], "event_type": "deleted", "sequence": 2, "event_id": "x" * 22},
     }
-    data_only_delete = team_generate(seed=5, reps=2, weeks=1, updates=False, deletes=False)
+    data_only_delete = team_generate(seed=5, reps=2, weeks=1, updates=False, deletes=False, now=DEMO_NOW)
     data_only_delete.visits_events[:] = [deleted]
     server = serve(data_only_delete)
     stream_sync(stream="visits")
@@ -219,8 +221,8 @@ def test_hostile_items_mid_page_are_rejected_and_every_good_item_lands(serve, se
     """Items that once raised in parsing or in writing (stopping the stream for good) sit in the
     middle of pages, the first one (parsed here) and later ones (parsed by the fetch process)."""
     settings.SELL_PAGE_LIMIT = 10
-    data = team_generate(seed=5, reps=3, weeks=1)
-    hostile = team_generate(seed=5, reps=3, weeks=1, malformed=True)
+    data = team_generate(seed=5, reps=3, weeks=1, now=DEMO_NOW)
+    hostile = team_generate(seed=5, reps=3, weeks=1, malformed=True, now=DEMO_NOW)
 
     def by_damage(events, names):  # the generator gives the item of names[i] the id MALFORMED_FIRST_ID + i
         found = {e["data"].get("id"): e for e in events if isinstance(e.get("data"), dict)}
@@ -468,13 +470,14 @@ def test_unreachable_api_gives_up_after_retries(settings):
     assert result.retries == 2
 
 
+@pytest.mark.slow
 def test_memory_stays_flat_whatever_the_stream_length(serve):
     """Peak memory of a sync does not grow with the stream: a bounded batch at a time."""
     import tracemalloc
 
     peaks = {}
     for weeks in (24, 72):  # both long enough to fill the prefetch queue and several batches
-        data = team_generate(seed=9, reps=25, weeks=weeks, updates=False, deletes=False)
+        data = team_generate(seed=9, reps=25, weeks=weeks, updates=False, deletes=False, now=DEMO_NOW)
         server = serve(data)
         Visit.objects.all().delete()
         SyncState.objects.all().delete()
@@ -520,8 +523,6 @@ def test_forbidden_token_is_refused_too(settings):
 
 
 def test_two_deletes_of_an_unseen_visit_in_one_batch_keep_the_newest():
-    from datetime import timedelta
-
     SyncState.objects.create(stream="visits", lock_owner="me")
     deletes = [
         {

@@ -7,10 +7,11 @@ from datetime import timedelta
 
 import pytest
 from axes.models import AccessAttempt
-from django.contrib.auth.models import User
 from django.core.management import call_command
 from django.test import Client
 from django.utils import timezone
+
+from .conftest import password_of, user_make
 
 pytestmark = pytest.mark.django_db
 
@@ -42,8 +43,10 @@ def fail(times: int, *, username: str = "mia", address: str = HERE, url: str = L
 
 
 @pytest.fixture
-def mia():
-    return User.objects.create_user("mia", password="mia-password-1")
+def mia(db):
+    """The user whose sign-ins fail: a user of her own, since her name is in the lock records
+    (and the messages) these tests read; anyone else is one of the cast."""
+    return user_make("mia")
 
 
 def test_settings_default_to_ten_failures_and_fifteen_minutes(settings):
@@ -54,64 +57,63 @@ def test_settings_default_to_ten_failures_and_fifteen_minutes(settings):
 
 def test_nine_failures_still_let_the_right_password_in(mia):
     fail(9)
-    response, signed_in = sign_in(username="mia", password="mia-password-1")
+    response, signed_in = sign_in(username=mia.username, password=password_of(mia))
     assert signed_in and response.status_code == 302
 
 
-def test_ten_failures_for_a_username_refuse_it_from_any_address(mia):
+def test_ten_failures_for_a_username_refuse_it_from_any_address(mia, cast):
     for i in range(9):
         fail(1, address=f"198.51.100.{i + 1}")
-    response, _ = sign_in(username="mia", password="wrong", address="198.51.100.10")
+    response, _ = sign_in(username=mia.username, password="wrong", address="198.51.100.10")
     assert_refused(response, False)  # the tenth failure already says so
-    response, signed_in = sign_in(username="mia", password="mia-password-1", address="198.51.100.77")
+    response, signed_in = sign_in(username=mia.username, password=password_of(mia), address="198.51.100.77")
     assert_refused(response, signed_in)
     # The lock is the username's: someone else at that address signs in.
-    User.objects.create_user("omar", password="omar-password-1")
-    assert sign_in(username="omar", password="omar-password-1", address="198.51.100.77")[1]
+    assert sign_in(username=cast.manager.username, password=password_of(cast.manager), address="198.51.100.77")[1]
 
 
-def test_signing_in_forgives_only_the_own_usernames_failures(mia):
+def test_signing_in_forgives_only_the_own_usernames_failures(mia, cast):
     """Someone with an account cannot wipe the failures they made against another user."""
-    User.objects.create_user("omar", password="omar-password-1")
+    omar = cast.manager
     fail(9)  # against mia, from HERE
-    assert sign_in(username="omar", password="omar-password-1")[1]  # omar signs in from HERE
+    assert sign_in(username=omar.username, password=password_of(omar))[1]  # omar signs in from HERE
     fail(1, username="zed")  # the address's tenth failure: omar's success did not clear mia's
-    response, signed_in = sign_in(username="omar", password="omar-password-1")
+    response, signed_in = sign_in(username=omar.username, password=password_of(omar))
     assert_refused(response, signed_in)
 
 
 def test_ten_failures_from_an_address_refuse_every_username_there(mia):
     for i in range(10):
         fail(1, username=f"guess{i}")
-    response, signed_in = sign_in(username="mia", password="mia-password-1")
+    response, signed_in = sign_in(username=mia.username, password=password_of(mia))
     assert_refused(response, signed_in)
     # The lock is the address's: mia signs in from elsewhere.
-    assert sign_in(username="mia", password="mia-password-1", address="203.0.113.8")[1]
+    assert sign_in(username=mia.username, password=password_of(mia), address="203.0.113.8")[1]
 
 
-def test_the_admin_login_is_locked_too():
-    User.objects.create_superuser("root", password="root-password-1")
-    fail(10, username="root", url=ADMIN_LOGIN)
-    response, signed_in = sign_in(username="root", password="root-password-1", url=ADMIN_LOGIN)
+def test_the_admin_login_is_locked_too(cast):
+    root = cast.superuser
+    fail(10, username=root.username, url=ADMIN_LOGIN)
+    response, signed_in = sign_in(username=root.username, password=password_of(root), url=ADMIN_LOGIN)
     assert_refused(response, signed_in)
     # ...and by the same count as the site's login: a lock on one is a lock on the other.
-    assert_refused(*sign_in(username="root", password="root-password-1", url=LOGIN))
+    assert_refused(*sign_in(username=root.username, password=password_of(root), url=LOGIN))
 
 
 def test_a_successful_sign_in_resets_the_usernames_failures(mia):
     fail(9)
-    assert sign_in(username="mia", password="mia-password-1")[1]
+    assert sign_in(username=mia.username, password=password_of(mia))[1]
     fail(9)
-    assert sign_in(username="mia", password="mia-password-1")[1]
+    assert sign_in(username=mia.username, password=password_of(mia))[1]
 
 
 def test_the_lock_ends_login_lockout_minutes_after_the_last_failure(mia, settings):
     fail(10)
     lockout = timedelta(minutes=settings.LOGIN_LOCKOUT_MINUTES)
     AccessAttempt.objects.update(attempt_time=timezone.now() - lockout + timedelta(minutes=1))
-    assert_refused(*sign_in(username="mia", password="mia-password-1"))
+    assert_refused(*sign_in(username=mia.username, password=password_of(mia)))
     AccessAttempt.objects.update(attempt_time=timezone.now() - lockout - timedelta(seconds=1))
-    response, signed_in = sign_in(username="mia", password="mia-password-1")
+    response, signed_in = sign_in(username=mia.username, password=password_of(mia))
     assert signed_in and response.status_code == 302
 
 
@@ -123,24 +125,24 @@ def test_refused_attempts_do_not_prolong_the_lock(mia, settings):
     assert list(AccessAttempt.objects.values_list("attempt_time", "failures_since_start")) == [(locked_at, 10)]
 
 
-def test_a_superuser_unlocks_in_the_admin(mia):
+def test_a_superuser_unlocks_in_the_admin(mia, cast):
     fail(10)
     attempt = AccessAttempt.objects.get(username="mia")
     admin = Client()
-    admin.force_login(User.objects.create_superuser("root", password="root-password-1"))
+    admin.force_login(cast.superuser)
     listing = admin.get("/admin/axes/accessattempt/?locked_out=yes")
     assert listing.status_code == 200 and "mia" in listing.content.decode()
     response = admin.post(f"/admin/axes/accessattempt/{attempt.pk}/delete/", {"post": "yes"})
     assert response.status_code == 302
-    response, signed_in = sign_in(username="mia", password="mia-password-1")
+    response, signed_in = sign_in(username=mia.username, password=password_of(mia))
     assert signed_in and response.status_code == 302
 
 
 def test_axes_reset_username_unlocks_from_the_command_line(mia):
     for i in range(10):
         fail(1, address=f"198.51.100.{i + 1}")
-    assert_refused(*sign_in(username="mia", password="mia-password-1"))
+    assert_refused(*sign_in(username=mia.username, password=password_of(mia)))
     out = io.StringIO()
     call_command("axes_reset_username", "mia", stdout=out)
     assert out.getvalue().strip() == "10 attempts removed."
-    assert sign_in(username="mia", password="mia-password-1")[1]
+    assert sign_in(username=mia.username, password=password_of(mia))[1]

@@ -8,7 +8,6 @@ from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
-from django.contrib.auth.models import Group, User
 from django.db import transaction
 
 from visits.ingest.pages import visits_upsert
@@ -55,10 +54,9 @@ def row(*, at, status, lat, lng) -> dict:
 
 
 @pytest.fixture
-def manager(client):
-    user = User.objects.create_user("manager", password="pw-manager-1")
-    user.groups.add(Group.objects.get(name="Managers"))
-    client.force_login(user)
+def manager(client, cast):
+    """The test client, signed in as the cast's manager."""
+    client.force_login(cast.manager)
     return client
 
 
@@ -68,6 +66,7 @@ def test_script_json_cannot_end_its_block_and_reads_back_the_same():
     assert json.loads(text) == {"name": PAYLOAD + "<!-- &amp; \u2028"}
 
 
+@pytest.mark.slow
 def test_legend_counts_equal_the_database(manager, serve, full_team):
     serve(full_team)
     streams_sync()
@@ -213,8 +212,8 @@ def test_only_vendored_assets_and_the_tile_setting(manager, settings):
     assert "https://tiles.example.com/{z}/{x}/{y}.png" in frame(manager)
 
 
-def test_map_pages_need_a_role(client):
-    outsider = User.objects.create_user("outsider", password="pw-outsider-1")
+def test_map_pages_need_a_role(client, cast):
+    outsider = cast.outsider
     for url in ("/map/", "/map/frame/", "/visits/1/map/", "/visits/1/summary.json"):
         assert client.get(url).status_code == 302
     client.force_login(outsider)  # client.login() has no request to give axes' backend

@@ -8,7 +8,7 @@ import pytest
 from .conftest import browser_sign_in
 from .test_maps import PAYLOAD, visits_make
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]  # Chromium
 
 
 @pytest.fixture
@@ -23,8 +23,8 @@ def watched(page, live_server):
     return page, seen
 
 
-def sign_in(page, live_server, path: str) -> None:
-    browser_sign_in(page, f"{live_server.url}{path}", username="mia", password="mia-password-1", group="Managers")
+def sign_in(page, live_server, path: str, *, cast) -> None:
+    browser_sign_in(page, f"{live_server.url}{path}", user=cast.manager)
 
 
 def popup_check(frame) -> None:
@@ -36,12 +36,12 @@ def popup_check(frame) -> None:
     assert summary.inner_text() == f"Summary {PAYLOAD}"
 
 
-def test_clusters_offline_open_a_popup_and_follow_it(live_server, watched, settings):
+def test_clusters_offline_open_a_popup_and_follow_it(live_server, watched, settings, cast):
     page, seen = watched
     settings.MAP_TILES_URL = ""
     settings.MAP_MARKERS_MAX = 5  # twelve located visits: the clustered drawing
     visits_make()
-    sign_in(page, live_server, "/map/")
+    sign_in(page, live_server, "/map/", cast=cast)
     assert "12" in page.locator(".legend").inner_text() and "2 visits without a location" in page.content()
     frame = page.frame_locator("iframe.map")
     clusters = frame.locator(".marker-cluster")
@@ -59,11 +59,11 @@ def test_clusters_offline_open_a_popup_and_follow_it(live_server, watched, setti
     assert seen == {"outside": [], "errors": [], "dialogs": []}
 
 
-def test_markers_and_the_heat_layer_offline(live_server, watched, settings):
+def test_markers_and_the_heat_layer_offline(live_server, watched, settings, cast):
     page, seen = watched
     settings.MAP_TILES_URL = ""
     visits_make()
-    sign_in(page, live_server, "/map/")
+    sign_in(page, live_server, "/map/", cast=cast)
     frame = page.frame_locator("iframe.map")
     markers = frame.locator("path.leaflet-interactive")
     markers.first.wait_for()
@@ -75,11 +75,11 @@ def test_markers_and_the_heat_layer_offline(live_server, watched, settings):
     assert seen == {"outside": [], "errors": [], "dialogs": []}
 
 
-def test_markers_still_show_when_no_tile_can_be_fetched(live_server, watched, settings):
+def test_markers_still_show_when_no_tile_can_be_fetched(live_server, watched, settings, cast):
     page, seen = watched
     settings.MAP_TILES_URL = "/no-such-tiles/{z}/{x}/{y}.png"  # every tile a 404
     visits_make()
-    sign_in(page, live_server, "/map/")
+    sign_in(page, live_server, "/map/", cast=cast)
     frame = page.frame_locator("iframe.map")
     frame.locator("path.leaflet-interactive").first.wait_for()
     assert frame.locator("path.leaflet-interactive").count() == 12

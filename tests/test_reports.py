@@ -7,7 +7,6 @@ from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
-from django.contrib.auth.models import Group, User
 
 from visits.ingest.sync import streams_sync
 from visits.models import Outcome, Rep, VerificationStatus, Visit
@@ -35,18 +34,8 @@ def team(serve, small_team):
 
 
 @pytest.fixture
-def cast(db):
-    manager = User.objects.create_user("manager", password="pw-manager-1")
-    manager.groups.add(Group.objects.get(name="Managers"))
-    reviewer = User.objects.create_user("reviewer", password="pw-reviewer-1")
-    reviewer.groups.add(Group.objects.get(name="Reviewers"))
-    outsider = User.objects.create_user("outsider", password="pw-outsider-1")
-    return {"manager": manager, "reviewer": reviewer, "outsider": outsider}
-
-
-@pytest.fixture
 def manager_client(client, cast):
-    client.force_login(cast["manager"])
+    client.force_login(cast.manager)
     return client
 
 
@@ -68,11 +57,11 @@ PAGES = ["/", "/reports/reps/", "/reports/outcomes/", "/reports/matrix/", "/visi
 def test_access_by_role(client, cast, url):
     response = client.get(url)
     assert response.status_code == 302 and response["Location"].startswith("/accounts/login/")
-    client.force_login(cast["outsider"])
+    client.force_login(cast.outsider)
     response = client.get(url)
     assert response.status_code == 403 and b"neither the" in response.content
     for role in ("manager", "reviewer"):
-        client.force_login(cast[role])
+        client.force_login(getattr(cast, role))
         assert client.get(url).status_code == 200
 
 

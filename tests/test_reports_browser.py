@@ -9,15 +9,13 @@ from visits.ingest.sync import streams_sync
 
 from .conftest import browser_sign_in
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]  # Chromium
 
 
-def test_manager_filters_sorts_follows_a_rep_and_downloads(live_server, page, serve, small_team):
+def test_manager_filters_sorts_follows_a_rep_and_downloads(live_server, page, serve, small_team, cast):
     serve(small_team)
     streams_sync()
-    browser_sign_in(
-        page, f"{live_server.url}/reports/reps/", username="mia", password="mia-password-1", group="Managers"
-    )
+    browser_sign_in(page, f"{live_server.url}/reports/reps/", user=cast.manager)
 
     page.get_by_role("link", name="Too-far rate").click()
     page.wait_for_url("**sort=too_far_rate")

@@ -5,7 +5,6 @@ import csv
 import io
 
 import pytest
-from django.contrib.auth.models import Group, User
 from django.db import DatabaseError, connection, transaction
 
 from visits.ingest.sync import streams_sync
@@ -25,13 +24,6 @@ def flagged(serve, full_team):
     return full_team
 
 
-def user_in(group: str | None, name: str) -> User:
-    user = User.objects.create_user(name, password=f"pw-{name}-1")
-    if group:
-        user.groups.add(Group.objects.get(name=group))
-    return user
-
-
 def flagged_ids(n: int) -> list[int]:
     return list(
         Flag.objects.filter(visit__deleted_at__isnull=True)
@@ -41,15 +33,16 @@ def flagged_ids(n: int) -> list[int]:
     )
 
 
-def test_who_may_read_and_who_may_decide(client, flagged):
+@pytest.mark.slow  # syncs the full team
+def test_who_may_read_and_who_may_decide(client, flagged, cast):
     visit_id = flagged_ids(1)[0]
     post = {"visit": [visit_id], "kind": "reject", "note": "seen"}
     assert client.get("/review/").status_code == 302
     assert client.post("/review/decide/", post).status_code == 302  # to the login page
-    client.force_login(user_in(None, "outsider"))
+    client.force_login(cast.outsider)
     assert client.get("/review/").status_code == 403
     assert client.post("/review/decide/", post).status_code == 403
-    client.force_login(user_in("Managers", "manager"))
+    client.force_login(cast.manager)
     page = client.get("/review/").content.decode()
     assert (
         "Flagged visits" in page
@@ -58,7 +51,7 @@ def test_who_may_read_and_who_may_decide(client, flagged):
     )
     assert client.post("/review/decide/", post).status_code == 403
     assert not Decision.objects.exists()
-    reviewer = user_in("Reviewers", "reviewer")
+    reviewer = cast.reviewer
     client.force_login(reviewer)
     assert "Record the decision" in client.get("/review/").content.decode()
     response = client.post("/review/decide/", {**post, "next": "/review/?review=all"})
@@ -73,8 +66,9 @@ def test_who_may_read_and_who_may_decide(client, flagged):
     assert client.post("/review/decide/", {**post, "next": "https://evil.example/"})["Location"] == "/review/"
 
 
-def test_decisions_are_never_edited_or_deleted(client, flagged):
-    reviewer = user_in("Reviewers", "reviewer")
+@pytest.mark.slow  # syncs the full team
+def test_decisions_are_never_edited_or_deleted(client, flagged, cast):
+    reviewer = cast.reviewer
     visit_id = flagged_ids(1)[0]
     first = Decision.objects.create(visit_id=visit_id, kind="follow_up", note="ask", decided_by=reviewer)
     first.note = "changed"
@@ -98,7 +92,7 @@ def test_decisions_are_never_edited_or_deleted(client, flagged):
     second = Decision.objects.create(visit_id=visit_id, kind="accept", note="fine", decided_by=reviewer)
     assert list(Decision.objects.filter(visit_id=visit_id)) == [second, first]  # the newest supersedes
     assert Decision.objects.get(id=first.id).note == "ask"
-    client.force_login(user_in("Managers", "manager"))
+    client.force_login(cast.manager)
     page = client.get(f"/visits/{visit_id}/").content.decode()
     assert page.index("Accepted: legitimate") < page.index("Follow up") and "(superseded)" in page
 
@@ -120,8 +114,9 @@ def test_migrate_puts_the_decision_triggers_back(db):
     assert decision_triggers_installed() == wanted
 
 
-def test_the_queue_filters_and_clears(client, flagged):
-    reviewer = user_in("Reviewers", "reviewer")
+@pytest.mark.slow  # syncs the full team
+def test_the_queue_filters_and_clears(client, flagged, cast):
+    reviewer = cast.reviewer
     client.force_login(reviewer)
     awaiting = client.get("/review/")
     total = awaiting.context["page"].paginator.count
@@ -152,8 +147,9 @@ def csv_of(response) -> list[dict]:
     return list(csv.DictReader(io.StringIO(b"".join(response.streaming_content).decode("utf-8-sig"))))
 
 
-def test_reports_and_exports_carry_the_flags(client, flagged):
-    reviewer = user_in("Reviewers", "reviewer")
+@pytest.mark.slow  # syncs the full team
+def test_reports_and_exports_carry_the_flags(client, flagged, cast):
+    reviewer = cast.reviewer
     client.force_login(reviewer)
     rejected = flagged_ids(4)
     client.post("/review/decide/", {"visit": rejected[:2], "kind": "accept"})
@@ -178,6 +174,7 @@ def test_reports_and_exports_carry_the_flags(client, flagged):
     assert "Flagged" in page and "Rejected" in page
 
 
+@pytest.mark.slow  # syncs the full team
 def test_the_admin_queue_decides_in_bulk(admin_client, flagged):
     assert admin_client.get("/admin/visits/flaggedvisit/").status_code == 200
     assert admin_client.get("/admin/visits/flaggedvisit/?review=awaiting&rule=late_logging").status_code == 200
@@ -198,8 +195,9 @@ def test_the_admin_queue_decides_in_bulk(admin_client, flagged):
     assert Decision.objects.count() == 2
 
 
-def test_the_rep_page_sums_up_the_risk(client, flagged):
-    client.force_login(user_in("Reviewers", "reviewer"))
+@pytest.mark.slow  # syncs the full team
+def test_the_rep_page_sums_up_the_risk(client, flagged, cast):
+    client.force_login(cast.reviewer)
     rep_id = Flag.objects.filter(rule="impossible_travel").first().visit.rep_id
     flagged_visits = list(Visit.objects.filter(rep_id=rep_id, deleted_at__isnull=True, flags__isnull=False).distinct())
     client.post("/review/decide/", {"visit": [flagged_visits[0].id], "kind": "reject"})

@@ -9,19 +9,17 @@ from visits.review.flags import flags_refresh
 
 from .conftest import browser_sign_in
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]  # Chromium
 
 
-def test_reviewer_decides_on_flagged_visits(live_server, page, serve, small_team, settings):
+def test_reviewer_decides_on_flagged_visits(live_server, page, serve, small_team, settings, cast):
     settings.MAP_TILES_URL = ""
     serve(small_team)
     streams_sync()
     flags_refresh()
     dialogs = []
     page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
-    reviewer = browser_sign_in(
-        page, f"{live_server.url}/review/", username="rita", password="rita-password-1", group="Reviewers"
-    )
+    reviewer = browser_sign_in(page, f"{live_server.url}/review/", user=cast.reviewer)
     items = page.locator("article.review-item")
     before = int(page.locator("form.review-form > p.muted").inner_text().split()[0].replace(",", ""))
     assert items.count() > 2 and items.first.locator("ul.flags li").count() >= 1
@@ -43,5 +41,5 @@ def test_reviewer_decides_on_flagged_visits(live_server, page, serve, small_team
 
     page.goto(f"{live_server.url}/visits/{chosen[0]}/")
     history = page.locator("ol.decisions li").first.inner_text()
-    assert "Rejected: not legitimate" in history and "rita" in history and "nobody came" in history
+    assert "Rejected: not legitimate" in history and reviewer.username in history and "nobody came" in history
     assert Decision.objects.filter(kind="reject", decided_by=reviewer).count() == 2 and not dialogs

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 from django.conf import settings as django_settings
-from django.contrib.auth.models import User
 from django.db import transaction
 from django.utils.html import escape
 
@@ -27,8 +26,9 @@ TEMPLATES = Path(django_settings.BASE_DIR) / "templates"
 
 
 @pytest.fixture
-def admin_client(client):
-    client.force_login(User.objects.create_superuser("ada", password="pw-ada-1"))
+def admin_client(client, cast):
+    """The test client as the cast's superuser."""
+    client.force_login(cast.superuser)
     return client
 
 

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # every test starts manage.py or Python in a subprocess
+
 ROOT = Path(__file__).resolve().parent.parent
 
 

@@ -6,13 +6,13 @@ from visits.ingest.sync import streams_sync
 
 from .conftest import browser_sign_in
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]  # Chromium
 
 
-def test_admin_signs_in_and_reads_ingestion_status(live_server, page, serve, small_team):
+def test_admin_signs_in_and_reads_ingestion_status(live_server, page, serve, small_team, cast):
     serve(small_team)
     streams_sync()
-    browser_sign_in(page, f"{live_server.url}/status/", username="boss", password="a-long-test-password", is_staff=True)
+    browser_sign_in(page, f"{live_server.url}/status/", user=cast.superuser)  # staff
     visits_card = page.locator("[data-stream=visits]")
     assert "caught up" in visits_card.locator(".badge").inner_text()
     assert page.locator(".stat .num").first.inner_text().replace(",", "").isdigit()

@@ -1,24 +1,27 @@
 """The ingestion status page and the rejected-items list, for staff only."""
 
-import pytest
-from django.contrib.auth.models import User
+import html
+import re
+from datetime import UTC, datetime
 
-from visits.ingest.sync import streams_sync
-from visits.models import RejectedItem, SyncState
+import pytest
+
+from visits.ingest.sync import stream_sync, streams_sync
+from visits.models import Outcome, RejectedItem, Rep, SyncState, Visit
 
 pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def staff(client):
-    user = User.objects.create_user("admin", password="pw-for-tests", is_staff=True)
-    client.force_login(user)
+def staff(client, cast):
+    """The test client as the cast's superuser (staff: the status pages are for staff only)."""
+    client.force_login(cast.superuser)
     return client
 
 
-def test_anonymous_and_non_staff_are_sent_to_login(client):
+def test_anonymous_and_non_staff_are_sent_to_login(client, cast):
     assert client.get("/status/").status_code == 302
-    client.force_login(User.objects.create_user("rep", password="x"))
+    client.force_login(cast.outsider)
     response = client.get("/status/")
     assert response.status_code == 302 and "/admin/login/" in response["Location"]
 
@@ -83,3 +86,67 @@ def test_status_shows_the_flags_and_tallies_the_worker_derives(staff, serve, sma
     settings.DISPLAY_TIME_ZONE = "Europe/Paris"
     body = staff.get("/status/").content.decode()
     assert "stale" in body and "not Europe/Paris" in body
+
+
+def status_figures(body: str) -> dict:
+    """What the status page shows, read by its labels: the totals ("visits held" -> 1234), and
+    per stream card its message and each <dt> label -> the text of its <dd>."""
+    text = lambda fragment: re.sub(r"<[^>]+>", "", fragment).strip()  # noqa: E731
+    totals = {
+        text(label): int(num.replace(",", ""))
+        for num, label in re.findall(r'<span class="num">([^<]*)</span><span class="label">(.*?)</span>', body)
+    }
+    streams = {}
+    for stream, card in re.findall(r'data-stream="(\w+)">(.*?)</section>', body, re.S):
+        streams[stream] = {text(dt): text(dd) for dt, dd in re.findall(r"<dt>(.*?)</dt><dd>(.*?)</dd>", card, re.S)}
+        streams[stream]["message"] = html.unescape(text(re.search(r'<p class="message">(.*?)</p>', card, re.S)[1]))
+    return {"totals": totals, "streams": streams}
+
+
+def number(shown: str) -> int:
+    return int(shown.replace(",", ""))
+
+
+def test_the_status_figures_are_the_databases(staff, serve, small_team, settings):
+    """Every figure on the page is counted here from the tables (and the generator's truth),
+    after a sync with deletes, rejected items, an unnamed rep and a failing stream."""
+    server = serve(small_team)
+    streams_sync()
+    deleted = list(Visit.objects.filter(deleted_at__isnull=True).order_by("id")[:2])
+    server.append("visits", [{
+        "data": {"id": v.id},
+        "meta": {"type": "visit", "event_type": "deleted", "sequence": v.sequence + 1,
+                 "event_time": "2026-01-20T16:00:00Z", "event_id": f"status-test-delete-{v.id}"},
+    } for v in deleted])  # fmt: skip
+    streams_sync()
+    settings.SELL_ACCESS_TOKEN = "wrong"
+    stream_sync(stream="users")  # the users stream now fails; the visits one stays caught up
+
+    shown = status_figures(staff.get("/status/").content.decode())
+    live = Visit.objects.filter(deleted_at__isnull=True).count()
+    gone = Visit.objects.filter(deleted_at__isnull=False).count()
+    unnamed = Rep.objects.filter(name="").count()
+    assert gone >= 2 and unnamed >= 1 and RejectedItem.objects.count() > 0  # every figure is worth reading
+    assert shown["totals"] == {
+        "visits held": live,
+        "deleted in Sell (kept for audit)": gone,
+        f"reps ({unnamed} not yet named)": Rep.objects.count(),
+        "outcomes": Outcome.objects.count(),
+    }
+    assert live + gone == len({v for v, want in small_team.expected_visits().items() if want["snapshot"]})
+    for stream in ("visits", "users"):
+        state, card = SyncState.objects.get(stream=stream), shown["streams"][stream]
+        rejected = RejectedItem.objects.filter(stream=stream).count()
+        assert rejected == small_team.malformed_count[stream], stream
+        assert number(card["Rejected items"]) == rejected == state.items_rejected, stream
+        assert number(card["Events applied"]) == state.events_applied > 0, stream
+        assert number(card["Pages read"]) == state.pages > 0, stream
+        assert number(card["Duplicates and stale events ignored"]) == state.events_skipped, stream
+        newest = state.newest_event_time.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+        assert f"newest event {newest} UTC" in card["Lag (now − newest event)"], stream
+    visits, users = shown["streams"]["visits"], shown["streams"]["users"]
+    assert visits["message"] == "Caught up." and visits["Caught up"].startswith("yes")
+    assert SyncState.objects.get(stream="visits").newest_event_time == datetime(2026, 1, 20, 16, 0, tzinfo=UTC)
+    users_state = SyncState.objects.get(stream="users")
+    assert "the access token was refused" in users_state.last_error
+    assert users["message"] == users_state.last_error

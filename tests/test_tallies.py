@@ -129,12 +129,14 @@ def synced(serve, full_team):
     return full_team
 
 
+@pytest.mark.slow
 @pytest.mark.django_db
 def test_reports_equal_direct_counts_for_any_filters(synced):
     assert tallies.tallies_current()
     assert_reports_count_right(zone_name="UTC", seed=1)
 
 
+@pytest.mark.slow
 @pytest.mark.django_db
 def test_a_new_time_zone_counts_directly_until_the_tallies_are_rebuilt(synced, settings):
     settings.DISPLAY_TIME_ZONE = "America/Chicago"
@@ -193,6 +195,7 @@ def test_migrate_puts_dropped_triggers_back():
     assert tallies.triggers_installed() >= {"visits_tally_insert", "visits_tally_update_new", "visits_tally_delete"}
 
 
+@pytest.mark.slow
 @pytest.mark.django_db
 def test_rebuild_command_says_what_it_did(synced, settings, capsys):
     settings.DISPLAY_TIME_ZONE = "Europe/Paris"

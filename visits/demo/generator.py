@@ -226,7 +226,8 @@ class DemoData:
             return {outcome_id: name for outcome_id, (_, name) in self._world.outcomes_seen.items()}
 
     def append_live(self, *, count: int = 1, now: datetime | None = None) -> list[dict]:
-        """Create `count` visits happening at `now`, append their events and return them."""
+        """Create `count` visits happening at `now` (the real now if not given, as for the demo's
+        live visits), append their events and return them."""
         at = (now or datetime.now(UTC)).astimezone(UTC).replace(microsecond=0)
         with self._world.lock:
             events = [self._world.live_visit_create(now=at) for _ in range(count)]
@@ -244,7 +245,11 @@ def team_generate(
     deletes: bool = True,
     malformed: bool = False,
 ) -> DemoData:
-    """Simulate the team and return both event logs with the state they must produce."""
+    """Simulate the team and return both event logs with the state they must produce.
+
+    `now` is the clock: the simulated window is the `weeks` before it, and nothing else here
+    reads the date, so a seed and a `now` always give the same data. Left out, it is the real
+    now (the demo command); tests pass a fixed moment."""
     if reps < 1:
         raise ValueError("reps must be at least 1")
     if weeks < 1:

@@ -104,7 +104,9 @@ class _Log:
     times: list[datetime] = field(default_factory=list)
     start: int = 0  # first retained offset
 
-    def add(self, event: object) -> None:
+    def add(self, event: object, *, now: datetime) -> None:
+        """Append `event`; one without a usable time is stamped like the one before it (or
+        `now`, the server's clock, when it is the first), so retention can still place it."""
         data = event.get("data") if isinstance(event, dict) else None
         meta = event.get("meta") if isinstance(event, dict) else None
         item_id = data.get("id") if isinstance(data, dict) else None
@@ -112,11 +114,11 @@ class _Log:
         try:
             at = datetime.fromisoformat(meta["event_time"])
         except (TypeError, KeyError, ValueError):
-            at = self.times[-1] if self.times else datetime.now(UTC)
+            at = self.times[-1] if self.times else now
         if at.tzinfo is None:
             at = at.replace(tzinfo=UTC)
         if not 1900 <= at.year <= 2200:  # a hostile time (year 1, year 9999): no use for retention
-            at = self.times[-1] if self.times else datetime.now(UTC)
+            at = self.times[-1] if self.times else now
         self.times.append(at)
         text = json.dumps(event, ensure_ascii=False, separators=(",", ":"))
         try:
@@ -194,9 +196,9 @@ class DemoFirehose:
         self._requests: deque[RequestRecord] = deque(maxlen=REQUEST_LOG_SIZE)
         self._logs = {"users": _Log(), "visits": _Log()}
         for event in data.users_events:
-            self._logs["users"].add(event)
+            self._logs["users"].add(event, now=self.now())
         for event in data.visits_events:
-            self._logs["visits"].add(event)
+            self._logs["visits"].add(event, now=self.now())
         self.faults = faults or Faults()
         self._httpd = _Server((host, port), _Handler)
         self._httpd.firehose = self
@@ -275,7 +277,7 @@ class DemoFirehose:
         """Add events to the served log only (the `DemoData` is not told)."""
         with self._lock:
             for event in events:
-                self._logs[stream].add(event)
+                self._logs[stream].add(event, now=self.now())
 
     def expire_positions(self) -> None:
         """Every position issued so far answers 410 from now on."""

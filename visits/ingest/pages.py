@@ -106,6 +106,20 @@ def sequences_of(*, model, ids: list[int]) -> dict[int, int]:
 
 
 def visits_apply(*, by_id: dict[int, list[Event]], result: PageResult) -> None:
+    """Write the visit events of a batch (by id, each id's in sequence order: events_group).
+    Runs inside page_apply's transaction, which also moves the stream's position.
+
+    1. Read the stored sequence of every id in the batch, from the visits and from the
+       tombstones (DeletedVisit: deletes of visits never held).
+    2. Per id, walk its events: one at or below the sequence so far is skipped (a re-delivery,
+       a stale event, a replay from `tail`). The newest snapshot (an event with fields) becomes
+       the row to write, with deleted_at set if it is a delete; an id-only delete marks that
+       row, or the stored visit, or else becomes a tombstone. The newest outcome names are kept.
+    3. Mark the reps whose flags must be recomputed (DirtyRep): those of the rows written and
+       the former reps of the visits updated or deleted (a visit may move to another rep).
+    4. Create the reps not seen yet, create or rename the outcomes, then write: the rows in
+       one upsert (visits_upsert), the deletes of stored visits, the new tombstones.
+    """
     ids = list(by_id)
     stored = sequences_of(model=Visit, ids=ids)
     tombstones = sequences_of(model=DeletedVisit, ids=ids)
@@ -200,8 +214,7 @@ def visits_upsert(*, rows: dict[int, dict]) -> None:
 
     bulk_create(update_conflicts=True) writes the same SQL but spends most of a page's time
     preparing values field by field; here each value is adapted once. Multi-row statements
-    (rather than executemany) also let the fetch thread run: sqlite3 releases the GIL around
-    each statement step, and one step per row made the two threads queue for it. The
+    (rather than executemany) take one driver step per statement instead of one per row. The
     sequence check already happened, under the stream's lock, so the update is unconditional.
     """
     ops = connection.ops

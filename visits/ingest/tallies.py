@@ -1,4 +1,4 @@
-"""Visit tallies: counts per month and per week that the reports read instead of every visit.
+"""Visit tallies: counts per year, month and week that the reports read instead of every visit.
 
 Database triggers on the visits table keep `MonthTally`, `YearTally` and `WeekTally` equal to a count of the
 live visits, in the transaction of whatever wrote them (ingestion, the admin, a bench loader).
@@ -199,7 +199,7 @@ def local_days_fill(*, connection=default_connection, zone_name: str, only_missi
 
 
 def tallies_rebuild(*, connection=default_connection) -> None:
-    """Re-derive every local day for DISPLAY_TIME_ZONE and rebuild both tallies from the visits."""
+    """Re-derive every local day for DISPLAY_TIME_ZONE and rebuild the three tallies from the visits."""
     zone_name = settings.DISPLAY_TIME_ZONE
     vendor = "postgresql" if connection.vendor == "postgresql" else "sqlite"
     with transaction.atomic(using=connection.alias):

@@ -253,7 +253,8 @@ def stream_sync(
        or when `max_seconds` have passed, apply it in one transaction (page_apply): its
        visits or reps, its rejected items, the position after its last page, the counters,
        and the lease renewed. A lease taken over meanwhile rolls it back (LOCK_LOST).
-    4. Stop after the page that says `top`, or once `max_seconds` have passed.
+    4. Stop after the page that says `top`, or once `max_seconds` have passed; clear the
+       stream's last error.
     5. If the position expired (410), apply the batch in hand, record a Gap and go back to
        2 from `tail`, once. Any other Sell error also keeps the batch in hand, then stops
        with its kind, recorded for the status page; an unexpected error stops as CRASHED.

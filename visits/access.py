@@ -92,7 +92,7 @@ def _reach(user, visits: QuerySet) -> QuerySet:
 def visits_for_user(user) -> QuerySet[Visit]:
     """The visits not deleted in Sell that the user may see; PermissionDenied if none."""
     _note("visits_for_user")
-    return _reach(user, Visit.objects.filter(deleted_at__isnull=True))
+    return _reach(user, Visit.objects.live())
 
 
 def visit_lookup_for_user(user, visit_id: int, *, queryset: QuerySet | None = None) -> QuerySet[Visit]:

@@ -115,6 +115,8 @@ class DecisionInline(admin.TabularInline):
 
 
 def decide(kind: str):
+    """The bulk action recording a `kind` decision on the selected visits (as `decide_<kind>`)."""
+
     def action(modeladmin, request, queryset):
         recorded = decisions_record(
             visit_ids=list(queryset.values_list("id", flat=True)), kind=kind, note="Decided in bulk in the admin.",
@@ -124,10 +126,8 @@ def decide(kind: str):
             request, f"{DecisionKind(kind).label}: recorded for {recorded} visits.", messages.SUCCESS
         )
 
-    action.__name__ = f"decide_{kind}"
-    action.short_description = f"Decide: {DecisionKind(kind).label}"
-    action.allowed_permissions = ("review",)
-    return action
+    action.__name__ = f"decide_{kind}"  # the admin names an action by its function
+    return admin.action(description=f"Decide: {DecisionKind(kind).label}", permissions=["review"])(action)
 
 
 @admin.register(FlaggedVisit)
@@ -143,7 +143,7 @@ class FlaggedVisitAdmin(ReadOnlyAdmin):
     actions = [decide(DecisionKind.ACCEPT), decide(DecisionKind.REJECT), decide(DecisionKind.FOLLOW_UP)]
 
     def get_queryset(self, request):
-        live = super().get_queryset(request).filter(deleted_at__isnull=True).prefetch_related("flags")
+        live = super().get_queryset(request).live().prefetch_related("flags")
         return flagged_visits(visits=live, state="all")
 
     def has_review_permission(self, request):

@@ -2,6 +2,8 @@
 plus the ingestion bookkeeping (stream positions, gaps, items we could not apply).
 """
 
+from __future__ import annotations
+
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
@@ -34,7 +36,13 @@ class Rep(models.Model):
         ordering = ["name", "id"]
 
     def __str__(self) -> str:
-        return self.name or f"Rep {self.id}"
+        return self.label_for(self.id, self.name)
+
+    @staticmethod
+    def label_for(rep_id: int, name: str | None) -> str:
+        """How a rep is shown: its name, or "Rep <id>" until the users stream names it. For
+        code holding an id and a name rather than a Rep (report rows, map lookups)."""
+        return name or f"Rep {rep_id}"
 
 
 class Outcome(models.Model):
@@ -48,7 +56,23 @@ class Outcome(models.Model):
         ordering = ["name", "id"]
 
     def __str__(self) -> str:
-        return self.name or f"Outcome {self.id}"
+        return self.label_for(self.id, self.name)
+
+    @staticmethod
+    def label_for(outcome_id: int, name: str | None) -> str:
+        """As Rep.label_for: its name, or "Outcome <id>"."""
+        return name or f"Outcome {outcome_id}"
+
+
+# A visit deleted in Sell is kept for audit, but only the live ones are counted, mapped, flagged
+# and reviewed; the covering index `visit_time_cover` holds exactly these.
+VISIT_LIVE = Q(deleted_at__isnull=True)
+
+
+class VisitQuerySet(models.QuerySet):
+    def live(self) -> VisitQuerySet:
+        """The visits not deleted in Sell."""
+        return self.filter(VISIT_LIVE)
 
 
 class Visit(models.Model):
@@ -80,6 +104,8 @@ class Visit(models.Model):
     # so the reports count flagged visits as cheaply as the rest.
     flagged = models.BooleanField(default=False, db_default=False, editable=False)
 
+    objects = VisitQuerySet.as_manager()
+
     class Meta:
         ordering = ["-visited_at", "-id"]
         permissions = [
@@ -93,7 +119,7 @@ class Visit(models.Model):
             models.Index(
                 fields=["visited_at", "rep", "outcome", "verification_status", "resource_type", "local_day", "flagged"],
                 name="visit_time_cover",
-                condition=Q(deleted_at__isnull=True),
+                condition=VISIT_LIVE,
             ),
             # One rep's visits in time order: the flag rules, the review queue's nearby visits
             # and the rep page read them (without it, every rep's recompute scanned all visits).

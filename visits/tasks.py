@@ -6,35 +6,23 @@ keeps polling every SELL_IDLE_POLL_SECONDS while caught up; the stream lease mak
 overlapping run return at once.
 """
 
-import time
-
 from django.conf import settings
 from django_q.models import Schedule
 
-from visits.ingest.sync import streams_sync
-from visits.review.flags import flags_refresh
+from visits.ingest.pull import visits_pull
 
 SCHEDULE_NAME = "sync-sell-streams"
 
 
 def sync_streams_task(*, session_seconds: float | None = None) -> str:
+    """One scheduled session of visits_pull, worded for the task's result in the admin."""
     session_seconds = settings.SELL_SESSION_SECONDS if session_seconds is None else session_seconds
-    deadline = time.monotonic() + session_seconds
-    polls, applied, rejected, errors, flagged = 0, 0, 0, [], 0
-    while True:
-        remaining = max(deadline - time.monotonic(), 1.0)
-        results = streams_sync(max_seconds=min(remaining, settings.SELL_SYNC_MAX_SECONDS))
-        polls += 1
-        applied += sum(r.applied for r in results)
-        rejected += sum(r.rejected for r in results)
-        errors = [f"{r.stream}: {r.error}" for r in results if r.error]
-        flagged += flags_refresh()[0]  # the reps whose visits changed get their flags recomputed
-        caught_up = all(r.at_top for r in results) and len(results) == 2
-        if errors or not caught_up or time.monotonic() + settings.SELL_IDLE_POLL_SECONDS > deadline:
-            break
-        time.sleep(settings.SELL_IDLE_POLL_SECONDS)
-    summary = f"{polls} polls, {applied} events applied, {rejected} rejected, flags of {flagged} reps recomputed"
-    return summary + (f"; {'; '.join(errors)}" if errors else "")
+    pull = visits_pull(session_seconds=session_seconds)
+    summary = (
+        f"{pull.polls} polls, {pull.applied} events applied, {pull.rejected} rejected, "
+        f"flags of {pull.flagged_reps} reps recomputed"
+    )
+    return summary + (f"; {'; '.join(pull.errors)}" if pull.errors else "")
 
 
 def schedules_setup() -> list[tuple[str, bool]]:

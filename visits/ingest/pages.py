@@ -8,6 +8,7 @@ understood is stored verbatim with the reason and never stops the rest of the pa
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -34,6 +35,8 @@ VISIT_FIELDS = [
     "rep_id", "resource_type", "resource_id", "visited_at", "created_at", "summary", "outcome_id",
     "latitude", "longitude", "verification_status", "sequence", "event_time", "deleted_at",
 ]  # fmt: skip
+# The fields visits_upsert writes, in the order of each row's values.
+UPSERT_FIELDS = ["id", *VISIT_FIELDS, "ingested_at", "local_day"]
 
 
 class LockLost(Exception):
@@ -87,25 +90,46 @@ def rejects_store(*, rejects: list[RejectedItem], stream: str, result: PageResul
     result.rejected = len(fresh)
 
 
+@functools.cache
+def _sequences_sql(model) -> str:
+    """The start of a model's id-and-sequence query, up to "WHERE <id>", from its _meta: built once."""
+    id_column, sequence = model._meta.pk.column, model._meta.get_field("sequence").column
+    return f"SELECT {id_column}, {sequence} FROM {connection.ops.quote_name(model._meta.db_table)} WHERE {id_column}"
+
+
 def sequences_of(*, model, ids: list[int]) -> dict[int, int]:
     """{id: sequence} of the stored rows among `ids`, in plain SQL: the ORM's per-value
     preparation of a thousand-id IN list costs more than the query."""
-    table = connection.ops.quote_name(model._meta.db_table)
+    select = _sequences_sql(model)
     found: dict[int, int] = {}
     if connection.vendor == "postgresql":  # one array parameter instead of a thousand
         with connection.cursor() as cursor:
-            cursor.execute(f"SELECT id, sequence FROM {table} WHERE id = ANY(%s)", [ids])
+            cursor.execute(f"{select} = ANY(%s)", [ids])
             return dict(cursor.fetchall())
     step = rows_per_statement(1)
     with connection.cursor() as cursor:
         for start in range(0, len(ids), step):
             chunk = ids[start : start + step]
-            cursor.execute(f"SELECT id, sequence FROM {table} WHERE id IN ({', '.join(['%s'] * len(chunk))})", chunk)
+            cursor.execute(f"{select} IN ({', '.join(['%s'] * len(chunk))})", chunk)
             found.update(cursor.fetchall())
     return found
 
 
 def visits_apply(*, by_id: dict[int, list[Event]], result: PageResult) -> None:
+    """Write the visit events of a batch (by id, each id's in sequence order: events_group).
+    Runs inside page_apply's transaction, which also moves the stream's position.
+
+    1. Read the stored sequence of every id in the batch, from the visits and from the
+       tombstones (DeletedVisit: deletes of visits never held).
+    2. Per id, walk its events: one at or below the sequence so far is skipped (a re-delivery,
+       a stale event, a replay from `tail`). The newest snapshot (an event with fields) becomes
+       the row to write, with deleted_at set if it is a delete; an id-only delete marks that
+       row, or the stored visit, or else becomes a tombstone. The newest outcome names are kept.
+    3. Mark the reps whose flags must be recomputed (DirtyRep): those of the rows written and
+       the former reps of the visits updated or deleted (a visit may move to another rep).
+    4. Create the reps not seen yet, create or rename the outcomes, then write: the rows in
+       one upsert (visits_upsert), the deletes of stored visits, the new tombstones.
+    """
     ids = list(by_id)
     stored = sequences_of(model=Visit, ids=ids)
     tombstones = sequences_of(model=DeletedVisit, ids=ids)
@@ -195,25 +219,52 @@ def rows_per_statement(columns: int) -> int:
     return max(1, min(limit, 10_000) // columns)
 
 
+@functools.cache
+def _upsert_parts() -> tuple[str, str, str, str]:
+    """The visits upsert's table, column list, conflict column and SET clause, quoted and taken
+    from Visit._meta: built once per process."""
+    quote = connection.ops.quote_name
+    names = [quote(Visit._meta.get_field(name).column) for name in UPSERT_FIELDS]
+    update = ", ".join(f"{n} = EXCLUDED.{n}" for n in names[1:])
+    return quote(Visit._meta.db_table), ", ".join(names), names[0], update
+
+
+@functools.cache
+def _postgres_upsert_sql() -> tuple[str, str, str]:
+    """The temporary table, the COPY into it and the INSERT ... SELECT from it."""
+    table, columns, key, update = _upsert_parts()
+    return (
+        f"CREATE TEMP TABLE IF NOT EXISTS visit_incoming (LIKE {table} INCLUDING DEFAULTS)",
+        f"COPY visit_incoming ({columns}) FROM STDIN",
+        f"INSERT INTO {table} ({columns}) SELECT {columns} FROM visit_incoming "
+        f"ON CONFLICT ({key}) DO UPDATE SET {update}",
+    )
+
+
+@functools.lru_cache(maxsize=8)  # a page's row counts: the full statement and a few remainders
+def _sqlite_upsert_sql(rows: int) -> str:
+    """A multi-row INSERT ... ON CONFLICT of `rows` rows, with sqlite3's own "?" placeholders."""
+    table, columns, key, update = _upsert_parts()
+    marks = f"({', '.join(['?'] * len(UPSERT_FIELDS))})"
+    return (
+        f"INSERT INTO {table} ({columns}) VALUES {', '.join([marks] * rows)} ON CONFLICT ({key}) DO UPDATE SET {update}"
+    )
+
+
 def visits_upsert(*, rows: dict[int, dict]) -> None:
     """INSERT ... VALUES (...), (...) ON CONFLICT (id) DO UPDATE, a few hundred rows a statement.
 
     bulk_create(update_conflicts=True) writes the same SQL but spends most of a page's time
     preparing values field by field; here each value is adapted once. Multi-row statements
-    (rather than executemany) also let the fetch thread run: sqlite3 releases the GIL around
-    each statement step, and one step per row made the two threads queue for it. The
+    (rather than executemany) take one driver step per statement instead of one per row. The
     sequence check already happened, under the stream's lock, so the update is unconditional.
     """
-    ops = connection.ops
-    columns = ["id", *VISIT_FIELDS, "ingested_at", "local_day"]
-    table = ops.quote_name(Visit._meta.db_table)
-    names = [ops.quote_name(Visit._meta.get_field(c).column) for c in columns]
     adapt = datetime_adapter()
     now = adapt(dj_timezone.now())
     zone = settings.DISPLAY_TIME_ZONE
     day = date.isoformat if connection.vendor == "sqlite" else (lambda value: value)
     params = [
-        (
+        (  # in UPSERT_FIELDS order
             visit_id,
             row["rep_id"],
             row["resource_type"],
@@ -233,35 +284,27 @@ def visits_upsert(*, rows: dict[int, dict]) -> None:
         )  # fmt: skip
         for visit_id, row in rows.items()
     ]
-    update = ", ".join(f"{n} = EXCLUDED.{n}" for n in names[1:])
     if connection.vendor == "postgresql":
         # COPY into a session-local table, then one INSERT ... SELECT: a third of the time of
         # executemany or of multi-row VALUES, whose per-row and parsing costs dominated.
-        columns_sql = ", ".join(names)
+        create, copy_in, insert = _postgres_upsert_sql()
         with connection.cursor() as cursor:
-            cursor.execute(f"CREATE TEMP TABLE IF NOT EXISTS visit_incoming (LIKE {table} INCLUDING DEFAULTS)")
-            with cursor.cursor.copy(f"COPY visit_incoming ({columns_sql}) FROM STDIN") as copy:
+            cursor.execute(create)
+            with cursor.cursor.copy(copy_in) as copy:
                 for row in params:
                     copy.write_row(row)
-            cursor.execute(
-                f"INSERT INTO {table} ({columns_sql}) SELECT {columns_sql} FROM visit_incoming "
-                f"ON CONFLICT ({names[0]}) DO UPDATE SET {update}"
-            )
+            cursor.execute(insert)
             cursor.execute("DELETE FROM visit_incoming")
         return
     # SQLite: the statement is written with sqlite3's own "?" placeholders and run on the
     # driver's cursor, as Django's wrapper would spend a regex pass rewriting ten thousand "%s".
-    step = rows_per_statement(len(names))
-    row_marks = f"({', '.join(['?'] * len(names))})"
+    step = rows_per_statement(len(UPSERT_FIELDS))
     with connection.cursor() as cursor:
         sqlite_cursor = cursor.cursor
         for start in range(0, len(params), step):
             chunk = params[start : start + step]
             sqlite3.Cursor.execute(
-                sqlite_cursor,
-                f"INSERT INTO {table} ({', '.join(names)}) VALUES {', '.join([row_marks] * len(chunk))} "
-                f"ON CONFLICT ({names[0]}) DO UPDATE SET {update}",
-                [value for row in chunk for value in row],
+                sqlite_cursor, _sqlite_upsert_sql(len(chunk)), [value for row in chunk for value in row]
             )
 
 

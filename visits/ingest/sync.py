@@ -1,6 +1,6 @@
-"""Runs a stream until `top`: takes the stream's lease, fetches pages (a thread works ahead),
+"""Runs a stream until `top`: takes the stream's lease, fetches pages (a child process works ahead),
 applies them in batches, each with the position after it, and records what happened for the
-status page. Used alike by the django-q2 task and by `manage.py sync_visits`.
+status page. The django-q2 task and `manage.py sync_visits` run it through pull.visits_pull().
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ from collections.abc import Callable, Iterator
 from contextlib import closing
 from dataclasses import dataclass
 from datetime import timedelta
+from enum import StrEnum
+from typing import Literal
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
@@ -29,8 +31,30 @@ from visits.sell.events import TimeBounds, items_parse
 log = logging.getLogger(__name__)
 
 STREAM_ORDER = (Stream.USERS, Stream.VISITS)  # names first, so visits land on named reps
-API_ERROR_KINDS = frozenset(("token", "unreachable", "config"))  # the next stream would fail alike
 BATCH_EVENTS = 5000  # events applied per transaction, at most about this many plus a page
+
+
+class SyncErrorKind(StrEnum):
+    """Why a stream's sync stopped early. A StrEnum: the values are the plain strings the
+    results, summaries and tests have always carried ("token" == SyncErrorKind.TOKEN)."""
+
+    TOKEN = "token"  # no token, or Sell refused it
+    UNREACHABLE = "unreachable"  # the network or Sell is down
+    CONFIG = "config"  # a setting Sell cannot work with
+    REJECTED = "rejected"  # Sell answered this request with an error of its own
+    BUSY = "busy"  # another sync holds the stream's lease
+    LOCK_LOST = "lock_lost"  # another sync took the lease over while this one ran
+    CRASHED = "crashed"  # a bug or a database failure
+
+
+# The failures that concern the whole API: the next stream would fail alike.
+API_ERROR_KINDS = frozenset((SyncErrorKind.TOKEN, SyncErrorKind.UNREACHABLE, SyncErrorKind.CONFIG))
+SELL_ERROR_KINDS = {
+    firehose.NoToken: SyncErrorKind.TOKEN,
+    firehose.TokenRefused: SyncErrorKind.TOKEN,
+    firehose.Unreachable: SyncErrorKind.UNREACHABLE,
+    firehose.BadConfiguration: SyncErrorKind.CONFIG,
+}  # any other SellError: REJECTED
 
 
 @dataclass
@@ -45,7 +69,7 @@ class SyncResult:
     at_top: bool = False
     seconds: float = 0.0
     error: str = ""
-    error_kind: str = ""  # "token", "unreachable", "rejected", "config", "busy", "lock_lost", "crashed"
+    error_kind: SyncErrorKind | Literal[""] = ""  # "" while there is no error
 
     @property
     def events_per_second(self) -> float:
@@ -218,13 +242,31 @@ def stream_sync(
     progress: Callable[[SyncResult], None] | None = None,
     on_retry: Callable[[str, float], None] | None = None,
 ) -> SyncResult:
-    """Fetch and apply pages of `stream` until `top` (or until `max_seconds` have passed)."""
+    """Fetch and apply pages of `stream` until `top` (or until `max_seconds` have passed).
+
+    1. Take the stream's lease (SyncState.lock_owner, for SELL_LOCK_SECONDS). If another live
+       sync holds it, return at once with the error kind BUSY.
+    2. Fetch pages from the stored position (or SELL_START_POSITION): the first one here,
+       the rest from a child process that works ahead (pages_fetch), started at once unless
+       the stream was caught up last time.
+    3. Gather pages into a batch. When it holds BATCH_EVENTS events, when a page says `top`
+       or when `max_seconds` have passed, apply it in one transaction (page_apply): its
+       visits or reps, its rejected items, the position after its last page, the counters,
+       and the lease renewed. A lease taken over meanwhile rolls it back (LOCK_LOST).
+    4. Stop after the page that says `top`, or once `max_seconds` have passed; clear the
+       stream's last error.
+    5. If the position expired (410), apply the batch in hand, record a Gap and go back to
+       2 from `tail`, once. Any other Sell error also keeps the batch in hand, then stops
+       with its kind, recorded for the status page; an unexpected error stops as CRASHED.
+       Either way the position is the last one committed, so the next run resumes exactly.
+    6. Release the lease, whatever happened.
+    """
     result = SyncResult(stream=stream)
     owner = lock_owner_name()
     max_seconds = max_seconds if max_seconds is not None else settings.SELL_SYNC_MAX_SECONDS
     started = time.monotonic()
     if not lock_acquire(stream=stream, owner=owner, seconds=settings.SELL_LOCK_SECONDS):
-        result.error, result.error_kind = f"another sync of the {stream} stream is running", "busy"
+        result.error, result.error_kind = f"another sync of the {stream} stream is running", SyncErrorKind.BUSY
         return result
     batch = _Batch(stream=stream, owner=owner, result=result)
 
@@ -272,16 +314,11 @@ def stream_sync(
         SyncState.objects.filter(stream=stream).update(last_error="", last_error_at=None)
     except firehose.SellError as exc:
         result.error = str(exc)
-        result.error_kind = {
-            firehose.NoToken: "token",
-            firehose.TokenRefused: "token",
-            firehose.Unreachable: "unreachable",
-            firehose.BadConfiguration: "config",
-        }.get(type(exc), "rejected")
+        result.error_kind = SELL_ERROR_KINDS.get(type(exc), SyncErrorKind.REJECTED)
         error_record(stream=stream, message=result.error)
         log.warning("%s stream sync stopped: %s", stream, result.error)
     except LockLost as exc:
-        result.error, result.error_kind = str(exc), "lock_lost"
+        result.error, result.error_kind = str(exc), SyncErrorKind.LOCK_LOST
         log.warning("%s", exc)
     except Exception as exc:  # noqa: BLE001 - a bug or a database failure: say so, keep the position
         # Whatever was applied is committed with its position, and the batch in hand was rolled
@@ -290,7 +327,7 @@ def stream_sync(
             f"the sync stopped on an unexpected error ({type(exc).__name__}: {str(exc)[:300]}); "
             "the position is kept and the next run retries from it; the worker's log has the traceback"
         )
-        result.error_kind = "crashed"
+        result.error_kind = SyncErrorKind.CRASHED
         log.exception("%s stream sync crashed", stream)
         try:
             error_record(stream=stream, message=result.error)

@@ -1,4 +1,4 @@
-"""Visit tallies: counts per month and per week that the reports read instead of every visit.
+"""Visit tallies: counts per year, month and week that the reports read instead of every visit.
 
 Database triggers on the visits table keep `MonthTally`, `YearTally` and `WeekTally` equal to a count of the
 live visits, in the transaction of whatever wrote them (ingestion, the admin, a bench loader).
@@ -22,10 +22,11 @@ from zoneinfo import ZoneInfo
 
 from django.conf import settings
 from django.db import connection as default_connection
-from django.db import transaction
+from django.db import models, transaction
 from django.utils import timezone
 
 from visits import triggers
+from visits.models import MonthTally, TallyState, Visit, WeekTally, YearTally
 
 TRIGGER_NAMES = ("visits_tally_insert", "visits_tally_update_old", "visits_tally_update_new", "visits_tally_delete")
 
@@ -45,74 +46,130 @@ def local_day(*, visited_at: datetime, zone_name: str) -> date:
 # --- Triggers ------------------------------------------------------------------------------
 
 
+def column(model: type[models.Model], name: str) -> str:
+    """A field's column: the SQL here takes every table and column name from the models."""
+    return model._meta.get_field(name).column
+
+
+VISIT_TABLE = Visit._meta.db_table
+# The visit columns the tallies are made of, by field name.
+VISIT = {
+    name: column(Visit, name)
+    for name in (
+        "id", "visited_at", "local_day", "rep", "outcome", "resource_type", "verification_status", "flagged",
+        "deleted_at",
+    )
+}  # fmt: skip
+STATE_TABLE = TallyState._meta.db_table
+STATE_ZONE, STATE_REBUILT = column(TallyState, "time_zone"), column(TallyState, "rebuilt_at")
+
+
 @dataclass(frozen=True)
 class Tally:
-    table: str
-    key: tuple[str, ...]  # the period column first
+    model: type[models.Model]
     period: dict[str, str]  # vendor -> SQL for the period's first day, from "{day}"
-    dimensions: tuple[str, ...]  # SQL for the other key columns, from "{row}" ("" for a bare column)
+    dimensions: tuple[tuple[str, str], ...]  # (Visit field, SQL from "{}") of the other key columns, in order
+
+    @property
+    def table(self) -> str:
+        return self.model._meta.db_table
+
+    @property
+    def key(self) -> tuple[str, ...]:
+        """The tally's primary key columns, the period column first."""
+        return tuple(f.column for f in self.model._meta.pk_fields)
+
+    @property
+    def counts(self) -> tuple[str, str]:
+        """The columns of the visits and of the flagged visits counted."""
+        return column(self.model, "visits"), column(self.model, "flagged")
 
     def values(self, *, vendor: str, row: str = "") -> list[str]:
+        """SQL for the key's values from a visit row (`row`, or the bare columns)."""
         prefix = f"{row}." if row else ""
-        period = self.period[vendor].format(day=f"{prefix}local_day")
-        return [period, *(d.format(row=prefix) for d in self.dimensions)]
+        period = self.period[vendor].format(day=f"{prefix}{VISIT['local_day']}")
+        return [period, *(sql.format(f"{prefix}{VISIT[name]}") for name, sql in self.dimensions)]
 
 
-_STATUS_DIMENSIONS = ("{row}rep_id", "coalesce({row}outcome_id, 0)", "{row}resource_type", "{row}verification_status")
+_STATUS_DIMENSIONS = (
+    ("rep", "{}"),
+    ("outcome", "coalesce({}, 0)"),
+    ("resource_type", "{}"),
+    ("verification_status", "{}"),
+)
 TALLIES = (
     Tally(
-        "visits_monthtally", ("month", "rep_id", "outcome_id", "resource_type", "verification_status"),
+        MonthTally,
         {"sqlite": "strftime('%Y-%m-01', {day})", "postgresql": "date_trunc('month', {day})::date"}, _STATUS_DIMENSIONS,
     ),
     Tally(
-        "visits_yeartally", ("year", "rep_id", "outcome_id", "resource_type", "verification_status"),
+        YearTally,
         {"sqlite": "strftime('%Y-01-01', {day})", "postgresql": "date_trunc('year', {day})::date"}, _STATUS_DIMENSIONS,
     ),
     # 'weekday 1' moves forward to a Monday: from six days earlier, that is the week's Monday.
     Tally(
-        "visits_weektally", ("week", "rep_id", "verification_status"),
+        WeekTally,
         {"sqlite": "date({day}, '-6 days', 'weekday 1')", "postgresql": "date_trunc('week', {day})::date"},
-        ("{row}rep_id", "{row}verification_status"),
+        (("rep", "{}"), ("verification_status", "{}")),
     ),
 )  # fmt: skip
 
 
 def _sqlite_add(row: str) -> str:
-    return " ".join(
-        f"INSERT INTO {t.table} ({', '.join(t.key)}, visits, flagged) "
-        f"VALUES ({', '.join(t.values(vendor='sqlite', row=row))}, 1, {row}.flagged) "
-        f"ON CONFLICT ({', '.join(t.key)}) DO UPDATE SET visits = visits + 1, flagged = flagged + excluded.flagged;"
-        for t in TALLIES
-    )
+    statements = []
+    for t in TALLIES:
+        visits, flagged = t.counts
+        statements.append(
+            f"INSERT INTO {t.table} ({', '.join(t.key)}, {visits}, {flagged}) "
+            f"VALUES ({', '.join(t.values(vendor='sqlite', row=row))}, 1, {row}.{VISIT['flagged']}) "
+            f"ON CONFLICT ({', '.join(t.key)}) DO UPDATE SET {visits} = {visits} + 1, "
+            f"{flagged} = {flagged} + excluded.{flagged};"
+        )
+    return " ".join(statements)
 
 
 def _sqlite_remove(row: str) -> str:
-    return " ".join(
-        f"UPDATE {t.table} SET visits = visits - 1, flagged = flagged - {row}.flagged WHERE "
-        + " AND ".join(f"{k} = {v}" for k, v in zip(t.key, t.values(vendor="sqlite", row=row), strict=True))
-        + ";"
-        for t in TALLIES
+    statements = []
+    for t in TALLIES:
+        visits, flagged = t.counts
+        statements.append(
+            f"UPDATE {t.table} SET {visits} = {visits} - 1, {flagged} = {flagged} - {row}.{VISIT['flagged']} WHERE "
+            + " AND ".join(f"{k} = {v}" for k, v in zip(t.key, t.values(vendor="sqlite", row=row), strict=True))
+            + ";"
+        )
+    return " ".join(statements)
+
+
+def _rebuild_sql(t: Tally, *, vendor: str) -> str:
+    """The tally `t` counted afresh from the live visits."""
+    visits, flagged = t.counts
+    return (
+        f"INSERT INTO {t.table} ({', '.join(t.key)}, {visits}, {flagged}) "
+        f"SELECT {', '.join(t.values(vendor=vendor))}, count(*), "
+        f"sum(CASE WHEN {VISIT['flagged']} THEN 1 ELSE 0 END) FROM {VISIT_TABLE} "
+        f"WHERE {VISIT['deleted_at']} IS NULL GROUP BY {', '.join(str(i) for i in range(1, len(t.key) + 1))}"
     )
 
 
 # A tallied column changed, or the visit was deleted or restored.
 _SQLITE_MOVED = " OR ".join(
-    f"NEW.{c} IS NOT OLD.{c}"
-    for c in ("local_day", "rep_id", "outcome_id", "resource_type", "verification_status", "flagged")
+    f"NEW.{VISIT[name]} IS NOT OLD.{VISIT[name]}"
+    for name in ("local_day", "rep", "outcome", "resource_type", "verification_status", "flagged")
 )
 
 
 def sqlite_triggers() -> list[str]:
+    deleted = VISIT["deleted_at"]
     return [
-        f"CREATE TRIGGER visits_tally_insert AFTER INSERT ON visits_visit WHEN NEW.deleted_at IS NULL\n"
+        f"CREATE TRIGGER visits_tally_insert AFTER INSERT ON {VISIT_TABLE} WHEN NEW.{deleted} IS NULL\n"
         f"BEGIN {_sqlite_add('NEW')} END",
-        f"CREATE TRIGGER visits_tally_update_old AFTER UPDATE ON visits_visit\n"
-        f"WHEN OLD.deleted_at IS NULL AND (NEW.deleted_at IS NOT NULL OR {_SQLITE_MOVED})\n"
+        f"CREATE TRIGGER visits_tally_update_old AFTER UPDATE ON {VISIT_TABLE}\n"
+        f"WHEN OLD.{deleted} IS NULL AND (NEW.{deleted} IS NOT NULL OR {_SQLITE_MOVED})\n"
         f"BEGIN {_sqlite_remove('OLD')} END",
-        f"CREATE TRIGGER visits_tally_update_new AFTER UPDATE ON visits_visit\n"
-        f"WHEN NEW.deleted_at IS NULL AND (OLD.deleted_at IS NOT NULL OR {_SQLITE_MOVED})\n"
+        f"CREATE TRIGGER visits_tally_update_new AFTER UPDATE ON {VISIT_TABLE}\n"
+        f"WHEN NEW.{deleted} IS NULL AND (OLD.{deleted} IS NOT NULL OR {_SQLITE_MOVED})\n"
         f"BEGIN {_sqlite_add('NEW')} END",
-        f"CREATE TRIGGER visits_tally_delete AFTER DELETE ON visits_visit WHEN OLD.deleted_at IS NULL\n"
+        f"CREATE TRIGGER visits_tally_delete AFTER DELETE ON {VISIT_TABLE} WHEN OLD.{deleted} IS NULL\n"
         f"BEGIN {_sqlite_remove('OLD')} END",
     ]
 
@@ -122,16 +179,18 @@ def _pg_delta(*, tables: list[tuple[str, int]]) -> str:
     statements = []
     for t in TALLIES:
         columns, groups = ", ".join(t.key), ", ".join(str(i) for i in range(1, len(t.key) + 1))
+        visits, flagged = t.counts
         delta = " UNION ALL ".join(
             f"SELECT {', '.join(t.values(vendor='postgresql'))}, {sign} * count(*), "
-            f"{sign} * count(*) FILTER (WHERE flagged) FROM {table} WHERE deleted_at IS NULL GROUP BY {groups}"
+            f"{sign} * count(*) FILTER (WHERE {VISIT['flagged']}) FROM {table} "
+            f"WHERE {VISIT['deleted_at']} IS NULL GROUP BY {groups}"
             for table, sign in tables
         )
         statements.append(
-            f"INSERT INTO {t.table} ({columns}, visits, flagged) SELECT {columns}, sum(n), sum(f) "
+            f"INSERT INTO {t.table} ({columns}, {visits}, {flagged}) SELECT {columns}, sum(n), sum(f) "
             f"FROM ({delta}) AS delta ({columns}, n, f) GROUP BY {groups} HAVING sum(n) <> 0 OR sum(f) <> 0 "
-            f"ON CONFLICT ({columns}) DO UPDATE SET visits = {t.table}.visits + EXCLUDED.visits, "
-            f"flagged = {t.table}.flagged + EXCLUDED.flagged;"
+            f"ON CONFLICT ({columns}) DO UPDATE SET {visits} = {t.table}.{visits} + EXCLUDED.{visits}, "
+            f"{flagged} = {t.table}.{flagged} + EXCLUDED.{flagged};"
         )
     return "\n".join(statements)
 
@@ -149,7 +208,7 @@ def postgres_triggers() -> list[str]:
         statements += [
             f"CREATE OR REPLACE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$\n"
             f"BEGIN\n{_pg_delta(tables=tables)}\nRETURN NULL;\nEND $$",
-            f"CREATE TRIGGER {name} AFTER {event} ON visits_visit {referencing} "
+            f"CREATE TRIGGER {name} AFTER {event} ON {VISIT_TABLE} {referencing} "
             f"FOR EACH STATEMENT EXECUTE FUNCTION {name}()",
         ]
     return statements
@@ -166,10 +225,10 @@ def _trigger_statements(vendor: str) -> list[str]:
 
 TRIGGER_SET = triggers.TriggerSet(
     label="tally",
-    table="visits_visit",
+    table=VISIT_TABLE,
     names=_trigger_names,
     statements=_trigger_statements,
-    needs=(*(t.table for t in TALLIES), "visits_tallystate"),
+    needs=(*(t.table for t in TALLIES), STATE_TABLE),
     after_migrate=lambda *, connection: tallies_ensure(connection=connection),
 )
 
@@ -192,19 +251,18 @@ def triggers_installed(*, connection=default_connection) -> set[str]:
 
 def local_days_fill(*, connection=default_connection, zone_name: str, only_missing: bool = False) -> int:
     """Set every visit's local_day (or only the missing ones) for `zone_name`; returns rows changed."""
-    where = " WHERE local_day IS NULL" if only_missing else ""
+    table, day, at, key = VISIT_TABLE, VISIT["local_day"], VISIT["visited_at"], VISIT["id"]
+    where = f" WHERE {day} IS NULL" if only_missing else ""
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
-            cursor.execute(
-                f"UPDATE visits_visit SET local_day = (visited_at AT TIME ZONE %s)::date{where}", [zone_name]
-            )
+            cursor.execute(f"UPDATE {table} SET {day} = ({at} AT TIME ZONE %s)::date{where}", [zone_name])
             return cursor.rowcount
         if zone_name == "UTC":  # SQLite keeps visited_at as UTC text: its date is the day
-            cursor.execute(f"UPDATE visits_visit SET local_day = date(visited_at){where}")
+            cursor.execute(f"UPDATE {table} SET {day} = date({at}){where}")
             return cursor.rowcount
         # SQLite has no time zone data: compute in Python, a chunk at a time.
         zone = zone_get(zone_name)
-        cursor.execute(f"SELECT id, visited_at FROM visits_visit{where}")
+        cursor.execute(f"SELECT {key}, {at} FROM {table}{where}")
         changed = 0
         while chunk := cursor.fetchmany(10_000):
             days = []
@@ -212,13 +270,13 @@ def local_days_fill(*, connection=default_connection, zone_name: str, only_missi
                 moment = visited_at if isinstance(visited_at, datetime) else datetime.fromisoformat(visited_at)
                 days.append((moment.replace(tzinfo=UTC).astimezone(zone).date().isoformat(), visit_id))
             with connection.cursor() as writer:
-                writer.executemany("UPDATE visits_visit SET local_day = %s WHERE id = %s", days)
+                writer.executemany(f"UPDATE {table} SET {day} = %s WHERE {key} = %s", days)
             changed += len(days)
         return changed
 
 
 def tallies_rebuild(*, connection=default_connection) -> None:
-    """Re-derive every local day for DISPLAY_TIME_ZONE and rebuild both tallies from the visits."""
+    """Re-derive every local day for DISPLAY_TIME_ZONE and rebuild the three tallies from the visits."""
     zone_name = settings.DISPLAY_TIME_ZONE
     vendor = "postgresql" if connection.vendor == "postgresql" else "sqlite"
     with transaction.atomic(using=connection.alias):
@@ -227,15 +285,10 @@ def tallies_rebuild(*, connection=default_connection) -> None:
         with connection.cursor() as cursor:
             for t in TALLIES:
                 cursor.execute(f"DELETE FROM {t.table}")
-                cursor.execute(
-                    f"INSERT INTO {t.table} ({', '.join(t.key)}, visits, flagged) "
-                    f"SELECT {', '.join(t.values(vendor=vendor))}, count(*), "
-                    "sum(CASE WHEN flagged THEN 1 ELSE 0 END) FROM visits_visit "
-                    f"WHERE deleted_at IS NULL GROUP BY {', '.join(str(i) for i in range(1, len(t.key) + 1))}"
-                )
-            cursor.execute("DELETE FROM visits_tallystate")
+                cursor.execute(_rebuild_sql(t, vendor=vendor))
+            cursor.execute(f"DELETE FROM {STATE_TABLE}")
             cursor.execute(
-                "INSERT INTO visits_tallystate (time_zone, rebuilt_at) VALUES (%s, %s)",
+                f"INSERT INTO {STATE_TABLE} ({STATE_ZONE}, {STATE_REBUILT}) VALUES (%s, %s)",
                 [zone_name, connection.ops.adapt_datetimefield_value(timezone.now())],
             )
         triggers_install(connection=connection)
@@ -243,7 +296,7 @@ def tallies_rebuild(*, connection=default_connection) -> None:
 
 def tallies_time_zone(*, connection=default_connection) -> str | None:
     with connection.cursor() as cursor:
-        cursor.execute("SELECT time_zone FROM visits_tallystate")
+        cursor.execute(f"SELECT {STATE_ZONE} FROM {STATE_TABLE}")
         row = cursor.fetchone()
     return row[0] if row else None
 

@@ -105,7 +105,7 @@ def rows_sort(rows: list[Row], *, sort: str) -> list[Row]:
 
 # --- Counting ------------------------------------------------------------------------------
 #
-# Counts come from the tallies (tallies.py) for the whole months (or weeks) inside the range,
+# Counts come from the tallies (tallies.py) for the whole years and months (or weeks) inside the range,
 # plus the visits themselves for the days at its edges, read from the covering index on
 # (visited_at, ...). With no tallies for today's DISPLAY_TIME_ZONE, everything is counted
 # from the visits.
@@ -203,7 +203,7 @@ def _days(scope: Scope, low: date | None, high: date | None) -> QuerySet:
     """Live visits in scope on the days low..high: bounded on visited_at (the same visits as
     local_day low..high, as the tallies are current), which the covering index leads with."""
     zone = ZoneInfo(settings.DISPLAY_TIME_ZONE)
-    visits = scope._narrow(Visit.objects.filter(deleted_at__isnull=True), rep="rep_id", outcome="outcome_id")
+    visits = scope._narrow(Visit.objects.live(), rep="rep_id", outcome="outcome_id")
     if low is not None:
         visits = visits.filter(visited_at__gte=datetime.combine(low, time.min, tzinfo=zone))
     if high is not None:
@@ -257,9 +257,13 @@ def totals(*, scope: Scope) -> Counts:
     return counts_by(scope=scope, by=()).get((), Counts())
 
 
-def rows_named(counts: Iterable[tuple[int | None, Counts]], *, names: dict[int, str], noun: str) -> list[Row]:
+def rows_named(
+    counts: Iterable[tuple[int | None, Counts]], *, names: dict[int, str], model: type[Rep] | type[Outcome]
+) -> list[Row]:
+    """Report rows named by the model's own label rule (Rep.label_for, Outcome.label_for)."""
+    missing = f"(no {model._meta.model_name})"
     return [
-        Row(id=key, name=(names.get(key) or f"{noun} {key}") if key is not None else f"(no {noun.lower()})", counts=c)
+        Row(id=key, name=model.label_for(key, names.get(key)) if key is not None else missing, counts=c)
         for key, c in counts
     ]
 
@@ -272,7 +276,7 @@ def rep_rows(*, scope: Scope, sort: str = "name", review: bool = False) -> list[
         for rep_id, rejected in rejected_by_rep(scope=scope).items():
             if (rep_id,) in counts:
                 counts[(rep_id,)].rejected = rejected
-    return rows_sort(rows_named(((k[0], c) for k, c in counts.items()), names=names, noun="Rep"), sort=sort)
+    return rows_sort(rows_named(((k[0], c) for k, c in counts.items()), names=names, model=Rep), sort=sort)
 
 
 def rejected_by_rep(*, scope: Scope) -> dict[int, int]:
@@ -289,7 +293,7 @@ def rejected_by_rep(*, scope: Scope) -> dict[int, int]:
 def outcome_rows(*, scope: Scope, sort: str = "name") -> list[Row]:
     names = dict(Outcome.objects.values_list("id", "name"))
     counts = counts_by(scope=scope, by=("outcome",))
-    return rows_sort(rows_named(((k[0], c) for k, c in counts.items()), names=names, noun="Outcome"), sort=sort)
+    return rows_sort(rows_named(((k[0], c) for k, c in counts.items()), names=names, model=Outcome), sort=sort)
 
 
 def matrix(*, scope: Scope) -> tuple[list[Row], list[Row], dict[tuple[int, int | None], Cell]]:
@@ -304,8 +308,8 @@ def matrix(*, scope: Scope) -> tuple[list[Row], list[Row], dict[tuple[int, int |
     rep_names = dict(Rep.objects.values_list("id", "name"))
     outcome_names = dict(Outcome.objects.values_list("id", "name"))
     return (
-        rows_sort(rows_named(reps.items(), names=rep_names, noun="Rep"), sort="name"),
-        rows_sort(rows_named(outcomes.items(), names=outcome_names, noun="Outcome"), sort="name"),
+        rows_sort(rows_named(reps.items(), names=rep_names, model=Rep), sort="name"),
+        rows_sort(rows_named(outcomes.items(), names=outcome_names, model=Outcome), sort="name"),
         cells,
     )
 

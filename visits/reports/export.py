@@ -1,7 +1,8 @@
 """Streamed CSV: a UTF-8 byte-order mark, then one row at a time (memory stays flat).
 
 Text that a spreadsheet would run as a formula (starting with =, +, -, @, a tab or a
-carriage return) gets a leading apostrophe; numbers are left alone.
+carriage return) gets a leading apostrophe (text_safe, the one place that rule lives);
+numbers are left alone.
 """
 
 from __future__ import annotations
@@ -14,9 +15,10 @@ from django.db import connection
 from django.db.models.expressions import RawSQL
 from django.http import StreamingHttpResponse
 
+from visits.models import Flag, Visit
 from visits.review.queue import latest_kinds
 
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # single characters: a set lookup of the first one
 FORMULA_FIRST_CHARACTERS = frozenset(FORMULA_STARTS)
 
 
@@ -27,10 +29,13 @@ class _Line:
         return value
 
 
+def text_safe(text: str) -> str:
+    """The formula rule: text a spreadsheet would run as a formula gets a leading apostrophe."""
+    return "'" + text if text[:1] in FORMULA_FIRST_CHARACTERS else text
+
+
 def cell_safe(value) -> object:
-    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
-        return "'" + value
-    return value
+    return text_safe(value) if isinstance(value, str) else value
 
 
 def rate_text(rate: float | None) -> str:
@@ -69,21 +74,33 @@ VISIT_COLUMNS = {  # CSV header -> queryset field
     "longitude": "longitude", "summary": "summary",
 }  # fmt: skip
 VISIT_REVIEW_COLUMNS = ["flags", "review_status"]  # appended to /visits.csv: rule names joined by ";", latest decision
-TIME_CELLS = (1, 2)
-TEXT_CELLS = (4, 5, 8, 12)  # the cells that carry text from the API: checked for formulas
+TIME_COLUMNS = ("visited_at", "created_at")  # written as ISO 8601 in UTC
+TEXT_COLUMNS = ("rep_name", "resource_type", "outcome_name", "summary")  # text from the API: checked for formulas
+# Where those columns are in a row, found once by name.
+ID_CELL = list(VISIT_COLUMNS).index("id")
+TIME_CELLS = tuple(list(VISIT_COLUMNS).index(name) for name in TIME_COLUMNS)
+TEXT_CELLS = tuple(list(VISIT_COLUMNS).index(name) for name in TEXT_COLUMNS)
 
 
-# A flagged visit's rules, in the export's own query: looked up only for the flagged visits.
-FLAG_RULES_SQL = {
-    "sqlite": (
-        "CASE WHEN visits_visit.flagged THEN (SELECT group_concat(rule, ';') FROM (SELECT rule FROM visits_flag "
-        "WHERE visits_flag.visit_id = visits_visit.id ORDER BY rule)) ELSE '' END"
-    ),
-    "postgresql": (
-        "CASE WHEN visits_visit.flagged THEN (SELECT string_agg(rule, ';' ORDER BY rule) FROM visits_flag "
-        "WHERE visits_flag.visit_id = visits_visit.id) ELSE '' END"
-    ),
-}
+def flag_rules_sql() -> dict[str, str]:
+    """A flagged visit's rules, in the export's own query (looked up only for the flagged
+    visits), per vendor; the tables and columns are the models'."""
+    visit, flag = Visit._meta.db_table, Flag._meta.db_table
+    flagged, visit_id = f"{visit}.{Visit._meta.get_field('flagged').column}", f"{visit}.{Visit._meta.pk.column}"
+    rule, flag_visit = Flag._meta.get_field("rule").column, f"{flag}.{Flag._meta.get_field('visit').column}"
+    return {
+        "sqlite": (
+            f"CASE WHEN {flagged} THEN (SELECT group_concat({rule}, ';') FROM (SELECT {rule} FROM {flag} "
+            f"WHERE {flag_visit} = {visit_id} ORDER BY {rule})) ELSE '' END"
+        ),
+        "postgresql": (
+            f"CASE WHEN {flagged} THEN (SELECT string_agg({rule}, ';' ORDER BY {rule}) FROM {flag} "
+            f"WHERE {flag_visit} = {visit_id}) ELSE '' END"
+        ),
+    }
+
+
+FLAG_RULES_SQL = flag_rules_sql()  # built once
 
 
 def visit_rows(*, visits) -> Iterator[list]:
@@ -115,13 +132,11 @@ def visit_rows(*, visits) -> Iterator[list]:
         while chunk := cursor.fetchmany(2000):
             for row in chunk:
                 cells = ["" if value is None else value for value in row]
-                cells.append(reviews.get(row[0], ""))
+                cells.append(reviews.get(row[ID_CELL], ""))
                 for index in TIME_CELLS:
                     cells[index] = when(row[index])
                 for index in TEXT_CELLS:
-                    text = cells[index]
-                    if text and text[0] in FORMULA_FIRST_CHARACTERS:
-                        cells[index] = "'" + text
+                    cells[index] = text_safe(cells[index])
                 yield cells
     finally:
         cursor.close()

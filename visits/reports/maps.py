@@ -278,8 +278,8 @@ def visit_rows(*, visits: QuerySet, limit: int) -> tuple[list[list], dict]:
     outcome_names = dict(Outcome.objects.filter(id__in=list(outcomes)).values_list("id", "name"))
     labels = dict(VerificationStatus.choices)
     lookups = {
-        "reps": [rep_names.get(r) or f"Rep {r}" for r in reps],
-        "outcomes": [outcome_names.get(o) or f"Outcome {o}" for o in outcomes],
+        "reps": [Rep.label_for(r, rep_names.get(r)) for r in reps],
+        "outcomes": [Outcome.label_for(o, outcome_names.get(o)) for o in outcomes],
         "statuses": [labels[s] for s in STATUS_ORDER],
         "colors": [STATUS_COLORS[s] for s in STATUS_ORDER],
         "zone": settings.DISPLAY_TIME_ZONE,

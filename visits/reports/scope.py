@@ -32,7 +32,7 @@ class Scope:
     def visits(self) -> QuerySet:
         """Live visits in scope, bounded on visited_at with days in DISPLAY_TIME_ZONE."""
         zone = ZoneInfo(settings.DISPLAY_TIME_ZONE)
-        visits = self._narrow(Visit.objects.filter(deleted_at__isnull=True), rep="rep_id", outcome="outcome_id")
+        visits = self._narrow(Visit.objects.live(), rep="rep_id", outcome="outcome_id")
         if self.start:
             visits = visits.filter(visited_at__gte=datetime.combine(self.start, time.min, tzinfo=zone))
         if self.end:

@@ -15,7 +15,7 @@ from visits.review.rules import Finding, VisitFacts, rep_findings
 
 def rep_visits(*, rep_id: int) -> list[VisitFacts]:
     rows = (
-        Visit.objects.filter(rep_id=rep_id, deleted_at__isnull=True)
+        Visit.objects.live().filter(rep_id=rep_id)
         .order_by("visited_at", "id")
         .values_list("id", "visited_at", "created_at", "latitude", "longitude", "verification_status",
                      "resource_type", "resource_id")

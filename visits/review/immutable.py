@@ -11,8 +11,9 @@ from __future__ import annotations
 from django.db import connection as default_connection
 
 from visits import triggers
+from visits.models import Decision
 
-TABLE = "visits_decision"
+TABLE = Decision._meta.db_table
 EDIT_MESSAGE = "decisions are never edited; record a new decision instead"
 DELETE_MESSAGE = "decisions are never deleted"
 # name -> (event, message); the names are those of the triggers on both databases

@@ -57,9 +57,9 @@ def time_shift(moment: datetime, delta: timedelta) -> datetime:
 def neighbours(*, visit: Visit, hours: int = 12, limit: int = 6) -> list[Neighbour]:
     """The rep's other visits within `hours` of this one, nearest in time first."""
     around = (
-        Visit.objects.filter(rep_id=visit.rep_id, deleted_at__isnull=True,
-                             visited_at__gte=time_shift(visit.visited_at, -timedelta(hours=hours)),
-                             visited_at__lte=time_shift(visit.visited_at, timedelta(hours=hours)))
+        Visit.objects.live().filter(rep_id=visit.rep_id,
+                                    visited_at__gte=time_shift(visit.visited_at, -timedelta(hours=hours)),
+                                    visited_at__lte=time_shift(visit.visited_at, timedelta(hours=hours)))
         .exclude(id=visit.id).select_related("outcome")
     )  # fmt: skip
     found = []
@@ -104,7 +104,7 @@ def decisions_record(*, visit_ids: list[int], kind: str, note: str, user, visits
     `visits.access`; every live visit if None, as for the admin); returns how many were recorded."""
     pool = Visit.objects.all() if visits is None else visits
     flagged = list(
-        pool.filter(id__in=visit_ids, deleted_at__isnull=True, flags__isnull=False)
+        pool.live().filter(id__in=visit_ids, flags__isnull=False)
         .values_list("id", flat=True).distinct()
     )  # fmt: skip
     with transaction.atomic():

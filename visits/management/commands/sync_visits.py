@@ -1,4 +1,5 @@
-"""Runs the users stream, then the visits stream, until `top`, in the foreground."""
+"""Runs the users stream, then the visits stream, until `top`, in the foreground; then the flags
+of the reps whose visits changed (visits_pull, as the worker does)."""
 
 import logging
 import sys
@@ -6,8 +7,8 @@ import time
 
 from django.core.management.base import BaseCommand, CommandError
 
-from visits.ingest.sync import SyncResult, streams_sync
-from visits.review.flags import flags_refresh
+from visits.ingest.pull import visits_pull
+from visits.ingest.sync import SyncResult
 
 
 class Command(BaseCommand):
@@ -37,19 +38,16 @@ class Command(BaseCommand):
 
         # This command reports a failure itself, in one line; the sync's log line would repeat it.
         logging.getLogger("visits.ingest.sync").setLevel(logging.ERROR)
-        results = streams_sync(max_seconds=max_seconds, progress=progress, on_retry=on_retry)
+        pull = visits_pull(max_seconds=max_seconds, progress=progress, on_retry=on_retry)
         summary = "; ".join(
             f"{r.stream}: {r.pages} pages, {r.applied} applied, {r.skipped} skipped, {r.rejected} rejected"
             + (f", {r.gaps} gap(s)" if r.gaps else "")
             + (f", {r.retries} retries" if r.retries else "")
             + (f" in {r.seconds:.1f}s" if r.pages else "")
-            for r in results
+            for r in pull.results
         )
-        reps, _ = flags_refresh()  # what did arrive is flagged, even if a stream then failed
-        summary += f"; flags of {reps} reps recomputed"
-        failed = next((r for r in results if r.error), None)
-        if failed:
+        summary += f"; flags of {pull.flagged_reps} reps recomputed"  # even if a stream then failed
+        if failed := pull.failed:
             raise CommandError(f"{failed.stream} stream: {failed.error}", returncode=1)
-        caught_up = all(r.at_top for r in results)
-        self.stdout.write(f"sync {'complete' if caught_up else 'paused (time limit)'}: {summary}")
+        self.stdout.write(f"sync {'complete' if pull.caught_up else 'paused (time limit)'}: {summary}")
         sys.stdout.flush()

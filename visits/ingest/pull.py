@@ -1,0 +1,80 @@
+"""One pull from Sell: both streams until `top`, then the flags of the reps whose visits changed.
+The django-q2 task (a session that keeps polling while caught up) and `manage.py sync_visits`
+(one pull in the foreground) both call visits_pull(); each only words the result its own way.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from django.conf import settings
+
+from visits.ingest.sync import STREAM_ORDER, SyncResult, streams_sync
+from visits.review.flags import flags_refresh
+
+
+@dataclass
+class PullResult:
+    results: list[SyncResult] = field(default_factory=list)  # the last poll's, one per stream that ran
+    polls: int = 0
+    applied: int = 0  # events applied, over every poll
+    rejected: int = 0  # items rejected, over every poll
+    flagged_reps: int = 0  # reps whose flags were recomputed, over every poll
+    flag_changes: int = 0
+
+    @property
+    def errors(self) -> list[str]:
+        """The last poll's errors, as "<stream>: <error>" for each stream that stopped on one."""
+        return [f"{r.stream}: {r.error}" for r in self.results if r.error]
+
+    @property
+    def failed(self) -> SyncResult | None:
+        """The first stream of the last poll that stopped on an error."""
+        return next((r for r in self.results if r.error), None)
+
+    @property
+    def caught_up(self) -> bool:
+        return len(self.results) == len(STREAM_ORDER) and all(r.at_top for r in self.results)
+
+
+def visits_pull(
+    *,
+    session_seconds: float | None = None,
+    max_seconds: float | None = None,
+    progress: Callable[[SyncResult], None] | None = None,
+    on_retry: Callable[[str, float], None] | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> PullResult:
+    """Pull the users and visits streams, then recompute the flags of the reps that changed.
+
+    1. Run the users stream, then the visits stream, until `top` (streams_sync), each for at
+       most `max_seconds` (default SELL_SYNC_MAX_SECONDS); a failure of the whole API (token,
+       network, configuration) stops after the first stream.
+    2. Recompute the flags of every rep ingestion marked dirty (flags_refresh): what did arrive
+       is flagged even if a stream then failed.
+    3. Without `session_seconds` (the command), stop here. With it (the worker's scheduled
+       session), stop on an error, when a stream is not caught up, or when another poll would
+       not start before the session ends; otherwise wait SELL_IDLE_POLL_SECONDS and go back to
+       1, with each poll bounded by what is left of the session (at least one second).
+    """
+    pull = PullResult()
+    deadline = None if session_seconds is None else time.monotonic() + session_seconds
+    while True:
+        limit = max_seconds
+        if deadline is not None:
+            remaining = max(deadline - time.monotonic(), 1.0)
+            limit = min(remaining, settings.SELL_SYNC_MAX_SECONDS if max_seconds is None else max_seconds)
+        pull.results = streams_sync(max_seconds=limit, progress=progress, on_retry=on_retry)
+        pull.polls += 1
+        pull.applied += sum(r.applied for r in pull.results)
+        pull.rejected += sum(r.rejected for r in pull.results)
+        reps, changes = flags_refresh()
+        pull.flagged_reps += reps
+        pull.flag_changes += changes
+        if deadline is None or pull.errors or not pull.caught_up:
+            return pull
+        if time.monotonic() + settings.SELL_IDLE_POLL_SECONDS > deadline:
+            return pull
+        sleep(settings.SELL_IDLE_POLL_SECONDS)

@@ -11,8 +11,7 @@ from django.core.management import call_command
 from django.utils import timezone
 from django_q.models import Schedule
 
-from visits import tasks
-from visits.ingest import pages, sync
+from visits.ingest import pages, pull, sync
 from visits.models import SyncState, Visit
 from visits.tasks import SCHEDULE_NAME, sync_streams_task
 
@@ -37,7 +36,7 @@ def test_scheduled_task_syncs_both_streams_and_polls_again(serve, small_team, se
     # poll takes on this machine cannot change how many polls fit in the session.
     clock = [0.0]
     monkeypatch.setattr(
-        tasks, "time", SimpleNamespace(monotonic=lambda: clock[0], sleep=lambda s: clock.__setitem__(0, clock[0] + s))
+        pull, "time", SimpleNamespace(monotonic=lambda: clock[0], sleep=lambda s: clock.__setitem__(0, clock[0] + s))
     )
     summary = sync_streams_task(session_seconds=2.5)
     assert Visit.objects.exists()

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from functools import wraps
+from typing import TypeVar
 
 from django.contrib.auth import REDIRECT_FIELD_NAME
 from django.contrib.auth.decorators import login_required, user_passes_test
@@ -22,7 +23,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, render
 
-from visits.models import Rep, Visit
+from visits.models import Rep, Visit, VisitQuerySet
 from visits.reports.filters import ReportFilters
 from visits.reports.scope import Scope
 
@@ -36,6 +37,8 @@ DECIDE_REFUSED = "Only Reviewers can decide on flagged visits."
 # The access functions called in this context, while an `access_trace` is open (tests use it to
 # see that a page went through here); None, and nothing kept, otherwise.
 _trace: ContextVar[list[tuple[str, dict]] | None] = ContextVar("visits_access_trace", default=None)
+
+_Rows = TypeVar("_Rows", bound=QuerySet)
 
 
 @contextmanager
@@ -83,13 +86,13 @@ def _reports_check(user) -> None:
 # --- What a user may see -------------------------------------------------------------------
 
 
-def _reach(user, visits: QuerySet) -> QuerySet:
+def _reach(user, visits: _Rows) -> _Rows:
     """`visits` narrowed to those the user may see (today: all of them, for a reports user)."""
     _reports_check(user)
     return visits
 
 
-def visits_for_user(user) -> QuerySet[Visit]:
+def visits_for_user(user) -> VisitQuerySet:
     """The visits not deleted in Sell that the user may see; PermissionDenied if none."""
     _note("visits_for_user")
     return _reach(user, Visit.objects.live())
@@ -137,7 +140,7 @@ def scope_for_user(user, *, filters: ReportFilters) -> Scope:
 
 
 def _marked(view: Callable, rule: str) -> Callable:
-    view.access_rule = rule  # read by tests/test_access.py: every URL pattern's view carries a rule
+    setattr(view, "access_rule", rule)  # noqa: B010 (read by tests/test_access.py: every view carries a rule)
     return view
 
 

@@ -148,6 +148,11 @@ class Visit(models.Model):
     def __str__(self) -> str:
         return f"Visit {self.id}"
 
+    @property
+    def point(self) -> tuple[float, float] | None:
+        """(latitude, longitude), or None without a position (the database holds both or neither)."""
+        return None if self.latitude is None or self.longitude is None else (self.latitude, self.longitude)
+
 
 class StatusTally(models.Model):
     """Live (not deleted) visits per period of local_day, rep, outcome, resource type and status.

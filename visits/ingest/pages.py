@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
@@ -18,7 +19,7 @@ from django.db import connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone as dj_timezone
 
-from visits.ingest.tallies import local_day
+from visits.ingest.tallies import column, local_day
 from visits.models import (
     DeletedVisit,
     DirtyRep,
@@ -62,7 +63,7 @@ def events_group(
     rejects: dict[str, RejectedItem] = {}
     newest = result.newest_event_time
     for event in parsed:
-        if type(event) is Reject:
+        if isinstance(event, Reject):
             rejects.setdefault(
                 event.digest, RejectedItem(stream=stream, digest=event.digest, raw=event.raw, reason=event.reason)
             )
@@ -153,7 +154,10 @@ def visits_apply(*, by_id: dict[int, list[Event]], result: PageResult) -> None:
                 if event.fields["outcome_id"] is not None:
                     seen = outcome_names.get(event.fields["outcome_id"])
                     if seen is None or event.event_time >= seen[0]:
-                        outcome_names[event.fields["outcome_id"]] = (event.event_time, event.outcome_name)
+                        outcome_names[event.fields["outcome_id"]] = (
+                            event.event_time,
+                            event.outcome_name or "",
+                        )  # a str with an id
             elif row is not None:  # an id-only delete after a snapshot in this same page
                 row.update(sequence=event.sequence, event_time=event.event_time, deleted_at=event.event_time)
             elif visit_id in stored:
@@ -204,9 +208,15 @@ def sqlite_time(value: datetime | None) -> str | None:
     return f"{text}.{value.microsecond:06d}" if value.microsecond else text
 
 
-def datetime_adapter():
+def datetime_adapter() -> Callable[[datetime | None], str | datetime | None]:
     """What the database driver takes for a datetime: SQLite text, or the aware value."""
-    return sqlite_time if connection.vendor == "sqlite" else (lambda value: value)
+    if connection.vendor == "sqlite":
+        return sqlite_time
+    return _as_is
+
+
+def _as_is(value):
+    return value
 
 
 def rows_per_statement(columns: int) -> int:
@@ -224,7 +234,7 @@ def _upsert_parts() -> tuple[str, str, str, str]:
     """The visits upsert's table, column list, conflict column and SET clause, quoted and taken
     from Visit._meta: built once per process."""
     quote = connection.ops.quote_name
-    names = [quote(Visit._meta.get_field(name).column) for name in UPSERT_FIELDS]
+    names = [quote(column(Visit, name)) for name in UPSERT_FIELDS]
     update = ", ".join(f"{n} = EXCLUDED.{n}" for n in names[1:])
     return quote(Visit._meta.db_table), ", ".join(names), names[0], update
 
@@ -262,7 +272,7 @@ def visits_upsert(*, rows: dict[int, dict]) -> None:
     adapt = datetime_adapter()
     now = adapt(dj_timezone.now())
     zone = settings.DISPLAY_TIME_ZONE
-    day = date.isoformat if connection.vendor == "sqlite" else (lambda value: value)
+    day: Callable[[date], str | date] = date.isoformat if connection.vendor == "sqlite" else _as_is
     params = [
         (  # in UPSERT_FIELDS order
             visit_id,
@@ -333,6 +343,7 @@ def users_apply(*, by_id: dict[int, list[Event]], result: PageResult) -> None:
                 continue
             current = event.sequence
             result.applied += 1
+            assert event.fields is not None  # a users event always carries its fields
             if len(event.fields) == 1 and user_id not in full:
                 status_only[user_id] = {**event.fields, "sequence": event.sequence}
             else:

@@ -45,7 +45,7 @@ def visits_pull(
     max_seconds: float | None = None,
     progress: Callable[[SyncResult], None] | None = None,
     on_retry: Callable[[str, float], None] | None = None,
-    sleep: Callable[[float], None] = time.sleep,
+    sleep: Callable[[float], None] | None = None,
 ) -> PullResult:
     """Pull the users and visits streams, then recompute the flags of the reps that changed.
 
@@ -59,6 +59,7 @@ def visits_pull(
        not start before the session ends; otherwise wait SELL_IDLE_POLL_SECONDS and go back to
        1, with each poll bounded by what is left of the session (at least one second).
     """
+    sleep = sleep or time.sleep  # looked up when called, so a test's clock can stand in for time
     pull = PullResult()
     deadline = None if session_seconds is None else time.monotonic() + session_seconds
     while True:

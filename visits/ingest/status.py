@@ -106,4 +106,5 @@ def freshness() -> dict:
         return {"level": "error", "text": f"Ingestion is failing: {message}"}
     if health == "warning":
         return {"level": "warning", "text": message}
-    return {"level": "ok", "text": f"Caught up {timesince(visits.caught_up_at or visits.last_success_at)} ago"}
+    since = visits.caught_up_at or visits.last_success_at or visits.last_poll_at  # the last one is set here
+    return {"level": "ok", "text": f"Caught up {timesince(since)} ago"}

@@ -11,7 +11,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from contextlib import closing
 from dataclasses import dataclass
 from datetime import timedelta
@@ -169,7 +169,7 @@ def time_bounds() -> TimeBounds:
 
 def pages_fetch(
     *, stream: str, position: str, on_retry: Callable[[str, float], None], backlog_expected: bool
-) -> Iterator[fetcher.ParsedPage]:
+) -> Generator[fetcher.ParsedPage]:
     """Parsed pages from `position` on. The first is fetched here: when caught up, it is the only one.
     If more are waiting, a child process fetches them on the other core while we apply; when a
     backlog is expected, that process starts at once, to import while the first page comes."""

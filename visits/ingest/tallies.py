@@ -48,7 +48,9 @@ def local_day(*, visited_at: datetime, zone_name: str) -> date:
 
 def column(model: type[models.Model], name: str) -> str:
     """A field's column: the SQL here takes every table and column name from the models."""
-    return model._meta.get_field(name).column
+    field = model._meta.get_field(name)
+    assert isinstance(field, models.Field) and field.column, f"{model.__name__}.{name} has no column"
+    return field.column
 
 
 VISIT_TABLE = Visit._meta.db_table

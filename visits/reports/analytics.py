@@ -6,7 +6,7 @@ Rates are shares of all the visits in the row (every status counts in the denomi
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
@@ -125,10 +125,10 @@ class WeekStart(Func):
 
 @dataclass(frozen=True)
 class Grain:
-    tally: type
+    tally: type[YearTally] | type[MonthTally] | type[WeekTally]
     period: str  # the tally's period column
-    first: callable  # day -> the first day of its period
-    following: callable  # a period's first day -> the next period's first day
+    first: Callable[[date], date]  # day -> the first day of its period
+    following: Callable[[date], date]  # a period's first day -> the next period's first day
 
 
 def _next_month(day: date) -> date:
@@ -148,16 +148,17 @@ def range_split(*, start: date | None, end: date | None, grain: Grain) -> tuple[
     if end is None:
         last = None
     else:
-        last = grain.first(end)
-        if grain.following(last) - ONE_DAY != end:  # the period holding `end` is not whole
-            last = grain.first(last - ONE_DAY)
-            end_edge = (grain.following(last), end)
+        period = grain.first(end)
+        if grain.following(period) - ONE_DAY != end:  # the period holding `end` is not whole
+            period = grain.first(period - ONE_DAY)
+            end_edge = (grain.following(period), end)
         else:
             end_edge = None
+        last = period
     if first is not None and last is not None and first > last:
         return None, [(start, end)]
     edges = []
-    if start is not None and first != start:
+    if start is not None and first is not None and first != start:  # first is set whenever start is
         edges.append((start, first - ONE_DAY))
     if end is not None and end_edge is not None:
         edges.append(end_edge)

@@ -1,6 +1,7 @@
 """The report filters, shared by every report, list and export, read from the query string."""
 
 from datetime import date
+from typing import cast
 
 from django import forms
 from django.conf import settings
@@ -63,18 +64,21 @@ class ReportFilters(forms.Form):
         """`reps`: those the filter may name, from `visits.access.reps_for_user` (all reps if None)."""
         super().__init__(*args, **kwargs)
         reps = Rep.objects.all() if reps is None else reps
-        self.fields["rep"].choices = [(r.id, str(r)) for r in reps.only("id", "name")]
-        self.fields["outcome"].choices = [(o.id, str(o)) for o in Outcome.objects.only("id", "name")]
+        cast(forms.ChoiceField, self.fields["rep"]).choices = [(r.id, str(r)) for r in reps.only("id", "name")]
+        cast(forms.ChoiceField, self.fields["outcome"]).choices = [
+            (o.id, str(o)) for o in Outcome.objects.only("id", "name")
+        ]
 
     def clean(self):
         data = super().clean()
+        assert data is not None  # Form.clean gives back cleaned_data
         if data.get("start") and data.get("end") and data["start"] > data["end"]:
             raise forms.ValidationError("start must not be after end")
         return data
 
     def problems(self) -> str:
         """One line per wrong parameter: 'rep: 99 is not a known rep'."""
-        lines = []
+        lines: list[str] = []
         for name, errors in self.errors.items():
             label = "filters" if name == "__all__" else name
             lines.extend(f"{label}: {error}" for error in errors)

@@ -141,7 +141,7 @@ def document_finish(m: folium.Map, *, data: dict | None) -> MapDocument:
 class MapPlan:
     """The counts behind a map and its legend, and how it is drawn."""
 
-    located: dict[str, int]  # status -> visits with coordinates
+    located: dict[VerificationStatus, int]  # status -> visits with coordinates
     without_location: int
     mode: str  # "empty", "markers", "clusters" or "newest"
     drawn: int
@@ -208,7 +208,7 @@ def map_base(*, bounds: list[list[float]] | None, zoom: int = 4) -> folium.Map:
     # then scrolls the page to show the whole frame, so the click a user aimed at a visit
     # lands elsewhere (found by the browser tests, when the map is not wholly on screen).
     m = folium.Map(location=[20, 0] if bounds is None else None, zoom_start=2 if bounds is None else zoom,
-                   tiles=None, control_scale=True, **{"maxZoom": 19, "keyboard": False})  # fmt: skip
+                   tiles=None, control_scale=True, maxZoom=19, keyboard=False)  # fmt: skip
     if settings.MAP_TILES_URL:
         folium.TileLayer(
             tiles=settings.MAP_TILES_URL, attr=settings.MAP_TILES_ATTRIBUTION, name="Map", max_zoom=19, control=False

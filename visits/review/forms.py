@@ -1,5 +1,7 @@
 """The review queue's filters (the report filters plus rule and review state) and a decision."""
 
+from typing import cast
+
 from django import forms
 
 from visits.models import DecisionKind, FlagRule
@@ -38,4 +40,6 @@ class DecisionForm(forms.Form):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         ids = self.data.getlist("visit") if hasattr(self.data, "getlist") else []
-        self.fields["visit"].choices = [(i, i) for i in ids]  # existence is checked when recording
+        cast(forms.ChoiceField, self.fields["visit"]).choices = [
+            (i, i) for i in ids
+        ]  # existence is checked when recording

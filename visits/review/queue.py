@@ -9,7 +9,7 @@ from django.db import transaction
 from django.db.models import Exists, OuterRef, Prefetch, QuerySet, Subquery
 
 from visits.geo import distance
-from visits.models import Decision, DecisionKind, Flag, Visit
+from visits.models import Decision, DecisionKind, Flag, Visit, VisitQuerySet
 
 REVIEW_STATES = {
     "awaiting": "Awaiting a decision",
@@ -65,8 +65,9 @@ def neighbours(*, visit: Visit, hours: int = 12, limit: int = 6) -> list[Neighbo
     found = []
     for other in around:
         km = None
-        if visit.latitude is not None and other.latitude is not None:
-            km = distance.km_between((visit.latitude, visit.longitude), (other.latitude, other.longitude))
+        here, there = visit.point, other.point
+        if here is not None and there is not None:
+            km = distance.km_between(here, there)
         found.append(Neighbour(other, (other.visited_at - visit.visited_at).total_seconds() / 60, km))
     return sorted(found, key=lambda n: abs(n.minutes))[:limit]
 
@@ -99,7 +100,7 @@ def queue_items(*, visits) -> list[dict]:
     ]  # fmt: skip
 
 
-def decisions_record(*, visit_ids: list[int], kind: str, note: str, user, visits: QuerySet | None = None) -> int:
+def decisions_record(*, visit_ids: list[int], kind: str, note: str, user, visits: VisitQuerySet | None = None) -> int:
     """One new decision per visit (flagged, live ones only, of `visits`: the deciding user's, from
     `visits.access`; every live visit if None, as for the admin); returns how many were recorded."""
     pool = Visit.objects.all() if visits is None else visits

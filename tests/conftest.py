@@ -15,15 +15,7 @@ from django.db import connection
 
 from visits.demo.generator import DemoData, team_generate
 from visits.demo.server import DemoFirehose, Faults
-from visits.models import (
-    DeletedVisit,
-    MonthTally,
-    Outcome,
-    Rep,
-    Visit,
-    WeekTally,
-    YearTally,
-)
+from visits.models import DeletedVisit, MonthTally, Outcome, Rep, Visit, WeekTally, YearTally
 
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")  # Playwright's sync API runs an event loop
 

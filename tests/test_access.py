@@ -154,10 +154,7 @@ def assert_went_through_access(key: str, pattern: URLPattern, calls: list, ids: 
         assert "user_is_staff" in names, f"{key}: the staff rule was not asked ({calls})"
         return
     assert names & VISITS_FROM, f"{key}: served with no visits from visits.access (called only {sorted(names)})"
-    wanted = {
-        "visit_id": {"visit_for_user", "visit_lookup_for_user"},
-        "rep_id": {"rep_for_user"},
-    }
+    wanted = {"visit_id": {"visit_for_user", "visit_lookup_for_user"}, "rep_id": {"rep_for_user"}}
     for param in pattern.pattern.converters:
         asked = [name for name, args in calls if name in wanted[param] and args.get(param) == ids[param]]
         assert asked, f"{key}: {param}={ids[param]} was not looked up through visits.access ({calls})"

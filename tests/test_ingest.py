@@ -5,24 +5,11 @@ from datetime import timedelta
 
 import pytest
 
-from visits.demo.generator import (
-    MALFORMED_FIRST_ID,
-    USER_DAMAGE,
-    VISIT_DAMAGE,
-    team_generate,
-)
+from visits.demo.generator import MALFORMED_FIRST_ID, USER_DAMAGE, VISIT_DAMAGE, team_generate
 from visits.demo.server import Faults
 from visits.ingest import pages
 from visits.ingest.sync import stream_sync, streams_sync
-from visits.models import (
-    DeletedVisit,
-    Gap,
-    Outcome,
-    RejectedItem,
-    Rep,
-    SyncState,
-    Visit,
-)
+from visits.models import DeletedVisit, Gap, Outcome, RejectedItem, Rep, SyncState, Visit
 from visits.sell import events, firehose
 
 from .conftest import DEMO_NOW, assert_db_matches

@@ -100,11 +100,7 @@ def test_decisions_are_never_edited_or_deleted(client, flagged, cast):
 def test_migrate_puts_the_decision_triggers_back(db):
     from django.core.management import call_command
 
-    from visits.review.immutable import (
-        decision_triggers_drop,
-        decision_triggers_installed,
-        names,
-    )
+    from visits.review.immutable import decision_triggers_drop, decision_triggers_installed, names
 
     wanted = set(names(vendor=connection.vendor))
     assert decision_triggers_installed() == wanted

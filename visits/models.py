@@ -127,8 +127,7 @@ class Visit(models.Model):
         ]
         constraints = [
             models.CheckConstraint(
-                condition=Q(latitude__isnull=True) | Q(latitude__gte=-90, latitude__lte=90),
-                name="visit_latitude_range",
+                condition=Q(latitude__isnull=True) | Q(latitude__gte=-90, latitude__lte=90), name="visit_latitude_range"
             ),
             models.CheckConstraint(
                 condition=Q(longitude__isnull=True) | Q(longitude__gte=-180, longitude__lte=180),
@@ -140,8 +139,7 @@ class Visit(models.Model):
                 name="visit_coordinates_paired",
             ),
             models.CheckConstraint(
-                condition=Q(verification_status__in=VerificationStatus.values),
-                name="visit_status_valid",
+                condition=Q(verification_status__in=VerificationStatus.values), name="visit_status_valid"
             ),
         ]
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import random
+import sys
 import threading
 import time
 import uuid
@@ -167,6 +168,11 @@ class _Handler(BaseHTTPRequestHandler):
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     firehose: DemoFirehose
+
+    def handle_error(self, request, client_address) -> None:
+        """A client that hung up mid-answer (its timeout, during --drip) is normal here, not a traceback."""
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
 
 
 class DemoFirehose:

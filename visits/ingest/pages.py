@@ -20,16 +20,7 @@ from django.db.models import F, Q
 from django.utils import timezone as dj_timezone
 
 from visits.ingest.tallies import column, local_day
-from visits.models import (
-    DeletedVisit,
-    DirtyRep,
-    Outcome,
-    RejectedItem,
-    Rep,
-    Stream,
-    SyncState,
-    Visit,
-)
+from visits.models import DeletedVisit, DirtyRep, Outcome, RejectedItem, Rep, Stream, SyncState, Visit
 from visits.sell.events import Event, Reject
 
 VISIT_FIELDS = [

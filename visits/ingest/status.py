@@ -9,17 +9,7 @@ from django.utils import timezone
 from django.utils.timesince import timesince
 
 from visits.ingest.tallies import tallies_time_zone
-from visits.models import (
-    DirtyRep,
-    Flag,
-    Gap,
-    Outcome,
-    RejectedItem,
-    Rep,
-    Stream,
-    SyncState,
-    Visit,
-)
+from visits.models import DirtyRep, Flag, Gap, Outcome, RejectedItem, Rep, Stream, SyncState, Visit
 
 STALE_AFTER = timedelta(minutes=5)  # no successful poll for this long: ingestion is behind
 

@@ -28,9 +28,7 @@ class Migration(migrations.Migration):
                 ("reason", models.TextField()),
                 ("recorded_at", models.DateTimeField(auto_now_add=True)),
             ],
-            options={
-                "ordering": ["-recorded_at"],
-            },
+            options={"ordering": ["-recorded_at"]},
         ),
         migrations.CreateModel(
             name="Outcome",
@@ -42,9 +40,7 @@ class Migration(migrations.Migration):
                     models.DateTimeField(help_text="event_time of the event that gave the name", null=True),
                 ),
             ],
-            options={
-                "ordering": ["name", "id"],
-            },
+            options={"ordering": ["name", "id"]},
         ),
         migrations.CreateModel(
             name="Rep",
@@ -60,9 +56,7 @@ class Migration(migrations.Migration):
                 ),
                 ("updated_at", models.DateTimeField(auto_now=True)),
             ],
-            options={
-                "ordering": ["name", "id"],
-            },
+            options={"ordering": ["name", "id"]},
         ),
         migrations.CreateModel(
             name="SyncState",
@@ -90,9 +84,7 @@ class Migration(migrations.Migration):
                 ("lock_owner", models.CharField(blank=True, max_length=100)),
                 ("lock_expires_at", models.DateTimeField(blank=True, null=True)),
             ],
-            options={
-                "ordering": ["stream"],
-            },
+            options={"ordering": ["stream"]},
         ),
         migrations.CreateModel(
             name="RejectedItem",

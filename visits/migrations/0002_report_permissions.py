@@ -4,9 +4,7 @@ from django.db import migrations
 
 
 class Migration(migrations.Migration):
-    dependencies = [
-        ("visits", "0001_initial"),
-    ]
+    dependencies = [("visits", "0001_initial")]
 
     operations = [
         migrations.AlterModelOptions(
@@ -18,5 +16,5 @@ class Migration(migrations.Migration):
                     ("review_visits", "Can decide on flagged visits"),
                 ],
             },
-        ),
+        )
     ]

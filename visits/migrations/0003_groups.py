@@ -4,14 +4,8 @@ from django.db import migrations
 
 # As visits/roles.py had them when this was written: a migration must not change when the app's
 # code does (roles.py keeps the live copy, made sure of after every migrate).
-PERMISSIONS = {
-    "view_reports": "Can view reports, maps and exports",
-    "review_visits": "Can decide on flagged visits",
-}
-GROUPS = {
-    "Managers": ["view_reports"],
-    "Reviewers": ["view_reports", "review_visits"],
-}
+PERMISSIONS = {"view_reports": "Can view reports, maps and exports", "review_visits": "Can decide on flagged visits"}
+GROUPS = {"Managers": ["view_reports"], "Reviewers": ["view_reports", "review_visits"]}
 
 
 def groups_create(apps, schema_editor):

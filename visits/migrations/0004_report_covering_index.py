@@ -4,15 +4,10 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-    dependencies = [
-        ("visits", "0003_groups"),
-    ]
+    dependencies = [("visits", "0003_groups")]
 
     operations = [
-        migrations.RemoveIndex(
-            model_name="visit",
-            name="visit_rep_time",
-        ),
+        migrations.RemoveIndex(model_name="visit", name="visit_rep_time"),
         migrations.AddIndex(
             model_name="visit",
             index=models.Index(

@@ -85,10 +85,7 @@ def decisions_mutable(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-    dependencies = [
-        ("visits", "0004_report_covering_index"),
-        migrations.swappable_dependency(settings.AUTH_USER_MODEL),
-    ]
+    dependencies = [("visits", "0004_report_covering_index"), migrations.swappable_dependency(settings.AUTH_USER_MODEL)]
 
     operations = [
         migrations.CreateModel(
@@ -109,15 +106,10 @@ class Migration(migrations.Migration):
                 ("note", models.TextField(blank=True)),
                 ("decided_at", models.DateTimeField(default=django.utils.timezone.now)),
             ],
-            options={
-                "ordering": ["-decided_at", "-id"],
-            },
+            options={"ordering": ["-decided_at", "-id"]},
         ),
         migrations.CreateModel(
-            name="DirtyRep",
-            fields=[
-                ("rep_id", models.BigIntegerField(primary_key=True, serialize=False)),
-            ],
+            name="DirtyRep", fields=[("rep_id", models.BigIntegerField(primary_key=True, serialize=False))]
         ),
         migrations.CreateModel(
             name="Flag",
@@ -142,9 +134,7 @@ class Migration(migrations.Migration):
                 ("numbers", models.JSONField(default=dict)),
                 ("sentence", models.TextField()),
             ],
-            options={
-                "ordering": ["visit_id", "rule"],
-            },
+            options={"ordering": ["visit_id", "rule"]},
         ),
         migrations.CreateModel(
             name="MonthTally",
@@ -171,9 +161,7 @@ class Migration(migrations.Migration):
                 ),
                 ("month", models.DateField()),
             ],
-            options={
-                "abstract": False,
-            },
+            options={"abstract": False},
         ),
         migrations.CreateModel(
             name="TallyState",
@@ -230,53 +218,26 @@ class Migration(migrations.Migration):
                 ),
                 ("year", models.DateField()),
             ],
-            options={
-                "abstract": False,
-            },
+            options={"abstract": False},
         ),
         migrations.CreateModel(
             name="FlaggedVisit",
             fields=[],
-            options={
-                "verbose_name": "flagged visit",
-                "proxy": True,
-                "indexes": [],
-                "constraints": [],
-            },
+            options={"verbose_name": "flagged visit", "proxy": True, "indexes": [], "constraints": []},
             bases=("visits.visit",),
         ),
-        migrations.RemoveIndex(
-            model_name="visit",
-            name="visit_visited_at",
-        ),
-        migrations.RemoveIndex(
-            model_name="visit",
-            name="visit_outcome_time",
-        ),
-        migrations.RemoveIndex(
-            model_name="visit",
-            name="visit_status_time",
-        ),
-        migrations.RemoveIndex(
-            model_name="visit",
-            name="visit_report_cover",
-        ),
+        migrations.RemoveIndex(model_name="visit", name="visit_visited_at"),
+        migrations.RemoveIndex(model_name="visit", name="visit_outcome_time"),
+        migrations.RemoveIndex(model_name="visit", name="visit_status_time"),
+        migrations.RemoveIndex(model_name="visit", name="visit_report_cover"),
         migrations.AddField(
             model_name="visit",
             name="flagged",
             field=models.BooleanField(db_default=False, default=False, editable=False),
         ),
-        migrations.AddField(
-            model_name="visit",
-            name="local_day",
-            field=models.DateField(editable=False, null=True),
-        ),
+        migrations.AddField(model_name="visit", name="local_day", field=models.DateField(editable=False, null=True)),
         migrations.RunPython(local_days_fill, migrations.RunPython.noop),
-        migrations.AlterField(
-            model_name="visit",
-            name="local_day",
-            field=models.DateField(editable=False),
-        ),
+        migrations.AlterField(model_name="visit", name="local_day", field=models.DateField(editable=False)),
         migrations.AddIndex(
             model_name="visit",
             index=models.Index(
@@ -286,8 +247,7 @@ class Migration(migrations.Migration):
             ),
         ),
         migrations.AddIndex(
-            model_name="visit",
-            index=models.Index(fields=["rep", "visited_at"], name="visit_rep_time"),
+            model_name="visit", index=models.Index(fields=["rep", "visited_at"], name="visit_rep_time")
         ),
         migrations.AddField(
             model_name="decision",
@@ -311,16 +271,11 @@ class Migration(migrations.Migration):
             ),
         ),
         migrations.AddIndex(
-            model_name="decision",
-            index=models.Index(fields=["visit", "-decided_at"], name="decision_visit_time"),
+            model_name="decision", index=models.Index(fields=["visit", "-decided_at"], name="decision_visit_time")
         ),
-        migrations.AddIndex(
-            model_name="flag",
-            index=models.Index(fields=["rule", "visit"], name="flag_rule"),
-        ),
+        migrations.AddIndex(model_name="flag", index=models.Index(fields=["rule", "visit"], name="flag_rule")),
         migrations.AddConstraint(
-            model_name="flag",
-            constraint=models.UniqueConstraint(fields=("visit", "rule"), name="flag_one_per_rule"),
+            model_name="flag", constraint=models.UniqueConstraint(fields=("visit", "rule"), name="flag_one_per_rule")
         ),
         migrations.RunPython(tallies_without_rowid, migrations.RunPython.noop),
         migrations.RunPython(decisions_immutable, decisions_mutable),

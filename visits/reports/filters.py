@@ -9,9 +9,7 @@ from django.db.models import QuerySet
 
 from visits.models import Outcome, Rep, VerificationStatus
 from visits.reports.scope import Scope
-from visits.sell.events import (
-    MAX_ID,  # the largest id the database holds (Sell's ids are 64-bit)
-)
+from visits.sell.events import MAX_ID  # the largest id the database holds (Sell's ids are 64-bit)
 
 DATE_ERROR = "must be a date written YYYY-MM-DD"
 

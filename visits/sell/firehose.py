@@ -129,11 +129,7 @@ class FirehoseClient:
         self.on_retry = on_retry
         self.session = requests.Session()
         self.session.headers.update(
-            {
-                "Authorization": f"Bearer {self.token}",
-                "Accept": "application/json",
-                "User-Agent": user_agent(),
-            }
+            {"Authorization": f"Bearer {self.token}", "Accept": "application/json", "User-Agent": user_agent()}
         )
 
     def close(self) -> None:

@@ -4,10 +4,7 @@ and the decorators that say so, live in `visits.access`."""
 from datetime import date, timedelta
 from functools import wraps
 
-from django.http import (
-    HttpRequest,
-    HttpResponse,
-)
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.utils import timezone
 

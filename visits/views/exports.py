@@ -5,14 +5,7 @@ from django.http import HttpRequest, HttpResponse
 from visits.access import reports_required, scope_for_user
 from visits.models import VerificationStatus
 from visits.reports import analytics
-from visits.reports.export import (
-    VISIT_COLUMNS,
-    VISIT_REVIEW_COLUMNS,
-    csv_filename,
-    csv_response,
-    rate_text,
-    visit_rows,
-)
+from visits.reports.export import VISIT_COLUMNS, VISIT_REVIEW_COLUMNS, csv_filename, csv_response, rate_text, visit_rows
 from visits.reports.filters import ReportFilters
 from visits.reports.scope import Scope
 from visits.views.common import filtered

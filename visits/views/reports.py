@@ -9,13 +9,7 @@ from django.shortcuts import render
 from visits.access import rep_for_user, reports_required, scope_for_user
 from visits.reports import analytics, charts, maps
 from visits.reports.filters import ReportFilters
-from visits.views.common import (
-    REPORT_COLUMNS,
-    bad_request,
-    filtered,
-    page_context,
-    sort_param,
-)
+from visits.views.common import REPORT_COLUMNS, bad_request, filtered, page_context, sort_param
 
 GROUPED_ROWS = {"reps": partial(analytics.rep_rows, review=True), "outcomes": analytics.outcome_rows}
 

@@ -256,7 +256,7 @@ def browser_type_launch_args(browser_type_launch_args):
 @pytest.fixture(autouse=True)
 def decisions_flushable(request):
     """After a transactional test, pytest-django empties every table, which the decisions'
-    triggers refuse (visits/immutable.py): they are dropped just before, and the flush's
+    triggers refuse (visits/review/immutable.py): they are dropped just before, and the flush's
     post_migrate puts them back."""
     marker = request.node.get_closest_marker("django_db")
     uses = set(request.fixturenames)

@@ -104,7 +104,7 @@ STYLE_RE = re.compile(r"<style>(.*?)</style>", re.S)
 @dataclass(frozen=True)
 class MapDocument:
     """A map document and the hashes of its inline scripts and styles, for the page's
-    Content-Security-Policy (visits/security.py): only what folium wrote here may run."""
+    Content-Security-Policy (visits/security/csp.py): only what folium wrote here may run."""
 
     html: str
     script_hashes: tuple[str, ...]

@@ -1,6 +1,6 @@
 """Parsing: a raw Firehose item -> an Event, or a Rejected reason.
 
-Free of Django (beyond nothing at all), so that the fetch process (`visits/fetcher.py`) can
+Free of Django (beyond nothing at all), so that the fetch process (`visits/sell/fetcher.py`) can
 parse pages on its own core, ahead of the process that writes them. Whatever an item holds,
 parsing gives an Event the database can store, or a Reject with the reason: never an exception.
 """

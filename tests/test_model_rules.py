@@ -198,7 +198,7 @@ def sql_built() -> list[str]:
     ]  # fmt: skip
     for vendor, zone in (("postgresql", "UTC"), ("sqlite", "UTC"), ("sqlite", "Europe/Berlin")):
         recorder = RecordingConnection(vendor, rows=[(1, "2026-01-01 00:00:00")])
-        tallies.local_days_fill(connection=recorder, zone_name=zone, only_missing=True)
+        tallies.local_days_fill(connection=recorder, zone_name=zone)
         tallies.tallies_time_zone(connection=recorder)
         built += recorder.statements
     return built

@@ -64,6 +64,14 @@ class Outcome(models.Model):
         return name or f"Outcome {outcome_id}"
 
 
+def column(model: type[models.Model], name: str) -> str:
+    """A field's database column, for the SQL written by hand (the upsert, the tally triggers,
+    the export): every table and column name there comes from the models."""
+    field = model._meta.get_field(name)
+    assert isinstance(field, models.Field) and field.column, f"{model.__name__}.{name} has no column"
+    return field.column
+
+
 # A visit deleted in Sell is kept for audit, but only the live ones are counted, mapped, flagged
 # and reviewed; the covering index `visit_time_cover` holds exactly these.
 VISIT_LIVE = Q(deleted_at__isnull=True)

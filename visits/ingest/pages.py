@@ -19,8 +19,8 @@ from django.db import connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone as dj_timezone
 
-from visits.ingest.tallies import column, local_day
-from visits.models import DeletedVisit, DirtyRep, Outcome, RejectedItem, Rep, Stream, SyncState, Visit
+from visits.ingest.tallies import local_day
+from visits.models import DeletedVisit, DirtyRep, Outcome, RejectedItem, Rep, Stream, SyncState, Visit, column
 from visits.sell.events import Event, Reject
 
 VISIT_FIELDS = [
@@ -85,7 +85,7 @@ def rejects_store(*, rejects: list[RejectedItem], stream: str, result: PageResul
 @functools.cache
 def _sequences_sql(model) -> str:
     """The start of a model's id-and-sequence query, up to "WHERE <id>", from its _meta: built once."""
-    id_column, sequence = model._meta.pk.column, model._meta.get_field("sequence").column
+    id_column, sequence = column(model, "id"), column(model, "sequence")
     return f"SELECT {id_column}, {sequence} FROM {connection.ops.quote_name(model._meta.db_table)} WHERE {id_column}"
 
 
@@ -145,10 +145,8 @@ def visits_apply(*, by_id: dict[int, list[Event]], result: PageResult) -> None:
                 if event.fields["outcome_id"] is not None:
                     seen = outcome_names.get(event.fields["outcome_id"])
                     if seen is None or event.event_time >= seen[0]:
-                        outcome_names[event.fields["outcome_id"]] = (
-                            event.event_time,
-                            event.outcome_name or "",
-                        )  # a str with an id
+                        # (an outcome with an id always has a name, "" at least)
+                        outcome_names[event.fields["outcome_id"]] = (event.event_time, event.outcome_name or "")
             elif row is not None:  # an id-only delete after a snapshot in this same page
                 row.update(sequence=event.sequence, event_time=event.event_time, deleted_at=event.event_time)
             elif visit_id in stored:
@@ -282,7 +280,7 @@ def visits_upsert(*, rows: dict[int, dict]) -> None:
             adapt(row["deleted_at"]),
             now,
             day(local_day(visited_at=row["visited_at"], zone_name=zone)),
-        )  # fmt: skip
+        )
         for visit_id, row in rows.items()
     ]
     if connection.vendor == "postgresql":

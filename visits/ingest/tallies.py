@@ -26,7 +26,7 @@ from django.db import models, transaction
 from django.utils import timezone
 
 from visits import triggers
-from visits.models import MonthTally, TallyState, Visit, WeekTally, YearTally
+from visits.models import MonthTally, TallyState, Visit, WeekTally, YearTally, column
 
 TRIGGER_NAMES = ("visits_tally_insert", "visits_tally_update_old", "visits_tally_update_new", "visits_tally_delete")
 
@@ -44,13 +44,6 @@ def local_day(*, visited_at: datetime, zone_name: str) -> date:
 
 
 # --- Triggers ------------------------------------------------------------------------------
-
-
-def column(model: type[models.Model], name: str) -> str:
-    """A field's column: the SQL here takes every table and column name from the models."""
-    field = model._meta.get_field(name)
-    assert isinstance(field, models.Field) and field.column, f"{model.__name__}.{name} has no column"
-    return field.column
 
 
 VISIT_TABLE = Visit._meta.db_table
@@ -225,16 +218,6 @@ def _trigger_statements(vendor: str) -> list[str]:
     return postgres_triggers() if vendor == "postgresql" else sqlite_triggers()
 
 
-TRIGGER_SET = triggers.TriggerSet(
-    label="tally",
-    table=VISIT_TABLE,
-    names=_trigger_names,
-    statements=_trigger_statements,
-    needs=(*(t.table for t in TALLIES), STATE_TABLE),
-    after_migrate=lambda *, connection: tallies_ensure(connection=connection),
-)
-
-
 def triggers_drop(*, connection=default_connection) -> None:
     triggers.trigger_set_drop(connection=connection, trigger_set=TRIGGER_SET)
 
@@ -251,20 +234,19 @@ def triggers_installed(*, connection=default_connection) -> set[str]:
 # --- Rebuilding ----------------------------------------------------------------------------
 
 
-def local_days_fill(*, connection=default_connection, zone_name: str, only_missing: bool = False) -> int:
-    """Set every visit's local_day (or only the missing ones) for `zone_name`; returns rows changed."""
+def local_days_fill(*, connection=default_connection, zone_name: str) -> int:
+    """Set every visit's local_day for `zone_name`; returns rows changed."""
     table, day, at, key = VISIT_TABLE, VISIT["local_day"], VISIT["visited_at"], VISIT["id"]
-    where = f" WHERE {day} IS NULL" if only_missing else ""
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
-            cursor.execute(f"UPDATE {table} SET {day} = ({at} AT TIME ZONE %s)::date{where}", [zone_name])
+            cursor.execute(f"UPDATE {table} SET {day} = ({at} AT TIME ZONE %s)::date", [zone_name])
             return cursor.rowcount
         if zone_name == "UTC":  # SQLite keeps visited_at as UTC text: its date is the day
-            cursor.execute(f"UPDATE {table} SET {day} = date({at}){where}")
+            cursor.execute(f"UPDATE {table} SET {day} = date({at})")
             return cursor.rowcount
         # SQLite has no time zone data: compute in Python, a chunk at a time.
         zone = zone_get(zone_name)
-        cursor.execute(f"SELECT {key}, {at} FROM {table}{where}")
+        cursor.execute(f"SELECT {key}, {at} FROM {table}")
         changed = 0
         while chunk := cursor.fetchmany(10_000):
             days = []
@@ -313,3 +295,13 @@ def tallies_ensure(*, connection=default_connection) -> None:
     rebuilt if the time zone changed."""
     if tallies_time_zone(connection=connection) != settings.DISPLAY_TIME_ZONE:
         tallies_rebuild(connection=connection)
+
+
+TRIGGER_SET = triggers.TriggerSet(
+    label="tally",
+    table=VISIT_TABLE,
+    names=_trigger_names,
+    statements=_trigger_statements,
+    needs=(*(t.table for t in TALLIES), STATE_TABLE),
+    after_migrate=tallies_ensure,
+)

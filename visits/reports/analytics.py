@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta
+from dataclasses import dataclass, replace
+from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from django.conf import settings
@@ -16,17 +16,7 @@ from django.db.models import Count, DateField, Func, Q, QuerySet, Sum
 from django.db.models.functions import TruncWeek
 
 from visits.ingest.tallies import tallies_current
-from visits.models import (
-    DecisionKind,
-    FlagRule,
-    MonthTally,
-    Outcome,
-    Rep,
-    VerificationStatus,
-    Visit,
-    WeekTally,
-    YearTally,
-)  # fmt: skip
+from visits.models import DecisionKind, FlagRule, MonthTally, Outcome, Rep, VerificationStatus, WeekTally, YearTally
 from visits.reports.scope import Scope
 from visits.review.queue import latest_kinds, rejected_ids_of
 
@@ -203,13 +193,7 @@ def status_rows(*, scope: Scope, by: tuple[str, ...]) -> Iterator[tuple[tuple, s
 def _days(scope: Scope, low: date | None, high: date | None) -> QuerySet:
     """Live visits in scope on the days low..high: bounded on visited_at (the same visits as
     local_day low..high, as the tallies are current), which the covering index leads with."""
-    zone = ZoneInfo(settings.DISPLAY_TIME_ZONE)
-    visits = scope._narrow(Visit.objects.live(), rep="rep_id", outcome="outcome_id")
-    if low is not None:
-        visits = visits.filter(visited_at__gte=datetime.combine(low, time.min, tzinfo=zone))
-    if high is not None:
-        visits = visits.filter(visited_at__lt=datetime.combine(high + ONE_DAY, time.min, tzinfo=zone))
-    return visits
+    return replace(scope, start=low, end=high).visits()
 
 
 def _visit_rows(visits: QuerySet, *, by: tuple[str, ...], week=None) -> Iterator[tuple[tuple, str, int, int]]:

@@ -15,7 +15,7 @@ from django.db import connection
 from django.db.models.expressions import RawSQL
 from django.http import StreamingHttpResponse
 
-from visits.models import Flag, Visit
+from visits.models import Flag, Visit, column
 from visits.review.queue import latest_kinds
 
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # single characters: a set lookup of the first one
@@ -86,8 +86,8 @@ def flag_rules_sql() -> dict[str, str]:
     """A flagged visit's rules, in the export's own query (looked up only for the flagged
     visits), per vendor; the tables and columns are the models'."""
     visit, flag = Visit._meta.db_table, Flag._meta.db_table
-    flagged, visit_id = f"{visit}.{Visit._meta.get_field('flagged').column}", f"{visit}.{Visit._meta.pk.column}"
-    rule, flag_visit = Flag._meta.get_field("rule").column, f"{flag}.{Flag._meta.get_field('visit').column}"
+    flagged, visit_id = f"{visit}.{column(Visit, 'flagged')}", f"{visit}.{column(Visit, 'id')}"
+    rule, flag_visit = column(Flag, "rule"), f"{flag}.{column(Flag, 'visit')}"
     return {
         "sqlite": (
             f"CASE WHEN {flagged} THEN (SELECT group_concat({rule}, ';') FROM (SELECT {rule} FROM {flag} "

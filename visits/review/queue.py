@@ -92,7 +92,7 @@ def queue_items(*, visits) -> list[dict]:
     for the page; the nearby visits take one query a visit."""
     page = visits.prefetch_related(
         "flags", Prefetch("decisions", queryset=Decision.objects.select_related("decided_by"))
-    )  # fmt: skip
+    )
     return [
         {"visit": v, "flags": list(v.flags.all()), "last": next(iter(v.decisions.all()), None),
          "neighbours": neighbours(visit=v)}

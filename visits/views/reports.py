@@ -35,7 +35,7 @@ def home(request: HttpRequest, filters: ReportFilters) -> HttpResponse:
             trend=charts.rates_chart(trend=analytics.weekly_trend(scope=scope)),
             leaders=analytics.too_far_leaders(rows=reps),
             min_visits=analytics.MIN_VISITS_FOR_RANKING,
-        ),  # fmt: skip
+        ),
     )
 
 
@@ -111,5 +111,5 @@ def rep_detail(request: HttpRequest, filters: ReportFilters, rep_id: int) -> Htt
             plan=maps.map_plan(scope=scope),
             risk=analytics.rep_risk(scope=scope, totals=totals, trend=trend),
             columns=[("name", "Outcome"), *REPORT_COLUMNS],
-        ),  # fmt: skip
+        ),
     )

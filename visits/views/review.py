@@ -63,7 +63,7 @@ def review_queue(request: HttpRequest) -> HttpResponse:
             kinds=DecisionKind.choices,
             can_decide=user_may_decide(request.user),
             thresholds=rules.rule_thresholds(),
-        ),  # fmt: skip
+        ),
     )
 
 

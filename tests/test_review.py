@@ -115,16 +115,16 @@ def test_the_queue_filters_and_clears(client, flagged, cast):
     reviewer = cast.reviewer
     client.force_login(reviewer)
     awaiting = client.get("/review/")
-    total = awaiting.context["page"].paginator.count
+    total = awaiting.context["total"]
     assert total == Visit.objects.filter(deleted_at__isnull=True, flags__isnull=False).distinct().count()
-    travel = client.get("/review/?rule=impossible_travel").context["page"].paginator.count
+    travel = client.get("/review/?rule=impossible_travel").context["total"]
     assert (
         travel == Visit.objects.filter(deleted_at__isnull=True, flags__rule="impossible_travel").distinct().count() > 0
     )
     chosen = flagged_ids(3)
     client.post("/review/decide/", {"visit": chosen, "kind": "accept", "note": ""})
-    assert client.get("/review/").context["page"].paginator.count == total - 3
-    assert client.get("/review/?review=accept").context["page"].paginator.count == 3
+    assert client.get("/review/").context["total"] == total - 3
+    assert client.get("/review/?review=accept").context["total"] == 3
     for bad in ("review=maybe", "rule=teleport", "start=soon"):
         response = client.get(f"/review/?{bad}")
         assert response.status_code == 400 and bad.split("=")[0] in response.content.decode()

@@ -4,7 +4,7 @@ plus the ingestion bookkeeping (stream positions, gaps, items we could not apply
 
 from __future__ import annotations
 
-from django.db import models
+from django.db import models, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -111,6 +111,9 @@ class Visit(models.Model):
     # Whether any flag rule flags it: set by flags.py with the flags, and tallied (tallies.py),
     # so the reports count flagged visits as cheaply as the rest.
     flagged = models.BooleanField(default=False, db_default=False, editable=False)
+    # The kind of the latest decision on it ("" while none), kept by every decision recorded
+    # (review_status_refresh), so the review queue filters and counts on the visit alone.
+    review_status = models.CharField(max_length=20, blank=True, default="", db_default="", editable=False)
 
     objects = VisitQuerySet.as_manager()
 
@@ -356,10 +359,27 @@ class Decision(models.Model):
     def save(self, *args, **kwargs):
         if not self._state.adding:
             raise PermissionError("decisions are never edited; record a new decision instead")
-        super().save(*args, **kwargs)
+        with transaction.atomic():
+            super().save(*args, **kwargs)
+            review_status_refresh(visit_ids=[self.visit_id])
 
     def delete(self, *args, **kwargs):
         raise PermissionError("decisions are never deleted")
+
+
+def review_status_refresh(*, visit_ids: list[int]) -> None:
+    """Set these visits' review_status to the kind of their latest decision (highest decided_at,
+    then id; "" without one). Decision.save and queue.decisions_record call it in the transaction
+    that records the decisions; a decision inserted by raw SQL must call it too."""
+    latest: dict[int, str] = {}
+    decisions = Decision.objects.filter(visit_id__in=visit_ids).order_by("visit_id", "decided_at", "id")
+    for visit_id, kind in decisions.values_list("visit_id", "kind"):
+        latest[visit_id] = kind  # oldest first: the last one seen wins
+    by_kind: dict[str, list[int]] = {}
+    for visit_id in visit_ids:
+        by_kind.setdefault(latest.get(visit_id, ""), []).append(visit_id)
+    for kind, ids in by_kind.items():
+        Visit.objects.filter(id__in=ids).exclude(review_status=kind).update(review_status=kind)
 
 
 class FlaggedVisit(Visit):

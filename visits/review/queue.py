@@ -6,10 +6,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from django.db import transaction
-from django.db.models import Exists, OuterRef, Prefetch, QuerySet, Subquery
+from django.db.models import Exists, OuterRef, Prefetch, Q, QuerySet, prefetch_related_objects
 
 from visits.geo import distance
-from visits.models import Decision, DecisionKind, Flag, Visit, VisitQuerySet
+from visits.models import Decision, DecisionKind, Flag, Visit, VisitQuerySet, review_status_refresh
 
 REVIEW_STATES = {
     "awaiting": "Awaiting a decision",
@@ -20,19 +20,15 @@ REVIEW_STATES = {
 }
 
 
-def latest_decision() -> Subquery:
-    return Subquery(Decision.objects.filter(visit=OuterRef("pk")).order_by("-decided_at", "-id").values("kind")[:1])
-
-
 def flagged_visits(*, visits: QuerySet, rules: list[str] | None = None, state: str = "awaiting") -> QuerySet:
-    """`visits` narrowed to those with a flag (of one of `rules`), annotated with `review_status`
-    (the latest decision's kind, None while none) and narrowed to `state`."""
-    flags = Flag.objects.filter(visit=OuterRef("pk"))
+    """`visits` narrowed to the flagged ones (with a flag of one of `rules`, if given) in review
+    `state`. Both are kept on the visit (`flagged` by flags.py, `review_status` with each decision),
+    so this reads the visits alone unless rules are named."""
+    chosen = visits.filter(flagged=True)
     if rules:
-        flags = flags.filter(rule__in=rules)
-    chosen = visits.filter(Exists(flags)).annotate(review_status=latest_decision())
+        chosen = chosen.filter(Exists(Flag.objects.filter(visit=OuterRef("pk"), rule__in=rules)))
     if state == "awaiting":
-        return chosen.filter(review_status__isnull=True)
+        return chosen.filter(review_status="")
     if state != "all":
         return chosen.filter(review_status=state)
     return chosen
@@ -54,22 +50,32 @@ def time_shift(moment: datetime, delta: timedelta) -> datetime:
         return datetime.max.replace(tzinfo=UTC) if delta > timedelta(0) else datetime.min.replace(tzinfo=UTC)
 
 
-def neighbours(*, visit: Visit, hours: int = 12, limit: int = 6) -> list[Neighbour]:
-    """The rep's other visits within `hours` of this one, nearest in time first."""
-    around = (
-        Visit.objects.live().filter(rep_id=visit.rep_id,
-                                    visited_at__gte=time_shift(visit.visited_at, -timedelta(hours=hours)),
-                                    visited_at__lte=time_shift(visit.visited_at, timedelta(hours=hours)))
-        .exclude(id=visit.id).select_related("outcome")
-    )  # fmt: skip
-    found = []
-    for other in around:
-        km = None
-        here, there = visit.point, other.point
-        if here is not None and there is not None:
-            km = distance.km_between(here, there)
-        found.append(Neighbour(other, (other.visited_at - visit.visited_at).total_seconds() / 60, km))
-    return sorted(found, key=lambda n: abs(n.minutes))[:limit]
+def neighbours_of(*, visits: list[Visit], hours: int = 12, limit: int = 6) -> dict[int, list[Neighbour]]:
+    """For each of `visits`, the rep's other live visits within `hours` of it, nearest in time
+    first: one query for all of them."""
+    if not visits:
+        return {}
+    window = timedelta(hours=hours)
+    around = Q()
+    for visit in visits:
+        around |= Q(rep_id=visit.rep_id, visited_at__gte=time_shift(visit.visited_at, -window),
+                    visited_at__lte=time_shift(visit.visited_at, window))  # fmt: skip
+    by_rep: dict[int, list[Visit]] = {}
+    for other in Visit.objects.live().filter(around).select_related("outcome"):
+        by_rep.setdefault(other.rep_id, []).append(other)
+    found: dict[int, list[Neighbour]] = {}
+    for visit in visits:
+        near = []
+        for other in by_rep.get(visit.rep_id, []):
+            if other.id == visit.id or abs(other.visited_at - visit.visited_at) > window:
+                continue
+            here, there = visit.point, other.point
+            km = distance.km_between(here, there) if here is not None and there is not None else None
+            near.append(Neighbour(other, (other.visited_at - visit.visited_at).total_seconds() / 60, km))
+        # nearest first; of two as near, the later one first (as the visits' own order)
+        near.sort(key=lambda n: (abs(n.minutes), -n.minutes, -n.visit.id))
+        found[visit.id] = near[:limit]
+    return found
 
 
 def latest_kinds(*, visit_ids: list[int] | None = None) -> dict[int, str]:
@@ -86,16 +92,18 @@ def rejected_ids_of(*, visit_ids: list[int] | None = None) -> set[int]:
     return {vid for vid, kind in latest_kinds(visit_ids=visit_ids).items() if kind == DecisionKind.REJECT}
 
 
-def queue_items(*, visits) -> list[dict]:
+def queue_items(*, visits: list[Visit]) -> list[dict]:
     """A page of flagged visits as the queue shows them: the visit, its flags, its latest
-    decision and the rep's nearby visits. Flags and decisions come prefetched, two queries
-    for the page; the nearby visits take one query a visit."""
-    page = visits.prefetch_related(
-        "flags", Prefetch("decisions", queryset=Decision.objects.select_related("decided_by"))
+    decision and the rep's nearby visits. Flags, decisions and nearby visits take one query
+    each for the whole page."""
+    page = list(visits)
+    prefetch_related_objects(
+        page, "flags", Prefetch("decisions", queryset=Decision.objects.select_related("decided_by"))
     )
+    near = neighbours_of(visits=page)
     return [
         {"visit": v, "flags": list(v.flags.all()), "last": next(iter(v.decisions.all()), None),
-         "neighbours": neighbours(visit=v)}
+         "neighbours": near[v.id]}
         for v in page
     ]  # fmt: skip
 
@@ -110,4 +118,5 @@ def decisions_record(*, visit_ids: list[int], kind: str, note: str, user, visits
     )  # fmt: skip
     with transaction.atomic():
         Decision.objects.bulk_create([Decision(visit_id=vid, kind=kind, note=note, decided_by=user) for vid in flagged])
+        review_status_refresh(visit_ids=flagged)
     return len(flagged)

@@ -2,6 +2,8 @@
 whose decisions are added, never edited or deleted."""
 
 from django.contrib import admin, messages
+from django.core.paginator import Paginator
+from django.utils.functional import cached_property
 
 from visits.models import (
     Decision,
@@ -16,6 +18,7 @@ from visits.models import (
     Visit,
 )
 from visits.review.queue import REVIEW_STATES, decisions_record, flagged_visits
+from visits.views.common import RESOURCE_TYPES
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -42,13 +45,80 @@ class OutcomeAdmin(ReadOnlyAdmin):
     search_fields = ["name"]
 
 
+class CappedPaginator(Paginator):
+    """Counts at most CAP rows (the admin's page links stop there; filters narrow further): a
+    full count of a million visits costs more than the page itself."""
+
+    CAP = 10_000
+
+    @cached_property
+    def count(self) -> int:
+        return self.object_list[: self.CAP + 1].count()
+
+    @property
+    def capped(self) -> bool:
+        return self.count > self.CAP
+
+
+class InSellFilter(admin.SimpleListFilter):
+    """Live visits by default (those the reports count, in the order their index keeps), the
+    ones deleted in Sell, or all."""
+
+    title = "in Sell"
+    parameter_name = "in_sell"
+
+    def lookups(self, request, model_admin):
+        return [("deleted", "Deleted in Sell"), ("all", "All")]
+
+    def choices(self, changelist):
+        live = changelist.get_query_string(remove=[self.parameter_name])
+        yield {"selected": self.value() is None, "query_string": live, "display": "Live"}
+        for lookup, title in self.lookup_choices:
+            yield {"selected": self.value() == lookup, "display": title,
+                   "query_string": changelist.get_query_string({self.parameter_name: lookup})}  # fmt: skip
+
+    def queryset(self, request, queryset):
+        if self.value() == "deleted":
+            return queryset.filter(deleted_at__isnull=False)
+        if self.value() == "all":
+            return queryset
+        return queryset.live()
+
+
+class FixedChoicesFilter(admin.SimpleListFilter):
+    """A filter on a field with its choices written down, not read from the rows (which a list
+    filter on a plain field does, with a DISTINCT over every row)."""
+
+    field = ""
+    fixed: list[tuple[str, str]] = []
+
+    def lookups(self, request, model_admin):
+        return self.fixed
+
+    def queryset(self, request, queryset):
+        return queryset.filter(**{self.field: self.value()}) if self.value() else queryset
+
+
+class ResourceTypeFilter(FixedChoicesFilter):
+    title = parameter_name = field = "resource_type"
+    fixed = [(value, value) for value in RESOURCE_TYPES]
+
+
+class BigListAdmin(ReadOnlyAdmin):
+    """A changelist over up to millions of visits: no full counts, page links up to
+    CappedPaginator.CAP rows, sorting only on what an index keeps in order, no date drill-down."""
+
+    paginator = CappedPaginator
+    show_full_result_count = False
+    sortable_by = ["id", "visited_at"]
+
+
 @admin.register(Visit)
-class VisitAdmin(ReadOnlyAdmin):
+class VisitAdmin(BigListAdmin):
     list_display = ["id", "visited_at", "rep", "outcome", "verification_status", "latitude", "longitude", "deleted_at"]
-    list_filter = ["verification_status", "resource_type", ("deleted_at", admin.EmptyFieldListFilter)]
+    list_filter = [InSellFilter, ("visited_at", admin.DateFieldListFilter), "verification_status", ResourceTypeFilter]
     list_select_related = ["rep", "outcome"]
     search_fields = ["=id", "summary", "rep__name"]
-    date_hierarchy = "visited_at"
 
 
 @admin.register(SyncState)
@@ -131,14 +201,14 @@ def decide(kind: str):
 
 
 @admin.register(FlaggedVisit)
-class FlaggedVisitAdmin(ReadOnlyAdmin):
+class FlaggedVisitAdmin(BigListAdmin):
     """The review queue: visits with a flag, filterable, decided on in bulk."""
 
-    list_display = ["id", "visited_at", "rep", "verification_status", "flag_rules", "review_status"]
-    list_filter = [ReviewStateFilter, RuleFilter, "verification_status", ("rep", admin.RelatedOnlyFieldListFilter)]
+    list_display = ["id", "visited_at", "rep", "verification_status", "flag_rules", "review"]
+    list_filter = [ReviewStateFilter, RuleFilter, ("visited_at", admin.DateFieldListFilter), "verification_status",
+                   ("rep", admin.RelatedFieldListFilter)]  # fmt: skip
     list_select_related = ["rep"]
     search_fields = ["=id", "rep__name", "summary"]
-    date_hierarchy = "visited_at"
     inlines = [DecisionInline]
     actions = [decide(DecisionKind.ACCEPT), decide(DecisionKind.REJECT), decide(DecisionKind.FOLLOW_UP)]
 
@@ -156,8 +226,8 @@ class FlaggedVisitAdmin(ReadOnlyAdmin):
     def flag_rules(self, obj):
         return ", ".join(f.get_rule_display() for f in obj.flags.all())
 
-    @admin.display(description="review", ordering="review_status")
-    def review_status(self, obj):
+    @admin.display(description="review")
+    def review(self, obj):
         return DecisionKind(obj.review_status).label if obj.review_status else "Awaiting"
 
 

@@ -27,7 +27,8 @@ def ago(value: datetime | None) -> str:
 def query_with(context, **changes) -> str:
     """The current query string with some parameters replaced (None removes one); for links."""
     query = context["request"].GET.copy()
-    query.pop("page", None)  # a new sort or filter starts again at page 1
+    for where in ("after", "before", "page"):  # a new sort or filter starts again at the first page
+        query.pop(where, None)
     for key, value in changes.items():
         query.pop(key, None)
         if value is not None:

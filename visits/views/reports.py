@@ -1,14 +1,18 @@
 """Report pages: the overview, reps, outcomes, the rep-by-outcome matrix, the visits list, one rep."""
 
 from functools import partial
+from typing import cast
 
-from django.core.paginator import Paginator
+from django import forms
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
 from visits.access import rep_for_user, reports_required, scope_for_user
+from visits.models import VerificationStatus
 from visits.reports import analytics, charts, maps
 from visits.reports.filters import ReportFilters
+from visits.reports.scope import Scope
+from visits.views import pager
 from visits.views.common import REPORT_COLUMNS, bad_request, filtered, page_context, sort_param
 
 GROUPED_ROWS = {"reps": partial(analytics.rep_rows, review=True), "outcomes": analytics.outcome_rows}
@@ -77,17 +81,44 @@ def visits_list(request: HttpRequest, filters: ReportFilters) -> HttpResponse:
     sort = request.GET.get("sort", "-visited_at")
     if sort not in VISIT_SORTS:
         return bad_request(request, [f"sort: must be one of {', '.join(sorted(VISIT_SORTS))}"])
-    column = {"rep": "rep__name", "outcome": "outcome__name", "status": "verification_status"}.get(
-        sort.lstrip("-"), "visited_at"
+    cursors, problems = pager.cursor_params(request)
+    if problems:
+        return bad_request(request, problems)
+    scope = scope_for_user(request.user, filters=filters)
+    group = sort.lstrip("-")
+    order = (
+        pager.Order(newest_first=sort.startswith("-"))
+        if group == "visited_at"
+        else pager.Order(group=group, groups_descending=sort.startswith("-"))
     )
-    order = ("-" if sort.startswith("-") else "") + column
-    visits = scope_for_user(request.user, filters=filters).visits()
-    visits = visits.select_related("rep", "outcome").order_by(order, "-id")
-    page = Paginator(visits, 50).get_page(request.GET.get("page"))
+    try:
+        page = pager.keyset_page(
+            scope.visits().select_related("rep", "outcome"), order=order, groups=sort_groups(filters, scope, group),
+            size=50, **cursors,
+        )  # fmt: skip
+    except pager.CursorError as error:
+        return bad_request(request, [f"{'after' if cursors['after'] else 'before'}: {error}"])
     columns = [("visited_at", "Visited"), ("rep", "Rep"), ("outcome", "Outcome"), ("status", "Status")]
     return render(
-        request, "visits/visits.html", page_context(request, filters, page=page, sort=sort, visit_columns=columns)
+        request,
+        "visits/visits.html",
+        page_context(
+            request, filters, page=page, total=analytics.totals(scope=scope).visits, sort=sort, visit_columns=columns
+        ),
     )
+
+
+def sort_groups(filters: ReportFilters, scope: Scope, group: str) -> list:
+    """The values a sort by `group` walks, ascending: the reps in scope by name (the filter's
+    choices: the user's reps), the outcomes by name (no outcome last), the statuses by name."""
+    if group in ("rep", "outcome"):
+        choices = [value for value, _ in cast(forms.ChoiceField, filters.fields[group]).choices]
+        chosen = scope.reps if group == "rep" else scope.outcomes
+        values = [value for value in choices if chosen is None or value in chosen]
+        return values if group == "rep" else [*values, None]
+    if group == "status":
+        return sorted(scope.statuses if scope.statuses is not None else VerificationStatus.values)
+    return []
 
 
 @reports_required

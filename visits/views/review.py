@@ -1,7 +1,6 @@
 """One visit in full, the review queue, and recording decisions."""
 
 from django.contrib import messages
-from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils.http import url_has_allowed_host_and_scheme
@@ -20,6 +19,7 @@ from visits.ingest.status import freshness
 from visits.models import DecisionKind, Visit
 from visits.review import queue, rules
 from visits.review.forms import DecisionForm, ReviewFilters
+from visits.views import pager
 from visits.views.common import bad_request, page_context
 
 
@@ -43,13 +43,17 @@ def review_queue(request: HttpRequest) -> HttpResponse:
     filters = ReviewFilters(request.GET, reps=reps_for_user(request.user))
     if not filters.is_valid():
         return bad_request(request, filters.problems().splitlines())
+    cursors, problems = pager.cursor_params(request)
+    if problems:
+        return bad_request(request, problems)
     data = filters.cleaned_data
     visits = queue.flagged_visits(
         visits=scope_for_user(request.user, filters=filters).visits(), rules=data["rule"] or None, state=data["review"]
     )
-    page = Paginator(visits.select_related("rep", "outcome").order_by("-visited_at", "-id"), 20).get_page(
-        request.GET.get("page")
-    )
+    try:
+        page = pager.keyset_page(visits.select_related("rep", "outcome"), order=pager.Order(), size=20, **cursors)
+    except pager.CursorError as error:
+        return bad_request(request, [f"{'after' if cursors['after'] else 'before'}: {error}"])
     items = queue.queue_items(visits=page.object_list)
     return render(
         request,
@@ -58,6 +62,7 @@ def review_queue(request: HttpRequest) -> HttpResponse:
             request,
             filters,
             page=page,
+            total=visits.count(),
             items=items,
             review_states=queue.REVIEW_STATES,
             kinds=DecisionKind.choices,

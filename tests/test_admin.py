@@ -107,3 +107,22 @@ def test_the_flagged_list_filters_on_the_review_state_kept_on_the_visit(admin_cl
     assert sorted(awaiting) == flagged[3:]
     body = admin_client.get("/admin/visits/flaggedvisit/?review=follow_up").content.decode()
     assert "Follow up" in body
+
+
+def test_the_search_takes_an_id_a_rep_name_or_words_of_the_summary(admin_client):
+    ids = visits_make(30)
+    Rep.objects.create(id=6, name="Zed Quinn")
+    Visit.objects.filter(id=ids[4]).update(rep_id=6)
+    for path in ("/admin/visits/visit/", "/admin/visits/flaggedvisit/"):
+        flags_rebuild()
+        pool = Visit.objects.live() if path.endswith("/visit/") else Visit.objects.live().filter(flagged=True)
+        found = listed(admin_client.get(path, {"q": str(ids[3])}))
+        assert found == ([ids[3]] if pool.filter(id=ids[3]).exists() else []), path
+        assert listed(admin_client.get(path, {"q": "quinn"})) == list(
+            pool.filter(id=ids[4]).values_list("id", flat=True)
+        )
+        words = sorted(listed(admin_client.get(path, {"q": '"number 1"'})))
+        assert words == sorted(pool.filter(summary__contains="number 1").values_list("id", flat=True)) != []
+        assert listed(admin_client.get(path, {"q": "ana 7"})) == list(
+            pool.filter(summary__contains="7").order_by("-visited_at").values_list("id", flat=True)
+        )  # both words: Ana's name and a 7 in the summary

@@ -3,7 +3,9 @@ whose decisions are added, never edited or deleted."""
 
 from django.contrib import admin, messages
 from django.core.paginator import Paginator
+from django.db.models import Q
 from django.utils.functional import cached_property
+from django.utils.text import smart_split, unescape_string_literal
 
 from visits.models import (
     Decision,
@@ -17,6 +19,7 @@ from visits.models import (
     SyncState,
     Visit,
 )
+from visits.reports.filters import id_coerce
 from visits.review.queue import REVIEW_STATES, decisions_record, flagged_visits
 from visits.views.common import RESOURCE_TYPES
 
@@ -106,11 +109,30 @@ class ResourceTypeFilter(FixedChoicesFilter):
 
 class BigListAdmin(ReadOnlyAdmin):
     """A changelist over up to millions of visits: no full counts, page links up to
-    CappedPaginator.CAP rows, sorting only on what an index keeps in order, no date drill-down."""
+    CappedPaginator.CAP rows, sorting only on what an index keeps in order, no date drill-down.
+    The search takes a visit id (a whole number: that visit alone), or words found in the
+    rep's name or the summary."""
 
     paginator = CappedPaginator
     show_full_result_count = False
     sortable_by = ["id", "visited_at"]
+    search_fields = ["summary"]  # shows the search box; get_search_results does the work
+    search_help_text = "A visit id, or words from the rep's name or the summary."
+
+    def get_search_results(self, request, queryset, search_term):
+        term = search_term.strip()
+        if not term:
+            return queryset, False
+        try:
+            return queryset.filter(id=id_coerce(term)), False
+        except ValueError:
+            pass
+        for word in smart_split(term):
+            if word[0] in "\"'" and word[0] == word[-1] and len(word) > 1:
+                word = unescape_string_literal(word)
+            reps = list(Rep.objects.filter(name__icontains=word).values_list("id", flat=True))
+            queryset = queryset.filter(Q(rep_id__in=reps) | Q(summary__icontains=word))
+        return queryset, False
 
 
 @admin.register(Visit)
@@ -118,7 +140,6 @@ class VisitAdmin(BigListAdmin):
     list_display = ["id", "visited_at", "rep", "outcome", "verification_status", "latitude", "longitude", "deleted_at"]
     list_filter = [InSellFilter, ("visited_at", admin.DateFieldListFilter), "verification_status", ResourceTypeFilter]
     list_select_related = ["rep", "outcome"]
-    search_fields = ["=id", "summary", "rep__name"]
 
 
 @admin.register(SyncState)
@@ -208,7 +229,6 @@ class FlaggedVisitAdmin(BigListAdmin):
     list_filter = [ReviewStateFilter, RuleFilter, ("visited_at", admin.DateFieldListFilter), "verification_status",
                    ("rep", admin.RelatedFieldListFilter)]  # fmt: skip
     list_select_related = ["rep"]
-    search_fields = ["=id", "rep__name", "summary"]
     inlines = [DecisionInline]
     actions = [decide(DecisionKind.ACCEPT), decide(DecisionKind.REJECT), decide(DecisionKind.FOLLOW_UP)]
 

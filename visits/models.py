@@ -135,6 +135,8 @@ class Visit(models.Model):
             # One rep's visits in time order: the flag rules, the review queue's nearby visits
             # and the rep page read them (without it, every rep's recompute scanned all visits).
             models.Index(fields=["rep", "visited_at"], name="visit_rep_time"),
+            # The few visits deleted in Sell: the status page counts them, the admin lists them.
+            models.Index(fields=["deleted_at"], name="visit_deleted", condition=Q(deleted_at__isnull=False)),
         ]
         constraints = [
             models.CheckConstraint(
@@ -351,7 +353,11 @@ class Decision(models.Model):
 
     class Meta:
         ordering = ["-decided_at", "-id"]
-        indexes = [models.Index(fields=["visit", "-decided_at"], name="decision_visit_time")]
+        indexes = [
+            models.Index(fields=["visit", "-decided_at"], name="decision_visit_time"),
+            # The audit trail newest first (the admin's list), without joining every visit first.
+            models.Index(fields=["-decided_at", "-id"], name="decision_time"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()} by {self.decided_by} on {self.decided_at:%Y-%m-%d %H:%M}"

@@ -111,9 +111,10 @@ class Visit(models.Model):
     # Whether any flag rule flags it: set by flags.py with the flags, and tallied (tallies.py),
     # so the reports count flagged visits as cheaply as the rest.
     flagged = models.BooleanField(default=False, db_default=False, editable=False)
-    # The kind of the latest decision on it ("" while none), kept by every decision recorded
-    # (review_status_refresh), so the review queue filters and counts on the visit alone.
-    review_status = models.CharField(max_length=20, blank=True, default="", db_default="", editable=False)
+    # The kind of the latest decision on it (NULL while none: an index of the decided visits
+    # alone then serves every "accepted", "rejected" list and count), kept by every decision
+    # recorded (review_status_refresh), so the review queue filters and counts on the visit alone.
+    review_status = models.CharField(max_length=20, null=True, blank=True, editable=False)  # noqa: DJ001
 
     objects = VisitQuerySet.as_manager()
 
@@ -135,6 +136,13 @@ class Visit(models.Model):
             # One rep's visits in time order: the flag rules, the review queue's nearby visits
             # and the rep page read them (without it, every rep's recompute scanned all visits).
             models.Index(fields=["rep", "visited_at"], name="visit_rep_time"),
+            # The decided visits by their latest decision's kind: the queue's decided states and
+            # the reports' rejected visits read this, not the decisions.
+            models.Index(
+                fields=["review_status", "visited_at", "rep"],
+                name="visit_decided",
+                condition=Q(review_status__isnull=False),
+            ),
             # The few visits deleted in Sell: the status page counts them, the admin lists them.
             models.Index(fields=["deleted_at"], name="visit_deleted", condition=Q(deleted_at__isnull=False)),
         ]
@@ -375,17 +383,17 @@ class Decision(models.Model):
 
 def review_status_refresh(*, visit_ids: list[int]) -> None:
     """Set these visits' review_status to the kind of their latest decision (highest decided_at,
-    then id; "" without one). Decision.save and queue.decisions_record call it in the transaction
+    then id; None without one). Decision.save and queue.decisions_record call it in the transaction
     that records the decisions; a decision inserted by raw SQL must call it too."""
     latest: dict[int, str] = {}
     decisions = Decision.objects.filter(visit_id__in=visit_ids).order_by("visit_id", "decided_at", "id")
     for visit_id, kind in decisions.values_list("visit_id", "kind"):
         latest[visit_id] = kind  # oldest first: the last one seen wins
-    by_kind: dict[str, list[int]] = {}
+    by_kind: dict[str | None, list[int]] = {}
     for visit_id in visit_ids:
-        by_kind.setdefault(latest.get(visit_id, ""), []).append(visit_id)
+        by_kind.setdefault(latest.get(visit_id), []).append(visit_id)
     for kind, ids in by_kind.items():
-        Visit.objects.filter(id__in=ids).exclude(review_status=kind).update(review_status=kind)
+        Visit.objects.filter(id__in=ids).update(review_status=kind)
 
 
 class FlaggedVisit(Visit):

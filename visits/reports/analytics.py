@@ -18,7 +18,6 @@ from django.db.models.functions import TruncWeek
 from visits.ingest.tallies import tallies_current
 from visits.models import DecisionKind, FlagRule, MonthTally, Outcome, Rep, VerificationStatus, WeekTally, YearTally
 from visits.reports.scope import Scope
-from visits.review.queue import latest_kinds, rejected_ids_of
 
 MIN_VISITS_FOR_RANKING = 20  # the overview ranks reps by too-far rate only from this many visits
 
@@ -265,14 +264,10 @@ def rep_rows(*, scope: Scope, sort: str = "name", review: bool = False) -> list[
 
 
 def rejected_by_rep(*, scope: Scope) -> dict[int, int]:
-    """Per rep: visits in scope whose latest decision is a rejection. Decisions are few: from
-    them to the visits, a chunk of ids at a time."""
-    rejected: dict[int, int] = defaultdict(int)
-    ids = sorted(rejected_ids_of())
-    for start in range(0, len(ids), 5000):
-        for rep_id in scope.visits().filter(id__in=ids[start : start + 5000]).values_list("rep_id", flat=True):
-            rejected[rep_id] += 1
-    return dict(rejected)
+    """Per rep: visits in scope whose latest decision is a rejection (Visit.review_status, which
+    the index of decided visits holds)."""
+    rows = scope.visits().filter(review_status=DecisionKind.REJECT).order_by().values("rep_id")
+    return {row["rep_id"]: row["n"] for row in rows.annotate(n=Count("id"))}
 
 
 def outcome_rows(*, scope: Scope, sort: str = "name") -> list[Row]:
@@ -337,11 +332,14 @@ def rep_risk(*, scope: Scope, totals: Counts, trend: list[tuple[date, Counts]]) 
         visits.filter(flags__isnull=False).order_by().values("flags__rule").annotate(n=Count("id", distinct=True))
         .order_by("-n")
     )  # fmt: skip
-    kinds = latest_kinds(visit_ids=list(visits.filter(flagged=True).values_list("id", flat=True)))
+    kinds = dict(
+        visits.filter(flagged=True, review_status__isnull=False).order_by().values_list("review_status")
+        .annotate(n=Count("id")).values_list("review_status", "n")
+    )  # fmt: skip
     return Risk(
         by_rule=[(labels.get(row["flags__rule"], row["flags__rule"]), row["n"]) for row in by_rule],
         flagged=totals.flagged,
-        rejected=sum(1 for k in kinds.values() if k == DecisionKind.REJECT),
-        follow_up=sum(1 for k in kinds.values() if k == DecisionKind.FOLLOW_UP),
+        rejected=kinds.get(DecisionKind.REJECT, 0),
+        follow_up=kinds.get(DecisionKind.FOLLOW_UP, 0),
         weeks=[(week, c.visits, c.flagged) for week, c in trend][-12:],
     )

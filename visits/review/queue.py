@@ -28,7 +28,7 @@ def flagged_visits(*, visits: QuerySet, rules: list[str] | None = None, state: s
     if rules:
         chosen = chosen.filter(Exists(Flag.objects.filter(visit=OuterRef("pk"), rule__in=rules)))
     if state == "awaiting":
-        return chosen.filter(review_status="")
+        return chosen.filter(review_status__isnull=True)
     if state != "all":
         return chosen.filter(review_status=state)
     return chosen

@@ -203,6 +203,9 @@ class DecisionInline(admin.TabularInline):
     def has_change_permission(self, request, obj=None):
         return False
 
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("decided_by")  # one query, however many decisions
+
 
 def decide(kind: str):
     """The bulk action recording a `kind` decision on the selected visits (as `decide_<kind>`)."""

@@ -258,9 +258,10 @@ def pager_last(page: str) -> int | None:
 def deep_url(ctx: Ctx, path: str, query: str = "", *, page: int, user: str = "superuser") -> str | None:
     """The URL of a deep page of a list, found from its first page's pager: the one place to change
     when a list's pagination does. A next link with a page number (`page`, or the admin's `p`) is
-    given `page` (within the last page if the pager names it); a next link without one is keyset
-    pagination, where depth costs nothing by design: KEYSET_HOPS next links are followed from the
-    first page. None when the list has one page."""
+    given `page` (within the last page if the pager names it). A next link without one is keyset
+    pagination, whose pages should cost the same at any depth: KEYSET_HOPS next links are followed
+    from the first page (reaching page 10,000 would take 10,000 requests). None when the list has
+    one page."""
     link = pager_next(ctx.html(path + query, user=user))
     if link is None:
         return None

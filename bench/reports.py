@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import random
 import resource
 import statistics
 import subprocess
@@ -31,79 +29,18 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from _report import machine, section_write, visits_write  # noqa: E402
+from _report import OUTCOMES, REPS, VISITS, database_settle, django_setup, machine, section_write, visits_load  # noqa: E402
 
-VISITS, REPS, OUTCOMES, DAYS = 1_000_000, 200, 12, 730
-END = datetime(2026, 11, 1, tzinfo=UTC)
 MONTH = ("2026-09-01", "2026-09-30")
 THIRTY_DAYS = ("2026-09-15", "2026-10-14")  # not aligned on months: half of it is read from the edges
 PAGES = ["/", "/reports/reps/", "/reports/outcomes/", "/reports/matrix/"]
-STATUSES = (
-    ("verified",) * 82
-    + ("resource_location_too_far",) * 11
-    + ("location_unknown",) * 4
-    + ("location_services_disabled",) * 3
-)
-
-
-def django_setup(database_url: str) -> None:
-    os.environ.update(
-        DATABASE_URL=database_url, DJANGO_SETTINGS_MODULE="visitsdash.settings", ALLOWED_HOSTS="testserver"
-    )
-    import django
-
-    django.setup()
 
 
 def load(*, visits: int) -> float:
-    """Migrate, write `visits` visits through ingest.visits_upsert and flag them; returns the
-    seconds the writing took."""
-    from django.core.management import call_command
-    from django.db import connection
-
-    from visits.models import Outcome, Rep
-    from visits.review.flags import flags_rebuild
-
-    call_command("migrate", verbosity=0)
-    Rep.objects.bulk_create([Rep(id=1000 + i, name=f"Rep {i:03d}") for i in range(REPS)])
-    Outcome.objects.bulk_create([Outcome(id=100 + i, name=f"Outcome {i:02d}") for i in range(OUTCOMES)])
-    started = time.perf_counter()
-    visits_write(visit_rows(visits=visits))
-    seconds = time.perf_counter() - started
-    flags_rebuild()  # the reps report counts flagged visits: measure it with flags present
-    if connection.vendor == "postgresql":
-        # What autovacuum does soon after a bulk load: statistics, and the visibility map that
-        # lets the covering index answer on its own.
-        with connection.cursor() as cursor:
-            cursor.execute("VACUUM ANALYZE")
+    """The shared data set, loaded and settled; returns the seconds the writing took."""
+    seconds = visits_load(visits=visits)
+    database_settle()
     return seconds
-
-
-def visit_rows(*, visits: int):
-    """(id, row) pairs: 200 reps, 12 outcomes, two years, around Chicago."""
-    rng = random.Random(1)
-    for visit_id in range(1, visits + 1):
-        at = END - timedelta(seconds=rng.randrange(DAYS * 86400))
-        status = rng.choice(STATUSES)
-        located = status in ("verified", "resource_location_too_far")
-        yield (
-            visit_id,
-            {
-                "rep_id": 1000 + rng.randrange(REPS),
-                "resource_type": rng.choice(("lead", "contact")),
-                "resource_id": rng.randrange(1, 50_000),
-                "visited_at": at,
-                "created_at": at + timedelta(minutes=5),
-                "summary": "Met the buyer, left samples, follow up next week.",
-                "outcome_id": 100 + rng.randrange(OUTCOMES),
-                "latitude": 41.8 + rng.random() if located else None,
-                "longitude": -87.6 + rng.random() if located else None,
-                "verification_status": status,
-                "sequence": 1,
-                "event_time": at + timedelta(minutes=5),
-                "deleted_at": None,
-            },
-        )
 
 
 def pages_measure(*, repeat: int) -> dict:

@@ -55,7 +55,6 @@ BENCH_USER, MANAGER_USER, REVIEWER_USER = "bench", "bench-manager", "bench-revie
 MONTH = ("2026-09-01", "2026-09-30")
 REP_ID, OUTCOME_ID = 1042, 103
 MAX_CHOICES = 12  # an admin filter with more choices is asked for its first two and its last
-KEYSET_HOPS = 10  # a pager without page numbers: how many "next" links deep_url follows
 
 
 # --- Building the database -------------------------------------------------------------------
@@ -259,9 +258,9 @@ def deep_url(ctx: Ctx, path: str, query: str = "", *, page: int, user: str = "su
     """The URL of a deep page of a list, found from its first page's pager: the one place to change
     when a list's pagination does. A next link with a page number (`page`, or the admin's `p`) is
     given `page` (within the last page if the pager names it). A next link without one is keyset
-    pagination, whose pages should cost the same at any depth: KEYSET_HOPS next links are followed
-    from the first page (reaching page 10,000 would take 10,000 requests). None when the list has
-    one page."""
+    pagination (`after=<visit id>`): the link starts after the visit that ends page `page - 1` in
+    the list's own order (keyset_cursor), as deep as the page number would be. None when the list
+    has one page."""
     link = pager_next(ctx.html(path + query, user=user))
     if link is None:
         return None
@@ -271,13 +270,34 @@ def deep_url(ctx: Ctx, path: str, query: str = "", *, page: int, user: str = "su
             last = pager_last(ctx.html(path + query, user=user))
             params[name] = [str(min(page, last) if last else page)]
             return f"{path}?{urlencode(params, doseq=True)}"
-    url = path + "?" + urlsplit(link).query
-    for _ in range(KEYSET_HOPS - 1):
-        link = pager_next(ctx.html(url, user=user))
-        if link is None:
-            break
-        url = path + "?" + urlsplit(link).query
-    return url
+    params["after"] = [str(keyset_cursor(path, query, page=page))]
+    return f"{path}?{urlencode(params, doseq=True)}"
+
+
+def keyset_cursor(path: str, query: str, *, page: int) -> int:
+    """The id of the last visit of page `page - 1` of the visits list or the review queue (with
+    `query`), counted in the list's own order (within the list's length)."""
+    from django.http import QueryDict
+
+    from visits.models import Visit
+    from visits.review.queue import flagged_visits
+
+    params = QueryDict(query.lstrip("?"))
+    if path == "/review/":
+        rows = flagged_visits(visits=Visit.objects.live(), state=params.get("review", "awaiting"))
+        order, size = ["-visited_at", "-id"], 20
+    else:
+        rows, size = Visit.objects.live(), 50
+        sort = params.get("sort", "-visited_at")
+        field = {"rep": "rep__name", "outcome": "outcome__name", "status": "verification_status"}.get(sort.lstrip("-"))
+        if field is None:
+            order = ["-visited_at", "-id"] if sort.startswith("-") else ["visited_at", "id"]
+        else:
+            desc = "-" if sort.startswith("-") else ""
+            group = [desc + field, desc + field.replace("__name", "_id")] if "__" in field else [desc + field]
+            order = [*group, "-visited_at", "-id"]
+    position = min((page - 1) * size, rows.count()) - 1
+    return rows.order_by(*order).values_list("id", flat=True)[position]
 
 
 def queries(*extra: str) -> list[str]:

@@ -270,6 +270,11 @@ def rejected_by_rep(*, scope: Scope) -> dict[int, int]:
     return {row["rep_id"]: row["n"] for row in rows.annotate(n=Count("id"))}
 
 
+def any_without_outcome() -> bool:
+    """Whether any live visit has no outcome (the year tallies' outcome 0): a few hundred rows."""
+    return YearTally.objects.filter(outcome_id=0, visits__gt=0).exists()
+
+
 def outcome_rows(*, scope: Scope, sort: str = "name") -> list[Row]:
     names = dict(Outcome.objects.values_list("id", "name"))
     counts = counts_by(scope=scope, by=("outcome",))

@@ -5,8 +5,10 @@ arrive.
 
 A list is ordered by an optional group (rep, outcome or status, in the order of `groups`), then
 by visited_at and id, newest first (or oldest first). Each group's rows are read from its own
-index range with a LIMIT; the groups after the cursor's are read a growing batch at a time (1,
-4, 16... groups per query), so a page takes a few queries however many rows or groups it spans.
+index range with a LIMIT: the rest of the cursor's group in one query, then the heads of the next
+FIRST_BATCH groups in one statement (a UNION ALL) and their rows in another, and only if the
+page is still not full, the heads of all the other groups at once: a handful of queries a page
+however many rows it spans (with more than MAX_BATCH groups, two more per MAX_BATCH).
 """
 
 from __future__ import annotations
@@ -14,14 +16,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from django.db.models import Q, QuerySet
+from django.db import connections
+from django.db.models import QuerySet
 
 from visits.models import Visit
 from visits.reports.filters import id_coerce
 
 # The sortable groups: the field a group value sits in.
 GROUP_FIELDS = {"rep": "rep_id", "outcome": "outcome_id", "status": "verification_status"}
-FIRST_BATCH, BATCH_GROWTH = 4, 4
+FIRST_BATCH = 8  # the groups read first after the cursor's: a page usually ends within them
+MAX_BATCH = 400  # the most groups one statement reads (SQLite's limit is 500 SELECTs in a UNION)
 
 
 class CursorError(ValueError):
@@ -90,19 +94,37 @@ def _walk(visits: QuerySet, *, order: Order, groups: list, cursor: Visit | None,
     batch = FIRST_BATCH
     while walk and len(found) < want:
         chosen, walk = walk[:batch], walk[batch:]
+        batch = MAX_BATCH
         need = want - len(found)
-        # One query for the batch: each group's first `need` rows, by their own LIMIT subquery.
-        heads = Q()
-        for value in chosen:
-            head = _ordered(_in_group(visits, order.group, value), newest_first=newest_first)
-            heads |= Q(id__in=head.values("id")[:need])
-        rank = {value: i for i, value in enumerate(chosen)}
-        rows = list(visits.filter(heads))
-        sign = -1 if newest_first else 1
-        rows.sort(key=lambda v: (rank[_value(v, order.group)], sign * v.visited_at.timestamp(), sign * v.id))
-        found += rows[:need]
-        batch *= BATCH_GROWTH
+        ids = _group_heads(visits, order.group, chosen, newest_first, need)
+        by_id = visits.in_bulk(ids)
+        found += [by_id[vid] for vid in ids if vid in by_id]
     return found
+
+
+def _group_heads(visits: QuerySet, group: str, values: list, newest_first: bool, need: int) -> list[int]:
+    """The ids of the first `need` rows of `values`' groups taken in turn, each group's in time
+    order: one statement, a UNION ALL of one LIMIT query per group, each read from its own index
+    range (an OR of them made PostgreSQL test every row against every group)."""
+    parts, params = [], []
+    for rank, value in enumerate(values):
+        head = _ordered(_in_group(visits, group, value), newest_first=newest_first).values_list("visited_at", "id")
+        sql, head_params = head[:need].query.sql_with_params()
+        parts.append(f"SELECT {rank}, head{rank}.* FROM ({sql}) AS head{rank}")
+        params.extend(head_params)
+    with connections[visits.db].cursor() as cursor:
+        cursor.execute(" UNION ALL ".join(parts), params)
+        rows = cursor.fetchall()
+    # Each group's rows by (visited_at, id), as the database wrote them (text on SQLite: the same
+    # fixed layout, so it sorts as the times do).
+    rows.sort(key=lambda row: row[0])
+    ordered: list[int] = []
+    for rank in range(len(values)):
+        part = sorted((row for row in rows if row[0] == rank), key=lambda row: (row[1], row[2]), reverse=newest_first)
+        ordered += [row[2] for row in part]
+        if len(ordered) >= need:
+            break
+    return ordered[:need]
 
 
 def keyset_page(

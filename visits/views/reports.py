@@ -110,12 +110,13 @@ def visits_list(request: HttpRequest, filters: ReportFilters) -> HttpResponse:
 
 def sort_groups(filters: ReportFilters, scope: Scope, group: str) -> list:
     """The values a sort by `group` walks, ascending: the reps in scope by name (the filter's
-    choices: the user's reps), the outcomes by name (no outcome last), the statuses by name."""
+    choices: the user's reps), the outcomes by name (no outcome last, if any visit has none: an
+    empty group costs a scan), the statuses by name."""
     if group in ("rep", "outcome"):
         choices = [value for value, _ in cast(forms.ChoiceField, filters.fields[group]).choices]
         chosen = scope.reps if group == "rep" else scope.outcomes
         values = [value for value in choices if chosen is None or value in chosen]
-        return values if group == "rep" else [*values, None]
+        return values if group == "rep" or not analytics.any_without_outcome() else [*values, None]
     if group == "status":
         return sorted(scope.statuses if scope.statuses is not None else VerificationStatus.values)
     return []

@@ -172,7 +172,7 @@ def assert_db_matches(data: DemoData) -> None:
 
 def assert_flags_match() -> None:
     """The stored flags equal a computation from scratch, and no rep waits for a recompute."""
-    from visits.models import DirtyRep, Flag
+    from visits.models import RULE_BITS, DirtyRep, Flag
     from visits.review.flags import flags_expected
 
     assert not DirtyRep.objects.exists(), "reps still wait for their flags"
@@ -180,6 +180,11 @@ def assert_flags_match() -> None:
     expected = {key: (f.numbers, f.sentence) for key, f in flags_expected().items()}
     flagged = set(Visit.objects.filter(deleted_at__isnull=True, flagged=True).values_list("id", flat=True))
     assert flagged == {visit_id for visit_id, _ in expected}, "Visit.flagged differs from the flags"
+    masks: dict[int, int] = {}
+    for visit_id, rule in expected:
+        masks[visit_id] = masks.get(visit_id, 0) | RULE_BITS[rule]
+    kept = dict(Visit.objects.exclude(flag_rules=0).values_list("id", "flag_rules"))
+    assert kept == masks, "Visit.flag_rules differs from the flags"
     assert stored == expected, (
         f"flags differ: {len(set(stored) ^ set(expected))} keys, e.g. {sorted(set(stored) ^ set(expected))[:5]}"
     )

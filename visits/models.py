@@ -111,6 +111,9 @@ class Visit(models.Model):
     # Whether any flag rule flags it: set by flags.py with the flags, and tallied (tallies.py),
     # so the reports count flagged visits as cheaply as the rest.
     flagged = models.BooleanField(default=False, db_default=False, editable=False)
+    # Which rules flag it (RULE_BITS), kept with `flagged`: the queue's rule filter reads the
+    # visit (and the index of flagged visits) instead of probing the flags of every row.
+    flag_rules = models.IntegerField(default=0, db_default=0, editable=False)
     # The kind of the latest decision on it (NULL while none: an index of the decided visits
     # alone then serves every "accepted", "rejected" list and count), kept by every decision
     # recorded (review_status_refresh), so the review queue filters and counts on the visit alone.
@@ -136,6 +139,21 @@ class Visit(models.Model):
             # One rep's visits in time order: the flag rules, the review queue's nearby visits
             # and the rep page read them (without it, every rep's recompute scanned all visits).
             models.Index(fields=["rep", "visited_at"], name="visit_rep_time"),
+            # The review queue: flagged live visits in time order, with what its filters read, so
+            # a page, its count and its filters read this index alone (a quarter of the visits).
+            models.Index(
+                fields=[
+                    "visited_at",
+                    "review_status",
+                    "flag_rules",
+                    "rep",
+                    "verification_status",
+                    "outcome",
+                    "resource_type",
+                ],
+                name="visit_flagged_time",
+                condition=Q(flagged=True) & VISIT_LIVE,
+            ),  # fmt: skip
             # The decided visits by their latest decision's kind: the queue's decided states and
             # the reports' rejected visits read this, not the decisions.
             models.Index(
@@ -306,6 +324,22 @@ class FlagRule(models.TextChoices):
     IMPOSSIBLE_COORDINATES = "impossible_coordinates", "Impossible coordinates"
     LATE_LOGGING = "late_logging", "Logged late"
     BURST = "burst", "Burst of visits"
+
+
+# Each rule's bit in Visit.flag_rules. Fixed values, stored in the database: a new rule takes the
+# next free bit, and a bit is never reused.
+RULE_BITS: dict[str, int] = {
+    FlagRule.TOO_FAR: 1, FlagRule.LOCATION_UNKNOWN: 2, FlagRule.SERVICES_DISABLED: 4, FlagRule.IMPOSSIBLE_TRAVEL: 8,
+    FlagRule.COORDINATE_REUSE: 16, FlagRule.IMPOSSIBLE_COORDINATES: 32, FlagRule.LATE_LOGGING: 64, FlagRule.BURST: 128,
+}  # fmt: skip
+
+
+def rules_mask(rules) -> int:
+    """The Visit.flag_rules value of a visit flagged by `rules` (rule names)."""
+    mask = 0
+    for rule in rules:
+        mask |= RULE_BITS[rule]
+    return mask
 
 
 class Flag(models.Model):

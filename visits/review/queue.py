@@ -6,10 +6,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from django.db import transaction
-from django.db.models import Exists, OuterRef, Prefetch, Q, QuerySet, prefetch_related_objects
+from django.db.models import F, Prefetch, Q, QuerySet, prefetch_related_objects
+from django.db.models.lookups import GreaterThan
 
 from visits.geo import distance
-from visits.models import Decision, DecisionKind, Flag, Visit, VisitQuerySet, review_status_refresh
+from visits.models import Decision, DecisionKind, Visit, VisitQuerySet, review_status_refresh, rules_mask
 
 REVIEW_STATES = {
     "awaiting": "Awaiting a decision",
@@ -22,11 +23,11 @@ REVIEW_STATES = {
 
 def flagged_visits(*, visits: QuerySet, rules: list[str] | None = None, state: str = "awaiting") -> QuerySet:
     """`visits` narrowed to the flagged ones (with a flag of one of `rules`, if given) in review
-    `state`. Both are kept on the visit (`flagged` by flags.py, `review_status` with each decision),
-    so this reads the visits alone unless rules are named."""
+    `state`. All three are kept on the visit (`flagged` and `flag_rules` by the flags, and
+    `review_status` with each decision), so this reads the visits (their flagged index) alone."""
     chosen = visits.filter(flagged=True)
     if rules:
-        chosen = chosen.filter(Exists(Flag.objects.filter(visit=OuterRef("pk"), rule__in=rules)))
+        chosen = chosen.filter(GreaterThan(F("flag_rules").bitand(rules_mask(rules)), 0))
     if state == "awaiting":
         return chosen.filter(review_status__isnull=True)
     if state != "all":

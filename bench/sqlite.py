@@ -32,12 +32,16 @@ from _report import machine, section_write  # noqa: E402 (after the path is set)
 from reports import VISITS, django_setup, load  # noqa: E402
 
 DATABASE = ROOT / "var" / "bench-sqlite.sqlite3"
-VARIANTS = {  # label: (SQLITE_CACHE_MB, SQLITE_MMAP_MB); the first is the "before", the last the defaults
-    "2 MB cache (SQLite's default), no map": (2, 0),
+BEFORE = "2 MB cache (SQLite's default), no map"
+DEFAULTS = "8 MB cache, 1 GB map (the defaults)"
+KEPT = "the defaults, one connection kept for every run"
+VARIANTS = {  # label: (SQLITE_CACHE_MB, SQLITE_MMAP_MB)
+    BEFORE: (2, 0),
     "64 MB cache, no map": (64, 0),
     "64 MB cache, 1 GB map": (64, 1024),
-    "8 MB cache, 1 GB map": (8, 1024),
-    "2 MB cache, 1 GB map (the defaults)": (2, 1024),
+    "2 MB cache, 1 GB map": (2, 1024),
+    DEFAULTS: (8, 1024),
+    KEPT: (8, 1024),  # for comparison: what a persistent connection (CONN_MAX_AGE above 0) would give
 }
 QUERIES = {
     "query: visits with a flag (an EXISTS probe per visit)": (
@@ -56,7 +60,7 @@ CONNECT = "open a connection (its PRAGMAs), µs"
 def measure(*, url: str, repeat: int) -> dict[str, dict[str, list[float]]]:
     """Seconds per run: {target: {variant: [runs]}}, after one unmeasured run of each."""
     from django.contrib.auth.models import User
-    from django.db import connection
+    from django.db import connection, connections
     from django.test import Client
 
     from visitsdash.settings import database_settings
@@ -65,11 +69,20 @@ def measure(*, url: str, repeat: int) -> dict[str, dict[str, list[float]]]:
         label: database_settings(url, sqlite_cache_mb=cache_mb, sqlite_mmap_mb=mmap_mb)["OPTIONS"]["init_command"]
         for label, (cache_mb, mmap_mb) in VARIANTS.items()
     }
+    fresh = connections["default"]
+    kept = connections.create_connection("default")  # its own settings, so its PRAGMAs stay
+    kept.settings_dict = {**kept.settings_dict, "OPTIONS": {**kept.settings_dict["OPTIONS"]}}
+    kept.settings_dict["OPTIONS"]["init_command"] = pragmas[KEPT]
 
     def use(label: str) -> None:
-        """The next connection opens with `label`'s PRAGMAs (Django reads OPTIONS at each connect)."""
-        connection.close()
-        connection.settings_dict["OPTIONS"]["init_command"] = pragmas[label]
+        """The connection for the next run: for KEPT the same open one every time, else a new
+        one with `label`'s PRAGMAs (Django reads OPTIONS at each connect)."""
+        if label == KEPT:
+            connections["default"] = kept
+            return
+        connections["default"] = fresh
+        fresh.close()
+        fresh.settings_dict["OPTIONS"]["init_command"] = pragmas[label]
 
     user, _ = User.objects.get_or_create(username="bench", defaults={"is_superuser": True, "is_staff": True})
     client = Client()
@@ -81,23 +94,27 @@ def measure(*, url: str, repeat: int) -> dict[str, dict[str, list[float]]]:
             cursor.fetchall()
 
     def run_page(path: str) -> None:
-        response = client.get(path)  # on a new connection: use() closed the last one
+        response = client.get(path)  # the test client leaves the connection open: use() decides
         assert response.status_code == 200, (path, response.status_code)
 
     targets = {CONNECT: connection.ensure_connection}
     targets.update({label: (lambda sql=sql: run_sql(sql)) for label, sql in QUERIES.items()})
     targets.update({f"page: `{path}`": (lambda path=path: run_page(path)) for path in PAGES})
-    times: dict[str, dict[str, list[float]]] = {t: {v: [] for v in VARIANTS} for t in targets}
+    times: dict[str, dict[str, list[float]]] = {
+        t: {v: [] for v in VARIANTS if (t, v) != (CONNECT, KEPT)} for t in targets
+    }
     for target, run in targets.items():
         runs = repeat * 20 if target == CONNECT else repeat
         for n in range(runs + 1):
-            for label in VARIANTS:
+            for label in times[target]:
                 use(label)
                 started = time.perf_counter()
                 run()
                 if n:
                     times[target][label].append(time.perf_counter() - started)
-    connection.close()
+    connections["default"] = fresh
+    fresh.close()
+    kept.close()
     return times
 
 
@@ -153,7 +170,6 @@ def write_report(*, results: dict, database: Path, repeat: int) -> None:
     with sqlite3.connect(database) as db:
         visits = db.execute("SELECT COUNT(*) FROM visits_visit").fetchone()[0]
         flags = db.execute("SELECT COUNT(*) FROM visits_flag").fetchone()[0]
-    first, last = next(iter(VARIANTS)), list(VARIANTS)[-1]
     lines = [
         "## SQLite settings (`bench/sqlite.py`)",
         "",
@@ -161,14 +177,17 @@ def write_report(*, results: dict, database: Path, repeat: int) -> None:
         f"{visits:,} visits and {flags:,} flags (bench/reports.py's data), a {database.stat().st_size / 2**20:,.0f} MB"
         " file in the operating system's cache; WAL and `synchronous=NORMAL` in every variant. ms (µs where said),"
         f" median of {repeat} runs (of {repeat * 20} for the connection) and the fastest in brackets; every run on a"
-        " new connection, as a request gets, the variants taking turns run by run.",
+        " new connection, as a request gets (CONN_MAX_AGE 0), except in the last column; the variants take turns"
+        " run by run.",
         "",
-        "| target | " + " | ".join(VARIANTS) + f" | {first.split(' (')[0]} / {last.split(' (')[0]} |",
+        "| target | " + " | ".join(VARIANTS) + " | before / the defaults |",
         "|---|" + "---:|" * (len(VARIANTS) + 1),
     ]
     for target, by_variant in results.items():
-        cells = " | ".join(f"{median:,.1f} ({fastest:,.1f})" for median, fastest in by_variant.values())
-        lines.append(f"| {target} | {cells} | {by_variant[first][0] / by_variant[last][0]:.2f}x |")
+        cells = " | ".join(
+            f"{by_variant[v][0]:,.1f} ({by_variant[v][1]:,.1f})" if v in by_variant else "" for v in VARIANTS
+        )
+        lines.append(f"| {target} | {cells} | {by_variant[BEFORE][0] / by_variant[DEFAULTS][0]:.2f}x |")
     lines.append("")
     section_write(heading="## SQLite settings (", lines=lines)
 

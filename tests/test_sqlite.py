@@ -23,7 +23,7 @@ def sqlite_connection(path, **sizes):
     return handler["default"]
 
 
-@pytest.mark.parametrize("cache_mb, mmap_mb", [(2, 1024), (64, 0)])
+@pytest.mark.parametrize("cache_mb, mmap_mb", [(8, 1024), (64, 0)])
 def test_every_sqlite_connection_starts_with_wal_normal_sync_its_cache_and_map(
     tmp_path, django_db_blocker, cache_mb, mmap_mb
 ):

@@ -4,8 +4,8 @@ SQLITE_MMAP_MB) on 1,000,000 visits.
     .venv/bin/python bench/sqlite.py            # build (or reuse) var/bench-sqlite.sqlite3, print
     .venv/bin/python bench/sqlite.py --write    # also update docs/PERFORMANCE.md
 
-The database is bench/reports.py's (its loader: the ingestion's own upsert, then the flags),
-kept in var/ for the next run. The targets: opening a connection (its PRAGMAs), two queries
+The database is the reports' (bench/_report.py's loader: the ingestion's own upsert, then the
+flags), kept in var/ for the next run. The targets: opening a connection (its PRAGMAs), two queries
 that probe an index once per visit, and pages through Django's test client (server time). Every
 run opens a new connection, as a request does (CONN_MAX_AGE 0 on SQLite), with the PRAGMAs that
 settings.database_settings writes for the variant; the variants take turns run by run, so a busy
@@ -28,8 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from _report import machine, section_write  # noqa: E402 (after the path is set)
-from reports import VISITS, django_setup, load  # noqa: E402
+from _report import VISITS, django_setup, machine, section_write, visits_load  # noqa: E402 (after the path is set)
 
 DATABASE = ROOT / "var" / "bench-sqlite.sqlite3"
 BEFORE = "2 MB cache (SQLite's default), no map"
@@ -128,7 +127,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.child == "load":  # in a process of its own, with the defaults' PRAGMAs
         django_setup(f"sqlite:///{args.database.resolve()}")
-        print(json.dumps({"seconds": load(visits=args.visits)}))
+        print(json.dumps({"seconds": visits_load(visits=args.visits)}))
         return
     if not args.database.exists():
         # Built under another name and renamed when complete: an interrupted load is not reused.
@@ -174,7 +173,7 @@ def write_report(*, results: dict, database: Path, repeat: int) -> None:
         "## SQLite settings (`bench/sqlite.py`)",
         "",
         f"Measured {datetime.now().date().isoformat()} on {machine()}.",
-        f"{visits:,} visits and {flags:,} flags (bench/reports.py's data), a {database.stat().st_size / 2**20:,.0f} MB"
+        f"{visits:,} visits and {flags:,} flags (bench/_report.py's data), a {database.stat().st_size / 2**20:,.0f} MB"
         " file in the operating system's cache; WAL and `synchronous=NORMAL` in every variant. ms (µs where said),"
         f" median of {repeat} runs (of {repeat * 20} for the connection) and the fastest in brackets; every run on a"
         " new connection, as a request gets (CONN_MAX_AGE 0), except in the last column; the variants take turns"

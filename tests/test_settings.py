@@ -54,6 +54,8 @@ def manage_check(**env_change) -> subprocess.CompletedProcess:
         ("LOGIN_FAILURE_LIMIT", "0"),
         ("LOGIN_LOCKOUT_MINUTES", "soon"),
         ("LOG_LEVEL", "LOUD"),
+        ("SQLITE_CACHE_MB", "0"),
+        ("SQLITE_MMAP_MB", "a lot"),
     ],
 )
 def test_nonsense_value_stops_startup_naming_the_variable(name, value):

@@ -254,23 +254,45 @@ IPWARE_STRICT = False
 # --- Database ---------------------------------------------------------------------------
 
 DATABASE_URL = env_str("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}")
-try:
-    _db = dj_database_url.parse(DATABASE_URL, conn_max_age=60)
-except Exception as exc:  # dj_database_url raises bare ValueError/KeyError on junk
-    raise ImproperlyConfigured(f"DATABASE_URL is not a database URL ({exc}): {DATABASE_URL!r}") from None
-if not _db.get("ENGINE"):
-    raise ImproperlyConfigured(f"DATABASE_URL has an unknown scheme: {DATABASE_URL!r}")
-if _db["ENGINE"] == "django.db.backends.sqlite3":
-    # WAL lets the web server read while the worker writes; the timeout rides out short locks.
-    _db["CONN_MAX_AGE"] = 0
-    _db["OPTIONS"] = {
-        "timeout": 20,
-        "transaction_mode": "IMMEDIATE",
-        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
-    }
-    # A file, not memory, so that tests can run `manage.py sync_visits` in a subprocess.
-    _db["TEST"] = {"NAME": str(VAR_DIR / "test.sqlite3")}
-DATABASES = {"default": _db}
+# SQLite's page cache per connection, and how much of the file it reads through a memory map
+# (straight from the operating system's cache, which every process shares) instead of copying
+# each page in; 0 turns the map off. SQLite caps the map at its build's limit (2 GB usually).
+# A connection lasts one request (CONN_MAX_AGE 0) and allocates its cache afresh: 8 MB (SQLite's
+# own is 2) made the pages a little faster beside the map, 64 MB made sorting many rows slower
+# (docs/PERFORMANCE.md, "SQLite settings").
+SQLITE_CACHE_MB = env_int("SQLITE_CACHE_MB", 8, minimum=1, maximum=65_536)
+SQLITE_MMAP_MB = env_int("SQLITE_MMAP_MB", 1024, minimum=0, maximum=65_536)
+
+
+def database_settings(url: str, *, sqlite_cache_mb: int, sqlite_mmap_mb: int) -> dj_database_url.DBConfig:
+    """DATABASES["default"] for `url` (tests/test_sqlite.py opens connections from it)."""
+    try:
+        db = dj_database_url.parse(url, conn_max_age=60)
+    except Exception as exc:  # dj_database_url raises bare ValueError/KeyError on junk
+        raise ImproperlyConfigured(f"DATABASE_URL is not a database URL ({exc}): {url!r}") from None
+    if not db.get("ENGINE"):
+        raise ImproperlyConfigured(f"DATABASE_URL has an unknown scheme: {url!r}")
+    if db["ENGINE"] == "django.db.backends.sqlite3":
+        # Every connection runs the PRAGMAs of init_command as it opens: WAL lets the web server
+        # read while the worker writes; synchronous=NORMAL syncs the WAL at checkpoints, not at
+        # every commit (a power cut may lose the latest commits, never the database); the map
+        # makes index probes cheaper (docs/PERFORMANCE.md, "SQLite settings"). The timeout rides
+        # out short locks.
+        db["CONN_MAX_AGE"] = 0
+        db["OPTIONS"] = {
+            "timeout": 20,
+            "transaction_mode": "IMMEDIATE",
+            "init_command": (
+                "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; "
+                f"PRAGMA cache_size=-{sqlite_cache_mb * 1024}; PRAGMA mmap_size={sqlite_mmap_mb * 1024 * 1024};"
+            ),
+        }
+        # A file, not memory, so that tests can run `manage.py sync_visits` in a subprocess.
+        db["TEST"] = {"NAME": str(VAR_DIR / "test.sqlite3")}
+    return db
+
+
+DATABASES = {"default": database_settings(DATABASE_URL, sqlite_cache_mb=SQLITE_CACHE_MB, sqlite_mmap_mb=SQLITE_MMAP_MB)}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Background tasks (django-q2) -------------------------------------------------------

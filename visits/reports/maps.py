@@ -9,6 +9,9 @@ summary is fetched when a popup opens). The too-far heat map counts every too-fa
 scope, whatever the drawing.
 
 Scripts and styles come from static/ (no CDN); tiles from MAP_TILES_URL, if set.
+folium is imported by the functions that draw, when a process draws its first map: with branca,
+jinja2 and numpy it takes a quarter of a second, which every process importing the URLconf (any
+command's system checks, the worker's start) would otherwise pay (tests/test_startup.py).
 No string from the API passes through folium (whose templates are Jinja2): the visits travel
 in a JSON data block added after rendering, and static/js/visit-map.js sets them as text.
 """
@@ -21,20 +24,19 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
-import folium
 from django.conf import settings
 from django.db.models import BigIntegerField, Count, F, Func, QuerySet
 from django.db.models.functions import Floor
 from django.templatetags.static import static
 from django.urls import reverse
-from folium.elements import JSCSSMixin
-from folium.map import Layer
-from folium.plugins import HeatMap
-from folium.template import Template
 
 from visits.models import Outcome, Rep, VerificationStatus
 from visits.reports.scope import Scope
+
+if TYPE_CHECKING:
+    import folium
 
 STATUS_COLORS = {
     VerificationStatus.VERIFIED: "#2e7d32",
@@ -64,36 +66,48 @@ def assets_localize() -> None:
     (jQuery, Bootstrap, Font Awesome, awesome-markers: folium needs them for its popups and
     icons, which these maps don't use). Assigns new lists: folium's own add_js_link would
     change them for every map."""
+    import folium
+    from folium.plugins import HeatMap
+
     folium.Map.default_js = [("leaflet", static("vendor/leaflet/leaflet.js"))]
     folium.Map.default_css = [("leaflet_css", static("vendor/leaflet/leaflet.css"))]
     HeatMap.default_js = [("leaflet-heat.js", static("vendor/leaflet.heat/leaflet-heat.js"))]
-    VisitLayer.default_js = [
+    layer = visit_layer_class()
+    layer.default_js = [
         ("markercluster", static("vendor/leaflet.markercluster/leaflet.markercluster.js")),
         ("visit_map", static("js/visit-map.js")),
     ]
-    VisitLayer.default_css = [
+    layer.default_css = [
         ("markercluster_css", static("vendor/leaflet.markercluster/MarkerCluster.css")),
         ("markercluster_default_css", static("vendor/leaflet.markercluster/MarkerCluster.Default.css")),
     ]
 
 
-class VisitLayer(JSCSSMixin, Layer):
-    """The visits, drawn in the browser by static/js/visit-map.js from the document's data block
-    (see `document_finish`): clustered, or one circle marker each. Its script names only the
-    map and a flag, so nothing from Sell goes through folium's templates."""
+@functools.cache  # one class per process, made when the first map is drawn (folium imported then)
+def visit_layer_class() -> type[Any]:  # a JSCSSMixin and folium Layer
+    from folium.elements import JSCSSMixin
+    from folium.map import Layer
+    from folium.template import Template
 
-    _template = Template(
-        """
-        {% macro script(this, kwargs) %}
-        var {{ this.get_name() }} = visitsdashVisits({{ this._parent.get_name() }}, {cluster: {{ this.cluster }}});
-        {% endmacro %}
-        """
-    )
+    class VisitLayer(JSCSSMixin, Layer):
+        """The visits, drawn in the browser by static/js/visit-map.js from the document's data
+        block (see `document_finish`): clustered, or one circle marker each. Its script names only
+        the map and a flag, so nothing from Sell goes through folium's templates."""
 
-    def __init__(self, *, cluster: bool, name: str) -> None:
-        super().__init__(name=name, overlay=True, control=True, show=True)
-        self._name = "VisitLayer"
-        self.cluster = "true" if cluster else "false"
+        _template = Template(
+            """
+            {% macro script(this, kwargs) %}
+            var {{ this.get_name() }} = visitsdashVisits({{ this._parent.get_name() }}, {cluster: {{ this.cluster }}});
+            {% endmacro %}
+            """
+        )
+
+        def __init__(self, *, cluster: bool, name: str) -> None:
+            super().__init__(name=name, overlay=True, control=True, show=True)
+            self._name = "VisitLayer"
+            self.cluster = "true" if cluster else "false"
+
+    return VisitLayer
 
 
 DATA_BLOCK_ID = "visit-data"
@@ -203,6 +217,8 @@ def heat_points(*, scope: Scope) -> list[list[float]]:
 
 
 def map_base(*, bounds: list[list[float]] | None, zoom: int = 4) -> folium.Map:
+    import folium
+
     assets_localize()
     # keyboard=False: Leaflet focuses the map on mousedown for its arrow keys, and the browser
     # then scrolls the page to show the whole frame, so the click a user aimed at a visit
@@ -228,6 +244,9 @@ def bounds_of(points) -> list[list[float]] | None:
 
 def map_render(*, scope: Scope) -> MapDocument:
     """The whole map document (a page of its own, shown in an iframe)."""
+    import folium
+    from folium.plugins import HeatMap
+
     plan = map_plan(scope=scope)
     data = None
     if plan.mode == "empty":
@@ -235,7 +254,7 @@ def map_render(*, scope: Scope) -> MapDocument:
     else:
         rows, lookups = visit_rows(visits=_located(scope), limit=settings.MAP_POINTS_MAX)
         m = map_base(bounds=bounds_of(rows))
-        VisitLayer(cluster=plan.mode != "markers", name="Visits by status").add_to(m)
+        visit_layer_class()(cluster=plan.mode != "markers", name="Visits by status").add_to(m)
         data = {"rows": rows, "lookups": lookups}
     heat = heat_points(scope=scope)
     if heat:
@@ -295,5 +314,5 @@ def visit_map_render(*, visits: QuerySet) -> MapDocument | None:
     if not rows:
         return None
     m = map_base(bounds=bounds_of(rows))
-    VisitLayer(cluster=False, name="Visit").add_to(m)
+    visit_layer_class()(cluster=False, name="Visit").add_to(m)
     return document_finish(m, data={"rows": rows, "lookups": lookups})

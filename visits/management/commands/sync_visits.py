@@ -1,10 +1,17 @@
 """Runs the users stream, then the visits stream, until `top`, in the foreground; then the flags
-of the reps whose visits changed (visits_pull, as the worker does)."""
+of the reps whose visits changed (visits_pull, as the worker does).
+
+Its system checks are the database's and the models', visits.E001 (a trigger missing) among
+them: a sync must not write visits the tallies would miss. The web's checks (URLs, templates,
+the admin, static files) import every view, and cost a sync, which runs every minute from cron
+or by hand, half its start-up (docs/PERFORMANCE.md, "Start-up"); `manage.py check` runs them.
+"""
 
 import logging
 import sys
 import time
 
+from django.core.checks import Tags
 from django.core.management.base import BaseCommand, CommandError
 
 from visits.ingest.pull import visits_pull
@@ -13,6 +20,7 @@ from visits.ingest.sync import SyncResult
 
 class Command(BaseCommand):
     help = "Pull the Sell Firehose users and visits streams until caught up, showing progress."
+    requires_system_checks = [Tags.database, Tags.models]
 
     def add_arguments(self, parser):
         parser.add_argument("--max-seconds", type=float, default=None, help="stop each stream after this long")

@@ -116,7 +116,8 @@ def visits_apply(*, by_id: dict[int, list[Event]], result: PageResult) -> None:
     2. Per id, walk its events: one at or below the sequence so far is skipped (a re-delivery,
        a stale event, a replay from `tail`). The newest snapshot (an event with fields) becomes
        the row to write, with deleted_at set if it is a delete; an id-only delete marks that
-       row, or the stored visit, or else becomes a tombstone. The newest outcome names are kept.
+       row, or the stored visit, or else becomes a tombstone (a newer snapshot then overrides
+       it: the visit was restored). The newest outcome names are kept.
     3. Mark the reps whose flags must be recomputed (DirtyRep): those of the rows written and
        the former reps of the visits updated or deleted (a visit may move to another rep).
     4. Create the reps not seen yet, create or rename the outcomes, then write: the rows in
@@ -142,6 +143,9 @@ def visits_apply(*, by_id: dict[int, list[Event]], result: PageResult) -> None:
             if event.fields is not None:
                 row = {**event.fields, "sequence": event.sequence, "event_time": event.event_time}
                 row["deleted_at"] = event.event_time if event.event_type == "deleted" else None
+                # A newer snapshot overrides an id-only delete earlier in the batch.
+                deletions.pop(visit_id, None)
+                new_tombstones.pop(visit_id, None)
                 if event.fields["outcome_id"] is not None:
                     seen = outcome_names.get(event.fields["outcome_id"])
                     if seen is None or event.event_time >= seen[0]:

@@ -7,6 +7,7 @@ nothing here touches the database (`flags.py` stores the findings).
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from dataclasses import dataclass
@@ -36,7 +37,7 @@ class VisitFacts:
     status: str
     customer: tuple
 
-    @property
+    @functools.cached_property  # travel and reuse both ask, a million times in a rebuild
     def point(self) -> tuple[float, float] | None:
         if self.latitude is None or self.longitude is None or distance.is_null_island(self.latitude, self.longitude):
             return None
@@ -191,13 +192,37 @@ def rule_thresholds() -> list[tuple[str, str]]:
     ]  # fmt: skip
 
 
-def rep_findings(visits: list[VisitFacts]) -> list[Finding]:
-    """Every rule over one rep's live visits, sorted by (visited_at, id)."""
+# --- The rules by what they read of a rep's timeline -----------------------------------------
+# flags.py recomputes around a change only what can depend on it: each group below says what
+# its findings on a visit read, so it knows which visits to read and which flags to replace.
+
+VISIT_RULES = frozenset({*SELL_SENTENCES, FlagRule.IMPOSSIBLE_COORDINATES, FlagRule.LATE_LOGGING})  # each visit alone
+
+
+def visit_findings(visits: list[VisitFacts]) -> list[Finding]:
+    """The rules of VISIT_RULES: a visit's findings read that visit only."""
     return [
         *sell_statuses(visits),
         *impossible_coordinates(visits),
-        *impossible_travel(visits, max_kmh=settings.FLAG_MAX_SPEED_KMH),
-        *coordinate_reuse(visits, min_customers=settings.FLAG_REUSE_CUSTOMERS),
         *late_logging(visits, hours=settings.FLAG_LATE_HOURS),
-        *bursts(visits, count=settings.FLAG_BURST_VISITS, minutes=settings.FLAG_BURST_MINUTES),
     ]
+
+
+def travel_findings(visits: list[VisitFacts]) -> list[Finding]:
+    """A located visit's finding reads it and the located visits just before and after it."""
+    return impossible_travel(visits, max_kmh=settings.FLAG_MAX_SPEED_KMH)
+
+
+def reuse_findings(visits: list[VisitFacts]) -> list[Finding]:
+    """A visit's finding reads every visit of the rep at its spot (distance.spot)."""
+    return coordinate_reuse(visits, min_customers=settings.FLAG_REUSE_CUSTOMERS)
+
+
+def burst_findings(visits: list[VisitFacts]) -> list[Finding]:
+    """A visit's finding reads the visits logged (created_at) within FLAG_BURST_MINUTES of it."""
+    return bursts(visits, count=settings.FLAG_BURST_VISITS, minutes=settings.FLAG_BURST_MINUTES)
+
+
+def rep_findings(visits: list[VisitFacts]) -> list[Finding]:
+    """Every rule over one rep's live visits, sorted by (visited_at, id)."""
+    return [*visit_findings(visits), *travel_findings(visits), *reuse_findings(visits), *burst_findings(visits)]

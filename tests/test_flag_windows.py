@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
-from django.db import transaction
+from django.db import connection, transaction
 
 from visits.ingest.pages import page_apply
 from visits.models import DirtyRep, Flag, FlagWindow, Rep, SyncState
@@ -181,3 +181,19 @@ def test_a_rep_with_too_many_changes_is_marked_whole(stream):
     assert not FlagWindow.objects.exists()  # a whole recompute needs none
     flags.flags_refresh()
     assert_flags_match()
+
+
+def test_many_visits_flagged_at_once_move_the_tallies_in_bulk(serve, small_team, monkeypatch):
+    """SQLite drops the tally triggers for a big write of Visit.flagged and moves the tallies
+    in grouped statements (tallies.flagged_in_bulk); the triggers are back after it."""
+    from visits.ingest import tallies
+    from visits.ingest.sync import streams_sync
+
+    serve(small_team)
+    streams_sync()
+    monkeypatch.setattr(tallies, "BULK_FROM", 1)
+    flags.flags_rebuild()
+    assert_flags_match()  # the tallies' flagged counts too
+    assert Flag.objects.exists()
+    names = set(tallies.TRIGGER_SET.names(connection.vendor))
+    assert names <= tallies.triggers_installed()

@@ -4,7 +4,6 @@ stored flags kept equal to a computation from scratch as visits arrive, change a
 import itertools
 import math
 import random
-from dataclasses import replace
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -130,11 +129,11 @@ def random_timelines(seed: int, count: int) -> list[list[VisitFacts]]:
             minutes = max(km / 150 * 60 * (1 + rng.uniform(-0.003, 0.003)), 1e-6 / 60)
         start = T0 + timedelta(minutes=rng.uniform(0, 1000))
         second = start + timedelta(minutes=minutes)
-        visits = [replace(facts(3 * n, at=a), visited_at=start), replace(facts(3 * n + 1, at=b), visited_at=second)]
+        visits = [facts(3 * n, at=a)._replace(visited_at=start), facts(3 * n + 1, at=b)._replace(visited_at=second)]
         if rng.random() < 0.3:  # a third visit: somewhere, or nowhere
             c = rng.choice((random_points(rng, 1)[0], (None, None), (0.0, 0.0), b))
             third = second + timedelta(minutes=rng.uniform(0, 30))
-            visits.append(replace(facts(3 * n + 2, at=c), visited_at=third))
+            visits.append(facts(3 * n + 2, at=c)._replace(visited_at=third))
         timelines.append(visits)
     return timelines
 

@@ -161,9 +161,8 @@ def flags_refresh(*, chunk: int = 50) -> tuple[int, int]:
             changes += found.count
 
 
-def flags_rebuild(*, chunk: int = 200) -> tuple[int, int]:
-    """Every rep's flags from scratch (e.g. after the thresholds changed). Larger transactions
-    than a refresh's: writes spread over the whole visits table cost less done in one sweep."""
+def flags_rebuild(*, chunk: int = 50) -> tuple[int, int]:
+    """Every rep's flags from scratch (e.g. after the thresholds changed)."""
     DirtyRep.objects.bulk_create(
         [DirtyRep(rep_id=r, whole=True) for r in Rep.objects.values_list("id", flat=True)],
         update_conflicts=True,

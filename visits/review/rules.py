@@ -7,11 +7,12 @@ nothing here touches the database (`flags.py` stores the findings).
 
 from __future__ import annotations
 
-import functools
 import itertools
 import math
 from dataclasses import dataclass
 from datetime import datetime
+from operator import attrgetter
+from typing import NamedTuple
 
 from django.conf import settings
 
@@ -25,9 +26,9 @@ SELL_SENTENCES: dict[str, str] = {
 }
 
 
-@dataclass(frozen=True)
-class VisitFacts:
-    """What the rules read of a visit."""
+class VisitFacts(NamedTuple):
+    """What the rules read of a visit (a named tuple: a rebuild makes a million of them, three
+    times faster than a frozen dataclass)."""
 
     id: int
     visited_at: datetime
@@ -37,11 +38,14 @@ class VisitFacts:
     status: str
     customer: tuple
 
-    @functools.cached_property  # travel and reuse both ask, a million times in a rebuild
+    @property
     def point(self) -> tuple[float, float] | None:
-        if self.latitude is None or self.longitude is None or distance.is_null_island(self.latitude, self.longitude):
+        """(latitude, longitude), or None without a position or at 0,0 (distance.is_null_island,
+        written out here: two rules ask, a million times each in a rebuild)."""
+        lat, lng = self.latitude, self.longitude
+        if lat is None or lng is None or (lat == 0 and lng == 0):
             return None
-        return self.latitude, self.longitude
+        return lat, lng
 
 
 @dataclass(frozen=True)
@@ -162,7 +166,7 @@ def bursts(visits: list[VisitFacts], *, count: int, minutes: float) -> list[Find
     """`count` or more visits logged (created_at) within `minutes`: a rep entering a day's or
     a week's visits in one sitting. Every visit in such a window is flagged, with the largest
     window it belongs to."""
-    logged = sorted(visits, key=lambda v: (v.created_at, v.id))
+    logged = sorted(visits, key=attrgetter("created_at", "id"))
     largest: dict[int, int] = {}
     end = 0
     for start, first in enumerate(logged):

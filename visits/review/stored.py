@@ -15,6 +15,7 @@ from typing import NamedTuple
 
 from django.db import connection
 
+from visits.ingest import tallies
 from visits.models import Flag, Visit, column
 from visits.review.rules import Finding
 from visits.review.timeline import id_chunks, id_in
@@ -113,11 +114,11 @@ def changes_write(changes: FlagChanges) -> None:
 
 def visits_flagged_set(*, flagged: dict[int, bool]) -> None:
     """The per-visit state that follows the flags, for the visits whose flags changed:
-    Visit.flagged (whether any rule flags it), which the tallies' triggers count for the
-    reports. Only the rows whose value changes are written."""
+    Visit.flagged (whether any rule flags it), which the tallies count for the reports (in bulk
+    when there are many: tallies.flagged_in_bulk). Only the rows whose value changes are written."""
     quote = connection.ops.quote_name
     table, flag, key = quote(Visit._meta.db_table), quote(column(Visit, "flagged")), quote(column(Visit, "id"))
-    with connection.cursor() as cursor:
+    with connection.cursor() as cursor, tallies.flagged_in_bulk(visit_ids=flagged.keys()):
         for value in (True, False):
             for chunk in id_chunks(sorted(vid for vid, is_flagged in flagged.items() if is_flagged == value)):
                 where, params = id_in(key, chunk)

@@ -183,15 +183,16 @@ def test_a_rep_with_too_many_changes_is_marked_whole(stream):
     assert_flags_match()
 
 
-def test_many_visits_flagged_at_once_move_the_tallies_in_bulk(serve, small_team, monkeypatch):
-    """SQLite drops the tally triggers for a big write of Visit.flagged and moves the tallies
-    in grouped statements (tallies.flagged_in_bulk); the triggers are back after it."""
+@pytest.mark.parametrize("in_bulk", [True, False])
+def test_many_visits_flagged_at_once_move_the_tallies_in_bulk(in_bulk, serve, small_team, monkeypatch):
+    """SQLite drops the tally triggers for a big write of Visit.flagged and moves the tallies in
+    grouped statements (tallies.flagged_in_bulk); the triggers are back after it."""
     from visits.ingest import tallies
     from visits.ingest.sync import streams_sync
 
     serve(small_team)
     streams_sync()
-    monkeypatch.setattr(tallies, "BULK_FROM", 1)
+    monkeypatch.setattr(tallies, "BULK_FROM", 1 if in_bulk else 10**9)
     flags.flags_rebuild()
     assert_flags_match()  # the tallies' flagged counts too
     assert Flag.objects.exists()

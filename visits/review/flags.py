@@ -34,7 +34,7 @@ from visits.models import DirtyRep, FlagRule, FlagWindow, Rep, Visit, column, da
 from visits.review import rules
 from visits.review.rules import Finding, VisitFacts
 from visits.review.stored import FlagChanges, changes_write, flags_diff, flags_stored
-from visits.review.timeline import Placed, located_around, logged_within, rep_timeline, visits_placed
+from visits.review.timeline import Placed, Timeline, located_around, logged_within, rep_timeline, visits_placed
 from visits.review.timeline import at_spots as visits_at_spots
 
 # More windows than this in one rep and it is recomputed whole: about where windows, at a few
@@ -148,11 +148,11 @@ def flags_refresh(*, chunk: int = 50) -> tuple[int, int]:
             rep_ids = [rep_id for rep_id, _ in marked]
             windows = windows_read(rep_ids=[rep_id for rep_id, whole in marked if not whole])
             found = FlagChanges()
-            for rep_id, whole in marked:
-                rep_windows = windows.get(rep_id, [])
-                if whole or len(rep_windows) > WINDOW_LIMIT:
-                    rep_flag(rep_id=rep_id, into=found)
-                elif rep_windows:
+            whole_reps = [rep_id for rep_id, whole in marked if whole or len(windows.get(rep_id, ())) > WINDOW_LIMIT]
+            for rep_id in whole_reps:
+                rep_flag(timeline=rep_timeline(rep_id=rep_id), into=found)
+            for rep_id, rep_windows in windows.items():
+                if rep_id not in whole_reps:
                     windows_flag(rep_id=rep_id, windows=rep_windows, into=found)
             changes_write(found)
             FlagWindow.objects.filter(rep_id__in=rep_ids).delete()
@@ -185,9 +185,8 @@ def windows_read(*, rep_ids: list[int]) -> dict[int, list[Window]]:
     return found
 
 
-def rep_flag(*, rep_id: int, into: FlagChanges) -> None:
-    """All of one rep's flags, recomputed: the differences added to `into`."""
-    timeline = rep_timeline(rep_id=rep_id)
+def rep_flag(*, timeline: Timeline, into: FlagChanges) -> None:
+    """All of one rep's flags, recomputed from its timeline: the differences added to `into`."""
     wanted = {(f.visit_id, f.rule): f for f in rules.rep_findings(timeline.live)}
     flags_diff(wanted=wanted, stored=flags_stored(visit_ids=timeline.ids), into=into)
     now = {visit_id for visit_id, _ in wanted}

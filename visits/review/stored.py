@@ -98,12 +98,15 @@ def changes_write(changes: FlagChanges) -> None:
         for chunk in id_chunks(sorted(changes.gone)):
             where, params = id_in(f["id"], chunk)
             cursor.execute(f"DELETE FROM {table} WHERE {where}", params)
-        if changes.fresh:
-            cursor.executemany(
-                f"INSERT INTO {table} ({f['visit']}, {f['rule']}, {f['numbers']}, {f['sentence']}) "
-                f"VALUES (%s, %s, {numbers}, %s)",
-                sorted(changes.fresh),
-            )
+        columns = f"{f['visit']}, {f['rule']}, {f['numbers']}, {f['sentence']}"
+        if changes.fresh and connection.vendor == "postgresql":
+            # COPY: a row-by-row INSERT is a statement for the server each, 330,000 of them in a
+            # first build took 15 s; pages.visits_upsert does the same for the visits.
+            with cursor.cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
+                for row in sorted(changes.fresh):
+                    copy.write_row(row)
+        elif changes.fresh:
+            cursor.executemany(f"INSERT INTO {table} ({columns}) VALUES (%s, %s, %s, %s)", sorted(changes.fresh))
         if changes.changed:
             cursor.executemany(
                 f"UPDATE {table} SET {f['numbers']} = {numbers}, {f['sentence']} = %s WHERE {f['id']} = %s",

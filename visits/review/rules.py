@@ -93,18 +93,10 @@ def impossible_travel(visits: list[VisitFacts], *, max_kmh: float) -> list[Findi
     fastest: dict[int, Finding] = {}
     for (a, a_point), (b, b_point) in itertools.pairwise(located):
         minutes = (b.visited_at - a.visited_at).total_seconds() / 60
-        # Most legs are slow even at an upper bound of their length (a rough one, then a
-        # closer one): the geodesic, thirty times dearer, is only measured for the others.
-        # kmh_of grows with the distance, so this skips only legs the geodesic finds slow.
-        if (
-            kmh_of(distance.km_at_most_roughly(a_point, b_point), minutes) <= max_kmh
-            or kmh_of(distance.km_at_most(a_point, b_point), minutes) <= max_kmh
-        ):
+        km = fast_leg_km(a_point, b_point, minutes=minutes, max_kmh=max_kmh)
+        if km is None:
             continue
-        km = distance.km_between(a_point, b_point)
         kmh = kmh_of(km, minutes)
-        if kmh <= max_kmh:
-            continue
         for visit, other, side in ((b, a, "previous"), (a, b, "next")):
             numbers = {"km": round(km, 1), "minutes": round(minutes, 1), "kmh": None if kmh == math.inf else round(kmh),
                        "other_visit": other.id}  # fmt: skip
@@ -113,6 +105,38 @@ def impossible_travel(visits: list[VisitFacts], *, max_kmh: float) -> list[Findi
             if known is None or speed_of(finding) > speed_of(known):
                 fastest[visit.id] = finding
     return list(fastest.values())
+
+
+def fast_leg_km(a: tuple[float, float], b: tuple[float, float], *, minutes: float, max_kmh: float) -> float | None:
+    """A leg's length if it is faster than max_kmh (else None): the geodesic's, or a figure
+    every number and word of its finding shows the same as the geodesic's.
+
+    Most legs are slow even at an upper bound of their length (a rough one, then a closer one).
+    Most others are settled by Vincenty's formula: when the figures a finding shows (km to a
+    tenth and whole, km/h whole, faster than max_kmh or not) are the same at both ends of its
+    error, they are the same for the geodesic, which is measured, ten times dearer, only for
+    the rest. All of those figures grow with the distance, so the ends bound the geodesic's.
+    """
+    if (
+        kmh_of(distance.km_at_most_roughly(a, b), minutes) <= max_kmh
+        or kmh_of(distance.km_at_most(a, b), minutes) <= max_kmh
+    ):
+        return None
+    near = distance.km_near(a, b)
+    if near is not None:
+        low, high = max(near - distance.NEAR_ERROR_KM, 0.0), near + distance.NEAR_ERROR_KM
+        if kmh_of(high, minutes) <= max_kmh:
+            return None
+        if kmh_of(low, minutes) > max_kmh and leg_figures(low, minutes) == leg_figures(high, minutes):
+            return near
+    km = distance.km_between(a, b)
+    return km if kmh_of(km, minutes) > max_kmh else None
+
+
+def leg_figures(km: float, minutes: float) -> tuple:
+    """What a finding shows of a leg's length: its km to a tenth and whole, its km/h whole."""
+    kmh = kmh_of(km, minutes)
+    return round(km, 1), f"{km:,.0f}", None if kmh == math.inf else round(kmh), f"{kmh:,.0f}"
 
 
 def kmh_of(km: float, minutes: float) -> float:

@@ -172,10 +172,11 @@ def assert_db_matches(data: DemoData) -> None:
 
 def assert_flags_match() -> None:
     """The stored flags equal a computation from scratch, and no rep waits for a recompute."""
-    from visits.models import RULE_BITS, DirtyRep, Flag
+    from visits.models import RULE_BITS, DirtyRep, Flag, FlagWindow
     from visits.review.flags import flags_expected
 
     assert not DirtyRep.objects.exists(), "reps still wait for their flags"
+    assert not FlagWindow.objects.exists(), "windows are left after the refresh"
     stored = {(f.visit_id, f.rule): (f.numbers, f.sentence) for f in Flag.objects.all()}
     expected = {key: (f.numbers, f.sentence) for key, f in flags_expected().items()}
     flagged = set(Visit.objects.filter(deleted_at__isnull=True, flagged=True).values_list("id", flat=True))

@@ -1,18 +1,24 @@
 """Flag rules on hand-made cases between real cities, their thresholds from settings, and the
 stored flags kept equal to a computation from scratch as visits arrive, change and go."""
 
+import itertools
+import math
+import random
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
 from django.db import transaction
+from geographiclib.geodesic import Geodesic
+from geopy.distance import geodesic
 
+from visits.geo import distance
 from visits.geo.distance import km_between
 from visits.ingest.pages import page_apply
 from visits.ingest.sync import streams_sync
 from visits.models import Flag, Rep, SyncState
 from visits.review import flags, rules
-from visits.review.rules import VisitFacts
+from visits.review.rules import Finding, VisitFacts
 from visits.sell.events import items_parse
 
 from .conftest import assert_flags_match
@@ -38,6 +44,149 @@ def test_the_distances_are_those_between_the_cities():
     assert 125 < km_between(CHICAGO, MILWAUKEE) < 135
     assert 260 < km_between(CHICAGO, INDIANAPOLIS) < 270
     assert 340 < km_between(PARIS, LONDON) < 346
+
+
+# --- The bound before the geodesic --------------------------------------------------------
+
+
+def random_points(rng: random.Random, count: int) -> list[tuple[float, float]]:
+    """Anywhere, and the awkward places: poles, the equator, the antimeridian, -0.0."""
+    points = []
+    for _ in range(count):
+        kind = rng.randrange(6)
+        if kind == 0:
+            points.append((rng.choice((90.0, -90.0)), rng.uniform(-180, 180)))
+        elif kind == 1:
+            points.append((rng.uniform(-1, 1), rng.choice((180.0, -180.0, rng.uniform(-180, 180)))))
+        elif kind == 2:
+            points.append((rng.choice((0.0, -0.0)), rng.choice((0.0, -0.0, rng.uniform(-180, 180)))))
+        else:
+            points.append((rng.uniform(-90, 90), rng.uniform(-180, 180)))
+    return points
+
+
+def random_legs(rng: random.Random, count: int) -> list[tuple[tuple[float, float], tuple[float, float]]]:
+    """Pairs at every scale: the same point, metres, kilometres, continents, near-antipodes."""
+    legs = []
+    for a in random_points(rng, count):
+        kind = rng.randrange(5)
+        if kind == 0:
+            b = a
+        elif kind == 1:
+            b = (-a[0], a[1] + 180 if a[1] <= 0 else a[1] - 180)  # the antipode
+            b = (b[0] + rng.uniform(-0.5, 0.5) * rng.random() ** 4, b[1])
+        elif kind == 2:
+            b = random_points(rng, 1)[0]
+        else:
+            scale = 10 ** rng.uniform(-7, 1)  # degrees: a centimetre to a thousand kilometres
+            b = (a[0] + rng.uniform(-scale, scale), a[1] + rng.uniform(-scale, scale))
+        b = (max(-90.0, min(90.0, b[0])), max(-180.0, min(180.0, b[1])))
+        legs.append((a, b))
+    return legs
+
+
+def test_the_geodesic_is_geopys_to_the_bit():
+    for a, b in random_legs(random.Random(1), 3000):
+        assert km_between(a, b) == geodesic(a, b).km, (a, b)
+
+
+def test_the_bounds_are_never_shorter_than_the_geodesic():
+    for a, b in random_legs(random.Random(2), 5000) + [((90.0, 0.0), (-90.0, 0.0)), ((0.0, 0.0), (0.0, 180.0))]:
+        km = km_between(a, b)
+        assert km <= distance.km_at_most(a, b) <= distance.km_at_most_roughly(a, b) + 1e-9, (a, b)
+
+
+def travel_by_geodesic(visits: list[VisitFacts], *, max_kmh: float) -> list[Finding]:
+    """impossible_travel as it was before the bound: geopy's geodesic on every leg (the oracle)."""
+    located = [(v, v.point) for v in visits if v.point is not None]
+    fastest: dict[int, Finding] = {}
+    for (a, a_point), (b, b_point) in itertools.pairwise(located):
+        km = 0.0 if a_point == b_point else geodesic(a_point, b_point).km
+        minutes = (b.visited_at - a.visited_at).total_seconds() / 60
+        kmh = km / (minutes / 60) if minutes > 0 else (math.inf if km >= 1 else 0.0)
+        if kmh <= max_kmh:
+            continue
+        for visit, other, side in ((b, a, "previous"), (a, b, "next")):
+            numbers = {"km": round(km, 1), "minutes": round(minutes, 1), "kmh": None if kmh == math.inf else round(kmh),
+                       "other_visit": other.id}  # fmt: skip
+            finding = Finding(visit.id, "impossible_travel", numbers, rules.travel_sentence(km, minutes, kmh, side))
+            known = fastest.get(visit.id)
+            if known is None or rules.speed_of(finding) > rules.speed_of(known):
+                fastest[visit.id] = finding
+    return list(fastest.values())
+
+
+def random_timelines(seed: int, count: int) -> list[list[VisitFacts]]:
+    """Timelines of a few visits on random legs, many of them within 0.3% of 150 km/h (where the
+    bound must not decide wrongly), some at the same minute or without a position."""
+    rng = random.Random(seed)
+    timelines = []
+    for n, (a, b) in enumerate(random_legs(rng, count)):
+        km = km_between(a, b)
+        kind = rng.randrange(4)
+        if kind == 0 or km == 0:
+            minutes = rng.choice((0.0, rng.uniform(0, 600)))
+        else:  # at the threshold, give or take 0.3%, a microsecond at least
+            minutes = max(km / 150 * 60 * (1 + rng.uniform(-0.003, 0.003)), 1e-6 / 60)
+        start = T0 + timedelta(minutes=rng.uniform(0, 1000))
+        second = start + timedelta(minutes=minutes)
+        visits = [facts(3 * n, at=a)._replace(visited_at=start), facts(3 * n + 1, at=b)._replace(visited_at=second)]
+        if rng.random() < 0.3:  # a third visit: somewhere, or nowhere
+            c = rng.choice((random_points(rng, 1)[0], (None, None), (0.0, 0.0), b))
+            third = second + timedelta(minutes=rng.uniform(0, 30))
+            visits.append(facts(3 * n + 2, at=c)._replace(visited_at=third))
+        timelines.append(visits)
+    return timelines
+
+
+def boundary_timelines(seed: int, count: int) -> list[list[VisitFacts]]:
+    """Two visits a geodesic apart that lands within a millimetre of where a shown figure rounds
+    the other way: km at x.x5 or x.5, km/h at y.5 or at the threshold (where Vincenty's formula,
+    a hundredth of a millimetre off, cannot say which way: the geodesic must)."""
+    rng = random.Random(seed)
+    wgs84 = Geodesic(6378.137, 1 / 298.257223563)  # geopy's, in km
+    timelines = []
+    for n in range(count):
+        a = (rng.uniform(-80, 80), rng.uniform(-180, 180))
+        km = rng.randrange(1, 3000) / 10 + rng.choice((0.05, 0.5, 0.0)) + rng.uniform(-1e-6, 1e-6)
+        end = wgs84.Direct(a[0], a[1], rng.uniform(0, 360), km)
+        b = (end["lat2"], end["lon2"])
+        km = km_between(a, b)
+        kmh = rng.choice((150 + rng.uniform(-1e-6, 1e-6), rng.randrange(151, 2000) + 0.5 + rng.uniform(-1e-6, 1e-6)))
+        start = T0 + timedelta(minutes=rng.uniform(0, 1000))
+        second = start + timedelta(hours=km / kmh)
+        timelines.append(
+            [facts(2 * n, at=a)._replace(visited_at=start), facts(2 * n + 1, at=b)._replace(visited_at=second)]
+        )
+    return timelines
+
+
+def test_vincentys_formula_is_well_within_the_error_the_rules_allow_it():
+    for a, b in random_legs(random.Random(4), 20_000):
+        near = distance.km_near(a, b)
+        assert near is None or abs(near - km_between(a, b)) <= distance.NEAR_ERROR_KM / 20, (a, b)
+
+
+def findings_by_visit(findings: list[Finding]) -> dict:
+    return {f.visit_id: (f.rule, f.numbers, f.sentence) for f in findings}
+
+
+def test_impossible_travel_finds_exactly_what_the_plain_geodesic_finds(monkeypatch):
+    timelines = random_timelines(3, 6000) + boundary_timelines(5, 3000)
+    want = [findings_by_visit(travel_by_geodesic(t, max_kmh=150)) for t in timelines]
+
+    def got():
+        return [findings_by_visit(rules.impossible_travel(t, max_kmh=150)) for t in timelines]
+
+    assert sum(map(len, want)) > 4000, "the data must hold many impossible legs"
+    assert got() == want
+    # The data is close enough to the threshold that a bound 0.3% too short would be caught,
+    # and to the roundings that trusting Vincenty's formula without its error would be.
+    with monkeypatch.context() as patch:
+        patch.setattr(distance, "BOUND_FACTOR", 0.997)
+        assert got() != want
+    monkeypatch.setattr(distance, "NEAR_ERROR_KM", 0.0)
+    assert got() != want
 
 
 def test_impossible_travel_flags_both_visits_with_the_numbers(settings):

@@ -530,6 +530,32 @@ def test_two_deletes_of_an_unseen_visit_in_one_batch_keep_the_newest():
     assert list(DeletedVisit.objects.values_list("id", "sequence")) == [(77, 3)]
 
 
+def test_a_snapshot_after_an_id_only_delete_in_one_batch_wins():
+    """Restored in Sell (a newer snapshot after an id-only delete, both in one batch): the visit
+    is live, with the newest sequence, whether it was held or unseen before."""
+    SyncState.objects.create(stream="visits", lock_owner="me")
+
+    def item(visit_id, sequence, *, snapshot):
+        meta = {"event_type": "updated" if snapshot else "deleted", "sequence": sequence,
+                "event_time": f"2026-11-0{sequence}T10:00:00Z"}  # fmt: skip
+        location = {"latitude": None, "longitude": None, "verification_status": "verified"}
+        data = {"id": visit_id, "creator_id": 5, "resource_type": "lead", "resource_id": 1, "summary": "",
+                "visited_at": "2026-11-01T09:00:00Z", "created_at": "2026-11-01T09:05:00Z", "outcome": None,
+                "sales_rep_location": location}  # fmt: skip
+        return {"data": data if snapshot else {"id": visit_id}, "meta": meta}
+
+    def apply(items):
+        pages.page_apply(stream="visits", events=events.items_parse(stream="visits", items=items), position="p",
+                         at_top=True, owner="me", lease=timedelta(seconds=60))  # fmt: skip
+
+    apply([item(1, 1, snapshot=True)])
+    apply(
+        [item(1, 2, snapshot=False), item(1, 3, snapshot=True), item(2, 2, snapshot=False), item(2, 3, snapshot=True)]
+    )
+    assert set(Visit.objects.values_list("id", "sequence", "deleted_at")) == {(1, 3, None), (2, 3, None)}
+    assert not DeletedVisit.objects.exists()
+
+
 def test_the_parser_knows_the_same_statuses_as_the_model():
     from visits.models import VerificationStatus
 

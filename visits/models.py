@@ -4,7 +4,10 @@ plus the ingestion bookkeeping (stream positions, gaps, items we could not apply
 
 from __future__ import annotations
 
-from django.db import models, transaction
+from collections.abc import Callable
+from datetime import datetime
+
+from django.db import connection, models, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -70,6 +73,32 @@ def column(model: type[models.Model], name: str) -> str:
     field = model._meta.get_field(name)
     assert isinstance(field, models.Field) and field.column, f"{model.__name__}.{name} has no column"
     return field.column
+
+
+def sqlite_time(value: datetime | None) -> str | None:
+    """An aware UTC datetime as Django keeps it in SQLite: naive UTC text, for the SQL written
+    by hand (the upsert, the flags' reads and writes).
+
+    Django's adapt_datetimefield_value gives the same text but costs several times more,
+    which showed in the ingestion benchmark; every time given here is already UTC (parsing's
+    clean_time, and the times read back from the database).
+    """
+    if value is None:
+        return None
+    text = f"{value.year:04d}-{value.month:02d}-{value.day:02d} {value.hour:02d}:{value.minute:02d}:{value.second:02d}"
+    return f"{text}.{value.microsecond:06d}" if value.microsecond else text
+
+
+def datetime_adapter() -> Callable[[datetime | None], str | datetime | None]:
+    """What the database driver takes for a datetime: SQLite text, or the aware value."""
+    if connection.vendor == "sqlite":
+        return sqlite_time
+    return as_is
+
+
+def as_is(value):
+    """The value itself: what PostgreSQL's driver takes for a datetime or a date."""
+    return value
 
 
 # A visit deleted in Sell is kept for audit, but only the live ones are counted, mapped, flagged
@@ -362,9 +391,28 @@ class Flag(models.Model):
 
 class DirtyRep(models.Model):  # noqa: DJ008 (internal bookkeeping, never shown by name)
     """A rep whose flags must be recomputed: written by ingestion in the same transaction as
-    the visits that changed, removed by flags.flags_refresh() once the flags are recomputed."""
+    the visits that changed, removed by flags.flags_refresh() once the flags are recomputed:
+    around its FlagWindows, or all of them when `whole` (flags_rebuild, or too many windows)."""
 
     rep_id = models.BigIntegerField(primary_key=True)
+    whole = models.BooleanField(default=False, help_text="recompute all of the rep's flags, not windows")
+    windows = models.IntegerField(default=0, help_text="FlagWindows recorded since the last recompute")
+
+
+class FlagWindow(models.Model):  # noqa: DJ008 (internal bookkeeping, never shown by name)
+    """A place in a rep's timeline where a visit's change can alter flags, recorded by ingestion
+    with the change (flags.changes_record): the visit's facts before the change, in the rep it
+    was in; or, without facts, the visit's current place in its rep."""
+
+    rep_id = models.BigIntegerField()
+    visit_id = models.BigIntegerField()
+    visited_at = models.DateTimeField(null=True)
+    created_at = models.DateTimeField(null=True)
+    latitude = models.FloatField(null=True)
+    longitude = models.FloatField(null=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["rep_id"], name="flag_window_rep")]
 
 
 class DecisionKind(models.TextChoices):

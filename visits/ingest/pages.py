@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import sqlite3
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 
 from django.conf import settings
@@ -20,7 +20,20 @@ from django.db.models import F, Q
 from django.utils import timezone as dj_timezone
 
 from visits.ingest.tallies import local_day
-from visits.models import DeletedVisit, DirtyRep, Outcome, RejectedItem, Rep, Stream, SyncState, Visit, column
+from visits.models import (
+    DeletedVisit,
+    Outcome,
+    RejectedItem,
+    Rep,
+    Stream,
+    SyncState,
+    Visit,
+    as_is,
+    column,
+    datetime_adapter,
+)
+from visits.review.flags import changes_record
+from visits.review.timeline import Placed, facts_make, visits_placed
 from visits.sell.events import Event, Reject
 
 VISIT_FIELDS = [
@@ -107,6 +120,13 @@ def sequences_of(*, model, ids: list[int]) -> dict[int, int]:
     return found
 
 
+def placed_of_row(*, visit_id: int, row: dict) -> Placed:
+    """A row to be written, as the flag rules read it."""
+    facts = facts_make(visit_id, row["visited_at"], row["created_at"], row["latitude"], row["longitude"],
+                       row["verification_status"], row["resource_type"], row["resource_id"])  # fmt: skip
+    return Placed(rep_id=row["rep_id"], live=row["deleted_at"] is None, facts=facts)
+
+
 def visits_apply(*, by_id: dict[int, list[Event]], result: PageResult) -> None:
     """Write the visit events of a batch (by id, each id's in sequence order: events_group).
     Runs inside page_apply's transaction, which also moves the stream's position.
@@ -116,9 +136,10 @@ def visits_apply(*, by_id: dict[int, list[Event]], result: PageResult) -> None:
     2. Per id, walk its events: one at or below the sequence so far is skipped (a re-delivery,
        a stale event, a replay from `tail`). The newest snapshot (an event with fields) becomes
        the row to write, with deleted_at set if it is a delete; an id-only delete marks that
-       row, or the stored visit, or else becomes a tombstone. The newest outcome names are kept.
-    3. Mark the reps whose flags must be recomputed (DirtyRep): those of the rows written and
-       the former reps of the visits updated or deleted (a visit may move to another rep).
+       row, or the stored visit, or else becomes a tombstone (a newer snapshot then overrides
+       it: the visit was restored). The newest outcome names are kept.
+    3. Record what the flags must recompute (flags.changes_record): the stored state of the
+       visits written or deleted beside their state to be (a visit may move to another rep).
     4. Create the reps not seen yet, create or rename the outcomes, then write: the rows in
        one upsert (visits_upsert), the deletes of stored visits, the new tombstones.
     """
@@ -142,6 +163,9 @@ def visits_apply(*, by_id: dict[int, list[Event]], result: PageResult) -> None:
             if event.fields is not None:
                 row = {**event.fields, "sequence": event.sequence, "event_time": event.event_time}
                 row["deleted_at"] = event.event_time if event.event_type == "deleted" else None
+                # A newer snapshot overrides an id-only delete earlier in the batch.
+                deletions.pop(visit_id, None)
+                new_tombstones.pop(visit_id, None)
                 if event.fields["outcome_id"] is not None:
                     seen = outcome_names.get(event.fields["outcome_id"])
                     if seen is None or event.event_time >= seen[0]:
@@ -158,15 +182,13 @@ def visits_apply(*, by_id: dict[int, list[Event]], result: PageResult) -> None:
         if row is not None:
             upserts[visit_id] = row
 
-    # The reps whose flags must be recomputed (flags.py): those of every visit written, and the
-    # former reps of visits that were updated or deleted (a visit may move to another rep).
+    # What the flags must look at again (review/flags.py), before any write: where the visits
+    # written and deleted were, and where they will be.
+    before = visits_placed(ids=[vid for vid in (*upserts, *deletions) if vid in stored])
+    after = {vid: placed_of_row(visit_id=vid, row=row) for vid, row in upserts.items()}
+    after.update((vid, replace(before[vid], live=False)) for vid in deletions if vid in before)
+    changes_record(before=before, after=after)
     written_reps = {r["rep_id"] for r in upserts.values()}
-    dirty = set(written_reps)
-    changed_ids = [vid for vid in upserts if vid in stored] + list(deletions)
-    if changed_ids:
-        dirty |= set(Visit.objects.filter(id__in=changed_ids).values_list("rep_id", flat=True).distinct())
-    if dirty:
-        DirtyRep.objects.bulk_create([DirtyRep(rep_id=rid) for rid in dirty], ignore_conflicts=True)
     if upserts:
         known = sequences_of(model=Rep, ids=list(written_reps))
         Rep.objects.bulk_create([Rep(id=rid) for rid in written_reps if rid not in known], ignore_conflicts=True)
@@ -183,29 +205,6 @@ def visits_apply(*, by_id: dict[int, list[Event]], result: PageResult) -> None:
             unique_fields=["id"],
             update_fields=["sequence", "deleted_at"],
         )
-
-
-def sqlite_time(value: datetime | None) -> str | None:
-    """An aware UTC datetime as Django keeps it in SQLite: naive UTC text.
-
-    Django's adapt_datetimefield_value gives the same text but costs several times more,
-    which showed in the ingestion benchmark; every time here is already UTC (clean_time).
-    """
-    if value is None:
-        return None
-    text = f"{value.year:04d}-{value.month:02d}-{value.day:02d} {value.hour:02d}:{value.minute:02d}:{value.second:02d}"
-    return f"{text}.{value.microsecond:06d}" if value.microsecond else text
-
-
-def datetime_adapter() -> Callable[[datetime | None], str | datetime | None]:
-    """What the database driver takes for a datetime: SQLite text, or the aware value."""
-    if connection.vendor == "sqlite":
-        return sqlite_time
-    return _as_is
-
-
-def _as_is(value):
-    return value
 
 
 def rows_per_statement(columns: int) -> int:
@@ -261,7 +260,7 @@ def visits_upsert(*, rows: dict[int, dict]) -> None:
     adapt = datetime_adapter()
     now = adapt(dj_timezone.now())
     zone = settings.DISPLAY_TIME_ZONE
-    day: Callable[[date], str | date] = date.isoformat if connection.vendor == "sqlite" else _as_is
+    day: Callable[[date], str | date] = date.isoformat if connection.vendor == "sqlite" else as_is
     params = [
         (  # in UPSERT_FIELDS order
             visit_id,

@@ -15,7 +15,9 @@ count the visits directly.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from zoneinfo import ZoneInfo
@@ -229,6 +231,79 @@ def triggers_install(*, connection=default_connection) -> None:
 
 def triggers_installed(*, connection=default_connection) -> set[str]:
     return triggers.triggers_on(connection=connection, table=TRIGGER_SET.table)
+
+
+# --- Many visits flagged at once ----------------------------------------------------------
+
+# From this many visits, flagged_in_bulk moves the tallies in grouped statements (SQLite).
+BULK_FROM = 10_000
+_WAS, _MOVED = "tally_flagged_was", "tally_flagged_moved"  # temporary tables of flagged_in_bulk
+_KEYED = ("local_day", "rep", "outcome", "resource_type", "verification_status")  # what the tally keys read
+
+
+def _sqlite_bulk_sql() -> tuple[list[str], str, list[str]]:
+    """flagged_in_bulk's statements: the temporary tables; the visits whose flagged moved, with
+    the columns the tally keys are made of (looked up from the snapshot, which SQLite's planner
+    otherwise turns into a scan of every visit); each tally moved by their sum."""
+    keyed = ", ".join(VISIT[name] for name in _KEYED)
+    tables = [
+        f"CREATE TEMP TABLE IF NOT EXISTS {_WAS} (id INTEGER PRIMARY KEY, was INTEGER NOT NULL)",
+        f"CREATE TEMP TABLE IF NOT EXISTS {_MOVED} AS SELECT {keyed}, 0 AS moved FROM {VISIT_TABLE} WHERE 0",
+    ]
+    moved = (
+        f"INSERT INTO {_MOVED} SELECT {', '.join(f'v.{VISIT[name]}' for name in _KEYED)}, v.{VISIT['flagged']} - w.was "
+        f"FROM {_WAS} w CROSS JOIN {VISIT_TABLE} v ON v.{VISIT['id']} = w.id "
+        f"WHERE v.{VISIT['deleted_at']} IS NULL AND v.{VISIT['flagged']} <> w.was"
+    )
+    deltas = []
+    for t in TALLIES:
+        visits, flagged = t.counts
+        deltas.append(
+            f"INSERT INTO {t.table} ({', '.join(t.key)}, {visits}, {flagged}) "
+            f"SELECT {', '.join(t.values(vendor='sqlite', row='m'))}, 0, sum(m.moved) FROM {_MOVED} m WHERE 1 "
+            f"GROUP BY {', '.join(str(i) for i in range(1, len(t.key) + 1))} HAVING sum(m.moved) <> 0 "
+            f"ON CONFLICT ({', '.join(t.key)}) DO UPDATE SET {flagged} = {t.table}.{flagged} + excluded.{flagged}"
+        )
+    return tables, moved, deltas
+
+
+@contextlib.contextmanager
+def flagged_in_bulk(*, visit_ids: Collection[int], connection=default_connection) -> Iterator[None]:
+    """Around a write of these visits' `flagged`, and of nothing else the tallies read, inside a
+    transaction: on SQLite, from BULK_FROM visits, the row triggers are dropped for the write and
+    each tally's flagged counts are then moved by one grouped statement.
+
+    Row by row, the three tallies' triggers cost about 30 us a visit: 9 of the 20 seconds of a
+    first flags_rebuild at a million visits, which flags 300,000. PostgreSQL's statement
+    triggers group their work already; there, as for fewer visits, this does nothing.
+    """
+    if connection.vendor != "sqlite" or len(visit_ids) < BULK_FROM:
+        yield
+        return
+    assert connection.in_atomic_block, "the triggers come back at the end: only inside a transaction"
+    tables, moved, deltas = _sqlite_bulk_sql()
+    ids = sorted(visit_ids)
+    with connection.cursor() as cursor:
+        for statement in tables:
+            cursor.execute(statement)
+        for start in range(0, len(ids), 5000):
+            chunk = ids[start : start + 5000]
+            cursor.execute(
+                f"INSERT INTO {_WAS} (id, was) SELECT {VISIT['id']}, {VISIT['flagged']} FROM {VISIT_TABLE} "
+                f"WHERE {VISIT['id']} IN ({', '.join(['%s'] * len(chunk))}) AND {VISIT['deleted_at']} IS NULL",
+                chunk,
+            )
+    triggers_drop(connection=connection)
+    try:
+        yield
+    finally:  # the tallies follow whatever was written
+        with connection.cursor() as cursor:
+            cursor.execute(moved)
+            for statement in deltas:
+                cursor.execute(statement)
+            cursor.execute(f"DELETE FROM {_WAS}")
+            cursor.execute(f"DELETE FROM {_MOVED}")
+        triggers_install(connection=connection)
 
 
 # --- Rebuilding ----------------------------------------------------------------------------

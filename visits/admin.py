@@ -227,7 +227,7 @@ def decide(kind: str):
 class FlaggedVisitAdmin(BigListAdmin):
     """The review queue: visits with a flag, filterable, decided on in bulk."""
 
-    list_display = ["id", "visited_at", "rep", "verification_status", "flag_rules", "review"]
+    list_display = ["id", "visited_at", "rep", "verification_status", "flags", "review"]
     list_filter = [ReviewStateFilter, RuleFilter, ("visited_at", admin.DateFieldListFilter), "verification_status",
                    ("rep", admin.RelatedFieldListFilter)]  # fmt: skip
     list_select_related = ["rep"]
@@ -245,7 +245,7 @@ class FlaggedVisitAdmin(BigListAdmin):
         return request.user.has_perm("visits.view_reports") or super().has_view_permission(request, obj)
 
     @admin.display(description="flags")
-    def flag_rules(self, obj):
+    def flags(self, obj):
         return ", ".join(f.get_rule_display() for f in obj.flags.all())
 
     @admin.display(description="review")

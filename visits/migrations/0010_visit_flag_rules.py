@@ -2,7 +2,6 @@
 
 from django.db import migrations, models
 
-
 # Each flagged visit's rules as bits (models.RULE_BITS as it stood when written; a bit is never
 # reused), from the flags held.
 BITS = {

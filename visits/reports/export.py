@@ -16,7 +16,6 @@ from django.db.models.expressions import RawSQL
 from django.http import StreamingHttpResponse
 
 from visits.models import Flag, Visit, column
-from visits.review.queue import latest_kinds
 
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # single characters: a set lookup of the first one
 FORMULA_FIRST_CHARACTERS = frozenset(FORMULA_STARTS)
@@ -112,9 +111,10 @@ def visit_rows(*, visits) -> Iterator[list]:
     """
     rules = RawSQL(FLAG_RULES_SQL["postgresql" if connection.vendor == "postgresql" else "sqlite"], [])
     sql, params = (
-        visits.annotate(flag_rules=rules).values_list(*VISIT_COLUMNS.values(), "flag_rules").query.sql_with_params()
+        visits.annotate(flag_names=rules)
+        .values_list(*VISIT_COLUMNS.values(), "flag_names", "review_status")
+        .query.sql_with_params()
     )
-    reviews = latest_kinds()  # every decided visit's latest decision: decisions are few
 
     def when(value) -> str:
         if value is None:
@@ -131,8 +131,7 @@ def visit_rows(*, visits) -> Iterator[list]:
         cursor.execute(sql, params)
         while chunk := cursor.fetchmany(2000):
             for row in chunk:
-                cells = ["" if value is None else value for value in row]
-                cells.append(reviews.get(row[ID_CELL], ""))
+                cells = ["" if value is None else value for value in row]  # ends with flags, review_status
                 for index in TIME_CELLS:
                     cells[index] = when(row[index])
                 for index in TEXT_CELLS:

@@ -168,8 +168,9 @@ class Visit(models.Model):
             # One rep's visits in time order: the flag rules, the review queue's nearby visits
             # and the rep page read them (without it, every rep's recompute scanned all visits).
             models.Index(fields=["rep", "visited_at"], name="visit_rep_time"),
-            # The review queue: flagged live visits in time order, with what its filters read, so
-            # a page, its count and its filters read this index alone (a quarter of the visits).
+            # The review queue: flagged live visits in time order, with what its filters read and
+            # the id, so a page's ids, its count and its filters read this index alone (a quarter
+            # of the visits; PostgreSQL filters an index-only scan without visiting the table).
             models.Index(
                 fields=[
                     "visited_at",
@@ -179,10 +180,11 @@ class Visit(models.Model):
                     "verification_status",
                     "outcome",
                     "resource_type",
+                    "id",
                 ],
                 name="visit_flagged_time",
                 condition=Q(flagged=True) & VISIT_LIVE,
-            ),  # fmt: skip
+            ),
             # The decided visits by their latest decision's kind: the queue's decided states and
             # the reports' rejected visits read this, not the decisions.
             models.Index(

@@ -37,6 +37,7 @@ class Migration(migrations.Migration):
                     "verification_status",
                     "outcome",
                     "resource_type",
+                    "id",
                 ],
                 name="visit_flagged_time",
             ),

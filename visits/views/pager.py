@@ -80,7 +80,11 @@ def _walk(visits: QuerySet, *, order: Order, groups: list, cursor: Visit | None,
     newest_first = order.newest_first == forward
     if order.group is None:
         rows = visits if cursor is None else _past(visits, cursor, newest_first=newest_first)
-        return list(_ordered(rows, newest_first=newest_first)[:want])
+        # The ids first, then their rows: the ids can come from an index alone (PostgreSQL then
+        # filters without visiting the table for every row it passes over).
+        ids = list(_ordered(rows, newest_first=newest_first).values_list("id", flat=True)[:want])
+        by_id = visits.in_bulk(ids)
+        return [by_id[vid] for vid in ids if vid in by_id]
     walk = list(groups) if order.groups_descending != forward else list(reversed(groups))
     found: list[Visit] = []
     if cursor is not None:

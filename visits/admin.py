@@ -65,7 +65,8 @@ class CappedPaginator(Paginator):
         """The page's ids first (from an index, where one holds the filters), then its rows."""
         number = self.validate_number(number)
         bottom = (number - 1) * self.per_page
-        ids = list(self.object_list.values_list("pk", flat=True)[bottom : bottom + self.per_page])
+        top = min(bottom + self.per_page, self.count)  # the last page ends at the (capped) count
+        ids = list(self.object_list.values_list("pk", flat=True)[bottom:top])
         return self._get_page(self.object_list.filter(pk__in=ids), number, self)
 
 

@@ -19,6 +19,7 @@ from visits.models import (
     Rep,
     SyncState,
     Visit,
+    YearTally,
 )
 from visits.reports.filters import id_coerce
 from visits.review.queue import REVIEW_STATES, decisions_record, flagged_visits
@@ -53,11 +54,12 @@ class CappedPaginator(Paginator):
     """Counts at most CAP rows (the admin's page links stop there; filters narrow further): a
     full count of a million visits costs more than the page itself."""
 
-    CAP = 10_000
+    CAP = 1_000
 
     @cached_property
     def count(self) -> int:
-        return self.object_list[: self.CAP + 1].count()
+        # No ORDER BY inside: the database stops at CAP + 1 rows in whatever order is cheapest.
+        return self.object_list.order_by()[: self.CAP + 1].count()
 
     @property
     def capped(self) -> bool:
@@ -112,6 +114,11 @@ class FixedChoicesFilter(admin.SimpleListFilter):
 class ResourceTypeFilter(FixedChoicesFilter):
     title = parameter_name = field = "resource_type"
     fixed = [(value, value) for value in RESOURCE_TYPES]
+
+    def queryset(self, request, queryset):
+        if self.value() and not YearTally.objects.filter(resource_type=self.value(), visits__gt=0).exists():
+            return queryset.none()  # no live visit of that type (the tallies say so): no scan for nothing
+        return super().queryset(request, queryset)
 
 
 class BigListAdmin(ReadOnlyAdmin):

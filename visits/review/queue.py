@@ -10,7 +10,7 @@ from django.db.models import F, Prefetch, Q, QuerySet, prefetch_related_objects
 from django.db.models.lookups import GreaterThan
 
 from visits.geo import distance
-from visits.models import Decision, DecisionKind, Visit, VisitQuerySet, review_status_refresh, rules_mask
+from visits.models import Decision, DecisionKind, Flag, Visit, VisitQuerySet, review_status_refresh, rules_mask
 
 REVIEW_STATES = {
     "awaiting": "Awaiting a decision",
@@ -27,6 +27,8 @@ def flagged_visits(*, visits: QuerySet, rules: list[str] | None = None, state: s
     `review_status` with each decision), so this reads the visits (their flagged index) alone."""
     chosen = visits.filter(flagged=True)
     if rules:
+        if not Flag.objects.filter(rule__in=rules).exists():  # a probe of the flags' rule index
+            return chosen.none()  # nothing flagged by these rules: no scan of every flagged visit
         chosen = chosen.filter(GreaterThan(F("flag_rules").bitand(rules_mask(rules)), 0))
     if state == "awaiting":
         return chosen.filter(review_status__isnull=True)

@@ -34,12 +34,21 @@ from visits.models import DirtyRep, Flag, FlagRule, FlagWindow, Rep, Visit, colu
 from visits.review import rules
 from visits.review.rules import Finding, VisitFacts
 from visits.review.stored import FlagChanges, changes_write, flags_diff, flags_stored
-from visits.review.timeline import Placed, Timeline, located_around, logged_within, rep_timeline, visits_placed
+from visits.review.timeline import (
+    RULES_ORDER,
+    Placed,
+    Timeline,
+    located_around,
+    logged_within,
+    rep_timeline,
+    visits_placed,
+)
 from visits.review.timeline import at_spots as visits_at_spots
 
 # More windows than this in one rep and it is recomputed whole: about where windows, at a few
-# small queries each, cost as much as reading the rep's timeline (bench/flags.py).
-WINDOW_LIMIT = 64
+# small queries each, cost as much as the rep's whole timeline (at 5,000 visits a rep, 48
+# windows took 51 ms on SQLite and 100 ms on PostgreSQL, the whole rep 70 and 85 ms).
+WINDOW_LIMIT = 48
 SLACK = timedelta(seconds=1)  # widens the bursts' time ranges: more context never changes a finding
 
 
@@ -205,7 +214,7 @@ def windows_flag(*, rep_id: int, windows: list[Window], into: FlagChanges) -> No
     the differences added to `into`."""
     placed = visits_placed(ids={w.visit_id for w in windows})
     own = {visit_id for visit_id, p in placed.items() if p.rep_id == rep_id}  # every rule, for these
-    own_live = sorted((placed[vid].facts for vid in own if placed[vid].live), key=lambda v: (v.visited_at, v.id))
+    own_live = sorted((placed[vid].facts for vid in own if placed[vid].live), key=RULES_ORDER)
     places = [(w.visit_id, w.visited_at, w.created_at, w.point) for w in windows if w.visited_at is not None]
     places += [(v.id, v.visited_at, v.created_at, v.point) for v in own_live]
     # Per rule, the visits whose flags of that rule are recomputed, and what they should be.

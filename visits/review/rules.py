@@ -162,8 +162,8 @@ def coordinate_reuse(visits: list[VisitFacts], *, min_customers: int) -> list[Fi
     """The same spot (5 decimals) logged at min_customers or more different customers."""
     spots: dict[tuple, list[VisitFacts]] = {}
     for v in visits:
-        if v.point is not None:
-            spots.setdefault(distance.spot(*v.point), []).append(v)
+        if (point := v.point) is not None:
+            spots.setdefault(distance.spot(*point), []).append(v)
     findings = []
     for (lat, lng), group in spots.items():
         customers = {v.customer for v in group}

@@ -28,7 +28,7 @@ FACTS = (
     "resource_type",
     "resource_id",
 )
-CHUNK = 5000  # ids to one `IN` list (SQLite's limit on parameters is 32,766)
+CHUNK = 5000  # ids to one `IN` list on SQLite (its limit on parameters is 32,766)
 RULES_ORDER = attrgetter("visited_at", "id")  # the order the rules read a rep's visits in
 
 
@@ -90,6 +90,14 @@ def _facts(rows: Iterable[tuple]) -> Iterator[tuple[VisitFacts, tuple]]:
 
 
 def id_chunks(ids: Iterable[int]) -> Iterator[list[int]]:
+    """`ids` in lists for id_in: of CHUNK on SQLite (its limit on parameters), all in one on
+    PostgreSQL, which takes them as one array. One statement also suits PostgreSQL's statement
+    triggers: 313,000 visits' Visit.flagged took 18 s in statements of 5,000, 10 s in one."""
+    if connection.vendor == "postgresql":
+        every = list(ids)
+        if every:
+            yield every
+        return
     chunk: list[int] = []
     for vid in ids:
         chunk.append(vid)

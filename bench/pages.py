@@ -28,6 +28,7 @@ import argparse
 import fnmatch
 import html
 import json
+import os
 import random
 import re
 import statistics
@@ -807,8 +808,8 @@ def write_report(*, results: dict[str, list[dict]], visits: int, repeat: int) ->
     lines = [
         "## Every page (`bench/pages.py`)",
         "",
-        f"Measured {datetime.now().date().isoformat()} on {machine()}, while other sessions used the same two"
-        " cores: the figures are rough (tens of per cent).",
+        f"Measured {datetime.now().date().isoformat()} on {machine()}; load average {os.getloadavg()[1]:.1f} over"
+        " the last 5 minutes when written (above 1, other work shared the two cores: the figures are rougher).",
         f"{visits:,} visits (bench/reports.py's data set, one in {DELETED_EVERY} deleted in Sell), flagged by"
         f" `flags_rebuild`, {DECIDED_SHARE:.0%} of the flagged visits decided ({TWICE_SHARE:.0%} of those twice);"
         f" server time through Django's test client, median of {repeat} requests; queries counted by"

@@ -1,10 +1,14 @@
 """What the benchmarks share: the machine's description, writing their section of
-docs/PERFORMANCE.md (replaced in place, other sections kept), and the 1,000,000-visit data set
-of bench/reports.py and bench/pages.py (its generator and its loader)."""
+docs/PERFORMANCE.md (replaced in place, other sections kept), a fresh process and a fresh
+PostgreSQL database, and the 1,000,000-visit data set of bench/reports.py, bench/pages.py and
+bench/flags.py (its generator and its loader)."""
 
+import json
 import os
 import platform
 import random
+import subprocess
+import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -72,6 +76,24 @@ def visits_write(rows) -> None:
             visits_upsert(rows=batch)
 
 
+def child(script: str, *args: str) -> dict:
+    """Run a benchmark `script` with `args` in a fresh process; the JSON of its last line."""
+    out = subprocess.run([sys.executable, script, *args], capture_output=True, text=True, cwd=ROOT, check=False)
+    if out.returncode != 0:
+        raise SystemExit(out.stderr)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def postgres_fresh(server: str, name: str) -> str:
+    """Drop and create database `name` on the PostgreSQL server at URL `server`; its URL."""
+    import psycopg
+
+    with psycopg.connect(server, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return server.rsplit("/", 1)[0] + "/" + name
+
+
 def django_setup(database_url: str) -> None:
     os.environ.update(
         DATABASE_URL=database_url, DJANGO_SETTINGS_MODULE="visitsdash.settings", ALLOWED_HOSTS="testserver"
@@ -110,9 +132,10 @@ def visit_rows(*, visits: int, deleted_every: int = 0):
         )
 
 
-def visits_load(*, visits: int, deleted_every: int = 0) -> float:
+def visits_load(*, visits: int, deleted_every: int = 0, flag: bool = True) -> float:
     """Migrate, write the team and `visits` visits (of visit_rows) through ingest.visits_upsert,
-    and flag them; returns the seconds the writing of the visits took."""
+    and flag them (unless not `flag`: bench/flags.py times that); returns the seconds the writing
+    of the visits took."""
     from django.core.management import call_command
 
     from visits.models import Outcome, Rep
@@ -124,7 +147,8 @@ def visits_load(*, visits: int, deleted_every: int = 0) -> float:
     started = time.perf_counter()
     visits_write(visit_rows(visits=visits, deleted_every=deleted_every))
     seconds = time.perf_counter() - started
-    flags_rebuild()  # the reports count flagged visits, the queue shows them: measure with flags present
+    if flag:
+        flags_rebuild()  # the reports count flagged visits, the queue shows them: measure with flags present
     return seconds
 
 

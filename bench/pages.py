@@ -46,6 +46,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from _report import END, VISITS, database_settle, django_setup, machine, section_write, visits_load  # noqa: E402
+from _report import postgres_fresh as database_fresh  # noqa: E402
 
 GOAL_MS = 150
 SQLITE_DIR = ROOT / "var" / "bench"
@@ -720,11 +721,7 @@ def sqlite_fresh(path: Path) -> Callable[[], None]:
 
 def postgres_fresh(server: str) -> Callable[[], None]:
     def fresh() -> None:
-        import psycopg
-
-        with psycopg.connect(server, autocommit=True) as conn:
-            conn.execute(f"DROP DATABASE IF EXISTS {POSTGRES_DB}")
-            conn.execute(f"CREATE DATABASE {POSTGRES_DB}")
+        database_fresh(server, POSTGRES_DB)
 
     return fresh
 

@@ -18,7 +18,6 @@ import argparse
 import json
 import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,6 +29,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from _report import OUTCOMES, REPS, VISITS, database_settle, django_setup, machine, section_write, visits_load  # noqa: E402
+from _report import child as script_child  # noqa: E402
 
 MONTH = ("2026-09-01", "2026-09-30")
 THIRTY_DAYS = ("2026-09-15", "2026-10-14")  # not aligned on months: half of it is read from the edges
@@ -131,10 +131,7 @@ def export_measure(*, mode: str, database_url: str) -> dict:
 
 
 def child(*args: str) -> dict:
-    out = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, cwd=ROOT)
-    if out.returncode != 0:
-        raise SystemExit(out.stderr)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return script_child(__file__, *args)
 
 
 def backend_run(*, name: str, database_url: str, visits: int, repeat: int) -> dict:

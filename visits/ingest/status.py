@@ -64,7 +64,7 @@ def status_overview() -> dict:
         "rejected_total": RejectedItem.objects.count(),
         "gaps": Gap.objects.all()[:20],
         "now": now,
-        **derived_status(),
+        **derived_status(live=live),
     }
 
 
@@ -75,12 +75,12 @@ def live_counts() -> dict[str, int]:
     return {name: value or 0 for name, value in sums.items()}
 
 
-def derived_status() -> dict:
+def derived_status(*, live: dict[str, int]) -> dict:
     """What the worker derives from the visits: the flags and the report tallies."""
     zone = tallies_time_zone()
     return {
         "flags_pending_reps": DirtyRep.objects.count(),
-        "flagged_visits": live_counts()["flagged"],
+        "flagged_visits": live["flagged"],
         "tallies_zone": zone,
         "tallies_current": zone == settings.DISPLAY_TIME_ZONE,
         "display_zone": settings.DISPLAY_TIME_ZONE,

@@ -121,11 +121,12 @@ def _group_heads(visits: QuerySet, group: str, values: list, newest_first: bool,
         rows = cursor.fetchall()
     # Each group's rows by (visited_at, id), as the database wrote them (text on SQLite: the same
     # fixed layout, so it sorts as the times do).
-    rows.sort(key=lambda row: row[0])
+    parts: dict[int, list[tuple]] = {}
+    for rank, at, visit_id in rows:
+        parts.setdefault(rank, []).append((at, visit_id))
     ordered: list[int] = []
-    for rank in range(len(values)):
-        part = sorted((row for row in rows if row[0] == rank), key=lambda row: (row[1], row[2]), reverse=newest_first)
-        ordered += [row[2] for row in part]
+    for rank in sorted(parts):
+        ordered += [visit_id for _, visit_id in sorted(parts[rank], reverse=newest_first)]
         if len(ordered) >= need:
             break
     return ordered[:need]

@@ -24,8 +24,17 @@ class Stream(models.TextChoices):
     VISITS = "visits", "Visits"
 
 
+class VisitSource(models.TextChoices):
+    """Where a visit came from. The Firehose is authoritative for what it delivered
+    (coordinates, sequences, deletes); the Core API fills the history it no longer has."""
+
+    FIREHOSE = "firehose", "Firehose"
+    CORE_API = "core_api", "Core API (statuses, no position)"
+
+
 class Rep(models.Model):
-    """A Sell user. Created on first sight, from the users stream or a visit's creator_id."""
+    """A Sell user. Created on first sight, from the users stream or a visit's creator_id, or
+    from the Core API's users (which alone carry the team fields below)."""
 
     id = models.BigIntegerField(primary_key=True, help_text="Sell user id")
     name = models.CharField(max_length=255, blank=True)
@@ -33,6 +42,13 @@ class Rep(models.Model):
     status = models.CharField(max_length=40, blank=True)
     role = models.CharField(max_length=40, blank=True)
     sequence = models.BigIntegerField(default=0, help_text="meta.sequence of the users event last applied")
+    # From the Core API's GET /v2/users only: the Firehose users stream carries none of them.
+    team_name = models.CharField(max_length=255, blank=True, db_default="")
+    group_id = models.BigIntegerField(null=True, blank=True, help_text="Sell group id")
+    group_name = models.CharField(max_length=255, blank=True, db_default="")
+    reports_to = models.BigIntegerField(null=True, blank=True, help_text="Sell user id of the manager")
+    timezone = models.CharField(max_length=64, blank=True, db_default="", help_text='as Sell says it, e.g. "UTC+01:00"')
+    core_synced_at = models.DateTimeField(null=True, blank=True, help_text="when the Core API last described it")
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -147,6 +163,11 @@ class Visit(models.Model):
     # alone then serves every "accepted", "rejected" list and count), kept by every decision
     # recorded (review_status_refresh), so the review queue filters and counts on the visit alone.
     review_status = models.CharField(max_length=20, null=True, blank=True, editable=False)  # noqa: DJ001
+    source = models.CharField(
+        max_length=10, choices=VisitSource.choices, default=VisitSource.FIREHOSE, db_default=VisitSource.FIREHOSE
+    )
+    # The customer's address as the Core API gives it (one plain string); "" until it has.
+    resource_address = models.TextField(blank=True, default="", db_default="")
 
     objects = VisitQuerySet.as_manager()
 
@@ -211,6 +232,7 @@ class Visit(models.Model):
             models.CheckConstraint(
                 condition=Q(verification_status__in=VerificationStatus.values), name="visit_status_valid"
             ),
+            models.CheckConstraint(condition=Q(source__in=VisitSource.values), name="visit_source_valid"),
         ]
 
     def __str__(self) -> str:
@@ -300,6 +322,7 @@ class SyncState(models.Model):
     items_rejected = models.BigIntegerField(default=0)
     last_error = models.TextField(blank=True)
     last_error_at = models.DateTimeField(null=True, blank=True)
+    last_error_kind = models.CharField(max_length=20, blank=True, db_default="", help_text="sync.SyncErrorKind")
     lock_owner = models.CharField(max_length=100, blank=True)
     lock_expires_at = models.DateTimeField(null=True, blank=True)
 
@@ -318,12 +341,41 @@ class Gap(models.Model):
     end = models.DateTimeField()
     reason = models.TextField()
     recorded_at = models.DateTimeField(auto_now_add=True)
+    # The gap's time range backfilled from the Core API (statuses, no positions).
+    filled_at = models.DateTimeField(null=True, blank=True)
+    filled_visits = models.IntegerField(default=0, db_default=0)
+    fill_error = models.TextField(blank=True, db_default="")
 
     class Meta:
         ordering = ["-recorded_at"]
 
     def __str__(self) -> str:
         return f"{self.stream} gap until {self.end:%Y-%m-%d %H:%M}"
+
+
+class CoreFeature(models.TextChoices):
+    USERS = "users", "Users (teams)"
+    OUTCOMES = "outcomes", "Visit outcomes"
+    VISITS = "visits", "Visits (history)"
+
+
+class CoreApiState(models.Model):
+    """One row per Core API feature: whether this account's plan has it (a 403 switches it
+    off until an admin switches it back on), and when it last worked or failed."""
+
+    feature = models.CharField(max_length=20, choices=CoreFeature.choices, unique=True)
+    available = models.BooleanField(default=True)
+    refused_at = models.DateTimeField(null=True, blank=True)
+    refused_message = models.TextField(blank=True)
+    last_success_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+    last_error_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["feature"]
+
+    def __str__(self) -> str:
+        return f"Core API {self.feature}"
 
 
 class RejectedItem(models.Model):

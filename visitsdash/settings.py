@@ -338,6 +338,22 @@ if SELL_TIME_MIN_YEAR > SELL_TIME_MAX_YEAR:
         f"SELL_TIME_MIN_YEAR ({SELL_TIME_MIN_YEAR}) must not be later than SELL_TIME_MAX_YEAR ({SELL_TIME_MAX_YEAR})"
     )
 
+# --- Sell's Core API v2 (sell/core.py; the same SELL_API_URL and token) ---------------------
+
+# (Core API client and rate-limit settings go here.)
+
+# --- History backfill and reconciliation (ingest/backfill.py) -----------------------------
+
+# (Backfill settings go here.)
+
+# --- Health and alerts (ingest/health.py) ---------------------------------------------------
+
+# (Alert and e-mail settings go here.)
+
+# --- Archive (archive_export / archive_import) --------------------------------------------
+
+# (Archive settings go here.)
+
 # --- Maps -------------------------------------------------------------------------------
 
 # Tiles are the only thing a map loads from elsewhere, and only if this is set: empty draws the

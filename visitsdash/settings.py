@@ -330,6 +330,9 @@ SELL_SYNC_MAX_SECONDS = env_int("SELL_SYNC_MAX_SECONDS", 240, minimum=1, maximum
 SELL_LOCK_SECONDS = env_int("SELL_LOCK_SECONDS", 120, minimum=10, maximum=3600)
 SELL_SESSION_SECONDS = env_int("SELL_SESSION_SECONDS", 55, minimum=1, maximum=500)
 SELL_IDLE_POLL_SECONDS = env_int("SELL_IDLE_POLL_SECONDS", 10, minimum=1, maximum=300)
+# Restarts from tail after a 410 (an expired position) within one sync; one more expiry stops
+# the sync with a recorded error rather than loop. At least 1: an expiry between syncs must restart.
+SELL_EXPIRY_RESTARTS = env_int("SELL_EXPIRY_RESTARTS", 3, minimum=1, maximum=100)
 # An event with a time outside these years is rejected (a broken item, not a visit).
 SELL_TIME_MIN_YEAR = env_int("SELL_TIME_MIN_YEAR", 1990, minimum=1900, maximum=2200)
 SELL_TIME_MAX_YEAR = env_int("SELL_TIME_MAX_YEAR", 2100, minimum=1900, maximum=2200)

@@ -52,12 +52,19 @@ class Faults:
     slow: float = 0.0
     truncate: float = 0.0  # the body stops halfway and the connection closes (Content-Length or chunked)
     drip: float = 0.0  # the body comes a byte every DRIP_INTERVAL for DRIP_SECONDS, then the rest
+    # Not probabilities: after every `expire_after_pages` pages served (counted from when these
+    # faults were set), every position issued so far answers 410, as expire_positions() does;
+    # `expire_times` times (0: for ever), so one sync can meet a second expiry, or endless ones.
+    expire_after_pages: int = 0
+    expire_times: int = 1
     seed: int = 0
 
     def __post_init__(self) -> None:
         for name, value in self.probabilities().items():
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be a probability between 0 and 1, not {value}")
+        if self.expire_after_pages < 0 or self.expire_times < 0:
+            raise ValueError("expire_after_pages and expire_times must be 0 or more")
 
     @classmethod
     def chaos(cls, *, seed: int = 0) -> Faults:
@@ -77,13 +84,15 @@ class Faults:
         )
 
     def probabilities(self) -> dict[str, float]:
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("retry_after", "seed")}
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.type == "float"}
 
     def active(self) -> dict[str, float | int]:
         """The knobs that are on, for printing."""
         knobs: dict[str, float | int] = {name: p for name, p in self.probabilities().items() if p}
         if self.retry_after is not None:
             knobs["retry_after"] = self.retry_after
+        if self.expire_after_pages:
+            knobs.update(expire_after_pages=self.expire_after_pages, expire_times=self.expire_times)
         return knobs
 
 
@@ -270,6 +279,7 @@ class DemoFirehose:
         with self._lock:
             self._faults = faults
             self._rng = random.Random(faults.seed)
+            self._pages_served = 0  # for faults.expire_after_pages
 
     def now(self) -> datetime:
         """The server's clock: the injected clock plus `advance_clock()` offsets."""
@@ -419,6 +429,10 @@ class DemoFirehose:
             items = [log.events[i] for i in indices]
             token = _token_encode(stream, new_offset, self._epoch)
             top = new_offset >= end
+            self._pages_served += 1
+            every, times = faults.expire_after_pages, faults.expire_times
+            if every and self._pages_served % every == 0 and (not times or self._pages_served // every <= times):
+                self._epoch += 1  # this page's position too: the next request with it answers 410
         meta = {"position": token, "top": top, "links": {"next": f"{base}/v3/{stream}/stream?position={token}"}}
         meta_json = json.dumps(meta, separators=(",", ":")).encode()
         body = b'{"items":[' + b",".join(items) + b'],"meta":' + meta_json + b"}"

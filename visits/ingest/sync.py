@@ -45,6 +45,11 @@ class SyncErrorKind(StrEnum):
     BUSY = "busy"  # another sync holds the stream's lease
     LOCK_LOST = "lock_lost"  # another sync took the lease over while this one ran
     CRASHED = "crashed"  # a bug or a database failure
+    EXPIRED = "expired"  # the position kept expiring: SELL_EXPIRY_RESTARTS restarts from tail did not reach top
+
+
+class ExpiredTooOften(firehose.SellError):
+    """The position expired again after SELL_EXPIRY_RESTARTS restarts from tail in one sync."""
 
 
 # The failures that concern the whole API: the next stream would fail alike.
@@ -54,6 +59,7 @@ SELL_ERROR_KINDS = {
     firehose.TokenRefused: SyncErrorKind.TOKEN,
     firehose.Unreachable: SyncErrorKind.UNREACHABLE,
     firehose.BadConfiguration: SyncErrorKind.CONFIG,
+    ExpiredTooOften: SyncErrorKind.EXPIRED,
 }  # any other SellError: REJECTED
 
 
@@ -255,10 +261,14 @@ def stream_sync(
        and the lease renewed. A lease taken over meanwhile rolls it back (LOCK_LOST).
     4. Stop after the page that says `top`, or once `max_seconds` have passed; clear the
        stream's last error.
-    5. If the position expired (410), apply the batch in hand, record a Gap and go back to
-       2 from `tail`, once. Any other Sell error also keeps the batch in hand, then stops
-       with its kind, recorded for the status page; an unexpected error stops as CRASHED.
-       Either way the position is the last one committed, so the next run resumes exactly.
+    5. If a position expired (410), on any page, whether the sync started from `tail`, `top`
+       or a stored position: apply the batch in hand, record a Gap (from the newest event
+       held to now) and go back to 2 from `tail`. That happens at most SELL_EXPIRY_RESTARTS
+       times in one sync: the next expiry stops it as EXPIRED, keeping the batch in hand and
+       its position, so positions that keep expiring cannot loop for ever. Any other Sell
+       error also keeps the batch in hand, then stops with its kind, recorded for the status
+       page; an unexpected error stops as CRASHED. Either way the position is the last one
+       committed, so the next run resumes exactly.
     6. Release the lease, whatever happened.
     """
     result = SyncResult(stream=stream)
@@ -282,7 +292,7 @@ def stream_sync(
     try:
         state = SyncState.objects.get(stream=stream)
         position, backlog_expected = state.position or settings.SELL_START_POSITION, not state.at_top
-        restarted = False
+        restarts = 0  # from tail after an expiry, in this sync
         while True:
             try:
                 # closing(): leaving early stops the fetch process at once, not at garbage collection
@@ -302,12 +312,20 @@ def stream_sync(
                             break
                 break
             except firehose.PositionExpired as exc:
+                # Whatever position the sync started from: the one that expired is that of a
+                # later page as often (a first backfill from tail that outlasts retention).
                 batch.flush()
-                if restarted or position in ("tail", "top"):
-                    raise
+                if restarts >= settings.SELL_EXPIRY_RESTARTS:
+                    raise ExpiredTooOften(
+                        f"the stream position expired again after {restarts} restart(s) from tail in this sync, "
+                        f"the most SELL_EXPIRY_RESTARTS ({settings.SELL_EXPIRY_RESTARTS}) allows, so the sync "
+                        f"stopped; the events applied so far are kept with their position and the next run "
+                        f"resumes from there ({exc})"
+                    ) from None
                 gap_record(stream=stream, owner=owner, reason=str(exc))
                 result.gaps += 1
-                position, restarted, backlog_expected = "tail", True, True
+                restarts += 1
+                position, backlog_expected = "tail", True
             except firehose.SellError:
                 batch.flush()  # keep what arrived before the failure
                 raise
@@ -349,7 +367,7 @@ def streams_sync(
     """The users stream, then the visits stream. A failure that concerns the whole API (the
     token, the network, the configuration) stops there; one of a stream's own (its lease, its
     position, a crash on its data) does not keep the other stream from running."""
-    results = []
+    results: list[SyncResult] = []
     for stream in STREAM_ORDER:
         result = stream_sync(stream=stream, max_seconds=max_seconds, progress=progress, on_retry=on_retry)
         results.append(result)

@@ -139,9 +139,12 @@ class FetchProcess:
                 if on_retry:
                     on_retry(*rest)
                 continue
-            if kind == "error":
+            if kind == "error":  # the same class as in the child, so a 410 is PositionExpired here too
                 name, text = rest
-                raise getattr(firehose, name, firehose.SellError)(text)
+                error = getattr(firehose, name, None)
+                if not (isinstance(error, type) and issubclass(error, firehose.SellError)):
+                    error = firehose.SellError
+                raise error(text)
             parsed, position, top = rest
             yield ParsedPage(events=parsed, position=position, top=top)
             if top:

@@ -37,6 +37,16 @@ def probability(raw: str) -> float:
     return value
 
 
+def count(raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{raw!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is less than 0")
+    return value
+
+
 class Command(BaseCommand):
     help = "Serve generated Sell users and visits on /v3/users/stream and /v3/visits/stream until Ctrl-C."
 
@@ -57,6 +67,18 @@ class Command(BaseCommand):
             )
         parser.add_argument("--retry-after", type=int, metavar="S", help="send Retry-After: S with every 429")
         parser.add_argument(
+            "--expire-after-pages",
+            type=count,
+            metavar="N",
+            help="after every N pages served, every position issued so far answers 410 (an expiry mid-sync)",
+        )
+        parser.add_argument(
+            "--expire-times",
+            type=count,
+            metavar="K",
+            help="with --expire-after-pages: expire K times, every N pages (0: for ever; default 1)",
+        )
+        parser.add_argument(
             "--retention-hours",
             type=float,
             metavar="H",
@@ -72,7 +94,8 @@ class Command(BaseCommand):
     def handle(self, *args: object, **options: object) -> None:
         seed = options["fault_seed"]
         base = Faults.chaos(seed=seed) if options["all_faults"] else Faults(seed=seed)
-        chosen = {name: options[name] for name in (*FAULT_OPTIONS, "retry_after") if options[name] is not None}
+        knobs = (*FAULT_OPTIONS, "retry_after", "expire_after_pages", "expire_times")
+        chosen = {name: options[name] for name in knobs if options[name] is not None}
         faults = dataclasses.replace(base, **chosen)
         try:
             data = team_generate(

@@ -91,7 +91,6 @@ def test_command_shows_progress_and_a_summary(serve, small_team):
 @pytest.mark.parametrize(
     "env_change, message",
     [
-        ({"SELL_ACCESS_TOKEN": ""}, "no access token"),
         ({"SELL_ACCESS_TOKEN": "wrong"}, "the access token was refused"),
         ({"SELL_API_URL": "http://127.0.0.1:9", "SELL_MAX_RETRIES": "2"}, "stayed unreachable after 2 retries"),
     ],

@@ -414,11 +414,13 @@ def test_refused_token_stops_and_records_a_clear_error(serve, small_team, settin
     assert Visit.objects.count() == 0
 
 
-def test_missing_token_is_reported(serve, small_team, settings):
-    serve(small_team)
-    settings.SELL_ACCESS_TOKEN = ""
-    users, *_ = streams_sync()
-    assert users.error_kind == "token" and "SELL_ACCESS_TOKEN" in users.error
+def test_a_client_without_a_token_says_so_and_sends_nothing(serve, small_team):
+    """The sync never gets this far without a token (a read-only archive, tests/test_read_only.py);
+    the client, used alone, still refuses to send a request that cannot succeed."""
+    server = serve(small_team)
+    with pytest.raises(firehose.NoToken, match="set SELL_ACCESS_TOKEN"):
+        firehose.FirehoseClient(token="").page_fetch(stream="users", position="tail", limit=5)
+    assert server.requests == []
 
 
 def test_expired_position_records_a_gap_and_restarts_from_tail(serve, small_team):

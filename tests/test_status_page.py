@@ -26,7 +26,8 @@ def test_anonymous_and_non_staff_are_sent_to_login(client, cast):
     assert response.status_code == 302 and "/admin/login/" in response["Location"]
 
 
-def test_empty_state_before_the_first_poll(staff):
+def test_empty_state_before_the_first_poll(staff, settings):
+    settings.SELL_ACCESS_TOKEN = "x"  # an install that syncs; without a token it is a read-only archive
     body = staff.get("/status/").content.decode()
     assert "not polled yet" in body and "No gaps" in body
 

@@ -10,6 +10,7 @@ from django.conf import settings
 from django_q.models import Schedule
 
 from visits.ingest.pull import visits_pull
+from visits.ingest.sync import READ_ONLY_MESSAGE
 
 SCHEDULE_NAME = "sync-sell-streams"
 
@@ -18,6 +19,8 @@ def sync_streams_task(*, session_seconds: float | None = None) -> str:
     """One scheduled session of visits_pull, worded for the task's result in the admin."""
     session_seconds = settings.SELL_SESSION_SECONDS if session_seconds is None else session_seconds
     pull = visits_pull(session_seconds=session_seconds)
+    if pull.read_only:
+        return READ_ONLY_MESSAGE
     summary = (
         f"{pull.polls} polls, {pull.applied} events applied, {pull.rejected} rejected, "
         f"flags of {pull.flagged_reps} reps recomputed"

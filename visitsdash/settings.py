@@ -319,6 +319,7 @@ else:
 # --- Zendesk Sell Firehose --------------------------------------------------------------
 
 SELL_API_URL = env_url("SELL_API_URL", "https://api.getbase.com", schemes=("http", "https")).rstrip("/")
+# Empty: a read-only archive; the pages show what is held and nothing is synced (ingest/sync.py).
 SELL_ACCESS_TOKEN = env_str("SELL_ACCESS_TOKEN", "")
 SELL_START_POSITION = env_choice("SELL_START_POSITION", "tail", ("tail", "top"))
 SELL_PAGE_LIMIT = env_int("SELL_PAGE_LIMIT", 100, minimum=1, maximum=100)

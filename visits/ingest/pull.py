@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from django.conf import settings
 
-from visits.ingest.sync import STREAM_ORDER, SyncResult, streams_sync
+from visits.ingest.sync import STREAM_ORDER, SyncResult, read_only_archive, streams_sync
 from visits.review.flags import flags_refresh
 
 
@@ -23,6 +23,7 @@ class PullResult:
     rejected: int = 0  # items rejected, over every poll
     flagged_reps: int = 0  # reps whose flags were recomputed, over every poll
     flag_changes: int = 0
+    read_only: bool = False  # nothing pulled: no SELL_ACCESS_TOKEN, a read-only archive
 
     @property
     def errors(self) -> list[str]:
@@ -58,7 +59,12 @@ def visits_pull(
        session), stop on an error, when a stream is not caught up, or when another poll would
        not start before the session ends; otherwise wait SELL_IDLE_POLL_SECONDS and go back to
        1, with each poll bounded by what is left of the session (at least one second).
+
+    A read-only archive (no SELL_ACCESS_TOKEN, read_only_archive()) does none of this: it returns
+    at once with `read_only` set, having sent no request and recorded nothing.
     """
+    if read_only_archive():
+        return PullResult(read_only=True)
     sleep = sleep or time.sleep  # looked up when called, so a test's clock can stand in for time
     pull = PullResult()
     deadline = None if session_seconds is None else time.monotonic() + session_seconds

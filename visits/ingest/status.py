@@ -8,6 +8,7 @@ from django.db.models import Sum
 from django.utils import timezone
 from django.utils.timesince import timesince
 
+from visits.ingest.sync import read_only_archive
 from visits.ingest.tallies import tallies_time_zone
 from visits.models import DirtyRep, Gap, Outcome, RejectedItem, Rep, Stream, SyncState, Visit, YearTally
 
@@ -19,12 +20,17 @@ class StreamStatus:
     stream: str
     label: str
     state: SyncState
-    health: str  # "ok", "warning", "error", "never"
+    health: str  # "ok", "warning", "error", "never", "archive"
     message: str
     running: bool
 
 
 def stream_health(state: SyncState, now: datetime) -> tuple[str, str]:
+    if read_only_archive():  # nothing runs, so the last sync's error or lag is no news
+        synced = state.last_success_at
+        return "archive", "Not synced: a read-only archive." + (
+            f" Last synced {synced:%Y-%m-%d %H:%M} UTC." if synced else ""
+        )
     if state.last_poll_at is None:
         return "never", "Not polled yet. The background worker polls every minute."
     if state.last_error:
@@ -55,6 +61,7 @@ def status_overview() -> dict:
         )
     live = live_counts()
     return {
+        "read_only": read_only_archive(),
         "streams": streams,
         "visits_total": live["visits"],
         "visits_deleted": Visit.objects.filter(deleted_at__isnull=False).count(),  # a small partial index
@@ -96,6 +103,12 @@ def freshness() -> dict:
     """The badge on report pages: how current the data is, or a warning."""
     visits = SyncState.objects.filter(stream=Stream.VISITS).first()
     now = timezone.now()
+    if read_only_archive():
+        synced = visits.last_success_at if visits else None
+        return {
+            "level": "archive",
+            "text": "Read-only archive" + (f", last synced {synced:%Y-%m-%d}" if synced else ""),
+        }
     if visits is None or visits.last_poll_at is None:
         return {"level": "warning", "text": "No data pulled from Sell yet"}
     health, message = stream_health(visits, now)

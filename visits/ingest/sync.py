@@ -38,7 +38,7 @@ class SyncErrorKind(StrEnum):
     """Why a stream's sync stopped early. A StrEnum: the values are the plain strings the
     results, summaries and tests have always carried ("token" == SyncErrorKind.TOKEN)."""
 
-    TOKEN = "token"  # no token, or Sell refused it
+    TOKEN = "token"  # Sell refused the token
     UNREACHABLE = "unreachable"  # the network or Sell is down
     CONFIG = "config"  # a setting Sell cannot work with
     REJECTED = "rejected"  # Sell answered this request with an error of its own
@@ -76,6 +76,7 @@ class SyncResult:
     seconds: float = 0.0
     error: str = ""
     error_kind: SyncErrorKind | Literal[""] = ""  # "" while there is no error
+    read_only: bool = False  # not run: no SELL_ACCESS_TOKEN, a read-only archive
 
     @property
     def events_per_second(self) -> float:
@@ -97,6 +98,18 @@ def lock_owner_name() -> str:
     reuses its pid; owner_is_dead reads it back."""
     started = (process_state(os.getpid()) or ("", ""))[1]
     return f"{socket.gethostname()}:{os.getpid()}:{started}.{uuid.uuid4().hex[:8]}"
+
+
+READ_ONLY_MESSAGE = (
+    "read-only archive: SELL_ACCESS_TOKEN is not set, so nothing is synced and the data shown is what "
+    "was archived; set it to a Sell personal access token to sync"
+)
+
+
+def read_only_archive() -> bool:
+    """No SELL_ACCESS_TOKEN: visitsdash shows what it holds and syncs nothing (no request to Sell).
+    An install kept after Sell's retirement, or loaded by archive_import, runs like this."""
+    return not settings.SELL_ACCESS_TOKEN
 
 
 def state_get(*, stream: str) -> SyncState:
@@ -270,8 +283,14 @@ def stream_sync(
        page; an unexpected error stops as CRASHED. Either way the position is the last one
        committed, so the next run resumes exactly.
     6. Release the lease, whatever happened.
+
+    With no SELL_ACCESS_TOKEN (a read-only archive) nothing of this runs: the result says
+    `read_only`, no request is sent and nothing is recorded.
     """
     result = SyncResult(stream=stream)
+    if read_only_archive():
+        result.read_only = True
+        return result
     owner = lock_owner_name()
     max_seconds = max_seconds if max_seconds is not None else settings.SELL_SYNC_MAX_SECONDS
     started = time.monotonic()
@@ -366,8 +385,11 @@ def streams_sync(
 ) -> list[SyncResult]:
     """The users stream, then the visits stream. A failure that concerns the whole API (the
     token, the network, the configuration) stops there; one of a stream's own (its lease, its
-    position, a crash on its data) does not keep the other stream from running."""
+    position, a crash on its data) does not keep the other stream from running. A read-only
+    archive (no SELL_ACCESS_TOKEN) runs neither: the list is empty."""
     results: list[SyncResult] = []
+    if read_only_archive():
+        return results
     for stream in STREAM_ORDER:
         result = stream_sync(stream=stream, max_seconds=max_seconds, progress=progress, on_retry=on_retry)
         results.append(result)

@@ -1,5 +1,6 @@
 """Runs the users stream, then the visits stream, until `top`, in the foreground; then the flags
-of the reps whose visits changed (visits_pull, as the worker does).
+of the reps whose visits changed (visits_pull, as the worker does). Exit 1 on a failure, in one
+line; without SELL_ACCESS_TOKEN (a read-only archive) one line saying so, and exit 0.
 
 Its system checks are the database's and the models', visits.E001 (a trigger missing) among
 them: a sync must not write visits the tallies would miss. The web's checks (URLs, templates,
@@ -15,7 +16,7 @@ from django.core.checks import Tags
 from django.core.management.base import BaseCommand, CommandError
 
 from visits.ingest.pull import visits_pull
-from visits.ingest.sync import SyncResult
+from visits.ingest.sync import READ_ONLY_MESSAGE, SyncResult
 
 
 class Command(BaseCommand):
@@ -47,6 +48,9 @@ class Command(BaseCommand):
         # This command reports a failure itself, in one line; the sync's log line would repeat it.
         logging.getLogger("visits.ingest.sync").setLevel(logging.ERROR)
         pull = visits_pull(max_seconds=max_seconds, progress=progress, on_retry=on_retry)
+        if pull.read_only:  # an archive install is not an error: cron or the worker may keep calling
+            self.stdout.write(READ_ONLY_MESSAGE)
+            return
         summary = "; ".join(
             f"{r.stream}: {r.pages} pages, {r.applied} applied, {r.skipped} skipped, {r.rejected} rejected"
             + (f", {r.gaps} gap(s)" if r.gaps else "")

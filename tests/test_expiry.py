@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+import requests
 
 from visits.demo.generator import team_generate
 from visits.demo.server import Faults
@@ -289,3 +290,49 @@ def test_sync_visits_exits_1_saying_so_when_positions_keep_expiring(serve, small
     state = SyncState.objects.get(stream="visits")
     assert state.last_error in lines[0] and Gap.objects.filter(stream="visits").count() == 2
     assert SyncState.objects.get(stream="users").at_top  # a stream's own failure: users went on to top
+
+
+ALL_FAULTS = dict(
+    empty_pages=0.2, short_pages=0.3, redeliver=0.3, shuffle=0.5, server_errors=0.1, rate_limit=0.1,
+    drop_connection=0.05, truncate=0.05,
+)  # fmt: skip
+
+
+@pytest.mark.slow
+def test_every_fault_and_expiries_mid_sync_end_exact(serve, full_team):
+    """The fault run of tests/test_fault_run.py with positions expiring every 25 pages, twice:
+    a restart from tail meets the next expiry before top, and the third run gets there."""
+    server = serve(full_team, faults=Faults(**ALL_FAULTS))
+    assert not stream_sync(stream="users").error
+    server.faults = Faults(**ALL_FAULTS, expire_after_pages=25, expire_times=2, seed=3)
+    result = stream_sync(stream="visits")
+    assert not result.error and result.at_top and result.gaps == 2, result
+    assert Gap.objects.filter(stream="visits").count() == 2
+    assert_exact_without_duplicates(full_team)
+
+
+@pytest.mark.slow
+def test_the_demo_command_expires_positions_after_n_pages():
+    server = subprocess.Popen(
+        [sys.executable, "manage.py", "demo_firehose", "--port", "0", "--reps", "3", "--weeks", "1",
+         "--expire-after-pages", "2", "--expire-times", "0"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        banner = server.stdout.readline()
+        assert "expire_after_pages=2 expire_times=0" in banner
+        url = banner.split(" on ", 1)[1].split()[0]
+        headers = {"Authorization": "Bearer demo-token"}
+
+        def get(position: str) -> requests.Response:
+            return requests.get(f"{url}/v3/visits/stream", params={"position": position, "limit": 5}, headers=headers)
+
+        first = get("tail").json()["meta"]["position"]
+        second = get(first).json()["meta"]["position"]  # the second page: every position so far expires
+        assert get(second).status_code == 410 and get(first).status_code == 410
+        third = get("tail").json()["meta"]["position"]
+        fourth = get(third).json()["meta"]["position"]  # two more pages: and again (for ever)
+        assert get(fourth).status_code == 410
+    finally:
+        server.terminate()
+        server.communicate(timeout=30)

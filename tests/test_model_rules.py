@@ -107,7 +107,7 @@ def test_an_unnamed_rep_gets_the_one_label_on_the_map_in_the_reports_and_their_c
 
 def test_error_kinds_are_an_enum_of_the_strings_results_have_always_carried():
     assert {kind.value for kind in SyncErrorKind} == {
-        "token", "unreachable", "config", "rejected", "busy", "lock_lost", "crashed",
+        "token", "unreachable", "config", "rejected", "busy", "lock_lost", "crashed", "expired",
     }  # fmt: skip
     assert SyncErrorKind.CRASHED == "crashed" and f"{SyncErrorKind.LOCK_LOST}" == "lock_lost"
     assert API_ERROR_KINDS == {"token", "unreachable", "config"}

@@ -17,6 +17,7 @@ from visits.models import DeletedVisit, Gap, RejectedItem, SyncState, Visit
 from visits.sell import events, fetcher, firehose
 
 from .conftest import DEMO_NOW, TOKEN, assert_db_matches, command_env
+from .test_settings import manage_check
 
 pytestmark = pytest.mark.django_db
 
@@ -336,3 +337,12 @@ def test_the_demo_command_expires_positions_after_n_pages():
     finally:
         server.terminate()
         server.communicate(timeout=30)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("value", ["0", "101", "many"])
+def test_a_restart_bound_that_cannot_work_stops_startup_naming_it(value):
+    """0 would leave a position that expired between syncs stuck for ever: at least one restart."""
+    result = manage_check(SELL_EXPIRY_RESTARTS=value)
+    assert result.returncode != 0 and "ImproperlyConfigured" in result.stderr
+    assert "SELL_EXPIRY_RESTARTS" in result.stderr.strip().splitlines()[-1]

@@ -227,6 +227,10 @@ def test_check_fails_when_the_token_is_refused(serve, small_team, settings, caps
     streams_sync()
     code, line = check_line(capsys)
     assert code == 1 and "status=failing" in line and "incidents=token" in line
+    assert line.endswith(
+        'error="the access token was refused (HTTP 401: unauthorized: Required access token is '
+        'missing, malformed, expired, or invalid.)"'
+    )
 
 
 def test_check_before_any_sync_is_stale(settings, capsys):

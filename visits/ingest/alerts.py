@@ -240,7 +240,7 @@ class CheckResult:
 
     @property
     def line(self) -> str:
-        """One line for cron, the task's result and a person: logfmt, values without spaces."""
+        """One line for cron, the task's result and a person: logfmt, the error last and quoted."""
         health = self.health
         parts = {
             "status": health.status,
@@ -253,6 +253,8 @@ class CheckResult:
         }
         if self.alerts.failed:
             parts["mails_failed"] = str(len(self.alerts.failed))
+        if health.api_error:  # plain already: one line, no control characters
+            parts["error"] = '"' + health.api_error.replace('"', "'") + '"'
         return " ".join(f"{key}={value}" for key, value in parts.items())
 
 

@@ -350,6 +350,7 @@ def test_the_status_page_shows_the_open_incident_and_recent_ended_ones(smtp, ser
     checks(1)
     body = client.get("/status/").content.decode()
     assert "none open" in body and "No open incident" in body
+    assert '<span class="badge badge-ok" id="healthz-status">ok</span>' in body
     settings.SELL_ACCESS_TOKEN = "wrong"
     streams_sync()
     checks(1)
@@ -357,6 +358,7 @@ def test_the_status_page_shows_the_open_incident_and_recent_ended_ones(smtp, ser
     assert "1 open" in body and 'data-incident="token"' in body and "Access token refused" in body
     assert "Sell refused the access token: the access token was refused (HTTP 401" in body and "mailed" in body
     assert "Alert mails go to 2 addresses" in body
+    assert '<span class="badge badge-error" id="healthz-status">failing</span>, HTTP 503' in body
     settings.SELL_ACCESS_TOKEN = TOKEN
     synced()
     checks(1)
@@ -427,3 +429,25 @@ def test_mail_goes_to_the_console_without_email_host_and_to_smtp_with_it():
     }
     smtp = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=smtp_env, capture_output=True, text=True)
     assert smtp.stdout.strip().split(maxsplit=2) == ["smtp", "587", "['a@example.com', 'b@x.org']"], smtp.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_the_demo_path_prints_the_mail_in_the_log_without_email_host(serve, small_team):
+    """bin/demo's way: no EMAIL_HOST, so the check's process prints the mail (the worker's log)."""
+    server = serve(small_team)
+    synced()
+    call_command("demo_fault", "refuse-token", "on", url=server.url)
+    env = {k: v for k, v in command_env(server.url).items() if not k.startswith(("EMAIL_", "ALERT_"))}
+    pulled = subprocess.run(
+        [sys.executable, "manage.py", "sync_visits"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert pulled.returncode == 1 and "the access token was refused" in pulled.stderr
+    checked = subprocess.run(
+        [sys.executable, "manage.py", "ingestion_check"], cwd=ROOT, env={**env, "ALERT_EMAILS": "admin@example.com"},
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert checked.returncode == 1, checked.stderr
+    assert "Subject: [visitsdash] Sell refused the access token" in checked.stdout
+    assert "To: admin@example.com" in checked.stdout and "Required access token is missing" in checked.stdout
+    assert checked.stdout.rstrip().splitlines()[-1].startswith("status=failing ")

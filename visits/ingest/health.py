@@ -202,10 +202,12 @@ def incidents_update(*, health: Health, now: datetime | None = None) -> list[Inc
 
 
 def incidents_shown(*, now: datetime | None = None) -> dict:
-    """For the status page: the open incidents, and those closed in the last week (at most 5)."""
+    """For the status page: what /healthz says, the open incidents, and those closed in the last
+    week (at most 5)."""
     now = now or timezone.now()
     incidents = Incident.objects.select_related("gap")
     return {
+        "health": health_get(now=now),
         "incidents_open": list(incidents.filter(closed_at__isnull=True)),
         "incidents_closed": list(incidents.filter(closed_at__gte=now - timedelta(days=7)).order_by("-closed_at")[:5]),
         "alerts_to": len(settings.ALERT_EMAILS),

@@ -25,7 +25,7 @@ ALLOWED = {
     "password_change": "Django's PasswordChangeView: login_required itself, shows no data",
     "password_change_done": "Django's PasswordChangeDoneView: login_required itself, shows no data",
     "favicon.ico": "a redirect to a static file",
-    "visits:healthz": "liveness for a load balancer: answers 'ok', no data",
+    "visits:healthz": "health for monitors: a status and four figures, no names, counts of visits or errors",
 }
 RULES = {access.RULE_REPORTS, access.RULE_DECIDE, access.RULE_STAFF}
 POST_ONLY = {"visits:review_decide"}  # asked for with GET, these answer 405 (require_POST), whoever asks

@@ -160,8 +160,9 @@ def gunicorn_serving(log_path: Path, **env):
             while True:
                 assert server.poll() is None, log_path.read_text()
                 try:
-                    # /healthz answers plain HTTP even when everything else redirects to https.
-                    if requests.get(f"{url}/healthz", timeout=2).status_code == 200:
+                    # /healthz answers plain HTTP even when everything else redirects to https
+                    # (503 "stale" here, where nothing has synced: an answer all the same).
+                    if requests.get(f"{url}/healthz", timeout=2).status_code in (200, 503):
                         break
                 except (requests.ConnectionError, requests.Timeout):
                     pass  # not listening yet, or still starting (a busy machine): the deadline decides

@@ -152,7 +152,7 @@ ALLOWED = {
     "password_change": "a form: no rows",
     "password_change_done": "a sentence: no rows",
     "favicon.ico": "a redirect to a static file",
-    "visits:healthz": "answers 'ok'",
+    "visits:healthz": "no rows: two small queries (tests/test_health.py counts them)",
     "visits:review_decide": "POST only: records decisions and redirects (tests/test_review.py)",
     "admin:login": "the sign-in form: no rows",
     "admin:logout": "POST only; signs out",

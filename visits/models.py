@@ -353,6 +353,45 @@ class Gap(models.Model):
         return f"{self.stream} gap until {self.end:%Y-%m-%d %H:%M}"
 
 
+class IncidentKind(models.TextChoices):
+    STALE = "stale", "No successful sync"
+    TOKEN = "token", "Access token refused"
+    GAP = "gap", "Gap in the stream"
+
+
+class Incident(models.Model):
+    """Something an admin must hear about, opened and closed by ingestion_check (ingest/health.py),
+    mailed once when it opens and once when it ends. At most one open incident of each kind,
+    except gaps: one per Gap row, open until the gap is filled from the Core API."""
+
+    kind = models.CharField(max_length=10, choices=IncidentKind.choices)
+    opened_at = models.DateTimeField(default=timezone.now)
+    closed_at = models.DateTimeField(null=True, blank=True)
+    message = models.TextField(help_text="what happened, as a sentence")
+    gap = models.ForeignKey(Gap, null=True, blank=True, on_delete=models.CASCADE, related_name="incidents")
+    mailed_at = models.DateTimeField(null=True, blank=True, help_text="when the alert was sent (or claimed)")
+    recovered_mailed_at = models.DateTimeField(null=True, blank=True)
+    mail_error = models.TextField(blank=True, help_text="why the last mail about it could not be sent")
+
+    class Meta:
+        ordering = ["-opened_at", "-id"]
+        constraints = [
+            # Two checks at once: the second one's insert fails here, so it never mails twice.
+            models.UniqueConstraint(
+                fields=["kind"], condition=Q(closed_at__isnull=True) & ~Q(kind="gap"), name="incident_one_open_per_kind"
+            ),
+            models.UniqueConstraint(fields=["gap"], name="incident_one_per_gap"),
+            models.CheckConstraint(condition=Q(kind__in=["stale", "token", "gap"]), name="incident_kind_valid"),
+            models.CheckConstraint(
+                condition=Q(kind="gap", gap__isnull=False) | (~Q(kind="gap") & Q(gap__isnull=True)),
+                name="incident_gap_iff_kind_gap",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} since {self.opened_at:%Y-%m-%d %H:%M}"
+
+
 class CoreFeature(models.TextChoices):
     USERS = "users", "Users (teams)"
     OUTCOMES = "outcomes", "Visit outcomes"

@@ -1,4 +1,5 @@
-"""django-q2 entry points and the schedule that drives them.
+"""django-q2 entry points and the schedules that drive them: the sync every minute, the
+ingestion check (its alert mails) every ALERT_CHECK_MINUTES.
 
 django-q2's scheduler looks for due schedules only every 30 seconds, so a task that polled
 once a minute would sometimes wait 90 s. Instead each scheduled run is a short session that
@@ -9,10 +10,12 @@ overlapping run return at once.
 from django.conf import settings
 from django_q.models import Schedule
 
+from visits.ingest.alerts import ingestion_check
 from visits.ingest.pull import visits_pull
 from visits.ingest.sync import READ_ONLY_MESSAGE
 
 SCHEDULE_NAME = "sync-sell-streams"
+CHECK_SCHEDULE_NAME = "ingestion-check"
 
 
 def sync_streams_task(*, session_seconds: float | None = None) -> str:
@@ -28,18 +31,20 @@ def sync_streams_task(*, session_seconds: float | None = None) -> str:
     return summary + (f"; {'; '.join(pull.errors)}" if pull.errors else "")
 
 
+def ingestion_check_task() -> str:
+    """The health check with its alert mails (ingest/alerts.py), every ALERT_CHECK_MINUTES."""
+    return ingestion_check().line
+
+
 def schedules_setup() -> list[tuple[str, bool]]:
     """Create or update the schedules by name; returns (name, created) pairs."""
-    _, created = Schedule.objects.update_or_create(
-        name=SCHEDULE_NAME,
-        defaults={
-            "func": "visits.tasks.sync_streams_task",
-            "schedule_type": Schedule.MINUTES,
-            "minutes": 1,
-            "repeats": -1,
-        },
-    )
-    return [(SCHEDULE_NAME, created)]
+    every = {SCHEDULE_NAME: ("visits.tasks.sync_streams_task", 1)}
+    every[CHECK_SCHEDULE_NAME] = ("visits.tasks.ingestion_check_task", settings.ALERT_CHECK_MINUTES)
+    done = []
+    for name, (func, minutes) in every.items():
+        defaults = {"func": func, "schedule_type": Schedule.MINUTES, "minutes": minutes, "repeats": -1}
+        done.append((name, Schedule.objects.update_or_create(name=name, defaults=defaults)[1]))
+    return done
 
 
 def sync_enqueue() -> str:

@@ -9,11 +9,13 @@ import os
 import secrets
 import zoneinfo
 from datetime import timedelta
+from email.utils import parseaddr
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import dj_database_url
-from django.core.exceptions import ImproperlyConfigured
+from django.core.exceptions import ImproperlyConfigured, ValidationError
+from django.core.validators import validate_email
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = BASE_DIR / "var"  # local state that is never committed: secret key, test database
@@ -83,6 +85,31 @@ def env_url(name: str, default: str, *, schemes: tuple[str, ...]) -> str:
     except ValueError:
         raise ImproperlyConfigured(f"{name} has a malformed port: {value!r}") from None
     return value
+
+
+def env_email(name: str, default: str) -> str:
+    """One address, bare or with a display name ("visitsdash <alerts@example.com>")."""
+    value = env_str(name, default)
+    address = parseaddr(value)[1]
+    try:
+        validate_email(address)
+    except ValidationError:
+        raise ImproperlyConfigured(f"{name} must be an e-mail address, not {value!r}") from None
+    return value
+
+
+def env_emails(name: str) -> list[str]:
+    """Comma-separated bare addresses; empty is an empty list."""
+    raw = env_str(name, "")
+    addresses = [part.strip() for part in raw.split(",") if part.strip()]
+    for address in addresses:
+        try:
+            validate_email(address)
+        except ValidationError:
+            raise ImproperlyConfigured(
+                f"{name} must be e-mail addresses separated by commas; {address!r} is not one"
+            ) from None
+    return addresses
 
 
 def env_time_zone(name: str, default: str) -> str:
@@ -352,7 +379,26 @@ if SELL_TIME_MIN_YEAR > SELL_TIME_MAX_YEAR:
 
 # --- Health and alerts (ingest/health.py) ---------------------------------------------------
 
-# (Alert and e-mail settings go here.)
+# ingestion_check (every ALERT_CHECK_MINUTES, or from cron) mails ALERT_EMAILS when no sync has
+# succeeded for ALERT_STALE_HOURS (far inside the 72 hours after which Sell's events are gone),
+# when Sell refuses the token, and when a gap is recorded; once per incident, once when it ends.
+ALERT_EMAILS = env_emails("ALERT_EMAILS")
+ALERT_STALE_HOURS = env_int("ALERT_STALE_HOURS", 6, minimum=1, maximum=71)
+ALERT_CHECK_MINUTES = env_int("ALERT_CHECK_MINUTES", 5, minimum=1, maximum=60)
+
+# Django's own e-mail settings. With no EMAIL_HOST, mails are printed by the process that sends
+# them (the worker's log in bin/demo) instead of going to an SMTP server.
+EMAIL_HOST = env_str("EMAIL_HOST", "")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)  # STARTTLS, usually on port 587
+EMAIL_PORT = env_int("EMAIL_PORT", 587 if EMAIL_USE_TLS else 25, minimum=1, maximum=65_535)
+EMAIL_HOST_USER = env_str("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = os.environ.get("EMAIL_HOST_PASSWORD", "")  # kept as given: spaces may belong to it
+EMAIL_TIMEOUT = 20  # seconds: a hung mail server must not hold the check (and the worker) for ever
+EMAIL_BACKEND = (
+    "django.core.mail.backends.smtp.EmailBackend" if EMAIL_HOST else "django.core.mail.backends.console.EmailBackend"
+)
+DEFAULT_FROM_EMAIL = env_email("DEFAULT_FROM_EMAIL", "visitsdash@localhost")
+SERVER_EMAIL = DEFAULT_FROM_EMAIL
 
 # --- Archive (archive_export / archive_import) --------------------------------------------
 

@@ -9,6 +9,7 @@ for tests. Standard library only.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import random
 import sys
@@ -35,6 +36,7 @@ MAX_DELAY = 0.2
 DRIP_INTERVAL = 0.1  # a dripped body: one byte this often (each read is quick, the whole is not) ...
 DRIP_SECONDS = 5.0  # ... for this long, then the rest at once
 REQUEST_LOG_SIZE = 100_000
+CONTROL_PATH = "/_demo/faults"  # POST {"refuse_token": true}: the demo's own, no Sell path
 
 
 @dataclass
@@ -58,6 +60,7 @@ class Faults:
     expire_after_pages: int = 0
     expire_times: int = 1
     seed: int = 0
+    refuse_token: bool = False  # every request answers 401, as when the token is revoked in Sell
 
     def __post_init__(self) -> None:
         for name, value in self.probabilities().items():
@@ -93,6 +96,8 @@ class Faults:
             knobs["retry_after"] = self.retry_after
         if self.expire_after_pages:
             knobs.update(expire_after_pages=self.expire_after_pages, expire_times=self.expire_times)
+        if self.refuse_token:
+            knobs["refuse_token"] = 1
         return knobs
 
 
@@ -163,6 +168,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         self.server.firehose.request_handle(self)
+
+    def do_POST(self) -> None:
+        self.server.firehose.control_handle(self)
 
     def log_message(self, format: str, *args: object) -> None:
         """Quiet: tests and the command print what matters themselves."""
@@ -311,6 +319,31 @@ class DemoFirehose:
 
     # --- HTTP -----------------------------------------------------------------------------
 
+    def control_handle(self, handler: _Handler) -> None:
+        """POST CONTROL_PATH with a JSON object of Faults to change on the running server
+        (`manage.py demo_fault`), from this machine only; answers the faults now on."""
+        status, answer = 200, {}
+        try:
+            if handler.client_address[0] not in ("127.0.0.1", "::1"):
+                status = 403
+                raise ValueError("faults are switched from this machine only")
+            if urlsplit(handler.path).path != CONTROL_PATH:
+                status = 404
+                raise ValueError(f"the demo's control path is {CONTROL_PATH}")
+            length = int(handler.headers.get("Content-Length") or 0)
+            changes = json.loads(handler.rfile.read(min(length, 10_000)) or b"{}")
+            self.faults = _faults_changed(self.faults, changes)
+            answer = {"faults": self.faults.active()}
+        except (ValueError, TypeError) as error:
+            status = 400 if status == 200 else status
+            answer = {"error": str(error)}
+        body = json.dumps(answer).encode()
+        handler.send_response(status)
+        handler.send_header("Content-Type", JSON_TYPE)
+        handler.send_header("Content-Length", str(len(body)))
+        handler.end_headers()
+        handler.wfile.write(body)
+
     def request_handle(self, handler: _Handler) -> None:
         """Answer one request (called by the handler thread)."""
         request_id = str(uuid.uuid4())
@@ -368,7 +401,7 @@ class DemoFirehose:
         stream = ROUTES.get(path)
         if stream is None:
             raise _ApiError(404, "incorrect_path", "Incorrect path", f"The requested path {path} does not exist.")
-        if handler.headers.get("Authorization") != f"Bearer {self.token}":
+        if handler.headers.get("Authorization") != f"Bearer {self.token}" or self._faults.refuse_token:
             raise _ApiError(401, "unauthorized", "Unauthorized", UNAUTHORIZED_DETAILS)
         with self._lock:
             faults, rng = self._faults, self._rng
@@ -495,6 +528,20 @@ def _shuffle_keep_id_order(rng: random.Random, indices: list[int], keys: list[ob
         for slot, draw in zip(slots, sorted(draws[slot] for slot in slots), strict=False):
             sort_keys[slot] = draw
     return [indices[slot] for slot in sorted(range(len(indices)), key=sort_keys.__getitem__)]
+
+
+def _faults_changed(faults: Faults, changes: object) -> Faults:
+    """`faults` with `changes` (a JSON object) applied; ValueError on an unknown name or a value
+    of the wrong kind (a switch takes true or false, the rest numbers)."""
+    names = {f.name for f in fields(Faults)}
+    if not isinstance(changes, dict) or not set(changes) <= names:
+        raise ValueError(f"send a JSON object with some of: {', '.join(sorted(names))}")
+    for name, value in changes.items():
+        switch = isinstance(getattr(Faults(), name), bool)
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if (switch and not isinstance(value, bool)) or (not switch and not number and value is not None):
+            raise ValueError(f"{name} takes {'true or false' if switch else 'a number'}, not {value!r}")
+    return dataclasses.replace(faults, **changes)
 
 
 def _chance(rng: random.Random, probability: float) -> bool:

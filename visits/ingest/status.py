@@ -8,6 +8,7 @@ from django.db.models import Sum
 from django.utils import timezone
 from django.utils.timesince import timesince
 
+from visits.ingest.health import incidents_shown
 from visits.ingest.sync import read_only_archive
 from visits.ingest.tallies import tallies_time_zone
 from visits.models import DirtyRep, Gap, Outcome, RejectedItem, Rep, Stream, SyncState, Visit, YearTally
@@ -71,6 +72,7 @@ def status_overview() -> dict:
         "rejected_total": RejectedItem.objects.count(),
         "gaps": Gap.objects.all()[:20],
         "now": now,
+        **incidents_shown(now=now),
         **derived_status(live=live),
     }
 

@@ -167,9 +167,12 @@ def lock_release(*, stream: str, owner: str) -> None:
     SyncState.objects.filter(stream=stream, lock_owner=owner).update(lock_owner="", lock_expires_at=None)
 
 
-def error_record(*, stream: str, message: str) -> None:
+def error_record(*, stream: str, message: str, kind: str) -> None:
+    """The stream's last error and its SyncErrorKind, which ingest/health.py reads (a refused token alerts)."""
     now = timezone.now()
-    SyncState.objects.filter(stream=stream).update(last_error=message, last_error_at=now, last_poll_at=now)
+    SyncState.objects.filter(stream=stream).update(
+        last_error=message, last_error_kind=kind, last_error_at=now, last_poll_at=now
+    )
 
 
 def gap_record(*, stream: str, owner: str, reason: str) -> None:
@@ -348,11 +351,11 @@ def stream_sync(
             except firehose.SellError:
                 batch.flush()  # keep what arrived before the failure
                 raise
-        SyncState.objects.filter(stream=stream).update(last_error="", last_error_at=None)
+        SyncState.objects.filter(stream=stream).update(last_error="", last_error_kind="", last_error_at=None)
     except firehose.SellError as exc:
         result.error = str(exc)
         result.error_kind = SELL_ERROR_KINDS.get(type(exc), SyncErrorKind.REJECTED)
-        error_record(stream=stream, message=result.error)
+        error_record(stream=stream, message=result.error, kind=result.error_kind)
         log.warning("%s stream sync stopped: %s", stream, result.error)
     except LockLost as exc:
         result.error, result.error_kind = str(exc), SyncErrorKind.LOCK_LOST
@@ -367,7 +370,7 @@ def stream_sync(
         result.error_kind = SyncErrorKind.CRASHED
         log.exception("%s stream sync crashed", stream)
         try:
-            error_record(stream=stream, message=result.error)
+            error_record(stream=stream, message=result.error, kind=result.error_kind)
         except Exception:  # noqa: BLE001 - the database itself may be what failed
             log.exception("%s stream: the error could not be recorded", stream)
     finally:

@@ -1,6 +1,7 @@
 """Creates or updates visitsdash's django-q2 schedules; safe to run any number of times."""
 
 from django.core.management.base import BaseCommand
+from django_q.models import Schedule
 
 from visits.tasks import schedules_setup, sync_enqueue
 
@@ -13,6 +14,10 @@ class Command(BaseCommand):
 
     def handle(self, *args, run_now=False, **options):
         for name, created in schedules_setup():
-            self.stdout.write(f"schedule {name!r} {'created' if created else 'updated'}: every minute")
+            schedule = Schedule.objects.get(name=name)
+            every = schedule.get_schedule_type_display().lower()
+            if schedule.schedule_type == Schedule.MINUTES:
+                every = "every minute" if schedule.minutes == 1 else f"every {schedule.minutes} minutes"
+            self.stdout.write(f"schedule {name!r} {'created' if created else 'updated'}: {every}")
         if run_now:
             self.stdout.write(f"sync queued for the worker: task {sync_enqueue()}")

@@ -321,7 +321,7 @@ def team_generate(
       the window's "prehistoric" delete, and then it is gone from the Core API too.
     - `heavy_rep_visits`: one more rep (HEAVY_REP_ID, in the Core API's users, not in the
       Firehose's) with that many visits before the window (over `history_weeks`, or 26 weeks), so
-      a backfill must split its queries: a leaf of min(n, 20,000, max(10,001, 3n/5)) visits share
+      a backfill must split its queries: a leaf of min(n, 20,000, max(10,002, 3n/5)) visits share
       status verified, outcome 4101 and resource type lead (past the 10,000 one sort order
       reaches, so only both orders get them all); the rest spread over every other combination
       of status, outcome and resource type.
@@ -807,7 +807,7 @@ class _World:
             self._customer_new(region, rng=rng, resource_type=kind) for kind in RESOURCE_TYPES for _ in range(40)
         ]
         self.heavy = heavy
-        leaf = min(count, 20_000, max(10_001, count * 3 // 5))
+        leaf = min(count, 20_000, max(10_002, count * 3 // 5))  # 10,002: the prehistoric delete may take one
         leads = [c for c in heavy.customers if c.resource_type == "lead"]
         leaf_key = ("verified", 4101, "lead")
         span = (self.start - timedelta(hours=1) - since).total_seconds()

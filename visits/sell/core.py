@@ -133,7 +133,7 @@ class CoreClient(SellClient):
     def outcomes_all(self) -> CoreListing:
         return CoreListing(self, path="/v2/visit_outcomes", params={})
 
-    def visits_iter(self, params: dict, *, sort_by: str = "id") -> CoreListing:
+    def visits_iter(self, params: dict, *, sort_by: str = "id", per_page: int = MAX_PER_PAGE) -> CoreListing:
         """Visits matching `params` (creator_id, outcome_id, resource_type, resource_id,
         rep_location_verification_status) in `sort_by` order ("id", "visited_at", ":desc" suffix)."""
-        return CoreListing(self, path="/v2/visits", params={**params, "sort_by": sort_by})
+        return CoreListing(self, path="/v2/visits", params={**params, "sort_by": sort_by}, per_page=per_page)

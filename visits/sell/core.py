@@ -11,6 +11,7 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from visits.sell import events
 from visits.sell.http import (  # noqa: F401  callers name the errors here too
     FeatureUnavailable,
     NoToken,
@@ -137,3 +138,34 @@ class CoreClient(SellClient):
         """Visits matching `params` (creator_id, outcome_id, resource_type, resource_id,
         rep_location_verification_status) in `sort_by` order ("id", "visited_at", ":desc" suffix)."""
         return CoreListing(self, path="/v2/visits", params={**params, "sort_by": sort_by}, per_page=per_page)
+
+
+# --- Parsing: a user's or an outcome's data -> plain fields, or events.Rejected -----------
+
+
+def user_parse(data: dict) -> dict:
+    """A /v2/users item's data as Rep's columns (text bounded, ids checked); raises
+    events.Rejected with the reason. Every string is hostile and stays plain text."""
+    group = data.get("group")
+    if group is not None and not isinstance(group, dict):
+        raise events.Rejected(f"group is not an object: {group!r:.60}")
+    group = group or {}
+    return {
+        "id": events.clean_id(data.get("id"), name="id"),
+        "name": events.clean_text(data.get("name"), name="name", max_length=255),
+        "email": events.clean_text(data.get("email"), name="email", max_length=255),
+        "status": events.clean_text(data.get("status"), name="status", max_length=40),
+        "role": events.clean_text(data.get("role"), name="role", max_length=40),
+        "team_name": events.clean_text(data.get("team_name"), name="team_name", max_length=255),
+        "group_id": events.clean_id(group.get("id"), name="group.id", nullable=True),
+        "group_name": events.clean_text(group.get("name"), name="group.name", max_length=255),
+        "reports_to": events.clean_id(data.get("reports_to"), name="reports_to", nullable=True),
+        "timezone": events.clean_text(data.get("timezone"), name="timezone", max_length=64),
+    }
+
+
+def outcome_parse(data: dict) -> tuple[int, str]:
+    return (
+        events.clean_id(data.get("id"), name="id"),
+        events.clean_text(data.get("name"), name="name", max_length=255),
+    )

@@ -51,6 +51,28 @@ def state_get(feature: str) -> CoreApiState:
     return CoreApiState.objects.get_or_create(feature=feature)[0]
 
 
+# What happened to a feature, recorded for the status page (the backfill records "visits" with these too).
+
+
+def state_refuse(feature: str, *, message: str) -> None:
+    """A 403: the feature is off until an admin switches it back on."""
+    log.warning("Core API %s switched off: %s", feature, message)
+    CoreApiState.objects.update_or_create(
+        feature=feature, defaults={"available": False, "refused_at": timezone.now(), "refused_message": message}
+    )
+
+
+def state_error(feature: str, *, message: str) -> None:
+    log.warning("Core API %s failed: %s", feature, message)
+    CoreApiState.objects.update_or_create(
+        feature=feature, defaults={"last_error": message, "last_error_at": timezone.now()}
+    )
+
+
+def state_success(feature: str) -> None:
+    CoreApiState.objects.update_or_create(feature=feature, defaults={"last_success_at": timezone.now()})
+
+
 def refresh_due(state: CoreApiState, *, now: datetime) -> bool:
     """Hourly (SELL_CORE_REFRESH_SECONDS) after the last attempt, whether it worked or failed: a
     Core API that is down is not asked again on every poll of the worker."""
@@ -84,20 +106,16 @@ def feature_run(
         fetch(client, result)
     except core.FeatureUnavailable as exc:
         result.error = str(exc)
-        log.warning("Core API %s switched off: %s", feature, exc)
-        CoreApiState.objects.filter(pk=state.pk).update(
-            available=False, refused_at=timezone.now(), refused_message=str(exc)
-        )
+        state_refuse(feature, message=str(exc))
         return result
     except core.SellError as exc:
         result.error = str(exc)
-        log.warning("Core API %s refresh failed: %s", feature, exc)
-        CoreApiState.objects.filter(pk=state.pk).update(last_error=str(exc), last_error_at=timezone.now())
+        state_error(feature, message=str(exc))
         return result
     finally:
         if own:
             client.close()
-    CoreApiState.objects.filter(pk=state.pk).update(last_success_at=timezone.now())
+    state_success(feature)
     return result
 
 

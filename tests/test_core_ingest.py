@@ -3,6 +3,7 @@ the Firehose never named, every outcome's name, hourly unless forced, a 403 swit
 feature off (and the status page saying so), and no Core API failure stopping a Firehose sync."""
 
 import html
+import logging
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -27,6 +28,16 @@ NOW = datetime(2025, 3, 14, 16, 0, tzinfo=UTC)
 def team():
     """A small team with a heavy rep (a Core API user only) and its managers."""
     return team_generate(seed=11, reps=6, weeks=1, now=NOW, heavy_rep_visits=50)
+
+
+@pytest.fixture(autouse=True)
+def loggers_kept():
+    """sync_visits quietens the sync's and this module's loggers for its own process; put them back."""
+    loggers = [logging.getLogger(name) for name in ("visits.ingest.sync", "visits.ingest.core")]
+    levels = [logger.level for logger in loggers]
+    yield
+    for logger, level in zip(loggers, levels, strict=True):
+        logger.setLevel(level)
 
 
 @pytest.fixture

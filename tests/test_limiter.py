@@ -126,3 +126,11 @@ def test_the_clients_take_the_setting(settings):
     assert CoreClient(token="x").limiter.rate == 7
     settings.SELL_RATE_LIMIT = 0
     assert CoreClient(token="x").limiter.interval == 0.0
+
+
+def test_a_file_that_cannot_be_used_limits_this_process_alone(tmp_path):
+    now = [50.0]
+    limiter = RateLimiter(token="t", rate=10, directory=tmp_path, clock=lambda: now[0], sleep=lambda s: None)
+    limiter.path.symlink_to(tmp_path / "elsewhere")  # planted: O_NOFOLLOW refuses it
+    assert [limiter.turn_wait() for _ in range(3)] == pytest.approx([0.0, 0.105, 0.21])
+    assert not (tmp_path / "elsewhere").exists()

@@ -163,17 +163,20 @@ def users_store(*, users: dict[int, dict]) -> tuple[int, int]:
             if user_id not in existing
         ]
         Rep.objects.bulk_create(fresh, ignore_conflicts=True)
-        changed = []
+        unnamed = []
         for user_id, rep in existing.items():
             fields = users[user_id]
-            names = TEAM_FIELDS + (IDENTITY_FIELDS if rep.sequence == 0 else ())
-            for name in names:
+            for name in TEAM_FIELDS:
                 setattr(rep, name, fields[name])
-            rep.core_synced_at = now
-            changed.append(rep)
-        Rep.objects.bulk_update(
-            changed, [*TEAM_FIELDS, *IDENTITY_FIELDS, "core_synced_at", "updated_at"], batch_size=500
-        )
+            rep.core_synced_at = rep.updated_at = now
+            if rep.sequence == 0:
+                for name in IDENTITY_FIELDS:
+                    setattr(rep, name, fields[name])
+                unnamed.append(rep)
+        # Two writes, so a rep the users stream has described never gets its identity written back.
+        team_columns = [*TEAM_FIELDS, "core_synced_at", "updated_at"]
+        Rep.objects.bulk_update(list(existing.values()), team_columns, batch_size=500)
+        Rep.objects.bulk_update(unnamed, list(IDENTITY_FIELDS), batch_size=500)
     return len(users), len(fresh)
 
 

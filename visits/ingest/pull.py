@@ -72,8 +72,8 @@ def visits_pull(
        1, with each poll bounded by what is left of the session (at least one second).
 
     After 2, the Core API's users and outcomes are refreshed when due (hourly; every poll
-    with `core_force`, which sync_visits passes), unless the token or the settings just failed
-    a stream. Its failures are recorded in CoreApiState and never stop the pull.
+    with `core_force`, which sync_visits passes), unless the token, the settings or the network
+    just failed a stream. Its failures are recorded in CoreApiState and never stop the pull.
     """
     sleep = sleep or time.sleep  # looked up when called, so a test's clock can stand in for time
     pull = PullResult()
@@ -99,8 +99,8 @@ def visits_pull(
 
 
 def core_run(*, results: list[SyncResult], force: bool) -> list[CoreRefresh]:
-    if any(r.error_kind in (SyncErrorKind.TOKEN, SyncErrorKind.CONFIG) for r in results):
-        return []  # the same token and URL: the Core API would only fail the same way
+    if any(r.error_kind in (SyncErrorKind.TOKEN, SyncErrorKind.CONFIG, SyncErrorKind.UNREACHABLE) for r in results):
+        return []  # the same token, URL and host: the Core API would only fail the same way, and slowly
     try:
         return [refresh for refresh in core_refresh(force=force) if refresh.ran]
     except Exception:  # noqa: BLE001 - e.g. the database; the Firehose's pull is done and stays done

@@ -46,6 +46,7 @@ class Command(BaseCommand):
 
         # This command reports a failure itself, in one line; the sync's log line would repeat it.
         logging.getLogger("visits.ingest.sync").setLevel(logging.ERROR)
+        logging.getLogger("visits.ingest.core").setLevel(logging.ERROR)  # its sentences end the summary
         pull = visits_pull(max_seconds=max_seconds, progress=progress, on_retry=on_retry, core_force=True)
         summary = "; ".join(
             f"{r.stream}: {r.pages} pages, {r.applied} applied, {r.skipped} skipped, {r.rejected} rejected"

@@ -40,7 +40,7 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
 @admin.register(Rep)
 class RepAdmin(ReadOnlyAdmin):
-    list_display = ["id", "name", "email", "status", "role"]
+    list_display = ["id", "name", "email", "status", "role", "team_name", "group_name", "reports_to", "core_synced_at"]
     list_filter = ["status", "role"]
     search_fields = ["name", "email", "=id"]
 

@@ -20,6 +20,9 @@ is within 150 m of the customer, a too-far one 1-30 km away, and there is no pos
 location_unknown / location_services_disabled. One `random.Random(seed)` drives everything,
 so a seed and a `now` always give the same data. Teams of fewer than 8 reps get only the roles
 they have reps for: one rep absent from the users stream first, then the patterns above.
+
+`DemoData.core_*` is what Sell's Core API holds besides (see team_generate): history before the
+window, a rep heavy enough to need split queries, customers' addresses, teams and managers.
 """
 
 from __future__ import annotations
@@ -387,7 +390,7 @@ class _World:
         self.outcomes_seen: dict[int, tuple[datetime, str]] = {}
         self.next_visit_id = FIRST_VISIT_ID
         self.next_resource_id = {"lead": 3_100_001, "contact": 5_200_001, "prospect_and_customer": 7_400_001}
-        # The Core API's side (core.py of the demo): history before the window, addresses, teams.
+        # The Core API's side (served by core_api.py): history before the window, addresses, teams.
         self.seed = seed
         self.updated_at: dict[int, datetime] = {}  # visit id -> its last change, for v2's updated_at
         self.history: dict[int, dict] = {}  # visit id -> {"data": v2 data, "position": (lat, lon) | None}

@@ -238,3 +238,24 @@ def test_malformed_users_become_rejected_items_and_the_rest_is_stored(serve, tea
         "Core API /v2/users: the item is a str, not an object",
     }
     assert not Rep.objects.filter(id=9_999_001).exists()
+
+
+def test_sells_refusal_message_is_shown_as_text(staff):
+    hostile = '<script>alert("refused")</script><img src=x onerror=alert(1)>'
+    CoreApiState.objects.create(
+        feature="users", available=False, refused_at=timezone.now(), refused_message=hostile, last_error=hostile,
+        last_error_at=timezone.now(),
+    )  # fmt: skip
+    body = staff.get("/status/").content.decode()
+    assert hostile not in body and html.escape(hostile) in body
+
+
+def test_a_capped_user_list_says_so(serve, team, monkeypatch):
+    serve(team)
+    monkeypatch.setattr(core, "MAX_PAGES", 2)  # two pages of five stand for Sell's 100 of 100
+    monkeypatch.setattr(
+        core.CoreClient, "users_all", lambda self: core.CoreListing(self, path="/v2/users", params={}, per_page=5)
+    )
+    result = ingest_core.users_refresh()
+    assert result.capped and result.items == 10
+    assert "only the first 10,000" in result.summary()

@@ -37,6 +37,7 @@ class CoreRefresh:
     rejected: int = 0
     error: str = ""
     skipped: str = ""  # why nothing was asked
+    capped: bool = False  # the list reached Sell's 100 pages: more may exist than were stored
 
     def summary(self) -> str:
         if self.error:
@@ -44,6 +45,7 @@ class CoreRefresh:
         if self.skipped:
             return f"Core API {self.feature}: {self.skipped}"
         extra = f", {self.rejected} rejected" if self.rejected else ""
+        extra += ", only the first 10,000 (Sell lists no more)" if self.capped else ""
         return f"Core API {self.feature}: {self.items} stored ({self.created} new){extra}"
 
 
@@ -137,7 +139,8 @@ def users_refresh(*, force: bool = False, client: core.CoreClient | None = None)
     def fetch(client: core.CoreClient, result: CoreRefresh) -> None:
         users: dict[int, dict] = {}
         rejects: list[tuple[object, str]] = []
-        for page in client.users_all():
+        listing = client.users_all()
+        for page in listing:
             rejects += [(r.raw, f"Core API /v2/users: {r.reason}") for r in page.rejects]
             for data in page.items:
                 try:
@@ -147,6 +150,9 @@ def users_refresh(*, force: bool = False, client: core.CoreClient | None = None)
                     continue
                 users[user.pop("id")] = user
         result.items, result.created = users_store(users=users)
+        result.capped = listing.capped
+        if listing.capped:
+            log.warning("Core API users: Sell listed only the first 10,000 users; the others keep what they had")
         result.rejected = rejects_keep(rejects=rejects, stream=Stream.USERS)
 
     return feature_run(feature=CoreFeature.USERS, force=force, fetch=fetch, client=client)

@@ -119,6 +119,10 @@ class CoreClient(SellClient):
     def list_page(self, path: str, params: dict, *, page: int, per_page: int = MAX_PER_PAGE) -> CorePage:
         """One page of a list; `path` like "/v2/visits". A 403 raises FeatureUnavailable with the
         sentence for the feature (users, outcomes or visits)."""
+        if not 1 <= per_page <= MAX_PER_PAGE or not 1 <= page <= MAX_PAGES:
+            raise ValueError(
+                f"page must be 1 to {MAX_PAGES} and per_page 1 to {MAX_PER_PAGE}, not {page} and {per_page}"
+            )
         url = f"{self.base_url}{path}"
         query = {**params, "page": page, "per_page": per_page}
         try:

@@ -161,7 +161,7 @@ def test_a_staff_member_who_is_not_superuser_cannot_switch_it_on(client, cast):
 
 
 def test_other_failures_are_recorded_and_the_feature_stays_on(serve, team, settings):
-    serve(team, core_faults=CoreFaults(server_errors=1.0))
+    server = serve(team, core_faults=CoreFaults(server_errors=1.0))
     settings.SELL_MAX_RETRIES = 2
     result = ingest_core.users_refresh()
     assert "stayed unreachable after 2 retries" in result.error
@@ -169,6 +169,10 @@ def test_other_failures_are_recorded_and_the_feature_stays_on(serve, team, setti
     assert state.available and state.last_error == result.error and state.last_error_at and not state.last_success_at
     assert not ingest_core.users_refresh().ran  # a failure also waits the hour
     assert Rep.objects.count() == 0  # nothing half-stored
+    server.core.faults = CoreFaults()
+    assert ingest_core.users_refresh(force=True).ran
+    state.refresh_from_db()
+    assert state.last_error == "" and state.last_success_at > state.last_error_at
 
 
 def test_a_core_api_failure_never_stops_the_firehose_sync(serve, team, settings, capsys):

@@ -72,7 +72,10 @@ def state_error(feature: str, *, message: str) -> None:
 
 
 def state_success(feature: str) -> None:
-    CoreApiState.objects.update_or_create(feature=feature, defaults={"last_success_at": timezone.now()})
+    """It worked: the last error is over (its time stays, for when it last failed)."""
+    CoreApiState.objects.update_or_create(
+        feature=feature, defaults={"last_success_at": timezone.now(), "last_error": ""}
+    )
 
 
 def refresh_due(state: CoreApiState, *, now: datetime) -> bool:

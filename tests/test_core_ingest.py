@@ -263,3 +263,9 @@ def test_a_capped_user_list_says_so(serve, team, monkeypatch):
     result = ingest_core.users_refresh()
     assert result.capped and result.items == 10
     assert "only the first 10,000" in result.summary()
+
+
+def test_a_user_sell_deleted_is_a_deleted_rep():
+    user = core.user_parse({"id": 7, "name": "Gone", "status": "active", "deleted_at": "2026-01-02T03:04:05.000Z"})
+    assert user["status"] == "deleted"
+    assert core.user_parse({"id": 7, "status": "active", "deleted_at": None})["status"] == "active"

@@ -1,18 +1,23 @@
-"""One pull from Sell: both streams until `top`, then the flags of the reps whose visits changed.
+"""One pull from Sell: both streams until `top`, then the flags of the reps whose visits changed,
+then (hourly, or forced) the reps' teams and the outcomes' names from the Core API.
 The django-q2 task (a session that keeps polling while caught up) and `manage.py sync_visits`
 (one pull in the foreground) both call visits_pull(); each only words the result its own way.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from django.conf import settings
 
-from visits.ingest.sync import STREAM_ORDER, SyncResult, read_only_archive, streams_sync
+from visits.ingest.core import CoreRefresh, core_refresh
+from visits.ingest.sync import STREAM_ORDER, SyncErrorKind, SyncResult, read_only_archive, streams_sync
 from visits.review.flags import flags_refresh
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -24,6 +29,12 @@ class PullResult:
     flagged_reps: int = 0  # reps whose flags were recomputed, over every poll
     flag_changes: int = 0
     read_only: bool = False  # nothing pulled: no SELL_ACCESS_TOKEN, a read-only archive
+    core: list[CoreRefresh] = field(default_factory=list)  # the Core API refreshes that asked Sell
+
+    @property
+    def core_notes(self) -> list[str]:
+        """One sentence per Core API refresh that ran, for the command's summary."""
+        return [refresh.summary() for refresh in self.core]
 
     @property
     def errors(self) -> list[str]:
@@ -47,6 +58,7 @@ def visits_pull(
     progress: Callable[[SyncResult], None] | None = None,
     on_retry: Callable[[str, float], None] | None = None,
     sleep: Callable[[float], None] | None = None,
+    core_force: bool = False,
 ) -> PullResult:
     """Pull the users and visits streams, then recompute the flags of the reps that changed.
 
@@ -59,6 +71,10 @@ def visits_pull(
        session), stop on an error, when a stream is not caught up, or when another poll would
        not start before the session ends; otherwise wait SELL_IDLE_POLL_SECONDS and go back to
        1, with each poll bounded by what is left of the session (at least one second).
+
+    After 2, the Core API's users and outcomes are refreshed when due (hourly; every poll
+    with `core_force`, which sync_visits passes), unless the token, the settings or the network
+    just failed a stream. Its failures are recorded in CoreApiState and never stop the pull.
 
     A read-only archive (no SELL_ACCESS_TOKEN, read_only_archive()) does none of this: it returns
     at once with `read_only` set, having sent no request and recorded nothing.
@@ -80,8 +96,19 @@ def visits_pull(
         reps, changes = flags_refresh()
         pull.flagged_reps += reps
         pull.flag_changes += changes
+        pull.core += core_run(results=pull.results, force=core_force)
         if deadline is None or pull.errors or not pull.caught_up:
             return pull
         if time.monotonic() + settings.SELL_IDLE_POLL_SECONDS > deadline:
             return pull
         sleep(settings.SELL_IDLE_POLL_SECONDS)
+
+
+def core_run(*, results: list[SyncResult], force: bool) -> list[CoreRefresh]:
+    if any(r.error_kind in (SyncErrorKind.TOKEN, SyncErrorKind.CONFIG, SyncErrorKind.UNREACHABLE) for r in results):
+        return []  # the same token, URL and host: the Core API would only fail the same way, and slowly
+    try:
+        return [refresh for refresh in core_refresh(force=force) if refresh.ran]
+    except Exception:  # noqa: BLE001 - e.g. the database; the Firehose's pull is done and stays done
+        log.exception("the Core API refresh failed")
+        return []

@@ -1,4 +1,5 @@
-"""django-q2 entry points and the schedule that drives them.
+"""django-q2 entry points and the schedules that drive them: the sync every minute, the
+reconciliation with the Core API daily.
 
 django-q2's scheduler looks for due schedules only every 30 seconds, so a task that polled
 once a minute would sometimes wait 90 s. Instead each scheduled run is a short session that
@@ -6,12 +7,16 @@ keeps polling every SELL_IDLE_POLL_SECONDS while caught up; the stream lease mak
 overlapping run return at once.
 """
 
+from datetime import UTC, datetime, timedelta
+
 from django.conf import settings
+from django.utils import timezone
 from django_q.models import Schedule
 
 from visits.ingest.pull import visits_pull
 
 SCHEDULE_NAME = "sync-sell-streams"
+RECONCILE_SCHEDULE_NAME = "reconcile-core-visits"
 
 
 def sync_streams_task(*, session_seconds: float | None = None) -> str:
@@ -25,8 +30,32 @@ def sync_streams_task(*, session_seconds: float | None = None) -> str:
     return summary + (f"; {'; '.join(pull.errors)}" if pull.errors else "")
 
 
-def schedules_setup() -> list[tuple[str, bool]]:
-    """Create or update the schedules by name; returns (name, created) pairs."""
+def reconcile_task() -> str:
+    """The daily check against the Core API: the gaps not filled yet, then the last
+    BACKFILL_RECONCILE_DAYS days counted and filled (ingest/reconcile.py)."""
+    # Imported here: the every-minute sync's workers need none of it.
+    from visits.ingest.backfill import BackfillUnavailable
+    from visits.ingest.reconcile import gaps_fill, visits_reconcile
+
+    gaps = gaps_fill()
+    try:
+        days = visits_reconcile()
+    except BackfillUnavailable as exc:
+        return f"{len(gaps)} gaps tried; no reconciliation: {exc}"
+    missing = sum(max(d.core_visits - d.held_visits, 0) for d in days)
+    filled = sum(d.filled for d in days)
+    return f"{len(gaps)} gaps tried; {len(days)} days reconciled: {missing} visits were missing, {filled} stored"
+
+
+def reconcile_first_run(*, now: datetime | None = None) -> datetime:
+    """The next BACKFILL_RECONCILE_HOUR o'clock (UTC) after `now`."""
+    now = now or timezone.now()
+    first = now.astimezone(UTC).replace(hour=settings.BACKFILL_RECONCILE_HOUR, minute=0, second=0, microsecond=0)
+    return first if first > now else first + timedelta(days=1)
+
+
+def schedules_setup() -> list[tuple[str, bool, str]]:
+    """Create or update the schedules by name; returns (name, created, how often) triples."""
     _, created = Schedule.objects.update_or_create(
         name=SCHEDULE_NAME,
         defaults={
@@ -36,7 +65,19 @@ def schedules_setup() -> list[tuple[str, bool]]:
             "repeats": -1,
         },
     )
-    return [(SCHEDULE_NAME, created)]
+    # The first run only on creation: running setup_schedules again must not move the next one.
+    _, reconcile_created = Schedule.objects.update_or_create(
+        name=RECONCILE_SCHEDULE_NAME,
+        defaults={"func": "visits.tasks.reconcile_task", "schedule_type": Schedule.DAILY, "repeats": -1},
+        create_defaults={
+            "func": "visits.tasks.reconcile_task", "schedule_type": Schedule.DAILY, "repeats": -1,
+            "next_run": reconcile_first_run(),
+        },
+    )  # fmt: skip
+    return [
+        (SCHEDULE_NAME, created, "every minute"),
+        (RECONCILE_SCHEDULE_NAME, reconcile_created, f"daily at {settings.BACKFILL_RECONCILE_HOUR:02d}:00 UTC"),
+    ]
 
 
 def sync_enqueue() -> str:

@@ -5,6 +5,7 @@ The django-q2 task (a session that keeps polling while caught up) and `manage.py
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -13,6 +14,8 @@ from django.conf import settings
 
 from visits.ingest.sync import STREAM_ORDER, SyncResult, streams_sync
 from visits.review.flags import flags_refresh
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -23,6 +26,7 @@ class PullResult:
     rejected: int = 0  # items rejected, over every poll
     flagged_reps: int = 0  # reps whose flags were recomputed, over every poll
     flag_changes: int = 0
+    gaps_filled: int = 0  # gaps backfilled from the Core API after the poll that recorded them
 
     @property
     def errors(self) -> list[str]:
@@ -54,7 +58,9 @@ def visits_pull(
        network, configuration) stops after the first stream.
     2. Recompute the flags of every rep ingestion marked dirty (flags_refresh): what did arrive
        is flagged even if a stream then failed.
-    3. Without `session_seconds` (the command), stop here. With it (the worker's scheduled
+    3. If a stream recorded a gap (its position expired), backfill the gap's time range from the
+       Core API (reconcile.gaps_fill: statuses, no positions); a failure is kept on the gap.
+    4. Without `session_seconds` (the command), stop here. With it (the worker's scheduled
        session), stop on an error, when a stream is not caught up, or when another poll would
        not start before the session ends; otherwise wait SELL_IDLE_POLL_SECONDS and go back to
        1, with each poll bounded by what is left of the session (at least one second).
@@ -74,8 +80,22 @@ def visits_pull(
         reps, changes = flags_refresh()
         pull.flagged_reps += reps
         pull.flag_changes += changes
+        if any(r.gaps for r in pull.results):
+            pull.gaps_filled += gaps_after_sync()
         if deadline is None or pull.errors or not pull.caught_up:
             return pull
         if time.monotonic() + settings.SELL_IDLE_POLL_SECONDS > deadline:
             return pull
         sleep(settings.SELL_IDLE_POLL_SECONDS)
+
+
+def gaps_after_sync() -> int:
+    """Fill the gaps just recorded from the Core API; how many were filled. Never raises: the
+    pull's own result stands whatever the Core API does (each gap keeps its error)."""
+    from visits.ingest.reconcile import gaps_fill  # only after a gap: the every-minute poll needs none of it
+
+    try:
+        return sum(1 for gap in gaps_fill() if gap.filled_at is not None)
+    except Exception:  # noqa: BLE001 - see the docstring
+        log.exception("the gaps could not be filled from the Core API")
+        return 0

@@ -12,7 +12,7 @@ class Command(BaseCommand):
         parser.add_argument("--run-now", action="store_true", help="also queue a sync for the worker right away")
 
     def handle(self, *args, run_now=False, **options):
-        for name, created in schedules_setup():
-            self.stdout.write(f"schedule {name!r} {'created' if created else 'updated'}: every minute")
+        for name, created, how_often in schedules_setup():
+            self.stdout.write(f"schedule {name!r} {'created' if created else 'updated'}: {how_often}")
         if run_now:
             self.stdout.write(f"sync queued for the worker: task {sync_enqueue()}")

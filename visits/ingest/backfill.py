@@ -1,0 +1,346 @@
+"""The history backfill from the Core API's `GET /v2/visits`: a plan of list queries ("parts") that
+splits past Sell's 100-page cap, walked page by page, each page stored (ingest/history.py) in one
+transaction with its part's progress, so a run killed at any moment is continued by the next one.
+
+A list reaches at most 100 pages of 100 visits, and there is no date filter. So a part that reaches
+page 100 with more to come is split by the next filter of DIMENSIONS (each rep, then each status,
+each outcome, each resource type); a part that is still capped with no filter left is also walked
+in the other sort order (id descending), and the two walks must meet (the ascending walk's last id
+at or above the descending walk's last id). When they do not, the part is recorded as unreachable
+with an estimate of how many visits it could not reach: shown on the status page and printed.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from visits.ingest.history import history_store, resurrections_undo
+from visits.models import (
+    BackfillKind,
+    BackfillPart,
+    BackfillPartState,
+    BackfillRun,
+    BackfillState,
+    CoreApiState,
+    CoreFeature,
+    Outcome,
+    Rep,
+    VerificationStatus,
+    Visit,
+)
+from visits.review.flags import flags_refresh
+from visits.sell.core import MAX_PAGES, MAX_PER_PAGE, CoreClient, CorePage, FeatureUnavailable
+from visits.sell.core_items import REASON_PREFIX, HistoryVisit, history_items_parse
+from visits.sell.events import Reject, raw_digest, reason_storable
+
+log = logging.getLogger(__name__)
+
+VISITS_PATH = "/v2/visits"
+ASC, DESC = "id", "id:desc"
+# The filters a capped part is split by, in order; a part's depth is how many it has.
+DIMENSIONS = ("creator_id", "rep_location_verification_status", "outcome_id", "resource_type")
+RESOURCE_TYPES = ("lead", "contact")  # the Core API's own; others held (from the Firehose) are added
+
+
+class BackfillUnavailable(Exception):
+    """This account's plan has no Core API visits (a 403, now or earlier): the feature is off."""
+
+
+@dataclass
+class Progress:
+    """What a run has done so far, for the command's progress lines."""
+
+    run: BackfillRun
+    parts_done: int
+    parts_total: int
+    seconds: float
+
+    @property
+    def visits_per_second(self) -> float:
+        return self.run.listed / self.seconds if self.seconds > 0 else 0.0
+
+    def line(self) -> str:
+        run = self.run
+        return (
+            f"parts {self.parts_done}/{self.parts_total} done, {run.listed:,} visits listed, {run.stored:,} stored, "
+            f"{run.addresses:,} addresses filled, {run.requests:,} requests, {self.visits_per_second:,.0f} visits/s"
+        )
+
+
+ProgressFn = Callable[[Progress], None]
+VisitsFn = Callable[[list[HistoryVisit], list[int]], None]  # a page's visits, and the ids stored of them
+
+
+# --- The Core API feature ---------------------------------------------------------------------
+
+
+def visits_feature() -> CoreApiState:
+    return CoreApiState.objects.get_or_create(feature=CoreFeature.VISITS)[0]
+
+
+def feature_refuse(*, message: str) -> None:
+    """A 403 on /v2/visits: the feature is off until an admin switches it back on."""
+    now = timezone.now()
+    CoreApiState.objects.update_or_create(
+        feature=CoreFeature.VISITS,
+        defaults={"available": False, "refused_at": now, "refused_message": message,
+                  "last_error": message, "last_error_at": now},
+    )  # fmt: skip
+
+
+def feature_check() -> None:
+    state = visits_feature()
+    if not state.available:
+        when = f" since {state.refused_at:%Y-%m-%d %H:%M} UTC" if state.refused_at else ""
+        raise BackfillUnavailable(
+            f"the Core API's visits are switched off{when}: {state.refused_message or 'refused'}. "
+            "If the account's plan now has them, switch the feature back on in the admin (Core API states)."
+        )
+
+
+# --- The plan ----------------------------------------------------------------------------------
+
+
+def run_current(*, kind: str = BackfillKind.HISTORY, restart: bool = False) -> tuple[BackfillRun, bool]:
+    """The unfinished run of `kind` to continue (and True), or a new one with its first part."""
+    unfinished = BackfillRun.objects.filter(kind=kind, state=BackfillState.RUNNING).order_by("-id").first()
+    if unfinished is not None and not restart:
+        return unfinished, True
+    BackfillRun.objects.filter(kind=kind, state=BackfillState.RUNNING).update(
+        state=BackfillState.FAILED, finished_at=timezone.now(), error="replaced by a new run (--restart)"
+    )
+    with transaction.atomic():
+        run = BackfillRun.objects.create(kind=kind)
+        # First the unsplit query: it may be all there is, and it reveals creators.
+        BackfillPart.objects.create(run=run, filters={}, sort=ASC)
+    return run, False
+
+
+def split_values(*, dimension: str, filters: dict) -> list:
+    """The values a capped part is split into along `dimension`: every rep and outcome known
+    (from the Firehose, the Core API's users and outcomes, and the visits stored so far, whose
+    creators and outcomes this run created), every status, the resource types."""
+    if dimension == "creator_id":
+        return list(Rep.objects.order_by("id").values_list("id", flat=True))
+    if dimension == "rep_location_verification_status":
+        return list(VerificationStatus.values)
+    if dimension == "outcome_id":
+        return list(Outcome.objects.order_by("id").values_list("id", flat=True))
+    held = held_matching(filters=filters).order_by().values_list("resource_type", flat=True).distinct()
+    return sorted(set(RESOURCE_TYPES) | set(held))
+
+
+def held_matching(*, filters: dict):
+    """The held visits a part's filters select (to learn the values to split by)."""
+    names = {"creator_id": "rep_id", "rep_location_verification_status": "verification_status",
+             "outcome_id": "outcome_id", "resource_type": "resource_type"}  # fmt: skip
+    return Visit.objects.filter(**{names[k]: v for k, v in filters.items()})
+
+
+def next_dimension(*, filters: dict) -> str | None:
+    """The next filter to split by. Outcomes are skipped where a held visit matching the part has
+    none: no outcome_id filter selects those, so the split would lose them."""
+    for dimension in DIMENSIONS:
+        if dimension in filters:
+            continue
+        if dimension == "outcome_id" and held_matching(filters=filters).filter(outcome__isnull=True).exists():
+            continue
+        return dimension
+    return None
+
+
+def part_capped(*, part: BackfillPart) -> None:
+    """Page 100 came with more behind it: split the part, walk it the other way, or record what
+    is unreachable (see the module's docstring). In one transaction with the part's state."""
+    with transaction.atomic():
+        if part.sort == DESC:
+            ascending = part.parent
+            assert ascending is not None  # a descending walk is always an ascending one's child
+            part.unreachable = unreachable_estimate(ascending=ascending, descending=part)
+            part.state = BackfillPartState.UNREACHABLE
+            part.note = (
+                f"about {part.unreachable:,} visits (ids {ascending.last_id} to {part.last_id}) could not be "
+                "reached: this query is past the 100-page cap in both sort orders and has no filter left to split by"
+            )
+            log.warning("backfill part %s %s", part.filters, part.note)
+        elif dimension := next_dimension(filters=part.filters):
+            values = split_values(dimension=dimension, filters=part.filters)
+            BackfillPart.objects.bulk_create(
+                [BackfillPart(run=part.run, parent=part, filters={**part.filters, dimension: v}, sort=part.sort,
+                              stop_before=part.stop_before) for v in values]
+            )  # fmt: skip
+            part.state = BackfillPartState.SPLIT
+            part.note = f"past the cap: split into {len(values)} parts by {dimension}"
+        elif part.sort == ASC:
+            BackfillPart.objects.create(run=part.run, parent=part, filters=part.filters, sort=DESC)
+            part.state = BackfillPartState.SPLIT
+            part.note = "past the cap with no filter left: walked in the other sort order too"
+        else:  # a walk of recent visits: the other order starts at the oldest, of no use here
+            part.state = BackfillPartState.UNREACHABLE
+            part.note = (
+                f"more than {MAX_PAGES * MAX_PER_PAGE:,} visits since {part.stop_before:%Y-%m-%d %H:%M} UTC match "
+                "this query with no filter left to split by: the older ones are left to the history backfill"
+            )
+            log.warning("backfill part %s %s", part.filters, part.note)
+        part.save(update_fields=["state", "note", "unreachable"])
+
+
+def unreachable_estimate(*, ascending: BackfillPart, descending: BackfillPart) -> int:
+    """How many visits lie between the two walks, from the spacing of the ids they met."""
+    if None in (ascending.first_id, ascending.last_id, descending.first_id, descending.last_id):
+        return 0
+    spanned = (ascending.last_id - ascending.first_id) + (descending.first_id - descending.last_id)
+    between = descending.last_id - ascending.last_id - 1
+    seen = ascending.listed + descending.listed
+    return max(1, round(between * seen / spanned)) if spanned > 0 else max(1, between)
+
+
+# --- Walking -----------------------------------------------------------------------------------
+
+
+def page_rejects(page: CorePage) -> list[Reject]:
+    return [Reject(*raw_digest(r.raw), reason_storable(REASON_PREFIX + r.reason)) for r in page.rejects]
+
+
+def part_walk(
+    *,
+    part: BackfillPart,
+    client: CoreClient,
+    after_page: Callable[[], None] | None = None,
+    on_visits: VisitsFn | None = None,
+) -> None:
+    """Walk one part from its next page to its end, storing each page with the part's progress.
+
+    1. Fetch the next page of the part's query (its filters, its sort order, 100 a page).
+    2. Parse it (a malformed item becomes a rejected item) and store it (history_store), and
+       move the part's next page, counts, first and last id and the run's totals, all in one
+       transaction: a crash between pages loses nothing and stores nothing twice.
+    3. Stop when the page has no next page; a descending walk also stops once it meets its
+       ascending walk (an id at or below that walk's last one), and a walk of recent visits
+       (stop_before) once a page reaches past that moment.
+    4. Page 100 with more behind it: part_capped().
+    """
+    met_at = part.parent.last_id if part.sort == DESC and part.parent else None
+    params = {**part.filters, "sort_by": part.sort}
+    while part.next_page <= MAX_PAGES:
+        page = client.list_page(VISITS_PATH, params, page=part.next_page, per_page=MAX_PER_PAGE)
+        parsed = [*history_items_parse(items=page.items), *page_rejects(page)]
+        visits = [v for v in parsed if isinstance(v, HistoryVisit)]
+        finished = not page.raw_items or not page.next_page
+        if met_at is not None and any(v.id <= met_at for v in visits):
+            finished = True
+        if part.stop_before is not None and visits and min(v.visited_at for v in visits) < part.stop_before:
+            finished = True
+        with transaction.atomic():
+            stored = history_store(parsed=parsed, now=timezone.now())
+            part.listed += len(visits)
+            part.stored += stored.stored
+            if visits:
+                part.first_id = part.first_id if part.first_id is not None else visits[0].id
+                part.last_id = visits[-1].id
+            part.next_page += 1
+            if finished:
+                part.state = BackfillPartState.DONE
+            part.save(update_fields=["listed", "stored", "first_id", "last_id", "next_page", "state"])
+            BackfillRun.objects.filter(id=part.run_id).update(
+                requests=F("requests") + 1, listed=F("listed") + len(visits), stored=F("stored") + stored.stored,
+                updated=F("updated") + stored.updated, addresses=F("addresses") + stored.addresses,
+            )  # fmt: skip
+        if on_visits:
+            on_visits(visits, stored.stored_ids)
+        if after_page:
+            after_page()
+        if finished:
+            return
+    part_capped(part=part)
+
+
+def run_walk(
+    *, run: BackfillRun, client: CoreClient, progress: ProgressFn | None = None, on_visits: VisitsFn | None = None
+) -> BackfillRun:
+    """Walk every pending part of `run`, oldest first, until none is left (the plan grows as
+    capped parts split); the flags of the reps that got visits are refreshed after each part."""
+    started = time.monotonic()
+
+    def report() -> None:
+        if progress:
+            run.refresh_from_db()
+            parts = BackfillPart.objects.filter(run=run)
+            total = parts.count()
+            pending = parts.filter(state=BackfillPartState.PENDING).count()
+            progress(Progress(run=run, parts_done=total - pending, parts_total=total, seconds=time.monotonic() - started))
+
+    while True:
+        part = BackfillPart.objects.filter(run=run, state=BackfillPartState.PENDING).order_by("id").first()
+        if part is None:
+            break
+        part_walk(part=part, client=client, after_page=report, on_visits=on_visits)
+        flags_refresh()
+    resurrections_undo()
+    flags_refresh()
+    now = timezone.now()
+    BackfillRun.objects.filter(id=run.id).update(state=BackfillState.DONE, finished_at=now, error="")
+    CoreApiState.objects.filter(feature=CoreFeature.VISITS).update(last_success_at=now, last_error="")
+    run.refresh_from_db()
+    report()
+    return run
+
+
+def run_failed(*, run: BackfillRun, message: str) -> None:
+    """Keep the run resumable (still running) with the error the status page shows."""
+    now = timezone.now()
+    BackfillRun.objects.filter(id=run.id).update(error=message)
+    CoreApiState.objects.filter(feature=CoreFeature.VISITS).update(last_error=message, last_error_at=now)
+
+
+def walk_guarded(
+    *,
+    run: BackfillRun,
+    client: CoreClient | None = None,
+    progress: ProgressFn | None = None,
+    on_visits: VisitsFn | None = None,
+) -> BackfillRun:
+    """run_walk, with a 403 switching the feature off (BackfillUnavailable) and any other failure
+    recorded on the run (which stays running: the next call continues it) before it is raised."""
+    own = client is None
+    client = client or CoreClient()
+    try:
+        return run_walk(run=run, client=client, progress=progress, on_visits=on_visits)
+    except FeatureUnavailable as exc:
+        feature_refuse(message=str(exc))
+        run_failed(run=run, message=str(exc))
+        raise BackfillUnavailable(str(exc)) from None
+    except Exception as exc:
+        run_failed(run=run, message=f"{type(exc).__name__}: {str(exc)[:300]}")
+        raise
+    finally:
+        flags_refresh()  # what did arrive is flagged, even if the walk then failed
+        if own:
+            client.close()
+
+
+def history_backfill(
+    *, progress: ProgressFn | None = None, restart: bool = False, client: CoreClient | None = None
+) -> BackfillRun:
+    """Store every visit the Core API lists that visitsdash does not hold, and fill the
+    resource_address of those it holds.
+
+    1. Refuse when the Core API's visits are switched off (BackfillUnavailable).
+    2. Continue the newest unfinished history run, or plan a new one (run_current).
+    3. Walk its parts (walk_guarded); a 403 switches the feature off and raises
+       BackfillUnavailable, any other Sell error is recorded on the run, which the next call continues.
+    """
+    feature_check()
+    run, _ = run_current(restart=restart)
+    return walk_guarded(run=run, client=client, progress=progress)
+
+
+def unreachable_parts(*, run: BackfillRun) -> list[BackfillPart]:
+    return list(BackfillPart.objects.filter(run=run, state=BackfillPartState.UNREACHABLE).order_by("id"))

@@ -1,0 +1,60 @@
+"""Stores the visit history the Core API still has (statuses, outcomes, addresses; no positions),
+with progress; a run killed half-way is continued by the next one, and a second run changes
+nothing. Its checks are the database's and the models', as sync_visits' are (visits.E001 among
+them: history visits must reach the tallies)."""
+
+import sys
+import time
+
+from django.core.checks import Tags
+from django.core.management.base import BaseCommand, CommandError
+
+from visits.ingest.backfill import BackfillUnavailable, Progress, history_backfill, unreachable_parts
+from visits.sell.core import SellError
+
+
+class Command(BaseCommand):
+    help = "Backfill the visit history from Sell's Core API (GET /v2/visits), showing progress; resumable."
+    requires_system_checks = [Tags.database, Tags.models]
+
+    def add_arguments(self, parser):
+        parser.add_argument("--restart", action="store_true", help="plan afresh instead of continuing a stopped run")
+        parser.add_argument("--quiet", action="store_true", help="print only the summary line")
+        parser.add_argument("--every", type=float, default=1.0, help="seconds between progress lines (default 1)")
+
+    def handle(self, *args, restart=False, quiet=False, every=1.0, **options):
+        last_shown = [0.0]
+
+        def progress(report: Progress) -> None:
+            now = time.monotonic()
+            if quiet or now - last_shown[0] < every:
+                return
+            last_shown[0] = now
+            self.stdout.write(f"backfill: {report.line()}")
+            sys.stdout.flush()
+
+        try:
+            run = history_backfill(progress=progress, restart=restart)
+        except BackfillUnavailable as exc:
+            raise CommandError(
+                f"the Core API has no visits for this account ({exc}); the backfill is off, "
+                "the Firehose sync goes on as before",
+                returncode=2,
+            ) from None
+        except SellError as exc:
+            raise CommandError(
+                f"the backfill stopped: {exc}; run backfill_visits again to continue where it stopped", returncode=1
+            ) from None
+        unreachable = unreachable_parts(run=run)
+        for part in unreachable:
+            self.stderr.write(f"UNREACHABLE: {part.filters or 'all visits'}: {part.note}")
+        self.stdout.write(
+            f"backfill complete: {run.listed:,} visits listed, {run.stored:,} stored, {run.updated:,} updated, "
+            f"{run.addresses:,} addresses filled, {run.requests:,} requests"
+            + (f"; {len(unreachable)} part(s) unreachable (see above and the status page)" if unreachable else "")
+        )
+        sys.stdout.flush()
+        if unreachable:
+            raise CommandError(
+                f"about {sum(p.unreachable for p in unreachable):,} visits could not be reached", returncode=3
+            )

@@ -62,6 +62,7 @@ class Tree:
             "DATABASE_URL": f"sqlite:///{database}",
             "SELL_API_URL": firehose_url,
             "SELL_ACCESS_TOKEN": TOKEN,
+            "SELL_RATE_LIMIT": "0",  # start-up time, not Sell's 10 requests a second
             "SECRET_KEY": "bench-startup-" + "x" * 40,
             "DJANGO_SETTINGS_MODULE": "visitsdash.settings",
         }

@@ -60,6 +60,13 @@ def cast(db) -> Cast:
     )
 
 
+@pytest.fixture(autouse=True)
+def sell_rate_limit_off(settings):
+    """Sell's 10 requests a second would only slow tests that are not about it (test_limiter.py
+    turns it back on); the clients built from the settings then never wait."""
+    settings.SELL_RATE_LIMIT = 0
+
+
 @pytest.fixture(scope="session")
 def small_team() -> DemoData:
     """A small team (a week of visits), with updates, deletes and malformed items."""
@@ -86,6 +93,7 @@ def serve(settings):
         settings.SELL_BACKOFF_CAP = 0.01
         settings.SELL_MAX_RETRIES = 30
         settings.SELL_TIMEOUT = 5
+        settings.SELL_RATE_LIMIT = 0  # tests/test_limiter.py turns it on; the rest would only wait
         return server
 
     yield start
@@ -112,6 +120,7 @@ def command_env(server_url: str, **extra) -> dict:
         "SELL_BACKOFF_CAP": "0.01",
         "SELL_MAX_RETRIES": "30",
         "SELL_PAGE_LIMIT": "20",
+        "SELL_RATE_LIMIT": "0",
         "SECRET_KEY": django_settings.SECRET_KEY,
     }
     env.update(extra)

@@ -13,7 +13,8 @@ pytestmark = pytest.mark.slow  # every test starts the fetch process
 def job_for(server, *, token=TOKEN, position="tail", limit=10, retries=30, years=(1990, 2100)) -> fetcher.FetchJob:
     return fetcher.FetchJob(
         stream="visits", position=position, limit=limit, base_url=server.url, token=token,
-        timeout=5, max_retries=retries, backoff_base=0.001, backoff_cap=0.01, min_year=years[0], max_year=years[1],
+        timeout=5, max_retries=retries, backoff_base=0.001, backoff_cap=0.01, rate_limit=0,
+        min_year=years[0], max_year=years[1],
     )  # fmt: skip
 
 

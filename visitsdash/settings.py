@@ -340,7 +340,9 @@ if SELL_TIME_MIN_YEAR > SELL_TIME_MAX_YEAR:
 
 # --- Sell's Core API v2 (sell/core.py; the same SELL_API_URL and token) ---------------------
 
-# (Core API client and rate-limit settings go here.)
+# Sell allows 10 requests a second per token, Firehose and Core API together; every client and
+# process on this host takes turns (sell/limiter.py). 0 switches the limit off (tests, benchmarks).
+SELL_RATE_LIMIT = env_float("SELL_RATE_LIMIT", 10.0)
 
 # --- History backfill and reconciliation (ingest/backfill.py) -----------------------------
 

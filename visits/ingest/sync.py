@@ -188,7 +188,7 @@ def pages_fetch(
         job = fetcher.FetchJob(
             stream=str(stream), position=page.position, limit=settings.SELL_PAGE_LIMIT, base_url=client.base_url,
             token=client.token, timeout=client.timeout, max_retries=client.max_retries,
-            backoff_base=client.backoff_base, backoff_cap=client.backoff_cap,
+            backoff_base=client.backoff_base, backoff_cap=client.backoff_cap, rate_limit=client.rate_limit,
             min_year=bounds.earliest.year, max_year=bounds.latest.year,
         )  # fmt: skip
         process = process or fetcher.FetchProcess()

@@ -48,6 +48,7 @@ class FetchJob:
     max_retries: int
     backoff_base: float
     backoff_cap: float
+    rate_limit: float  # requests a second for the token, shared with the parent (0: off)
     min_year: int  # events.TimeBounds, as the settings give them
     max_year: int
 
@@ -76,7 +77,7 @@ def child_main() -> None:
     parent = os.getppid()
     client = firehose.FirehoseClient(
         base_url=job.base_url, token=job.token, timeout=job.timeout, max_retries=job.max_retries,
-        backoff_base=job.backoff_base, backoff_cap=job.backoff_cap,
+        backoff_base=job.backoff_base, backoff_cap=job.backoff_cap, rate_limit=job.rate_limit,
         on_retry=lambda problem, delay: frame_write(out, ("retry", problem, delay)),
     )  # fmt: skip
     position = job.position

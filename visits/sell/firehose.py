@@ -1,65 +1,26 @@
-"""HTTP client for the Zendesk Sell Firehose: fetches one stream page, retrying what is
-worth retrying (429, 5xx, time-outs, dropped or truncated connections) with capped, jittered
-backoff, and turning every other answer into an exception that says what went wrong.
-
-SELL_TIMEOUT bounds a whole request, not each read: a server that sends a byte now and then
-would otherwise hold the sync for ever, since a socket time-out restarts with every byte.
+"""HTTP client for the Zendesk Sell Firehose: fetches one stream page through http.py's retry
+loop (429, 5xx, time-outs, dropped or truncated connections; the shared rate limit), and turns
+a 410 into PositionExpired, every other refusal into an exception that says what went wrong.
 """
 
 from __future__ import annotations
 
-import email.utils
 import json
-import random
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
-import requests
-import urllib3
-from django.conf import settings
-
-from visits import __version__
-
-RETRY_AFTER_CEILING = 600.0  # seconds; a larger Retry-After is treated as this
-READ_CHUNK = 1 << 18  # bytes asked for per read of a body; a read returns what has arrived
-# requests' errors that a retry cannot cure: the URL or a header is wrong in the settings.
-CONFIGURATION_ERRORS = (
-    requests.exceptions.InvalidURL, requests.exceptions.InvalidSchema, requests.exceptions.MissingSchema,
-    requests.exceptions.InvalidHeader, requests.exceptions.URLRequired,
-)  # fmt: skip
-# Everything else that can go wrong on the way (refused, reset or truncated connections, bodies
-# that do not decode, time-outs), whether requests or urllib3 (reading the body) raises it.
-TRANSPORT_ERRORS = (requests.RequestException, urllib3.exceptions.HTTPError, OSError)
-
-
-class SellError(Exception):
-    """Base of every error the client raises; `str()` is a sentence an admin can act on."""
-
-
-class NoToken(SellError):
-    pass
-
-
-class TokenRefused(SellError):
-    pass
-
-
-class PositionExpired(SellError):
-    pass
-
-
-class RequestRejected(SellError):
-    pass
-
-
-class Unreachable(SellError):
-    pass
-
-
-class BadConfiguration(SellError):
-    pass
+from visits.sell.http import (  # noqa: F401  the errors are the Firehose's too: callers name them here
+    BadConfiguration,
+    NoToken,
+    PositionExpired,
+    RequestRejected,
+    SellClient,
+    SellError,
+    TokenRefused,
+    Unreachable,
+    error_details,
+    retry_after_seconds,
+    user_agent,
+)
 
 
 @dataclass(frozen=True)
@@ -69,148 +30,20 @@ class Page:
     top: bool
 
 
-def user_agent() -> str:
-    return f"visitsdash/{__version__} python-requests/{requests.__version__}"
-
-
-def error_details(body: bytes) -> str:
-    """The `details`/`message` of Sell's error envelope, or a short piece of the body."""
-    try:
-        error = json.loads(body)["errors"][0]["error"]
-        text = error.get("details") or error.get("message") or error.get("code") or ""
-        code = error.get("code")
-        if code and code not in text:
-            text = f"{code}: {text}"
-        return str(text)[:300]
-    except (ValueError, KeyError, IndexError, TypeError, AttributeError):
-        return body[:200].decode("utf-8", "replace").strip()
-
-
-def retry_after_seconds(value: str | None) -> float | None:
-    """Retry-After as seconds: either a number or an HTTP date."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=UTC)
-        seconds = (when - datetime.now(UTC)).total_seconds()
-    return min(max(seconds, 0.0), RETRY_AFTER_CEILING)
-
-
-class FirehoseClient:
+class FirehoseClient(SellClient):
     """One client per sync run; it keeps the connection open between pages."""
 
-    def __init__(
-        self,
-        *,
-        base_url: str | None = None,
-        token: str | None = None,
-        timeout: float | None = None,
-        max_retries: int | None = None,
-        backoff_base: float | None = None,
-        backoff_cap: float | None = None,
-        sleep: Callable[[float], None] = time.sleep,
-        on_retry: Callable[[str, float], None] | None = None,
-    ) -> None:
-        self.base_url = (base_url if base_url is not None else settings.SELL_API_URL).rstrip("/")
-        self.token = token if token is not None else settings.SELL_ACCESS_TOKEN
-        self.timeout = timeout if timeout is not None else settings.SELL_TIMEOUT
-        self.max_retries = max_retries if max_retries is not None else settings.SELL_MAX_RETRIES
-        self.backoff_base = backoff_base if backoff_base is not None else settings.SELL_BACKOFF_BASE
-        self.backoff_cap = backoff_cap if backoff_cap is not None else settings.SELL_BACKOFF_CAP
-        self.sleep = sleep
-        self.on_retry = on_retry
-        self.session = requests.Session()
-        self.session.headers.update(
-            {"Authorization": f"Bearer {self.token}", "Accept": "application/json", "User-Agent": user_agent()}
-        )
-
-    def close(self) -> None:
-        self.session.close()
-
-    def backoff_delay(self, *, attempt: int) -> float:
-        """Equal jitter: half the capped exponential delay, plus a random share of the rest."""
-        ceiling = min(self.backoff_cap, self.backoff_base * (2**attempt))
-        return ceiling / 2 + random.uniform(0, ceiling / 2)
+    def status_error(self, status: int, body: bytes) -> SellError | None:
+        if status == 410:
+            return PositionExpired(
+                f"the stored position has expired (HTTP 410: {error_details(body)}); Sell keeps events for 72 hours"
+            )
+        return super().status_error(status, body)
 
     def page_fetch(self, *, stream: str, position: str, limit: int) -> Page:
-        if not self.token:
-            raise NoToken("no access token: set SELL_ACCESS_TOKEN to a Sell personal access token")
         url = f"{self.base_url}/v3/{stream}/stream"
         params = {"position": position, "limit": limit}
-        last_problem = ""
-        for attempt in range(self.max_retries + 1):
-            wait: float | None = None
-            try:
-                status, headers, body = self.response_get(url=url, params=params)
-            except CONFIGURATION_ERRORS as exc:
-                raise BadConfiguration(
-                    f"the Sell API URL cannot be requested ({type(exc).__name__}: {str(exc)[:200]}); "
-                    "check SELL_API_URL and SELL_ACCESS_TOKEN"
-                ) from None
-            except TRANSPORT_ERRORS as exc:
-                last_problem = f"{type(exc).__name__}: {str(exc)[:200]}"
-            else:
-                if status == 200:
-                    page = self.page_parse(body)
-                    if page is not None:
-                        return page
-                    last_problem = "HTTP 200 with a body that is not a Firehose page"
-                elif status in (401, 403):
-                    raise TokenRefused(f"the access token was refused (HTTP {status}: {error_details(body)})")
-                elif status == 410:
-                    raise PositionExpired(
-                        f"the stored position has expired (HTTP 410: {error_details(body)}); "
-                        "Sell keeps events for 72 hours"
-                    )
-                elif status == 429 or status >= 500:
-                    last_problem = f"HTTP {status}: {error_details(body)}"
-                    wait = retry_after_seconds(headers.get("Retry-After"))
-                else:
-                    raise RequestRejected(f"Sell rejected the request (HTTP {status}: {error_details(body)})")
-            if attempt == self.max_retries:
-                break
-            delay = wait if wait is not None else self.backoff_delay(attempt=attempt)
-            if self.on_retry:
-                self.on_retry(last_problem, delay)
-            self.sleep(delay)
-        raise Unreachable(f"the Sell API stayed unreachable after {self.max_retries} retries ({last_problem})")
-
-    def response_get(self, *, url: str, params: dict) -> tuple[int, requests.structures.CaseInsensitiveDict, bytes]:
-        """Status, headers and whole body of one GET, within `timeout` seconds in all.
-
-        The body is streamed: each read returns what has arrived (read1), and before each the
-        socket's time-out is set to the time left, so a dripping server ends at the deadline."""
-        deadline = time.monotonic() + self.timeout
-        response = self.session.get(url, params=params, timeout=self.timeout, stream=True)
-        try:
-            raw = response.raw
-            read = getattr(raw, "read1", raw.read)  # urllib3 2: read1 returns what has arrived
-            chunks = []
-            while True:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise requests.Timeout(f"no whole answer within SELL_TIMEOUT ({self.timeout:g} s)")
-                sock = getattr(raw.connection, "sock", None)  # None once the body is all read
-                if sock is not None:
-                    sock.settimeout(left)
-                try:
-                    chunk = read(READ_CHUNK, decode_content=True)
-                except (urllib3.exceptions.ReadTimeoutError, TimeoutError):  # the socket's time-out was the time left
-                    raise requests.Timeout(f"no whole answer within SELL_TIMEOUT ({self.timeout:g} s)") from None
-                if not chunk:
-                    break
-                chunks.append(chunk)
-        finally:
-            response.close()
-        return response.status_code, response.headers, b"".join(chunks)
+        return self.get_retrying(url=url, params=params, parse=self.page_parse, what="a Firehose page")
 
     @staticmethod
     def page_parse(body: bytes) -> Page | None:

@@ -2,6 +2,8 @@
 
 Point SELL_API_URL at the printed URL and SELL_ACCESS_TOKEN at the token to sync from it.
 Fault flags make the server misbehave the way the real one may; see visits/demo/server.py.
+The same port serves the Core API v2 (`/v2/...`, visits/demo/core_api.py), with --history-weeks
+of visits before the Firehose's window and its own --core-* faults.
 """
 
 import argparse
@@ -10,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 
 from django.core.management.base import BaseCommand, CommandError
 
+from visits.demo.core_api import PAST_CAP, CoreFaults
 from visits.demo.generator import team_generate
 from visits.demo.server import DemoFirehose, Faults
 
@@ -51,6 +54,27 @@ class Command(BaseCommand):
         parser.add_argument("--no-updates", action="store_true", help="no edits, renames or status changes")
         parser.add_argument("--no-deletes", action="store_true")
         parser.add_argument("--malformed", action="store_true", help="mix in items a client must reject")
+        parser.add_argument(
+            "--history-weeks", type=int, default=0, metavar="N",
+            help="N weeks of visits before the Firehose's window, in the Core API only",
+        )  # fmt: skip
+        parser.add_argument(
+            "--heavy-rep", type=int, default=0, metavar="N",
+            help="one more rep with N visits before the window (over 20,000 makes a backfill split twice)",
+        )  # fmt: skip
+        parser.add_argument(
+            "--core-forbidden", default="", metavar="FEATURES",
+            help="Core API features that answer 403, comma-separated: users, outcomes, visits",
+        )  # fmt: skip
+        parser.add_argument("--core-server-errors", type=probability, default=0.0, metavar="P")
+        parser.add_argument("--core-rate-limit", type=probability, default=0.0, metavar="P")
+        parser.add_argument(
+            "--core-past-cap", choices=PAST_CAP, default="empty", help="what a list page past 100 answers"
+        )
+        parser.add_argument(
+            "--core-lists-deleted", action="store_true", help="the Core API still lists visits the Firehose deleted"
+        )
+        parser.add_argument("--core-malformed", action="store_true", help="/v2/visits lists items a client must reject")
         for name in FAULT_OPTIONS:
             parser.add_argument(
                 f"--{name.replace('_', '-')}", type=probability, metavar="P", help="probability per request, 0..1"
@@ -83,6 +107,17 @@ class Command(BaseCommand):
                 deletes=not options["no_deletes"],
                 malformed=options["malformed"] or options["all_faults"],
                 now=datetime.now(UTC),  # the demo's team works up to today; tests pass a fixed clock
+                history_weeks=options["history_weeks"],
+                heavy_rep_visits=options["heavy_rep"],
+            )
+            core_faults = CoreFaults(
+                forbidden=frozenset(part.strip() for part in options["core_forbidden"].split(",") if part.strip()),
+                server_errors=options["core_server_errors"],
+                rate_limit=options["core_rate_limit"],
+                past_cap=options["core_past_cap"],
+                lists_deleted=options["core_lists_deleted"],
+                malformed=options["core_malformed"],
+                seed=seed,
             )
         except ValueError as error:
             raise CommandError(str(error)) from None
@@ -95,8 +130,9 @@ class Command(BaseCommand):
             faults=faults,
             retention=timedelta(hours=hours) if hours is not None else None,
             live_interval=options["live"],
+            core_faults=core_faults,
         )
-        knobs = [f"{name}={value}" for name, value in faults.active().items()]
+        knobs = [f"{name}={value}" for name, value in {**faults.active(), **core_faults.active()}.items()]
         if data.malformed_count["visits"]:
             knobs.append("malformed")
         extras = f", live every {options['live']}s" if options["live"] else ""
@@ -104,6 +140,7 @@ class Command(BaseCommand):
         self.stdout.write(
             f"Demo Firehose on {server.url} token={options['token']} "
             f"users={len(data.users_events)} visits={len(data.visits_events)} events{extras}, "
+            f"Core API /v2: {len(data.core_visits())} visits, {len(data.core_users())} users, "
             f"faults: {' '.join(knobs) or 'none'} (Ctrl-C to stop)"
         )
         self.stdout.flush()

@@ -400,6 +400,9 @@ class BackfillRun(models.Model):
     started_at = models.DateTimeField(default=timezone.now)
     finished_at = models.DateTimeField(null=True, blank=True)
     error = models.TextField(blank=True)
+    # Sell's: 100 visits a page, 100 pages a query. Smaller ones try the splitting on a small account.
+    per_page = models.IntegerField(default=100)
+    page_cap = models.IntegerField(default=100)
     # Running totals over the parts, kept with each page (the status page and the progress read them).
     requests = models.IntegerField(default=0)
     listed = models.IntegerField(default=0, help_text="visits the Core API listed (a visit in two parts twice)")

@@ -108,7 +108,9 @@ def feature_check() -> None:
 # --- The plan ----------------------------------------------------------------------------------
 
 
-def run_current(*, kind: str = BackfillKind.HISTORY, restart: bool = False) -> tuple[BackfillRun, bool]:
+def run_current(
+    *, kind: str = BackfillKind.HISTORY, restart: bool = False, per_page: int = MAX_PER_PAGE, page_cap: int = MAX_PAGES
+) -> tuple[BackfillRun, bool]:
     """The unfinished run of `kind` to continue (and True), or a new one with its first part."""
     unfinished = BackfillRun.objects.filter(kind=kind, state=BackfillState.RUNNING).order_by("-id").first()
     if unfinished is not None and not restart:
@@ -117,24 +119,33 @@ def run_current(*, kind: str = BackfillKind.HISTORY, restart: bool = False) -> t
         state=BackfillState.FAILED, finished_at=timezone.now(), error="replaced by a new run (--restart)"
     )
     with transaction.atomic():
-        run = BackfillRun.objects.create(kind=kind)
+        run = BackfillRun.objects.create(kind=kind, per_page=per_page, page_cap=page_cap)
         # First the unsplit query: it may be all there is, and it reveals creators.
         BackfillPart.objects.create(run=run, filters={}, sort=ASC)
     return run, False
 
 
-def split_values(*, dimension: str, filters: dict) -> list:
+def split_values(*, dimension: str, filters: dict, client: CoreClient) -> list:
     """The values a capped part is split into along `dimension`: every rep and outcome known
     (from the Firehose, the Core API's users and outcomes, and the visits stored so far, whose
     creators and outcomes this run created), every status, the resource types."""
     if dimension == "creator_id":
-        return list(Rep.objects.order_by("id").values_list("id", flat=True))
+        return sorted(set(Rep.objects.values_list("id", flat=True)) | core_user_ids(client=client))
     if dimension == "rep_location_verification_status":
         return list(VerificationStatus.values)
     if dimension == "outcome_id":
         return list(Outcome.objects.order_by("id").values_list("id", flat=True))
     held = held_matching(filters=filters).order_by().values_list("resource_type", flat=True).distinct()
     return sorted(set(RESOURCE_TYPES) | set(held))
+
+
+def core_user_ids(*, client: CoreClient) -> set[int]:
+    """Every user the Core API lists (a manager or a rep the Firehose never named has visits too);
+    none when this account's plan has no Core API users."""
+    try:
+        return {user["id"] for user in client.users_all().items()}
+    except FeatureUnavailable:
+        return set()
 
 
 def held_matching(*, filters: dict):
@@ -156,7 +167,7 @@ def next_dimension(*, filters: dict) -> str | None:
     return None
 
 
-def part_capped(*, part: BackfillPart) -> None:
+def part_capped(*, part: BackfillPart, client: CoreClient) -> None:
     """Page 100 came with more behind it: split the part, walk it the other way, or record what
     is unreachable (see the module's docstring). In one transaction with the part's state."""
     with transaction.atomic():
@@ -171,7 +182,7 @@ def part_capped(*, part: BackfillPart) -> None:
             )
             log.warning("backfill part %s %s", part.filters, part.note)
         elif dimension := next_dimension(filters=part.filters):
-            values = split_values(dimension=dimension, filters=part.filters)
+            values = split_values(dimension=dimension, filters=part.filters, client=client)
             BackfillPart.objects.bulk_create(
                 [BackfillPart(run=part.run, parent=part, filters={**part.filters, dimension: v}, sort=part.sort,
                               stop_before=part.stop_before) for v in values]
@@ -185,8 +196,9 @@ def part_capped(*, part: BackfillPart) -> None:
         else:  # a walk of recent visits: the other order starts at the oldest, of no use here
             part.state = BackfillPartState.UNREACHABLE
             part.note = (
-                f"more than {MAX_PAGES * MAX_PER_PAGE:,} visits since {part.stop_before:%Y-%m-%d %H:%M} UTC match "
-                "this query with no filter left to split by: the older ones are left to the history backfill"
+                f"more than {part.run.page_cap * part.run.per_page:,} visits since "
+                f"{part.stop_before:%Y-%m-%d %H:%M} UTC match this query with no filter left to split by: "
+                "the older ones are left to the history backfill"
             )
             log.warning("backfill part %s %s", part.filters, part.note)
         part.save(update_fields=["state", "note", "unreachable"])
@@ -194,10 +206,12 @@ def part_capped(*, part: BackfillPart) -> None:
 
 def unreachable_estimate(*, ascending: BackfillPart, descending: BackfillPart) -> int:
     """How many visits lie between the two walks, from the spacing of the ids they met."""
-    if None in (ascending.first_id, ascending.last_id, descending.first_id, descending.last_id):
+    low, high = ascending.first_id, ascending.last_id  # the ascending walk: its smallest and largest id
+    top, bottom = descending.first_id, descending.last_id  # the descending one: its largest and smallest
+    if low is None or high is None or top is None or bottom is None:
         return 0
-    spanned = (ascending.last_id - ascending.first_id) + (descending.first_id - descending.last_id)
-    between = descending.last_id - ascending.last_id - 1
+    spanned = (high - low) + (top - bottom)
+    between = bottom - high - 1
     seen = ascending.listed + descending.listed
     return max(1, round(between * seen / spanned)) if spanned > 0 else max(1, between)
 
@@ -222,18 +236,22 @@ def part_walk(
     2. Parse it (a malformed item becomes a rejected item) and store it (history_store), and
        move the part's next page, counts, first and last id and the run's totals, all in one
        transaction: a crash between pages loses nothing and stores nothing twice.
-    3. Stop when the page has no next page; a descending walk also stops once it meets its
+    3. Stop when the page has no next page (but for a full last page: Sell links no page past
+       the cap, whatever lies beyond it); a descending walk also stops once it meets its
        ascending walk (an id at or below that walk's last one), and a walk of recent visits
        (stop_before) once a page reaches past that moment.
-    4. Page 100 with more behind it: part_capped().
+    4. A full page 100 (run.page_cap): part_capped().
     """
     met_at = part.parent.last_id if part.sort == DESC and part.parent else None
     params = {**part.filters, "sort_by": part.sort}
-    while part.next_page <= MAX_PAGES:
-        page = client.list_page(VISITS_PATH, params, page=part.next_page, per_page=MAX_PER_PAGE)
+    run = part.run
+    while part.next_page <= run.page_cap:
+        page = client.list_page(VISITS_PATH, params, page=part.next_page, per_page=run.per_page)
         parsed = [*history_items_parse(items=page.items), *page_rejects(page)]
         visits = [v for v in parsed if isinstance(v, HistoryVisit)]
-        finished = not page.raw_items or not page.next_page
+        # Sell gives page 100 no next_page link whatever lies beyond it: a full last page is capped.
+        capped = part.next_page == run.page_cap and len(page.raw_items) >= run.per_page
+        finished = not page.raw_items or (not page.next_page and not capped)
         if met_at is not None and any(v.id <= met_at for v in visits):
             finished = True
         if part.stop_before is not None and visits and min(v.visited_at for v in visits) < part.stop_before:
@@ -259,7 +277,7 @@ def part_walk(
             after_page()
         if finished:
             return
-    part_capped(part=part)
+    part_capped(part=part, client=client)
 
 
 def run_walk(
@@ -275,7 +293,9 @@ def run_walk(
             parts = BackfillPart.objects.filter(run=run)
             total = parts.count()
             pending = parts.filter(state=BackfillPartState.PENDING).count()
-            progress(Progress(run=run, parts_done=total - pending, parts_total=total, seconds=time.monotonic() - started))
+            progress(
+                Progress(run=run, parts_done=total - pending, parts_total=total, seconds=time.monotonic() - started)
+            )
 
     while True:
         part = BackfillPart.objects.filter(run=run, state=BackfillPartState.PENDING).order_by("id").first()
@@ -327,7 +347,12 @@ def walk_guarded(
 
 
 def history_backfill(
-    *, progress: ProgressFn | None = None, restart: bool = False, client: CoreClient | None = None
+    *,
+    progress: ProgressFn | None = None,
+    restart: bool = False,
+    client: CoreClient | None = None,
+    per_page: int = MAX_PER_PAGE,
+    page_cap: int = MAX_PAGES,
 ) -> BackfillRun:
     """Store every visit the Core API lists that visitsdash does not hold, and fill the
     resource_address of those it holds.
@@ -338,7 +363,7 @@ def history_backfill(
        BackfillUnavailable, any other Sell error is recorded on the run, which the next call continues.
     """
     feature_check()
-    run, _ = run_current(restart=restart)
+    run, _ = run_current(restart=restart, per_page=per_page, page_cap=page_cap)
     return walk_guarded(run=run, client=client, progress=progress)
 
 

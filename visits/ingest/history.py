@@ -128,12 +128,12 @@ def history_store(*, parsed: list[HistoryVisit | Reject], now: datetime) -> Stor
         result.stored = len(new)
         result.stored_ids = [v.id for v in new]
     for visit in changed:
-        row = visit_row(visit, zone=zone, now=now)
+        changed_row = visit_row(visit, zone=zone, now=now)
         fields = ("rep_id", "resource_type", "resource_id", "visited_at", "created_at", "summary", "outcome_id",
                   "verification_status", "event_time", "local_day", "resource_address")  # fmt: skip
         # Still a history visit: a Firehose event that landed meanwhile wins.
         result.updated += Visit.objects.filter(id=visit.id, source=VisitSource.CORE_API, sequence=0).update(
-            ingested_at=now, **{name: getattr(row, name) for name in fields}
+            ingested_at=now, **{name: getattr(changed_row, name) for name in fields}
         )
     if addresses:
         Visit.objects.bulk_update(

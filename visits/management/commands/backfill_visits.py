@@ -10,7 +10,7 @@ from django.core.checks import Tags
 from django.core.management.base import BaseCommand, CommandError
 
 from visits.ingest.backfill import BackfillUnavailable, Progress, history_backfill, unreachable_parts
-from visits.sell.core import SellError
+from visits.sell.core import MAX_PAGES, MAX_PER_PAGE, SellError
 
 
 class Command(BaseCommand):
@@ -21,8 +21,27 @@ class Command(BaseCommand):
         parser.add_argument("--restart", action="store_true", help="plan afresh instead of continuing a stopped run")
         parser.add_argument("--quiet", action="store_true", help="print only the summary line")
         parser.add_argument("--every", type=float, default=1.0, help="seconds between progress lines (default 1)")
+        # Smaller than Sell's own, to try the splitting on a small account (a new plan only).
+        parser.add_argument(
+            "--per-page",
+            type=int,
+            default=MAX_PER_PAGE,
+            choices=range(1, MAX_PER_PAGE + 1),
+            metavar="N",
+            help=f"visits a page, 1 to {MAX_PER_PAGE} (default {MAX_PER_PAGE})",
+        )
+        parser.add_argument(
+            "--page-cap",
+            type=int,
+            default=MAX_PAGES,
+            choices=range(1, MAX_PAGES + 1),
+            metavar="N",
+            help=f"pages a query reaches, 1 to {MAX_PAGES} (default Sell's {MAX_PAGES})",
+        )
 
-    def handle(self, *args, restart=False, quiet=False, every=1.0, **options):
+    def handle(
+        self, *args, restart=False, quiet=False, every=1.0, per_page=MAX_PER_PAGE, page_cap=MAX_PAGES, **options
+    ):
         last_shown = [0.0]
 
         def progress(report: Progress) -> None:
@@ -34,7 +53,7 @@ class Command(BaseCommand):
             sys.stdout.flush()
 
         try:
-            run = history_backfill(progress=progress, restart=restart)
+            run = history_backfill(progress=progress, restart=restart, per_page=per_page, page_cap=page_cap)
         except BackfillUnavailable as exc:
             raise CommandError(
                 f"the Core API has no visits for this account ({exc}); the backfill is off, "

@@ -172,7 +172,7 @@ def test_malformed_core_items_are_rejected_and_the_rest_stored(serve, history_te
     assert_history_matches(history_team)
 
 
-def test_unreachable_leaf_is_recorded_with_an_estimate_and_printed(serve, capsys):
+def test_unreachable_leaf_is_recorded_with_an_estimate_printed_and_shown(serve, capsys, client, cast):
     data = team_generate(seed=5, reps=2, weeks=1, history_weeks=1, heavy_rep_visits=10_001, now=DEMO_NOW)
     serve(data)
     with pytest.raises(CommandError) as failed:
@@ -188,6 +188,9 @@ def test_unreachable_leaf_is_recorded_with_an_estimate_and_printed(serve, capsys
     assert_history_matches(data, missing=missing)
     err = capsys.readouterr().err
     assert "UNREACHABLE" in err and f"about {leaf.unreachable:,} visits" in err
+    client.force_login(cast.superuser)
+    page = client.get("/status/").content.decode()
+    assert f"about {leaf.unreachable:,} visits</span> past Sell's 100-page cap in both sort orders" in page
 
 
 def test_a_403_switches_the_feature_off_and_says_so(serve, history_team, client, cast):

@@ -255,7 +255,10 @@ def part_walk(
         if met_at is not None and any(v.id <= met_at for v in visits):
             finished = True
         if part.stop_before is not None and visits and min(v.visited_at for v in visits) < part.stop_before:
+            # A walk of recent visits stores only those: the older ones are the history backfill's.
             finished = True
+            visits = [v for v in visits if v.visited_at >= part.stop_before]
+            parsed = [*visits, *(r for r in parsed if isinstance(r, Reject))]
         with transaction.atomic():
             stored = history_store(parsed=parsed, now=timezone.now())
             part.listed += len(visits)

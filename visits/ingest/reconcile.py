@@ -101,9 +101,12 @@ def held_count(day: date) -> int:
     return Visit.objects.live().filter(visited_at__gte=start, visited_at__lt=end).count()
 
 
-def visits_reconcile(*, days: int | None = None, client: CoreClient | None = None) -> list[DayFigures]:
-    """Per day of the last `days` (BACKFILL_RECONCILE_DAYS), count what the Core API lists
-    against what is held, and store what is missing; each day's figures kept (ReconcileDay).
+def visits_reconcile(
+    *, days: int | None = None, today: date | None = None, client: CoreClient | None = None
+) -> list[DayFigures]:
+    """Per day of the last `days` (BACKFILL_RECONCILE_DAYS) up to `today` (in DISPLAY_TIME_ZONE),
+    count what the Core API lists against what is held, and store what is missing; each day's
+    figures kept (ReconcileDay).
 
     1. Count the live visits held per day.
     2. Walk every rep's visits newest first down to the first day (a new run each time: the
@@ -113,7 +116,7 @@ def visits_reconcile(*, days: int | None = None, client: CoreClient | None = Non
     """
     days = days or settings.BACKFILL_RECONCILE_DAYS
     zone = settings.DISPLAY_TIME_ZONE
-    today = timezone.now().astimezone(zone_get(zone)).date()
+    today = today or timezone.now().astimezone(zone_get(zone)).date()
     wanted = [today - timedelta(days=n) for n in range(days)]
     held = {day: held_count(day) for day in wanted}
     listed: dict[date, set[int]] = defaultdict(set)

@@ -118,10 +118,13 @@ def test_backfill_after_the_firehose_fills_addresses_and_keeps_its_visits(serve,
 
 def test_small_pages_and_cap_split_the_plan_and_still_store_exactly(serve, history_team):
     serve(history_team)
-    run = history_backfill(per_page=10, page_cap=3)
+    run = history_backfill(per_page=5, page_cap=2)
     parts = BackfillPart.objects.filter(run=run)
     assert parts.filter(state=BackfillPartState.SPLIT).exists()
     assert parts.filter(filters__has_key="rep_location_verification_status").exists()
+    both = [p for p in parts.filter(state=BackfillPartState.DONE, sort="id").exclude(parent=None)
+            if p.parent.filters == p.filters]  # fmt: skip
+    assert both, "no leaf was read from both ends"
     assert not unreachable_parts(run=run)
     assert_history_matches(history_team)
 
@@ -180,10 +183,12 @@ def test_unreachable_leaf_is_recorded_with_an_estimate_printed_and_shown(serve, 
     assert failed.value.returncode == 3
     run = BackfillRun.objects.get()
     (leaf,) = unreachable_parts(run=run)
-    assert leaf.sort == "id:desc" and leaf.filters["creator_id"] == data.heavy_rep_id
+    # The leaf was walked newest first, then oldest first, and the two walks did not meet.
+    assert (leaf.sort, leaf.parent.sort, leaf.parent.filters) == ("id", "id:desc", leaf.filters)
+    assert leaf.filters["creator_id"] == data.heavy_rep_id
     held = set(Visit.objects.values_list("id", flat=True))
     missing = set(data.core_visits()) - held
-    assert missing and all(leaf.parent.last_id < vid < leaf.last_id for vid in missing)
+    assert missing and all(leaf.last_id < vid < leaf.parent.last_id for vid in missing)
     assert abs(leaf.unreachable - len(missing)) <= len(missing) * 0.1
     assert_history_matches(data, missing=missing)
     err = capsys.readouterr().err
@@ -252,7 +257,7 @@ def test_rep_with_more_than_20000_visits_is_split_and_stored_exactly(serve):
     run = history_backfill()
     assert not unreachable_parts(run=run)
     heavy = BackfillPart.objects.filter(run=run, filters__creator_id=data.heavy_rep_id)
-    assert heavy.filter(sort="id:desc").exists()  # a leaf past the cap, read from both ends
+    assert heavy.filter(state=BackfillPartState.SPLIT).exists()  # past the cap even below the unsplit walk's end
     assert Visit.objects.filter(rep_id=data.heavy_rep_id).count() > 20_000
     assert_history_matches(data)
     assert_flags_match()

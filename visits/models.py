@@ -437,6 +437,8 @@ class BackfillPart(models.Model):
     next_page = models.IntegerField(default=1)
     listed = models.IntegerField(default=0)
     stored = models.IntegerField(default=0)
+    # A descending walk stops at this id: an ascending walk of a wider query has read every visit up to it.
+    floor = models.BigIntegerField(null=True, blank=True)
     first_id = models.BigIntegerField(null=True, blank=True, help_text="the first visit id the walk met")
     last_id = models.BigIntegerField(null=True, blank=True, help_text="the last visit id the walk met")
     unreachable = models.IntegerField(default=0, help_text="about how many visits neither sort order reached")

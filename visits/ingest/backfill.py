@@ -2,12 +2,14 @@
 splits past Sell's 100-page cap, walked page by page, each page stored (ingest/history.py) in one
 transaction with its part's progress, so a run killed at any moment is continued by the next one.
 
-A list reaches at most 100 pages of 100 visits, and there is no date filter. So a part that reaches
-page 100 with more to come is split by the next filter of DIMENSIONS (each rep, then each status,
-each outcome, each resource type); a part that is still capped with no filter left is also walked
-in the other sort order (id descending), and the two walks must meet (the ascending walk's last id
-at or above the descending walk's last id). When they do not, the part is recorded as unreachable
-with an estimate of how many visits it could not reach: shown on the status page and printed.
+A list reaches at most 100 pages of 100 visits, and there is no date filter. The plan starts with
+the unsplit query by id (it may be all there is; it reveals creators). A part whose page 100 is
+full is split by the next filter of DIMENSIONS (each rep, then each status, each outcome, each
+resource type); the new parts are walked newest first, down to the last id the capped ascending
+walk read (no visit is listed twice for nothing). A part still capped with no filter left is also
+walked in the other sort order, and the two walks must meet (the ascending walk's last id at or
+above the descending walk's last id). When they do not, the part is recorded as unreachable with
+an estimate of how many visits it could not reach: shown on the status page and printed.
 """
 
 from __future__ import annotations
@@ -167,30 +169,43 @@ def next_dimension(*, filters: dict) -> str | None:
     return None
 
 
+def other_order(part: BackfillPart) -> BackfillPart | None:
+    """For the second walk of a capped leaf (the same query in the other order), the first walk."""
+    parent = part.parent
+    return parent if parent is not None and parent.filters == part.filters and parent.sort != part.sort else None
+
+
 def part_capped(*, part: BackfillPart, client: CoreClient) -> None:
-    """Page 100 came with more behind it: split the part, walk it the other way, or record what
-    is unreachable (see the module's docstring). In one transaction with the part's state."""
+    """Page 100 came full: split the part, walk it the other way, or record what is unreachable
+    (see the module's docstring). In one transaction with the part's state.
+
+    The parts a capped ascending walk splits into are walked descending down to its last id
+    (their floor): it has read every visit of theirs below it. Their own parts keep that floor."""
     with transaction.atomic():
-        if part.sort == DESC:
-            ascending = part.parent
-            assert ascending is not None  # a descending walk is always an ascending one's child
-            part.unreachable = unreachable_estimate(ascending=ascending, descending=part)
+        if (first := other_order(part)) is not None:
+            ascending, descending = (part, first) if part.sort == ASC else (first, part)
+            part.unreachable = unreachable_estimate(ascending=ascending, descending=descending)
             part.state = BackfillPartState.UNREACHABLE
             part.note = (
-                f"about {part.unreachable:,} visits (ids {ascending.last_id} to {part.last_id}) could not be "
+                f"about {part.unreachable:,} visits (ids {ascending.last_id} to {descending.last_id}) could not be "
                 "reached: this query is past the 100-page cap in both sort orders and has no filter left to split by"
             )
             log.warning("backfill part %s %s", part.filters, part.note)
         elif dimension := next_dimension(filters=part.filters):
             values = split_values(dimension=dimension, filters=part.filters, client=client)
+            if part.sort in (ASC, DESC):
+                sort, floor = DESC, part.last_id if part.sort == ASC else part.floor
+            else:  # a walk of recent visits, newest first down to stop_before
+                sort, floor = part.sort, None
             BackfillPart.objects.bulk_create(
-                [BackfillPart(run=part.run, parent=part, filters={**part.filters, dimension: v}, sort=part.sort,
-                              stop_before=part.stop_before) for v in values]
+                [BackfillPart(run=part.run, parent=part, filters={**part.filters, dimension: v}, sort=sort,
+                              floor=floor, stop_before=part.stop_before) for v in values]
             )  # fmt: skip
             part.state = BackfillPartState.SPLIT
             part.note = f"past the cap: split into {len(values)} parts by {dimension}"
-        elif part.sort == ASC:
-            BackfillPart.objects.create(run=part.run, parent=part, filters=part.filters, sort=DESC)
+        elif part.sort in (ASC, DESC):
+            other = DESC if part.sort == ASC else ASC
+            BackfillPart.objects.create(run=part.run, parent=part, filters=part.filters, sort=other)
             part.state = BackfillPartState.SPLIT
             part.note = "past the cap with no filter left: walked in the other sort order too"
         else:  # a walk of recent visits: the other order starts at the oldest, of no use here
@@ -237,12 +252,16 @@ def part_walk(
        move the part's next page, counts, first and last id and the run's totals, all in one
        transaction: a crash between pages loses nothing and stores nothing twice.
     3. Stop when the page has no next page (but for a full last page: Sell links no page past
-       the cap, whatever lies beyond it); a descending walk also stops once it meets its
-       ascending walk (an id at or below that walk's last one), and a walk of recent visits
-       (stop_before) once a page reaches past that moment.
+       the cap, whatever lies beyond it); also once the walk meets what is read already (the
+       other order's walk of the same query, or a descending walk's floor), and, for a walk of
+       recent visits (stop_before), once a page reaches past that moment.
     4. A full page 100 (run.page_cap): part_capped().
     """
-    met_at = part.parent.last_id if part.sort == DESC and part.parent else None
+    # Where the walk has met what is read already: the other order's walk of the same query, or
+    # (descending) the floor an ascending walk of a wider query left.
+    first = other_order(part)
+    low = (first.last_id if first else part.floor) if part.sort == DESC else None
+    high = first.last_id if first and part.sort == ASC else None
     params = {**part.filters, "sort_by": part.sort}
     run = part.run
     while part.next_page <= run.page_cap:
@@ -252,7 +271,9 @@ def part_walk(
         # Sell gives page 100 no next_page link whatever lies beyond it: a full last page is capped.
         capped = part.next_page == run.page_cap and len(page.raw_items) >= run.per_page
         finished = not page.raw_items or (not page.next_page and not capped)
-        if met_at is not None and any(v.id <= met_at for v in visits):
+        if (low is not None and any(v.id <= low for v in visits)) or (
+            high is not None and any(v.id >= high for v in visits)
+        ):
             finished = True
         if part.stop_before is not None and visits and min(v.visited_at for v in visits) < part.stop_before:
             # A walk of recent visits stores only those: the older ones are the history backfill's.

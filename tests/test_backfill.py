@@ -212,6 +212,10 @@ def test_a_403_switches_the_feature_off_and_says_so(serve, history_team, client,
     client.force_login(cast.superuser)
     page = client.get("/status/").content.decode()
     assert "The Core API refused its visits" in page
+    server.core.faults = CoreFaults()  # the plan changed
+    call_command("backfill_visits", "--ask-again", "--quiet")
+    assert CoreApiState.objects.get(feature="visits").available
+    assert_history_matches(history_team)
 
 
 def backfill_command(env: dict, *args: str) -> subprocess.Popen:

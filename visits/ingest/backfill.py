@@ -97,13 +97,19 @@ def feature_refuse(*, message: str) -> None:
     )  # fmt: skip
 
 
+def feature_allow() -> None:
+    """Switch the Core API's visits back on (an admin's decision after a plan change): the next
+    backfill asks Sell again."""
+    CoreApiState.objects.filter(feature=CoreFeature.VISITS).update(available=True)
+
+
 def feature_check() -> None:
     state = visits_feature()
     if not state.available:
         when = f" since {state.refused_at:%Y-%m-%d %H:%M} UTC" if state.refused_at else ""
         raise BackfillUnavailable(
             f"the Core API's visits are switched off{when}: {state.refused_message or 'refused'}. "
-            "If the account's plan now has them, switch the feature back on in the admin (Core API states)."
+            "If the account's plan now has them, run backfill_visits --ask-again."
         )
 
 

@@ -9,7 +9,7 @@ import time
 from django.core.checks import Tags
 from django.core.management.base import BaseCommand, CommandError
 
-from visits.ingest.backfill import BackfillUnavailable, Progress, history_backfill, unreachable_parts
+from visits.ingest.backfill import BackfillUnavailable, Progress, feature_allow, history_backfill, unreachable_parts
 from visits.sell.core import MAX_PAGES, MAX_PER_PAGE, SellError
 
 
@@ -20,6 +20,11 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("--restart", action="store_true", help="plan afresh instead of continuing a stopped run")
         parser.add_argument("--quiet", action="store_true", help="print only the summary line")
+        parser.add_argument(
+            "--ask-again",
+            action="store_true",
+            help="ask the Core API again though it refused its visits before (after the account's plan changed)",
+        )
         parser.add_argument("--every", type=float, default=1.0, help="seconds between progress lines (default 1)")
         # Smaller than Sell's own, to try the splitting on a small account (a new plan only).
         parser.add_argument(
@@ -39,9 +44,8 @@ class Command(BaseCommand):
             help=f"pages a query reaches, 1 to {MAX_PAGES} (default Sell's {MAX_PAGES})",
         )
 
-    def handle(
-        self, *args, restart=False, quiet=False, every=1.0, per_page=MAX_PER_PAGE, page_cap=MAX_PAGES, **options
-    ):
+    def handle(self, *args, restart=False, quiet=False, ask_again=False, every=1.0, **options):
+        per_page, page_cap = options.get("per_page", MAX_PER_PAGE), options.get("page_cap", MAX_PAGES)
         last_shown = [0.0]
 
         def progress(report: Progress) -> None:
@@ -52,6 +56,8 @@ class Command(BaseCommand):
             self.stdout.write(f"backfill: {report.line()}")
             sys.stdout.flush()
 
+        if ask_again:
+            feature_allow()
         try:
             run = history_backfill(progress=progress, restart=restart, per_page=per_page, page_cap=page_cap)
         except BackfillUnavailable as exc:

@@ -266,3 +266,13 @@ def test_rep_with_more_than_20000_visits_is_split_and_stored_exactly(serve):
     assert_history_matches(data)
     assert_flags_match()
     print(f"backfill of {run.stored:,} visits in {time.monotonic() - started:.1f}s, {run.requests} requests")
+
+
+def test_without_core_api_users_the_backfill_says_what_it_cannot_be_sure_of(serve, history_team, capsys):
+    server = serve(history_team)
+    server.core.faults = CoreFaults(forbidden=frozenset({"users"}))
+    streams_sync()  # the reps the Firehose names
+    call_command("backfill_visits", "--per-page", "10", "--page-cap", "3")
+    assert "WARNING: the Core API's users are not available" in capsys.readouterr().err
+    assert "would miss the visits of a rep named by neither" in BackfillRun.objects.get().warning
+    assert_history_matches(history_team)  # every rep here is named by one or the other

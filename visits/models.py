@@ -400,6 +400,7 @@ class BackfillRun(models.Model):
     started_at = models.DateTimeField(default=timezone.now)
     finished_at = models.DateTimeField(null=True, blank=True)
     error = models.TextField(blank=True)
+    warning = models.TextField(blank=True, help_text="what the plan could not be sure of (no Core API users)")
     # Sell's: 100 visits a page, 100 pages a query. Smaller ones try the splitting on a small account.
     per_page = models.IntegerField(default=100)
     page_cap = models.IntegerField(default=100)

@@ -48,6 +48,10 @@ VISITS_PATH = "/v2/visits"
 ASC, DESC = "id", "id:desc"
 # The filters a capped part is split by, in order; a part's depth is how many it has.
 DIMENSIONS = ("creator_id", "rep_location_verification_status", "outcome_id", "resource_type")
+NO_USERS_WARNING = (
+    "the Core API's users are not available to this account: the backfill split the visits by the reps the "
+    "Firehose and the visits listed first named, and would miss the visits of a rep named by neither"
+)
 RESOURCE_TYPES = ("lead", "contact")  # the Core API's own; others held (from the Firehose) are added
 
 
@@ -133,12 +137,18 @@ def run_current(
     return run, False
 
 
-def split_values(*, dimension: str, filters: dict, client: CoreClient) -> list:
+def split_values(*, dimension: str, part: BackfillPart, client: CoreClient) -> list:
     """The values a capped part is split into along `dimension`: every rep and outcome known
     (from the Firehose, the Core API's users and outcomes, and the visits stored so far, whose
     creators and outcomes this run created), every status, the resource types."""
+    filters = part.filters
     if dimension == "creator_id":
-        return sorted(set(Rep.objects.values_list("id", flat=True)) | core_user_ids(client=client))
+        users = core_user_ids(client=client)
+        if users is None:
+            part.run.warning = NO_USERS_WARNING
+            part.run.save(update_fields=["warning"])
+            log.warning("backfill: %s", NO_USERS_WARNING)
+        return sorted(set(Rep.objects.values_list("id", flat=True)) | (users or set()))
     if dimension == "rep_location_verification_status":
         return list(VerificationStatus.values)
     if dimension == "outcome_id":
@@ -147,13 +157,13 @@ def split_values(*, dimension: str, filters: dict, client: CoreClient) -> list:
     return sorted(set(RESOURCE_TYPES) | set(held))
 
 
-def core_user_ids(*, client: CoreClient) -> set[int]:
+def core_user_ids(*, client: CoreClient) -> set[int] | None:
     """Every user the Core API lists (a manager or a rep the Firehose never named has visits too);
-    none when this account's plan has no Core API users."""
+    None when this account's plan has no Core API users."""
     try:
         return {user["id"] for user in client.users_all().items()}
     except FeatureUnavailable:
-        return set()
+        return None
 
 
 def held_matching(*, filters: dict):
@@ -198,7 +208,7 @@ def part_capped(*, part: BackfillPart, client: CoreClient) -> None:
             )
             log.warning("backfill part %s %s", part.filters, part.note)
         elif dimension := next_dimension(filters=part.filters):
-            values = split_values(dimension=dimension, filters=part.filters, client=client)
+            values = split_values(dimension=dimension, part=part, client=client)
             if part.sort in (ASC, DESC):
                 sort, floor = DESC, part.last_id if part.sort == ASC else part.floor
             else:  # a walk of recent visits, newest first down to stop_before

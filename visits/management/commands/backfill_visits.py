@@ -70,6 +70,8 @@ class Command(BaseCommand):
             raise CommandError(
                 f"the backfill stopped: {exc}; run backfill_visits again to continue where it stopped", returncode=1
             ) from None
+        if run.warning:
+            self.stderr.write(f"WARNING: {run.warning}")
         unreachable = unreachable_parts(run=run)
         for part in unreachable:
             self.stderr.write(f"UNREACHABLE: {part.filters or 'all visits'}: {part.note}")

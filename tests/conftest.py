@@ -15,7 +15,7 @@ from django.db import connection
 
 from visits.demo.generator import DemoData, team_generate
 from visits.demo.server import DemoFirehose, Faults
-from visits.models import DeletedVisit, MonthTally, Outcome, Rep, Visit, WeekTally, YearTally
+from visits.models import CoreApiState, DeletedVisit, MonthTally, Outcome, Rep, Visit, WeekTally, YearTally
 
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")  # Playwright's sync API runs an event loop
 
@@ -131,8 +131,26 @@ def parse_time(value: str) -> datetime:
     return datetime.fromisoformat(value)
 
 
+def expected_with_core(data: DemoData) -> tuple[dict, dict]:
+    """The reps (name, email, status, role) and outcome names a correct client holds: the
+    Firehose's truth, plus what the Core API's refresh adds once it has run (as `sync_visits`
+    and the worker do): its users where the users stream named nobody, and every outcome's
+    current name (it is newer than any event)."""
+    reps = {rid: (r["name"], r["email"], r["status"], r["role"]) for rid, r in data.expected_reps().items()}
+    outcomes = data.expected_outcomes()
+    done = set(CoreApiState.objects.filter(last_success_at__isnull=False).values_list("feature", flat=True))
+    if "users" in done:
+        for user_id, user in data.core_users().items():
+            if not reps.get(user_id, ("",))[0]:
+                reps[user_id] = (user["name"], user["email"], user["status"], user["role"])
+    if "outcomes" in done:
+        outcomes = {**outcomes, **data.core_outcomes()}
+    return reps, outcomes
+
+
 def assert_db_matches(data: DemoData) -> None:
-    """The database holds every visit, rep and outcome exactly as the generator's truth."""
+    """The database holds every visit, rep and outcome exactly as the generator's truth (with
+    the Core API's users and outcomes when their refresh ran: expected_with_core)."""
     expected = data.expected_visits()
     rows = {v.id: v for v in Visit.objects.all()}
     tombstones = dict(DeletedVisit.objects.values_list("id", "sequence"))
@@ -166,15 +184,15 @@ def assert_db_matches(data: DemoData) -> None:
     if extra:
         problems.append(f"visits not in the generator's truth: {sorted(extra)[:10]}")
     reps = {r.id: (r.name, r.email, r.status, r.role) for r in Rep.objects.all()}
-    want_reps = {rid: (r["name"], r["email"], r["status"], r["role"]) for rid, r in data.expected_reps().items()}
+    want_reps, want_outcomes = expected_with_core(data)
     if reps != want_reps:
         diff = {
             k: (reps.get(k), want_reps.get(k)) for k in set(reps) | set(want_reps) if reps.get(k) != want_reps.get(k)
         }
         problems.append(f"reps differ (got, want): {dict(list(diff.items())[:10])}")
     outcomes = dict(Outcome.objects.values_list("id", "name"))
-    if outcomes != data.expected_outcomes():
-        problems.append(f"outcomes differ: got {outcomes}, want {data.expected_outcomes()}")
+    if outcomes != want_outcomes:
+        problems.append(f"outcomes differ: got {outcomes}, want {want_outcomes}")
     assert not problems, f"{len(problems)} differences, first ones:\n" + "\n".join(problems[:15])
     assert_tallies_match()
 

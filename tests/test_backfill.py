@@ -23,6 +23,7 @@ from visits.models import (
     BackfillState,
     CoreApiState,
     RejectedItem,
+    Rep,
     Visit,
     VisitSource,
 )
@@ -101,6 +102,9 @@ def test_backfill_alone_stores_every_visit_the_core_api_lists(serve, history_tea
     assert not Visit.objects.exclude(source=VisitSource.CORE_API).exists()
     assert_history_matches(history_team)
     assert_flags_match()
+    # The Core API's users were read first: every rep of the history has its name.
+    names = dict(Rep.objects.filter(visits__isnull=False).distinct().values_list("id", "name"))
+    assert names and names == {rid: history_team.core_users()[rid]["name"] for rid in names}
 
 
 def test_backfill_after_the_firehose_fills_addresses_and_keeps_its_visits(serve, history_team):
@@ -211,7 +215,7 @@ def test_a_403_switches_the_feature_off_and_says_so(serve, history_team, client,
     assert [r.error for r in streams_sync()] == ["", ""]  # the rest goes on
     client.force_login(cast.superuser)
     page = client.get("/status/").content.decode()
-    assert "The Core API refused its visits" in page
+    assert "The history backfill is off: the Core API refused its visits" in page
     server.core.faults = CoreFaults()  # the plan changed
     call_command("backfill_visits", "--ask-again", "--quiet")
     assert CoreApiState.objects.get(feature="visits").available

@@ -18,7 +18,7 @@ from django_q.models import OrmQ, Schedule, Task
 from tests.conftest import user_make
 from tests.test_access import patterns_walk
 from visits.ingest.pages import visits_upsert
-from visits.models import DecisionKind, Gap, Outcome, RejectedItem, Rep, Stream, SyncState
+from visits.models import CoreApiState, CoreFeature, DecisionKind, Gap, Outcome, RejectedItem, Rep, Stream, SyncState
 from visits.review.flags import flags_rebuild
 from visits.review.queue import decisions_record
 
@@ -83,9 +83,11 @@ class World:
 
     @staticmethod
     def admin_rows(numbers: range) -> None:
-        """Rows of the other models the admin lists (SyncState has one per stream: one, then two)."""
+        """Rows of the other models the admin lists (SyncState has one per stream, CoreApiState one per
+        feature: one, then two)."""
         now = datetime.now(UTC)
         SyncState.objects.get_or_create(stream=Stream.USERS if numbers.start > 1 else Stream.VISITS)
+        CoreApiState.objects.get_or_create(feature=CoreFeature.USERS if numbers.start > 1 else CoreFeature.VISITS)
         who = {"user_agent": "test", "ip_address": "127.0.0.1", "http_accept": "*/*", "path_info": "/accounts/login/"}
         for n in numbers:
             user_make(f"user-{n}")

@@ -9,6 +9,7 @@ from django.utils.html import format_html
 from django.utils.text import unescape_string_literal
 
 from visits.models import (
+    CoreApiState,
     Decision,
     DecisionKind,
     FlaggedVisit,
@@ -39,7 +40,7 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
 @admin.register(Rep)
 class RepAdmin(ReadOnlyAdmin):
-    list_display = ["id", "name", "email", "status", "role"]
+    list_display = ["id", "name", "email", "status", "role", "team_name", "group_name", "reports_to", "core_synced_at"]
     list_filter = ["status", "role"]
     search_fields = ["name", "email", "=id"]
 
@@ -167,6 +168,23 @@ class SyncStateAdmin(ReadOnlyAdmin):
         "items_rejected",
         "last_error",
     ]
+
+
+@admin.register(CoreApiState)
+class CoreApiStateAdmin(ReadOnlyAdmin):
+    """A Core API feature a 403 switched off stays off until a superuser switches it back on here
+    (after the plan changed, say); the next refresh then asks Sell again."""
+
+    list_display = ["feature", "available", "refused_at", "refused_message", "last_success_at", "last_error_at"]
+    actions = ["switch_on"]
+
+    @admin.action(description="Switch back on (ask Sell again)", permissions=["switch"])
+    def switch_on(self, request, queryset):
+        switched = queryset.filter(available=False).update(available=True, refused_at=None, refused_message="")
+        self.message_user(request, f"{switched} Core API feature(s) switched back on.", messages.SUCCESS)
+
+    def has_switch_permission(self, request) -> bool:
+        return request.user.is_superuser
 
 
 @admin.register(Gap)

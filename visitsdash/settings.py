@@ -343,6 +343,9 @@ if SELL_TIME_MIN_YEAR > SELL_TIME_MAX_YEAR:
 # Sell allows 10 requests a second per token, Firehose and Core API together; every client and
 # process on this host takes turns (sell/limiter.py). 0 switches the limit off (tests, benchmarks).
 SELL_RATE_LIMIT = env_float("SELL_RATE_LIMIT", 10.0)
+# Teams (GET /v2/users) and outcome names (GET /v2/visit_outcomes) are refreshed at most this
+# often by the worker's pulls (after a success or a failure); `sync_visits` refreshes every run.
+SELL_CORE_REFRESH_SECONDS = env_int("SELL_CORE_REFRESH_SECONDS", 3600, minimum=60, maximum=86400 * 7)
 
 # --- History backfill and reconciliation (ingest/backfill.py) -----------------------------
 

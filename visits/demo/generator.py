@@ -20,6 +20,9 @@ is within 150 m of the customer, a too-far one 1-30 km away, and there is no pos
 location_unknown / location_services_disabled. One `random.Random(seed)` drives everything,
 so a seed and a `now` always give the same data. Teams of fewer than 8 reps get only the roles
 they have reps for: one rep absent from the users stream first, then the patterns above.
+
+`DemoData.core_*` is what Sell's Core API holds besides (see team_generate): history before the
+window, a rep heavy enough to need split queries, customers' addresses, teams and managers.
 """
 
 from __future__ import annotations
@@ -321,7 +324,7 @@ def team_generate(
       the window's "prehistoric" delete, and then it is gone from the Core API too.
     - `heavy_rep_visits`: one more rep (HEAVY_REP_ID, in the Core API's users, not in the
       Firehose's) with that many visits before the window (over `history_weeks`, or 26 weeks), so
-      a backfill must split its queries: a leaf of min(n, 20,000, max(10,001, 3n/5)) visits share
+      a backfill must split its queries: a leaf of min(n, 20,000, max(10,002, 3n/5)) visits share
       status verified, outcome 4101 and resource type lead (past the 10,000 one sort order
       reaches, so only both orders get them all); the rest spread over every other combination
       of status, outcome and resource type.
@@ -387,7 +390,7 @@ class _World:
         self.outcomes_seen: dict[int, tuple[datetime, str]] = {}
         self.next_visit_id = FIRST_VISIT_ID
         self.next_resource_id = {"lead": 3_100_001, "contact": 5_200_001, "prospect_and_customer": 7_400_001}
-        # The Core API's side (core.py of the demo): history before the window, addresses, teams.
+        # The Core API's side (served by core_api.py): history before the window, addresses, teams.
         self.seed = seed
         self.updated_at: dict[int, datetime] = {}  # visit id -> its last change, for v2's updated_at
         self.history: dict[int, dict] = {}  # visit id -> {"data": v2 data, "position": (lat, lon) | None}
@@ -807,7 +810,7 @@ class _World:
             self._customer_new(region, rng=rng, resource_type=kind) for kind in RESOURCE_TYPES for _ in range(40)
         ]
         self.heavy = heavy
-        leaf = min(count, 20_000, max(10_001, count * 3 // 5))
+        leaf = min(count, 20_000, max(10_002, count * 3 // 5))  # 10,002: the prehistoric delete may take one
         leads = [c for c in heavy.customers if c.resource_type == "lead"]
         leaf_key = ("verified", 4101, "lead")
         span = (self.start - timedelta(hours=1) - since).total_seconds()

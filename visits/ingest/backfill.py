@@ -23,6 +23,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
+from visits.ingest.core import core_refresh, state_error, state_get, state_refuse, state_success
 from visits.ingest.history import history_store, resurrections_undo
 from visits.models import (
     BackfillKind,
@@ -87,18 +88,10 @@ VisitsFn = Callable[[list[HistoryVisit], list[int]], None]  # a page's visits, a
 # --- The Core API feature ---------------------------------------------------------------------
 
 
-def visits_feature() -> CoreApiState:
-    return CoreApiState.objects.get_or_create(feature=CoreFeature.VISITS)[0]
-
-
 def feature_refuse(*, message: str) -> None:
-    """A 403 on /v2/visits: the feature is off until an admin switches it back on."""
-    now = timezone.now()
-    CoreApiState.objects.update_or_create(
-        feature=CoreFeature.VISITS,
-        defaults={"available": False, "refused_at": now, "refused_message": message,
-                  "last_error": message, "last_error_at": now},
-    )  # fmt: skip
+    """A 403 on /v2/visits: the feature is off until switched back on (ingest/core.py's record)."""
+    state_refuse(CoreFeature.VISITS, message=message)
+    state_error(CoreFeature.VISITS, message=message)
 
 
 def feature_allow() -> None:
@@ -108,7 +101,7 @@ def feature_allow() -> None:
 
 
 def feature_check() -> None:
-    state = visits_feature()
+    state = state_get(CoreFeature.VISITS)
     if not state.available:
         when = f" since {state.refused_at:%Y-%m-%d %H:%M} UTC" if state.refused_at else ""
         raise BackfillUnavailable(
@@ -345,9 +338,8 @@ def run_walk(
         flags_refresh()
     resurrections_undo()
     flags_refresh()
-    now = timezone.now()
-    BackfillRun.objects.filter(id=run.id).update(state=BackfillState.DONE, finished_at=now, error="")
-    CoreApiState.objects.filter(feature=CoreFeature.VISITS).update(last_success_at=now, last_error="")
+    BackfillRun.objects.filter(id=run.id).update(state=BackfillState.DONE, finished_at=timezone.now(), error="")
+    state_success(CoreFeature.VISITS)
     run.refresh_from_db()
     report()
     return run
@@ -355,9 +347,8 @@ def run_walk(
 
 def run_failed(*, run: BackfillRun, message: str) -> None:
     """Keep the run resumable (still running) with the error the status page shows."""
-    now = timezone.now()
     BackfillRun.objects.filter(id=run.id).update(error=message)
-    CoreApiState.objects.filter(feature=CoreFeature.VISITS).update(last_error=message, last_error_at=now)
+    state_error(CoreFeature.VISITS, message=message)
 
 
 def walk_guarded(
@@ -398,11 +389,14 @@ def history_backfill(
     resource_address of those it holds.
 
     1. Refuse when the Core API's visits are switched off (BackfillUnavailable).
-    2. Continue the newest unfinished history run, or plan a new one (run_current).
-    3. Walk its parts (walk_guarded); a 403 switches the feature off and raises
+    2. Refresh the Core API's users and outcomes when due (ingest/core.py: hourly), so that the
+       reps and outcomes the history names have their names (its failures are its own records).
+    3. Continue the newest unfinished history run, or plan a new one (run_current).
+    4. Walk its parts (walk_guarded); a 403 switches the feature off and raises
        BackfillUnavailable, any other Sell error is recorded on the run, which the next call continues.
     """
     feature_check()
+    core_refresh()
     run, _ = run_current(restart=restart, per_page=per_page, page_cap=page_cap)
     return walk_guarded(run=run, client=client, progress=progress)
 

@@ -1,4 +1,6 @@
-"""One pull from Sell: both streams until `top`, then the flags of the reps whose visits changed.
+"""One pull from Sell: both streams until `top`, then the flags of the reps whose visits changed,
+then (hourly, or forced) the reps' teams and the outcomes' names from the Core API, then a gap a
+stream just recorded backfilled from the Core API.
 The django-q2 task (a session that keeps polling while caught up) and `manage.py sync_visits`
 (one pull in the foreground) both call visits_pull(); each only words the result its own way.
 """
@@ -12,7 +14,8 @@ from dataclasses import dataclass, field
 
 from django.conf import settings
 
-from visits.ingest.sync import STREAM_ORDER, SyncResult, streams_sync
+from visits.ingest.core import CoreRefresh, core_refresh
+from visits.ingest.sync import STREAM_ORDER, SyncErrorKind, SyncResult, streams_sync
 from visits.review.flags import flags_refresh
 
 log = logging.getLogger(__name__)
@@ -27,6 +30,12 @@ class PullResult:
     flagged_reps: int = 0  # reps whose flags were recomputed, over every poll
     flag_changes: int = 0
     gaps_filled: int = 0  # gaps backfilled from the Core API after the poll that recorded them
+    core: list[CoreRefresh] = field(default_factory=list)  # the Core API refreshes that asked Sell
+
+    @property
+    def core_notes(self) -> list[str]:
+        """One sentence per Core API refresh that ran, for the command's summary."""
+        return [refresh.summary() for refresh in self.core]
 
     @property
     def errors(self) -> list[str]:
@@ -50,6 +59,7 @@ def visits_pull(
     progress: Callable[[SyncResult], None] | None = None,
     on_retry: Callable[[str, float], None] | None = None,
     sleep: Callable[[float], None] | None = None,
+    core_force: bool = False,
 ) -> PullResult:
     """Pull the users and visits streams, then recompute the flags of the reps that changed.
 
@@ -64,6 +74,11 @@ def visits_pull(
        session), stop on an error, when a stream is not caught up, or when another poll would
        not start before the session ends; otherwise wait SELL_IDLE_POLL_SECONDS and go back to
        1, with each poll bounded by what is left of the session (at least one second).
+
+    After 2 (before 3, so that the gap's walk knows every rep), the Core API's users and outcomes
+    are refreshed when due (hourly; every poll with `core_force`, which sync_visits passes), unless
+    the token, the settings or the network just failed a stream. Its failures are recorded in
+    CoreApiState and never stop the pull.
     """
     sleep = sleep or time.sleep  # looked up when called, so a test's clock can stand in for time
     pull = PullResult()
@@ -80,6 +95,7 @@ def visits_pull(
         reps, changes = flags_refresh()
         pull.flagged_reps += reps
         pull.flag_changes += changes
+        pull.core += core_run(results=pull.results, force=core_force)
         if any(r.gaps for r in pull.results):
             pull.gaps_filled += gaps_after_sync()
         if deadline is None or pull.errors or not pull.caught_up:
@@ -87,6 +103,16 @@ def visits_pull(
         if time.monotonic() + settings.SELL_IDLE_POLL_SECONDS > deadline:
             return pull
         sleep(settings.SELL_IDLE_POLL_SECONDS)
+
+
+def core_run(*, results: list[SyncResult], force: bool) -> list[CoreRefresh]:
+    if any(r.error_kind in (SyncErrorKind.TOKEN, SyncErrorKind.CONFIG, SyncErrorKind.UNREACHABLE) for r in results):
+        return []  # the same token, URL and host: the Core API would only fail the same way, and slowly
+    try:
+        return [refresh for refresh in core_refresh(force=force) if refresh.ran]
+    except Exception:  # noqa: BLE001 - e.g. the database; the Firehose's pull is done and stays done
+        log.exception("the Core API refresh failed")
+        return []
 
 
 def gaps_after_sync() -> int:

@@ -1,4 +1,5 @@
-"""Read-side figures for the ingestion status page: per stream health, totals, gaps."""
+"""Read-side figures for the ingestion status page: per stream health, totals, gaps, and the
+Core API's features."""
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -29,6 +30,35 @@ from visits.models import (
 )
 
 STALE_AFTER = timedelta(minutes=5)  # no successful poll for this long: ingestion is behind
+
+
+# What a feature switched off by a 403 means for this install, after "this account's plan has no Core API <x>".
+CORE_OFF_MEANS = {
+    CoreFeature.USERS: "reps' teams, groups and managers are not refreshed",
+    CoreFeature.OUTCOMES: "outcome names come only from visits",
+    CoreFeature.VISITS: "the history backfill is off",
+}
+
+
+@dataclass
+class CoreStatus:
+    feature: str
+    label: str
+    state: CoreApiState
+    sentence: str  # available, or what the 403 means
+
+
+def core_statuses() -> list[CoreStatus]:
+    states = {s.feature: s for s in CoreApiState.objects.all()}
+    rows = []
+    for value, label in CoreFeature.choices:
+        state = states.get(value) or CoreApiState(feature=value)
+        if state.available:
+            sentence = "Available." if state.last_success_at else "Available; not asked yet."
+        else:
+            sentence = f"This account's plan has no Core API {value}: {CORE_OFF_MEANS[CoreFeature(value)]}."
+        rows.append(CoreStatus(feature=value, label=label, state=state, sentence=sentence))
+    return rows
 
 
 @dataclass
@@ -80,6 +110,7 @@ def status_overview() -> dict:
         "outcomes_total": Outcome.objects.count(),
         "rejected_total": RejectedItem.objects.count(),
         "gaps": Gap.objects.all()[:20],
+        "core": core_statuses(),
         "now": now,
         **derived_status(live=live),
         **history_status(),

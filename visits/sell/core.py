@@ -11,6 +11,7 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from visits.sell import events
 from visits.sell.http import (  # noqa: F401  callers name the errors here too
     FeatureUnavailable,
     NoToken,
@@ -118,6 +119,10 @@ class CoreClient(SellClient):
     def list_page(self, path: str, params: dict, *, page: int, per_page: int = MAX_PER_PAGE) -> CorePage:
         """One page of a list; `path` like "/v2/visits". A 403 raises FeatureUnavailable with the
         sentence for the feature (users, outcomes or visits)."""
+        if not 1 <= per_page <= MAX_PER_PAGE or not 1 <= page <= MAX_PAGES:
+            raise ValueError(
+                f"page must be 1 to {MAX_PAGES} and per_page 1 to {MAX_PER_PAGE}, not {page} and {per_page}"
+            )
         url = f"{self.base_url}{path}"
         query = {**params, "page": page, "per_page": per_page}
         try:
@@ -133,7 +138,38 @@ class CoreClient(SellClient):
     def outcomes_all(self) -> CoreListing:
         return CoreListing(self, path="/v2/visit_outcomes", params={})
 
-    def visits_iter(self, params: dict, *, sort_by: str = "id") -> CoreListing:
+    def visits_iter(self, params: dict, *, sort_by: str = "id", per_page: int = MAX_PER_PAGE) -> CoreListing:
         """Visits matching `params` (creator_id, outcome_id, resource_type, resource_id,
         rep_location_verification_status) in `sort_by` order ("id", "visited_at", ":desc" suffix)."""
-        return CoreListing(self, path="/v2/visits", params={**params, "sort_by": sort_by})
+        return CoreListing(self, path="/v2/visits", params={**params, "sort_by": sort_by}, per_page=per_page)
+
+
+# --- Parsing: a user's or an outcome's data -> plain fields, or events.Rejected -----------
+
+
+def user_parse(data: dict) -> dict:
+    """A /v2/users item's data as Rep's columns (text bounded, ids checked); raises
+    events.Rejected with the reason. Every string is hostile and stays plain text."""
+    group = data.get("group")
+    if group is not None and not isinstance(group, dict):
+        raise events.Rejected(f"group is not an object: {group!r:.60}")
+    group = group or {}
+    return {
+        "id": events.clean_id(data.get("id"), name="id"),
+        "name": events.clean_text(data.get("name"), name="name", max_length=255),
+        "email": events.clean_text(data.get("email"), name="email", max_length=255),
+        "status": events.clean_text(data.get("status"), name="status", max_length=40),
+        "role": events.clean_text(data.get("role"), name="role", max_length=40),
+        "team_name": events.clean_text(data.get("team_name"), name="team_name", max_length=255),
+        "group_id": events.clean_id(group.get("id"), name="group.id", nullable=True),
+        "group_name": events.clean_text(group.get("name"), name="group.name", max_length=255),
+        "reports_to": events.clean_id(data.get("reports_to"), name="reports_to", nullable=True),
+        "timezone": events.clean_text(data.get("timezone"), name="timezone", max_length=64),
+    }
+
+
+def outcome_parse(data: dict) -> tuple[int, str]:
+    return (
+        events.clean_id(data.get("id"), name="id"),
+        events.clean_text(data.get("name"), name="name", max_length=255),
+    )

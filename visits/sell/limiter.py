@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import logging
 import os
 import struct
 import tempfile
@@ -21,6 +22,8 @@ from pathlib import Path
 # turn, and that jitter must not put rate + 1 requests into one of Sell's seconds.
 HEADROOM = 1.05
 SLOT = struct.Struct("!d")
+
+log = logging.getLogger(__name__)
 
 
 class RateLimiter:
@@ -40,25 +43,42 @@ class RateLimiter:
         digest = hashlib.sha256(token.encode("utf-8", "replace")).hexdigest()[:24]
         self.path = Path(directory or tempfile.gettempdir()) / f"visitsdash-sell-rate-{digest}"
         self.clock, self.sleep = clock, sleep
+        self.own_turn = 0.0  # this process's next turn, when the shared file cannot be used
 
     def turn_wait(self) -> float:
         """Block until this request may go; returns the seconds waited."""
         if self.rate <= 0:
             return 0.0
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            now, turn = self.turn_take()
+        except OSError as exc:
+            # Another user's file of that name, a read-only temporary directory: keep this
+            # process's own pace rather than stop the sync (others on the host are not counted).
+            log.warning(
+                "the shared rate limit's file %s cannot be used (%s): limiting this process only", self.path, exc
+            )
+            now = self.clock()
+            turn = max(now, self.own_turn)
+            self.own_turn = turn + self.interval
+        wait = turn - now
+        if wait > 0:
+            self.sleep(wait)
+        return wait
+
+    def turn_take(self) -> tuple[float, float]:
+        """(now, this request's turn), moving the shared next turn on under the file's lock."""
+        # O_NOFOLLOW: a symbolic link planted in the shared temporary directory is refused, not followed.
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             now = self.clock()
             raw = os.pread(fd, SLOT.size, 0)
             stored = SLOT.unpack(raw)[0] if len(raw) == SLOT.size else 0.0
-            # A slot far ahead is from before a reboot (the clock restarted) or a bigger interval.
+            # A turn far ahead is from before a reboot (the clock restarted) or a bigger interval.
             if not 0.0 <= stored - now <= 3600:
                 stored = 0.0
             turn = max(now, stored)
             os.pwrite(fd, SLOT.pack(turn + self.interval), 0)
         finally:
             os.close(fd)  # releases the flock
-        wait = turn - now
-        if wait > 0:
-            self.sleep(wait)
-        return wait
+        return now, turn

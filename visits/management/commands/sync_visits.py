@@ -46,7 +46,8 @@ class Command(BaseCommand):
 
         # This command reports a failure itself, in one line; the sync's log line would repeat it.
         logging.getLogger("visits.ingest.sync").setLevel(logging.ERROR)
-        pull = visits_pull(max_seconds=max_seconds, progress=progress, on_retry=on_retry)
+        logging.getLogger("visits.ingest.core").setLevel(logging.ERROR)  # its sentences end the summary
+        pull = visits_pull(max_seconds=max_seconds, progress=progress, on_retry=on_retry, core_force=True)
         summary = "; ".join(
             f"{r.stream}: {r.pages} pages, {r.applied} applied, {r.skipped} skipped, {r.rejected} rejected"
             + (f", {r.gaps} gap(s)" if r.gaps else "")
@@ -55,6 +56,7 @@ class Command(BaseCommand):
             for r in pull.results
         )
         summary += f"; flags of {pull.flagged_reps} reps recomputed"  # even if a stream then failed
+        summary += "".join(f"; {note}" for note in pull.core_notes)  # a Core API failure is not the sync's
         if failed := pull.failed:
             raise CommandError(f"{failed.stream} stream: {failed.error}", returncode=1)
         self.stdout.write(f"sync {'complete' if pull.caught_up else 'paused (time limit)'}: {summary}")

@@ -280,3 +280,24 @@ def test_without_core_api_users_the_backfill_says_what_it_cannot_be_sure_of(serv
     assert "WARNING: the Core API's users are not available" in capsys.readouterr().err
     assert "would miss the visits of a rep named by neither" in BackfillRun.objects.get().warning
     assert_history_matches(history_team)  # every rep here is named by one or the other
+
+
+def test_a_second_backfill_leaves_a_live_ones_plan_alone(serve, history_team):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    serve(history_team)
+    history_backfill(per_page=10, page_cap=3)
+    run = BackfillRun.objects.create(kind="history")  # a plan another host is walking
+    BackfillPart.objects.create(run=run, filters={}, sort="id")
+    BackfillRun.objects.filter(id=run.id).update(
+        lock_owner="elsewhere:4242:1.abcd", lock_expires_at=timezone.now() + timedelta(minutes=1)
+    )
+    with pytest.raises(CommandError) as failed:
+        call_command("backfill_visits", "--quiet")
+    assert failed.value.returncode == 4 and "another backfill is walking this plan" in str(failed.value)
+    assert BackfillPart.objects.get(run=run).next_page == 1  # not a page of it walked
+    BackfillRun.objects.filter(id=run.id).update(lock_expires_at=timezone.now() - timedelta(seconds=1))
+    call_command("backfill_visits", "--quiet")  # its lease ran out: taken over, and finished
+    assert BackfillRun.objects.get(id=run.id).state == BackfillState.DONE

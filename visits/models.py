@@ -401,6 +401,10 @@ class BackfillRun(models.Model):
     finished_at = models.DateTimeField(null=True, blank=True)
     error = models.TextField(blank=True)
     warning = models.TextField(blank=True, help_text="what the plan could not be sure of (no Core API users)")
+    # The process walking it (sync.lock_owner_name), renewed with every page: a second backfill
+    # waits for none and walks nothing twice; one whose holder died takes over at once.
+    lock_owner = models.CharField(max_length=100, blank=True)
+    lock_expires_at = models.DateTimeField(null=True, blank=True)
     # Sell's: 100 visits a page, 100 pages a query. Smaller ones try the splitting on a small account.
     per_page = models.IntegerField(default=100)
     page_cap = models.IntegerField(default=100)

@@ -36,11 +36,14 @@ def reconcile_task() -> str:
     # Imported here: the every-minute sync's workers need none of it.
     from visits.ingest.backfill import BackfillUnavailable
     from visits.ingest.reconcile import gaps_fill, visits_reconcile
+    from visits.sell.core import SellError
 
+    if not settings.SELL_ACCESS_TOKEN:
+        return "no SELL_ACCESS_TOKEN: nothing to reconcile with"
     gaps = gaps_fill()
     try:
         days = visits_reconcile()
-    except BackfillUnavailable as exc:
+    except (BackfillUnavailable, SellError) as exc:  # kept on each day for the status page, too
         return f"{len(gaps)} gaps tried; no reconciliation: {exc}"
     missing = sum(max(d.core_visits - d.held_visits, 0) for d in days)
     filled = sum(d.filled for d in days)

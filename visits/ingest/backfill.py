@@ -18,13 +18,16 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 
+from django.conf import settings
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 
 from visits.ingest.core import core_refresh, state_error, state_get, state_refuse, state_success
 from visits.ingest.history import history_store, resurrections_undo
+from visits.ingest.sync import lock_owner_name, owner_is_dead
 from visits.models import (
     BackfillKind,
     BackfillPart,
@@ -58,6 +61,10 @@ RESOURCE_TYPES = ("lead", "contact")  # the Core API's own; others held (from th
 
 class BackfillUnavailable(Exception):
     """This account's plan has no Core API visits (a 403, now or earlier): the feature is off."""
+
+
+class BackfillBusy(Exception):
+    """Another live process is walking this run."""
 
 
 @dataclass
@@ -251,6 +258,7 @@ def part_walk(
     *,
     part: BackfillPart,
     client: CoreClient,
+    owner: str = "",
     after_page: Callable[[], None] | None = None,
     on_visits: VisitsFn | None = None,
 ) -> None:
@@ -300,10 +308,13 @@ def part_walk(
             if finished:
                 part.state = BackfillPartState.DONE
             part.save(update_fields=["listed", "stored", "first_id", "last_id", "next_page", "state"])
-            BackfillRun.objects.filter(id=part.run_id).update(
+            moved = BackfillRun.objects.filter(id=part.run_id, lock_owner=owner).update(
                 requests=F("requests") + 1, listed=F("listed") + len(visits), stored=F("stored") + stored.stored,
                 updated=F("updated") + stored.updated, addresses=F("addresses") + stored.addresses,
+                lock_expires_at=timezone.now() + lease(),
             )  # fmt: skip
+            if not moved:  # rolls this page back: the process that took the run over walks it
+                raise BackfillBusy(f"another process took this backfill over (its lease of {lease()} ran out)")
         if on_visits:
             on_visits(visits, stored.stored_ids)
         if after_page:
@@ -314,7 +325,12 @@ def part_walk(
 
 
 def run_walk(
-    *, run: BackfillRun, client: CoreClient, progress: ProgressFn | None = None, on_visits: VisitsFn | None = None
+    *,
+    run: BackfillRun,
+    client: CoreClient,
+    owner: str = "",
+    progress: ProgressFn | None = None,
+    on_visits: VisitsFn | None = None,
 ) -> BackfillRun:
     """Walk every pending part of `run`, oldest first, until none is left (the plan grows as
     capped parts split); the flags of the reps that got visits are refreshed after each part."""
@@ -334,7 +350,7 @@ def run_walk(
         part = BackfillPart.objects.filter(run=run, state=BackfillPartState.PENDING).order_by("id").first()
         if part is None:
             break
-        part_walk(part=part, client=client, after_page=report, on_visits=on_visits)
+        part_walk(part=part, client=client, owner=owner, after_page=report, on_visits=on_visits)
         flags_refresh()
     resurrections_undo()
     flags_refresh()
@@ -351,6 +367,28 @@ def run_failed(*, run: BackfillRun, message: str) -> None:
     state_error(CoreFeature.VISITS, message=message)
 
 
+def lease() -> timedelta:
+    return timedelta(seconds=settings.SELL_LOCK_SECONDS)
+
+
+def run_lock(*, run: BackfillRun, owner: str) -> bool:
+    """Take the run's lease if it is free, has run out, or its holder on this host died (a
+    backfill killed with SIGKILL is continued at once, not after its lease)."""
+    now = timezone.now()
+    free = Q(lock_owner="") | Q(lock_expires_at__isnull=True) | Q(lock_expires_at__lt=now)
+    if BackfillRun.objects.filter(free, id=run.id).update(lock_owner=owner, lock_expires_at=now + lease()):
+        return True
+    run.refresh_from_db(fields=["lock_owner"])
+    holder = run.lock_owner
+    if holder and owner_is_dead(holder):
+        return bool(
+            BackfillRun.objects.filter(id=run.id, lock_owner=holder).update(
+                lock_owner=owner, lock_expires_at=now + lease()
+            )
+        )
+    return False
+
+
 def walk_guarded(
     *,
     run: BackfillRun,
@@ -358,12 +396,16 @@ def walk_guarded(
     progress: ProgressFn | None = None,
     on_visits: VisitsFn | None = None,
 ) -> BackfillRun:
-    """run_walk, with a 403 switching the feature off (BackfillUnavailable) and any other failure
-    recorded on the run (which stays running: the next call continues it) before it is raised."""
+    """run_walk under the run's lease (BackfillBusy if a live process holds it), with a 403
+    switching the feature off (BackfillUnavailable) and any other failure recorded on the run
+    (which stays running: the next call continues it) before it is raised."""
+    owner = lock_owner_name()
+    if not run_lock(run=run, owner=owner):
+        raise BackfillBusy(f"another backfill is walking this plan ({run.lock_owner or 'a process'}); it goes on")
     own = client is None
     client = client or CoreClient()
     try:
-        return run_walk(run=run, client=client, progress=progress, on_visits=on_visits)
+        return run_walk(run=run, client=client, owner=owner, progress=progress, on_visits=on_visits)
     except FeatureUnavailable as exc:
         feature_refuse(message=str(exc))
         run_failed(run=run, message=str(exc))
@@ -372,6 +414,7 @@ def walk_guarded(
         run_failed(run=run, message=f"{type(exc).__name__}: {str(exc)[:300]}")
         raise
     finally:
+        BackfillRun.objects.filter(id=run.id, lock_owner=owner).update(lock_owner="", lock_expires_at=None)
         flags_refresh()  # what did arrive is flagged, even if the walk then failed
         if own:
             client.close()

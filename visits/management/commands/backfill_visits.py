@@ -9,7 +9,14 @@ import time
 from django.core.checks import Tags
 from django.core.management.base import BaseCommand, CommandError
 
-from visits.ingest.backfill import BackfillUnavailable, Progress, feature_allow, history_backfill, unreachable_parts
+from visits.ingest.backfill import (
+    BackfillBusy,
+    BackfillUnavailable,
+    Progress,
+    feature_allow,
+    history_backfill,
+    unreachable_parts,
+)
 from visits.sell.core import MAX_PAGES, MAX_PER_PAGE, SellError
 
 
@@ -66,6 +73,8 @@ class Command(BaseCommand):
                 "the Firehose sync goes on as before",
                 returncode=2,
             ) from None
+        except BackfillBusy as exc:
+            raise CommandError(f"{exc}: nothing to do here", returncode=4) from None
         except SellError as exc:
             raise CommandError(
                 f"the backfill stopped: {exc}; run backfill_visits again to continue where it stopped", returncode=1

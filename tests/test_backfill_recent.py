@@ -157,3 +157,20 @@ def test_map_leaves_history_out_and_says_how_many(serve, team, client, cast):
     assert "94001" not in frame and str(Visit.objects.filter(latitude__isnull=False).first().id) in frame
     only = client.get("/map/?rep=7").content.decode()
     assert "No visit with a location matches these filters" in only and "3 visits of these" in only
+
+
+def test_daily_task_fills_the_last_week_and_says_so(serve, settings):
+    from datetime import UTC
+
+    from visits.tasks import reconcile_task
+
+    settings.SELL_ACCESS_TOKEN = ""
+    assert reconcile_task() == "no SELL_ACCESS_TOKEN: nothing to reconcile with"
+    data = team_generate(seed=17, reps=3, weeks=1, now=datetime.now(UTC))  # the task's week is the real one
+    serve(data)
+    streams_sync()
+    lost = lose(after=datetime.now(UTC) - timedelta(days=4), field="visited_at")  # weekdays, whatever today
+    assert lost
+    summary = reconcile_task()
+    assert f"7 days reconciled: {len(lost)} visits were missing, {len(lost)} stored" in summary
+    assert ReconcileDay.objects.count() == 7 and Visit.objects.filter(id__in=list(lost)).count() == len(lost)

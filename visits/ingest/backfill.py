@@ -74,11 +74,12 @@ class Progress:
     run: BackfillRun
     parts_done: int
     parts_total: int
-    seconds: float
+    seconds: float  # in this process
+    listed_here: int  # visits listed in this process (a continued run listed the others before)
 
     @property
     def visits_per_second(self) -> float:
-        return self.run.listed / self.seconds if self.seconds > 0 else 0.0
+        return self.listed_here / self.seconds if self.seconds > 0 else 0.0
 
     def line(self) -> str:
         run = self.run
@@ -334,7 +335,7 @@ def run_walk(
 ) -> BackfillRun:
     """Walk every pending part of `run`, oldest first, until none is left (the plan grows as
     capped parts split); the flags of the reps that got visits are refreshed after each part."""
-    started = time.monotonic()
+    started, listed_before = time.monotonic(), run.listed
 
     def report() -> None:
         if progress:
@@ -343,8 +344,9 @@ def run_walk(
             total = parts.count()
             pending = parts.filter(state=BackfillPartState.PENDING).count()
             progress(
-                Progress(run=run, parts_done=total - pending, parts_total=total, seconds=time.monotonic() - started)
-            )
+                Progress(run=run, parts_done=total - pending, parts_total=total, seconds=time.monotonic() - started,
+                         listed_here=run.listed - listed_before)
+            )  # fmt: skip
 
     while True:
         part = BackfillPart.objects.filter(run=run, state=BackfillPartState.PENDING).order_by("id").first()

@@ -257,15 +257,19 @@ def test_sigkill_mid_run_then_rerun_ends_exact(serve, history_team):
     assert_flags_match()
 
 
-@pytest.mark.slow  # a rep with 21,000 visits, through the real 100 x 100 cap
+@pytest.mark.slow  # a rep with 25,000 visits among 41,000, through the real 100 x 100 cap
 def test_rep_with_more_than_20000_visits_is_split_and_stored_exactly(serve):
-    data = team_generate(seed=7, reps=4, weeks=1, history_weeks=2, heavy_rep_visits=21_000, now=DEMO_NOW)
+    data = team_generate(seed=7, reps=25, weeks=1, history_weeks=26, heavy_rep_visits=25_000, now=DEMO_NOW)
     serve(data)
     started = time.monotonic()
     run = history_backfill()
     assert not unreachable_parts(run=run)
     heavy = BackfillPart.objects.filter(run=run, filters__creator_id=data.heavy_rep_id)
-    assert heavy.filter(state=BackfillPartState.SPLIT).exists()  # past the cap even below the unsplit walk's end
+    assert heavy.filter(state=BackfillPartState.SPLIT, filters__has_key="resource_type").exists()
+    # Its biggest leaf (rep, status, outcome, resource type) was past the cap: read newest first,
+    # then oldest first, and the two walks met.
+    (oldest_first,) = [p for p in heavy.filter(sort="id") if p.parent and p.parent.filters == p.filters]
+    assert oldest_first.state == BackfillPartState.DONE and oldest_first.last_id >= oldest_first.parent.last_id
     assert Visit.objects.filter(rep_id=data.heavy_rep_id).count() > 20_000
     assert_history_matches(data)
     assert_flags_match()
@@ -301,3 +305,13 @@ def test_a_second_backfill_leaves_a_live_ones_plan_alone(serve, history_team):
     BackfillRun.objects.filter(id=run.id).update(lock_expires_at=timezone.now() - timedelta(seconds=1))
     call_command("backfill_visits", "--quiet")  # its lease ran out: taken over, and finished
     assert BackfillRun.objects.get(id=run.id).state == BackfillState.DONE
+
+
+def test_command_prints_progress_and_a_summary(serve, history_team, capsys):
+    serve(history_team)
+    call_command("backfill_visits", "--per-page", "20", "--every", "0")
+    out = capsys.readouterr().out.splitlines()
+    progress = [line for line in out if line.startswith("backfill: parts ")]
+    assert len(progress) > 5 and all("visits listed" in p and "stored" in p and "visits/s" in p for p in progress)
+    total = len(history_team.core_visits())
+    assert out[-1].startswith(f"backfill complete: {total:,} visits listed, {total:,} stored, 0 updated")

@@ -315,3 +315,16 @@ def test_command_prints_progress_and_a_summary(serve, history_team, capsys):
     assert len(progress) > 5 and all("visits listed" in p and "stored" in p and "visits/s" in p for p in progress)
     total = len(history_team.core_visits())
     assert out[-1].startswith(f"backfill complete: {total:,} visits listed, {total:,} stored, 0 updated")
+
+
+def test_status_page_shows_the_backfill_plan_and_its_figures(serve, history_team, client, cast):
+    client.force_login(cast.superuser)
+    assert "No backfill yet: run <code>manage.py backfill_visits</code>" in client.get("/status/").content.decode()
+    serve(history_team)
+    run = history_backfill(per_page=10, page_cap=3)
+    page = client.get("/status/").content.decode()
+    parts = BackfillPart.objects.filter(run=run).count()
+    assert "History from the Core API" in page and "Backfill</dt><dd>complete" in page
+    assert f"<dd>{parts:,} (0 still to walk)</dd>" in page
+    assert f"{run.listed:,} listed, {run.stored:,} stored" in page
+    assert "none: every query of the plan was read to its end" in page

@@ -174,3 +174,10 @@ def test_daily_task_fills_the_last_week_and_says_so(serve, settings):
     summary = reconcile_task()
     assert f"7 days reconciled: {len(lost)} visits were missing, {len(lost)} stored" in summary
     assert ReconcileDay.objects.count() == 7 and Visit.objects.filter(id__in=list(lost)).count() == len(lost)
+
+
+def test_gap_with_nothing_held_before_it_is_left_to_the_history_backfill():
+    from visits.ingest.reconcile import gap_fill
+
+    gap = gap_fill(gap=Gap.objects.create(stream="visits", start=None, end=DEMO_NOW, reason="410"))
+    assert gap.filled_at is None and "manage.py backfill_visits" in gap.fill_error

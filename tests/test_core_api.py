@@ -159,3 +159,13 @@ def test_item_check_names_what_is_wrong(raw, reason):
 @pytest.mark.parametrize("body", [b"", b"[]", b'{"items": {}}', b'{"items": [], "meta": []}', b"<html>"])
 def test_a_body_that_is_not_a_page_is_none(body):
     assert core.page_parse(body) is None
+
+
+def test_dropped_connections_are_retried(serve, history_team):
+    server = serve(history_team, core_faults=CoreFaults(drop_connection=0.4, seed=2))
+    retries = []
+    client = CoreClient(on_retry=lambda problem, delay: retries.append(problem))
+    got = list(core.CoreListing(client, path="/v2/users", params={}, per_page=3).items())
+    assert sorted(u["id"] for u in got) == sorted(history_team.core_users())
+    assert retries and all("ConnectionError" in problem for problem in retries)
+    assert [r.status for r in server.requests].count(None) == len(retries)

@@ -10,6 +10,7 @@ import pytest
 from django.core.management import call_command
 from django.utils import timezone
 
+from visits import tasks
 from visits.demo.core_api import CoreFaults
 from visits.demo.generator import CORE_UNUSED_OUTCOMES, HEAVY_REP_ID, team_generate
 from visits.ingest import core as ingest_core
@@ -263,3 +264,17 @@ def test_a_capped_user_list_says_so(serve, team, monkeypatch):
     result = ingest_core.users_refresh()
     assert result.capped and result.items == 10
     assert "only the first 10,000" in result.summary()
+
+
+def test_a_user_sell_deleted_is_a_deleted_rep():
+    user = core.user_parse({"id": 7, "name": "Gone", "status": "active", "deleted_at": "2026-01-02T03:04:05.000Z"})
+    assert user["status"] == "deleted"
+    assert core.user_parse({"id": 7, "status": "active", "deleted_at": None})["status"] == "active"
+
+
+def test_the_workers_task_result_names_a_core_api_failure(serve, team):
+    serve(team, core_faults=CoreFaults(forbidden=frozenset({"outcomes"})))
+    summary = tasks.sync_streams_task(session_seconds=0)
+    assert summary.endswith("; Core API outcomes: this account's plan has no Core API outcomes (HTTP 403: "
+                            "forbidden: Your account's plan does not include access to this resource.)")  # fmt: skip
+    assert "Core API users" not in summary  # it worked: nothing to say

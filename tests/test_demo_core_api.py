@@ -322,6 +322,13 @@ def test_malformed_items_come_at_the_end_of_the_listing(server, session, data):
     assert len(bad) == 3  # the dict ones carry the rep's id; the others appear only with no filter
 
 
+def test_a_dropped_connection_gets_no_answer(server):
+    server.core.faults = CoreFaults(drop_connection=1.0)
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"{server.url}/v2/users", headers=AUTH, timeout=5)
+    assert server.requests[-1].status is None
+
+
 @pytest.mark.parametrize(("knob", "status"), [("server_errors", {500, 503}), ("rate_limit", {429})])
 def test_failure_knobs(server, session, knob, status):
     server.core.faults = CoreFaults(**{knob: 1.0})

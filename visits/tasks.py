@@ -27,7 +27,8 @@ def sync_streams_task(*, session_seconds: float | None = None) -> str:
         f"{pull.polls} polls, {pull.applied} events applied, {pull.rejected} rejected, "
         f"flags of {pull.flagged_reps} reps recomputed"
     )
-    return summary + (f"; {'; '.join(pull.errors)}" if pull.errors else "")
+    problems = pull.errors + [refresh.summary() for refresh in pull.core if refresh.error]  # a Core API failure too
+    return summary + (f"; {'; '.join(problems)}" if problems else "")
 
 
 def reconcile_task() -> str:

@@ -37,6 +37,7 @@ class CoreFaults:
     forbidden: frozenset[str] = frozenset()
     server_errors: float = 0.0
     rate_limit: float = 0.0
+    drop_connection: float = 0.0  # the connection closes with no answer
     past_cap: str = "empty"
     lists_deleted: bool = False
     malformed: bool = False
@@ -47,7 +48,7 @@ class CoreFaults:
         unknown = self.forbidden - set(FEATURES.values())
         if unknown:
             raise ValueError(f"unknown Core API features {sorted(unknown)}: choose from users, outcomes, visits")
-        for name in ("server_errors", "rate_limit"):
+        for name in ("server_errors", "rate_limit", "drop_connection"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be a probability between 0 and 1, not {value}")
@@ -59,7 +60,7 @@ class CoreFaults:
         knobs: dict[str, object] = {}
         if self.forbidden:
             knobs["core_forbidden"] = ",".join(sorted(self.forbidden))
-        for name in ("server_errors", "rate_limit", "lists_deleted", "malformed"):
+        for name in ("server_errors", "rate_limit", "drop_connection", "lists_deleted", "malformed"):
             if getattr(self, name):
                 knobs[f"core_{name}"] = getattr(self, name)
         if self.past_cap != "empty":
@@ -116,8 +117,9 @@ class CoreApi:
             self._faults = faults
             self._rng = random.Random(faults.seed)
 
-    def reply(self, path: str, query: dict[str, str], *, base: str) -> bytes:
-        """The body of a 200 for an authorised request; Sell's errors are raised as CoreApiError."""
+    def reply(self, path: str, query: dict[str, str], *, base: str) -> bytes | None:
+        """The body of a 200 for an authorised request, None to drop the connection; Sell's errors
+        are raised as CoreApiError."""
         feature = FEATURES.get(path)
         if feature is None:
             raise CoreApiError(404, "incorrect_path", "Incorrect path", f"The requested path {path} does not exist.")
@@ -125,6 +127,9 @@ class CoreApi:
             faults, rng = self._faults, self._rng
             failure = rng.choice((500, 503)) if _chance(rng, faults.server_errors) else None
             limited = _chance(rng, faults.rate_limit)
+            drop = _chance(rng, faults.drop_connection)
+        if drop:
+            return None
         if failure == 500:
             raise CoreApiError(500, "server_error", "Internal server error", "Something went wrong on our side.")
         if failure == 503:

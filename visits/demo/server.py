@@ -364,7 +364,8 @@ class DemoFirehose:
         if path.startswith("/v2/"):  # the Core API: its own faults (core.faults), not the Firehose's
             if handler.headers.get("Authorization") != f"Bearer {self.token}":
                 raise _ApiError(401, "unauthorized", "Unauthorized", UNAUTHORIZED_DETAILS)
-            return _Reply(200, self.core.reply(path, query, base=base))
+            body = self.core.reply(path, query, base=base)
+            return None if body is None else _Reply(200, body)
         stream = ROUTES.get(path)
         if stream is None:
             raise _ApiError(404, "incorrect_path", "Incorrect path", f"The requested path {path} does not exist.")

@@ -158,7 +158,10 @@ def user_parse(data: dict) -> dict:
         "id": events.clean_id(data.get("id"), name="id"),
         "name": events.clean_text(data.get("name"), name="name", max_length=255),
         "email": events.clean_text(data.get("email"), name="email", max_length=255),
-        "status": events.clean_text(data.get("status"), name="status", max_length=40),
+        # A deleted user, as the Firehose's `deleted` event says it; Sell keeps its visits.
+        "status": "deleted"
+        if data.get("deleted_at")
+        else events.clean_text(data.get("status"), name="status", max_length=40),
         "role": events.clean_text(data.get("role"), name="role", max_length=40),
         "team_name": events.clean_text(data.get("team_name"), name="team_name", max_length=255),
         "group_id": events.clean_id(group.get("id"), name="group.id", nullable=True),

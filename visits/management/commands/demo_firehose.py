@@ -68,6 +68,7 @@ class Command(BaseCommand):
         )  # fmt: skip
         parser.add_argument("--core-server-errors", type=probability, default=0.0, metavar="P")
         parser.add_argument("--core-rate-limit", type=probability, default=0.0, metavar="P")
+        parser.add_argument("--core-drop-connection", type=probability, default=0.0, metavar="P")
         parser.add_argument(
             "--core-past-cap", choices=PAST_CAP, default="empty", help="what a list page past 100 answers"
         )
@@ -114,6 +115,7 @@ class Command(BaseCommand):
                 forbidden=frozenset(part.strip() for part in options["core_forbidden"].split(",") if part.strip()),
                 server_errors=options["core_server_errors"],
                 rate_limit=options["core_rate_limit"],
+                drop_connection=options["core_drop_connection"],
                 past_cap=options["core_past_cap"],
                 lists_deleted=options["core_lists_deleted"],
                 malformed=options["core_malformed"],

@@ -328,3 +328,10 @@ def test_status_page_shows_the_backfill_plan_and_its_figures(serve, history_team
     assert f"<dd>{parts:,} (0 still to walk)</dd>" in page
     assert f"{run.listed:,} listed, {run.stored:,} stored" in page
     assert "none: every query of the plan was read to its end" in page
+
+
+def test_without_a_token_the_command_says_so_and_plans_nothing(settings):
+    settings.SELL_ACCESS_TOKEN = ""
+    with pytest.raises(CommandError, match="no SELL_ACCESS_TOKEN") as failed:
+        call_command("backfill_visits")
+    assert failed.value.returncode == 1 and not BackfillRun.objects.exists()

@@ -6,6 +6,7 @@ them: history visits must reach the tallies)."""
 import sys
 import time
 
+from django.conf import settings
 from django.core.checks import Tags
 from django.core.management.base import BaseCommand, CommandError
 
@@ -63,6 +64,8 @@ class Command(BaseCommand):
             self.stdout.write(f"backfill: {report.line()}")
             sys.stdout.flush()
 
+        if not settings.SELL_ACCESS_TOKEN:
+            raise CommandError("no SELL_ACCESS_TOKEN: there is no Sell account to backfill from", returncode=1)
         if ask_again:
             feature_allow()
         try:

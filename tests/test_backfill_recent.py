@@ -14,7 +14,7 @@ from visits.demo.generator import team_generate
 from visits.ingest.pull import visits_pull
 from visits.ingest.reconcile import visits_reconcile
 from visits.ingest.sync import streams_sync
-from visits.models import Gap, ReconcileDay, SyncState, Visit, VisitSource
+from visits.models import BackfillRun, Gap, ReconcileDay, SyncState, Visit, VisitSource
 from visits.review.flags import flags_rebuild, flags_refresh
 from visits.tasks import RECONCILE_SCHEDULE_NAME
 
@@ -96,6 +96,10 @@ def test_reconcile_counts_each_day_against_the_core_api_and_fills_it(serve, team
     assert Visit.objects.filter(id__in=list(lost)).count() == len(lost)
     again = visits_reconcile(today=today, days=7)
     assert all(f.filled == 0 and f.core_visits == f.held_visits for f in again)
+    assert BackfillRun.objects.filter(kind="reconcile").count() == 2
+    BackfillRun.objects.filter(kind="reconcile").update(started_at=DEMO_NOW - timedelta(days=40))
+    visits_reconcile(today=today, days=7)
+    assert BackfillRun.objects.filter(kind="reconcile").count() == 1  # runs older than 30 days go
     assert_tallies_match()
     client.force_login(cast.superuser)
     page = client.get("/status/").content.decode()

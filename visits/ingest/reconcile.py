@@ -28,6 +28,7 @@ from visits.sell.core_items import HistoryVisit
 log = logging.getLogger(__name__)
 
 RECENT_SORT = "visited_at:desc"
+RUNS_KEPT = timedelta(days=30)  # the reconciliation's own runs, for a look at a recent one
 
 
 def recent_run(*, kind: str, since: datetime, gap: Gap | None = None) -> BackfillRun:
@@ -146,6 +147,8 @@ def visits_reconcile(
                 day=day, defaults={"held_visits": held[day], "checked_at": now, "error": message}
             )
         raise
+    # Each day's run and its parts (one per rep) say nothing once the day's figures are kept.
+    BackfillRun.objects.filter(kind=BackfillKind.RECONCILE, started_at__lt=now - RUNS_KEPT).exclude(id=run.id).delete()
     figures = [DayFigures(day, len(listed[day]), held[day], len(filled[day])) for day in wanted]
     for f in figures:
         ReconcileDay.objects.update_or_create(

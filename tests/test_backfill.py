@@ -335,3 +335,27 @@ def test_without_a_token_the_command_says_so_and_plans_nothing(settings):
     with pytest.raises(CommandError, match="no SELL_ACCESS_TOKEN") as failed:
         call_command("backfill_visits")
     assert failed.value.returncode == 1 and not BackfillRun.objects.exists()
+
+
+def test_a_page_rolled_back_by_the_database_is_stored_again_and_counted_once(serve, history_team, monkeypatch):
+    from django.db import OperationalError
+
+    from visits.ingest import backfill
+
+    serve(history_team)
+    real, calls = backfill.history_store, []
+
+    def flaky(**kwargs):
+        calls.append(1)
+        result = real(**kwargs)
+        if len(calls) in (2, 5):  # after the writes: the rollback must undo them
+            raise OperationalError("deadlock detected")
+        return result
+
+    monkeypatch.setattr(backfill, "history_store", flaky)
+    monkeypatch.setattr(backfill.time, "sleep", lambda seconds: None)
+    run = history_backfill(per_page=50)
+    total = len(history_team.core_visits())
+    assert len(calls) > 5 and (run.listed, run.stored) == (total, total)
+    assert sum(BackfillPart.objects.filter(run=run).values_list("listed", flat=True)) == total
+    assert_history_matches(history_team)

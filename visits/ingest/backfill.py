@@ -21,12 +21,12 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import transaction
+from django.db import OperationalError, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
 from visits.ingest.core import core_refresh, state_error, state_get, state_refuse, state_success
-from visits.ingest.history import history_store, resurrections_undo
+from visits.ingest.history import StoreResult, history_store, resurrections_undo
 from visits.ingest.sync import lock_owner_name, owner_is_dead
 from visits.models import (
     BackfillKind,
@@ -56,6 +56,7 @@ NO_USERS_WARNING = (
     "the Core API's users are not available to this account: the backfill split the visits by the reps the "
     "Firehose and the visits listed first named, and would miss the visits of a rep named by neither"
 )
+STORE_ATTEMPTS = 3
 RESOURCE_TYPES = ("lead", "contact")  # the Core API's own; others held (from the Firehose) are added
 
 
@@ -298,24 +299,7 @@ def part_walk(
             finished = True
             visits = [v for v in visits if v.visited_at >= part.stop_before]
             parsed = [*visits, *(r for r in parsed if isinstance(r, Reject))]
-        with transaction.atomic():
-            stored = history_store(parsed=parsed, now=timezone.now())
-            part.listed += len(visits)
-            part.stored += stored.stored
-            if visits:
-                part.first_id = part.first_id if part.first_id is not None else visits[0].id
-                part.last_id = visits[-1].id
-            part.next_page += 1
-            if finished:
-                part.state = BackfillPartState.DONE
-            part.save(update_fields=["listed", "stored", "first_id", "last_id", "next_page", "state"])
-            moved = BackfillRun.objects.filter(id=part.run_id, lock_owner=owner).update(
-                requests=F("requests") + 1, listed=F("listed") + len(visits), stored=F("stored") + stored.stored,
-                updated=F("updated") + stored.updated, addresses=F("addresses") + stored.addresses,
-                lock_expires_at=timezone.now() + lease(),
-            )  # fmt: skip
-            if not moved:  # rolls this page back: the process that took the run over walks it
-                raise BackfillBusy(f"another process took this backfill over (its lease of {lease()} ran out)")
+        stored = page_store(part=part, parsed=parsed, visits=visits, finished=finished, owner=owner)
         if on_visits:
             on_visits(visits, stored.stored_ids)
         if after_page:
@@ -323,6 +307,42 @@ def part_walk(
         if finished:
             return
     part_capped(part=part, client=client)
+
+
+def page_store(
+    *, part: BackfillPart, parsed: list, visits: list[HistoryVisit], finished: bool, owner: str
+) -> StoreResult:
+    """Store a page and move its part and run on, in one transaction. A deadlock with the
+    Firehose's sync writing the same visits (PostgreSQL), or SQLite still locked after its
+    timeout, rolls it back: tried again, twice, before the error stops the walk."""
+    for attempt in range(STORE_ATTEMPTS):
+        try:
+            with transaction.atomic():
+                stored = history_store(parsed=parsed, now=timezone.now())
+                part.listed += len(visits)
+                part.stored += stored.stored
+                if visits:
+                    part.first_id = part.first_id if part.first_id is not None else visits[0].id
+                    part.last_id = visits[-1].id
+                part.next_page += 1
+                if finished:
+                    part.state = BackfillPartState.DONE
+                part.save(update_fields=["listed", "stored", "first_id", "last_id", "next_page", "state"])
+                moved = BackfillRun.objects.filter(id=part.run_id, lock_owner=owner).update(
+                    requests=F("requests") + 1, listed=F("listed") + len(visits), stored=F("stored") + stored.stored,
+                    updated=F("updated") + stored.updated, addresses=F("addresses") + stored.addresses,
+                    lock_expires_at=timezone.now() + lease(),
+                )  # fmt: skip
+                if not moved:  # rolls this page back: the process that took the run over walks it
+                    raise BackfillBusy(f"another process took this backfill over (its lease of {lease()} ran out)")
+            return stored
+        except OperationalError:
+            part.refresh_from_db()  # the part as committed, before this page
+            if attempt == STORE_ATTEMPTS - 1:
+                raise
+            log.warning("backfill: a page's store was rolled back (attempt %s); trying again", attempt + 1)
+            time.sleep(0.5 * (attempt + 1))
+    raise AssertionError("unreachable")  # the loop returns or raises
 
 
 def run_walk(

@@ -2,10 +2,13 @@
 the generator's truth (DemoData.core_visits), past the 100-page cap, resumed after a SIGKILL, and
 what it must never do to what the Firehose delivered."""
 
+import csv
+import io
 import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from datetime import datetime
 from pathlib import Path
 
@@ -95,7 +98,7 @@ def assert_history_matches(data, *, missing: set[int] = frozenset()) -> None:
     assert_tallies_match()
 
 
-def test_backfill_alone_stores_every_visit_the_core_api_lists(serve, history_team):
+def test_backfill_alone_stores_every_visit_the_core_api_lists(serve, history_team, client, cast):
     serve(history_team)
     run = history_backfill()
     assert run.state == BackfillState.DONE and run.stored == len(history_team.core_visits()) > 0
@@ -105,6 +108,17 @@ def test_backfill_alone_stores_every_visit_the_core_api_lists(serve, history_tea
     # The Core API's users were read first: every rep of the history has its name.
     names = dict(Rep.objects.filter(visits__isnull=False).distinct().values_list("id", "name"))
     assert names and names == {rid: history_team.core_users()[rid]["name"] for rid in names}
+    # The reports count history visits like any other: per rep and status, as the Core API lists them.
+    client.force_login(cast.manager)
+    body = b"".join(client.get("/reports/reps.csv").streaming_content).decode("utf-8")
+    rows = list(csv.DictReader(io.StringIO(body[1:])))
+    listed = Counter(v["creator_id"] for v in history_team.core_visits().values())
+    too_far = Counter(
+        v["creator_id"] for v in history_team.core_visits().values()
+        if v["rep_location_verification_status"] == "resource_location_too_far"
+    )  # fmt: skip
+    assert {int(r["rep_id"]): int(r["visits"]) for r in rows} == dict(listed)
+    assert {int(r["rep_id"]): int(r["resource_location_too_far"]) for r in rows} == {r: too_far[r] for r in listed}
 
 
 def test_backfill_after_the_firehose_fills_addresses_and_keeps_its_visits(serve, history_team):

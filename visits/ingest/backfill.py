@@ -199,8 +199,13 @@ def part_capped(*, part: BackfillPart, client: CoreClient) -> None:
 
     The parts a capped ascending walk splits into are walked descending down to its last id
     (their floor): it has read every visit of theirs below it. Their own parts keep that floor."""
+    first = other_order(part)
+    dimension = next_dimension(filters=part.filters) if first is None else None
+    # Asked before the transaction: the Core API's users are a request or more, and a write lock
+    # held meanwhile (SQLite) would keep the sync waiting.
+    values = split_values(dimension=dimension, part=part, client=client) if dimension else []
     with transaction.atomic():
-        if (first := other_order(part)) is not None:
+        if first is not None:
             ascending, descending = (part, first) if part.sort == ASC else (first, part)
             part.unreachable = unreachable_estimate(ascending=ascending, descending=descending)
             part.state = BackfillPartState.UNREACHABLE
@@ -209,8 +214,7 @@ def part_capped(*, part: BackfillPart, client: CoreClient) -> None:
                 "reached: this query is past the 100-page cap in both sort orders and has no filter left to split by"
             )
             log.warning("backfill part %s %s", part.filters, part.note)
-        elif dimension := next_dimension(filters=part.filters):
-            values = split_values(dimension=dimension, part=part, client=client)
+        elif dimension:
             if part.sort in (ASC, DESC):
                 sort, floor = DESC, part.last_id if part.sort == ASC else part.floor
             else:  # a walk of recent visits, newest first down to stop_before

@@ -373,3 +373,21 @@ def test_a_page_rolled_back_by_the_database_is_stored_again_and_counted_once(ser
     assert len(calls) > 5 and (run.listed, run.stored) == (total, total)
     assert sum(BackfillPart.objects.filter(run=run).values_list("listed", flat=True)) == total
     assert_history_matches(history_team)
+
+
+@pytest.mark.slow  # backfill_visits in a subprocess
+@pytest.mark.django_db(transaction=True)
+def test_ctrl_c_stops_with_a_sentence_and_the_next_run_continues(serve, history_team):
+    server = serve(history_team)
+    stopped = backfill_command(command_env(server.url, SELL_RATE_LIMIT="25"), "--per-page", "10", "--every", "0")
+    for line in stopped.stdout:
+        if "stored" in line and " 0 stored" not in line:
+            break
+    stopped.send_signal(signal.SIGINT)
+    out, err = stopped.communicate(timeout=30)
+    assert stopped.returncode == 130 and "run backfill_visits again to continue" in err, err
+    assert "Traceback" not in err
+    final = backfill_command(command_env(server.url), "--per-page", "10")
+    final.communicate(timeout=120)
+    assert final.returncode == 0 and BackfillRun.objects.get().state == BackfillState.DONE
+    assert_history_matches(history_team)

@@ -76,6 +76,11 @@ class Command(BaseCommand):
                 "the Firehose sync goes on as before",
                 returncode=2,
             ) from None
+        except KeyboardInterrupt:
+            raise CommandError(
+                "the backfill was stopped (Ctrl-C); every page stored is kept: run backfill_visits again to continue",
+                returncode=130,
+            ) from None
         except BackfillBusy as exc:
             raise CommandError(f"{exc}: nothing to do here", returncode=4) from None
         except SellError as exc:

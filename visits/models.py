@@ -417,6 +417,101 @@ class CoreApiState(models.Model):
         return f"Core API {self.feature}"
 
 
+class BackfillKind(models.TextChoices):
+    HISTORY = "history", "History backfill"
+    GAP = "gap", "Gap fill"
+    RECONCILE = "reconcile", "Daily reconciliation"
+
+
+class BackfillState(models.TextChoices):
+    RUNNING = "running", "Running"
+    DONE = "done", "Done"
+    FAILED = "failed", "Failed"
+
+
+class BackfillRun(models.Model):
+    """One backfill from the Core API's visits (ingest/backfill.py): its plan is its parts, so a
+    run killed half-way is continued by the next one, part by part and page by page."""
+
+    kind = models.CharField(max_length=20, choices=BackfillKind.choices)
+    gap = models.ForeignKey(Gap, on_delete=models.SET_NULL, null=True, blank=True, related_name="fills")
+    state = models.CharField(max_length=20, choices=BackfillState.choices, default=BackfillState.RUNNING)
+    started_at = models.DateTimeField(default=timezone.now)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    warning = models.TextField(blank=True, help_text="what the plan could not be sure of (no Core API users)")
+    # The process walking it (sync.lock_owner_name), renewed with every page: a second backfill
+    # waits for none and walks nothing twice; one whose holder died takes over at once.
+    lock_owner = models.CharField(max_length=100, blank=True)
+    lock_expires_at = models.DateTimeField(null=True, blank=True)
+    # Sell's: 100 visits a page, 100 pages a query. Smaller ones try the splitting on a small account.
+    per_page = models.IntegerField(default=100)
+    page_cap = models.IntegerField(default=100)
+    # Running totals over the parts, kept with each page (the status page and the progress read them).
+    requests = models.IntegerField(default=0)
+    listed = models.IntegerField(default=0, help_text="visits the Core API listed (a visit in two parts twice)")
+    stored = models.IntegerField(default=0, help_text="visits stored that visitsdash did not hold")
+    updated = models.IntegerField(default=0, help_text="history visits changed in Sell since they were stored")
+    addresses = models.IntegerField(default=0, help_text="held visits whose resource_address was filled")
+
+    class Meta:
+        ordering = ["-started_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} {self.started_at:%Y-%m-%d %H:%M}"
+
+
+class BackfillPartState(models.TextChoices):
+    PENDING = "pending", "Pending"
+    DONE = "done", "Done"
+    SPLIT = "split", "Split into smaller parts"
+    UNREACHABLE = "unreachable", "Past the cap in both sort orders"
+
+
+class BackfillPart(models.Model):
+    """One Core API list query of a run (filters and a sort order) and how far it was walked."""
+
+    run = models.ForeignKey(BackfillRun, on_delete=models.CASCADE, related_name="parts")
+    parent = models.ForeignKey("self", on_delete=models.CASCADE, null=True, blank=True, related_name="children")
+    filters = models.JSONField(default=dict, help_text="the /v2/visits filters, by name")
+    sort = models.CharField(max_length=20, default="id")
+    # A walk of recent visits (a gap, the reconciliation) stops at the first page reaching past this.
+    stop_before = models.DateTimeField(null=True, blank=True)
+    state = models.CharField(max_length=20, choices=BackfillPartState.choices, default=BackfillPartState.PENDING)
+    next_page = models.IntegerField(default=1)
+    listed = models.IntegerField(default=0)
+    stored = models.IntegerField(default=0)
+    # A descending walk stops at this id: an ascending walk of a wider query has read every visit up to it.
+    floor = models.BigIntegerField(null=True, blank=True)
+    first_id = models.BigIntegerField(null=True, blank=True, help_text="the first visit id the walk met")
+    last_id = models.BigIntegerField(null=True, blank=True, help_text="the last visit id the walk met")
+    unreachable = models.IntegerField(default=0, help_text="about how many visits neither sort order reached")
+    note = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["run", "id"]
+
+    def __str__(self) -> str:
+        return f"part {self.id} of {self.run_id}: {self.filters} by {self.sort}"
+
+
+class ReconcileDay(models.Model):
+    """One day of the daily reconciliation: visits the Core API lists on it against those held."""
+
+    day = models.DateField(unique=True, help_text="a day of DISPLAY_TIME_ZONE")
+    core_visits = models.IntegerField(default=0)
+    held_visits = models.IntegerField(default=0, help_text="live visits held before the fill")
+    filled = models.IntegerField(default=0, help_text="visits stored from the Core API")
+    checked_at = models.DateTimeField()
+    error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-day"]
+
+    def __str__(self) -> str:
+        return f"reconciled {self.day}"
+
+
 class RejectedItem(models.Model):
     """A stream item that could not be applied, kept verbatim with the reason."""
 

@@ -1,5 +1,6 @@
 """django-q2 entry points and the schedules that drive them: the sync every minute, the
-ingestion check (its alert mails) every ALERT_CHECK_MINUTES.
+ingestion check (its alert mails) every ALERT_CHECK_MINUTES, the reconciliation with the
+Core API daily.
 
 django-q2's scheduler looks for due schedules only every 30 seconds, so a task that polled
 once a minute would sometimes wait 90 s. Instead each scheduled run is a short session that
@@ -7,15 +8,19 @@ keeps polling every SELL_IDLE_POLL_SECONDS while caught up; the stream lease mak
 overlapping run return at once.
 """
 
+from datetime import UTC, datetime, timedelta
+
 from django.conf import settings
+from django.utils import timezone
 from django_q.models import Schedule
 
 from visits.ingest.alerts import ingestion_check
 from visits.ingest.pull import visits_pull
-from visits.ingest.sync import READ_ONLY_MESSAGE
+from visits.ingest.sync import READ_ONLY_MESSAGE, read_only_archive
 
 SCHEDULE_NAME = "sync-sell-streams"
 CHECK_SCHEDULE_NAME = "ingestion-check"
+RECONCILE_SCHEDULE_NAME = "reconcile-core-visits"
 
 
 def sync_streams_task(*, session_seconds: float | None = None) -> str:
@@ -37,15 +42,70 @@ def ingestion_check_task() -> str:
     return ingestion_check().line
 
 
-def schedules_setup() -> list[tuple[str, bool]]:
-    """Create or update the schedules by name; returns (name, created) pairs."""
-    every = {SCHEDULE_NAME: ("visits.tasks.sync_streams_task", 1)}
-    every[CHECK_SCHEDULE_NAME] = ("visits.tasks.ingestion_check_task", settings.ALERT_CHECK_MINUTES)
-    done = []
-    for name, (func, minutes) in every.items():
-        defaults = {"func": func, "schedule_type": Schedule.MINUTES, "minutes": minutes, "repeats": -1}
-        done.append((name, Schedule.objects.update_or_create(name=name, defaults=defaults)[1]))
-    return done
+def reconcile_task() -> str:
+    """The daily check against the Core API: the gaps not filled yet, then the last
+    BACKFILL_RECONCILE_DAYS days counted and filled (ingest/reconcile.py)."""
+    # Imported here: the every-minute sync's workers need none of it.
+    from visits.ingest.backfill import BackfillUnavailable
+    from visits.ingest.reconcile import gaps_fill, visits_reconcile
+    from visits.sell.core import SellError
+
+    if read_only_archive():
+        return READ_ONLY_MESSAGE
+    gaps = gaps_fill()
+    try:
+        days = visits_reconcile()
+    except (BackfillUnavailable, SellError) as exc:  # kept on each day for the status page, too
+        return f"{len(gaps)} gaps tried; no reconciliation: {exc}"
+    missing = sum(max(d.core_visits - d.held_visits, 0) for d in days)
+    filled = sum(d.filled for d in days)
+    return f"{len(gaps)} gaps tried; {len(days)} days reconciled: {missing} visits were missing, {filled} stored"
+
+
+def reconcile_first_run(*, now: datetime | None = None) -> datetime:
+    """The next BACKFILL_RECONCILE_HOUR o'clock (UTC) after `now`."""
+    now = now or timezone.now()
+    first = now.astimezone(UTC).replace(hour=settings.BACKFILL_RECONCILE_HOUR, minute=0, second=0, microsecond=0)
+    return first if first > now else first + timedelta(days=1)
+
+
+def schedules_setup() -> list[tuple[str, bool, str]]:
+    """Create or update the schedules by name; returns (name, created, how often) triples."""
+    _, created = Schedule.objects.update_or_create(
+        name=SCHEDULE_NAME,
+        defaults={
+            "func": "visits.tasks.sync_streams_task",
+            "schedule_type": Schedule.MINUTES,
+            "minutes": 1,
+            "repeats": -1,
+        },
+    )
+    _, check_created = Schedule.objects.update_or_create(
+        name=CHECK_SCHEDULE_NAME,
+        defaults={
+            "func": "visits.tasks.ingestion_check_task",
+            "schedule_type": Schedule.MINUTES,
+            "minutes": settings.ALERT_CHECK_MINUTES,
+            "repeats": -1,
+        },
+    )
+    check_every = (
+        "every minute" if settings.ALERT_CHECK_MINUTES == 1 else f"every {settings.ALERT_CHECK_MINUTES} minutes"
+    )
+    # The first run only on creation: running setup_schedules again must not move the next one.
+    _, reconcile_created = Schedule.objects.update_or_create(
+        name=RECONCILE_SCHEDULE_NAME,
+        defaults={"func": "visits.tasks.reconcile_task", "schedule_type": Schedule.DAILY, "repeats": -1},
+        create_defaults={
+            "func": "visits.tasks.reconcile_task", "schedule_type": Schedule.DAILY, "repeats": -1,
+            "next_run": reconcile_first_run(),
+        },
+    )  # fmt: skip
+    return [
+        (SCHEDULE_NAME, created, "every minute"),
+        (CHECK_SCHEDULE_NAME, check_created, check_every),
+        (RECONCILE_SCHEDULE_NAME, reconcile_created, f"daily at {settings.BACKFILL_RECONCILE_HOUR:02d}:00 UTC"),
+    ]
 
 
 def sync_enqueue() -> str:

@@ -380,7 +380,13 @@ SELL_CORE_REFRESH_SECONDS = env_int("SELL_CORE_REFRESH_SECONDS", 3600, minimum=6
 
 # --- History backfill and reconciliation (ingest/backfill.py) -----------------------------
 
-# (Backfill settings go here.)
+# A gap's time range is backfilled from this long before its start: a visit logged late was
+# created in the gap (its event lost) but happened before it.
+BACKFILL_GAP_MARGIN_HOURS = env_int("BACKFILL_GAP_MARGIN_HOURS", 48, minimum=0, maximum=24 * 60)
+# The daily reconciliation compares this many days (today and the days before it) with the Core API.
+BACKFILL_RECONCILE_DAYS = env_int("BACKFILL_RECONCILE_DAYS", 7, minimum=1, maximum=90)
+# When it runs, an hour of the day in UTC (the schedule's first run; later runs follow daily).
+BACKFILL_RECONCILE_HOUR = env_int("BACKFILL_RECONCILE_HOUR", 3, minimum=0, maximum=23)
 
 # --- Health and alerts (ingest/health.py) ---------------------------------------------------
 

@@ -14,6 +14,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from visits.ingest.sync import read_only_archive
 from visits.models import CoreApiState, CoreFeature, Outcome, RejectedItem, Rep, Stream
 from visits.sell import core, events
 
@@ -222,7 +223,7 @@ def outcomes_refresh(*, force: bool = False, client: core.CoreClient | None = No
 
 def core_refresh(*, force: bool = False) -> list[CoreRefresh]:
     """Users, then outcomes, on one client (one connection)."""
-    if not settings.SELL_ACCESS_TOKEN:
+    if read_only_archive():
         return []
     client = core.CoreClient()
     try:

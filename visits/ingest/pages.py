@@ -28,6 +28,7 @@ from visits.models import (
     Stream,
     SyncState,
     Visit,
+    VisitSource,
     as_is,
     column,
     datetime_adapter,
@@ -197,7 +198,9 @@ def visits_apply(*, by_id: dict[int, list[Event]], result: PageResult) -> None:
     if upserts:
         visits_upsert(rows=upserts)
     for visit_id, (sequence, deleted_at) in deletions.items():
-        Visit.objects.filter(id=visit_id).update(sequence=sequence, event_time=deleted_at, deleted_at=deleted_at)
+        Visit.objects.filter(id=visit_id).update(
+            sequence=sequence, event_time=deleted_at, deleted_at=deleted_at, source=VisitSource.FIREHOSE
+        )
     if new_tombstones:
         DeletedVisit.objects.bulk_create(
             list(new_tombstones.values()),
@@ -224,6 +227,10 @@ def _upsert_parts() -> tuple[str, str, str, str]:
     quote = connection.ops.quote_name
     names = [quote(column(Visit, name)) for name in UPSERT_FIELDS]
     update = ", ".join(f"{n} = EXCLUDED.{n}" for n in names[1:])
+    # A visit the history backfill stored (sequence 0) becomes the Firehose's: its values win,
+    # and only resource_address, which the Firehose never sends, is kept. Inserted rows take
+    # the column's default ("firehose"), so the rows carry no value for it.
+    update += f", {quote(column(Visit, 'source'))} = '{VisitSource.FIREHOSE.value}'"
     return quote(Visit._meta.db_table), ", ".join(names), names[0], update
 
 

@@ -1,5 +1,6 @@
 """One pull from Sell: both streams until `top`, then the flags of the reps whose visits changed,
-then (hourly, or forced) the reps' teams and the outcomes' names from the Core API.
+then (hourly, or forced) the reps' teams and the outcomes' names from the Core API, then a gap a
+stream just recorded backfilled from the Core API.
 The django-q2 task (a session that keeps polling while caught up) and `manage.py sync_visits`
 (one pull in the foreground) both call visits_pull(); each only words the result its own way.
 """
@@ -29,6 +30,7 @@ class PullResult:
     flagged_reps: int = 0  # reps whose flags were recomputed, over every poll
     flag_changes: int = 0
     read_only: bool = False  # nothing pulled: no SELL_ACCESS_TOKEN, a read-only archive
+    gaps_filled: int = 0  # gaps backfilled from the Core API after the poll that recorded them
     core: list[CoreRefresh] = field(default_factory=list)  # the Core API refreshes that asked Sell
 
     @property
@@ -67,14 +69,17 @@ def visits_pull(
        network, configuration) stops after the first stream.
     2. Recompute the flags of every rep ingestion marked dirty (flags_refresh): what did arrive
        is flagged even if a stream then failed.
-    3. Without `session_seconds` (the command), stop here. With it (the worker's scheduled
+    3. If a stream recorded a gap (its position expired), backfill the gap's time range from the
+       Core API (reconcile.gaps_fill: statuses, no positions); a failure is kept on the gap.
+    4. Without `session_seconds` (the command), stop here. With it (the worker's scheduled
        session), stop on an error, when a stream is not caught up, or when another poll would
        not start before the session ends; otherwise wait SELL_IDLE_POLL_SECONDS and go back to
        1, with each poll bounded by what is left of the session (at least one second).
 
-    After 2, the Core API's users and outcomes are refreshed when due (hourly; every poll
-    with `core_force`, which sync_visits passes), unless the token, the settings or the network
-    just failed a stream. Its failures are recorded in CoreApiState and never stop the pull.
+    After 2 (before 3, so that the gap's walk knows every rep), the Core API's users and outcomes
+    are refreshed when due (hourly; every poll with `core_force`, which sync_visits passes), unless
+    the token, the settings or the network just failed a stream. Its failures are recorded in
+    CoreApiState and never stop the pull.
 
     A read-only archive (no SELL_ACCESS_TOKEN, read_only_archive()) does none of this: it returns
     at once with `read_only` set, having sent no request and recorded nothing.
@@ -97,6 +102,8 @@ def visits_pull(
         pull.flagged_reps += reps
         pull.flag_changes += changes
         pull.core += core_run(results=pull.results, force=core_force)
+        if any(r.gaps for r in pull.results):
+            pull.gaps_filled += gaps_after_sync()
         if deadline is None or pull.errors or not pull.caught_up:
             return pull
         if time.monotonic() + settings.SELL_IDLE_POLL_SECONDS > deadline:
@@ -112,3 +119,15 @@ def core_run(*, results: list[SyncResult], force: bool) -> list[CoreRefresh]:
     except Exception:  # noqa: BLE001 - e.g. the database; the Firehose's pull is done and stays done
         log.exception("the Core API refresh failed")
         return []
+
+
+def gaps_after_sync() -> int:
+    """Fill the gaps just recorded from the Core API; how many were filled. Never raises: the
+    pull's own result stands whatever the Core API does (each gap keeps its error)."""
+    from visits.ingest.reconcile import gaps_fill  # only after a gap: the every-minute poll needs none of it
+
+    try:
+        return sum(1 for gap in gaps_fill() if gap.filled_at is not None)
+    except Exception:  # noqa: BLE001 - see the docstring
+        log.exception("the gaps could not be filled from the Core API")
+        return 0

@@ -13,11 +13,16 @@ from visits.ingest.health import incidents_shown
 from visits.ingest.sync import read_only_archive
 from visits.ingest.tallies import tallies_time_zone
 from visits.models import (
+    BackfillKind,
+    BackfillPart,
+    BackfillPartState,
+    BackfillRun,
     CoreApiState,
     CoreFeature,
     DirtyRep,
     Gap,
     Outcome,
+    ReconcileDay,
     RejectedItem,
     Rep,
     Stream,
@@ -117,6 +122,40 @@ def status_overview() -> dict:
         "now": now,
         **incidents_shown(now=now),
         **derived_status(live=live),
+        **history_status(),
+    }
+
+
+@dataclass
+class HistoryStatus:
+    """The newest history backfill from the Core API, for the status page."""
+
+    run: BackfillRun
+    parts_total: int
+    parts_pending: int
+    unreachable: list[BackfillPart]
+
+    @property
+    def unreachable_visits(self) -> int:
+        return sum(p.unreachable for p in self.unreachable)
+
+
+def history_status() -> dict:
+    """The history backfill, the Core API's visits feature and the daily reconciliation."""
+    run = BackfillRun.objects.filter(kind=BackfillKind.HISTORY).order_by("-id").first()
+    history = None
+    if run is not None:
+        parts = BackfillPart.objects.filter(run=run)
+        history = HistoryStatus(
+            run=run,
+            parts_total=parts.count(),
+            parts_pending=parts.filter(state=BackfillPartState.PENDING).count(),
+            unreachable=list(parts.filter(state=BackfillPartState.UNREACHABLE).order_by("id")[:50]),
+        )
+    return {
+        "history": history,
+        "core_visits": CoreApiState.objects.filter(feature=CoreFeature.VISITS).first(),
+        "reconcile_days": list(ReconcileDay.objects.order_by("-day")[: settings.BACKFILL_RECONCILE_DAYS]),
     }
 
 

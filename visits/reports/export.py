@@ -73,6 +73,9 @@ VISIT_COLUMNS = {  # CSV header -> queryset field
     "longitude": "longitude", "summary": "summary",
 }  # fmt: skip
 VISIT_REVIEW_COLUMNS = ["flags", "review_status"]  # appended to /visits.csv: rule names joined by ";", latest decision
+# Appended after those: where the visit came from (firehose, core_api) and the customer's address
+# as the Core API gives it ("" until it has), text from the API, checked for formulas.
+VISIT_HISTORY_COLUMNS = ["source", "resource_address"]
 TIME_COLUMNS = ("visited_at", "created_at")  # written as ISO 8601 in UTC
 TEXT_COLUMNS = ("rep_name", "resource_type", "outcome_name", "summary")  # text from the API: checked for formulas
 # Where those columns are in a row, found once by name.
@@ -112,7 +115,7 @@ def visit_rows(*, visits) -> Iterator[list]:
     rules = RawSQL(FLAG_RULES_SQL["postgresql" if connection.vendor == "postgresql" else "sqlite"], [])
     sql, params = (
         visits.annotate(flag_names=rules)
-        .values_list(*VISIT_COLUMNS.values(), "flag_names", "review_status")
+        .values_list(*VISIT_COLUMNS.values(), "flag_names", "review_status", *VISIT_HISTORY_COLUMNS)
         .query.sql_with_params()
     )
 
@@ -131,11 +134,13 @@ def visit_rows(*, visits) -> Iterator[list]:
         cursor.execute(sql, params)
         while chunk := cursor.fetchmany(2000):
             for row in chunk:
-                cells = ["" if value is None else value for value in row]  # ends with flags, review_status
+                # ends with flags, review_status, source, resource_address
+                cells = ["" if value is None else value for value in row]
                 for index in TIME_CELLS:
                     cells[index] = when(row[index])
                 for index in TEXT_CELLS:
                     cells[index] = text_safe(cells[index])
+                cells[-1] = text_safe(cells[-1])  # resource_address
                 yield cells
     finally:
         cursor.close()

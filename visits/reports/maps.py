@@ -27,12 +27,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
-from django.db.models import BigIntegerField, Count, F, Func, QuerySet
+from django.db.models import BigIntegerField, Count, F, Func, Q, QuerySet
 from django.db.models.functions import Floor
 from django.templatetags.static import static
 from django.urls import reverse
 
-from visits.models import Outcome, Rep, VerificationStatus
+from visits.models import Outcome, Rep, VerificationStatus, VisitSource
 from visits.reports.scope import Scope
 
 if TYPE_CHECKING:
@@ -159,6 +159,7 @@ class MapPlan:
     without_location: int
     mode: str  # "empty", "markers", "clusters" or "newest"
     drawn: int
+    history: int = 0  # of those without a location, the visits from the Core API (history: never a position)
     legend: list[tuple[str, str, str, int]] = field(default_factory=list)  # status, label, colour, count
 
     @property
@@ -180,13 +181,18 @@ def map_plan(*, scope: Scope) -> MapPlan:
         scope.visits()
         .order_by()
         .values("verification_status")
-        .annotate(total=Count("verification_status"), located=Count("latitude"))
+        .annotate(
+            total=Count("verification_status"),
+            located=Count("latitude"),
+            history=Count("verification_status", filter=Q(source=VisitSource.CORE_API)),
+        )
     )
     located = dict.fromkeys(STATUS_ORDER, 0)
-    without = 0
+    without = history = 0
     for row in rows:
         located[row["verification_status"]] = row["located"]
         without += row["total"] - row["located"]
+        history += row["history"]
     total = sum(located.values())
     mode = mode_choose(total)
     labels = dict(VerificationStatus.choices)
@@ -195,6 +201,7 @@ def map_plan(*, scope: Scope) -> MapPlan:
         without_location=without,
         mode=mode,
         drawn=min(total, settings.MAP_POINTS_MAX),
+        history=history,
         legend=[(s, labels[s], STATUS_COLORS[s], located[s]) for s in STATUS_ORDER],
     )
 

@@ -5,7 +5,15 @@ from django.http import HttpRequest, HttpResponse
 from visits.access import reports_required, scope_for_user
 from visits.models import VerificationStatus
 from visits.reports import analytics
-from visits.reports.export import VISIT_COLUMNS, VISIT_REVIEW_COLUMNS, csv_filename, csv_response, rate_text, visit_rows
+from visits.reports.export import (
+    VISIT_COLUMNS,
+    VISIT_HISTORY_COLUMNS,
+    VISIT_REVIEW_COLUMNS,
+    csv_filename,
+    csv_response,
+    rate_text,
+    visit_rows,
+)
 from visits.reports.filters import ReportFilters
 from visits.reports.scope import Scope
 from visits.views.common import filtered
@@ -92,7 +100,7 @@ def visits_csv(request: HttpRequest, filters: ReportFilters) -> HttpResponse:
     return filtered_csv(
         filters,
         report="visits",
-        header=[*VISIT_COLUMNS, *VISIT_REVIEW_COLUMNS],
+        header=[*VISIT_COLUMNS, *VISIT_REVIEW_COLUMNS, *VISIT_HISTORY_COLUMNS],
         rows=visit_rows(visits=scope_for_user(request.user, filters=filters).visits().order_by("visited_at", "id")),
         checked=True,
     )

@@ -1,7 +1,6 @@
 """Creates or updates visitsdash's django-q2 schedules; safe to run any number of times."""
 
 from django.core.management.base import BaseCommand
-from django_q.models import Schedule
 
 from visits.tasks import schedules_setup, sync_enqueue
 
@@ -13,11 +12,7 @@ class Command(BaseCommand):
         parser.add_argument("--run-now", action="store_true", help="also queue a sync for the worker right away")
 
     def handle(self, *args, run_now=False, **options):
-        for name, created in schedules_setup():
-            schedule = Schedule.objects.get(name=name)
-            every = schedule.get_schedule_type_display().lower()
-            if schedule.schedule_type == Schedule.MINUTES:
-                every = "every minute" if schedule.minutes == 1 else f"every {schedule.minutes} minutes"
-            self.stdout.write(f"schedule {name!r} {'created' if created else 'updated'}: {every}")
+        for name, created, how_often in schedules_setup():
+            self.stdout.write(f"schedule {name!r} {'created' if created else 'updated'}: {how_often}")
         if run_now:
             self.stdout.write(f"sync queued for the worker: task {sync_enqueue()}")

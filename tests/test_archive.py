@@ -378,3 +378,11 @@ def test_flags_that_differ_from_this_installs_rules_are_kept_and_reported(archiv
     with zipfile.ZipFile(archive) as z:
         exported = next(f for f in json.loads(z.read("manifest.json"))["files"] if f["name"] == "flags.csv")
     assert Flag.objects.count() == exported["rows"]  # kept as exported
+
+
+def test_an_import_under_another_time_zone_derives_the_local_days_and_tallies_afresh(archive, settings):
+    settings.DISPLAY_TIME_ZONE = "Pacific/Kiritimati"  # UTC+14: most visits fall on another day
+    archive_import(path=archive)
+    moved = sum(1 for v in Visit.objects.all() if v.local_day != v.visited_at.astimezone(UTC).date())
+    assert moved > Visit.objects.count() // 3
+    assert_flags_match()  # the tallies, counted in Python in this zone

@@ -127,6 +127,13 @@ def wipe() -> None:
     assert not Visit.objects.exists()
 
 
+def indexes_held() -> dict[str, set[str]]:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        return {t.table: set(connection.introspection.get_constraints(cursor, t.table)) for t in tables.TABLES}
+
+
 def expected_after_import(rows: dict) -> dict:
     """What an import gives: the same rows, the decision authors inactive (created by it)."""
     return {**rows, "decision authors": [[name, False] for name, _ in rows["decision authors"]]}
@@ -212,13 +219,14 @@ def test_the_manifest_gives_every_files_rows_sha256_and_columns(serve, small_tea
 
 def test_an_export_imported_into_the_emptied_database_gives_the_same_rows(serve, small_team, tmp_path):
     fill(serve, small_team)
-    before = tables_rows()
+    before, indexes = tables_rows(), indexes_held()
     archive_export(path=tmp_path / "a.zip")
     wipe()
     result = archive_import(path=tmp_path / "a.zip")
     assert result.flags.equal and result.flags.flags == Flag.objects.count() > 0
     assert result.users_created == []  # the authors are still there: linked by username
     assert_same_rows(tables_rows(), before)
+    assert indexes_held() == indexes  # dropped for the load, made again
     assert_flags_match()  # and the tallies, rebuilt, equal a count of the visits
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass, field
 
+from django.contrib.auth.models import User
 from django.db import models
 
 from visits.models import CoreApiState, Decision, DeletedVisit, Flag, Gap, Outcome, RejectedItem, Rep, SyncState, Visit
@@ -46,7 +47,7 @@ class ArchiveTable:
 
     @functools.cached_property
     def columns(self) -> tuple[Column, ...]:
-        return tuple(column_of(f) for f in self.model._meta.concrete_fields if f.name not in self.left_out)  # type: ignore[arg-type]
+        return tuple(column_of(f) for f in self.model._meta.concrete_fields if f.name not in self.left_out)
 
     @property
     def table(self) -> str:
@@ -59,7 +60,7 @@ class ArchiveTable:
 
 def column_of(f: models.Field) -> Column:
     if isinstance(f, models.ForeignKey):
-        if f.related_model._meta.label == "auth.User":
+        if f.remote_field.model is User:
             return Column(f.name, f.column, USERNAME, f.null)
         target = f.target_field
         assert isinstance(target, (models.BigIntegerField, models.IntegerField)), f"{f}: a key of integers"
@@ -141,8 +142,6 @@ def select_sql(table: ArchiveTable, *, vendor: str, quote) -> str:
         elif c.kind == JSON:
             cells.append(name if vendor == "sqlite" else f"{name}::text")
         elif c.kind == USERNAME:
-            from django.contrib.auth.models import User
-
             users, user_id = quote(User._meta.db_table), quote(User._meta.pk.column)
             username = quote(User._meta.get_field("username").column)
             cells.append(f"(SELECT u.{username} FROM {users} u WHERE u.{user_id} = {name})")

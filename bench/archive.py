@@ -65,8 +65,8 @@ def export_measure(*, path: str) -> dict:
     result = archive_export(path=Path(path))
     visits = next(f["rows"] for f in result.manifest["files"] if f["name"] == "visits.csv")
     return {
-        "rows": result.rows, "visits": visits, "seconds": result.seconds, "rows_per_second": result.rows / result.seconds,
-        "peak_mb": peak_mb(), "megabytes": os.path.getsize(path) / 1e6,
+        "rows": result.rows, "visits": visits, "seconds": result.seconds,
+        "rows_per_second": result.rows / result.seconds, "peak_mb": peak_mb(), "megabytes": os.path.getsize(path) / 1e6,
     }  # fmt: skip
 
 
@@ -98,8 +98,9 @@ def backend_run(*, name: str, source: str, targets: dict[str, str], visits: int,
     path = f"{tmp}/{name}.zip"
     exported = child("--child", "export", "--database-url", source, "--path", path)
     print(
-        f"  export: {exported['rows']:,} rows in {exported['seconds']:.1f} s, {exported['rows_per_second']:,.0f} rows/s, "
-        f"peak {exported['peak_mb']:.0f} MB, {exported['megabytes']:.0f} MB zip (load average {load_average()})"
+        f"  export: {exported['rows']:,} rows in {exported['seconds']:.1f} s, "
+        f"{exported['rows_per_second']:,.0f} rows/s, peak {exported['peak_mb']:.0f} MB, "
+        f"{exported['megabytes']:.0f} MB zip (load average {load_average()})"
     )
     imports = {}
     for target, url in targets.items():
@@ -156,7 +157,8 @@ def main() -> None:
         export = result["export"]
         met = export["rows_per_second"] >= GOAL_ROWS_PER_SECOND and export["peak_mb"] < GOAL_PEAK_MB
         print(
-            f"{name} export goal ({GOAL_ROWS_PER_SECOND:,} rows/s under {GOAL_PEAK_MB} MB): {'met' if met else 'MISSED'}"
+            f"{name} export goal ({GOAL_ROWS_PER_SECOND:,} rows/s under {GOAL_PEAK_MB} MB): "
+            + ("met" if met else "MISSED")
         )
     if args.write:
         write_report(results=results, visits=args.visits)
@@ -176,7 +178,8 @@ def write_report(*, results: dict, visits: int) -> None:
     for name, result in results.items():
         e = result["export"]
         lines.append(
-            f"| {name} | export ({e['megabytes']:.0f} MB zip) | {e['seconds']:.1f} | {e['rows_per_second']:,.0f} | {e['peak_mb']:.0f} |"
+            f"| {name} | export ({e['megabytes']:.0f} MB zip) | {e['seconds']:.1f} | {e['rows_per_second']:,.0f} "
+            f"| {e['peak_mb']:.0f} |"
         )
         for target, i in result["imports"].items():
             phases = ", ".join(f"{k} {v:.1f} s" for k, v in i["phases"].items())

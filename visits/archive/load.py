@@ -21,7 +21,7 @@ from django.contrib.auth.models import User
 from django.core.management.color import no_style
 from django.db import DatabaseError, connection, transaction
 
-from visits.archive.export import PROGRESS_EVERY, rows_text
+from visits.archive.export import PROGRESS_EVERY, rows_text, sqlite_unmapped
 from visits.archive.tables import (
     FLOAT,
     FORMAT,
@@ -41,6 +41,7 @@ from visits.review.timeline import rep_timeline
 
 CHUNK = 5000  # rows inserted at a time
 READ_BYTES = 1 << 20  # bytes read from the zip at a time
+PROGRESS_BYTES = 32 << 20  # bytes between two progress reports of a COPY
 SHA256 = re.compile(r"[0-9a-f]{64}")
 
 Progress = Callable[[str], None]
@@ -204,7 +205,7 @@ def archive_import(*, path: Path, progress: Progress | None = None) -> ImportRes
         users = UserMap()
         rows = {}
         phases = {}
-        with transaction.atomic():
+        with sqlite_unmapped(), transaction.atomic():
             tallies.triggers_drop()
             recreate = indexes_drop()
             for table in TABLES:
@@ -229,7 +230,8 @@ def archive_import(*, path: Path, progress: Progress | None = None) -> ImportRes
             tallies.tallies_rebuild(days=not same_zone)  # the local days are those of this zone already
         phases["tallies"] = time.monotonic() - started - phases["load"]
     say("checking the flags against the rules ...")
-    flags = flags_check()
+    with sqlite_unmapped():
+        flags = flags_check()
     seconds = time.monotonic() - started
     phases["flags check"] = seconds - phases["load"] - phases["tallies"]
     return ImportResult(
@@ -245,6 +247,8 @@ def indexes_drop() -> list[str]:
     editor.deferred_sql = []  # what entering would set (SQLite's refuses to be, in a transaction)
     recreate = []
     with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":  # no deferred key checks pending: DROP INDEX waits for none
+            cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
         for table in TABLES:
             for index in table.model._meta.indexes:
                 cursor.execute(str(index.remove_sql(table.model, editor)))
@@ -282,7 +286,7 @@ def table_load(*, archive: zipfile.ZipFile, table: ArchiveTable, entry: dict, us
     total = entry["rows"]
     try:
         if connection.vendor == "postgresql" and not table.left_out and all(c.kind != USERNAME for c in table.columns):
-            loaded = postgres_copy(reader=reader, table=table)
+            loaded = postgres_copy(reader=reader, table=table, size=entry.get("bytes") or 0, say=say)
         else:
             loaded = rows_insert(reader=reader, table=table, users=users, total=total, say=say, started=started)
         reader.drain()  # what follows the last row, if anything: it is hashed too
@@ -320,7 +324,7 @@ def header_check(*, header: list[str], table: ArchiveTable) -> None:
         raise ArchiveError(f"{table.file}'s header is {header!r}, not the columns of its table {wanted!r}")
 
 
-def postgres_copy(*, reader: HashingReader, table: ArchiveTable) -> int:
+def postgres_copy(*, reader: HashingReader, table: ArchiveTable, size: int, say: Progress) -> int:
     """The file's bytes straight into COPY ... CSV: PostgreSQL parses them (quoted newlines too);
     an empty cell is NULL where the column may be null, and the empty text elsewhere."""
     quote = connection.ops.quote_name
@@ -333,8 +337,12 @@ def postgres_copy(*, reader: HashingReader, table: ArchiveTable) -> int:
     options = "FORMAT csv" + (f", FORCE_NULL ({nullable})" if nullable else "") + f", FORCE_NOT_NULL ({not_null})"
     with connection.cursor() as cursor:
         with cursor.cursor.copy(f"COPY {quote(table.table)} ({columns}) FROM STDIN ({options})") as copy:
+            reported = 0
             while data := buffered.read(READ_BYTES):
                 copy.write(data)
+                if reader.size - reported >= PROGRESS_BYTES:
+                    say(f"{table.file}: {reader.size / 1e6:,.0f} of {size / 1e6:,.0f} MB")
+                    reported = reader.size
         return cursor.cursor.rowcount
 
 

@@ -126,7 +126,7 @@ def columns_described(table: ArchiveTable) -> list[dict]:
 def select_sql(table: ArchiveTable, *, vendor: str, quote) -> str:
     """The SELECT that reads `table` as its CSV cells, in primary key order: the database writes
     times, days and booleans as the archive's text (faster than Python, and the same text on both
-    vendors)."""
+    vendors). PostgreSQL's runs inside COPY ... CSV, which writes the whole file."""
     cells = []
     for c in table.columns:
         name = f"t.{quote(c.column)}"
@@ -141,6 +141,10 @@ def select_sql(table: ArchiveTable, *, vendor: str, quote) -> str:
             cells.append(f"CASE WHEN {name} THEN 'true' ELSE 'false' END")
         elif c.kind == JSON:
             cells.append(name if vendor == "sqlite" else f"{name}::text")
+        elif c.kind == TEXT and vendor == "postgresql":
+            # PostgreSQL's COPY quotes an empty text ("") to tell it from NULL; as NULL it is an
+            # empty cell, as Python's csv writes it: the import reads the empty text back (tables' rule).
+            cells.append(f"NULLIF({name}, '')")
         elif c.kind == USERNAME:
             users, user_id = quote(User._meta.db_table), quote(User._meta.pk.column)
             username = quote(User._meta.get_field("username").column)

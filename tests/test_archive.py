@@ -409,3 +409,29 @@ def test_an_import_under_another_time_zone_derives_the_local_days_and_tallies_af
     moved = sum(1 for v in Visit.objects.all() if v.local_day != v.visited_at.astimezone(UTC).date())
     assert moved > Visit.objects.count() // 3
     assert_flags_match()  # the tallies, counted in Python in this zone
+
+
+def test_an_empty_database_exports_and_imports_as_empty_files(tmp_path):
+    result = archive_export(path=tmp_path / "a.zip")
+    assert all(f["rows"] == 0 for f in result.manifest["files"])
+    imported = archive_import(path=tmp_path / "a.zip")
+    assert sum(imported.rows.values()) == 0 and imported.flags.equal
+
+
+def test_a_text_longer_than_csvs_default_field_limit_comes_back(archive, tmp_path):
+    huge = "{" + "x" * 300_000 + "}"  # Python's csv refuses fields over 131,072 characters by default
+    RejectedItem.objects.create(stream="users", digest="e" * 64, raw=huge, reason="too long")
+    archive_export(path=tmp_path / "b.zip")
+    RejectedItem.objects.all().delete()
+    archive_import(path=tmp_path / "b.zip")
+    assert RejectedItem.objects.get(digest="e" * 64).raw == huge
+
+
+def test_a_database_not_migrated_is_refused_with_what_to_do(archive, monkeypatch):
+    from django.db import connection
+
+    names = connection.introspection.table_names
+    monkeypatch.setattr(
+        connection.introspection, "table_names", lambda *a, **k: [n for n in names(*a, **k) if n != "visits_gap"]
+    )
+    assert_refused(archive, "not migrated", "manage.py migrate")

@@ -24,7 +24,16 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from visits import __version__
-from visits.archive.tables import FORMAT, MANIFEST, NOT_ARCHIVED, SCHEMA_VERSION, TABLES, columns_described, select_sql
+from visits.archive.tables import (
+    FORMAT,
+    MANIFEST,
+    NOT_ARCHIVED,
+    SCHEMA_VERSION,
+    TABLES,
+    columns_described,
+    select_sql,
+    sqlite_line_sql,
+)
 from visits.ingest.tallies import tallies_time_zone
 from visits.models import DirtyRep
 
@@ -104,7 +113,7 @@ def archive_export(*, path: Path, progress: Progress | None = None, compress_lev
        leaves a partial archive under that name.
     2. Read every table in one snapshot (read_snapshot), so that the files agree with each other.
     3. Per table (tables.TABLES, in order), in primary key order: PostgreSQL writes the CSV
-       itself (COPY ... TO STDOUT); SQLite's rows are read CHUNK at a time and written by csv.
+       itself (COPY ... TO STDOUT); SQLite makes each row's line but its floats, CHUNK at a time.
        A writer thread hashes, counts and compresses the bytes into the zip member.
     4. Write manifest.json last: the schema version, when, by which visitsdash, and every file's
        rows, bytes, SHA-256 and columns.
@@ -193,22 +202,17 @@ def table_write(*, archive: zipfile.ZipFile, table, progress: Progress | None) -
     vendor = "postgresql" if connection.vendor == "postgresql" else "sqlite"
     started = time.monotonic()
     buffer = io.StringIO()
-    # Python's csv ends rows with CR LF, PostgreSQL's COPY with LF; each quotes a value holding
-    # either (Python's quotes a lone CR only when its line ending has one).
-    writer = csv.writer(buffer)
+    writer = csv.writer(buffer)  # the header; PostgreSQL's COPY ends the rows with LF, SQLite's lines CR LF
     # force_zip64: the size is unknown until the end, and a big install's visits pass 4 GB.
     with archive.open(table.file, "w", force_zip64=True) as member:
         out = MemberWriter(member)
         try:
             writer.writerow([c.name for c in table.columns])
+            out.write(buffer.getvalue().encode())
             if vendor == "postgresql":
-                out.write(buffer.getvalue().encode())
-                buffer.seek(0)
-                buffer.truncate()
                 rows = postgres_copy_out(table=table, out=out, progress=progress)
             else:
-                rows = sqlite_rows_write(table=table, out=out, writer=writer, buffer=buffer, progress=progress)
-            out.write(buffer.getvalue().encode())  # the header of an empty table
+                rows = sqlite_rows_write(table=table, out=out, progress=progress)
         finally:
             out.close()
     if progress:
@@ -251,19 +255,29 @@ def postgres_copy_out(*, table, out: MemberWriter, progress: Progress | None) ->
     return rows
 
 
-def sqlite_rows_write(*, table, out: MemberWriter, writer, buffer: io.StringIO, progress: Progress | None) -> int:
-    """The rows read CHUNK at a time and written by Python's csv into `buffer`, then `out`."""
+def sqlite_rows_write(*, table, out: MemberWriter, progress: Progress | None) -> int:
+    """The rows as SQLite makes their lines (tables.sqlite_line_sql), CHUNK at a time, with the
+    floats written by Python."""
     started, total = time.monotonic(), table_total(table) if progress else 0
     rows = reported = 0
+    sql, floats = sqlite_line_sql(table, quote=connection.ops.quote_name)
     cursor = connection.cursor()
     try:
-        cursor.execute(select_sql(table, vendor="sqlite", quote=connection.ops.quote_name))
+        cursor.execute(sql)
         while chunk := cursor.fetchmany(CHUNK):
-            writer.writerows(chunk)
+            if floats:
+                lines = []
+                for row in chunk:
+                    pieces = list(row)
+                    for i in floats:
+                        value = pieces[i]
+                        pieces[i] = "" if value is None else repr(value)
+                    lines.append(",".join(pieces))
+            else:
+                lines = [row[0] for row in chunk]
+            lines.append("")  # the last line's end
+            out.write("\r\n".join(lines).encode())
             rows += len(chunk)
-            out.write(buffer.getvalue().encode())
-            buffer.seek(0)
-            buffer.truncate()
             if progress and rows - reported >= PROGRESS_EVERY:
                 progress(rows_text(file=table.file, rows=rows, total=max(total, rows), started=started))
                 reported = rows

@@ -41,6 +41,7 @@ from visits.review.timeline import rep_timeline
 
 CHUNK = 5000  # rows inserted at a time
 READ_BYTES = 1 << 20  # bytes read from the zip at a time
+FIELD_LIMIT = 1 << 30  # characters of one value, PostgreSQL's own limit for a text
 PROGRESS_BYTES = 32 << 20  # bytes between two progress reports of a COPY
 SHA256 = re.compile(r"[0-9a-f]{64}")
 
@@ -142,6 +143,12 @@ def database_contents() -> list[str]:
     """What the database holds that an import would collide with, as "1,234 visits"; empty when
     it is empty. The tables left out are not asked: the import rebuilds the tallies (a database
     emptied by hand keeps rows of zero there) and the flag refresh's queue ends with no visits."""
+    present = set(connection.introspection.table_names())
+    missing = [t.table for t in TABLES if t.table not in present]
+    if missing:
+        raise ArchiveError(
+            f"the database is not migrated (it has no table {', '.join(missing)}): run `manage.py migrate`, then import"
+        )
     held = []
     for table in TABLES:
         count = table.model._default_manager.count()
@@ -353,6 +360,8 @@ def rows_insert(
     decisions, whose authors are usernames, and tables with fields left out, which get their
     defaults here: Django keeps those out of the database's own)."""
     quote = connection.ops.quote_name
+    # A text may be as long as the database holds (a rejected item's raw text): not csv's 128 KB.
+    csv.field_size_limit(max(csv.field_size_limit(), FIELD_LIMIT))
     lines = csv.reader(
         io.TextIOWrapper(io.BufferedReader(reader, READ_BYTES), encoding="utf-8", newline=""), strict=True
     )

@@ -123,7 +123,7 @@ def columns_described(table: ArchiveTable) -> list[dict]:
 # --- SQL ------------------------------------------------------------------------------------
 
 
-def select_sql(table: ArchiveTable, *, vendor: str, quote) -> str:
+def select_sql(table: ArchiveTable, *, vendor: str, quote, cells_only: bool = False):
     """The SELECT that reads `table` as its CSV cells, in primary key order: the database writes
     times, days and booleans as the archive's text (faster than Python, and the same text on both
     vendors). PostgreSQL's runs inside COPY ... CSV, which writes the whole file."""
@@ -151,6 +151,8 @@ def select_sql(table: ArchiveTable, *, vendor: str, quote) -> str:
             cells.append(f"(SELECT u.{username} FROM {users} u WHERE u.{user_id} = {name})")
         else:
             cells.append(name)
+    if cells_only:
+        return cells
     order = ", ".join(f"t.{quote(f.column)}" for f in table.model._meta.pk_fields)
     return f"SELECT {', '.join(cells)} FROM {quote(table.table)} t ORDER BY {order}"
 
@@ -166,3 +168,30 @@ def sqlite_value_sql(c: Column) -> str:
     if c.kind == BOOLEAN:
         return f"CASE {value} WHEN 'true' THEN 1 WHEN 'false' THEN 0 END"
     return value
+
+
+def sqlite_line_sql(table: ArchiveTable, *, quote) -> tuple[str, tuple[int, ...]]:
+    """SQLite: the SELECT giving each row as its CSV line in pieces, and where the floats are among
+    them. Each run of columns between floats is one text that SQLite makes (every text quoted,
+    NULL as nothing): a third less of the export's time than Python's csv writing each value.
+    Each float comes as the value, for Python's repr: SQLite's own text of a float is not always
+    exact (3.40's printf('%!.17g') read back otherwise for 869 of 900,000 random doubles)."""
+    cells = select_sql(table, vendor="sqlite", quote=quote, cells_only=True)
+    pieces: list[str] = []
+    floats: list[int] = []
+    run: list[str] = []
+    for c, cell in zip(table.columns, cells, strict=True):
+        if c.kind == FLOAT:
+            if run:
+                pieces.append(" || ',' || ".join(run))
+                run = []
+            floats.append(len(pieces))
+            pieces.append(cell)
+            continue
+        if c.kind in (TEXT, JSON, USERNAME):
+            cell = "'\"' || replace(" + cell + ", '\"', '\"\"') || '\"'"
+        run.append(f"coalesce({cell}, '')")
+    if run:
+        pieces.append(" || ',' || ".join(run))
+    order = ", ".join(f"t.{quote(f.column)}" for f in table.model._meta.pk_fields)
+    return f"SELECT {', '.join(pieces)} FROM {quote(table.table)} t ORDER BY {order}", tuple(floats)

@@ -189,13 +189,15 @@ def archive_import(*, path: Path, progress: Progress | None = None) -> ImportRes
 
     1. Open the zip and check its manifest (manifest_read): schema version, files, columns.
     2. Refuse a database that holds anything the archive would go into (database_contents).
-    3. In one transaction, with the tallies' triggers off: each file in tables.TABLES' order,
-       streamed from the zip, hashed and counted as read, loaded CHUNK rows at a time (COPY on
-       PostgreSQL); decision authors missing from the users are created, inactive and without
-       a usable password. A file whose SHA-256, row count or header differs from the manifest
-       (or that the database refuses) raises ArchiveError and the transaction rolls back.
-    4. Still in it: the id sequences moved past the ids loaded (PostgreSQL), the tallies rebuilt
-       from the visits (tallies_rebuild puts the triggers back).
+    3. In one transaction, with the tallies' triggers and the secondary indexes off: each file
+       in tables.TABLES' order, streamed from the zip, hashed and counted as read, loaded CHUNK
+       rows at a time (the file's bytes straight into COPY on PostgreSQL); decision authors
+       missing from the users are created, inactive and without a usable password. A file whose
+       SHA-256, row count or header differs from the manifest (or that the database refuses)
+       raises ArchiveError and the transaction rolls back.
+    4. Still in it: the indexes made again, the id sequences moved past the ids loaded and the
+       tables analyzed (PostgreSQL), the tallies rebuilt from the visits (tallies_rebuild puts
+       the triggers back; it re-derives the local days only for another DISPLAY_TIME_ZONE).
     5. After the commit: the flags checked against the rules (flags_check); they stay as exported.
     """
     started = time.monotonic()

@@ -468,3 +468,20 @@ def test_an_export_reads_one_snapshot_while_a_sync_writes(tmp_path):
     result = archive_export(path=tmp_path / "a.zip", progress=write_a_gap)
     assert written and Gap.objects.filter(reason="during the export").exists()
     assert next(f for f in result.manifest["files"] if f["name"] == "gaps.csv")["rows"] == 0
+
+
+def test_both_commands_print_their_progress_and_a_summary(serve, small_team, tmp_path):
+    fill(serve, small_team)
+    out = io.StringIO()
+    call_command("archive_export", str(tmp_path / "a.zip"), stdout=out)
+    lines = out.getvalue().splitlines()
+    visits = Visit.objects.count()
+    assert f"visits.csv: {visits:,} of {visits:,} rows (100%)" in lines
+    assert lines[-1].startswith(f"archive written to {tmp_path / 'a.zip'}: ") and "rows/s" in lines[-1]
+    wipe()
+    out = io.StringIO()
+    call_command("archive_import", str(tmp_path / "a.zip"), stdout=out)
+    text = out.getvalue()
+    assert f"visits.csv: {visits:,} of {visits:,} rows (100%)" in text
+    assert "rebuilding the tallies" in text and "checking the flags" in text
+    assert f"({visits:,} visits) from an archive of " in text and "flags: the " in text

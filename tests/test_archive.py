@@ -192,6 +192,8 @@ def test_every_field_of_an_archived_model_is_a_column_or_left_out_with_a_reason(
 def test_the_manifest_gives_every_files_rows_sha256_and_columns(serve, small_team, tmp_path):
     fill(serve, small_team)
     result = archive_export(path=tmp_path / "a.zip")
+    assert (tmp_path / "a.zip").stat().st_mode & 0o077 == 0, "others may read names and addresses"
+    assert [p.name for p in tmp_path.iterdir()] == ["a.zip"], "the temporary file is left"
     with zipfile.ZipFile(tmp_path / "a.zip") as archive:
         manifest = json.loads(archive.read("manifest.json"))
         assert manifest == result.manifest
@@ -485,3 +487,24 @@ def test_both_commands_print_their_progress_and_a_summary(serve, small_team, tmp
     assert f"visits.csv: {visits:,} of {visits:,} rows (100%)" in text
     assert "rebuilding the tallies" in text and "checking the flags" in text
     assert f"({visits:,} visits) from an archive of " in text and "flags: the " in text
+
+
+def test_a_failed_export_leaves_the_previous_archive_and_no_partial_file(serve, small_team, tmp_path, monkeypatch):
+    from visits.archive import export
+
+    fill(serve, small_team)
+    path = tmp_path / "a.zip"
+    archive_export(path=path)
+    before = path.read_bytes()
+    real = export.table_write
+
+    def failing(*, table, **kwargs):
+        if table.file == "flags.csv":
+            raise OSError("No space left on device")
+        return real(table=table, **kwargs)
+
+    monkeypatch.setattr(export, "table_write", failing)
+    with pytest.raises(CommandError, match="No space left on device"):
+        call_command("archive_export", str(path), "--quiet")
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["a.zip"]

@@ -109,8 +109,8 @@ def sqlite_unmapped() -> Iterator[None]:
 def archive_export(*, path: Path, progress: Progress | None = None, compress_level: int = 1) -> ExportResult:
     """Write the whole archive to `path` (a zip); returns its manifest.
 
-    1. Write a temporary file beside `path`, renamed over it once complete: a failed export never
-       leaves a partial archive under that name.
+    1. Write a temporary file beside `path` (readable by its owner only), renamed over it once
+       complete: a failed export never leaves a partial archive under that name.
     2. Read every table in one snapshot (read_snapshot), so that the files agree with each other.
     3. Per table (tables.TABLES, in order), in primary key order: PostgreSQL writes the CSV
        itself (COPY ... TO STDOUT); SQLite makes each row's line but its floats, CHUNK at a time.
@@ -124,8 +124,12 @@ def archive_export(*, path: Path, progress: Progress | None = None, compress_lev
     generated_at = timezone.now()
     files = []
     try:
+        # Readable by its owner only, whatever the umask: it holds names, e-mail addresses and
+        # customers' addresses.
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with (
-            zipfile.ZipFile(temporary, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=compress_level) as archive,
+            os.fdopen(descriptor, "wb") as raw,
+            zipfile.ZipFile(raw, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=compress_level) as archive,
             read_snapshot(),
         ):
             for table in TABLES:

@@ -53,10 +53,6 @@ class ArchiveTable:
     def table(self) -> str:
         return self.model._meta.db_table
 
-    @property
-    def label(self) -> str:
-        return str(self.model._meta.verbose_name_plural)
-
 
 def column_of(f: models.Field) -> Column:
     if isinstance(f, models.ForeignKey):
@@ -123,10 +119,16 @@ def columns_described(table: ArchiveTable) -> list[dict]:
 # --- SQL ------------------------------------------------------------------------------------
 
 
-def select_sql(table: ArchiveTable, *, vendor: str, quote, cells_only: bool = False):
-    """The SELECT that reads `table` as its CSV cells, in primary key order: the database writes
-    times, days and booleans as the archive's text (faster than Python, and the same text on both
-    vendors). PostgreSQL's runs inside COPY ... CSV, which writes the whole file."""
+def select_sql(table: ArchiveTable, *, vendor: str, quote) -> str:
+    """The SELECT that reads `table` as its CSV cells (cells_sql), in primary key order.
+    PostgreSQL's runs inside COPY ... CSV, which writes the whole file."""
+    cells = cells_sql(table, vendor=vendor, quote=quote)
+    return f"SELECT {', '.join(cells)} FROM {quote(table.table)} t ORDER BY {order_sql(table, quote=quote)}"
+
+
+def cells_sql(table: ArchiveTable, *, vendor: str, quote) -> list[str]:
+    """Each column of `table` as the SQL of its cell: the database writes times, days and booleans
+    as the archive's text (faster than Python, and the same text on both vendors)."""
     cells = []
     for c in table.columns:
         name = f"t.{quote(c.column)}"
@@ -141,20 +143,17 @@ def select_sql(table: ArchiveTable, *, vendor: str, quote, cells_only: bool = Fa
             cells.append(f"CASE WHEN {name} THEN 'true' ELSE 'false' END")
         elif c.kind == JSON:
             cells.append(name if vendor == "sqlite" else f"{name}::text")
-        elif c.kind == TEXT and vendor == "postgresql":
-            # PostgreSQL's COPY quotes an empty text ("") to tell it from NULL; as NULL it is an
-            # empty cell, as Python's csv writes it: the import reads the empty text back (tables' rule).
-            cells.append(f"NULLIF({name}, '')")
         elif c.kind == USERNAME:
             users, user_id = quote(User._meta.db_table), quote(User._meta.pk.column)
             username = quote(User._meta.get_field("username").column)
             cells.append(f"(SELECT u.{username} FROM {users} u WHERE u.{user_id} = {name})")
         else:
             cells.append(name)
-    if cells_only:
-        return cells
-    order = ", ".join(f"t.{quote(f.column)}" for f in table.model._meta.pk_fields)
-    return f"SELECT {', '.join(cells)} FROM {quote(table.table)} t ORDER BY {order}"
+    return cells
+
+
+def order_sql(table: ArchiveTable, *, quote) -> str:
+    return ", ".join(f"t.{quote(f.column)}" for f in table.model._meta.pk_fields)
 
 
 def sqlite_value_sql(c: Column) -> str:
@@ -176,7 +175,7 @@ def sqlite_line_sql(table: ArchiveTable, *, quote) -> tuple[str, tuple[int, ...]
     NULL as nothing): a third less of the export's time than Python's csv writing each value.
     Each float comes as the value, for Python's repr: SQLite's own text of a float is not always
     exact (3.40's printf('%!.17g') read back otherwise for 869 of 900,000 random doubles)."""
-    cells = select_sql(table, vendor="sqlite", quote=quote, cells_only=True)
+    cells = cells_sql(table, vendor="sqlite", quote=quote)
     pieces: list[str] = []
     floats: list[int] = []
     run: list[str] = []
@@ -193,5 +192,6 @@ def sqlite_line_sql(table: ArchiveTable, *, quote) -> tuple[str, tuple[int, ...]
         run.append(f"coalesce({cell}, '')")
     if run:
         pieces.append(" || ',' || ".join(run))
-    order = ", ".join(f"t.{quote(f.column)}" for f in table.model._meta.pk_fields)
-    return f"SELECT {', '.join(pieces)} FROM {quote(table.table)} t ORDER BY {order}", tuple(floats)
+    return f"SELECT {', '.join(pieces)} FROM {quote(table.table)} t ORDER BY {order_sql(table, quote=quote)}", tuple(
+        floats
+    )

@@ -334,13 +334,16 @@ def local_days_fill(*, connection=default_connection, zone_name: str) -> int:
         return changed
 
 
-def tallies_rebuild(*, connection=default_connection) -> None:
-    """Re-derive every local day for DISPLAY_TIME_ZONE and rebuild the three tallies from the visits."""
+def tallies_rebuild(*, connection=default_connection, days: bool = True) -> None:
+    """Re-derive every local day for DISPLAY_TIME_ZONE (unless not `days`: an archive's import, of
+    days made in this same zone, skips rewriting every visit) and rebuild the three tallies from
+    the visits."""
     zone_name = settings.DISPLAY_TIME_ZONE
     vendor = "postgresql" if connection.vendor == "postgresql" else "sqlite"
     with transaction.atomic(using=connection.alias):
         triggers_drop(connection=connection)  # the tallies are rebuilt below, not row by row
-        local_days_fill(connection=connection, zone_name=zone_name)
+        if days:
+            local_days_fill(connection=connection, zone_name=zone_name)
         with connection.cursor() as cursor:
             for t in TALLIES:
                 cursor.execute(f"DELETE FROM {t.table}")

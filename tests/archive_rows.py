@@ -7,11 +7,13 @@ from datetime import date, datetime
 
 from django.apps import apps
 
-# What an import does not carry over, as (model, field): a running sync's lease (archive/tables.py
+# What an import does not carry over, as (model, field): a running sync's or backfill's lease (archive/tables.py
 # leaves it out), and the row saying when the tallies were rebuilt (the import rebuilds them).
 NOT_CARRIED = {
     ("SyncState", "lock_owner"),
     ("SyncState", "lock_expires_at"),
+    ("BackfillRun", "lock_owner"),
+    ("BackfillRun", "lock_expires_at"),
     ("TallyState", "rebuilt_at"),
     ("TallyState", "id"),
 }

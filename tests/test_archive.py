@@ -26,11 +26,15 @@ from visits.archive.load import ArchiveError, archive_import
 from visits.ingest.pull import visits_pull
 from visits.ingest.tallies import local_day
 from visits.models import (
+    BackfillPart,
+    BackfillRun,
     CoreApiState,
     Decision,
     DeletedVisit,
     Flag,
     Gap,
+    Incident,
+    ReconcileDay,
     RejectedItem,
     Rep,
     SyncState,
@@ -102,13 +106,23 @@ def fill(serve, small_team, *, decisions: bool = True) -> None:
         for visit, text in zip(flagged, HOSTILE, strict=False):
             Decision.objects.create(visit=visit, kind="follow_up", note=text, decided_by=reviewer)
         Decision.objects.create(visit=flagged[0], kind="reject", note="", decided_by=second)
-    Gap.objects.create(
+    gap = Gap.objects.create(
         stream="visits", start=start, end=start + timedelta(hours=3), reason=HOSTILE[1], filled_at=start,
         filled_visits=7, fill_error=HOSTILE[4],
     )  # fmt: skip
+    Incident.objects.create(kind="gap", gap=gap, message=HOSTILE[2], opened_at=start, mailed_at=start)
+    Incident.objects.create(kind="token", message=HOSTILE[3], opened_at=start, closed_at=start, mail_error="x")
+    run = BackfillRun.objects.create(
+        kind="gap", gap=gap, state="done", started_at=start, warning=HOSTILE[5], lock_owner="host:1", stored=3
+    )
+    top = BackfillPart.objects.create(run=run, filters={}, state="split", listed=10_000, first_id=1, last_id=9)
+    BackfillPart.objects.create(run=run, parent=top, filters={"creator_id": 7, "note": HOSTILE[6]}, sort="id:desc")
+    ReconcileDay.objects.create(day=start.date(), core_visits=12, held_visits=10, filled=2, checked_at=start)
     RejectedItem.objects.create(stream="visits", digest="f" * 64, raw=json.dumps(HOSTILE), reason=HOSTILE[0])
-    CoreApiState.objects.create(feature="users", last_success_at=start)
-    CoreApiState.objects.create(feature="visits", available=False, refused_at=start, refused_message=HOSTILE[8])
+    CoreApiState.objects.update_or_create(feature="users", defaults={"last_success_at": start})
+    CoreApiState.objects.update_or_create(
+        feature="visits", defaults={"available": False, "refused_at": start, "refused_message": HOSTILE[8]}
+    )
     SyncState.objects.filter(stream="visits").update(lock_owner="host:123", lock_expires_at=start)
     assert_flags_match()
 
@@ -119,7 +133,10 @@ def wipe() -> None:
     decision_triggers_drop()
     Decision.objects.all()._raw_delete(Decision.objects.db)
     decision_triggers_install()
-    for model in (Flag, Visit, Rep, DeletedVisit, Gap, RejectedItem, SyncState, CoreApiState):
+    for model in (
+        Flag, Incident, BackfillPart, BackfillRun, ReconcileDay, Visit, Rep, DeletedVisit, Gap, RejectedItem,
+        SyncState, CoreApiState,
+    ):  # fmt: skip
         model.objects.all().delete()
     from visits.models import Outcome
 

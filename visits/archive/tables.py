@@ -17,7 +17,22 @@ from dataclasses import dataclass, field
 from django.contrib.auth.models import User
 from django.db import models
 
-from visits.models import CoreApiState, Decision, DeletedVisit, Flag, Gap, Outcome, RejectedItem, Rep, SyncState, Visit
+from visits.models import (
+    BackfillPart,
+    BackfillRun,
+    CoreApiState,
+    Decision,
+    DeletedVisit,
+    Flag,
+    Gap,
+    Incident,
+    Outcome,
+    ReconcileDay,
+    RejectedItem,
+    Rep,
+    SyncState,
+    Visit,
+)
 
 SCHEMA_VERSION = 1  # raised whenever a file or a column changes; the import reads only its own
 FORMAT = "visitsdash archive"
@@ -84,6 +99,7 @@ TABLES: tuple[ArchiveTable, ...] = (
     ArchiveTable(Decision, "decisions.csv"),
     ArchiveTable(DeletedVisit, "deleted_visits.csv"),
     ArchiveTable(Gap, "gaps.csv"),
+    ArchiveTable(Incident, "incidents.csv"),
     ArchiveTable(RejectedItem, "rejected_items.csv"),
     ArchiveTable(
         SyncState,
@@ -94,6 +110,16 @@ TABLES: tuple[ArchiveTable, ...] = (
         },
     ),
     ArchiveTable(CoreApiState, "core_api_states.csv"),
+    ArchiveTable(
+        BackfillRun,
+        "backfill_runs.csv",
+        left_out={
+            "lock_owner": "the lease of a backfill running while the export ran; a new install starts unlocked",
+            "lock_expires_at": "the same lease's end",
+        },
+    ),
+    ArchiveTable(BackfillPart, "backfill_parts.csv"),
+    ArchiveTable(ReconcileDay, "reconcile_days.csv"),
 )
 
 # The app's models that are not archived, by label, and why. The import rebuilds the first ones.

@@ -68,8 +68,8 @@ class CoreFaults:
         return knobs
 
 
-class CoreApiError(Exception):
-    """An answer in Sell's error envelope (the server writes it like its own)."""
+class ApiError(Exception):
+    """An answer in Sell's error envelope, from the Firehose's routes or the Core API's."""
 
     def __init__(
         self, status: int, code: str, message: str, details: str, *, headers: dict[str, str] | None = None
@@ -119,10 +119,10 @@ class CoreApi:
 
     def reply(self, path: str, query: dict[str, str], *, base: str) -> bytes | None:
         """The body of a 200 for an authorised request, None to drop the connection; Sell's errors
-        are raised as CoreApiError."""
+        are raised as ApiError."""
         feature = FEATURES.get(path)
         if feature is None:
-            raise CoreApiError(404, "incorrect_path", "Incorrect path", f"The requested path {path} does not exist.")
+            raise ApiError(404, "incorrect_path", "Incorrect path", f"The requested path {path} does not exist.")
         with self._lock:
             faults, rng = self._faults, self._rng
             failure = rng.choice((500, 503)) if _chance(rng, faults.server_errors) else None
@@ -131,19 +131,19 @@ class CoreApi:
         if drop:
             return None
         if failure == 500:
-            raise CoreApiError(500, "server_error", "Internal server error", "Something went wrong on our side.")
+            raise ApiError(500, "server_error", "Internal server error", "Something went wrong on our side.")
         if failure == 503:
-            raise CoreApiError(
+            raise ApiError(
                 503, "temporarily_unavailable", "Service temporarily unavailable",
                 "The service is temporarily unavailable, try again later.",
             )  # fmt: skip
         if limited:
-            raise CoreApiError(
+            raise ApiError(
                 429, "rate_limit_exceeded", "Rate limit exceeded",
                 "Too many requests for this token (36,000 per hour, 10 per second).",
             )  # fmt: skip
         if feature in faults.forbidden:
-            raise CoreApiError(403, "forbidden", "Forbidden", FORBIDDEN_DETAILS)
+            raise ApiError(403, "forbidden", "Forbidden", FORBIDDEN_DETAILS)
         page, per_page = _paging(query)
         if feature == "visits":
             entries = self._visits_select(query, faults=faults)
@@ -153,7 +153,7 @@ class CoreApi:
             entries = _outcomes_select(self.data.core_outcomes(), query)
         if page > MAX_PAGES:
             if faults.past_cap == "error":
-                raise CoreApiError(
+                raise ApiError(
                     422, "invalid_param", "Invalid parameter page", f"A list reaches at most {MAX_PAGES} pages."
                 )
             entries = []
@@ -169,7 +169,7 @@ class CoreApi:
     def _visits_select(self, query: dict[str, str], *, faults: CoreFaults) -> list[tuple[object, bytes]]:
         filters = {name: query[name] for name in VISIT_FILTERS if name in query}
         if "resource_id" in filters and "resource_type" not in filters:
-            raise _invalid("resource_id", "resource_id needs resource_type.")
+            raise invalid_param("resource_id", "resource_id needs resource_type.")
         for name in INTEGER_FILTERS:
             if name in filters:
                 filters[name] = _integer(name, filters[name])
@@ -246,9 +246,9 @@ def _paging(query: dict[str, str]) -> tuple[int, int]:
     page = _integer("page", query.get("page", "1"))
     per_page = _integer("per_page", query.get("per_page", str(DEFAULT_PER_PAGE)))
     if page < 1:
-        raise _invalid("page", "page must be a whole number from 1.")
+        raise invalid_param("page", "page must be a whole number from 1.")
     if not 1 <= per_page <= MAX_PER_PAGE:
-        raise _invalid("per_page", f"per_page must be a whole number from 1 to {MAX_PER_PAGE}.")
+        raise invalid_param("per_page", f"per_page must be a whole number from 1 to {MAX_PER_PAGE}.")
     return page, per_page
 
 
@@ -256,7 +256,7 @@ def _sort_parse(raw: str, keys: tuple[str, ...]) -> tuple[str, bool]:
     key, _, direction = raw.partition(":")
     if key not in keys or direction not in ("", "asc", "desc"):
         choices = ", ".join(keys)
-        raise _invalid("sort_by", f"sort_by must be one of {choices}, with :asc or :desc if you like.")
+        raise invalid_param("sort_by", f"sort_by must be one of {choices}, with :asc or :desc if you like.")
     return key, direction == "desc"
 
 
@@ -264,11 +264,11 @@ def _integer(name: str, raw: str) -> int:
     try:
         return int(raw.strip())
     except ValueError:
-        raise _invalid(name, f"{name} must be a whole number.") from None
+        raise invalid_param(name, f"{name} must be a whole number.") from None
 
 
-def _invalid(param: str, details: str) -> CoreApiError:
-    return CoreApiError(400, "invalid_param", f"Invalid parameter {param}", details)
+def invalid_param(param: str, details: str) -> ApiError:
+    return ApiError(400, "invalid_param", f"Invalid parameter {param}", details)
 
 
 def _chance(rng: random.Random, probability: float) -> bool:

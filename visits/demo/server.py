@@ -25,7 +25,7 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
-from visits.demo.core_api import CoreApi, CoreApiError, CoreFaults
+from visits.demo.core_api import ApiError, CoreApi, CoreFaults, invalid_param
 from visits.demo.generator import DemoData
 
 ROUTES = {"/v3/visits/stream": "visits", "/v3/users/stream": "users"}
@@ -151,15 +151,6 @@ class _Reply:
     body: bytes
     headers: dict[str, str] = field(default_factory=dict)
     delivery: str = ""  # how the body is sent: "" whole, "cut", "cut_chunked" or "drip"
-
-
-class _ApiError(Exception):
-    def __init__(
-        self, status: int, code: str, message: str, details: str, *, headers: dict[str, str] | None = None
-    ) -> None:
-        super().__init__(details)
-        self.status, self.code, self.message, self.details = status, code, message, details
-        self.headers = headers or {}
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -357,7 +348,7 @@ class DemoFirehose:
         record = RequestRecord(handler.command, split.path, query, dict(handler.headers.items()), None)
         try:
             reply = self._reply(split.path, query, handler)
-        except (_ApiError, CoreApiError) as error:
+        except ApiError as error:
             reply = _error_reply(error, request_id)
         record.status = reply.status if reply else None
         with self._lock:
@@ -406,14 +397,14 @@ class DemoFirehose:
         base = f"http://{handler.headers['Host']}" if handler.headers.get("Host") else self.url
         if path.startswith("/v2/"):  # the Core API: its own faults (core.faults), not the Firehose's
             if handler.headers.get("Authorization") != f"Bearer {self.token}":
-                raise _ApiError(401, "unauthorized", "Unauthorized", UNAUTHORIZED_DETAILS)
+                raise ApiError(401, "unauthorized", "Unauthorized", UNAUTHORIZED_DETAILS)
             body = self.core.reply(path, query, base=base)
             return None if body is None else _Reply(200, body)
         stream = ROUTES.get(path)
         if stream is None:
-            raise _ApiError(404, "incorrect_path", "Incorrect path", f"The requested path {path} does not exist.")
+            raise ApiError(404, "incorrect_path", "Incorrect path", f"The requested path {path} does not exist.")
         if handler.headers.get("Authorization") != f"Bearer {self.token}" or self._faults.refuse_token:
-            raise _ApiError(401, "unauthorized", "Unauthorized", UNAUTHORIZED_DETAILS)
+            raise ApiError(401, "unauthorized", "Unauthorized", UNAUTHORIZED_DETAILS)
         with self._lock:
             faults, rng = self._faults, self._rng
             delay = rng.uniform(0, MAX_DELAY) if _chance(rng, faults.slow) else 0.0
@@ -430,9 +421,9 @@ class DemoFirehose:
         if drop:
             return None
         if failure == 500:
-            raise _ApiError(500, "server_error", "Internal server error", "Something went wrong on our side.")
+            raise ApiError(500, "server_error", "Internal server error", "Something went wrong on our side.")
         if failure == 503:
-            raise _ApiError(
+            raise ApiError(
                 503,
                 "temporarily_unavailable",
                 "Service temporarily unavailable",
@@ -440,7 +431,7 @@ class DemoFirehose:
             )
         if limited:
             retry_after = {} if faults.retry_after is None else {"Retry-After": str(faults.retry_after)}
-            raise _ApiError(
+            raise ApiError(
                 429,
                 "rate_limit_exceeded",
                 "Rate limit exceeded",
@@ -455,7 +446,7 @@ class DemoFirehose:
         limit = _limit_parse(query.get("limit"))
         position = query.get("position")
         if not position:
-            raise _invalid("position", "position is required: tail, top or a position returned by this stream.")
+            raise invalid_param("position", "position is required: tail, top or a position returned by this stream.")
         with self._lock:
             log, faults, rng = self._logs[stream], self._faults, self._rng
             first = self._retained_start(log)
@@ -494,11 +485,11 @@ class DemoFirehose:
             token_stream, offset_text, epoch_text, _nonce = raw.split(",")
             offset, epoch = int(offset_text), int(epoch_text)
         except ValueError:
-            raise _invalid("position", "position is not a position issued by this stream.") from None
+            raise invalid_param("position", "position is not a position issued by this stream.") from None
         if token_stream != stream or not 0 <= offset <= end or not 0 <= epoch <= self._epoch:
-            raise _invalid("position", "position is not a position issued by this stream.")
+            raise invalid_param("position", "position is not a position issued by this stream.")
         if epoch < self._epoch or offset < first:
-            raise _ApiError(
+            raise ApiError(
                 410,
                 "gone",
                 "Position expired",
@@ -564,14 +555,10 @@ def _limit_parse(raw: str | None) -> int:
     try:
         limit = int(raw)
     except ValueError:
-        raise _invalid("limit", f"limit must be a whole number from 1 to {MAX_LIMIT}.") from None
+        raise invalid_param("limit", f"limit must be a whole number from 1 to {MAX_LIMIT}.") from None
     if not 1 <= limit <= MAX_LIMIT:
-        raise _invalid("limit", f"limit must be a whole number from 1 to {MAX_LIMIT}.")
+        raise invalid_param("limit", f"limit must be a whole number from 1 to {MAX_LIMIT}.")
     return limit
-
-
-def _invalid(param: str, details: str) -> _ApiError:
-    return _ApiError(400, "invalid_param", f"Invalid parameter {param}", details)
 
 
 def _token_encode(stream: str, offset: int, epoch: int) -> str:
@@ -579,7 +566,7 @@ def _token_encode(stream: str, offset: int, epoch: int) -> str:
     return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
 
-def _error_reply(error: _ApiError, request_id: str) -> _Reply:
+def _error_reply(error: ApiError, request_id: str) -> _Reply:
     body = {
         "errors": [
             {

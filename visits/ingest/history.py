@@ -18,7 +18,7 @@ from django.conf import settings
 from django.db import connection
 from django.db.models import Subquery
 
-from visits.ingest.pages import rows_per_statement
+from visits.ingest.pages import postgres_copy_insert, rows_per_statement
 from visits.ingest.tallies import local_day
 from visits.models import (
     DeletedVisit,
@@ -98,14 +98,15 @@ def _insert_sql() -> tuple[str, str, str]:
 
 
 @functools.cache
-def _postgres_insert_sql() -> tuple[str, str, str]:
-    """The temporary table, the COPY into it and the INSERT ... SELECT from it (as pages.py's upsert)."""
+def _postgres_insert_sql() -> tuple[str, str, str, str]:
+    """The temporary table, the COPY into it, the INSERT ... SELECT from it and its emptying."""
     _, tail, names = _insert_sql()
     table = connection.ops.quote_name(Visit._meta.db_table)
     return (
         f"CREATE TEMP TABLE IF NOT EXISTS visit_history_incoming (LIKE {table} INCLUDING DEFAULTS)",
         f"COPY visit_history_incoming ({names}) FROM STDIN",
         f"INSERT INTO {table} ({names}) SELECT {names} FROM visit_history_incoming{tail}",
+        "DELETE FROM visit_history_incoming",
     )
 
 
@@ -123,16 +124,8 @@ def history_insert(*, visits: list[HistoryVisit], zone: str, now: datetime) -> N
         for v in visits
     ]  # fmt: skip
     if connection.vendor == "postgresql":
-        # COPY into a session-local table, then one INSERT ... SELECT: psycopg's parsing of a
-        # statement of 1,500 parameters cost more than the insert itself.
-        create, copy_in, insert = _postgres_insert_sql()
-        with connection.cursor() as cursor:
-            cursor.execute(create)
-            with cursor.cursor.copy(copy_in) as copy:
-                for row in rows:
-                    copy.write_row(row)
-            cursor.execute(insert)
-            cursor.execute("DELETE FROM visit_history_incoming")
+        # psycopg's parsing of a statement of 1,500 parameters cost more than the insert itself.
+        postgres_copy_insert(statements=_postgres_insert_sql(), rows=rows)
         return
     head, tail, _ = _insert_sql()
     marks = f"({', '.join(['%s'] * len(INSERT_FIELDS))})"

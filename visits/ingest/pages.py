@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 
@@ -235,15 +235,30 @@ def _upsert_parts() -> tuple[str, str, str, str]:
 
 
 @functools.cache
-def _postgres_upsert_sql() -> tuple[str, str, str]:
-    """The temporary table, the COPY into it and the INSERT ... SELECT from it."""
+def _postgres_upsert_sql() -> tuple[str, str, str, str]:
+    """The temporary table, the COPY into it, the INSERT ... SELECT from it and its emptying."""
     table, columns, key, update = _upsert_parts()
     return (
         f"CREATE TEMP TABLE IF NOT EXISTS visit_incoming (LIKE {table} INCLUDING DEFAULTS)",
         f"COPY visit_incoming ({columns}) FROM STDIN",
         f"INSERT INTO {table} ({columns}) SELECT {columns} FROM visit_incoming "
         f"ON CONFLICT ({key}) DO UPDATE SET {update}",
+        "DELETE FROM visit_incoming",
     )
+
+
+def postgres_copy_insert(*, statements: tuple[str, str, str, str], rows: Iterable[tuple]) -> None:
+    """PostgreSQL: COPY `rows` into a session-local table, then one INSERT ... SELECT from it
+    (`statements`: create, copy, insert, empty). A third of the time of executemany or of
+    multi-row VALUES, whose per-row and parsing costs dominated."""
+    create, copy_in, insert, empty = statements
+    with connection.cursor() as cursor:
+        cursor.execute(create)
+        with cursor.cursor.copy(copy_in) as copy:
+            for row in rows:
+                copy.write_row(row)
+        cursor.execute(insert)
+        cursor.execute(empty)
 
 
 @functools.lru_cache(maxsize=8)  # a page's row counts: the full statement and a few remainders
@@ -290,16 +305,7 @@ def visits_upsert(*, rows: dict[int, dict]) -> None:
         for visit_id, row in rows.items()
     ]
     if connection.vendor == "postgresql":
-        # COPY into a session-local table, then one INSERT ... SELECT: a third of the time of
-        # executemany or of multi-row VALUES, whose per-row and parsing costs dominated.
-        create, copy_in, insert = _postgres_upsert_sql()
-        with connection.cursor() as cursor:
-            cursor.execute(create)
-            with cursor.cursor.copy(copy_in) as copy:
-                for row in params:
-                    copy.write_row(row)
-            cursor.execute(insert)
-            cursor.execute("DELETE FROM visit_incoming")
+        postgres_copy_insert(statements=_postgres_upsert_sql(), rows=params)
         return
     # SQLite: the statement is written with sqlite3's own "?" placeholders and run on the
     # driver's cursor, as Django's wrapper would spend a regex pass rewriting ten thousand "%s".

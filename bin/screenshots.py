@@ -2,6 +2,9 @@
 
     .venv/bin/python bin/screenshots.py --url http://127.0.0.1:8000 --password <demo admin password>
 
+`--only status --save-as status-incident` takes one page under another name (the README's status
+page with an open incident: `manage.py demo_fault refuse-token on` first, and wait for the check).
+
 Uses Debian's Chromium (CHROMIUM_PATH to override); writes docs/screenshots/*.png.
 """
 
@@ -33,7 +36,12 @@ def main() -> None:
     parser.add_argument("--url", default="http://127.0.0.1:8000")
     parser.add_argument("--username", default="admin")
     parser.add_argument("--password", required=True)
+    parser.add_argument("--only", choices=sorted(PAGES), help="take this page alone")
+    parser.add_argument("--save-as", help="with --only: the file's name, without .png")
     args = parser.parse_args()
+    if args.save_as and not args.only:
+        parser.error("--save-as needs --only")
+    pages = {args.only: PAGES[args.only]} if args.only else PAGES
     out = ROOT / "docs" / "screenshots"
     out.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as p:
@@ -46,7 +54,7 @@ def main() -> None:
         page.fill("#id_password", args.password)
         page.click("button[type=submit]")
         page.wait_for_url(f"{args.url}/")
-        for name, path in PAGES.items():
+        for name, path in pages.items():
             page.goto(args.url + path)
             if name == "map":  # wait for the clusters or markers inside the map's frame
                 page.frame_locator("iframe.map").locator(".marker-cluster, path.leaflet-interactive").first.wait_for()
@@ -56,8 +64,9 @@ def main() -> None:
                 page.screenshot(path=out / f"{name}.png", full_page=False)
                 print(f"wrote docs/screenshots/{name}.png")
                 continue
-            page.screenshot(path=out / f"{name}.png", full_page=True)
-            print(f"wrote docs/screenshots/{name}.png")
+            saved = args.save_as or name
+            page.screenshot(path=out / f"{saved}.png", full_page=True)
+            print(f"wrote docs/screenshots/{saved}.png")
         browser.close()
 
 

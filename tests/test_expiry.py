@@ -158,7 +158,7 @@ def test_the_fetch_process_raises_an_expiry_as_position_expired(serve, small_tea
     server = serve(small_team, faults=Faults(expire_after_pages=2))
     job = fetcher.FetchJob(
         stream="visits", position="tail", limit=LIMIT, base_url=server.url, token=TOKEN, timeout=5, max_retries=3,
-        backoff_base=0.001, backoff_cap=0.01, min_year=1990, max_year=2100,
+        backoff_base=0.001, backoff_cap=0.01, rate_limit=0, min_year=1990, max_year=2100,
     )  # fmt: skip
     process = fetcher.FetchProcess()
     pages = []

@@ -8,6 +8,9 @@ beside the ceiling those requests allow (10 requests/s x 100 visits = 1,000 visi
 
 Each run is a fresh process with a fresh database, against one demo server in this process.
 The goal: with the limit on, at least 85% of the ceiling. Nothing here is part of the test suite.
+
+`--archive` then runs bench/archive.py (archive_export and archive_import at 1,000,000 visits, rows
+a second and peak memory) with the same --postgres and --write: the other half of keeping the history.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import argparse
 import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -64,6 +68,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=1)
     parser.add_argument("--postgres", help="server URL of a PostgreSQL to create bench databases on")
     parser.add_argument("--write", action="store_true", help="update the backfill section of docs/PERFORMANCE.md")
+    parser.add_argument("--archive", action="store_true", help="then run bench/archive.py (export and import at 1M)")
     args = parser.parse_args()
 
     if args.child:
@@ -98,6 +103,9 @@ def main() -> None:
                 print(line(row))
     if args.write:
         write_report(rows=rows, visits=visits, reps=args.reps, runs=args.runs)
+    if args.archive:
+        more = (["--postgres", args.postgres] if args.postgres else []) + (["--write"] if args.write else [])
+        subprocess.run([sys.executable, str(ROOT / "bench" / "archive.py"), *more], check=True)
 
 
 def line(row: dict) -> str:

@@ -168,6 +168,10 @@ class Visit(models.Model):
     )
     # The customer's address as the Core API gives it (one plain string); "" until it has.
     resource_address = models.TextField(blank=True, default="", db_default="")
+    # Geodesic metres from the rep's position to its customer's point (Customer.location says
+    # which), kept current by geo/ when either moves; NULL without a position or a customer point.
+    customer_distance_m = models.FloatField(null=True, blank=True, editable=False)
+    customer_location = models.CharField(max_length=10, blank=True, db_default="", editable=False)
 
     objects = VisitQuerySet.as_manager()
 
@@ -295,6 +299,90 @@ class TallyState(models.Model):  # noqa: DJ008 (internal bookkeeping, never show
 
     time_zone = models.CharField(max_length=64)
     rebuilt_at = models.DateTimeField()
+
+
+class CustomerLocation(models.TextChoices):
+    """Which of a customer's points its visits' distances are measured from."""
+
+    LEARNED = "learned", "Learned from verified visits"
+    GEOCODED = "geocoded", "Geocoded address"
+
+
+class GeocodeStatus(models.TextChoices):
+    PENDING = "pending", "Not geocoded yet"
+    FOUND = "found", "Found"
+    NOT_FOUND = "not_found", "No result"
+    ERROR = "error", "Failed (retried later)"
+    OFF = "off", "Geocoding is off"
+
+
+class Customer(models.Model):
+    """A Sell resource that reps visit (resource_type, resource_id): its address from the Core API,
+    the point geocoded from that address, the point learned from its verified visits, and which one
+    its visits' distances are measured from (geo/)."""
+
+    resource_type = models.CharField(max_length=40)
+    resource_id = models.BigIntegerField()
+    address = models.TextField(blank=True, db_default="", help_text="resource_address, as the Core API gives it")
+    address_key = models.CharField(
+        max_length=64, blank=True, db_default="", help_text="sha256 of the normalised address"
+    )
+    geocode_status = models.CharField(
+        max_length=20, choices=GeocodeStatus.choices, default=GeocodeStatus.PENDING, db_default=GeocodeStatus.PENDING
+    )
+    geocoded_latitude = models.FloatField(null=True, blank=True)
+    geocoded_longitude = models.FloatField(null=True, blank=True)
+    geocode_precision = models.CharField(max_length=100, blank=True, db_default="", help_text="what the service says")
+    geocode_error = models.TextField(blank=True, db_default="")
+    geocode_attempts = models.IntegerField(default=0, db_default=0)
+    geocode_next_at = models.DateTimeField(null=True, blank=True, help_text="when to try again after an error")
+    geocoded_at = models.DateTimeField(null=True, blank=True)
+    learned_latitude = models.FloatField(null=True, blank=True)
+    learned_longitude = models.FloatField(null=True, blank=True)
+    learned_visits = models.IntegerField(default=0, db_default=0, help_text="verified visits the point is learned from")
+    learned_spread_m = models.FloatField(null=True, blank=True, help_text="median distance of those visits to it")
+    learned_at = models.DateTimeField(null=True, blank=True)
+    location = models.CharField(max_length=10, choices=CustomerLocation.choices, blank=True, db_default="")
+    latitude = models.FloatField(null=True, blank=True, help_text="the point used: learned or geocoded")
+    longitude = models.FloatField(null=True, blank=True)
+    location_reason = models.TextField(blank=True, db_default="", help_text="why that point, as a sentence")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["resource_type", "resource_id"]
+        constraints = [
+            models.UniqueConstraint(fields=["resource_type", "resource_id"], name="customer_unique_resource"),
+            models.CheckConstraint(
+                condition=Q(latitude__isnull=True, longitude__isnull=True)
+                | Q(latitude__isnull=False, longitude__isnull=False),
+                name="customer_coordinates_paired",
+            ),
+        ]
+        indexes = [models.Index(fields=["geocode_status", "geocode_next_at"], name="customer_geocode_due")]
+
+    def __str__(self) -> str:
+        return f"{self.resource_type} {self.resource_id}"
+
+
+class GeocodeCache(models.Model):
+    """One geocoder answer per normalised address, shared by every customer at that address."""
+
+    address_key = models.CharField(max_length=64, unique=True)
+    query = models.TextField(help_text="the normalised address sent")
+    status = models.CharField(max_length=20, choices=GeocodeStatus.choices)
+    latitude = models.FloatField(null=True, blank=True)
+    longitude = models.FloatField(null=True, blank=True)
+    precision = models.CharField(max_length=100, blank=True)
+    error = models.TextField(blank=True)
+    attempts = models.IntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    fetched_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["address_key"]
+
+    def __str__(self) -> str:
+        return f"geocode {self.address_key[:12]}"
 
 
 class DeletedVisit(models.Model):  # noqa: DJ008 (internal bookkeeping, never shown by name)

@@ -21,10 +21,12 @@ from visits.models import (
     BackfillPart,
     BackfillRun,
     CoreApiState,
+    Customer,
     Decision,
     DeletedVisit,
     Flag,
     Gap,
+    GeocodeCache,
     Incident,
     Outcome,
     ReconcileDay,
@@ -120,6 +122,8 @@ TABLES: tuple[ArchiveTable, ...] = (
     ),
     ArchiveTable(BackfillPart, "backfill_parts.csv"),
     ArchiveTable(ReconcileDay, "reconcile_days.csv"),
+    ArchiveTable(Customer, "customers.csv"),
+    ArchiveTable(GeocodeCache, "geocode_cache.csv"),
 )
 
 # The app's models that are not archived, by label, and why. The import rebuilds the first ones.

@@ -1,6 +1,6 @@
 """django-q2 entry points and the schedules that drive them: the sync every minute, the
 ingestion check (its alert mails) every ALERT_CHECK_MINUTES, the reconciliation with the
-Core API daily.
+Core API daily, the customers' geocoding every GEOCODE_EVERY_MINUTES.
 
 django-q2's scheduler looks for due schedules only every 30 seconds, so a task that polled
 once a minute would sometimes wait 90 s. Instead each scheduled run is a short session that
@@ -21,6 +21,12 @@ from visits.ingest.sync import READ_ONLY_MESSAGE, read_only_archive
 SCHEDULE_NAME = "sync-sell-streams"
 CHECK_SCHEDULE_NAME = "ingestion-check"
 RECONCILE_SCHEDULE_NAME = "reconcile-core-visits"
+GEOCODE_SCHEDULE_NAME = "geocode-customers"
+GEOCODE_EVERY_MINUTES = 5
+# One run's bounds, far inside the cluster's 600 s timeout: at the public Nominatim's 1 s pace,
+# 200 addresses take about 4 minutes, and the next run takes up where this one stopped.
+GEOCODE_TASK_LIMIT = 200
+GEOCODE_TASK_SECONDS = 240.0
 
 
 def sync_streams_task(*, session_seconds: float | None = None) -> str:
@@ -62,6 +68,15 @@ def reconcile_task() -> str:
     return f"{len(gaps)} gaps tried; {len(days)} days reconciled: {missing} visits were missing, {filled} stored"
 
 
+def geocode_task(*, limit: int = GEOCODE_TASK_LIMIT, seconds: float = GEOCODE_TASK_SECONDS) -> str:
+    """Customers' addresses geocoded in the background (geo/geocode.py), a bounded batch a run."""
+    from visits.geo.geocode import geocode_pending
+
+    if read_only_archive():
+        return READ_ONLY_MESSAGE
+    return geocode_pending(limit=limit, seconds=seconds).summary()
+
+
 def reconcile_first_run(*, now: datetime | None = None) -> datetime:
     """The next BACKFILL_RECONCILE_HOUR o'clock (UTC) after `now`."""
     now = now or timezone.now()
@@ -101,10 +116,20 @@ def schedules_setup() -> list[tuple[str, bool, str]]:
             "next_run": reconcile_first_run(),
         },
     )  # fmt: skip
+    _, geocode_created = Schedule.objects.update_or_create(
+        name=GEOCODE_SCHEDULE_NAME,
+        defaults={
+            "func": "visits.tasks.geocode_task",
+            "schedule_type": Schedule.MINUTES,
+            "minutes": GEOCODE_EVERY_MINUTES,
+            "repeats": -1,
+        },
+    )
     return [
         (SCHEDULE_NAME, created, "every minute"),
         (CHECK_SCHEDULE_NAME, check_created, check_every),
         (RECONCILE_SCHEDULE_NAME, reconcile_created, f"daily at {settings.BACKFILL_RECONCILE_HOUR:02d}:00 UTC"),
+        (GEOCODE_SCHEDULE_NAME, geocode_created, f"every {GEOCODE_EVERY_MINUTES} minutes"),
     ]
 
 

@@ -411,6 +411,19 @@ EMAIL_BACKEND = (
 DEFAULT_FROM_EMAIL = env_email("DEFAULT_FROM_EMAIL", "visitsdash@localhost")
 SERVER_EMAIL = DEFAULT_FROM_EMAIL
 
+# --- Geocoding (visits/geo/geocode.py) -------------------------------------------------------
+
+# A Nominatim-compatible service (a self-hosted Nominatim, or https://nominatim.openstreetmap.org
+# for small accounts); empty switches geocoding off and customers are located from their visits only.
+GEOCODER_URL = env_str("GEOCODER_URL", "")
+if GEOCODER_URL:
+    GEOCODER_URL = env_url("GEOCODER_URL", GEOCODER_URL, schemes=("http", "https")).rstrip("/")
+# Nominatim's usage policy asks for an identifying User-Agent (geopy refuses to send its default).
+GEOCODER_USER_AGENT = env_str("GEOCODER_USER_AGENT", "") or f"visitsdash/{VERSION} (self-hosted)"
+# Seconds between two requests from this process (1 s is the public Nominatim's policy).
+GEOCODER_MIN_DELAY = env_float("GEOCODER_MIN_DELAY", 1.0)
+GEOCODER_TIMEOUT = env_float("GEOCODER_TIMEOUT", 10.0, minimum=0.1)
+
 # --- Archive (archive_export / archive_import) --------------------------------------------
 
 # (Archive settings go here.)

@@ -241,6 +241,10 @@ class DemoData:
         with self._world.lock:
             return self._world.core_visits(deleted=False)
 
+    def core_addresses(self) -> dict[tuple[str, int], str]:
+        """(resource_type, resource_id) -> the customer's `resource_address` (the demo geocoder's table)."""
+        return dict(self._world.addresses)
+
     def core_deleted_visits(self) -> dict[int, dict]:
         """Visit id -> the v2 `data` it had, for visits the Firehose deleted (a stale Core API's)."""
         with self._world.lock:

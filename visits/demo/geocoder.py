@@ -99,18 +99,20 @@ class DemoGeocoder:
         self.wrong: dict[tuple[str, int], tuple[tuple[float, float], tuple[float, float]]] = {}
         self.unknown: set[tuple[str, int]] = set(picks[wrong_addresses:])
         dice = random.Random(seed + 2)
+        # Customers sharing an address (the generator's dice make a few) share the first one's
+        # point; a wrong address's far point wins, and an unknown address answers nothing.
         self.places: dict[str, Place] = {}
         for key in keys:
-            if key in self.unknown:
-                continue
-            point = data.customers[key]
+            point, normal = data.customers[key], address_normalise(addresses[key])
+            importance = round(dice.uniform(0.2, 0.7), 4)
             if key in picks[:wrong_addresses]:
                 far = geodesic(kilometers=dice.uniform(10, 40)).destination(point, dice.uniform(0, 360))
                 self.wrong[key] = (point, (far.latitude, far.longitude))
-                point = self.wrong[key][1]
-            self.places[address_normalise(addresses[key])] = Place(
-                round(point[0], 7), round(point[1], 7), addresses[key], round(dice.uniform(0.2, 0.7), 4)
-            )
+                self.places[normal] = Place(round(far.latitude, 7), round(far.longitude, 7), addresses[key], importance)
+            elif key not in self.unknown and normal not in self.places:
+                self.places[normal] = Place(round(point[0], 7), round(point[1], 7), addresses[key], importance)
+        for key in self.unknown:
+            self.places.pop(address_normalise(addresses[key]), None)
         self._httpd = _Server((host, port), _Handler)
         self._httpd.geocoder = self
         self._serving: threading.Thread | None = None

@@ -232,6 +232,7 @@ class DemoData:
     customers: dict[tuple[str, int], tuple[float, float]]
     _world: _World = field(repr=False, compare=False)
     heavy_rep_id: int | None = None
+    home: tuple[int, tuple[float, float]] | None = None  # the rep who logs visits from home, and the home
 
     # --- the Core API's view (visits/demo/core_api.py serves it) ----------------------------
 
@@ -312,6 +313,7 @@ def team_generate(
     malformed: bool = False,
     history_weeks: int = 0,
     heavy_rep_visits: int = 0,
+    home_rep: bool = False,
 ) -> DemoData:
     """Simulate the team and return both event logs with the state they must produce.
 
@@ -334,6 +336,10 @@ def team_generate(
       of status, outcome and resource type.
     - Every customer has a `resource_address` ("line1, postal code city, country"); four are
       hostile (markup, a spreadsheet formula, over 1,000 characters, non-ASCII).
+    - `home_rep` (off by default, so a seed gives the same data as before it existed): one
+      ordinary rep logs about a third of their located visits from home, 8-20 km from the
+      region's centre, those far from the customer marked too far; `DemoData.home` says who and
+      where. Drawn with dice of its own: the other reps' visits are the same either way.
     - Users: teams in two regional groups reporting to the two managers, who report to a
       director (group null); one more manager with no visits, absent from the Firehose."""
     if reps < 1:
@@ -344,6 +350,7 @@ def team_generate(
         raise ValueError("history_weeks and heavy_rep_visits must not be negative")
     now = (now or datetime.now(UTC)).astimezone(UTC).replace(microsecond=0)
     world = _World(seed=seed, now=now, weeks=weeks, updates=updates)
+    world.home_wanted = home_rep
     world.team_build(reps=reps)
     users_log = world.users_emit()
     visits_log = world.visits_emit(deletes=deletes)
@@ -368,6 +375,7 @@ def team_generate(
         },
         _world=world,
         heavy_rep_id=world.heavy.id if world.heavy else None,
+        home=world.home,
     )
 
 
@@ -400,6 +408,8 @@ class _World:
         self.history: dict[int, dict] = {}  # visit id -> {"data": v2 data, "position": (lat, lon) | None}
         self.addresses: dict[tuple[str, int], str] = {}
         self.heavy: Rep | None = None
+        self.home_wanted = False
+        self.home: tuple[int, tuple[float, float]] | None = None
         self.core_version = 0  # moves with every visit created, so a server can cache its listing
 
     # --- the team -------------------------------------------------------------------------
@@ -532,6 +542,8 @@ class _World:
             if rep.pattern == "late_bursts":
                 self._bursts_schedule(rep_plans)
             plans += [plan for plan in rep_plans if plan.created_at <= self.now]
+        if self.home_wanted:
+            self._home_apply(plans)
         plans.sort(key=lambda plan: plan.created_at)
         special = set(self.rng.sample(range(len(plans)), min(len(plans), len(SPECIAL_SUMMARIES))))
         for index, summary in zip(sorted(special), SPECIAL_SUMMARIES, strict=False):
@@ -542,6 +554,23 @@ class _World:
         if deletes:
             entries.append(self._prehistoric_delete())
         return entries
+
+    def _home_apply(self, plans: list[_Visit]) -> None:
+        """One ordinary rep logs a third of their located visits from home (dice of its own)."""
+        rng = random.Random(self.seed + 5)
+        ordinary = [rep for rep in self.reps if rep.pattern is None and rep.in_users]
+        if not ordinary:
+            return
+        rep = rng.choice(ordinary)
+        home = _offset(
+            rep.region.latitude, rep.region.longitude, metres=rng.uniform(8_000, 20_000), bearing=rng.uniform(0, 360)
+        )
+        self.home = (rep.id, home)
+        for plan in plans:
+            if plan.rep is rep and plan.position is not None and rng.random() < 0.35:
+                plan.position = _offset(*home, metres=rng.uniform(2, 25), bearing=rng.uniform(0, 360))
+                if _distance_m(home, plan.customer.position) >= 1_000:
+                    plan.status = "resource_location_too_far"
 
     def _day_plan(
         self,

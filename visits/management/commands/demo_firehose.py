@@ -63,6 +63,7 @@ class Command(BaseCommand):
         parser.add_argument("--live", type=float, metavar="SECONDS", help="add a new visit every SECONDS")
         parser.add_argument("--no-updates", action="store_true", help="no edits, renames or status changes")
         parser.add_argument("--no-deletes", action="store_true")
+        parser.add_argument("--home-rep", action="store_true", help="one rep logs a third of their visits from home")
         parser.add_argument("--malformed", action="store_true", help="mix in items a client must reject")
         parser.add_argument(
             "--history-weeks", type=int, default=0, metavar="N",
@@ -133,6 +134,7 @@ class Command(BaseCommand):
                 now=datetime.now(UTC),  # the demo's team works up to today; tests pass a fixed clock
                 history_weeks=options["history_weeks"],
                 heavy_rep_visits=options["heavy_rep"],
+                home_rep=options["home_rep"],
             )
             core_faults = CoreFaults(
                 forbidden=frozenset(part.strip() for part in options["core_forbidden"].split(",") if part.strip()),

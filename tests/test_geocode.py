@@ -311,3 +311,34 @@ def test_the_stand_in_knows_the_same_customers_whatever_the_window(small_team):
     assert servers[0].places == servers[1].places and servers[0].wrong == servers[1].wrong
     addresses = {address_normalise(a) for k, a in small_team.core_addresses().items() if k not in servers[1].unknown}
     assert set(servers[1].places) == addresses
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'[{"lat": "north", "lon": "1"}]',
+        b'[{"lat": "91.5", "lon": "0"}]',
+        b'[{"lat": "NaN", "lon": "0"}]',
+        b'{"error": "Unknown format"}',
+        b'"just a string"',
+        b"[1, 2, 3]",
+    ],
+)
+def test_json_that_is_not_places_with_coordinates_is_a_recorded_error(db, small_team, geocoder, body):
+    [(key, address)] = ordinary(small_team, geocoder)
+    customer = customer_make(key, address)
+    geocoder.body = body
+    run = geocode_pending(now=NOW)
+    customer.refresh_from_db()
+    assert (run.asked, run.errors) == (1, 1), customer.geocode_error
+    assert customer.geocode_status == GeocodeStatus.ERROR and customer.geocoded_latitude is None
+    assert customer.geocode_error.startswith("The geocoder")
+
+
+def test_an_empty_list_null_or_a_place_without_coordinates_is_no_result(db, small_team, geocoder):
+    bodies = [b"[]", b"null", b'[{"display_name": "no coordinates"}]']
+    pairs = ordinary(small_team, geocoder, count=len(bodies))
+    for (key, address), body in zip(pairs, bodies, strict=True):
+        customer_make(key, address)
+        geocoder.body = body
+        assert geocode_pending(now=NOW).not_found == 1

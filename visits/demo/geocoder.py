@@ -69,7 +69,8 @@ class DemoGeocoder:
 
     Knobs (attributes, changeable while serving): `min_delay` seconds between two requests
     (from the arrival of one to the next; a faster one gets 429), `error_rate` (503),
-    `garbage_rate` (200 with a body that is not JSON), `delay` (seconds before every answer).
+    `garbage_rate` (200 with a body that is not JSON), `delay` (seconds before every answer),
+    `body` (tests: this body for every search).
     `wrong` maps the customers whose address geocodes far away to (true, answered) points;
     `unknown` holds those whose address has no result."""
 
@@ -89,6 +90,7 @@ class DemoGeocoder:
         self.error_rate = error_rate
         self.garbage_rate = 0.0
         self.delay = 0.0
+        self.body: bytes | None = None  # for tests: the answer to every search, as given
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
         self._last_at = float("-inf")
@@ -172,6 +174,8 @@ class DemoGeocoder:
             status, body = HTTPStatus.SERVICE_UNAVAILABLE, b'{"error": "Service temporarily unavailable"}'
         elif roll < self.error_rate + self.garbage_rate:
             status, body = HTTPStatus.OK, b"<html>Nominatim is being updated</html>"
+        elif self.body is not None:
+            status, body = HTTPStatus.OK, self.body
         elif "q" not in query:
             status, body = HTTPStatus.BAD_REQUEST, b'{"error": "Nothing to search for: give q"}'
         else:

@@ -20,6 +20,7 @@ from django.utils import timezone
 from geopy.adapters import RequestsAdapter
 from geopy.exc import GeocoderRateLimited, GeocoderTimedOut, GeopyError
 from geopy.geocoders import Nominatim
+from requests import RequestException
 
 from visits.models import Customer, GeocodeCache, GeocodeStatus
 
@@ -168,10 +169,14 @@ def _ask(geocoder: Nominatim, query: str, *, sleep: Callable[[float], None]) -> 
         )
         if location is None:
             return _Answer(GeocodeStatus.NOT_FOUND)
-        latitude, longitude = float(location.latitude), float(location.longitude)
+        # From the place itself: geopy makes a place without coordinates a Point at (0, 0).
+        raw = location.raw
+        if not isinstance(raw, dict) or raw.get("lat") in (None, "") or raw.get("lon") in (None, ""):
+            return _Answer(GeocodeStatus.NOT_FOUND, error="The geocoder's answer had no coordinates.")
+        latitude, longitude = float(raw["lat"]), float(raw["lon"])
         if not (-90 <= latitude <= 90 and -180 <= longitude <= 180):
             raise ValueError(f"coordinates out of range: {latitude}, {longitude}")
-        return _Answer(GeocodeStatus.FOUND, latitude, longitude, _precision(location.raw))
+        return _Answer(GeocodeStatus.FOUND, latitude, longitude, _precision(raw))
     except GeocoderTimedOut as exc:  # geopy maps HTTP 503 and 504 here too
         if "status code" in str(exc):
             error = f"The geocoder is unavailable: {exc}"
@@ -181,6 +186,8 @@ def _ask(geocoder: Nominatim, query: str, *, sleep: Callable[[float], None]) -> 
         error = "The geocoder refused the request as too frequent (429); raise GEOCODER_MIN_DELAY if it persists."
     except GeopyError as exc:  # 4xx, 5xx, connection refused, a body that is not JSON
         error = f"The geocoder failed: {type(exc).__name__}: {exc}"
+    except (OSError, RequestException) as exc:  # what geopy's adapter does not wrap
+        error = f"The geocoder could not be reached: {type(exc).__name__}: {exc}"
     except (ValueError, TypeError, KeyError, AttributeError) as exc:  # JSON, but not places with coordinates
         error = f"The geocoder's answer was not understood: {exc}"
     return _Answer(GeocodeStatus.ERROR, error=" ".join(error.split())[:ERROR_CHARS])
@@ -209,7 +216,7 @@ def _cache_store(key: str, query: str, answer: _Answer, *, now: datetime) -> Geo
     elif answer.status == GeocodeStatus.NOT_FOUND:
         next_at = now + NOT_FOUND_RETRY
     else:
-        next_at, attempts = None, attempts
+        next_at = None  # and attempts says how many it took
     values = {
         "query": query, "status": answer.status, "latitude": answer.latitude, "longitude": answer.longitude,
         "precision": answer.precision, "error": answer.error, "attempts": attempts, "next_attempt_at": next_at,

@@ -2,9 +2,17 @@
 (visits/demo/geocoder.py) over HTTP: found, no result, errors and their backoff, the pace, the
 cache per normalised address, an address change, geocoding off, hostile addresses."""
 
+import json
+import re
 import socket
+import subprocess
+import sys
 from collections import Counter
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from urllib.error import HTTPError
+from urllib.parse import urlencode
+from urllib.request import urlopen
 
 import pytest
 from django_q.models import Schedule
@@ -342,3 +350,33 @@ def test_an_empty_list_null_or_a_place_without_coordinates_is_no_result(db, smal
         customer_make(key, address)
         geocoder.body = body
         assert geocode_pending(now=NOW).not_found == 1
+
+
+@pytest.mark.slow
+def test_demo_geocoder_command_serves_the_demo_customers_with_its_knobs():
+    """`manage.py demo_geocoder` as bin/demo starts it: the demo team's addresses, 429 when too fast."""
+    process = subprocess.Popen(
+        [sys.executable, "manage.py", "demo_geocoder", "--port", "0", "--min-delay", "0.5", "--wrong", "4"],
+        cwd=Path(__file__).resolve().parent.parent,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        line = process.stdout.readline()
+        url = re.search(r"GEOCODER_URL=(\S+)", line).group(1)
+        assert "4 wrong, 2 unknown" in line
+        demo = team_generate(seed=7, reps=25, weeks=1)
+        server = DemoGeocoder(demo, wrong_addresses=4)  # the same knobs: the same wrong and unknown ones
+        server.stop()
+        assert len(server.wrong) == 4
+        key = next(k for k in sorted(demo.customers) if k not in server.wrong and k not in server.unknown)
+        query = urlencode({"q": demo.core_addresses()[key], "format": "json", "limit": 1, "addressdetails": 1})
+        with urlopen(f"{url}/search?{query}", timeout=5) as answer:
+            [place] = json.loads(answer.read())
+        assert km_between((float(place["lat"]), float(place["lon"])), demo.customers[key]) < 0.001
+        with pytest.raises(HTTPError) as refused:
+            urlopen(f"{url}/search?{query}", timeout=5)
+        assert refused.value.code == 429
+    finally:
+        process.terminate()
+        process.wait(timeout=10)

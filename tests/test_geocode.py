@@ -380,3 +380,24 @@ def test_demo_geocoder_command_serves_the_demo_customers_with_its_knobs():
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+def test_an_address_changed_during_a_run_is_not_given_the_old_addresses_point(db, small_team, geocoder):
+    (key, address), (other_key, other_address), (_, new_address) = ordinary(small_team, geocoder, count=3)
+    customer_make(key, address)
+    moving = customer_make(other_key, other_address)
+
+    def sync_meanwhile(run):  # customers_sync, between the read of the due customers and their write
+        if run.asked == 1:
+            fresh = Customer.objects.get(pk=moving.pk)
+            customer_address_set(fresh, new_address)
+            fresh.save()
+
+    run = geocode_pending(now=NOW, progress=sync_meanwhile)
+    assert run.asked == 2 and run.customers == 1
+    moving.refresh_from_db()
+    assert moving.address_key == address_key(new_address)
+    assert moving.geocode_status == GeocodeStatus.PENDING and moving.geocoded_latitude is None
+    assert geocode_pending(now=NOW).asked == 1
+    moving.refresh_from_db()
+    assert moving.geocode_status == GeocodeStatus.FOUND

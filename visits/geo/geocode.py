@@ -227,7 +227,8 @@ def _cache_store(key: str, query: str, answer: _Answer, *, now: datetime) -> Geo
 
 
 def _customers_write(ids: list[int], cached: GeocodeCache) -> int:
-    return Customer.objects.filter(pk__in=ids).update(
+    # Only those still at that address: one whose address changed meanwhile waits for its own.
+    return Customer.objects.filter(pk__in=ids, address_key=cached.address_key).update(
         geocode_status=cached.status,
         geocoded_latitude=cached.latitude,
         geocoded_longitude=cached.longitude,

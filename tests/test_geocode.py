@@ -3,6 +3,7 @@
 cache per normalised address, an address change, geocoding off, hostile addresses."""
 
 import json
+import os
 import re
 import socket
 import subprocess
@@ -401,3 +402,22 @@ def test_an_address_changed_during_a_run_is_not_given_the_old_addresses_point(db
     assert geocode_pending(now=NOW).asked == 1
     moving.refresh_from_db()
     assert moving.geocode_status == GeocodeStatus.FOUND
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "name, value",
+    [("GEOCODER_URL", "nominatim.example.com"), ("GEOCODER_URL", "ftp://x.example"), ("GEOCODER_MIN_DELAY", "-1"),
+     ("GEOCODER_MIN_DELAY", "soon"), ("GEOCODER_TIMEOUT", "0")],
+)  # fmt: skip
+def test_nonsense_geocoder_settings_stop_start_up_naming_the_variable(name, value):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GEOCODER_", "DATABASE_URL", "REDIS_URL"))}
+    done = subprocess.run(
+        [sys.executable, "manage.py", "check"],
+        cwd=Path(__file__).resolve().parent.parent,
+        env={**env, name: value},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode != 0 and name in done.stderr and "ImproperlyConfigured" in done.stderr

@@ -21,6 +21,7 @@ from visits.ingest.sync import READ_ONLY_MESSAGE, read_only_archive
 SCHEDULE_NAME = "sync-sell-streams"
 CHECK_SCHEDULE_NAME = "ingestion-check"
 RECONCILE_SCHEDULE_NAME = "reconcile-core-visits"
+CUSTOMERS_SCHEDULE_NAME = "customers-refresh"
 
 
 def sync_streams_task(*, session_seconds: float | None = None) -> str:
@@ -62,6 +63,20 @@ def reconcile_task() -> str:
     return f"{len(gaps)} gaps tried; {len(days)} days reconciled: {missing} visits were missing, {filled} stored"
 
 
+def customers_refresh_task() -> str:
+    """Customers, their points and the visits' distances after the pulls (geo/customers.py)."""
+    from visits.geo.customers import customers_refresh
+
+    if read_only_archive():
+        return READ_ONLY_MESSAGE
+    refresh = customers_refresh()
+    return (
+        f"{refresh.customers} customers ({refresh.created} new, {refresh.addresses_changed} addresses changed), "
+        f"{refresh.points_moved} points moved, {refresh.visits_measured} visits measured, "
+        f"{refresh.distances_written} distances written"
+    )
+
+
 def reconcile_first_run(*, now: datetime | None = None) -> datetime:
     """The next BACKFILL_RECONCILE_HOUR o'clock (UTC) after `now`."""
     now = now or timezone.now()
@@ -101,10 +116,19 @@ def schedules_setup() -> list[tuple[str, bool, str]]:
             "next_run": reconcile_first_run(),
         },
     )  # fmt: skip
+    every = settings.CUSTOMERS_REFRESH_MINUTES
+    _, customers_created = Schedule.objects.update_or_create(
+        name=CUSTOMERS_SCHEDULE_NAME,
+        defaults={
+            "func": "visits.tasks.customers_refresh_task", "schedule_type": Schedule.MINUTES, "minutes": every,
+            "repeats": -1,
+        },
+    )  # fmt: skip
     return [
         (SCHEDULE_NAME, created, "every minute"),
         (CHECK_SCHEDULE_NAME, check_created, check_every),
         (RECONCILE_SCHEDULE_NAME, reconcile_created, f"daily at {settings.BACKFILL_RECONCILE_HOUR:02d}:00 UTC"),
+        (CUSTOMERS_SCHEDULE_NAME, customers_created, "every minute" if every == 1 else f"every {every} minutes"),
     ]
 
 

@@ -1,0 +1,34 @@
+"""Locates the customers in the foreground: their rows and addresses, the geocoding that is due,
+the learned points, the point each uses, and every visit's distance, with progress."""
+
+import time
+
+from django.core.management.base import BaseCommand
+
+from visits.geo.customers import customers_refresh
+
+
+def geocode_due(say):
+    """visits.geo.geocode.geocode_pending when that module is installed; a sentence otherwise."""
+    try:
+        from visits.geo.geocode import geocode_pending  # type: ignore[import-not-found]
+    except ImportError:
+        return lambda: "geocoding is not installed"
+
+    def run() -> str:
+        return str(geocode_pending(progress=lambda *args, **kwargs: say(" ".join(str(a) for a in args))))
+
+    return run
+
+
+class Command(BaseCommand):
+    help = "Sync the customers from the visits, geocode what is due, learn their points, choose and measure."
+
+    def handle(self, *args, **options):
+        started = time.monotonic()
+
+        def say(message: str) -> None:
+            self.stdout.write(f"[{time.monotonic() - started:6.1f} s] {message}")
+
+        result = customers_refresh(progress=say, everything=True, geocode=geocode_due(say))
+        self.stdout.write(f"done in {time.monotonic() - started:.1f} s: {result.summary()}")

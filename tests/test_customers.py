@@ -11,6 +11,7 @@ from django.core.management import call_command
 from django_q.models import Schedule
 
 from visits.demo.generator import team_generate
+from visits.geo import customers
 from visits.geo.customers import address_key, customer_choose, customers_refresh
 from visits.geo.distance import metres_between
 from visits.ingest.sync import streams_sync
@@ -120,6 +121,28 @@ def test_distances_follow_when_the_customer_point_changes(settings):
     assert far.customer_location == "geocoded"
     assert far.customer_distance_m == pytest.approx(metres_between(far.point, geocoded), abs=1e-6)
     assert {v.customer_location for v in Visit.objects.all()} == {"geocoded"}
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("listed_max", [0, 2000])
+def test_the_periodic_refresh_takes_new_visits_whether_it_lists_their_customers_or_reads_all(listed_max, monkeypatch):
+    monkeypatch.setattr(customers, "KEYS_LISTED_MAX", listed_max)
+    visit_add(1, position=SHOP, address="1 Main St")
+    visit_add(2, position=NEXT_DOOR, address="1 Main St")
+    visit_add(3, position=SHOP, resource_id=2)
+    customers_refresh()
+    assert Customer.objects.get(resource_id=1).location == "learned"
+    # New visits: a second verified one for customer 2, a first for customer 3 (with an address).
+    visit_add(4, position=offset(SHOP, east_m=40), resource_id=2)
+    visit_add(5, position=offset(SHOP, east_m=900), status="resource_location_too_far", resource_id=3, address="3 Oak")
+    result = customers_refresh()
+    assert result.created == 1
+    second = Customer.objects.get(resource_id=2)
+    assert (second.location, second.learned_visits) == ("learned", 2)
+    assert Customer.objects.get(resource_id=3).address == "3 Oak"
+    distances = dict(Visit.objects.values_list("id", "customer_distance_m"))
+    assert distances[3] == pytest.approx(20, abs=1) and distances[4] == pytest.approx(20, abs=1)
+    assert distances[5] is None  # customer 3 has no point
 
 
 @pytest.mark.django_db

@@ -6,6 +6,10 @@ An address change discards what was derived from the old address: the geocoded p
 status (geocoding starts again for the new one), and the chosen point when it was the geocoded one.
 The learned point stays: it comes from the visits, not from the address. The choice is then made
 again, and the visits of every customer whose point moved are measured again.
+
+The periodic refresh reads the customers of the visits ingested since its last run: a visit that
+Sell moved to another customer leaves its old customer's learned point as it was until the next
+full pass (customers_locate, or customers_refresh(everything=True)).
 """
 
 from __future__ import annotations
@@ -102,7 +106,7 @@ class RefreshResult:
 def _live(keys: set[Key] | None):
     """The live visits with a customer, of these customers (None: all)."""
     visits = Visit.objects.live().filter(resource_id__isnull=False).order_by()
-    if keys is not None:
+    if keys is not None and len(keys) <= KEYS_LISTED_MAX:  # more: every visit read, the callers filter
         visits = visits.filter(resource_id__in=sorted({rid for _, rid in keys}))
     return visits
 
@@ -153,7 +157,8 @@ def _customers(keys: set[Key] | None) -> list[Customer]:
     if keys is not None:
         if not keys:
             return []
-        customers = customers.filter(resource_id__in=sorted({rid for _, rid in keys}))
+        if len(keys) <= KEYS_LISTED_MAX:
+            customers = customers.filter(resource_id__in=sorted({rid for _, rid in keys}))
         return [c for c in customers if (c.resource_type, c.resource_id) in keys]
     return list(customers)
 
@@ -170,7 +175,7 @@ def customers_learn(*, keys: set[Key] | None = None, now: datetime | None = None
         .values_list("resource_type", "resource_id", "latitude", "longitude")
     )
     for rtype, rid, lat, lng in rows.iterator(chunk_size=5000):
-        if not is_null_island(lat, lng):
+        if not is_null_island(lat, lng) and (keys is None or (rtype, rid) in keys):
             positions.setdefault((rtype, rid), []).append((lat, lng))
     changed = []
     learned = 0

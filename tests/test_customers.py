@@ -65,7 +65,9 @@ def test_the_choice_rule_on_hand_made_customers(settings):
     assert (location, lat, lng) == ("geocoded", 5.0, 6.0) and "fewer than 2 verified visits" in why
     assert customer_choose(hand_made(geocode_status=GeocodeStatus.PENDING))[:3] == ("", None, None)
     assert "not geocoded yet" in customer_choose(hand_made(geocode_status=GeocodeStatus.PENDING))[3]
-    assert "was not found" in customer_choose(hand_made(geocode_status=GeocodeStatus.NOT_FOUND))[3]
+    assert "found no place" in customer_choose(hand_made(geocode_status=GeocodeStatus.NOT_FOUND))[3]
+    assert "geocoding is off" in customer_choose(hand_made(geocode_status=GeocodeStatus.OFF))[3]
+    assert "tried again later" in customer_choose(hand_made(geocode_status=GeocodeStatus.ERROR))[3]
     assert "no address" in customer_choose(hand_made(address="", address_key=""))[3]
     # One verified visit is not enough to learn from: its geocode wins, or nothing.
     assert customer_choose(hand_made(**{**learned, "learned_visits": 1}))[0] == ""

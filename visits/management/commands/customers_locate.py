@@ -9,14 +9,23 @@ from visits.geo.customers import customers_refresh
 
 
 def geocode_due(say):
-    """visits.geo.geocode.geocode_pending when that module is installed; a sentence otherwise."""
+    """visits.geo.geocode.geocode_pending when that module is installed, with its progress every
+    few seconds; its summary is the step's result."""
     try:
-        from visits.geo.geocode import geocode_pending  # type: ignore[import-not-found]
+        from visits.geo.geocode import geocode_pending  # type: ignore[import-not-found,unused-ignore]
     except ImportError:
         return lambda: "geocoding is not installed"
+    shown = [0.0]
+
+    def progress(run) -> None:
+        if time.monotonic() - shown[0] >= 5:
+            shown[0] = time.monotonic()
+            say(f"geocoding: {run.summary()}")
 
     def run() -> str:
-        return str(geocode_pending(progress=lambda *args, **kwargs: say(" ".join(str(a) for a in args))))
+        summary = geocode_pending(progress=progress).summary()
+        say(f"geocoding: {summary}")
+        return summary
 
     return run
 

@@ -266,3 +266,19 @@ def test_the_refresh_schedule_is_set_up_once_by_name(settings):
     assert (schedule.func, schedule.minutes) == ("visits.tasks.customers_refresh_task", 5)
     assert Schedule.objects.filter(name=CUSTOMERS_SCHEDULE_NAME).count() == 1
     assert named[CUSTOMERS_SCHEDULE_NAME] == (False, "every 5 minutes")
+
+
+@pytest.mark.django_db
+def test_the_scheduled_task_refreshes_and_an_archive_without_a_token_is_left_alone(settings):
+    from visits.ingest.sync import READ_ONLY_MESSAGE
+    from visits.tasks import customers_refresh_task
+
+    visit_add(1, position=SHOP)
+    visit_add(2, position=NEXT_DOOR)
+    settings.SELL_ACCESS_TOKEN = ""
+    assert customers_refresh_task() == READ_ONLY_MESSAGE
+    assert not Customer.objects.exists()
+    settings.SELL_ACCESS_TOKEN = "token"
+    line = customers_refresh_task()
+    assert line == "1 customers (1 new, 0 addresses changed), 1 points moved, 2 visits measured, 2 distances written"
+    assert Visit.objects.filter(customer_location="learned").count() == 2

@@ -282,3 +282,24 @@ def test_the_scheduled_task_refreshes_and_an_archive_without_a_token_is_left_alo
     line = customers_refresh_task()
     assert line == "1 customers (1 new, 0 addresses changed), 1 points moved, 2 visits measured, 2 distances written"
     assert Visit.objects.filter(customer_location="learned").count() == 2
+
+
+@pytest.mark.django_db
+def test_a_visit_given_another_customer_is_measured_from_that_one():
+    from django.utils import timezone
+
+    other = offset(SHOP, east_m=2000)
+    for n, (rid, point) in enumerate([(1, SHOP), (1, SHOP), (2, other), (2, other)]):
+        visit_add(n + 1, position=point, resource_id=rid)
+    visit_add(9, position=offset(SHOP, north_m=100), status="resource_location_too_far", resource_id=1)
+    customers_refresh()
+    assert Visit.objects.get(id=9).customer_distance_m == pytest.approx(100, abs=1)
+    # Sell moves the visit to customer 2, as ingestion writes it (its ingested_at with it).
+    Visit.objects.filter(id=9).update(resource_id=2, ingested_at=timezone.now())
+    customers_refresh()
+    want = metres_between(offset(SHOP, north_m=100), other)
+    assert Visit.objects.get(id=9).customer_distance_m == pytest.approx(want, abs=1e-6)
+    # And to no customer at all: no distance.
+    Visit.objects.filter(id=9).update(resource_id=None, ingested_at=timezone.now())
+    customers_refresh()
+    assert Visit.objects.filter(id=9).values_list("customer_distance_m", "customer_location").get() == (None, "")

@@ -303,3 +303,25 @@ def test_a_visit_given_another_customer_is_measured_from_that_one():
     Visit.objects.filter(id=9).update(resource_id=None, ingested_at=timezone.now())
     customers_refresh()
     assert Visit.objects.filter(id=9).values_list("customer_distance_m", "customer_location").get() == (None, "")
+
+
+@pytest.mark.django_db
+def test_a_learned_point_follows_when_a_verified_visit_is_deleted_or_moved_away():
+    from django.utils import timezone
+
+    for n, point in enumerate([SHOP, offset(SHOP, east_m=10), offset(SHOP, east_m=3000)]):
+        visit_add(n + 1, position=point)
+    visit_add(9, position=SHOP, status="resource_location_too_far")
+    customers_refresh()
+    assert Customer.objects.get().learned_visits == 3
+    # Deleted in Sell by an id-only event: ingestion sets deleted_at alone.
+    Visit.objects.filter(id=3).update(deleted_at=timezone.now())
+    customers_refresh()
+    customer = Customer.objects.get()
+    assert customer.learned_visits == 2 and customer.learned_spread_m == pytest.approx(5, abs=0.5)
+    # One more moved to another customer: one verified visit is too few to learn from.
+    Visit.objects.filter(id=2).update(resource_id=7, ingested_at=timezone.now())
+    customers_refresh()
+    customer = Customer.objects.get(resource_id=1)
+    assert (customer.learned_visits, customer.learned_latitude, customer.location) == (0, None, "")
+    assert Visit.objects.get(id=9).customer_distance_m is None

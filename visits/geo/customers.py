@@ -7,9 +7,9 @@ status (geocoding starts again for the new one), and the chosen point when it wa
 The learned point stays: it comes from the visits, not from the address. The choice is then made
 again, and the visits of every customer whose point moved are measured again.
 
-The periodic refresh reads the customers of the visits ingested since its last run: a visit that
-Sell moved to another customer leaves its old customer's learned point as it was until the next
-full pass (customers_locate, or customers_refresh(everything=True)).
+The periodic refresh reads the customers of the visits ingested since its last run (ingestion
+sets ingested_at: nothing else is asked of it), and those whose count of verified visits no longer
+matches their learned point's (a verified visit deleted, or moved to another customer).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Q
+from django.db.models import Count, Q
 from django.utils import timezone
 
 from visits.geo.centre import centre_median, centre_spread_m
@@ -210,6 +210,27 @@ def customers_learn(*, keys: set[Key] | None = None, now: datetime | None = None
     return learned
 
 
+def learned_stale() -> set[Key]:
+    """The customers whose learned point counts other verified visits than they now have: one of
+    them was deleted in Sell or given another customer (which ingestion writes without a mark
+    the refresh reads). One GROUP BY over the verified visits."""
+    counts = dict(
+        ((rtype, rid), n)
+        for rtype, rid, n in _live(None)
+        .filter(verification_status=VerificationStatus.VERIFIED, latitude__isnull=False)
+        .exclude(latitude=0, longitude=0)
+        .values_list("resource_type", "resource_id")
+        .annotate(n=Count("id"))
+        .values_list("resource_type", "resource_id", "n")
+    )
+    stale = set()
+    for rtype, rid, learned_visits in Customer.objects.values_list("resource_type", "resource_id", "learned_visits"):
+        n = counts.get((rtype, rid), 0)
+        if (n if n >= LEARN_MIN_VISITS else 0) != learned_visits:
+            stale.add((rtype, rid))
+    return stale
+
+
 def customer_choose(customer: Customer) -> tuple[str, float | None, float | None, str]:
     """The point a customer's visits are measured from, and why (the rule the README states): a
     point learned from at least LEARN_MIN_VISITS verified visits, unless they spread more than
@@ -361,6 +382,7 @@ def customers_refresh(
     keys: set[Key] | None = None
     if since is not None:
         keys = set(_live(None).filter(ingested_at__gte=since).values_list("resource_type", "resource_id").distinct())
+        keys |= learned_stale()
     say("customers: syncing " + ("all customers" if keys is None else f"{len(keys):,} customers with new visits"))
     result.created, result.addresses_changed = customers_sync(keys=keys)
     say(f"customers: {result.created:,} new, {result.addresses_changed:,} addresses changed; learning points")

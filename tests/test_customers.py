@@ -242,6 +242,7 @@ def test_customers_locate_says_what_it_did_and_the_csv_carries_the_distance(clie
     call_command("customers_locate", stdout=out)
     lines = out.getvalue().splitlines()
     assert any("learning points" in line for line in lines)
+    assert any("] customers: geocoding: " in line for line in lines)  # the geocoding's own summary follows
     assert lines[-1].endswith("1 customers, 1 with a learned point, 0 geocoded, 1 located; 3 visits with a distance")
     assert DistanceState.objects.get().visits_measured_to is not None
     client.force_login(cast.manager)

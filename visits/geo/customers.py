@@ -390,6 +390,7 @@ def customers_refresh(
     if geocode is not None:
         say("customers: geocoding what is due")
         result.geocode = geocode()
+        say(f"customers: geocoding: {result.geocode}")
     say("customers: choosing each customer's point")
     result.moved = customers_choose()
     result.points_moved = len(result.moved)

@@ -23,9 +23,7 @@ def geocode_due(say):
             say(f"geocoding: {run.summary()}")
 
     def run() -> str:
-        summary = geocode_pending(progress=progress).summary()
-        say(f"geocoding: {summary}")
-        return summary
+        return geocode_pending(progress=progress).summary()
 
     return run
 

@@ -760,3 +760,10 @@ class FlaggedVisit(Visit):
     class Meta:
         proxy = True
         verbose_name = "flagged visit"
+
+
+class DistanceState(models.Model):  # noqa: DJ008 (internal bookkeeping, never shown by name)
+    """One row: up to when the visits' ingested_at the customers' refresh has measured
+    (geo/customers.py); without it, the next refresh measures every visit."""
+
+    visits_measured_to = models.DateTimeField(null=True, blank=True)

@@ -22,6 +22,7 @@ SCHEDULE_NAME = "sync-sell-streams"
 CHECK_SCHEDULE_NAME = "ingestion-check"
 RECONCILE_SCHEDULE_NAME = "reconcile-core-visits"
 GEOCODE_SCHEDULE_NAME = "geocode-customers"
+CUSTOMERS_SCHEDULE_NAME = "customers-refresh"
 GEOCODE_EVERY_MINUTES = 5
 # One run's bounds, far inside the cluster's 600 s timeout: at the public Nominatim's 1 s pace,
 # 200 addresses take about 4 minutes, and the next run takes up where this one stopped.
@@ -77,6 +78,20 @@ def geocode_task(*, limit: int = GEOCODE_TASK_LIMIT, seconds: float = GEOCODE_TA
     return geocode_pending(limit=limit, seconds=seconds).summary()
 
 
+def customers_refresh_task() -> str:
+    """Customers, their points and the visits' distances after the pulls (geo/customers.py)."""
+    from visits.geo.customers import customers_refresh
+
+    if read_only_archive():
+        return READ_ONLY_MESSAGE
+    refresh = customers_refresh()
+    return (
+        f"{refresh.customers} customers ({refresh.created} new, {refresh.addresses_changed} addresses changed), "
+        f"{refresh.points_moved} points moved, {refresh.visits_measured} visits measured, "
+        f"{refresh.distances_written} distances written"
+    )
+
+
 def reconcile_first_run(*, now: datetime | None = None) -> datetime:
     """The next BACKFILL_RECONCILE_HOUR o'clock (UTC) after `now`."""
     now = now or timezone.now()
@@ -125,11 +140,20 @@ def schedules_setup() -> list[tuple[str, bool, str]]:
             "repeats": -1,
         },
     )
+    every = settings.CUSTOMERS_REFRESH_MINUTES
+    _, customers_created = Schedule.objects.update_or_create(
+        name=CUSTOMERS_SCHEDULE_NAME,
+        defaults={
+            "func": "visits.tasks.customers_refresh_task", "schedule_type": Schedule.MINUTES, "minutes": every,
+            "repeats": -1,
+        },
+    )  # fmt: skip
     return [
         (SCHEDULE_NAME, created, "every minute"),
         (CHECK_SCHEDULE_NAME, check_created, check_every),
         (RECONCILE_SCHEDULE_NAME, reconcile_created, f"daily at {settings.BACKFILL_RECONCILE_HOUR:02d}:00 UTC"),
         (GEOCODE_SCHEDULE_NAME, geocode_created, f"every {GEOCODE_EVERY_MINUTES} minutes"),
+        (CUSTOMERS_SCHEDULE_NAME, customers_created, "every minute" if every == 1 else f"every {every} minutes"),
     ]
 
 

@@ -428,6 +428,13 @@ GEOCODER_TIMEOUT = env_float("GEOCODER_TIMEOUT", 10.0, minimum=0.1)
 
 # (Archive settings go here.)
 
+# --- Customers' locations and distances (geo/customers.py) --------------------------------
+
+# A learned point whose verified visits lie a median of more than this from it is noisy: the
+# geocoded point is used instead when there is one.
+CUSTOMER_LEARNED_MAX_SPREAD_M = env_int("CUSTOMER_LEARNED_MAX_SPREAD_M", 1000, minimum=1, maximum=100_000)
+CUSTOMERS_REFRESH_MINUTES = env_int("CUSTOMERS_REFRESH_MINUTES", 5, minimum=1, maximum=1440)
+
 # --- Maps -------------------------------------------------------------------------------
 
 # Tiles are the only thing a map loads from elsewhere, and only if this is set: empty draws the

@@ -134,6 +134,7 @@ NOT_ARCHIVED: dict[str, str] = {
     "visits.TallyState": "the time zone the tallies were built in: written by the import's rebuild",
     "visits.FlagWindow": "work queued for the next flag refresh; the import checks the flags against the rules",
     "visits.DirtyRep": "reps queued for the next flag refresh; the import checks the flags against the rules",
+    "visits.DistanceState": "where the distance refresh resumes; without it, the first one measures every visit",
 }
 
 

@@ -62,21 +62,31 @@ GEOCODE_FIELDS = (
 )  # fmt: skip
 
 
+# What an address's geocode is, reset when the address changes (customer_address_set).
+GEOCODE_RESET = {
+    "geocode_status": GeocodeStatus.PENDING,
+    "geocoded_latitude": None,
+    "geocoded_longitude": None,
+    "geocode_precision": "",
+    "geocode_error": "",
+    "geocode_attempts": 0,
+    "geocode_next_at": None,
+    "geocoded_at": None,
+}
+
+
 def customer_address_set(customer: Customer, address: str) -> bool:
     """Give `customer` this address (not saved). When its key changes, the geocode of the old
-    address is discarded: status pending, no point, no error, no attempts, so the next
-    geocode_pending asks about the new one. Returns whether the key changed; the caller
+    address is discarded (GEOCODE_RESET: status pending, no point, no error, no attempts), so the
+    next geocode_pending asks about the new one. Returns whether the key changed; the caller
     discards the other locations derived from the old address and saves."""
     customer.address = address or ""
     key = address_key(customer.address)
     if key == customer.address_key:
         return False
     customer.address_key = key
-    customer.geocode_status = GeocodeStatus.PENDING
-    customer.geocoded_latitude = customer.geocoded_longitude = None
-    customer.geocode_precision = customer.geocode_error = ""
-    customer.geocode_attempts = 0
-    customer.geocode_next_at = customer.geocoded_at = None
+    for name, value in GEOCODE_RESET.items():
+        setattr(customer, name, value)
     return True
 
 

@@ -76,6 +76,9 @@ VISIT_REVIEW_COLUMNS = ["flags", "review_status"]  # appended to /visits.csv: ru
 # Appended after those: where the visit came from (firehose, core_api) and the customer's address
 # as the Core API gives it ("" until it has), text from the API, checked for formulas.
 VISIT_HISTORY_COLUMNS = ["source", "resource_address"]
+# Appended after those: metres from the rep's position to the customer's point (whole metres,
+# empty when unknown) and which point that was (learned, geocoded or empty): geo/customers.py.
+VISIT_DISTANCE_COLUMNS = ["customer_distance_m", "customer_location"]
 TIME_COLUMNS = ("visited_at", "created_at")  # written as ISO 8601 in UTC
 TEXT_COLUMNS = ("rep_name", "resource_type", "outcome_name", "summary")  # text from the API: checked for formulas
 # Where those columns are in a row, found once by name.
@@ -115,7 +118,9 @@ def visit_rows(*, visits) -> Iterator[list]:
     rules = RawSQL(FLAG_RULES_SQL["postgresql" if connection.vendor == "postgresql" else "sqlite"], [])
     sql, params = (
         visits.annotate(flag_names=rules)
-        .values_list(*VISIT_COLUMNS.values(), "flag_names", "review_status", *VISIT_HISTORY_COLUMNS)
+        .values_list(
+            *VISIT_COLUMNS.values(), "flag_names", "review_status", *VISIT_HISTORY_COLUMNS, *VISIT_DISTANCE_COLUMNS
+        )
         .query.sql_with_params()
     )
 
@@ -134,13 +139,15 @@ def visit_rows(*, visits) -> Iterator[list]:
         cursor.execute(sql, params)
         while chunk := cursor.fetchmany(2000):
             for row in chunk:
-                # ends with flags, review_status, source, resource_address
+                # ends with flags, review_status, source, resource_address, customer_distance_m, customer_location
                 cells = ["" if value is None else value for value in row]
+                if row[-2] is not None:
+                    cells[-2] = round(row[-2])
                 for index in TIME_CELLS:
                     cells[index] = when(row[index])
                 for index in TEXT_CELLS:
                     cells[index] = text_safe(cells[index])
-                cells[-1] = text_safe(cells[-1])  # resource_address
+                cells[-3] = text_safe(cells[-3])  # resource_address
                 yield cells
     finally:
         cursor.close()

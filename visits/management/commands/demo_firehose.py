@@ -30,24 +30,30 @@ FAULT_OPTIONS = (
 )
 
 
-def probability(raw: str) -> float:
+def number(raw: str, convert: type[int] | type[float], *, low: float, high: float | None = None) -> float:
+    """An option's number, between `low` and `high`, or argparse's error naming what is wrong."""
     try:
-        value = float(raw)
+        value = convert(raw)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{raw!r} is not a number") from None
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"{value} is not a probability between 0 and 1")
+        kind = "a whole number" if convert is int else "a number"
+        raise argparse.ArgumentTypeError(f"{raw!r} is not {kind}") from None
+    if high is not None and not low <= value <= high:
+        raise argparse.ArgumentTypeError(f"{value} is not a probability between {low:g} and {high:g}")
+    if value < low:
+        raise argparse.ArgumentTypeError(f"{value} is less than {low:g}")
     return value
+
+
+def probability(raw: str) -> float:
+    return number(raw, float, low=0.0, high=1.0)
 
 
 def count(raw: str) -> int:
-    try:
-        value = int(raw)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{raw!r} is not a whole number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{value} is less than 0")
-    return value
+    return int(number(raw, int, low=0))
+
+
+def seconds(raw: str) -> float:
+    return number(raw, float, low=0.0)
 
 
 class Command(BaseCommand):

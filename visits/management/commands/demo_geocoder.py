@@ -10,17 +10,7 @@ from django.core.management.base import BaseCommand
 
 from visits.demo.generator import team_generate
 from visits.demo.geocoder import DemoGeocoder
-from visits.management.commands.demo_firehose import count, probability
-
-
-def seconds(raw: str) -> float:
-    try:
-        value = float(raw)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{raw!r} is not a number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{value} is less than 0")
-    return value
+from visits.management.commands.demo_firehose import count, probability, seconds
 
 
 class Command(BaseCommand):

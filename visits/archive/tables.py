@@ -138,10 +138,6 @@ NOT_ARCHIVED: dict[str, str] = {
 }
 
 
-def table_for(file: str) -> ArchiveTable | None:
-    return next((t for t in TABLES if t.file == file), None)
-
-
 def columns_described(table: ArchiveTable) -> list[dict]:
     """A table's columns as the manifest lists them."""
     return [{"name": c.name, "type": c.kind, "null": c.null} for c in table.columns]

@@ -69,8 +69,12 @@ def plain(text: str, *, limit: int = SELL_ERROR_CHARS) -> str:
     return cleaned if len(cleaned) <= limit else cleaned[: limit - 1].rstrip() + "…"
 
 
-def health_get(*, now: datetime | None = None) -> Health:
-    """The health of ingestion, in two queries (the streams' states, the unfilled gaps).
+STATE_FIELDS = ("stream", "last_success_at", "caught_up_at", "newest_event_time", "last_error", "last_error_kind")
+
+
+def health_get(*, now: datetime | None = None, states: dict[str, SyncState] | None = None) -> Health:
+    """The health of ingestion, in two queries (the streams' states, the unfilled gaps); one when
+    the caller has read the streams' states already (`states`, by stream: the status page).
 
     - failing: a stream's last sync stopped on an error that concerns the whole API: Sell
       refused the token (or there is none), Sell or the network is unreachable, or a setting
@@ -84,18 +88,16 @@ def health_get(*, now: datetime | None = None) -> Health:
     during a backlog the newest event applied); None before the first event.
     """
     now = now or timezone.now()
-    states: dict[str, dict] = {
-        row["stream"]: dict(row)
-        for row in SyncState.objects.values(
-            "stream", "last_success_at", "caught_up_at", "newest_event_time", "last_error", "last_error_kind"
-        )
-    }
+    if states is None:
+        rows = {row["stream"]: dict(row) for row in SyncState.objects.values(*STATE_FIELDS)}
+    else:
+        rows = {stream: {name: getattr(state, name) for name in STATE_FIELDS} for stream, state in states.items()}
     open_gaps = Gap.objects.filter(filled_at__isnull=True).count()
-    visits = states.get(Stream.VISITS, {})
+    visits = rows.get(Stream.VISITS, {})
     last_success = visits.get("last_success_at")
     known = [t for t in (visits.get("caught_up_at"), visits.get("newest_event_time")) if t is not None]
     lag = max(int((now - max(known)).total_seconds()), 0) if known else None
-    ordered = [states[s] for s in (Stream.USERS, Stream.VISITS) if s in states]
+    ordered = [rows[s] for s in (Stream.USERS, Stream.VISITS) if s in rows]
     token = next((s["last_error"] for s in ordered if s["last_error_kind"] == SyncErrorKind.TOKEN), None)
     api = next((s["last_error"] for s in ordered if s["last_error_kind"] in API_ERROR_KINDS), None)
     last_error = visits.get("last_error") or next((s["last_error"] for s in ordered if s["last_error"]), "")
@@ -196,17 +198,16 @@ def incidents_update(*, health: Health, now: datetime | None = None) -> list[Inc
     return opened
 
 
-def incidents_shown(*, now: datetime | None = None) -> dict:
-    """For the status page: what /healthz says, the open incidents, and those closed in the last
-    week (at most 5)."""
+def incidents_shown(*, now: datetime | None = None, states: dict[str, SyncState] | None = None) -> dict:
+    """For the status page: what /healthz says (from the streams' `states` when read already),
+    the open incidents, and those closed in the last week (at most 5)."""
     now = now or timezone.now()
     incidents = Incident.objects.select_related("gap")
     return {
-        "health": health_get(now=now),
+        "health": health_get(now=now, states=states),
         "incidents_open": list(incidents.filter(closed_at__isnull=True)),
         "incidents_closed": list(incidents.filter(closed_at__gte=now - timedelta(days=7)).order_by("-closed_at")[:5]),
         "alerts_to": len(settings.ALERT_EMAILS),
-        "archive_mode": read_only_archive(),
         "alert_stale_hours": settings.ALERT_STALE_HOURS,
         "alert_check_minutes": settings.ALERT_CHECK_MINUTES,
     }

@@ -108,8 +108,9 @@ def status_overview() -> dict:
             )
         )
     live = live_counts()
+    core = core_statuses()
+    core_visits = next(c.state for c in core if c.feature == CoreFeature.VISITS)
     return {
-        "read_only": read_only_archive(),
         "streams": streams,
         "visits_total": live["visits"],
         "visits_deleted": Visit.objects.filter(deleted_at__isnull=False).count(),  # a small partial index
@@ -118,11 +119,11 @@ def status_overview() -> dict:
         "outcomes_total": Outcome.objects.count(),
         "rejected_total": RejectedItem.objects.count(),
         "gaps": Gap.objects.all()[:20],
-        "core": core_statuses(),
+        "core": core,
         "now": now,
-        **incidents_shown(now=now),
+        **incidents_shown(now=now, states=states),
         **derived_status(live=live),
-        **history_status(),
+        **history_status(core_visits=core_visits),
     }
 
 
@@ -140,8 +141,9 @@ class HistoryStatus:
         return sum(p.unreachable for p in self.unreachable)
 
 
-def history_status() -> dict:
-    """The history backfill, the Core API's visits feature and the daily reconciliation."""
+def history_status(*, core_visits: CoreApiState) -> dict:
+    """The history backfill, the Core API's visits feature (`core_visits`, as core_statuses read
+    it) and the daily reconciliation."""
     run = BackfillRun.objects.filter(kind=BackfillKind.HISTORY).order_by("-id").first()
     history = None
     if run is not None:
@@ -154,7 +156,7 @@ def history_status() -> dict:
         )
     return {
         "history": history,
-        "core_visits": CoreApiState.objects.filter(feature=CoreFeature.VISITS).first(),
+        "core_visits": core_visits,
         "reconcile_days": list(ReconcileDay.objects.order_by("-day")[: settings.BACKFILL_RECONCILE_DAYS]),
     }
 

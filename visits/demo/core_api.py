@@ -125,9 +125,9 @@ class CoreApi:
             raise ApiError(404, "incorrect_path", "Incorrect path", f"The requested path {path} does not exist.")
         with self._lock:
             faults, rng = self._faults, self._rng
-            failure = rng.choice((500, 503)) if _chance(rng, faults.server_errors) else None
-            limited = _chance(rng, faults.rate_limit)
-            drop = _chance(rng, faults.drop_connection)
+            failure = rng.choice((500, 503)) if chance(rng, faults.server_errors) else None
+            limited = chance(rng, faults.rate_limit)
+            drop = chance(rng, faults.drop_connection)
         if drop:
             return None
         if failure == 500:
@@ -271,5 +271,6 @@ def invalid_param(param: str, details: str) -> ApiError:
     return ApiError(400, "invalid_param", f"Invalid parameter {param}", details)
 
 
-def _chance(rng: random.Random, probability: float) -> bool:
+def chance(rng: random.Random, probability: float) -> bool:
+    """Whether a fault of this probability strikes this request (never at 0)."""
     return probability > 0 and rng.random() < probability

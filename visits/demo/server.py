@@ -25,7 +25,7 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
-from visits.demo.core_api import ApiError, CoreApi, CoreFaults, invalid_param
+from visits.demo.core_api import ApiError, CoreApi, CoreFaults, chance, invalid_param
 from visits.demo.generator import DemoData
 
 ROUTES = {"/v3/visits/stream": "visits", "/v3/users/stream": "users"}
@@ -407,14 +407,14 @@ class DemoFirehose:
             raise ApiError(401, "unauthorized", "Unauthorized", UNAUTHORIZED_DETAILS)
         with self._lock:
             faults, rng = self._faults, self._rng
-            delay = rng.uniform(0, MAX_DELAY) if _chance(rng, faults.slow) else 0.0
-            drop = _chance(rng, faults.drop_connection)
-            failure = rng.choice((500, 503)) if _chance(rng, faults.server_errors) else None
-            limited = _chance(rng, faults.rate_limit)
+            delay = rng.uniform(0, MAX_DELAY) if chance(rng, faults.slow) else 0.0
+            drop = chance(rng, faults.drop_connection)
+            failure = rng.choice((500, 503)) if chance(rng, faults.server_errors) else None
+            limited = chance(rng, faults.rate_limit)
             delivery = ""
-            if _chance(rng, faults.truncate):
+            if chance(rng, faults.truncate):
                 delivery = rng.choice(("cut", "cut_chunked"))
-            elif _chance(rng, faults.drip):
+            elif chance(rng, faults.drip):
                 delivery = "drip"
         if delay:
             time.sleep(delay)
@@ -458,7 +458,7 @@ class DemoFirehose:
             else:
                 offset = self._token_offset(stream, position, first=first, end=end)
             indices, new_offset = _page_indices(rng, faults, log, offset=offset, end=end, first=first, limit=limit)
-            if len(indices) > 1 and _chance(rng, faults.shuffle):
+            if len(indices) > 1 and chance(rng, faults.shuffle):
                 indices = _shuffle_keep_id_order(rng, indices, log.keys)
             items = [log.events[i] for i in indices]
             token = _token_encode(stream, new_offset, self._epoch)
@@ -502,17 +502,17 @@ def _page_indices(
     rng: random.Random, faults: Faults, log: _Log, *, offset: int, end: int, first: int, limit: int
 ) -> tuple[list[int], int]:
     """Log offsets to send and the offset after them, with the page-shape faults applied."""
-    if offset >= end or _chance(rng, faults.empty_pages):
+    if offset >= end or chance(rng, faults.empty_pages):
         return [], offset  # an empty page never moves past an unsent event
     count = min(limit, end - offset)
-    if count > 1 and _chance(rng, faults.short_pages):
+    if count > 1 and chance(rng, faults.short_pages):
         count = rng.randint(1, count - 1)
     back = 0
-    if offset > first and _chance(rng, faults.redeliver):
+    if offset > first and chance(rng, faults.redeliver):
         back = min(rng.randint(1, MAX_REDELIVERY), offset - first, limit - 1)
         count = min(count, limit - back)
     indices = list(range(offset - back, offset + count))
-    if len(indices) < limit and _chance(rng, faults.redeliver):
+    if len(indices) < limit and chance(rng, faults.redeliver):
         at = rng.randrange(len(indices))
         indices.insert(at, indices[at])  # right next to itself: per-id order still holds
     return indices, offset + count
@@ -543,10 +543,6 @@ def _faults_changed(faults: Faults, changes: object) -> Faults:
         if (switch and not isinstance(value, bool)) or (not switch and not number and value is not None):
             raise ValueError(f"{name} takes {'true or false' if switch else 'a number'}, not {value!r}")
     return dataclasses.replace(faults, **changes)
-
-
-def _chance(rng: random.Random, probability: float) -> bool:
-    return probability > 0 and rng.random() < probability
 
 
 def _limit_parse(raw: str | None) -> int:

@@ -22,7 +22,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import OperationalError, transaction
-from django.db.models import F, Q
+from django.db.models import Count, F, Q
 from django.utils import timezone
 
 from visits.ingest.core import core_refresh, state_error, state_get, state_refuse, state_success
@@ -42,13 +42,12 @@ from visits.models import (
     Visit,
 )
 from visits.review.flags import flags_refresh
-from visits.sell.core import MAX_PAGES, MAX_PER_PAGE, CoreClient, CorePage, FeatureUnavailable
+from visits.sell.core import MAX_PAGES, MAX_PER_PAGE, VISITS_PATH, CoreClient, CorePage, FeatureUnavailable
 from visits.sell.core_items import REASON_PREFIX, HistoryVisit, history_items_parse
 from visits.sell.events import Reject, raw_digest, reason_storable
 
 log = logging.getLogger(__name__)
 
-VISITS_PATH = "/v2/visits"
 ASC, DESC = "id", "id:desc"
 # The filters a capped part is split by, in order; a part's depth is how many it has.
 DIMENSIONS = ("creator_id", "rep_location_verification_status", "outcome_id", "resource_type")
@@ -364,9 +363,10 @@ def run_walk(
     def report() -> None:
         if progress:
             run.refresh_from_db()
-            parts = BackfillPart.objects.filter(run=run)
-            total = parts.count()
-            pending = parts.filter(state=BackfillPartState.PENDING).count()
+            counts = BackfillPart.objects.filter(run=run).aggregate(
+                total=Count("id"), pending=Count("id", filter=Q(state=BackfillPartState.PENDING))
+            )
+            total, pending = counts["total"], counts["pending"]
             progress(
                 Progress(run=run, parts_done=total - pending, parts_total=total, seconds=time.monotonic() - started,
                          listed_here=run.listed - listed_before)

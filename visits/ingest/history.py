@@ -18,7 +18,7 @@ from django.conf import settings
 from django.db import connection
 from django.db.models import Subquery
 
-from visits.ingest.pages import postgres_copy_insert, rows_per_statement
+from visits.ingest.pages import postgres_copy_insert, rejects_store, rows_per_statement
 from visits.ingest.tallies import local_day
 from visits.models import (
     DeletedVisit,
@@ -158,14 +158,10 @@ def history_store(*, parsed: list[HistoryVisit | Reject], now: datetime) -> Stor
             rejects.setdefault(item.digest, item)
         else:
             visits[item.id] = item
-    if rejects:
-        known = set(
-            RejectedItem.objects.filter(stream=Stream.VISITS, digest__in=list(rejects)).values_list("digest", flat=True)
-        )
-        fresh = [RejectedItem(stream=Stream.VISITS, digest=d, raw=r.raw, reason=r.reason)
-                 for d, r in rejects.items() if d not in known]  # fmt: skip
-        RejectedItem.objects.bulk_create(fresh, ignore_conflicts=True)
-        result.rejected = len(fresh)
+    result.rejected = rejects_store(
+        rejects=[RejectedItem(stream=Stream.VISITS, digest=d, raw=r.raw, reason=r.reason) for d, r in rejects.items()],
+        stream=Stream.VISITS,
+    )
     if not visits:
         return result
     ids = list(visits)

@@ -83,9 +83,10 @@ def events_group(
     return by_id, list(rejects.values())
 
 
-def rejects_store(*, rejects: list[RejectedItem], stream: str, result: PageResult) -> None:
+def rejects_store(*, rejects: list[RejectedItem], stream: str) -> int:
+    """Store each rejected item once (by its digest); returns how many were new."""
     if not rejects:
-        return
+        return 0
     known = set(
         RejectedItem.objects.filter(stream=stream, digest__in=[r.digest for r in rejects]).values_list(
             "digest", flat=True
@@ -93,7 +94,7 @@ def rejects_store(*, rejects: list[RejectedItem], stream: str, result: PageResul
     )
     fresh = [r for r in rejects if r.digest not in known]
     RejectedItem.objects.bulk_create(fresh, ignore_conflicts=True)
-    result.rejected = len(fresh)
+    return len(fresh)
 
 
 @functools.cache
@@ -383,7 +384,7 @@ def page_apply(
         by_id, rejects = events_group(stream=stream, parsed=events, result=result)
         if by_id:
             (visits_apply if stream == Stream.VISITS else users_apply)(by_id=by_id, result=result)
-        rejects_store(rejects=rejects, stream=stream, result=result)
+        result.rejected = rejects_store(rejects=rejects, stream=stream)
         now = dj_timezone.now()
         changes = {
             "position": position,

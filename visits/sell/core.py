@@ -26,7 +26,8 @@ from visits.sell.http import (  # noqa: F401  callers name the errors here too
 MAX_PAGES = 100  # Sell answers nothing past page 100 of a list
 MAX_PER_PAGE = 100
 # Path -> the feature a 403 takes away, as CoreApiState.feature names it.
-FEATURES = {"/v2/users": "users", "/v2/visit_outcomes": "outcomes", "/v2/visits": "visits"}
+USERS_PATH, OUTCOMES_PATH, VISITS_PATH = "/v2/users", "/v2/visit_outcomes", "/v2/visits"
+FEATURES = {USERS_PATH: "users", OUTCOMES_PATH: "outcomes", VISITS_PATH: "visits"}
 
 
 @dataclass(frozen=True)
@@ -141,7 +142,7 @@ class CoreClient(SellClient):
     def visits_iter(self, params: dict, *, sort_by: str = "id", per_page: int = MAX_PER_PAGE) -> CoreListing:
         """Visits matching `params` (creator_id, outcome_id, resource_type, resource_id,
         rep_location_verification_status) in `sort_by` order ("id", "visited_at", ":desc" suffix)."""
-        return CoreListing(self, path="/v2/visits", params={**params, "sort_by": sort_by}, per_page=per_page)
+        return CoreListing(self, path=VISITS_PATH, params={**params, "sort_by": sort_by}, per_page=per_page)
 
 
 # --- Parsing: a user's or an outcome's data -> plain fields, or events.Rejected -----------

@@ -18,8 +18,6 @@ from visits.sell.http import (  # noqa: F401  the errors are the Firehose's too:
     TokenRefused,
     Unreachable,
     error_details,
-    retry_after_seconds,
-    user_agent,
 )
 
 

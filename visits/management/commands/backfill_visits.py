@@ -58,7 +58,7 @@ class Command(BaseCommand):
 
         def progress(report: Progress) -> None:
             now = time.monotonic()
-            if quiet or now - last_shown[0] < every:
+            if now - last_shown[0] < every:
                 return
             last_shown[0] = now
             self.stdout.write(f"backfill: {report.line()}")
@@ -69,7 +69,9 @@ class Command(BaseCommand):
         if ask_again:
             feature_allow()
         try:
-            run = history_backfill(progress=progress, restart=restart, per_page=per_page, page_cap=page_cap)
+            run = history_backfill(
+                progress=None if quiet else progress, restart=restart, per_page=per_page, page_cap=page_cap
+            )
         except BackfillUnavailable as exc:
             raise CommandError(
                 f"the Core API has no visits for this account ({exc}); the backfill is off, "

@@ -277,8 +277,12 @@ def distances_measure(*, since: datetime | None, keys: set[Key]) -> tuple[int, i
         metres = metres_between((lat, lng), point[1])
         if held_m is None or abs(held_m - metres) > 1e-6 or held_location != point[0]:
             found.append((visit_id, metres, point[0]))
-    _distances_write(found=found, unknown=unknown)
-    return measured, len(found) + len(unknown)
+    changed = [
+        Visit(id=visit_id, customer_distance_m=metres, customer_location=where) for visit_id, metres, where in found
+    ]
+    changed += [Visit(id=visit_id, customer_distance_m=None, customer_location="") for visit_id in unknown]
+    rows_update(Visit, ["customer_distance_m", "customer_location"], changed)
+    return measured, len(changed)
 
 
 def rows_update(model, names: list[str], objects: list) -> None:
@@ -306,25 +310,6 @@ def rows_update(model, names: list[str], objects: list) -> None:
                 f"UPDATE {table} SET {sets} FROM (VALUES {', '.join([row] * len(chunk))}) AS v "
                 f"WHERE {table}.{pk} = v.column1",
                 params,
-            )
-
-
-def _distances_write(*, found: list[tuple[int, float, str]], unknown: list[int]) -> None:
-    """UPDATE ... FROM (VALUES ...): a thousand visits to a statement (PostgreSQL and SQLite)."""
-    table = Visit._meta.db_table
-    with transaction.atomic(), connection.cursor() as cursor:
-        for start in range(0, len(found), WRITE_CHUNK):
-            chunk = found[start : start + WRITE_CHUNK]
-            values = ", ".join(["(%s, %s, %s)"] * len(chunk))
-            cursor.execute(
-                f"UPDATE {table} SET customer_distance_m = CAST(v.column2 AS double precision), "
-                f"customer_location = CAST(v.column3 AS varchar(10)) "
-                f"FROM (VALUES {values}) AS v WHERE {table}.id = v.column1",
-                [value for row in chunk for value in row],
-            )
-        for start in range(0, len(unknown), WRITE_CHUNK):
-            Visit.objects.filter(id__in=unknown[start : start + WRITE_CHUNK]).update(
-                customer_distance_m=None, customer_location=""
             )
 
 

@@ -172,6 +172,13 @@ class Visit(models.Model):
     # which), kept current by geo/ when either moves; NULL without a position or a customer point.
     customer_distance_m = models.FloatField(null=True, blank=True, editable=False)
     customer_location = models.CharField(max_length=10, blank=True, db_default="", editable=False)
+    # The customer's address is marked wrong in Sell (a reviewer's mark on the Customer, copied
+    # here by geo/): the distance flags of its visits are then not raised.
+    customer_address_wrong = models.BooleanField(default=False, db_default=False, editable=False)
+    # How urgent a flagged visit is, 0-100, and its tier (RiskTier; "" when not flagged): from its
+    # flags' rules and numbers and the rep's rejected visits (review/rules.py), kept with the flags.
+    risk = models.SmallIntegerField(default=0, db_default=0, editable=False)
+    risk_tier = models.CharField(max_length=6, blank=True, db_default="", editable=False)
 
     objects = VisitQuerySet.as_manager()
 
@@ -180,6 +187,7 @@ class Visit(models.Model):
         permissions = [
             ("view_reports", "Can view reports, maps and exports"),
             ("review_visits", "Can decide on flagged visits"),
+            ("accept_low_risk", "Can accept all low-tier visits of a filter at once"),
         ]
         indexes = [
             # Live visits in time order, with the columns the report counts need: the visits
@@ -208,6 +216,13 @@ class Visit(models.Model):
                     "id",
                 ],
                 name="visit_flagged_time",
+                condition=Q(flagged=True) & VISIT_LIVE,
+            ),
+            # The review queue by risk: flagged live visits, riskiest first, then newest, with what
+            # its filters read (the tier, the rules, the review state), like visit_flagged_time.
+            models.Index(
+                fields=["risk", "visited_at", "id", "risk_tier", "review_status", "flag_rules", "rep"],
+                name="visit_flagged_risk",
                 condition=Q(flagged=True) & VISIT_LIVE,
             ),
             # The decided visits by their latest decision's kind: the queue's decided states and
@@ -629,6 +644,7 @@ class FlagRule(models.TextChoices):
     IMPOSSIBLE_COORDINATES = "impossible_coordinates", "Impossible coordinates"
     LATE_LOGGING = "late_logging", "Logged late"
     BURST = "burst", "Burst of visits"
+    FAR_FROM_CUSTOMER = "far_from_customer", "Far from the customer"
 
 
 # Each rule's bit in Visit.flag_rules. Fixed values, stored in the database: a new rule takes the
@@ -636,6 +652,7 @@ class FlagRule(models.TextChoices):
 RULE_BITS: dict[str, int] = {
     FlagRule.TOO_FAR: 1, FlagRule.LOCATION_UNKNOWN: 2, FlagRule.SERVICES_DISABLED: 4, FlagRule.IMPOSSIBLE_TRAVEL: 8,
     FlagRule.COORDINATE_REUSE: 16, FlagRule.IMPOSSIBLE_COORDINATES: 32, FlagRule.LATE_LOGGING: 64, FlagRule.BURST: 128,
+    FlagRule.FAR_FROM_CUSTOMER: 256,
 }  # fmt: skip
 
 
@@ -697,6 +714,21 @@ class DecisionKind(models.TextChoices):
     FOLLOW_UP = "follow_up", "Follow up"
 
 
+class AcceptReason(models.TextChoices):
+    """Why a reviewer accepted a flagged visit (an accept needs one; "other" needs a note)."""
+
+    GPS_NOISE = "gps_noise", "GPS noise"
+    ADDRESS_WRONG = "address_wrong", "Address wrong in Sell"
+    EXPLAINED = "explained", "Explained by the rep"
+    OTHER = "other", "Other (see the note)"
+
+
+class RiskTier(models.TextChoices):
+    HIGH = "high", "High"
+    MEDIUM = "medium", "Medium"
+    LOW = "low", "Low"
+
+
 class DecisionQuerySet(models.QuerySet):
     def update(self, **kwargs):
         raise PermissionError("decisions are never edited; record a new decision instead")
@@ -711,6 +743,9 @@ class Decision(models.Model):
 
     visit = models.ForeignKey(Visit, on_delete=models.PROTECT, related_name="decisions")
     kind = models.CharField(max_length=20, choices=DecisionKind.choices)
+    reason = models.CharField(
+        max_length=20, choices=AcceptReason.choices, blank=True, db_default="", help_text="why accepted (accepts only)"
+    )
     note = models.TextField(blank=True)
     decided_by = models.ForeignKey("auth.User", on_delete=models.PROTECT, related_name="visit_decisions")
     decided_at = models.DateTimeField(default=timezone.now)

@@ -4,8 +4,16 @@ Created by migration 0003 and made sure of after every `migrate` (and after a te
 database flush), so that the groups are there whatever happened to the table.
 """
 
-PERMISSIONS = {"view_reports": "Can view reports, maps and exports", "review_visits": "Can decide on flagged visits"}
-GROUPS = {"Managers": ["view_reports"], "Reviewers": ["view_reports", "review_visits"]}
+PERMISSIONS = {
+    "view_reports": "Can view reports, maps and exports",
+    "review_visits": "Can decide on flagged visits",
+    "accept_low_risk": "Can accept all low-tier visits of a filter at once",
+}
+GROUPS = {
+    "Managers": ["view_reports"],
+    "Reviewers": ["view_reports", "review_visits"],
+    "Lead reviewers": ["view_reports", "review_visits", "accept_low_risk"],
+}
 
 
 def groups_ensure(apps) -> None:

@@ -433,6 +433,9 @@ GEOCODER_TIMEOUT = env_float("GEOCODER_TIMEOUT", 10.0, minimum=0.1)
 # A learned point whose verified visits lie a median of more than this from it is noisy: the
 # geocoded point is used instead when there is one.
 CUSTOMER_LEARNED_MAX_SPREAD_M = env_int("CUSTOMER_LEARNED_MAX_SPREAD_M", 1000, minimum=1, maximum=100_000)
+# A visit further than this from its customer counts as "far" in the reports; a customer whose
+# geocode and learned point are further apart than this is a suspect address.
+DISTANCE_FAR_KM = env_float("DISTANCE_FAR_KM", 1.0, minimum=0.01)
 CUSTOMERS_REFRESH_MINUTES = env_int("CUSTOMERS_REFRESH_MINUTES", 5, minimum=1, maximum=1440)
 
 # --- Maps -------------------------------------------------------------------------------
@@ -458,6 +461,7 @@ FLAG_REUSE_CUSTOMERS = env_int("FLAG_REUSE_CUSTOMERS", 3, minimum=2, maximum=100
 FLAG_LATE_HOURS = env_float("FLAG_LATE_HOURS", 24.0, minimum=0.1)  # logged this long after the visit
 FLAG_BURST_VISITS = env_int("FLAG_BURST_VISITS", 5, minimum=2, maximum=1000)  # this many visits...
 FLAG_BURST_MINUTES = env_float("FLAG_BURST_MINUTES", 10.0, minimum=0.1)  # ...within this many minutes
+FLAG_CUSTOMER_KM = env_float("FLAG_CUSTOMER_KM", 5.0, minimum=0.01)  # further than this from the customer
 
 # --- Display ----------------------------------------------------------------------------
 

@@ -4,9 +4,9 @@ from typing import cast
 
 from django import forms
 
-from visits.models import DecisionKind, FlagRule
+from visits.models import DecisionKind, FlagRule, RiskTier
 from visits.reports.filters import ReportFilters, id_coerce
-from visits.review.queue import REVIEW_STATES
+from visits.review.queue import QUEUE_SORTS, REVIEW_STATES
 
 
 class ReviewFilters(ReportFilters):
@@ -23,8 +23,22 @@ class ReviewFilters(ReportFilters):
         error_messages={"invalid_choice": "%(value)s is not one of " + ", ".join(REVIEW_STATES)},
     )
 
+    tier = forms.MultipleChoiceField(
+        required=False,
+        choices=RiskTier.choices,
+        error_messages={"invalid_choice": "%(value)s is not one of " + ", ".join(RiskTier.values)},
+    )
+    sort = forms.ChoiceField(
+        required=False,
+        choices=list(QUEUE_SORTS.items()),
+        error_messages={"invalid_choice": "%(value)s is not one of " + ", ".join(QUEUE_SORTS)},
+    )
+
     def clean_review(self) -> str:
         return self.cleaned_data.get("review") or "awaiting"
+
+    def clean_sort(self) -> str:
+        return self.cleaned_data.get("sort") or "risk"
 
 
 class DecisionForm(forms.Form):

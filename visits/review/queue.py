@@ -20,12 +20,20 @@ REVIEW_STATES = {
     "all": "All flagged",
 }
 
+# The queue's orders: riskiest first (then newest), or by time alone.
+QUEUE_SORTS = {"risk": "Highest risk first", "newest": "Newest first", "oldest": "Oldest first"}
 
-def flagged_visits(*, visits: QuerySet, rules: list[str] | None = None, state: str = "awaiting") -> QuerySet:
-    """`visits` narrowed to the flagged ones (with a flag of one of `rules`, if given) in review
-    `state`. All three are kept on the visit (`flagged` and `flag_rules` by the flags, and
-    `review_status` with each decision), so this reads the visits (their flagged index) alone."""
+
+def flagged_visits(
+    *, visits: QuerySet, rules: list[str] | None = None, state: str = "awaiting", tiers: list[str] | None = None
+) -> QuerySet:
+    """`visits` narrowed to the flagged ones (with a flag of one of `rules`, if given, and in one
+    of the risk `tiers`, if given) in review `state`. All are kept on the visit (`flagged`,
+    `flag_rules`, `risk_tier` by the flags, and `review_status` with each decision), so this
+    reads the visits (their flagged indexes) alone."""
     chosen = visits.filter(flagged=True)
+    if tiers:
+        chosen = chosen.filter(risk_tier__in=tiers)
     if rules:
         if not Flag.objects.filter(rule__in=rules).exists():  # a probe of the flags' rule index
             return chosen.none()  # nothing flagged by these rules: no scan of every flagged visit

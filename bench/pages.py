@@ -95,7 +95,7 @@ def user_make(name: str, *, group: str | None = None):
 def decisions_make(*, reviewer) -> int:
     """5% of the flagged visits decided, a fifth of those twice (a follow-up, then a verdict),
     through the queue's own decisions_record; returns the decisions recorded."""
-    from visits.models import DecisionKind, Visit
+    from visits.models import AcceptReason, DecisionKind, Visit
     from visits.review.queue import decisions_record
 
     rng = random.Random(5)
@@ -115,8 +115,9 @@ def decisions_make(*, reviewer) -> int:
         for kind, ids in kinds.items():
             for at in range(0, len(ids), 1000):
                 recorded += decisions_record(
-                    visit_ids=ids[at : at + 1000], kind=kind, note="Checked with the rep.", user=reviewer
-                )
+                    visit_ids=ids[at : at + 1000], kind=kind, note="Checked with the rep.", user=reviewer,
+                    reason=AcceptReason.GPS_NOISE if kind == DecisionKind.ACCEPT else "",
+                )  # fmt: skip
     return recorded
 
 

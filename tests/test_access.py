@@ -201,7 +201,7 @@ def test_every_app_page_answers_each_user_as_its_rule_says_and_reads_through_acc
 
 def test_deciding_answers_each_user_as_today_and_decides_only_through_access(client, cast, world):
     url = reverse("visits:review_decide")
-    post = {"visit": [world["visit_id"]], "kind": "accept", "note": "walked"}
+    post = {"visit": [world["visit_id"]], "kind": "accept", "reason": "explained", "note": "walked"}
     response = client.post(url, post)
     assert response.status_code == 302 and response["Location"].startswith("/accounts/login/?next=")
     client.force_login(cast.outsider)

@@ -18,7 +18,18 @@ from django_q.models import OrmQ, Schedule, Task
 from tests.conftest import user_make
 from tests.test_access import patterns_walk
 from visits.ingest.pages import visits_upsert
-from visits.models import CoreApiState, CoreFeature, DecisionKind, Gap, Outcome, RejectedItem, Rep, Stream, SyncState
+from visits.models import (
+    AcceptReason,
+    CoreApiState,
+    CoreFeature,
+    DecisionKind,
+    Gap,
+    Outcome,
+    RejectedItem,
+    Rep,
+    Stream,
+    SyncState,
+)
 from visits.review.flags import flags_rebuild
 from visits.review.queue import decisions_record
 
@@ -79,7 +90,10 @@ class World:
 
     def decide(self, ids: list[int], kind: str) -> None:
         if ids:
-            assert decisions_record(visit_ids=ids, kind=kind, note="checked", user=self.reviewer) == len(ids)
+            reason = AcceptReason.GPS_NOISE if kind == DecisionKind.ACCEPT else ""
+            assert decisions_record(visit_ids=ids, kind=kind, reason=reason, note="checked", user=self.reviewer) == len(
+                ids
+            )
 
     @staticmethod
     def admin_rows(numbers: range) -> None:

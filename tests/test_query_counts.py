@@ -147,6 +147,10 @@ CASES: dict[str, list[str]] = {
         "/review/?review=accept",
         "/review/?rule=resource_location_too_far&review=all",
     ],  # awaiting: empty at FEW
+    "visits:review_csv": ["/review.csv?review=all", "/review.csv?review=all&sort=oldest", "/review.csv?review=accept"],
+    "visits:review_rules": ["/review/rules/", "/review/rules/?tier=low"],
+    "visits:review_rules_csv": ["/review/rules.csv"],
+    "visits:review_accept_low": ["/review/accept-low/", "/review/accept-low/?rule=resource_location_too_far"],
     "visits:map": ["/map/"],
     "visits:map_frame": ["/map/frame/"],
     "visits:status": ["/status/"],  # its gaps
@@ -157,7 +161,9 @@ CASES: dict[str, list[str]] = {
 }
 # Pages that show one thing whatever the rows (the summary, a visit's map, the index): their
 # counts are checked to stay put, but their size need not grow.
-ONE_THING = {"visits:home", "visits:visit_map", "visits:visit_summary", "visits:map", "admin:index"}
+ONE_THING = {"visits:home", "visits:visit_map", "visits:visit_summary", "visits:map", "admin:index",
+             "visits:review_rules", "visits:review_rules_csv", "visits:review_accept_low"}  # fmt: skip
+# (the rules' page and CSV: a row per rule whatever the visits; the bulk accept's confirmation: a count)
 
 
 # Patterns not checked, and why. Keys as in tests/test_access.py (name with namespace, else the

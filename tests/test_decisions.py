@@ -179,8 +179,11 @@ def test_the_bulk_accept_confirms_then_accepts_only_low_tier_awaiting_visits_in_
     page = client.get("/review/accept-low/" + query)
     assert "Accept 2 low-tier visits awaiting a decision for these filters?" in page.content.decode()
     assert page.context["count"] == 2
-    for post, problem in (({"expected": "2"}, "reason: choose a reason"),
-                          ({"expected": "2", "reason": "other"}, "note: an accept for another reason needs a note")):  # fmt: skip
+    other = "note: an accept for another reason needs a note"
+    for post, problem in (
+        ({"expected": "2"}, "reason: choose a reason"),
+        ({"expected": "2", "reason": "other"}, other),
+    ):
         response = client.post("/review/accept-low/" + query, post)
         assert response.status_code == 400 and problem in response.content.decode()
     stale = client.post("/review/accept-low/" + query, {"expected": "7", "reason": "gps_noise"})
@@ -248,8 +251,9 @@ def test_review_csv_is_the_queue_in_its_order_with_its_filters(client, world):
     for visit_id in live_flagged:
         rep, hours, _, risk, tier, _ = VISITS[visit_id]
         status = "reject" if visit_id == 5104 else "awaiting"
-        want = [str(visit_id), f"{when(visit_id):%Y-%m-%dT%H:%M:%SZ}", str(rep), "'" + HOSTILE if rep == 51 else "Lopez",
-                str(risk), tier, flags_text(visit_id), status]  # fmt: skip
+        name = "'" + HOSTILE if rep == 51 else "Lopez"  # the formula escaped
+        want = [str(visit_id), f"{when(visit_id):%Y-%m-%dT%H:%M:%SZ}", str(rep), name, str(risk), tier,
+                flags_text(visit_id), status]  # fmt: skip
         assert cells[str(visit_id)] == want
     bits = Visit.objects.get(id=5101).flag_rules
     assert cells["5101"][6] == ";".join(sorted(r for r, b in RULE_BITS.items() if bits & b)) != ""

@@ -26,6 +26,11 @@ from visits.views import pager
 from visits.views.common import bad_request, page_context
 
 
+def form_problems(form) -> list[str]:
+    """A bound form's errors as the 400 page lists them: 'reason: an accept needs a reason: ...'."""
+    return [f"{name}: {error}" for name, errors in form.errors.items() for error in errors]
+
+
 @reports_required
 def visit_detail(request: HttpRequest, visit_id: int) -> HttpResponse:
     visit = visit_for_user(request.user, visit_id, queryset=Visit.objects.select_related("rep", "outcome"))
@@ -36,7 +41,6 @@ def visit_detail(request: HttpRequest, visit_id: int) -> HttpResponse:
             "visit": visit, "freshness": freshness(), "flags": visit.flags.all(),
             "decisions": visit.decisions.select_related("decided_by"),
             "can_decide": user_may_decide(request.user), "kinds": DecisionKind.choices,
-            "reasons": AcceptReason.choices,
         },
     )  # fmt: skip
 
@@ -70,7 +74,6 @@ def review_queue(request: HttpRequest) -> HttpResponse:
             items=items,
             review_states=queue.REVIEW_STATES,
             kinds=DecisionKind.choices,
-            reasons=AcceptReason.choices,
             can_decide=user_may_decide(request.user),
             thresholds=rules.rule_thresholds(),
         ),
@@ -83,7 +86,7 @@ def review_decide(request: HttpRequest) -> HttpResponse:
     """Record a decision on the chosen visits (among those the reviewer may see); back to where they were."""
     form = DecisionForm(request.POST)
     if not form.is_valid():
-        return bad_request(request, [f"{name}: {error}" for name, errors in form.errors.items() for error in errors])
+        return bad_request(request, form_problems(form))
     data = form.cleaned_data
     recorded = queue.decisions_record(
         visits=visits_for_user(request.user), visit_ids=data["visit"], kind=data["kind"], reason=data["reason"],
@@ -94,10 +97,6 @@ def review_decide(request: HttpRequest) -> HttpResponse:
     back = request.POST.get("next", "")
     safe = url_has_allowed_host_and_scheme(back, allowed_hosts={request.get_host()}, require_https=request.is_secure())
     return redirect(back if back and safe else "visits:review")
-
-
-def form_problems(form) -> list[str]:
-    return [f"{name}: {error}" for name, errors in form.errors.items() for error in errors]
 
 
 @accept_low_required
@@ -133,9 +132,8 @@ def review_accept_low(request: HttpRequest) -> HttpResponse:
     return render(
         request,
         "visits/accept_low.html",
-        page_context(request, filters, count=count, changed=changed, form=form, reasons=AcceptReason.choices,
-                     low=RiskTier.LOW.label),
-    )  # fmt: skip
+        page_context(request, filters, count=count, changed=changed, form=form, low=RiskTier.LOW.label),
+    )
 
 
 @reports_required

@@ -95,7 +95,7 @@ def user_make(name: str, *, group: str | None = None):
 def decisions_make(*, reviewer) -> int:
     """5% of the flagged visits decided, a fifth of those twice (a follow-up, then a verdict),
     through the queue's own decisions_record; returns the decisions recorded."""
-    from visits.models import DecisionKind, Visit
+    from visits.models import AcceptReason, DecisionKind, Visit
     from visits.review.queue import decisions_record
 
     rng = random.Random(5)
@@ -115,8 +115,9 @@ def decisions_make(*, reviewer) -> int:
         for kind, ids in kinds.items():
             for at in range(0, len(ids), 1000):
                 recorded += decisions_record(
-                    visit_ids=ids[at : at + 1000], kind=kind, note="Checked with the rep.", user=reviewer
-                )
+                    visit_ids=ids[at : at + 1000], kind=kind, note="Checked with the rep.", user=reviewer,
+                    reason=AcceptReason.GPS_NOISE if kind == DecisionKind.ACCEPT else "",
+                )  # fmt: skip
     return recorded
 
 
@@ -358,6 +359,19 @@ def review_queue(ctx: Ctx) -> list[Req]:
     return found + [Req("/review/", user="manager")]
 
 
+def review_csv(ctx: Ctx) -> list[Req]:
+    from visits.review.queue import QUEUE_SORTS
+
+    found = [Req("/review.csv" + q, note="CSV: the whole body") for q in queries()[:2]]
+    found += [Req(f"/review.csv?review=all&sort={s}", note="CSV: the whole body; sort") for s in QUEUE_SORTS]
+    return found + [Req("/review.csv", user="manager", note="CSV: the whole body")]
+
+
+def accept_low(ctx: Ctx) -> list[Req]:
+    """The bulk accept's confirmation (its count); its POST records decisions and is not asked for."""
+    return [Req("/review/accept-low/" + q, note="the count to confirm") for q in queries()]
+
+
 def map_requests(path: str) -> Callable[[Ctx], list[Req]]:
     return lambda ctx: [Req(path + q, note="map: the maps issue's subject") for q in queries()[:3]]
 
@@ -401,6 +415,10 @@ HANDLERS: dict[str, Callable[[Ctx], list[Req]]] = {
     "visits:visit_map": visit_pages("map/", "map: the maps issue's subject"),
     "visits:visit_summary": visit_pages("summary.json", "JSON"),
     "visits:review": review_queue,
+    "visits:review_csv": review_csv,
+    "visits:review_rules": reports_page("/review/rules/"),
+    "visits:review_rules_csv": csv_download("/review/rules.csv"),
+    "visits:review_accept_low": accept_low,
     "visits:map": map_requests("/map/"),
     "visits:map_frame": map_requests("/map/frame/"),
     "visits:status": one("/status/"),

@@ -10,6 +10,7 @@ import pytest
 from django.db import transaction
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
+from tests.conftest import user_make
 from visits import access
 from visits.ingest.pages import visits_upsert
 from visits.models import Decision, Flag, FlagRule, Outcome, Rep, Visit
@@ -27,7 +28,7 @@ ALLOWED = {
     "favicon.ico": "a redirect to a static file",
     "visits:healthz": "health for monitors: a status and four figures, no names, counts of visits or errors",
 }
-RULES = {access.RULE_REPORTS, access.RULE_DECIDE, access.RULE_STAFF}
+RULES = {access.RULE_REPORTS, access.RULE_DECIDE, access.RULE_ACCEPT_LOW, access.RULE_STAFF}
 POST_ONLY = {"visits:review_decide"}  # asked for with GET, these answer 405 (require_POST), whoever asks
 # The access functions that hand a view visits (or a report's scope, which is visits).
 VISITS_FROM = {"visits_for_user", "visit_for_user", "visit_lookup_for_user", "scope_for_user"}
@@ -189,6 +190,13 @@ def test_every_app_page_answers_each_user_as_its_rule_says_and_reads_through_acc
             assert response.status_code == 403 and b"neither the" in response.content, (key, response)
         client.force_login(cast.manager)
         response, calls = traced_get(client, url)
+        if rule == access.RULE_ACCEPT_LOW:  # refused to a manager and a reviewer; a lead reviewer's
+            assert response.status_code == 403 and access.ACCEPT_LOW_REFUSED.encode() not in response.content, key
+            client.force_login(cast.reviewer)
+            response = client.get(url)
+            assert response.status_code == 403 and access.ACCEPT_LOW_REFUSED.encode() in response.content, key
+            client.force_login(user_make(f"lead-{len(checked)}", group="Lead reviewers"))
+            response, calls = traced_get(client, url)
         if rule == access.RULE_STAFF:  # a manager is not staff: the staff page is the superuser's
             assert response.status_code == 302 and response["Location"].startswith(login), (key, response)
             client.force_login(cast.superuser)
@@ -201,7 +209,7 @@ def test_every_app_page_answers_each_user_as_its_rule_says_and_reads_through_acc
 
 def test_deciding_answers_each_user_as_today_and_decides_only_through_access(client, cast, world):
     url = reverse("visits:review_decide")
-    post = {"visit": [world["visit_id"]], "kind": "accept", "note": "walked"}
+    post = {"visit": [world["visit_id"]], "kind": "accept", "reason": "explained", "note": "walked"}
     response = client.post(url, post)
     assert response.status_code == 302 and response["Location"].startswith("/accounts/login/?next=")
     client.force_login(cast.outsider)

@@ -96,7 +96,7 @@ def test_ids_too_large_for_the_database_are_a_404(reviewer, url):
 
 @pytest.mark.parametrize("visit", [HUGE, "9223372036854775808", "0", "-5", "abc", ""])
 def test_a_decision_on_an_impossible_visit_id_is_a_400(reviewer, visit):
-    response = reviewer.post("/review/decide/", {"visit": [visit], "kind": "accept", "note": ""})
+    response = reviewer.post("/review/decide/", {"visit": [visit], "kind": "accept", "reason": "gps_noise", "note": ""})
     assert response.status_code == 400
     assert "visit" in response.content.decode()
     assert not Decision.objects.exists()

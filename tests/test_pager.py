@@ -136,7 +136,7 @@ def test_the_review_queue_walks_by_its_links(client, cast):
 
     flags_rebuild()
     decided = list(Visit.objects.filter(flagged=True).values_list("id", flat=True)[:7])
-    decisions_record(visit_ids=decided, kind="accept", note="", user=cast.reviewer)
+    decisions_record(visit_ids=decided, kind="accept", reason="gps_noise", note="", user=cast.reviewer)
     client.force_login(cast.reviewer)
     awaiting = Visit.objects.live().filter(flagged=True).exclude(id__in=decided)
     ids, pages, counts = walk(client, "/review/", "")

@@ -18,7 +18,18 @@ from django_q.models import OrmQ, Schedule, Task
 from tests.conftest import user_make
 from tests.test_access import patterns_walk
 from visits.ingest.pages import visits_upsert
-from visits.models import CoreApiState, CoreFeature, DecisionKind, Gap, Outcome, RejectedItem, Rep, Stream, SyncState
+from visits.models import (
+    AcceptReason,
+    CoreApiState,
+    CoreFeature,
+    DecisionKind,
+    Gap,
+    Outcome,
+    RejectedItem,
+    Rep,
+    Stream,
+    SyncState,
+)
 from visits.review.flags import flags_rebuild
 from visits.review.queue import decisions_record
 
@@ -79,7 +90,10 @@ class World:
 
     def decide(self, ids: list[int], kind: str) -> None:
         if ids:
-            assert decisions_record(visit_ids=ids, kind=kind, note="checked", user=self.reviewer) == len(ids)
+            reason = AcceptReason.GPS_NOISE if kind == DecisionKind.ACCEPT else ""
+            assert decisions_record(visit_ids=ids, kind=kind, reason=reason, note="checked", user=self.reviewer) == len(
+                ids
+            )
 
     @staticmethod
     def admin_rows(numbers: range) -> None:
@@ -133,6 +147,10 @@ CASES: dict[str, list[str]] = {
         "/review/?review=accept",
         "/review/?rule=resource_location_too_far&review=all",
     ],  # awaiting: empty at FEW
+    "visits:review_csv": ["/review.csv?review=all", "/review.csv?review=all&sort=oldest", "/review.csv?review=accept"],
+    "visits:review_rules": ["/review/rules/", "/review/rules/?tier=low"],
+    "visits:review_rules_csv": ["/review/rules.csv"],
+    "visits:review_accept_low": ["/review/accept-low/", "/review/accept-low/?rule=resource_location_too_far"],
     "visits:map": ["/map/"],
     "visits:map_frame": ["/map/frame/"],
     "visits:status": ["/status/"],  # its gaps
@@ -143,7 +161,9 @@ CASES: dict[str, list[str]] = {
 }
 # Pages that show one thing whatever the rows (the summary, a visit's map, the index): their
 # counts are checked to stay put, but their size need not grow.
-ONE_THING = {"visits:home", "visits:visit_map", "visits:visit_summary", "visits:map", "admin:index"}
+ONE_THING = {"visits:home", "visits:visit_map", "visits:visit_summary", "visits:map", "admin:index",
+             "visits:review_rules", "visits:review_rules_csv", "visits:review_accept_low"}  # fmt: skip
+# (the rules' page and CSV: a row per rule whatever the visits; the bulk accept's confirmation: a count)
 
 
 # Patterns not checked, and why. Keys as in tests/test_access.py (name with namespace, else the

@@ -122,7 +122,7 @@ def test_the_queue_filters_and_clears(client, flagged, cast):
         travel == Visit.objects.filter(deleted_at__isnull=True, flags__rule="impossible_travel").distinct().count() > 0
     )
     chosen = flagged_ids(3)
-    client.post("/review/decide/", {"visit": chosen, "kind": "accept", "note": ""})
+    client.post("/review/decide/", {"visit": chosen, "kind": "accept", "reason": "gps_noise", "note": ""})
     assert client.get("/review/").context["total"] == total - 3
     assert client.get("/review/?review=accept").context["total"] == 3
     for bad in ("review=maybe", "rule=teleport", "start=soon"):
@@ -148,9 +148,11 @@ def test_reports_and_exports_carry_the_flags(client, flagged, cast):
     reviewer = cast.reviewer
     client.force_login(reviewer)
     rejected = flagged_ids(4)
-    client.post("/review/decide/", {"visit": rejected[:2], "kind": "accept"})
+    client.post("/review/decide/", {"visit": rejected[:2], "kind": "accept", "reason": "gps_noise"})
     client.post("/review/decide/", {"visit": rejected, "kind": "reject"})  # two of them change their mind
-    client.post("/review/decide/", {"visit": rejected[3:], "kind": "accept"})  # and one back again
+    client.post(
+        "/review/decide/", {"visit": rejected[3:], "kind": "accept", "reason": "explained"}
+    )  # and one back again
     assert rejected_ids_of(visit_ids=rejected) == set(rejected[:3])
     reps = csv_of(client.get("/reports/reps.csv"))
     assert list(reps[0])[-2:] == ["flagged", "rejected"]

@@ -4,8 +4,9 @@ themselves, so a narrower rule (teams, say) is a change here and nowhere else.
 
 Today's rule: a user with `visits.view_reports` (the Managers and Reviewers groups; superusers)
 sees every visit not deleted in Sell, and a visit's own page, map and summary even when it was
-deleted (kept for audit); deciding on flagged visits needs `visits.review_visits`; the ingestion
-status pages are for staff.
+deleted (kept for audit); deciding on flagged visits needs `visits.review_visits`; accepting every
+low-tier visit of a filter at once also needs `visits.accept_low_risk` (Lead reviewers); the
+ingestion status pages are for staff.
 """
 
 from __future__ import annotations
@@ -30,9 +31,11 @@ from visits.reports.scope import Scope
 # The rules a view can carry, set by the decorators below as the view's `access_rule`.
 RULE_REPORTS = "reports"  # signed in and may see the reports
 RULE_DECIDE = "decide"  # the reports, and may decide on flagged visits
+RULE_ACCEPT_LOW = "accept_low"  # may decide, and accept a filter's whole low tier at once
 RULE_STAFF = "staff"  # signed in as staff (the ingestion status pages)
 
 DECIDE_REFUSED = "Only Reviewers can decide on flagged visits."
+ACCEPT_LOW_REFUSED = "Only Lead reviewers can accept all low-tier visits of a filter at once."
 
 # The access functions called in this context, while an `access_trace` is open (tests use it to
 # see that a page went through here); None, and nothing kept, otherwise.
@@ -70,6 +73,12 @@ def user_may_decide(user) -> bool:
     """Whether the user may record decisions on flagged visits (pages show the form only then)."""
     _note("user_may_decide")
     return user.has_perm("visits.review_visits")
+
+
+def user_may_accept_low(user) -> bool:
+    """Whether the user may accept every low-tier visit of a filter at once (pages offer it only then)."""
+    _note("user_may_accept_low")
+    return user.has_perm("visits.review_visits") and user.has_perm("visits.accept_low_risk")
 
 
 def user_is_staff(user) -> bool:
@@ -166,6 +175,18 @@ def decide_required(view: Callable) -> Callable:
         return view(request, *args, **kwargs)
 
     return _marked(reports_required(wrapped), RULE_DECIDE)
+
+
+def accept_low_required(view: Callable) -> Callable:
+    """The decide rule, and may accept a filter's low tier at once (else a 403 page saying so)."""
+
+    @wraps(view)
+    def wrapped(request: HttpRequest, *args, **kwargs) -> HttpResponse:
+        if not user_may_accept_low(request.user):
+            return render(request, "visits/no_access.html", {"reason": ACCEPT_LOW_REFUSED}, status=403)
+        return view(request, *args, **kwargs)
+
+    return _marked(decide_required(wrapped), RULE_ACCEPT_LOW)
 
 
 def staff_required(view: Callable) -> Callable:

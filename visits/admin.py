@@ -9,6 +9,7 @@ from django.utils.html import format_html
 from django.utils.text import unescape_string_literal
 
 from visits.models import (
+    AcceptReason,
     CoreApiState,
     Decision,
     DecisionKind,
@@ -226,7 +227,7 @@ class RuleFilter(admin.SimpleListFilter):
 class DecisionInline(admin.TabularInline):
     model = Decision
     extra = 0
-    fields = ["decided_at", "kind", "decided_by", "note"]
+    fields = ["decided_at", "kind", "reason", "decided_by", "note"]
     readonly_fields = fields
     can_delete = False
 
@@ -246,7 +247,7 @@ def decide(kind: str):
     def action(modeladmin, request, queryset):
         recorded = decisions_record(
             visit_ids=list(queryset.values_list("id", flat=True)), kind=kind, note="Decided in bulk in the admin.",
-            user=request.user,
+            reason=AcceptReason.OTHER if kind == DecisionKind.ACCEPT else "", user=request.user,
         )  # fmt: skip
         modeladmin.message_user(
             request, f"{DecisionKind(kind).label}: recorded for {recorded} visits.", messages.SUCCESS
@@ -290,9 +291,9 @@ class FlaggedVisitAdmin(BigListAdmin):
 class DecisionAdmin(ReadOnlyAdmin):
     """Every decision ever recorded: the audit trail. Nothing here can be changed or removed."""
 
-    list_display = ["decided_at", "visit_link", "kind", "decided_by", "note"]
+    list_display = ["decided_at", "visit_link", "kind", "reason", "decided_by", "note"]
     # Dates as ranges, not a drill-down (on SQLite that calls a Python function for every decision).
-    list_filter = [("decided_at", admin.DateFieldListFilter), "kind", "decided_by"]
+    list_filter = [("decided_at", admin.DateFieldListFilter), "kind", "reason", "decided_by"]
     list_select_related = ["decided_by"]  # not the visit: joining a million visits to sort the page cost more
     search_fields = ["note"]  # and a visit id: get_search_results
     search_help_text = "A visit id, or text from the note."

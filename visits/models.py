@@ -759,9 +759,18 @@ class Decision(models.Model):
             # The audit trail newest first (the admin's list), without joining every visit first.
             models.Index(fields=["-decided_at", "-id"], name="decision_time"),
         ]
+        constraints = [
+            # A reason is an accept's only, and one of AcceptReason (accepts from before reasons
+            # have none; queue.decision_problems asks one of every new accept).
+            models.CheckConstraint(
+                condition=Q(reason="") | Q(kind="accept", reason__in=AcceptReason.values),
+                name="decision_reason_of_accepts",
+            )
+        ]
 
     def __str__(self) -> str:
-        return f"{self.get_kind_display()} by {self.decided_by} on {self.decided_at:%Y-%m-%d %H:%M}"
+        reason = f" ({self.get_reason_display()})" if self.reason else ""
+        return f"{self.get_kind_display()}{reason} by {self.decided_by} on {self.decided_at:%Y-%m-%d %H:%M}"
 
     def save(self, *args, **kwargs):
         if not self._state.adding:

@@ -28,6 +28,28 @@
         document.querySelectorAll("input[name=visit]").forEach(function (box) { box.checked = all.checked; });
       });
     });
+    // The decide forms: an accept's reasons shown only when Accept is chosen (and then one is
+    // required), the note required for "other". Without this script all are shown and the
+    // server checks the same.
+    document.querySelectorAll("[data-decide]").forEach(function (box) {
+      var reasons = box.querySelector("[data-accept-reasons]");
+      var note = box.querySelector("[name=note]");
+      function update() {
+        var kind = box.querySelector("input[name=kind]:checked");
+        var accepting = !!kind && kind.value === "accept";
+        var reason = box.querySelector("input[name=reason]:checked");
+        if (reasons) {
+          reasons.hidden = !accepting;
+          reasons.querySelectorAll("input[name=reason]").forEach(function (r) {
+            r.required = accepting;
+            if (!accepting) { r.checked = false; }
+          });
+        }
+        if (note) { note.required = !!reason && reason.value === "other" && (accepting || !reasons); }
+      }
+      box.addEventListener("change", update);
+      update();
+    });
     // A <select data-autosubmit> sends its form when changed.
     document.querySelectorAll("select[data-autosubmit]").forEach(function (select) {
       select.addEventListener("change", function () { select.form.submit(); });

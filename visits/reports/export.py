@@ -15,7 +15,7 @@ from django.db import connection
 from django.db.models.expressions import RawSQL
 from django.http import StreamingHttpResponse
 
-from visits.models import Flag, Visit, column
+from visits.models import RULE_BITS, Flag, Visit, column
 
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # single characters: a set lookup of the first one
 FORMULA_FIRST_CHARACTERS = frozenset(FORMULA_STARTS)
@@ -124,16 +124,6 @@ def visit_rows(*, visits) -> Iterator[list]:
         .query.sql_with_params()
     )
 
-    def when(value) -> str:
-        if value is None:
-            return ""
-        if value.tzinfo is not None:
-            value = value.astimezone(UTC)
-        return (
-            f"{value.year:04d}-{value.month:02d}-{value.day:02d}"
-            f"T{value.hour:02d}:{value.minute:02d}:{value.second:02d}Z"
-        )
-
     cursor = connection.chunked_cursor()  # server-side on PostgreSQL: memory stays flat
     try:
         cursor.execute(sql, params)
@@ -144,10 +134,51 @@ def visit_rows(*, visits) -> Iterator[list]:
                 if row[-2] is not None:
                     cells[-2] = round(row[-2])
                 for index in TIME_CELLS:
-                    cells[index] = when(row[index])
+                    cells[index] = time_text(row[index])
                 for index in TEXT_CELLS:
                     cells[index] = text_safe(cells[index])
                 cells[-3] = text_safe(cells[-3])  # resource_address
                 yield cells
     finally:
         cursor.close()
+
+
+# /review.csv: the review queue in its order. Flags from the visit's flag_rules bits (the queue's
+# flagged index holds them; no read of the flags table), review_status "awaiting" without a decision.
+QUEUE_COLUMNS = ["visit_id", "visited_at", "rep_id", "rep_name", "risk", "tier", "flags", "review_status"]
+
+
+def rules_text(bits: int) -> str:
+    """A visit's flag_rules bits as its rule names, sorted, joined by ";"."""
+    return ";".join(sorted(rule for rule, bit in RULE_BITS.items() if bits & bit))
+
+
+def queue_rows(*, visits) -> Iterator[list]:
+    """The queue's visits (ordered by the caller) as QUEUE_COLUMNS cells, read in chunks from the
+    database cursor as visit_rows does; rep names are checked for formulas."""
+    sql, params = visits.values_list(
+        "id", "visited_at", "rep_id", "rep__name", "risk", "risk_tier", "flag_rules", "review_status"
+    ).query.sql_with_params()
+    names: dict[int, str] = {}  # bits -> text: a few dozen combinations
+    cursor = connection.chunked_cursor()
+    try:
+        cursor.execute(sql, params)
+        while chunk := cursor.fetchmany(2000):
+            for visit_id, visited_at, rep_id, rep_name, risk, tier, bits, status in chunk:
+                if bits not in names:
+                    names[bits] = rules_text(bits or 0)
+                yield [
+                    visit_id, time_text(visited_at), rep_id, text_safe(rep_name or ""), risk, tier or "", names[bits],
+                    status or "awaiting",
+                ]  # fmt: skip
+    finally:
+        cursor.close()
+
+
+def time_text(value) -> str:
+    """A time from the driver (naive UTC on SQLite, aware on PostgreSQL) as ISO 8601 in UTC."""
+    if value is None:
+        return ""
+    if value.tzinfo is not None:
+        value = value.astimezone(UTC)
+    return f"{value.year:04d}-{value.month:02d}-{value.day:02d}T{value.hour:02d}:{value.minute:02d}:{value.second:02d}Z"

@@ -8,9 +8,20 @@ from datetime import UTC, datetime, timedelta
 from django.db import transaction
 from django.db.models import F, Prefetch, Q, QuerySet, prefetch_related_objects
 from django.db.models.lookups import GreaterThan
+from django.utils import timezone
 
 from visits.geo import distance
-from visits.models import Decision, DecisionKind, Flag, Visit, VisitQuerySet, review_status_refresh, rules_mask
+from visits.models import (
+    AcceptReason,
+    Decision,
+    DecisionKind,
+    Flag,
+    RiskTier,
+    Visit,
+    VisitQuerySet,
+    review_status_refresh,
+    rules_mask,
+)
 
 REVIEW_STATES = {
     "awaiting": "Awaiting a decision",
@@ -22,6 +33,12 @@ REVIEW_STATES = {
 
 # The queue's orders: riskiest first (then newest), or by time alone.
 QUEUE_SORTS = {"risk": "Highest risk first", "newest": "Newest first", "oldest": "Oldest first"}
+# Each sort as an order_by (ids last: a total order, for keyset pages and the CSV alike).
+QUEUE_ORDERS = {
+    "risk": ["-risk", "-visited_at", "-id"],
+    "newest": ["-visited_at", "-id"],
+    "oldest": ["visited_at", "id"],
+}
 
 
 def flagged_visits(
@@ -119,15 +136,76 @@ def queue_items(*, visits: list[Visit]) -> list[dict]:
     ]  # fmt: skip
 
 
-def decisions_record(*, visit_ids: list[int], kind: str, note: str, user, visits: VisitQuerySet | None = None) -> int:
+def decision_problems(*, kind: str, reason: str, note: str) -> dict[str, str]:
+    """What is wrong with a decision, by field: an accept needs a reason from AcceptReason and
+    "other" a note; a reject or a follow-up has no reason. Empty when it may be recorded."""
+    if kind != DecisionKind.ACCEPT:
+        return {"reason": "only an accept takes a reason"} if reason else {}
+    if not reason:
+        return {"reason": "an accept needs a reason: " + ", ".join(AcceptReason.values)}
+    if reason not in AcceptReason.values:
+        return {"reason": f"{reason} is not one of " + ", ".join(AcceptReason.values)}
+    if reason == AcceptReason.OTHER and not note.strip():
+        return {"note": "an accept for another reason needs a note saying what it is"}
+    return {}
+
+
+def decisions_record(
+    *, visit_ids: list[int], kind: str, note: str, user, reason: str = "", visits: VisitQuerySet | None = None
+) -> int:
     """One new decision per visit (flagged, live ones only, of `visits`: the deciding user's, from
-    `visits.access`; every live visit if None, as for the admin); returns how many were recorded."""
+    `visits.access`; every live visit if None, as for the admin); returns how many were recorded.
+    ValueError when the decision lacks what decision_problems asks (the forms check it first)."""
+    problems = decision_problems(kind=kind, reason=reason, note=note)
+    if problems:
+        raise ValueError("; ".join(f"{name}: {problem}" for name, problem in problems.items()))
     pool = Visit.objects.all() if visits is None else visits
     flagged = list(
         pool.live().filter(id__in=visit_ids, flags__isnull=False)
         .values_list("id", flat=True).distinct()
     )  # fmt: skip
     with transaction.atomic():
-        Decision.objects.bulk_create([Decision(visit_id=vid, kind=kind, note=note, decided_by=user) for vid in flagged])
+        Decision.objects.bulk_create(
+            [Decision(visit_id=vid, kind=kind, reason=reason, note=note, decided_by=user) for vid in flagged]
+        )
         review_status_refresh(visit_ids=flagged)
     return len(flagged)
+
+
+# --- Accepting every low-tier visit of a filter at once -------------------------------------
+
+BULK_CHUNK = 2000  # decisions per INSERT and visits per UPDATE: well under SQLite's 32,766 parameters
+
+
+def low_tier_awaiting(*, visits: QuerySet, rules: list[str] | None = None) -> QuerySet:
+    """The visits a bulk accept takes: of `visits` (a scope's), the flagged, low-tier ones awaiting
+    a decision (with a flag of one of `rules`, if given); the queue's tier and review-state
+    filters do not widen or change it."""
+    return flagged_visits(visits=visits, rules=rules, state="awaiting", tiers=[RiskTier.LOW])
+
+
+def low_tier_accept(*, visits: QuerySet, reason: str, note: str, user, rules: list[str] | None = None) -> int:
+    """Accept (with `reason`) every visit of low_tier_awaiting, in one transaction; returns how
+    many. For tens of thousands of visits:
+
+    1. the ids are read from the queue's flagged index, locking the rows (PostgreSQL), so a
+       visit decided meanwhile by someone else is left out, not decided twice;
+    2. the decisions are inserted BULK_CHUNK at a time (bulk_create);
+    3. the same chunk's visits get review_status "accept" in one UPDATE: they awaited a
+       decision, so this one is their latest (no need to read the decisions back).
+    """
+    problems = decision_problems(kind=DecisionKind.ACCEPT, reason=reason, note=note)
+    if problems:
+        raise ValueError("; ".join(f"{name}: {problem}" for name, problem in problems.items()))
+    now = timezone.now()
+    with transaction.atomic():
+        chosen = low_tier_awaiting(visits=visits, rules=rules).order_by("id").select_for_update(of=("self",))
+        ids = list(chosen.values_list("id", flat=True))
+        for at in range(0, len(ids), BULK_CHUNK):
+            chunk = ids[at : at + BULK_CHUNK]
+            Decision.objects.bulk_create(
+                [Decision(visit_id=vid, kind=DecisionKind.ACCEPT, reason=reason, note=note, decided_by=user,
+                          decided_at=now) for vid in chunk]
+            )  # fmt: skip
+            Visit.objects.filter(id__in=chunk).update(review_status=DecisionKind.ACCEPT)
+    return len(ids)

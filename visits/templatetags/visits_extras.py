@@ -8,6 +8,7 @@ from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.timesince import timesince
 
+from visits.models import AcceptReason
 from visits.security.csp import MAP_SANDBOX
 
 register = template.Library()
@@ -91,3 +92,9 @@ def offset_text(minutes: float) -> str:
 def map_frame_attrs() -> str:
     """A map iframe's sandbox, and where the page fetches a summary for it (static/js/app.js)."""
     return format_html('sandbox="{}" data-summary-url="{}"', MAP_SANDBOX, reverse("visits:visit_summary", args=[0]))
+
+
+@register.simple_tag
+def accept_reasons() -> list[tuple[str, str]]:
+    """An accept's reasons (value, label), for the decide forms wherever they are included."""
+    return AcceptReason.choices

@@ -2,22 +2,26 @@
 
 from django.http import HttpRequest, HttpResponse
 
-from visits.access import reports_required, scope_for_user
+from visits.access import reports_required, reps_for_user, scope_for_user
 from visits.models import VerificationStatus
 from visits.reports import analytics
 from visits.reports.export import (
+    QUEUE_COLUMNS,
     VISIT_COLUMNS,
     VISIT_DISTANCE_COLUMNS,
     VISIT_HISTORY_COLUMNS,
     VISIT_REVIEW_COLUMNS,
     csv_filename,
     csv_response,
+    queue_rows,
     rate_text,
     visit_rows,
 )
 from visits.reports.filters import ReportFilters
 from visits.reports.scope import Scope
-from visits.views.common import filtered
+from visits.review import precision, queue
+from visits.review.forms import ReviewFilters, RulesFilters
+from visits.views.common import bad_request, filtered
 from visits.views.reports import EXTRA_COLUMNS, GROUPED_ROWS
 
 STATUS_HEADER = ["visits", *VerificationStatus.values, "verified_rate", "too_far_rate"]
@@ -105,3 +109,42 @@ def visits_csv(request: HttpRequest, filters: ReportFilters) -> HttpResponse:
         rows=visit_rows(visits=scope_for_user(request.user, filters=filters).visits().order_by("visited_at", "id")),
         checked=True,
     )
+
+
+@reports_required
+def review_csv(request: HttpRequest) -> HttpResponse:
+    """The review queue with its filters (the queue's own), in its order (`sort`), every page of it."""
+    filters = ReviewFilters(request.GET, reps=reps_for_user(request.user))
+    if not filters.is_valid():
+        return bad_request(request, filters.problems().splitlines())
+    data = filters.cleaned_data
+    visits = queue.flagged_visits(
+        visits=scope_for_user(request.user, filters=filters).visits(), rules=data["rule"] or None,
+        state=data["review"], tiers=data["tier"] or None,
+    )  # fmt: skip
+    return filtered_csv(
+        filters,
+        report="review",
+        header=QUEUE_COLUMNS,
+        rows=queue_rows(visits=visits.order_by(*queue.QUEUE_ORDERS[data["sort"]])),
+        checked=True,
+    )
+
+
+RULES_HEADER = ["rule", "flagged", "decided", "accepted", "rejected", "follow_up", "precision", "threshold"]
+
+
+@reports_required
+def review_rules_csv(request: HttpRequest) -> HttpResponse:
+    """The rules' precision page as CSV: one row per rule."""
+    filters = RulesFilters(request.GET, reps=reps_for_user(request.user))
+    if not filters.is_valid():
+        return bad_request(request, filters.problems().splitlines())
+    counts = precision.rules_precision(
+        visits=scope_for_user(request.user, filters=filters).visits(), tiers=filters.cleaned_data["tier"] or None
+    )
+    rows = (
+        [r.name, r.flagged, r.decided, r.accepted, r.rejected, r.follow_up, rate_text(r.precision), r.threshold]
+        for r in counts.rules
+    )
+    return filtered_csv(filters, report="rules", header=RULES_HEADER, rows=rows)

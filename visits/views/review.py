@@ -1,12 +1,15 @@
-"""One visit in full, the review queue, and recording decisions."""
+"""One visit in full, the review queue, recording decisions (one by one, or a filter's low tier at
+once), and the rules' precision."""
 
 from django.contrib import messages
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
 from visits.access import (
+    accept_low_required,
     decide_required,
     reports_required,
     reps_for_user,
@@ -16,11 +19,16 @@ from visits.access import (
     visits_for_user,
 )
 from visits.ingest.status import freshness
-from visits.models import DecisionKind, Visit
-from visits.review import queue, rules
-from visits.review.forms import DecisionForm, ReviewFilters
+from visits.models import AcceptReason, DecisionKind, RiskTier, Visit
+from visits.review import precision, queue, rules
+from visits.review.forms import BulkAcceptForm, DecisionForm, ReviewFilters, RulesFilters
 from visits.views import pager
 from visits.views.common import bad_request, page_context
+
+
+def form_problems(form) -> list[str]:
+    """A bound form's errors as the 400 page lists them: 'reason: an accept needs a reason: ...'."""
+    return [f"{name}: {error}" for name, errors in form.errors.items() for error in errors]
 
 
 @reports_required
@@ -78,13 +86,63 @@ def review_decide(request: HttpRequest) -> HttpResponse:
     """Record a decision on the chosen visits (among those the reviewer may see); back to where they were."""
     form = DecisionForm(request.POST)
     if not form.is_valid():
-        return bad_request(request, [f"{name}: {error}" for name, errors in form.errors.items() for error in errors])
+        return bad_request(request, form_problems(form))
+    data = form.cleaned_data
     recorded = queue.decisions_record(
-        visits=visits_for_user(request.user), visit_ids=form.cleaned_data["visit"], kind=form.cleaned_data["kind"],
-        note=form.cleaned_data["note"], user=request.user,
+        visits=visits_for_user(request.user), visit_ids=data["visit"], kind=data["kind"], reason=data["reason"],
+        note=data["note"], user=request.user,
     )  # fmt: skip
-    label = DecisionKind(form.cleaned_data["kind"]).label
+    label = DecisionKind(data["kind"]).label + (f" ({AcceptReason(data['reason']).label})" if data["reason"] else "")
     messages.success(request, f"{label}: recorded for {recorded} visit{'s' if recorded != 1 else ''}.")
     back = request.POST.get("next", "")
     safe = url_has_allowed_host_and_scheme(back, allowed_hosts={request.get_host()}, require_https=request.is_secure())
     return redirect(back if back and safe else "visits:review")
+
+
+@accept_low_required
+def review_accept_low(request: HttpRequest) -> HttpResponse:
+    """Accept every low-tier visit awaiting a decision in the queue's filters (the query string):
+    GET asks to confirm, with the count, the reason and the note; POST records them, unless the
+    count has changed since (then it asks again)."""
+    filters = ReviewFilters(request.GET, reps=reps_for_user(request.user))
+    if not filters.is_valid():
+        return bad_request(request, filters.problems().splitlines())
+    scope = scope_for_user(request.user, filters=filters)
+    rule_names = filters.cleaned_data["rule"] or None
+    count = queue.low_tier_awaiting(visits=scope.visits(), rules=rule_names).count()
+    form = BulkAcceptForm(request.POST if request.method == "POST" else None, initial={"expected": count})
+    changed = False
+    if request.method == "POST":
+        if not form.is_valid():
+            return bad_request(request, form_problems(form))
+        data = form.cleaned_data
+        changed = data["expected"] != count
+        if not changed:
+            recorded = queue.low_tier_accept(
+                visits=scope.visits(), rules=rule_names, reason=data["reason"], note=data["note"], user=request.user
+            )
+            plural = "s" if recorded != 1 else ""
+            messages.success(
+                request,
+                f"Accepted ({AcceptReason(data['reason']).label}): recorded for {recorded:,} low-tier visit{plural}.",
+            )
+            query = filters.query_string()
+            return redirect(reverse("visits:review") + (f"?{query}" if query else ""))
+        form = BulkAcceptForm(initial={**data, "expected": count})
+    return render(
+        request,
+        "visits/accept_low.html",
+        page_context(request, filters, count=count, changed=changed, form=form, low=RiskTier.LOW.label),
+    )
+
+
+@reports_required
+def review_rules(request: HttpRequest) -> HttpResponse:
+    """Per flag rule and per risk tier: the live visits flagged, how they were decided, the share rejected."""
+    filters = RulesFilters(request.GET, reps=reps_for_user(request.user))
+    if not filters.is_valid():
+        return bad_request(request, filters.problems().splitlines())
+    counts = precision.rules_precision(
+        visits=scope_for_user(request.user, filters=filters).visits(), tiers=filters.cleaned_data["tier"] or None
+    )
+    return render(request, "visits/rules.html", page_context(request, filters, counts=counts, tiers=RiskTier.choices))

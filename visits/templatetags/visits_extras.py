@@ -91,3 +91,14 @@ def offset_text(minutes: float) -> str:
 def map_frame_attrs() -> str:
     """A map iframe's sandbox, and where the page fetches a summary for it (static/js/app.js)."""
     return format_html('sandbox="{}" data-summary-url="{}"', MAP_SANDBOX, reverse("visits:visit_summary", args=[0]))
+
+
+@register.filter
+def metres(value: float | None) -> str:
+    """A distance in metres for people: 640.2 -> '640 m', 3240 -> '3.2 km', 42000 -> '42 km'; None -> '–'."""
+    if value is None:
+        return "–"
+    if value < 1000:
+        return f"{value:.0f} m"
+    return f"{value / 1000:.1f} km" if value < 10_000 else f"{value / 1000:,.0f} km"
+

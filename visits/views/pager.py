@@ -3,7 +3,7 @@
 what the first does (no OFFSET), and a link keeps pointing at the same place while new visits
 arrive.
 
-A list is ordered by an optional group (rep, outcome or status, in the order of `groups`), then
+A list is ordered by an optional group (rep, outcome, status or risk, in the order of `groups`), then
 by visited_at and id, newest first (or oldest first). Each group's rows are read from its own
 index range with a LIMIT: the rest of the cursor's group in one query, then the heads of the next
 FIRST_BATCH groups in one statement (a UNION ALL) and their rows in another, and only if the
@@ -23,7 +23,7 @@ from visits.models import Visit
 from visits.reports.filters import id_coerce
 
 # The sortable groups: the field a group value sits in.
-GROUP_FIELDS = {"rep": "rep_id", "outcome": "outcome_id", "status": "verification_status"}
+GROUP_FIELDS = {"rep": "rep_id", "outcome": "outcome_id", "status": "verification_status", "risk": "risk"}
 FIRST_BATCH = 8  # the groups read first after the cursor's: a page usually ends within them
 MAX_BATCH = 400  # the most groups one statement reads (SQLite's limit is 500 SELECTs in a UNION)
 

@@ -1,6 +1,7 @@
 """One visit in full, the review queue, and recording decisions."""
 
 from django.contrib import messages
+from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils.http import url_has_allowed_host_and_scheme
@@ -16,7 +17,7 @@ from visits.access import (
     visits_for_user,
 )
 from visits.ingest.status import freshness
-from visits.models import DecisionKind, Visit
+from visits.models import DecisionKind, FlagRule, RiskTier, Visit
 from visits.review import queue, rules
 from visits.review.forms import DecisionForm, ReviewFilters
 from visits.views import pager
@@ -37,21 +38,45 @@ def visit_detail(request: HttpRequest, visit_id: int) -> HttpResponse:
     )  # fmt: skip
 
 
-@reports_required
-def review_queue(request: HttpRequest) -> HttpResponse:
-    """Flagged visits awaiting a decision (or in another review state), with their reasons."""
+# The queue's sorts (ReviewFilters.sort) as keyset orders: by risk, each risk a group walked
+# from 100 down (newest first within it: visit_flagged_risk's order), or by time alone.
+QUEUE_ORDERS = {
+    "risk": pager.Order(group="risk", groups_descending=True),
+    "newest": pager.Order(),
+    "oldest": pager.Order(newest_first=False),
+}
+
+
+def queue_filtered(request: HttpRequest) -> tuple[ReviewFilters, QuerySet | None, HttpResponse | None]:
+    """The review filters bound to the query string and the flagged visits they choose (or the
+    400 page saying what is wrong with them)."""
     filters = ReviewFilters(request.GET, reps=reps_for_user(request.user))
     if not filters.is_valid():
-        return bad_request(request, filters.problems().splitlines())
+        return filters, None, bad_request(request, filters.problems().splitlines())
+    data = filters.cleaned_data
+    visits = queue.flagged_visits(
+        visits=scope_for_user(request.user, filters=filters).visits(), rules=data["rule"] or None,
+        state=data["review"], tiers=data["tier"] or None,
+    )  # fmt: skip
+    return filters, visits, None
+
+
+@reports_required
+def review_queue(request: HttpRequest) -> HttpResponse:
+    """Flagged visits awaiting a decision (or in another review state), riskiest first (or by
+    time), with their reasons and the rep's day."""
+    filters, visits, problem = queue_filtered(request)
+    if problem is not None:
+        return problem
     cursors, problems = pager.cursor_params(request)
     if problems:
         return bad_request(request, problems)
-    data = filters.cleaned_data
-    visits = queue.flagged_visits(
-        visits=scope_for_user(request.user, filters=filters).visits(), rules=data["rule"] or None, state=data["review"]
-    )
+    sort = filters.cleaned_data["sort"]
     try:
-        page = pager.keyset_page(visits.select_related("rep", "outcome"), order=pager.Order(), size=20, **cursors)
+        page = pager.keyset_page(
+            visits.select_related("rep", "outcome"), order=QUEUE_ORDERS[sort],
+            groups=queue.RISK_VALUES if sort == "risk" else None, size=20, **cursors,
+        )  # fmt: skip
     except pager.CursorError as error:
         return bad_request(request, [f"{'after' if cursors['after'] else 'before'}: {error}"])
     items = queue.queue_items(visits=page.object_list)
@@ -65,9 +90,35 @@ def review_queue(request: HttpRequest) -> HttpResponse:
             total=visits.count(),
             items=items,
             review_states=queue.REVIEW_STATES,
+            sorts=queue.QUEUE_SORTS,
+            sort_label=queue.QUEUE_SORTS[sort],
             kinds=DecisionKind.choices,
             can_decide=user_may_decide(request.user),
             thresholds=rules.rule_thresholds(),
+        ),
+    )
+
+
+@reports_required
+def review_reps(request: HttpRequest) -> HttpResponse:
+    """The queue (the same filters) per rep: counts per tier and rule, each row opening the rep's queue."""
+    filters, visits, problem = queue_filtered(request)
+    if problem is not None:
+        return problem
+    rows = queue.rep_queues(visits=visits)
+    shown = [rule for rule in FlagRule if any(row.rules.get(rule) for row in rows)]
+    return render(
+        request,
+        "visits/review_reps.html",
+        page_context(
+            request,
+            filters,
+            rows=[(row, [row.rules.get(rule, 0) for rule in shown]) for row in rows],
+            rules_shown=shown,
+            tiers=RiskTier.choices,
+            total=sum(row.total for row in rows),
+            review_states=queue.REVIEW_STATES,
+            sorts=queue.QUEUE_SORTS,
         ),
     )
 

@@ -288,7 +288,9 @@ def keyset_cursor(path: str, query: str, *, page: int) -> int:
     params = QueryDict(query.lstrip("?"))
     if path == "/review/":
         rows = flagged_visits(visits=Visit.objects.live(), state=params.get("review", "awaiting"))
-        order, size = ["-visited_at", "-id"], 20
+        sort = params.get("sort", "risk")
+        order = {"risk": ["-risk", "-visited_at", "-id"], "oldest": ["visited_at", "id"]}.get(sort, ["-visited_at", "-id"])
+        size = 20
     else:
         rows, size = Visit.objects.live(), 50
         sort = params.get("sort", "-visited_at")
@@ -345,17 +347,27 @@ def visits_list(ctx: Ctx) -> list[Req]:
 
 
 def review_queue(ctx: Ctx) -> list[Req]:
-    from visits.models import FlagRule
-    from visits.review.queue import REVIEW_STATES
+    from visits.models import FlagRule, RiskTier
+    from visits.review.queue import QUEUE_SORTS, REVIEW_STATES
 
     found = [Req("/review/" + q) for q in queries(f"rep={REP_ID}&review=all")]
     found += [Req(f"/review/?review={state}", note="review state") for state in REVIEW_STATES]
     found += [Req(f"/review/?rule={rule}", note="rule") for rule in FlagRule.values]
-    for query in ("", "?review=all"):
+    found += [Req(f"/review/?sort={sort}", note="sort") for sort in QUEUE_SORTS]
+    found += [Req(f"/review/?tier={tier}", note="risk tier") for tier in RiskTier.values]
+    for query in ("", "?review=all", "?sort=newest"):
         deep = deep_url(ctx, "/review/", query, page=5_000)
         assert deep, f"/review/{query} has one page"
         found.append(Req(deep, note="deep page"))
     return found + [Req("/review/", user="manager")]
+
+
+def review_reps(ctx: Ctx) -> list[Req]:
+    from visits.models import RiskTier
+
+    found = [Req("/review/reps/" + q, note="by rep") for q in queries("review=all")]
+    found += [Req(f"/review/reps/?tier={RiskTier.HIGH}", note="by rep, a tier")]
+    return found + [Req("/review/reps/", user="manager", note="by rep")]
 
 
 def map_requests(path: str) -> Callable[[Ctx], list[Req]]:
@@ -401,6 +413,7 @@ HANDLERS: dict[str, Callable[[Ctx], list[Req]]] = {
     "visits:visit_map": visit_pages("map/", "map: the maps issue's subject"),
     "visits:visit_summary": visit_pages("summary.json", "JSON"),
     "visits:review": review_queue,
+    "visits:review_reps": review_reps,
     "visits:map": map_requests("/map/"),
     "visits:map_frame": map_requests("/map/frame/"),
     "visits:status": one("/status/"),

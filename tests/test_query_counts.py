@@ -18,7 +18,18 @@ from django_q.models import OrmQ, Schedule, Task
 from tests.conftest import user_make
 from tests.test_access import patterns_walk
 from visits.ingest.pages import visits_upsert
-from visits.models import CoreApiState, CoreFeature, DecisionKind, Gap, Outcome, RejectedItem, Rep, Stream, SyncState
+from visits.models import (
+    CoreApiState,
+    CoreFeature,
+    DecisionKind,
+    Gap,
+    Outcome,
+    RejectedItem,
+    Rep,
+    Stream,
+    SyncState,
+    Visit,
+)
 from visits.review.flags import flags_rebuild
 from visits.review.queue import decisions_record
 
@@ -59,6 +70,7 @@ class World:
         with transaction.atomic():
             visits_upsert(rows=rows)
         flags_rebuild()
+        Visit.objects.filter(flagged=True, risk_tier="").update(risk=30, risk_tier="low")  # as review/ would
         new = sorted(rows)
         self.decide([v for v in new if v % 1000 in (1, 3)], DecisionKind.FOLLOW_UP)
         self.decide([v for v in new if v % 1000 == 1], DecisionKind.ACCEPT)  # decided twice
@@ -132,7 +144,10 @@ CASES: dict[str, list[str]] = {
         "/review/?review=all",
         "/review/?review=accept",
         "/review/?rule=resource_location_too_far&review=all",
+        "/review/?review=all&sort=oldest",
+        "/review/?review=all&tier=low&sort=risk",
     ],  # awaiting: empty at FEW
+    "visits:review_reps": ["/review/reps/?review=all", "/review/reps/?review=all&tier=low&rule=resource_location_too_far"],
     "visits:map": ["/map/"],
     "visits:map_frame": ["/map/frame/"],
     "visits:status": ["/status/"],  # its gaps

@@ -289,7 +289,9 @@ def keyset_cursor(path: str, query: str, *, page: int) -> int:
     if path == "/review/":
         rows = flagged_visits(visits=Visit.objects.live(), state=params.get("review", "awaiting"))
         sort = params.get("sort", "risk")
-        order = {"risk": ["-risk", "-visited_at", "-id"], "oldest": ["visited_at", "id"]}.get(sort, ["-visited_at", "-id"])
+        order = {"risk": ["-risk", "-visited_at", "-id"], "oldest": ["visited_at", "id"]}.get(
+            sort, ["-visited_at", "-id"]
+        )
         size = 20
     else:
         rows, size = Visit.objects.live(), 50

@@ -24,7 +24,6 @@ import json
 import os
 import statistics
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -119,9 +118,138 @@ def customers_make() -> None:
         )
 
 
+SERVER_URLS = [
+    ("/review/", "ranked first page (risk, highest first)"),
+    ("/review/?tier=high", "tier-filtered: high"),
+    ("/review/?tier=low&tier=medium", "tier-filtered: medium and low"),
+    ("/review/?sort=newest", "newest first"),
+    ("/review/reps/", "by rep (awaiting)"),
+    ("/review/reps/?tier=high", "by rep, high tier"),
+    ("/review/reps/?review=all", "by rep, every flagged visit"),
+]
+
+
+def server_times(client, *, repeat: int) -> list[dict]:
+    """Median server time of each SERVER_URLS request (after one warm-up), and its SQL queries."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    rows = []
+    for url, label in [*SERVER_URLS, (deep_url(client), "a deep page (after the 5,000th page's last visit)")]:
+        client.get(url)
+        times = []
+        for _ in range(repeat):
+            with CaptureQueriesContext(connection) as queries:
+                started = time.perf_counter()
+                response = client.get(url)
+                times.append((time.perf_counter() - started) * 1000)
+            assert response.status_code == 200, (url, response.status_code)
+        rows.append({"url": url, "label": label, "ms": statistics.median(times), "queries": len(queries),
+                     "bytes": len(response.content)})  # fmt: skip
+        print(f"  {rows[-1]['ms']:7.1f} ms {len(queries):3} q {len(response.content):9,} B  {url}", file=sys.stderr)
+    return rows
+
+
+def deep_url(client) -> str:
+    from visits.models import Visit
+    from visits.review.queue import flagged_visits
+
+    rows = flagged_visits(visits=Visit.objects.live()).order_by("-risk", "-visited_at", "-id")
+    return f"/review/?after={rows.values_list('id', flat=True)[5_000 * 20 - 1]}"
+
+
+def plans(client) -> dict[str, str]:
+    """PostgreSQL's plans (EXPLAIN ANALYZE) of the SQL of the ranked first page's ids and of the
+    by-rep counts, as the views send them."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    found = {}
+    for name, url, marker in (("first page ids", "/review/", "UNION ALL"), ("by rep", "/review/reps/", "GROUP BY")):
+        with CaptureQueriesContext(connection) as queries:
+            client.get(url)
+        sql = next(q["sql"] for q in queries.captured_queries if marker in q["sql"])
+        with connection.cursor() as cursor:
+            cursor.execute("EXPLAIN (ANALYZE, BUFFERS) " + sql)
+            found[name] = "\n".join(row[0] for row in cursor.fetchall())
+    return found
+
+
+def chromium_times(base: str, cookie: str, *, repeat: int) -> list[dict]:
+    """Headless Chromium opening the first queue page: ms to DOMContentLoaded and to load, from the
+    navigation's start (the browser's own Navigation Timing), each a new page in one browser."""
+    from playwright.sync_api import sync_playwright
+
+    rows = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        context = browser.new_context(viewport={"width": 1366, "height": 768})
+        context.add_cookies([{"name": "sessionid", "value": cookie, "url": base}])
+        outside: list[str] = []
+        for n in range(repeat + 1):
+            page = context.new_page()
+            page.on("request", lambda r: "127.0.0.1" not in r.url and outside.append(r.url))
+            page.goto(f"{base}/review/", wait_until="load", timeout=60_000)
+            timing = page.evaluate(
+                """() => { const t = performance.getEntriesByType('navigation')[0];
+                   return {dcl: t.domContentLoadedEventEnd, load: t.loadEventEnd, ttfb: t.responseStart,
+                           cards: document.querySelectorAll('article.review-item').length,
+                           pictures: document.querySelectorAll('svg.day-picture, p.day-picture').length,
+                           frames: document.querySelectorAll('iframe').length}; }"""
+            )
+            page.close()
+            if n:  # the first one warms the browser's cache of the static files
+                rows.append(timing)
+        browser.close()
+    assert not outside, outside[:3]
+    return rows
+
+
+def measure(*, repeat: int) -> dict:
+    import subprocess
+    import urllib.request
+
+    from django.contrib.auth.models import User
+    from django.test import Client
+
+    client = Client()
+    client.force_login(User.objects.get(username=BENCH_USER))
+    print("server times (Django's test client, in process):", file=sys.stderr)
+    server = server_times(client, repeat=repeat)
+    plan = plans(client)
+    for name, text in plan.items():
+        print(f"\nplan of the {name}:\n{text}", file=sys.stderr)
+    port = 18766
+    env = {**os.environ, "ALLOWED_HOSTS": "127.0.0.1,testserver", "DEBUG": "false"}
+    runner = subprocess.Popen(
+        [sys.executable, "manage.py", "runserver", f"127.0.0.1:{port}", "--noreload"], cwd=ROOT, env=env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        for _ in range(100):
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/accounts/login/", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.1)
+        browser = chromium_times(f"http://127.0.0.1:{port}", client.cookies["sessionid"].value, repeat=repeat)
+    finally:
+        runner.terminate()
+        runner.wait()
+    dcl = statistics.median(t["dcl"] for t in browser)
+    load = statistics.median(t["load"] for t in browser)
+    print(f"\nChromium, /review/ at 1366x768: DOMContentLoaded {dcl:.0f} ms, load {load:.0f} ms (median of "
+          f"{len(browser)}; {browser[0]['cards']} cards, {browser[0]['pictures']} drawn days, "
+          f"{browser[0]['frames']} frames)", file=sys.stderr)  # fmt: skip
+    return {"machine": machine(), "server": server, "plans": plan, "chromium": browser,
+            "chromium_dcl_ms": dcl, "chromium_load_ms": load}  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--database-url", required=True, help="a PostgreSQL database (dropped and built unless --reuse)")
+    parser.add_argument(
+        "--database-url", required=True, help="a PostgreSQL database (dropped and built unless --reuse)"
+    )
     parser.add_argument("--visits", type=int, default=VISITS)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--reuse", action="store_true", help="reuse the database if a build completed in it")

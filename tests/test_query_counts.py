@@ -147,7 +147,10 @@ CASES: dict[str, list[str]] = {
         "/review/?review=all&sort=oldest",
         "/review/?review=all&tier=low&sort=risk",
     ],  # awaiting: empty at FEW
-    "visits:review_reps": ["/review/reps/?review=all", "/review/reps/?review=all&tier=low&rule=resource_location_too_far"],
+    "visits:review_reps": [
+        "/review/reps/?review=all",
+        "/review/reps/?review=all&tier=low&rule=resource_location_too_far",
+    ],
     "visits:map": ["/map/"],
     "visits:map_frame": ["/map/frame/"],
     "visits:status": ["/status/"],  # its gaps

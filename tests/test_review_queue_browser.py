@@ -29,7 +29,8 @@ def cards(page) -> list[dict]:
         "article.review-item",
         """els => els.map(e => ({id: Number(e.id.replace('visit-', '')),
             risk: Number(e.querySelector('.risk').textContent), tier: e.querySelector('.badge.tier').textContent,
-            time: e.querySelector('header a strong').textContent, rep: e.querySelector('header a[href*="/reports/reps/"]').textContent,
+            time: e.querySelector('header a strong').textContent,
+            rep: e.querySelector('header a[href*="/reports/reps/"]').textContent,
             drawn: !!e.querySelector('svg.day-picture, p.day-picture.empty'),
             wide: e.scrollWidth > e.clientWidth}))""",
     )

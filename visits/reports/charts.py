@@ -45,7 +45,9 @@ def day_picture(
     """A rep's day drawn flat (an equirectangular projection around the day's middle, enough for a
     city): the positions (latitude, longitude; None without one) joined in order by a line,
     numbered from 1, the `reviewed` one (an index of `points`) marked, the customer's point, a
-    dashed line from the reviewed visit to it, and a scale bar. Without any point: {"empty": True}."""
+    dashed line from the reviewed visit to it, and a scale bar. Numbers come as text, as the SVG
+    writes them (a template localising each of a page's thousand numbers took longer than the
+    drawing). Without any point: {"empty": True}."""
     placed = [(i, p) for i, p in enumerate(points) if p is not None]
     every = [p for _, p in placed] + ([customer] if customer is not None else [])
     if not every:
@@ -69,13 +71,13 @@ def day_picture(
 
     def stop(i: int, p: tuple[float, float]) -> dict:
         x, y = xy(p)
-        return {"x": x, "y": y, "number": i + 1, "reviewed": i == reviewed, "r": 11 if i == reviewed else 8,
+        return {"x": x, "y": y, "number": str(i + 1), "reviewed": i == reviewed, "r": "11" if i == reviewed else "8",
                 "text_y": f"{float(y) + 4:.1f}"}  # fmt: skip
 
     stops = [stop(i, p) for i, p in placed]
     here = points[reviewed] if 0 <= reviewed < len(points) else None
     drawn: dict = {
-        "empty": False, "width": DAY_WIDTH, "height": DAY_HEIGHT,
+        "empty": False, "width": str(DAY_WIDTH), "height": str(DAY_HEIGHT),
         "route": " ".join(f"{s['x']},{s['y']}" for s in stops) if len(stops) > 1 else "",
         # the reviewed visit drawn last, on top of the others at the same place
         "stops": sorted(stops, key=lambda s: s["reviewed"]),
@@ -90,7 +92,7 @@ def day_picture(
     bar_km = max([s for s in SCALE_STEPS_KM if s * scale <= DAY_WIDTH / 3] or [SCALE_STEPS_KM[0]])
     bar_end = DAY_PAD + bar_km * scale
     drawn["scale"] = {
-        "x1": DAY_PAD, "x2": f"{bar_end:.1f}", "y": DAY_HEIGHT - 6, "label_x": f"{bar_end + 4:.1f}",
-        "label_y": DAY_HEIGHT - 3, "label": f"{bar_km * 1000:.0f} m" if bar_km < 1 else f"{bar_km:g} km",
+        "x1": str(DAY_PAD), "x2": f"{bar_end:.1f}", "y": str(DAY_HEIGHT - 6), "label_x": f"{bar_end + 4:.1f}",
+        "label_y": str(DAY_HEIGHT - 3), "label": f"{bar_km * 1000:.0f} m" if bar_km < 1 else f"{bar_km:g} km",
     }  # fmt: skip
     return drawn

@@ -107,7 +107,9 @@ def rep_queues(*, visits: QuerySet) -> list[RepQueue]:
     grouped = visits.order_by().values_list("rep_id", "flag_rules", "risk_tier").annotate(n=Count("id"))
     rows: dict[int, RepQueue] = {}
     for rep_id, mask, tier, n in grouped:
-        row = rows.setdefault(rep_id, RepQueue(rep=Rep(id=rep_id)))
+        row = rows.get(rep_id)
+        if row is None:
+            row = rows[rep_id] = RepQueue(rep=Rep(id=rep_id))
         row.total += n
         row.tiers[tier] = row.tiers.get(tier, 0) + n
         for rule, bit in RULE_BITS.items():

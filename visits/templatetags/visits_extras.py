@@ -101,4 +101,3 @@ def metres(value: float | None) -> str:
     if value < 1000:
         return f"{value:.0f} m"
     return f"{value / 1000:.1f} km" if value < 10_000 else f"{value / 1000:,.0f} km"
-

@@ -4,6 +4,7 @@ from django.contrib import messages
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
@@ -47,27 +48,28 @@ QUEUE_ORDERS = {
 }
 
 
-def queue_filtered(request: HttpRequest) -> tuple[ReviewFilters, QuerySet | None, HttpResponse | None]:
-    """The review filters bound to the query string and the flagged visits they choose (or the
-    400 page saying what is wrong with them)."""
+def queue_filtered(request: HttpRequest) -> tuple[ReviewFilters, QuerySet] | HttpResponse:
+    """The review filters bound to the query string and the flagged visits they choose, or the
+    400 page saying what is wrong with them."""
     filters = ReviewFilters(request.GET, reps=reps_for_user(request.user))
     if not filters.is_valid():
-        return filters, None, bad_request(request, filters.problems().splitlines())
+        return bad_request(request, filters.problems().splitlines())
     data = filters.cleaned_data
     visits = queue.flagged_visits(
         visits=scope_for_user(request.user, filters=filters).visits(), rules=data["rule"] or None,
         state=data["review"], tiers=data["tier"] or None,
     )  # fmt: skip
-    return filters, visits, None
+    return filters, visits
 
 
 @reports_required
 def review_queue(request: HttpRequest) -> HttpResponse:
     """Flagged visits awaiting a decision (or in another review state), riskiest first (or by
     time), with their reasons and the rep's day."""
-    filters, visits, problem = queue_filtered(request)
-    if problem is not None:
-        return problem
+    found = queue_filtered(request)
+    if isinstance(found, HttpResponse):
+        return found
+    filters, visits = found
     cursors, problems = pager.cursor_params(request)
     if problems:
         return bad_request(request, problems)
@@ -102,9 +104,10 @@ def review_queue(request: HttpRequest) -> HttpResponse:
 @reports_required
 def review_reps(request: HttpRequest) -> HttpResponse:
     """The queue (the same filters) per rep: counts per tier and rule, each row opening the rep's queue."""
-    filters, visits, problem = queue_filtered(request)
-    if problem is not None:
-        return problem
+    found = queue_filtered(request)
+    if isinstance(found, HttpResponse):
+        return found
+    filters, visits = found
     rows = queue.rep_queues(visits=visits)
     shown = [rule for rule in FlagRule if any(row.rules.get(rule) for row in rows)]
     return render(
@@ -113,8 +116,13 @@ def review_reps(request: HttpRequest) -> HttpResponse:
         page_context(
             request,
             filters,
-            rows=[(row, [row.rules.get(rule, 0) for rule in shown]) for row in rows],
+            # the counts as text here: a few thousand cells, each an intcomma less to render
+            rows=[
+                (row, [f"{n:,}" for n in (*row.tier_counts, row.total)], [f"{row.rules.get(r, 0):,}" for r in shown])
+                for row in rows
+            ],  # fmt: skip
             rules_shown=shown,
+            review_url=reverse("visits:review"),
             tiers=RiskTier.choices,
             total=sum(row.total for row in rows),
             review_states=queue.REVIEW_STATES,

@@ -40,7 +40,7 @@ CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"]
 GOAL_SERVER_MS, GOAL_BROWSER_MS = 150, 1500
 
-# The rules a flagged bench visit gets, by its id (bits of models.RULE_BITS).
+# The rules a flagged bench visit gets, by its id / FLAGGED_EVERY (bits of models.RULE_BITS).
 RULE_MIX = [1, 8, 2 | 64, 16, 256 | 1, 128, 4, 8 | 16]
 
 
@@ -80,7 +80,7 @@ def flags_set() -> None:
     with connection.cursor() as cursor:
         table = Visit._meta.db_table
         cursor.execute(
-            f"UPDATE {table} SET flagged = TRUE, flag_rules = CASE id % {len(RULE_MIX)} {mix} END, "
+            f"UPDATE {table} SET flagged = TRUE, flag_rules = CASE (id / {FLAGGED_EVERY}) % {len(RULE_MIX)} {mix} END, "
             "risk = (id * 37) % 101, "
             "risk_tier = CASE WHEN (id * 37) % 101 >= 70 THEN 'high' WHEN (id * 37) % 101 >= 40 THEN 'medium' "
             f"ELSE 'low' END WHERE id % {FLAGGED_EVERY} = 1 AND deleted_at IS NULL"
@@ -130,23 +130,29 @@ SERVER_URLS = [
 
 
 def server_times(client, *, repeat: int) -> list[dict]:
-    """Median server time of each SERVER_URLS request (after one warm-up), and its SQL queries."""
+    """Median server time of each SERVER_URLS request (after one warm-up), of it the Python process's
+    CPU time and the SQL queries' time (on a shared machine, wall time also counts the waits for
+    a core), and its SQL queries."""
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
     rows = []
     for url, label in [*SERVER_URLS, (deep_url(client), "a deep page (after the 5,000th page's last visit)")]:
         client.get(url)
-        times = []
+        times, cpu, sql = [], [], []
         for _ in range(repeat):
             with CaptureQueriesContext(connection) as queries:
-                started = time.perf_counter()
+                started, on_cpu = time.perf_counter(), time.process_time()
                 response = client.get(url)
                 times.append((time.perf_counter() - started) * 1000)
+                cpu.append((time.process_time() - on_cpu) * 1000)
+            sql.append(sum(float(q["time"]) for q in queries.captured_queries) * 1000)
             assert response.status_code == 200, (url, response.status_code)
-        rows.append({"url": url, "label": label, "ms": statistics.median(times), "queries": len(queries),
-                     "bytes": len(response.content)})  # fmt: skip
-        print(f"  {rows[-1]['ms']:7.1f} ms {len(queries):3} q {len(response.content):9,} B  {url}", file=sys.stderr)
+        rows.append({"url": url, "label": label, "ms": statistics.median(times), "python_cpu_ms": statistics.median(cpu),
+                     "sql_ms": statistics.median(sql), "queries": len(queries), "bytes": len(response.content)})  # fmt: skip
+        r = rows[-1]
+        print(f"  {r['ms']:7.1f} ms (Python CPU {r['python_cpu_ms']:5.1f}, SQL {r['sql_ms']:5.1f}) {r['queries']:3} q "
+              f"{r['bytes']:9,} B  {url}", file=sys.stderr)  # fmt: skip
     return rows
 
 

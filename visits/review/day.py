@@ -5,7 +5,7 @@ queries (the days, the customers), drawn by reports.charts.day_picture."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from django.conf import settings
@@ -56,9 +56,19 @@ class RepDay:
 
 
 def day_bounds(day: date, zone: ZoneInfo) -> tuple[datetime, datetime]:
-    """The instants a local day spans (a range on visited_at, which the rep's time index serves)."""
-    start = datetime.combine(day, time.min, tzinfo=zone)
-    return start, datetime.combine(day + timedelta(days=1), time.min, tzinfo=zone)
+    """The instants a local day spans, in UTC (a range on visited_at, which the rep's time index
+    serves), held within what a datetime can be at the ends of the calendar (stored data is not
+    trusted to be far from them)."""
+
+    def utc(moment_of) -> datetime | None:
+        try:
+            return moment_of().astimezone(UTC)
+        except OverflowError:
+            return None
+
+    start = utc(lambda: datetime.combine(day, time.min, tzinfo=zone))
+    end = utc(lambda: datetime.combine(day + timedelta(days=1), time.min, tzinfo=zone))
+    return start or datetime.min.replace(tzinfo=UTC), end or datetime.max.replace(tzinfo=UTC)
 
 
 def days_of(*, visits: list[Visit]) -> dict[int, RepDay]:

@@ -171,3 +171,19 @@ def test_a_day_is_drawn_in_order_within_its_box():
     assert day_picture(points=[None, None], reviewed=1, customer=None)["empty"] is True
     alone = day_picture(points=[None], reviewed=0, customer=(41.8, -87.6))
     assert alone["empty"] is False and alone["stops"] == [] and alone["to_customer"] is None
+
+
+def test_a_group_head_compiled_once_reads_as_if_compiled_for_each_value():
+    """views/pager.py compiles a group's head query once per value type and swaps the value in:
+    the same SQL and parameters as compiling it for that value, filters naming the same value too."""
+    from visits.views import pager
+
+    visits = Visit.objects.live().filter(flagged=True, rep_id__in=[71, 72], verification_status__in=["verified"])
+    for group, values in (("rep", [71, 72, 3]), ("status", ["verified", "location_unknown"]), ("risk", [0, 71, 100])):
+        compiled: dict = {}
+        for value in values:
+            got = pager._head_sql(visits, group, value, True, 21, compiled)
+            head = pager._ordered(pager._in_group(visits, group, value), newest_first=True)
+            want = head.values_list("visited_at", "id")[:21].query.sql_with_params()
+            assert (got[0], tuple(got[1])) == (want[0], tuple(want[1])), (group, value)
+        assert compiled, f"{group}: never compiled once"

@@ -148,8 +148,10 @@ def server_times(client, *, repeat: int) -> list[dict]:
                 cpu.append((time.process_time() - on_cpu) * 1000)
             sql.append(sum(float(q["time"]) for q in queries.captured_queries) * 1000)
             assert response.status_code == 200, (url, response.status_code)
-        rows.append({"url": url, "label": label, "ms": statistics.median(times), "python_cpu_ms": statistics.median(cpu),
-                     "sql_ms": statistics.median(sql), "queries": len(queries), "bytes": len(response.content)})  # fmt: skip
+        rows.append({
+            "url": url, "label": label, "ms": statistics.median(times), "python_cpu_ms": statistics.median(cpu),
+            "sql_ms": statistics.median(sql), "queries": len(queries), "bytes": len(response.content),
+        })  # fmt: skip
         r = rows[-1]
         print(f"  {r['ms']:7.1f} ms (Python CPU {r['python_cpu_ms']:5.1f}, SQL {r['sql_ms']:5.1f}) {r['queries']:3} q "
               f"{r['bytes']:9,} B  {url}", file=sys.stderr)  # fmt: skip

@@ -187,3 +187,16 @@ def test_a_group_head_compiled_once_reads_as_if_compiled_for_each_value():
             want = head.values_list("visited_at", "id")[:21].query.sql_with_params()
             assert (got[0], tuple(got[1])) == (want[0], tuple(want[1])), (group, value)
         assert compiled, f"{group}: never compiled once"
+
+
+def test_the_queues_count_stops_at_its_cap(client, cast, monkeypatch):
+    from visits.review import queue
+
+    world_make(reps=2)
+    client.force_login(cast.reviewer)
+    flagged = Visit.objects.filter(flagged=True).count()
+    assert client.get("/review/").context["total"] == flagged
+    monkeypatch.setattr(queue, "QUEUE_COUNT_CAP", flagged - 1)
+    page = client.get("/review/")
+    assert page.context["total"] == flagged - 1 and page.context["total_more"]
+    assert f"More than {flagged - 1} flagged visits" in page.content.decode()

@@ -32,6 +32,9 @@ REVIEW_STATES = {
 
 # The queue's orders: riskiest first (then newest), or by time alone.
 QUEUE_SORTS = {"risk": "Highest risk first", "newest": "Newest first", "oldest": "Oldest first"}
+# The queue's count stops there ("more than 10,000"): an exact count read the whole flagged index
+# (a quarter of the visits), most of the first page's SQL at 1M; /review/reps/ counts them all.
+QUEUE_COUNT_CAP = 10_000
 RISK_VALUES = list(range(0, 101))  # every Visit.risk, ascending: the groups the risk order walks (views/pager.py)
 
 

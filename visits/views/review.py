@@ -82,6 +82,7 @@ def review_queue(request: HttpRequest) -> HttpResponse:
     except pager.CursorError as error:
         return bad_request(request, [f"{'after' if cursors['after'] else 'before'}: {error}"])
     items = queue.queue_items(visits=page.object_list)
+    total = visits[: queue.QUEUE_COUNT_CAP + 1].count()  # reads no more of the index than that
     return render(
         request,
         "visits/review.html",
@@ -89,7 +90,8 @@ def review_queue(request: HttpRequest) -> HttpResponse:
             request,
             filters,
             page=page,
-            total=visits.count(),
+            total=min(total, queue.QUEUE_COUNT_CAP),
+            total_more=total > queue.QUEUE_COUNT_CAP,
             items=items,
             review_states=queue.REVIEW_STATES,
             sorts=queue.QUEUE_SORTS,

@@ -289,7 +289,11 @@ def keyset_cursor(path: str, query: str, *, page: int) -> int:
     params = QueryDict(query.lstrip("?"))
     if path == "/review/":
         rows = flagged_visits(visits=Visit.objects.live(), state=params.get("review", "awaiting"))
-        order, size = ["-visited_at", "-id"], 20
+        sort = params.get("sort", "risk")
+        order = {"risk": ["-risk", "-visited_at", "-id"], "oldest": ["visited_at", "id"]}.get(
+            sort, ["-visited_at", "-id"]
+        )
+        size = 20
     else:
         rows, size = Visit.objects.live(), 50
         sort = params.get("sort", "-visited_at")
@@ -346,13 +350,15 @@ def visits_list(ctx: Ctx) -> list[Req]:
 
 
 def review_queue(ctx: Ctx) -> list[Req]:
-    from visits.models import FlagRule
-    from visits.review.queue import REVIEW_STATES
+    from visits.models import FlagRule, RiskTier
+    from visits.review.queue import QUEUE_SORTS, REVIEW_STATES
 
     found = [Req("/review/" + q) for q in queries(f"rep={REP_ID}&review=all")]
     found += [Req(f"/review/?review={state}", note="review state") for state in REVIEW_STATES]
     found += [Req(f"/review/?rule={rule}", note="rule") for rule in FlagRule.values]
-    for query in ("", "?review=all"):
+    found += [Req(f"/review/?sort={sort}", note="sort") for sort in QUEUE_SORTS]
+    found += [Req(f"/review/?tier={tier}", note="risk tier") for tier in RiskTier.values]
+    for query in ("", "?review=all", "?sort=newest"):
         deep = deep_url(ctx, "/review/", query, page=5_000)
         assert deep, f"/review/{query} has one page"
         found.append(Req(deep, note="deep page"))
@@ -370,6 +376,14 @@ def review_csv(ctx: Ctx) -> list[Req]:
 def accept_low(ctx: Ctx) -> list[Req]:
     """The bulk accept's confirmation (its count); its POST records decisions and is not asked for."""
     return [Req("/review/accept-low/" + q, note="the count to confirm") for q in queries()]
+
+
+def review_reps(ctx: Ctx) -> list[Req]:
+    from visits.models import RiskTier
+
+    found = [Req("/review/reps/" + q, note="by rep") for q in queries("review=all")]
+    found += [Req(f"/review/reps/?tier={RiskTier.HIGH}", note="by rep, a tier")]
+    return found + [Req("/review/reps/", user="manager", note="by rep")]
 
 
 def map_requests(path: str) -> Callable[[Ctx], list[Req]]:
@@ -419,6 +433,7 @@ HANDLERS: dict[str, Callable[[Ctx], list[Req]]] = {
     "visits:review_rules": reports_page("/review/rules/"),
     "visits:review_rules_csv": csv_download("/review/rules.csv"),
     "visits:review_accept_low": accept_low,
+    "visits:review_reps": review_reps,
     "visits:map": map_requests("/map/"),
     "visits:map_frame": map_requests("/map/frame/"),
     "visits:status": one("/status/"),

@@ -29,6 +29,7 @@ from visits.models import (
     Rep,
     Stream,
     SyncState,
+    Visit,
 )
 from visits.review.flags import flags_rebuild
 from visits.review.queue import decisions_record
@@ -70,6 +71,7 @@ class World:
         with transaction.atomic():
             visits_upsert(rows=rows)
         flags_rebuild()
+        Visit.objects.filter(flagged=True, risk_tier="").update(risk=30, risk_tier="low")  # as review/ would
         new = sorted(rows)
         self.decide([v for v in new if v % 1000 in (1, 3)], DecisionKind.FOLLOW_UP)
         self.decide([v for v in new if v % 1000 == 1], DecisionKind.ACCEPT)  # decided twice
@@ -146,11 +148,17 @@ CASES: dict[str, list[str]] = {
         "/review/?review=all",
         "/review/?review=accept",
         "/review/?rule=resource_location_too_far&review=all",
+        "/review/?review=all&sort=oldest",
+        "/review/?review=all&tier=low&sort=risk",
     ],  # awaiting: empty at FEW
     "visits:review_csv": ["/review.csv?review=all", "/review.csv?review=all&sort=oldest", "/review.csv?review=accept"],
     "visits:review_rules": ["/review/rules/", "/review/rules/?tier=low"],
     "visits:review_rules_csv": ["/review/rules.csv"],
     "visits:review_accept_low": ["/review/accept-low/", "/review/accept-low/?rule=resource_location_too_far"],
+    "visits:review_reps": [
+        "/review/reps/?review=all",
+        "/review/reps/?review=all&tier=low&rule=resource_location_too_far",
+    ],
     "visits:map": ["/map/"],
     "visits:map_frame": ["/map/frame/"],
     "visits:status": ["/status/"],  # its gaps

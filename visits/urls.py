@@ -19,6 +19,7 @@ urlpatterns = [
     path("visits/<int:visit_id>/map/", maps.visit_map, name="visit_map"),
     path("visits/<int:visit_id>/summary.json", maps.visit_summary, name="visit_summary"),
     path("review/", review.review_queue, name="review"),
+    path("review/reps/", review.review_reps, name="review_reps"),
     path("review/decide/", review.review_decide, name="review_decide"),
     path("review/accept-low/", review.review_accept_low, name="review_accept_low"),
     path("review.csv", exports.review_csv, name="review_csv"),

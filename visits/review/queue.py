@@ -2,26 +2,27 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass, field
 
 from django.db import transaction
-from django.db.models import F, Prefetch, Q, QuerySet, prefetch_related_objects
+from django.db.models import Count, F, Prefetch, QuerySet, prefetch_related_objects
 from django.db.models.lookups import GreaterThan
 from django.utils import timezone
 
-from visits.geo import distance
 from visits.models import (
+    RULE_BITS,
     AcceptReason,
     Decision,
     DecisionKind,
     Flag,
+    Rep,
     RiskTier,
     Visit,
     VisitQuerySet,
     review_status_refresh,
     rules_mask,
 )
+from visits.review.day import days_of
 
 REVIEW_STATES = {
     "awaiting": "Awaiting a decision",
@@ -39,6 +40,10 @@ QUEUE_ORDERS = {
     "newest": ["-visited_at", "-id"],
     "oldest": ["visited_at", "id"],
 }
+# The queue's count stops there ("more than 10,000"): an exact count read the whole flagged index
+# (a quarter of the visits), most of the first page's SQL at 1M; /review/reps/ counts them all.
+QUEUE_COUNT_CAP = 10_000
+RISK_VALUES = list(range(0, 101))  # every Visit.risk, ascending: the groups the risk order walks (views/pager.py)
 
 
 def flagged_visits(
@@ -62,50 +67,6 @@ def flagged_visits(
     return chosen
 
 
-@dataclass
-class Neighbour:
-    visit: Visit
-    minutes: float  # after (+) or before (-) the reviewed visit
-    km: float | None
-
-
-def time_shift(moment: datetime, delta: timedelta) -> datetime:
-    """moment + delta, held within what a datetime can be (stored data is not trusted to be
-    far from the ends of the calendar)."""
-    try:
-        return moment + delta
-    except OverflowError:
-        return datetime.max.replace(tzinfo=UTC) if delta > timedelta(0) else datetime.min.replace(tzinfo=UTC)
-
-
-def neighbours_of(*, visits: list[Visit], hours: int = 12, limit: int = 6) -> dict[int, list[Neighbour]]:
-    """For each of `visits`, the rep's other live visits within `hours` of it, nearest in time
-    first: one query for all of them."""
-    if not visits:
-        return {}
-    window = timedelta(hours=hours)
-    around = Q()
-    for visit in visits:
-        around |= Q(rep_id=visit.rep_id, visited_at__gte=time_shift(visit.visited_at, -window),
-                    visited_at__lte=time_shift(visit.visited_at, window))  # fmt: skip
-    by_rep: dict[int, list[Visit]] = {}
-    for other in Visit.objects.live().filter(around).select_related("outcome"):
-        by_rep.setdefault(other.rep_id, []).append(other)
-    found: dict[int, list[Neighbour]] = {}
-    for visit in visits:
-        near = []
-        for other in by_rep.get(visit.rep_id, []):
-            if other.id == visit.id or abs(other.visited_at - visit.visited_at) > window:
-                continue
-            here, there = visit.point, other.point
-            km = distance.km_between(here, there) if here is not None and there is not None else None
-            near.append(Neighbour(other, (other.visited_at - visit.visited_at).total_seconds() / 60, km))
-        # nearest first; of two as near, the later one first (as the visits' own order)
-        near.sort(key=lambda n: (abs(n.minutes), -n.minutes, -n.visit.id))
-        found[visit.id] = near[:limit]
-    return found
-
-
 def latest_kinds(*, visit_ids: list[int] | None = None) -> dict[int, str]:
     """The latest decision's kind per visit (of `visit_ids`, or of all decided visits)."""
     decisions = Decision.objects.all() if visit_ids is None else Decision.objects.filter(visit_id__in=visit_ids)
@@ -122,18 +83,52 @@ def rejected_ids_of(*, visit_ids: list[int] | None = None) -> set[int]:
 
 def queue_items(*, visits: list[Visit]) -> list[dict]:
     """A page of flagged visits as the queue shows them: the visit, its flags, its latest
-    decision and the rep's nearby visits. Flags, decisions and nearby visits take one query
-    each for the whole page."""
+    decision and the rep's day (review/day.py). Flags, decisions, the days and their customers
+    take one query each for the whole page."""
     page = list(visits)
     prefetch_related_objects(
         page, "flags", Prefetch("decisions", queryset=Decision.objects.select_related("decided_by"))
     )
-    near = neighbours_of(visits=page)
+    days = days_of(visits=page)
     return [
-        {"visit": v, "flags": list(v.flags.all()), "last": next(iter(v.decisions.all()), None),
-         "neighbours": near[v.id]}
+        {"visit": v, "flags": list(v.flags.all()), "last": next(iter(v.decisions.all()), None), "day": days[v.id]}
         for v in page
-    ]  # fmt: skip
+    ]
+
+
+@dataclass
+class RepQueue:
+    """One rep's part of the queue: how many visits, per tier and per rule (a visit flagged by two
+    rules counts once in each)."""
+
+    rep: Rep
+    total: int = 0
+    tiers: dict[str, int] = field(default_factory=dict)
+    rules: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def tier_counts(self) -> list[int]:
+        return [self.tiers.get(tier, 0) for tier in RiskTier.values]
+
+
+def rep_queues(*, visits: QuerySet) -> list[RepQueue]:
+    """The queue `visits` (flagged_visits') per rep, most high-tier visits first, then most visits,
+    then by name: one GROUP BY of the visits by rep, rules and tier (the columns of the flagged
+    indexes, never the flags), each rule bit counted here."""
+    grouped = visits.order_by().values_list("rep_id", "flag_rules", "risk_tier").annotate(n=Count("id"))
+    rows: dict[int, RepQueue] = {}
+    for rep_id, mask, tier, n in grouped:
+        row = rows.get(rep_id)
+        if row is None:
+            row = rows[rep_id] = RepQueue(rep=Rep(id=rep_id))
+        row.total += n
+        row.tiers[tier] = row.tiers.get(tier, 0) + n
+        for rule, bit in RULE_BITS.items():
+            if mask & bit:
+                row.rules[rule] = row.rules.get(rule, 0) + n
+    for rep in Rep.objects.filter(id__in=list(rows)):
+        rows[rep.id].rep = rep
+    return sorted(rows.values(), key=lambda r: (-r.tiers.get(RiskTier.HIGH, 0), -r.total, r.rep.name, r.rep.id))
 
 
 def decision_problems(*, kind: str, reason: str, note: str) -> dict[str, str]:

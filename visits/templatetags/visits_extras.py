@@ -98,3 +98,13 @@ def map_frame_attrs() -> str:
 def accept_reasons() -> list[tuple[str, str]]:
     """An accept's reasons (value, label), for the decide forms wherever they are included."""
     return AcceptReason.choices
+
+
+@register.filter
+def metres(value: float | None) -> str:
+    """A distance in metres for people: 640.2 -> '640 m', 3240 -> '3.2 km', 42000 -> '42 km'; None -> '–'."""
+    if value is None:
+        return "–"
+    if value < 1000:
+        return f"{value:.0f} m"
+    return f"{value / 1000:.1f} km" if value < 10_000 else f"{value / 1000:,.0f} km"

@@ -3,7 +3,7 @@
 what the first does (no OFFSET), and a link keeps pointing at the same place while new visits
 arrive.
 
-A list is ordered by an optional group (rep, outcome or status, in the order of `groups`), then
+A list is ordered by an optional group (rep, outcome, status or risk, in the order of `groups`), then
 by visited_at and id, newest first (or oldest first). Each group's rows are read from its own
 index range with a LIMIT: the rest of the cursor's group in one query, then the heads of the next
 FIRST_BATCH groups in one statement (a UNION ALL) and their rows in another, and only if the
@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from django.core.exceptions import EmptyResultSet
 from django.db import connections
 from django.db.models import QuerySet
 
@@ -23,7 +24,7 @@ from visits.models import Visit
 from visits.reports.filters import id_coerce
 
 # The sortable groups: the field a group value sits in.
-GROUP_FIELDS = {"rep": "rep_id", "outcome": "outcome_id", "status": "verification_status"}
+GROUP_FIELDS = {"rep": "rep_id", "outcome": "outcome_id", "status": "verification_status", "risk": "risk"}
 FIRST_BATCH = 8  # the groups read first after the cursor's: a page usually ends within them
 MAX_BATCH = 400  # the most groups one statement reads (SQLite's limit is 500 SELECTs in a UNION)
 
@@ -111,9 +112,9 @@ def _group_heads(visits: QuerySet, group: str, values: list, newest_first: bool,
     order: one statement, a UNION ALL of one LIMIT query per group, each read from its own index
     range (an OR of them made PostgreSQL test every row against every group)."""
     parts, params = [], []
+    compiled: dict[type, tuple[str, tuple, int]] = {}
     for rank, value in enumerate(values):
-        head = _ordered(_in_group(visits, group, value), newest_first=newest_first).values_list("visited_at", "id")
-        sql, head_params = head[:need].query.sql_with_params()
+        sql, head_params = _head_sql(visits, group, value, newest_first, need, compiled)
         parts.append(f"SELECT {rank}, head{rank}.* FROM ({sql}) AS head{rank}")
         params.extend(head_params)
     with connections[visits.db].cursor() as cursor:
@@ -130,6 +131,37 @@ def _group_heads(visits: QuerySet, group: str, values: list, newest_first: bool,
         if len(ordered) >= need:
             break
     return ordered[:need]
+
+
+# A value no group holds, per type: a group's head query is compiled once with it and reused for
+# every value of that type (the queue's risk order reads up to 101 groups: compiling each was most
+# of a page's time).
+# (-32761: negative, as no Sell id is, and within a SmallIntegerField's range, as Visit.risk is:
+# outside it, Django compiles the lookup to an empty result.)
+_SENTINELS: dict[type, Any] = {int: -32761, str: "\x00pager-sentinel"}
+
+
+def _head_sql(visits: QuerySet, group: str, value: Any, newest_first: bool, need: int, compiled: dict) -> tuple:
+    """The SQL and parameters of one group's head query (its first `need` rows' visited_at and id)."""
+
+    def sql_of(of_value: Any) -> tuple[str, tuple]:
+        head = _ordered(_in_group(visits, group, of_value), newest_first=newest_first).values_list("visited_at", "id")
+        return head[:need].query.sql_with_params()
+
+    sentinel = _SENTINELS.get(type(value))
+    if sentinel is None:  # None (IS NULL), or a type without a sentinel: compiled for itself
+        return sql_of(value)
+    if type(value) not in compiled:
+        try:
+            sql, head_params = sql_of(sentinel)
+        except EmptyResultSet:
+            return sql_of(value)
+        places = [i for i, p in enumerate(head_params) if p == sentinel]
+        if len(places) != 1:  # not where it can be told apart: compile every value for itself
+            return sql_of(value)
+        compiled[type(value)] = (sql, tuple(head_params), places[0])
+    sql, head_params, place = compiled[type(value)]
+    return sql, (*head_params[:place], value, *head_params[place + 1 :])
 
 
 def keyset_page(

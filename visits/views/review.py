@@ -2,6 +2,7 @@
 once), and the rules' precision."""
 
 from django.contrib import messages
+from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -19,7 +20,7 @@ from visits.access import (
     visits_for_user,
 )
 from visits.ingest.status import freshness
-from visits.models import AcceptReason, DecisionKind, RiskTier, Visit
+from visits.models import AcceptReason, DecisionKind, FlagRule, RiskTier, Visit
 from visits.review import precision, queue, rules
 from visits.review.forms import BulkAcceptForm, DecisionForm, ReviewFilters, RulesFilters
 from visits.views import pager
@@ -45,24 +46,50 @@ def visit_detail(request: HttpRequest, visit_id: int) -> HttpResponse:
     )  # fmt: skip
 
 
-@reports_required
-def review_queue(request: HttpRequest) -> HttpResponse:
-    """Flagged visits awaiting a decision (or in another review state), with their reasons."""
+# The queue's sorts (ReviewFilters.sort) as keyset orders: by risk, each risk a group walked
+# from 100 down (newest first within it: visit_flagged_risk's order), or by time alone.
+QUEUE_ORDERS = {
+    "risk": pager.Order(group="risk", groups_descending=True),
+    "newest": pager.Order(),
+    "oldest": pager.Order(newest_first=False),
+}
+
+
+def queue_filtered(request: HttpRequest) -> tuple[ReviewFilters, QuerySet] | HttpResponse:
+    """The review filters bound to the query string and the flagged visits they choose, or the
+    400 page saying what is wrong with them."""
     filters = ReviewFilters(request.GET, reps=reps_for_user(request.user))
     if not filters.is_valid():
         return bad_request(request, filters.problems().splitlines())
+    data = filters.cleaned_data
+    visits = queue.flagged_visits(
+        visits=scope_for_user(request.user, filters=filters).visits(), rules=data["rule"] or None,
+        state=data["review"], tiers=data["tier"] or None,
+    )  # fmt: skip
+    return filters, visits
+
+
+@reports_required
+def review_queue(request: HttpRequest) -> HttpResponse:
+    """Flagged visits awaiting a decision (or in another review state), riskiest first (or by
+    time), with their reasons and the rep's day."""
+    found = queue_filtered(request)
+    if isinstance(found, HttpResponse):
+        return found
+    filters, visits = found
     cursors, problems = pager.cursor_params(request)
     if problems:
         return bad_request(request, problems)
-    data = filters.cleaned_data
-    visits = queue.flagged_visits(
-        visits=scope_for_user(request.user, filters=filters).visits(), rules=data["rule"] or None, state=data["review"]
-    )
+    sort = filters.cleaned_data["sort"]
     try:
-        page = pager.keyset_page(visits.select_related("rep", "outcome"), order=pager.Order(), size=20, **cursors)
+        page = pager.keyset_page(
+            visits.select_related("rep", "outcome"), order=QUEUE_ORDERS[sort],
+            groups=queue.RISK_VALUES if sort == "risk" else None, size=20, **cursors,
+        )  # fmt: skip
     except pager.CursorError as error:
         return bad_request(request, [f"{'after' if cursors['after'] else 'before'}: {error}"])
     items = queue.queue_items(visits=page.object_list)
+    total = visits[: queue.QUEUE_COUNT_CAP + 1].count()  # reads no more of the index than that
     return render(
         request,
         "visits/review.html",
@@ -70,12 +97,45 @@ def review_queue(request: HttpRequest) -> HttpResponse:
             request,
             filters,
             page=page,
-            total=visits.count(),
+            total=min(total, queue.QUEUE_COUNT_CAP),
+            total_more=total > queue.QUEUE_COUNT_CAP,
             items=items,
             review_states=queue.REVIEW_STATES,
+            sorts=queue.QUEUE_SORTS,
+            sort_label=queue.QUEUE_SORTS[sort],
             kinds=DecisionKind.choices,
             can_decide=user_may_decide(request.user),
             thresholds=rules.rule_thresholds(),
+        ),
+    )
+
+
+@reports_required
+def review_reps(request: HttpRequest) -> HttpResponse:
+    """The queue (the same filters) per rep: counts per tier and rule, each row opening the rep's queue."""
+    found = queue_filtered(request)
+    if isinstance(found, HttpResponse):
+        return found
+    filters, visits = found
+    rows = queue.rep_queues(visits=visits)
+    shown = [rule for rule in FlagRule if any(row.rules.get(rule) for row in rows)]
+    return render(
+        request,
+        "visits/review_reps.html",
+        page_context(
+            request,
+            filters,
+            # the counts as text here: a few thousand cells, each an intcomma less to render
+            rows=[
+                (row, [f"{n:,}" for n in (*row.tier_counts, row.total)], [f"{row.rules.get(r, 0):,}" for r in shown])
+                for row in rows
+            ],  # fmt: skip
+            rules_shown=shown,
+            review_url=reverse("visits:review"),
+            tiers=RiskTier.choices,
+            total=sum(row.total for row in rows),
+            review_states=queue.REVIEW_STATES,
+            sorts=queue.QUEUE_SORTS,
         ),
     )
 

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from visits.views import exports, maps, reports, review, status
+from visits.views import addresses, exports, maps, reports, review, status
 
 app_name = "visits"
 
@@ -20,6 +20,9 @@ urlpatterns = [
     path("visits/<int:visit_id>/summary.json", maps.visit_summary, name="visit_summary"),
     path("review/", review.review_queue, name="review"),
     path("review/decide/", review.review_decide, name="review_decide"),
+    path("review/addresses/", addresses.suspect_addresses, name="addresses"),
+    path("review/addresses/<int:customer_id>/", addresses.suspect_address, name="address"),
+    path("review/addresses/<int:customer_id>/mark/", addresses.address_mark, name="address_mark"),
     path("map/", maps.map_page, name="map"),
     path("map/frame/", maps.map_frame, name="map_frame"),
     path("status/", status.status, name="status"),

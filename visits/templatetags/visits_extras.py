@@ -91,3 +91,11 @@ def offset_text(minutes: float) -> str:
 def map_frame_attrs() -> str:
     """A map iframe's sandbox, and where the page fetches a summary for it (static/js/app.js)."""
     return format_html('sandbox="{}" data-summary-url="{}"', MAP_SANDBOX, reverse("visits:visit_summary", args=[0]))
+
+
+@register.filter
+def distance_text(metres: float | None) -> str:
+    """850.4 -> '850 m'; 12345 -> '12.3 km'; None -> '–'."""
+    if metres is None:
+        return "–"
+    return f"{metres:,.0f} m" if metres < 1000 else f"{metres / 1000:,.1f} km"

@@ -1,7 +1,8 @@
 """Whose address in Sell looks wrong, kept with each customers' refresh (suspects_refresh): per
 customer, its "too far" visits (Sell's resource_location_too_far, or further than DISTANCE_FAR_KM
 from the point used), how many different reps logged them, and how far apart its geocoded and
-learned points are. A customer is suspect when several reps (SUSPECT_ADDRESS_REPS) were too far
+learned points are (without a learned point, its geocode and its one verified visit, if it has one:
+Sell judged that visit near the address, a geocode far from it is as telling). A customer is suspect when several reps (SUSPECT_ADDRESS_REPS) were too far
 there, or when its two points disagree by more than DISTANCE_FAR_KM.
 
 A reviewer's mark (review/addresses.py) is copied onto the customer's visits as
@@ -50,6 +51,7 @@ def suspects_refresh() -> int:
         .annotate(n=Count("id"), reps=Count("rep_id", distinct=True))
         .values_list("resource_type", "resource_id", "n", "reps")
     }
+    single = single_verified()
     rows = Customer.objects.values_list(
         "id", "resource_type", "resource_id", "geocoded_latitude", "geocoded_longitude", "learned_latitude",
         "learned_longitude", "far_visits", "far_reps", "points_apart_m", "suspect",
@@ -60,8 +62,9 @@ def suspects_refresh() -> int:
     ):
         far_visits, far_reps = counts.get((rtype, rid), (0, 0))
         apart = None
-        if glat is not None and glng is not None and llat is not None and llng is not None:
-            apart = metres_between((glat, glng), (llat, llng))
+        if glat is not None and glng is not None:
+            taught = (llat, llng) if llat is not None and llng is not None else single.get((rtype, rid))
+            apart = None if taught is None else metres_between((glat, glng), taught)
         suspect = suspect_is(far_reps=far_reps, points_apart_m=apart)
         suspects += suspect
         same_apart = apart == held_apart or (
@@ -73,6 +76,31 @@ def suspects_refresh() -> int:
             )
     rows_update(Customer, ["far_visits", "far_reps", "points_apart_m", "suspect"], changed)
     return suspects
+
+
+def single_verified() -> dict[tuple[str, int], tuple[float, float]]:
+    """The position of the one verified visit of each geocoded customer without a learned point
+    (one is too few to learn from, yet Sell judged it near the address: a geocode far from it is as
+    suspect). Read for those customers only, by their ids (the index visit_resource)."""
+    wanted = set(
+        Customer.objects.filter(geocoded_latitude__isnull=False, learned_latitude__isnull=True).values_list(
+            "resource_type", "resource_id"
+        )
+    )
+    ids = sorted({rid for _, rid in wanted})
+    found: dict[tuple[str, int], list[tuple[float, float]]] = {}
+    for start in range(0, len(ids), 2000):
+        rows = (
+            Visit.objects.live()
+            .filter(resource_id__in=ids[start : start + 2000], verification_status=VerificationStatus.VERIFIED)
+            .filter(latitude__isnull=False)
+            .exclude(latitude=0, longitude=0)
+            .values_list("resource_type", "resource_id", "latitude", "longitude")
+        )
+        for rtype, rid, lat, lng in rows:
+            if (rtype, rid) in wanted:
+                found.setdefault((rtype, rid), []).append((lat, lng))
+    return {key: points[0] for key, points in found.items() if len(points) == 1}
 
 
 def _visits_set(visit_ids: list[int], *, wrong: bool) -> None:

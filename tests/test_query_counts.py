@@ -17,6 +17,7 @@ from django_q.models import OrmQ, Schedule, Task
 
 from tests.conftest import user_make
 from tests.test_access import patterns_walk
+from visits.geo.customers import customers_refresh
 from visits.ingest.pages import visits_upsert
 from visits.models import (
     CoreApiState,
@@ -30,7 +31,6 @@ from visits.models import (
     Stream,
     SyncState,
 )
-from visits.geo.customers import customers_refresh
 from visits.review.addresses import address_mark
 from visits.review.flags import flags_rebuild
 from visits.review.queue import decisions_record

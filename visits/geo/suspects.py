@@ -2,8 +2,9 @@
 customer, its "too far" visits (Sell's resource_location_too_far, or further than DISTANCE_FAR_KM
 from the point used), how many different reps logged them, and how far apart its geocoded and
 learned points are (without a learned point, its geocode and its one verified visit, if it has one:
-Sell judged that visit near the address, a geocode far from it is as telling). A customer is suspect when several reps (SUSPECT_ADDRESS_REPS) were too far
-there, or when its two points disagree by more than DISTANCE_FAR_KM.
+Sell judged that visit near the address, a geocode far from it is as telling). A customer is
+suspect when several reps (SUSPECT_ADDRESS_REPS) were too far there, or when its two points
+disagree by more than DISTANCE_FAR_KM.
 
 A reviewer's mark (review/addresses.py) is copied onto the customer's visits as
 Visit.customer_address_wrong (customer_visits_mark); addresses_wrong_keep keeps it so for the

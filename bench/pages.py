@@ -380,12 +380,12 @@ def review_queue(ctx: Ctx) -> list[Req]:
 
 def suspect_addresses(ctx: Ctx) -> list[Req]:
     from visits.models import Customer
-    from visits.review.addresses import PAGE_SIZE
+    from visits.review.addresses import PAGE_SIZE, PAGES_MAX
 
     found = [Req("/review/addresses/"), Req("/review/addresses/?mark=unmarked", note="not marked")]
     pages = -(-Customer.objects.filter(suspect=True).count() // PAGE_SIZE)
-    if pages > 1:  # the last page, or the 1,000th (the page's cap)
-        found.append(Req(f"/review/addresses/?page={min(pages, 1_000)}", note="deep page"))
+    if pages > 1:  # the last page, or the last one paged (the page's cap)
+        found.append(Req(f"/review/addresses/?page={min(pages, PAGES_MAX)}", note="deep page"))
     return found + [Req("/review/addresses/", user="manager")]
 
 

@@ -123,11 +123,15 @@ def test_paging_is_capped_with_a_count_and_bad_parameters_are_a_400_with_a_messa
     assert "3 customers · page 1 of 2, 1–2" in first and "?page=2" in first
     second = client.get("/review/addresses/?page=2").content.decode()
     assert f'id="customer-{customer(3).id}"' in second and f'id="customer-{customer(1).id}"' not in second
+    monkeypatch.setattr(addresses, "PAGES_MAX", 1)  # only the first page is paged, the count says all
+    capped = client.get("/review/addresses/").content.decode()
+    assert "3 customers · page 1 of 1, 1–2 · only the 2 most affected are paged" in capped and "?page=2" not in capped
+    monkeypatch.setattr(addresses, "PAGES_MAX", 100)
     for query, message in [
         ("page=abc", "page: must be a whole number"),
         ("page=0", "page: Ensure this value is greater than or equal to 1."),
         ("page=3", "page: there are 2 pages"),
-        ("page=99999999999", "page: Ensure this value is less than or equal to 1000."),
+        ("page=101", "page: Ensure this value is less than or equal to 100."),
         ("mark=bogus", "mark: bogus is not one of unmarked, wrong"),
     ]:
         response = client.get(f"/review/addresses/?{query}")

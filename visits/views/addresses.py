@@ -42,6 +42,7 @@ def suspect_addresses(request: HttpRequest) -> HttpResponse:
     paginator = Paginator(ranked, addresses.PAGE_SIZE, allow_empty_first_page=True)
     if data["page"] > paginator.num_pages:
         return bad_request(request, [f"page: there are {paginator.num_pages} pages"])
+    paged = min(paginator.num_pages, addresses.PAGES_MAX)
     page = paginator.page(data["page"])
     rows = list(page.object_list)
     latest = addresses.latest_marks(customer_ids=[c.id for c in rows])
@@ -53,7 +54,8 @@ def suspect_addresses(request: HttpRequest) -> HttpResponse:
         "visits/addresses.html",
         _context(
             request, page=page, rows=rows, total=paginator.count, mark=data["mark"] or "",
-            mark_states=addresses.MARK_STATES, history=history,
+            mark_states=addresses.MARK_STATES, history=history, paged=paged,
+            shown_max=addresses.PAGES_MAX * addresses.PAGE_SIZE,
         ),
     )  # fmt: skip
 

@@ -59,6 +59,26 @@ def main() -> None:
     Visit.objects.filter(id__in=moved).update(latitude=F("latitude") + 0.001, ingested_at=timezone.now())
     timed("periodic refresh after 1,000 visits moved")
     timed("periodic refresh, nothing new")
+    # The suspect addresses' part of every refresh, alone (geo/suspects.py), and a mark's copy onto
+    # the visits of the customer with the most.
+    from visits.geo.suspects import addresses_wrong_keep, customer_visits_mark, suspects_refresh
+
+    started = time.perf_counter()
+    suspects = suspects_refresh()
+    print(f"  {'suspects_refresh (every customer)':<42} {time.perf_counter() - started:7.2f} s  ({suspects:,} suspect)")
+    started = time.perf_counter()
+    addresses_wrong_keep()
+    print(f"  {'addresses_wrong_keep, nothing marked':<42} {time.perf_counter() - started:7.2f} s")
+    biggest = Customer.objects.order_by("-learned_visits", "id").first()
+    if biggest is not None:
+        Customer.objects.filter(pk=biggest.pk).update(address_wrong=True)
+        biggest.address_wrong = True
+        started = time.perf_counter()
+        changed = customer_visits_mark(customer=biggest)
+        print(f"  {'a mark copied onto its visits':<42} {time.perf_counter() - started:7.2f} s  ({changed:,} visits)")
+        started = time.perf_counter()
+        addresses_wrong_keep()
+        print(f"  {'addresses_wrong_keep, one customer marked':<42} {time.perf_counter() - started:7.2f} s")
     located = Visit.objects.filter(customer_distance_m__isnull=False).count()
     print(f"  {Customer.objects.exclude(location='').count():,} customers located, {located:,} visits with a distance")
 

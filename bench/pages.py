@@ -77,6 +77,7 @@ def build(*, visits: int) -> dict:
     started = time.perf_counter()
     decided = decisions_make(reviewer=reviewer)
     deciding = time.perf_counter() - started
+    customers_make()
     extras_make(visits=visits)
     User.objects.create_superuser(BENCH_USER, email="bench@example.com", password=None)
     database_settle()
@@ -119,6 +120,25 @@ def decisions_make(*, reviewer) -> int:
                     reason=AcceptReason.GPS_NOISE if kind == DecisionKind.ACCEPT else "",
                 )  # fmt: skip
     return recorded
+
+
+def customers_make() -> None:
+    """The customers and the visits' distances (customers_refresh), then the suspect addresses'
+    page's rows: the data set's customers have no geocode, so a customer in 50 is given one 5 km
+    from its learned point, and the figures refreshed."""
+    from django.db.models import F
+
+    from visits.geo.customers import customers_refresh
+    from visits.geo.suspects import suspects_refresh
+    from visits.models import Customer
+
+    customers_refresh(everything=True)
+    learned = Customer.objects.filter(learned_latitude__isnull=False).order_by("id")
+    ids = list(learned.values_list("id", flat=True)[::50])
+    Customer.objects.filter(id__in=ids).update(
+        geocoded_latitude=F("learned_latitude") + 0.045, geocoded_longitude=F("learned_longitude")
+    )
+    suspects_refresh()
 
 
 def extras_make(*, visits: int) -> None:
@@ -386,6 +406,28 @@ def review_reps(ctx: Ctx) -> list[Req]:
     return found + [Req("/review/reps/", user="manager", note="by rep")]
 
 
+def suspect_addresses(ctx: Ctx) -> list[Req]:
+    from visits.models import Customer
+    from visits.review.addresses import PAGE_SIZE, PAGES_MAX
+
+    found = [Req("/review/addresses/"), Req("/review/addresses/?mark=unmarked", note="not marked")]
+    pages = -(-Customer.objects.filter(suspect=True).count() // PAGE_SIZE)
+    if pages > 1:  # the last page, or the last one paged (the page's cap)
+        found.append(Req(f"/review/addresses/?page={min(pages, PAGES_MAX)}", note="deep page"))
+    return found + [Req("/review/addresses/", user="manager")]
+
+
+def suspect_address(ctx: Ctx) -> list[Req]:
+    """The first suspect's page (its visits read by the index visit_resource), or a 404 on a build
+    made before the customers' refresh was part of it."""
+    from visits.models import Customer
+
+    first = Customer.objects.order_by("-suspect", "-far_visits", "id").first()
+    if first is None:
+        return [Req("/review/addresses/1/", expect=404, note="no customers in this build")]
+    return [Req(f"/review/addresses/{first.id}/", note="its newest visits and marks")]
+
+
 def map_requests(path: str) -> Callable[[Ctx], list[Req]]:
     return lambda ctx: [Req(path + q, note="map: the maps issue's subject") for q in queries()[:3]]
 
@@ -434,6 +476,8 @@ HANDLERS: dict[str, Callable[[Ctx], list[Req]]] = {
     "visits:review_rules_csv": csv_download("/review/rules.csv"),
     "visits:review_accept_low": accept_low,
     "visits:review_reps": review_reps,
+    "visits:addresses": suspect_addresses,
+    "visits:address": suspect_address,
     "visits:map": map_requests("/map/"),
     "visits:map_frame": map_requests("/map/frame/"),
     "visits:status": one("/status/"),
@@ -456,6 +500,8 @@ HANDLERS: dict[str, Callable[[Ctx], list[Req]]] = {
 SKIPPED = {
     "logout": "POST only (Django's LogoutView); it would sign the bench's client out",
     "admin:logout": "POST only; it would sign the bench's client out",
+    "visits:address_mark": "POST only; it records a mark and recomputes the reps' flags, changing what the bench"
+    " measures",
     "visits:review_decide": "POST only; it records decisions, changing what the bench measures (the build"
     " records its decisions through the same queue.decisions_record)",
     "admin:autocomplete": "serves autocomplete_fields, which no registered ModelAdmin uses (checked)",

@@ -288,9 +288,9 @@ def browser_type_launch_args(browser_type_launch_args):
 
 @pytest.fixture(autouse=True)
 def decisions_flushable(request):
-    """After a transactional test, pytest-django empties every table, which the decisions'
-    triggers refuse (visits/review/immutable.py): they are dropped just before, and the flush's
-    post_migrate puts them back."""
+    """After a transactional test, pytest-django empties every table, which the triggers of the
+    decisions and the address marks refuse (visits/review/immutable.py, addresses.py): they are
+    dropped just before, and the flush's post_migrate puts them back."""
     marker = request.node.get_closest_marker("django_db")
     uses = set(request.fixturenames)
     if not ((marker and marker.kwargs.get("transaction")) or uses & {"transactional_db", "live_server"}):
@@ -298,9 +298,11 @@ def decisions_flushable(request):
         return
     request.getfixturevalue("transactional_db")  # set up first, so torn down (flushed) after this
     yield
+    from visits.review.addresses import address_mark_triggers_drop
     from visits.review.immutable import decision_triggers_drop
 
     decision_triggers_drop()
+    address_mark_triggers_drop()
 
 
 @pytest.fixture(autouse=True)

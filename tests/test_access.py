@@ -13,7 +13,7 @@ from django.urls import URLPattern, URLResolver, get_resolver, reverse
 from tests.conftest import user_make
 from visits import access
 from visits.ingest.pages import visits_upsert
-from visits.models import Decision, Flag, FlagRule, Outcome, Rep, Visit
+from visits.models import Customer, Decision, Flag, FlagRule, Outcome, Rep, Visit
 
 pytestmark = pytest.mark.django_db
 
@@ -29,9 +29,15 @@ ALLOWED = {
     "visits:healthz": "health for monitors: a status and four figures, no names, counts of visits or errors",
 }
 RULES = {access.RULE_REPORTS, access.RULE_DECIDE, access.RULE_ACCEPT_LOW, access.RULE_STAFF}
-POST_ONLY = {"visits:review_decide"}  # asked for with GET, these answer 405 (require_POST), whoever asks
-# The access functions that hand a view visits (or a report's scope, which is visits).
-VISITS_FROM = {"visits_for_user", "visit_for_user", "visit_lookup_for_user", "scope_for_user"}
+POST_ONLY = {
+    "visits:review_decide",
+    "visits:address_mark",
+}  # asked for with GET, these answer 405 (require_POST), whoever asks
+# The access functions that hand a view visits (or a report's scope, which is visits; or customers).
+VISITS_FROM = {
+    "visits_for_user", "visit_for_user", "visit_lookup_for_user", "scope_for_user", "customers_for_user",
+    "customer_for_user",
+}  # fmt: skip
 
 
 def patterns_walk(resolver: URLResolver | None = None, *, route: str = "", namespace: str = ""):
@@ -128,7 +134,8 @@ def world(db) -> dict[str, int]:
     with transaction.atomic():
         visits_upsert(rows={3100: visit_row(), 3101: visit_row(deleted_at=AT, summary="Gone from Sell")})
     Flag.objects.create(visit_id=3100, rule=FlagRule.values[0], numbers={}, sentence="flagged for the walk")
-    return {"visit_id": 3100, "rep_id": 31}
+    customer = Customer.objects.create(resource_type="lead", resource_id=7, address="1 Main St", suspect=True)
+    return {"visit_id": 3100, "rep_id": 31, "customer_id": customer.id}
 
 
 def app_patterns():
@@ -155,7 +162,10 @@ def assert_went_through_access(key: str, pattern: URLPattern, calls: list, ids: 
         assert "user_is_staff" in names, f"{key}: the staff rule was not asked ({calls})"
         return
     assert names & VISITS_FROM, f"{key}: served with no visits from visits.access (called only {sorted(names)})"
-    wanted = {"visit_id": {"visit_for_user", "visit_lookup_for_user"}, "rep_id": {"rep_for_user"}}
+    wanted = {
+        "visit_id": {"visit_for_user", "visit_lookup_for_user"}, "rep_id": {"rep_for_user"},
+        "customer_id": {"customer_for_user"},
+    }  # fmt: skip
     for param in pattern.pattern.converters:
         asked = [name for name, args in calls if name in wanted[param] and args.get(param) == ids[param]]
         assert asked, f"{key}: {param}={ids[param]} was not looked up through visits.access ({calls})"

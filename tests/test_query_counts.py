@@ -17,11 +17,13 @@ from django_q.models import OrmQ, Schedule, Task
 
 from tests.conftest import user_make
 from tests.test_access import patterns_walk
+from visits.geo.customers import customers_refresh
 from visits.ingest.pages import visits_upsert
 from visits.models import (
     AcceptReason,
     CoreApiState,
     CoreFeature,
+    Customer,
     DecisionKind,
     Gap,
     Outcome,
@@ -31,6 +33,7 @@ from visits.models import (
     SyncState,
     Visit,
 )
+from visits.review.addresses import address_mark
 from visits.review.flags import flags_rebuild
 from visits.review.queue import decisions_record
 
@@ -39,6 +42,7 @@ pytestmark = pytest.mark.django_db
 FEW, MANY = 2, 6  # the world's size: reps, outcomes, visits per rep (so 4 visits, then 36)
 AT = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 REP, VISIT = 41, 41001  # the rep and the visit whose own pages are checked (they exist at FEW)
+CUSTOMER = 4101  # the customer (lead 1) whose page is checked
 
 
 def rep_id(r: int) -> int:
@@ -72,6 +76,14 @@ class World:
             visits_upsert(rows=rows)
         flags_rebuild()
         Visit.objects.filter(flagged=True, risk_tier="").update(risk=30, risk_tier="low")  # as review/ would
+        if not old:
+            Customer.objects.create(id=CUSTOMER, resource_type="lead", resource_id=1)
+        customers_refresh()  # every lead is too far for every rep: all suspects
+        for i in range(old + 1, size + 1):  # marks on new customers, and the checked one's grow
+            address_mark(customer=Customer.objects.get(resource_id=i), wrong=True, note=f"mark {i}", user=self.reviewer)
+            if i > 1:
+                checked = Customer.objects.get(id=CUSTOMER)
+                address_mark(customer=checked, wrong=not checked.address_wrong, note="again", user=self.reviewer)
         new = sorted(rows)
         self.decide([v for v in new if v % 1000 in (1, 3)], DecisionKind.FOLLOW_UP)
         self.decide([v for v in new if v % 1000 == 1], DecisionKind.ACCEPT)  # decided twice
@@ -159,6 +171,8 @@ CASES: dict[str, list[str]] = {
         "/review/reps/?review=all",
         "/review/reps/?review=all&tier=low&rule=resource_location_too_far",
     ],
+    "visits:addresses": ["/review/addresses/", "/review/addresses/?mark=wrong"],
+    "visits:address": [f"/review/addresses/{CUSTOMER}/"],  # its visits and marks
     "visits:map": ["/map/"],
     "visits:map_frame": ["/map/frame/"],
     "visits:status": ["/status/"],  # its gaps
@@ -184,6 +198,7 @@ ALLOWED = {
     "favicon.ico": "a redirect to a static file",
     "visits:healthz": "no rows: two small queries (tests/test_health.py counts them)",
     "visits:review_decide": "POST only: records decisions and redirects (tests/test_review.py)",
+    "visits:address_mark": "POST only: records a mark and redirects (tests/test_addresses.py)",
     "admin:login": "the sign-in form: no rows",
     "admin:logout": "POST only; signs out",
     "admin:password_change": "a form: no rows",

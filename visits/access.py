@@ -24,7 +24,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, render
 
-from visits.models import Rep, Visit, VisitQuerySet
+from visits.models import Customer, Rep, Visit, VisitQuerySet
 from visits.reports.filters import ReportFilters
 from visits.reports.scope import Scope
 
@@ -135,6 +135,19 @@ def rep_for_user(user, rep_id: int) -> Rep:
     """The user's rep `rep_id`; Http404 when there is no such rep among those they may see."""
     _note("rep_for_user", rep_id=rep_id)
     return get_object_or_404(reps_for_user(user), id=rep_id)
+
+
+def customers_for_user(user) -> QuerySet[Customer]:
+    """The customers the user may see (today: all, for a reports user): the suspect addresses."""
+    _note("customers_for_user")
+    _reports_check(user)
+    return Customer.objects.all()
+
+
+def customer_for_user(user, customer_id: int) -> Customer:
+    """The user's customer `customer_id`; Http404 when there is no such customer among those they may see."""
+    _note("customer_for_user", customer_id=customer_id)
+    return get_object_or_404(customers_for_user(user), id=customer_id)
 
 
 def scope_for_user(user, *, filters: ReportFilters) -> Scope:

@@ -232,6 +232,10 @@ class Visit(models.Model):
                 name="visit_decided",
                 condition=Q(review_status__isnull=False),
             ),
+            # One customer's visits: its page on the suspect addresses, and a mark copied to them.
+            models.Index(fields=["resource_id", "resource_type"], name="visit_resource"),
+            # The few visits of customers whose address is marked wrong (geo/suspects.py keeps them).
+            models.Index(fields=["resource_id"], name="visit_address_wrong", condition=Q(customer_address_wrong=True)),
             # The few visits deleted in Sell: the status page counts them, the admin lists them.
             models.Index(fields=["deleted_at"], name="visit_deleted", condition=Q(deleted_at__isnull=False)),
         ]
@@ -361,6 +365,16 @@ class Customer(models.Model):
     latitude = models.FloatField(null=True, blank=True, help_text="the point used: learned or geocoded")
     longitude = models.FloatField(null=True, blank=True)
     location_reason = models.TextField(blank=True, db_default="", help_text="why that point, as a sentence")
+    # Whether its address in Sell looks wrong (geo/suspects.py, with each refresh): its "too far"
+    # visits (Sell's status, or further than DISTANCE_FAR_KM from the point used), how many reps
+    # logged them, and how far apart its geocoded and learned points are.
+    far_visits = models.IntegerField(default=0, db_default=0, help_text="visits too far from it")
+    far_reps = models.IntegerField(default=0, db_default=0, help_text="different reps among those visits")
+    points_apart_m = models.FloatField(null=True, blank=True, help_text="metres between geocoded and learned points")
+    suspect = models.BooleanField(default=False, db_default=False, help_text="its address in Sell is likely wrong")
+    # A reviewer's latest AddressMark (review/addresses.py): the address is wrong in Sell. Copied to
+    # its visits' Visit.customer_address_wrong.
+    address_wrong = models.BooleanField(default=False, db_default=False)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -373,10 +387,56 @@ class Customer(models.Model):
                 name="customer_coordinates_paired",
             ),
         ]
-        indexes = [models.Index(fields=["geocode_status", "geocode_next_at"], name="customer_geocode_due")]
+        indexes = [
+            models.Index(fields=["geocode_status", "geocode_next_at"], name="customer_geocode_due"),
+            # The suspect addresses' page, in its order: a few rows of the customers.
+            models.Index(
+                fields=["-far_visits", "-far_reps", "id"],
+                name="customer_suspect_rank",
+                condition=Q(suspect=True) | Q(address_wrong=True),
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.resource_type} {self.resource_id}"
+
+
+class AddressMarkQuerySet(models.QuerySet):
+    def update(self, **kwargs):
+        raise PermissionError("address marks are never edited; record a new mark instead")
+
+    def delete(self):
+        raise PermissionError("address marks are never deleted")
+
+
+class AddressMark(models.Model):
+    """A reviewer's mark on a customer: its address in Sell is wrong (`wrong`), or the mark is
+    undone (not `wrong`). Append-only, as decisions are (review/addresses.py's triggers): the
+    latest one is the customer's Customer.address_wrong."""
+
+    customer = models.ForeignKey(Customer, on_delete=models.PROTECT, related_name="address_marks")
+    wrong = models.BooleanField(help_text="marked wrong in Sell; false: the mark undone")
+    note = models.TextField(blank=True)
+    decided_by = models.ForeignKey("auth.User", on_delete=models.PROTECT, related_name="address_marks")
+    decided_at = models.DateTimeField(default=timezone.now)
+
+    objects = AddressMarkQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-decided_at", "-id"]
+        indexes = [models.Index(fields=["customer", "-decided_at"], name="address_mark_customer_time")]
+
+    def __str__(self) -> str:
+        what = "address wrong in Sell" if self.wrong else "mark undone"
+        return f"{self.customer}: {what} by {self.decided_by} on {self.decided_at:%Y-%m-%d %H:%M}"
+
+    def save(self, *args, **kwargs):
+        if not self._state.adding:
+            raise PermissionError("address marks are never edited; record a new mark instead")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        raise PermissionError("address marks are never deleted")
 
 
 class GeocodeCache(models.Model):

@@ -11,8 +11,8 @@ from importlib import import_module
 from django.db import transaction
 
 # The modules that declare a trigger set, each as its TRIGGER_SET: the tallies' triggers on the
-# visits and the decisions' that keep them append-only. A new set is added here, nowhere else.
-MODULES = ("visits.ingest.tallies", "visits.review.immutable")
+# visits, the decisions' and the address marks' that keep them append-only. A new set is added here only.
+MODULES = ("visits.ingest.tallies", "visits.review.immutable", "visits.review.addresses")
 
 
 @dataclass(frozen=True)

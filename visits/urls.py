@@ -1,6 +1,6 @@
 from django.urls import path
 
-from visits.views import exports, maps, reports, review, status
+from visits.views import addresses, exports, maps, reports, review, status
 
 app_name = "visits"
 
@@ -25,6 +25,9 @@ urlpatterns = [
     path("review.csv", exports.review_csv, name="review_csv"),
     path("review/rules/", review.review_rules, name="review_rules"),
     path("review/rules.csv", exports.review_rules_csv, name="review_rules_csv"),
+    path("review/addresses/", addresses.suspect_addresses, name="addresses"),
+    path("review/addresses/<int:customer_id>/", addresses.suspect_address, name="address"),
+    path("review/addresses/<int:customer_id>/mark/", addresses.address_mark, name="address_mark"),
     path("map/", maps.map_page, name="map"),
     path("map/frame/", maps.map_frame, name="map_frame"),
     path("status/", status.status, name="status"),

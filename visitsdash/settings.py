@@ -436,6 +436,9 @@ CUSTOMER_LEARNED_MAX_SPREAD_M = env_int("CUSTOMER_LEARNED_MAX_SPREAD_M", 1000, m
 # A visit further than this from its customer counts as "far" in the reports; a customer whose
 # geocode and learned point are further apart than this is a suspect address.
 DISTANCE_FAR_KM = env_float("DISTANCE_FAR_KM", 1.0, minimum=0.01)
+# A customer whose "too far" visits come from at least this many different reps is a suspect
+# address (/review/addresses/): the address in Sell is likely wrong, not the reps.
+SUSPECT_ADDRESS_REPS = env_int("SUSPECT_ADDRESS_REPS", 2, minimum=1, maximum=1000)
 CUSTOMERS_REFRESH_MINUTES = env_int("CUSTOMERS_REFRESH_MINUTES", 5, minimum=1, maximum=1440)
 
 # --- Maps -------------------------------------------------------------------------------

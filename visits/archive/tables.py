@@ -18,6 +18,7 @@ from django.contrib.auth.models import User
 from django.db import models
 
 from visits.models import (
+    AddressMark,
     BackfillPart,
     BackfillRun,
     CoreApiState,
@@ -123,6 +124,7 @@ TABLES: tuple[ArchiveTable, ...] = (
     ArchiveTable(BackfillPart, "backfill_parts.csv"),
     ArchiveTable(ReconcileDay, "reconcile_days.csv"),
     ArchiveTable(Customer, "customers.csv"),
+    ArchiveTable(AddressMark, "address_marks.csv"),
     ArchiveTable(GeocodeCache, "geocode_cache.csv"),
 )
 

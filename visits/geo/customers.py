@@ -23,6 +23,7 @@ from django.db import connection, transaction
 from django.db.models import Count, Q
 from django.utils import timezone
 
+from visits.geo import suspects
 from visits.geo.centre import centre_median, centre_spread_m
 from visits.geo.distance import is_null_island, metres_between
 from visits.geo.geocode import GEOCODE_RESET, customer_address_set
@@ -60,6 +61,8 @@ class RefreshResult:
     points_moved: int = 0
     visits_measured: int = 0
     distances_written: int = 0
+    suspects: int = 0
+    address_wrong_changed: int = 0
     geocode: str = ""
     moved: set[Key] = field(default_factory=set, repr=False)
 
@@ -322,7 +325,9 @@ def customers_refresh(
     2. their learned points (customers_learn);
     3. `geocode`, when given (customers_locate geocodes what is due here);
     4. every customer's point chosen again (customers_choose);
-    5. the visits ingested since, and all visits of the customers whose point moved, measured.
+    5. the visits ingested since, and all visits of the customers whose point moved, measured;
+    6. every customer's suspect figures (geo/suspects.py), and the marks of wrong addresses kept
+       on their visits (their reps marked for the flags).
     Ingestion is never slowed: it records nothing; its visits' ingested_at is the mark."""
     say = progress or (lambda message: None)
     started = timezone.now()
@@ -347,6 +352,9 @@ def customers_refresh(
     say(f"customers: {result.points_moved:,} points moved; measuring the visits' distances")
     result.visits_measured, result.distances_written = distances_measure(since=since, keys=result.moved)
     say(f"customers: {result.visits_measured:,} visits measured, {result.distances_written:,} distances written")
+    result.suspects = suspects.suspects_refresh()
+    result.address_wrong_changed = suspects.addresses_wrong_keep()
+    say(f"customers: {result.suspects:,} suspect addresses, {result.address_wrong_changed:,} visits' marks changed")
     result.customers = Customer.objects.count()
     state.visits_measured_to = started - REFRESH_OVERLAP
     state.save(update_fields=["visits_measured_to"])

@@ -24,21 +24,23 @@ TRIGGERS = {
 PG_TRUNCATE = "visits_decision_untruncatable"
 
 
-def _sqlite_statements() -> list[str]:
-    return [
-        f"CREATE TRIGGER {name} BEFORE {event} ON {TABLE} BEGIN SELECT RAISE(ABORT, '{message}'); END"
-        for name, (event, message) in TRIGGERS.items()
-    ]
-
-
-def _postgres_statements() -> list[str]:
+def append_only_statements(
+    vendor: str, *, table: str, triggers: dict[str, tuple[str, str]], truncate: tuple[str, str]
+) -> list[str]:
+    """The SQL creating triggers that refuse each (event, message) of `triggers` on `table`, and,
+    on PostgreSQL, TRUNCATE as `truncate` (name, message): for every append-only table."""
+    if vendor != "postgresql":
+        return [
+            f"CREATE TRIGGER {name} BEFORE {event} ON {table} BEGIN SELECT RAISE(ABORT, '{message}'); END"
+            for name, (event, message) in triggers.items()
+        ]
     statements = []
-    for name, (event, message) in {**TRIGGERS, PG_TRUNCATE: ("TRUNCATE", DELETE_MESSAGE)}.items():
+    for name, (event, message) in {**triggers, truncate[0]: ("TRUNCATE", truncate[1])}.items():
         level = "STATEMENT" if event == "TRUNCATE" else "ROW"
         statements += [
             f"CREATE OR REPLACE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$ "
             f"BEGIN RAISE EXCEPTION '{message}'; END $$",
-            f"CREATE TRIGGER {name} BEFORE {event} ON {TABLE} FOR EACH {level} EXECUTE FUNCTION {name}()",
+            f"CREATE TRIGGER {name} BEFORE {event} ON {table} FOR EACH {level} EXECUTE FUNCTION {name}()",
         ]
     return statements
 
@@ -48,7 +50,7 @@ def names(*, vendor: str) -> list[str]:
 
 
 def _statements(vendor: str) -> list[str]:
-    return _postgres_statements() if vendor == "postgresql" else _sqlite_statements()
+    return append_only_statements(vendor, table=TABLE, triggers=TRIGGERS, truncate=(PG_TRUNCATE, DELETE_MESSAGE))
 
 
 TRIGGER_SET = triggers.TriggerSet(

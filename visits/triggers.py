@@ -11,8 +11,9 @@ from importlib import import_module
 from django.db import transaction
 
 # The modules that declare a trigger set, each as its TRIGGER_SET: the tallies' triggers on the
-# visits and the decisions' that keep them append-only. A new set is added here, nowhere else.
-MODULES = ("visits.ingest.tallies", "visits.review.immutable")
+# visits, the distance tally's, and the decisions' that keep them append-only. A new set is added
+# here, nowhere else.
+MODULES = ("visits.ingest.tallies", "visits.ingest.distance_tally", "visits.review.immutable")
 
 
 @dataclass(frozen=True)

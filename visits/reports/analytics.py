@@ -1,22 +1,36 @@
 """Read-side selectors: report rows, rates and trends over a filtered set of visits.
 
-Rates are shares of all the visits in the row (every status counts in the denominator).
+Rates are shares of all the visits in the row (every status counts in the denominator). Distances:
+the far visits (any status, more than DISTANCE_FAR_KM from the customer) are counted exactly; the
+median and 90th percentile of the too-far visits' distances are read from log-spaced bins
+(ingest/distance_tally.py), within distance_tally.PRECISION of the nearest-rank value.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from django.conf import settings
-from django.db.models import Count, DateField, Func, Q, QuerySet, Sum
+from django.db.models import Count, DateField, Func, IntegerField, Q, QuerySet, Sum
 from django.db.models.functions import TruncWeek
 
-from visits.ingest.tallies import tallies_current
-from visits.models import DecisionKind, FlagRule, MonthTally, Outcome, Rep, VerificationStatus, WeekTally, YearTally
+from visits.ingest import distance_tally
+from visits.ingest.tallies import far_metres, tallies_current
+from visits.models import (
+    DecisionKind,
+    DistanceTally,
+    FlagRule,
+    MonthTally,
+    Outcome,
+    Rep,
+    VerificationStatus,
+    WeekTally,
+    YearTally,
+)
 from visits.reports.scope import Scope
 
 MIN_VISITS_FOR_RANKING = 20  # the overview ranks reps by too-far rate only from this many visits
@@ -31,13 +45,27 @@ class Counts:
     location_services_disabled: int = 0
     flagged: int = 0  # visits with at least one flag
     rejected: int = 0  # visits whose latest decision is a rejection
+    far: int = 0  # visits more than DISTANCE_FAR_KM from their customer
+    too_far_bins: dict[int, int] = field(default_factory=dict)  # too-far visits with a distance, by bin
 
     def add(self, other: Counts) -> None:
         self.visits += other.visits
         self.flagged += other.flagged
         self.rejected += other.rejected
+        self.far += other.far
         for status in VerificationStatus.values:
             setattr(self, status, getattr(self, status) + getattr(other, status))
+        for k, n in other.too_far_bins.items():
+            self.too_far_bins[k] = self.too_far_bins.get(k, 0) + n
+
+    @property
+    def too_far_median_m(self) -> float | None:
+        """The median distance of the too-far visits with one (from bins: see the module)."""
+        return distance_tally.bins_percentile(self.too_far_bins, 0.5)
+
+    @property
+    def too_far_p90_m(self) -> float | None:
+        return distance_tally.bins_percentile(self.too_far_bins, 0.9)
 
     def rate(self, count: int) -> float | None:
         return count / self.visits if self.visits else None
@@ -72,13 +100,17 @@ class Row:
 class Cell:
     visits: int
     too_far: int
+    counts: Counts  # the cell's counts, its distances with them
 
     @property
     def too_far_rate(self) -> float | None:
         return self.too_far / self.visits if self.visits else None
 
 
-SORTS = ("name", "visits", *VerificationStatus.values, "verified_rate", "too_far_rate", "flagged", "rejected")
+SORTS = (
+    "name", "visits", *VerificationStatus.values, "verified_rate", "too_far_rate", "flagged", "rejected",
+    "too_far_median_m", "too_far_p90_m", "far",
+)  # fmt: skip
 
 
 def rows_sort(rows: list[Row], *, sort: str) -> list[Row]:
@@ -170,9 +202,12 @@ def range_plan(
     return reads, days
 
 
-def status_rows(*, scope: Scope, by: tuple[str, ...]) -> Iterator[tuple[tuple, str, int, int]]:
-    """(key, status, visits, flagged visits) rows; `by` names the key's parts among "rep",
-    "outcome", "week"."""
+StatusRow = tuple[tuple, str, int, int, int]
+
+
+def status_rows(*, scope: Scope, by: tuple[str, ...]) -> Iterator[StatusRow]:
+    """(key, status, visits, flagged visits, far visits) rows; `by` names the key's parts among
+    "rep", "outcome", "week" (weekly rows count no far visits: the week tally has none)."""
     if not tallies_current():
         yield from _visit_rows(
             scope.visits(), by=by, week=TruncWeek("visited_at", tzinfo=ZoneInfo(settings.DISPLAY_TIME_ZONE))
@@ -195,21 +230,23 @@ def _days(scope: Scope, low: date | None, high: date | None) -> QuerySet:
     return replace(scope, start=low, end=high).visits()
 
 
-def _visit_rows(visits: QuerySet, *, by: tuple[str, ...], week=None) -> Iterator[tuple[tuple, str, int, int]]:
+def _visit_rows(visits: QuerySet, *, by: tuple[str, ...], week=None) -> Iterator[StatusRow]:
     columns = {"rep": "rep_id", "outcome": "outcome_id", "week": "week_start"}
     rows = visits.order_by()
     if "week" in by:
         rows = rows.annotate(week_start=week if week is not None else WeekStart("local_day"))
     names = [columns[b] for b in by]
-    counted = {"n": Count("verification_status"), "f": Count("verification_status", filter=Q(flagged=True))}
+    counted = {
+        "n": Count("verification_status"),
+        "f": Count("verification_status", filter=Q(flagged=True)),
+        "far": Count("verification_status", filter=Q(customer_distance_m__gt=far_metres())),
+    }
     for row in rows.values(*names, "verification_status").annotate(**counted):
         key = tuple(row[n].date() if isinstance(row[n], datetime) else row[n] for n in names)
-        yield key, row["verification_status"], row["n"], row["f"]
+        yield key, row["verification_status"], row["n"], row["f"], row["far"]
 
 
-def _tally_rows(
-    scope: Scope, *, grain: Grain, periods: tuple, by: tuple[str, ...]
-) -> Iterator[tuple[tuple, str, int, int]]:
+def _tally_rows(scope: Scope, *, grain: Grain, periods: tuple, by: tuple[str, ...]) -> Iterator[StatusRow]:
     first, last = periods
     rows = scope._narrow(grain.tally.objects.all(), rep="rep_id", outcome=None if grain is WEEKS else "outcome_id")
     if first is not None:
@@ -217,20 +254,76 @@ def _tally_rows(
     if last is not None:
         rows = rows.filter(**{f"{grain.period}__lte": last})
     names = [{"rep": "rep_id", "outcome": "outcome_id", "week": grain.period}[b] for b in by]
-    for row in rows.order_by().values(*names, "verification_status").annotate(n=Sum("visits"), f=Sum("flagged")):
+    sums = {"n": Sum("visits"), "f": Sum("flagged")}
+    if grain is not WEEKS:
+        sums["far"] = Sum("far")
+    for row in rows.order_by().values(*names, "verification_status").annotate(**sums):
         if row["n"]:
             key = tuple(None if n == "outcome_id" and row[n] == 0 else row[n] for n in names)
-            yield key, row["verification_status"], row["n"], row["f"]
+            yield key, row["verification_status"], row["n"], row["f"], row.get("far", 0)
 
 
-def counts_by(*, scope: Scope, by: tuple[str, ...]) -> dict[tuple, Counts]:
-    """Counts per key (see status_rows); keys with no visits are absent."""
+class DistanceBin(Func):
+    """A distance's bin of the distance tally, in SQL (distance_tally.bin_sql)."""
+
+    output_field = IntegerField()
+
+    def as_sql(self, compiler, connection, **extra):
+        distance, params = compiler.compile(self.source_expressions[0])
+        return distance_tally.bin_sql(vendor=connection.vendor, distance=distance), params
+
+
+def too_far_bin_rows(*, scope: Scope, by: tuple[str, ...]) -> Iterator[tuple[tuple, int, int]]:
+    """(key, bin, too-far visits with a distance) rows, `by` among "rep" and "outcome": whole
+    months from the distance tally, the days at the edges from the visits, as status_rows."""
+    if scope.statuses is not None and VerificationStatus.TOO_FAR not in scope.statuses:
+        return
+    if not tallies_current():
+        yield from _bin_visit_rows(scope.visits(), by=by)
+        return
+    reads, days = range_plan(start=scope.start, end=scope.end, grains=(MONTHS,))
+    for low, high in days:
+        yield from _bin_visit_rows(_days(scope, low, high), by=by)
+    names = [{"rep": "rep_id", "outcome": "outcome_id"}[b] for b in by]
+    for _, (first, last) in reads:
+        # The tally holds too-far visits only: the status filter is met already.
+        rows = replace(scope, statuses=None)._narrow(DistanceTally.objects.all(), rep="rep_id", outcome="outcome_id")
+        if first is not None:
+            rows = rows.filter(month__gte=first)
+        if last is not None:
+            rows = rows.filter(month__lte=last)
+        for row in rows.order_by().values_list(*names, "bin").annotate(n=Sum("visits")):
+            if row[-1]:
+                key = tuple(None if n == "outcome_id" and v == 0 else v for n, v in zip(names, row, strict=False))
+                yield key, row[-2], row[-1]
+
+
+def _bin_visit_rows(visits: QuerySet, *, by: tuple[str, ...]) -> Iterator[tuple[tuple, int, int]]:
+    names = [{"rep": "rep_id", "outcome": "outcome_id"}[b] for b in by]
+    rows = (
+        visits.filter(verification_status=VerificationStatus.TOO_FAR, customer_distance_m__isnull=False)
+        .order_by().annotate(distance_bin=DistanceBin("customer_distance_m"))
+        .values_list(*names, "distance_bin").annotate(n=Count("id"))
+    )  # fmt: skip
+    for row in rows:
+        yield tuple(row[: len(names)]), row[-2], row[-1]
+
+
+def counts_by(*, scope: Scope, by: tuple[str, ...], distances: bool = False) -> dict[tuple, Counts]:
+    """Counts per key (see status_rows); keys with no visits are absent. With `distances`, also
+    each key's too-far distance bins (`by` among "rep" and "outcome")."""
     counts: dict[tuple, Counts] = defaultdict(Counts)
-    for key, status, n, flagged in status_rows(scope=scope, by=by):
+    for key, status, n, flagged, far in status_rows(scope=scope, by=by):
         row = counts[key]
         row.visits += n
         row.flagged += flagged
+        row.far += far
         setattr(row, status, getattr(row, status) + n)
+    if distances:
+        for key, k, n in too_far_bin_rows(scope=scope, by=by):
+            if key in counts:
+                bins = counts[key].too_far_bins
+                bins[k] = bins.get(k, 0) + n
     return dict(counts)
 
 
@@ -252,10 +345,11 @@ def rows_named(
     ]
 
 
-def rep_rows(*, scope: Scope, sort: str = "name", review: bool = False) -> list[Row]:
-    """A row per rep, with its flagged visits; with `review`, also those rejected after review."""
+def rep_rows(*, scope: Scope, sort: str = "name", review: bool = False, distances: bool = True) -> list[Row]:
+    """A row per rep, with its flagged visits and (unless not `distances`) its too-far distances;
+    with `review`, also those rejected after review."""
     names = dict(Rep.objects.values_list("id", "name"))
-    counts = counts_by(scope=scope, by=("rep",))
+    counts = counts_by(scope=scope, by=("rep",), distances=distances)
     if review:
         for rep_id, rejected in rejected_by_rep(scope=scope).items():
             if (rep_id,) in counts:
@@ -277,14 +371,14 @@ def any_without_outcome() -> bool:
 
 def outcome_rows(*, scope: Scope, sort: str = "name") -> list[Row]:
     names = dict(Outcome.objects.values_list("id", "name"))
-    counts = counts_by(scope=scope, by=("outcome",))
+    counts = counts_by(scope=scope, by=("outcome",), distances=True)
     return rows_sort(rows_named(((k[0], c) for k, c in counts.items()), names=names, model=Outcome), sort=sort)
 
 
 def matrix(*, scope: Scope) -> tuple[list[Row], list[Row], dict[tuple[int, int | None], Cell]]:
     """Reps (rows) by outcomes (columns); each cell the visits and too-far visits."""
-    counts = counts_by(scope=scope, by=("rep", "outcome"))
-    cells = {key: Cell(visits=c.visits, too_far=c.resource_location_too_far) for key, c in counts.items()}
+    counts = counts_by(scope=scope, by=("rep", "outcome"), distances=True)
+    cells = {key: Cell(visits=c.visits, too_far=c.resource_location_too_far, counts=c) for key, c in counts.items()}
     reps: dict[int, Counts] = defaultdict(Counts)
     outcomes: dict[int | None, Counts] = defaultdict(Counts)
     for (rep_id, outcome_id), c in counts.items():

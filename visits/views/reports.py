@@ -28,7 +28,7 @@ VISIT_SORTS = {"visited_at", "-visited_at", "rep", "-rep", "outcome", "-outcome"
 @filtered
 def home(request: HttpRequest, filters: ReportFilters) -> HttpResponse:
     scope = scope_for_user(request.user, filters=filters)
-    reps = analytics.rep_rows(scope=scope)  # the totals and the ranking, from one count
+    reps = analytics.rep_rows(scope=scope, distances=False)  # the totals and the ranking, from one count
     return render(
         request,
         "visits/overview.html",

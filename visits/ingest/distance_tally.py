@@ -96,8 +96,9 @@ def rebuild_sql(*, vendor: str) -> str:
 
 
 def sqlite_triggers() -> list[str]:
+    values = ", ".join(_values(vendor="sqlite", row="NEW."))
     add = (
-        f"INSERT INTO {TABLE} ({', '.join(KEY)}, {COUNT}) VALUES ({', '.join(_values(vendor='sqlite', row='NEW.'))}, 1) "
+        f"INSERT INTO {TABLE} ({', '.join(KEY)}, {COUNT}) VALUES ({values}, 1) "
         f"ON CONFLICT ({', '.join(KEY)}) DO UPDATE SET {COUNT} = {COUNT} + 1;"
     )
     remove = (

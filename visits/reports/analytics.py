@@ -15,7 +15,7 @@ from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from django.conf import settings
-from django.db.models import Count, DateField, Func, IntegerField, Q, QuerySet, Sum
+from django.db.models import Case, Count, DateField, Func, IntegerField, Q, QuerySet, Sum, Value, When
 from django.db.models.functions import TruncWeek
 
 from visits.ingest import distance_tally
@@ -442,3 +442,47 @@ def rep_risk(*, scope: Scope, totals: Counts, trend: list[tuple[date, Counts]]) 
         follow_up=kinds.get(DecisionKind.FOLLOW_UP, 0),
         weeks=[(week, c.visits, c.flagged) for week, c in trend][-12:],
     )
+
+
+# The rep page's histogram: upper bounds in metres (the last bin has none).
+HISTOGRAM_EDGES = (100, 250, 500, 1000, 2000, 5000, 10_000, 50_000)
+
+
+@dataclass
+class HistogramBin:
+    label: str  # "0-100 m", "0.5-1 km", ">50 km"
+    too_far: int  # the too-far visits in it
+    other: int  # the other visits in it (any other status)
+
+    @property
+    def visits(self) -> int:
+        return self.too_far + self.other
+
+
+def _edge_text(metres: int) -> str:
+    return f"{metres} m" if metres < 1000 else f"{metres / 1000:g} km"
+
+
+def histogram_labels() -> list[str]:
+    labels, low = [], 0
+    for high in HISTOGRAM_EDGES:
+        if high <= 1000:
+            labels.append(f"{low}-{_edge_text(high)}")
+        else:  # a kilometre range reads in km at both ends: "0.5-1 km"
+            labels.append(f"{low / 1000:g}-{high / 1000:g} km")
+        low = high
+    return [*labels, f">{_edge_text(low)}"]
+
+
+def distance_histogram(*, scope: Scope) -> list[HistogramBin]:
+    """The visits in scope with a distance (a scope narrowed to one rep: Scope.for_rep) by
+    distance from the customer, too-far visits apart; a bin's upper bound is in it."""
+    whens = [When(customer_distance_m__lte=edge, then=Value(i)) for i, edge in enumerate(HISTOGRAM_EDGES)]
+    rows = (
+        scope.visits().filter(customer_distance_m__isnull=False).order_by()
+        .annotate(distance_bin=Case(*whens, default=Value(len(HISTOGRAM_EDGES)), output_field=IntegerField()))
+        .values("distance_bin")
+        .annotate(n=Count("id"), too_far=Count("id", filter=Q(verification_status=VerificationStatus.TOO_FAR)))
+    )  # fmt: skip
+    found = {row["distance_bin"]: (row["too_far"], row["n"] - row["too_far"]) for row in rows}
+    return [HistogramBin(label, *found.get(i, (0, 0))) for i, label in enumerate(histogram_labels())]

@@ -8,6 +8,7 @@ from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.timesince import timesince
 
+from visits.geo.distance import distance_text
 from visits.security.csp import MAP_SANDBOX
 
 register = template.Library()
@@ -91,3 +92,9 @@ def offset_text(minutes: float) -> str:
 def map_frame_attrs() -> str:
     """A map iframe's sandbox, and where the page fetches a summary for it (static/js/app.js)."""
     return format_html('sandbox="{}" data-summary-url="{}"', MAP_SANDBOX, reverse("visits:visit_summary", args=[0]))
+
+
+@register.filter
+def metres(value: float | None) -> str:
+    """A distance in metres as '250 m' or '3.2 km'; '–' when unknown (geo.distance.distance_text)."""
+    return distance_text(value)

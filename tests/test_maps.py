@@ -116,7 +116,7 @@ def frame(client, query: str = "") -> str:
 def map_data(html: str) -> tuple[list, dict, bool]:
     """The rows and lookups of a map document's data block, and whether they are clustered."""
     block = json.loads(re.search(r'<script type="application/json" id="visit-data">(.*?)</script>', html).group(1))
-    cluster = re.search(r"visitsdashVisits\(\w+, \{cluster: (true|false),", html).group(1) == "true"
+    cluster = re.search(r"visitsdashVisits\(\w+,\s+\{cluster: (true|false),", html).group(1) == "true"
     return block["rows"], block["lookups"], cluster
 
 

@@ -97,7 +97,8 @@ def visit_layer_class() -> type[Any]:  # a JSCSSMixin and folium Layer
         _template = Template(
             """
             {% macro script(this, kwargs) %}
-            var {{ this.get_name() }} = visitsdashVisits({{ this._parent.get_name() }}, {cluster: {{ this.cluster }}, customerAlways: {{ this.customer_always }}});
+            var {{ this.get_name() }} = visitsdashVisits({{ this._parent.get_name() }},
+                {cluster: {{ this.cluster }}, customerAlways: {{ this.customer_always }}});
             {% endmacro %}
             """
         )

@@ -268,9 +268,13 @@ class DistanceBin(Func):
 
     output_field = IntegerField()
 
-    def as_sql(self, compiler, connection, **extra):
-        distance, params = compiler.compile(self.source_expressions[0])
-        return distance_tally.bin_sql(vendor=connection.vendor, distance=distance), params
+    def as_sqlite(self, compiler, connection, **extra):
+        template = distance_tally.bin_sql(vendor="sqlite", distance="%(expressions)s")
+        return self.as_sql(compiler, connection, template=template, **extra)
+
+    def as_postgresql(self, compiler, connection, **extra):
+        template = distance_tally.bin_sql(vendor="postgresql", distance="%(expressions)s")
+        return self.as_sql(compiler, connection, template=template, **extra)
 
 
 def too_far_bin_rows(*, scope: Scope, by: tuple[str, ...]) -> Iterator[tuple[tuple, int, int]]:
@@ -466,8 +470,8 @@ def _edge_text(metres: int) -> str:
 def histogram_labels() -> list[str]:
     labels, low = [], 0
     for high in HISTOGRAM_EDGES:
-        if high <= 1000:
-            labels.append(f"{low}-{_edge_text(high)}")
+        if high < 1000:
+            labels.append(f"{low}-{high} m")
         else:  # a kilometre range reads in km at both ends: "0.5-1 km"
             labels.append(f"{low / 1000:g}-{high / 1000:g} km")
         low = high

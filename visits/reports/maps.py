@@ -302,7 +302,7 @@ def customer_points(keys: set[tuple[str, int]]) -> dict[tuple[str, int], tuple[f
     return {
         (rtype, rid): (round(lat, 5), round(lng, 5))
         for rtype, rid, lat, lng in located.values_list("resource_type", "resource_id", "latitude", "longitude")
-        if (rtype, rid) in keys
+        if (rtype, rid) in keys and lat is not None and lng is not None  # always: filtered, for the types
     }
 
 

@@ -115,8 +115,8 @@ def pages_measure(*, repeat: int) -> dict:
 
 
 def distance_costs(*, bounds, label: str, repeat: int) -> dict:
-    """What the distances add to a report: its too-far bins read (tally and edge days), by rep and
-    by rep and outcome (the matrix), beside the counts alone."""
+    """What the distances add to a report: its too-far percentiles read (tally and edge days), by
+    rep and by rep and outcome (the matrix CSV's cells), beside the counts alone."""
     from datetime import date
 
     from visits.reports import analytics
@@ -127,7 +127,7 @@ def distance_costs(*, bounds, label: str, repeat: int) -> dict:
     for by in (("rep",), ("rep", "outcome")):
         for what, run in (
             ("counts", lambda by=by: analytics.counts_by(scope=scope, by=by)),
-            ("too-far bins", lambda by=by: list(analytics.too_far_bin_rows(scope=scope, by=by))),
+            ("too-far percentiles", lambda by=by: analytics.too_far_percentiles(scope=scope, by=by)),
         ):
             times = []
             for _ in range(repeat):

@@ -72,8 +72,8 @@ def bin_sql(*, vendor: str, distance: str) -> str:
 def _counted(row: str) -> str:
     """SQL true for a visit row the tally counts: live, too far, with a distance."""
     return (
-        f"{row}{VISIT['deleted_at']} IS NULL AND {row}{VISIT['verification_status']} = '{TOO_FAR}' "
-        f"AND {row}{VISIT['customer_distance_m']} IS NOT NULL"
+        f"{row}{VISIT['customer_distance_m']} IS NOT NULL AND {row}{VISIT['deleted_at']} IS NULL "
+        f"AND {row}{VISIT['verification_status']} = '{TOO_FAR}'"
     )
 
 
@@ -110,7 +110,8 @@ def sqlite_triggers() -> list[str]:
         f"NEW.{VISIT[name]} IS NOT OLD.{VISIT[name]}"
         for name in ("customer_distance_m", "local_day", "rep", "outcome", "resource_type")
     )
-    # Each condition starts with the distance: NULL for a visit never measured, so it stops there.
+    # Each condition starts with the distance (_counted): NULL for a visit never measured, so
+    # SQLite stops there for every new visit.
     return [
         f"CREATE TRIGGER visits_distance_insert AFTER INSERT ON {VISIT_TABLE} WHEN {_counted('NEW.')}\nBEGIN {add} END",
         f"CREATE TRIGGER visits_distance_update_old AFTER UPDATE ON {VISIT_TABLE}\n"

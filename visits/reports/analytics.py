@@ -10,13 +10,14 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from django.conf import settings
-from django.db.models import Case, Count, DateField, Func, IntegerField, Q, QuerySet, Sum, Value, When
-from django.db.models.functions import TruncWeek
+from django.db import connection
+from django.db.models import Case, Count, DateField, F, Func, IntegerField, Q, QuerySet, Sum, Value, When
+from django.db.models.functions import Coalesce, TruncWeek
 
 from visits.ingest import distance_tally
 from visits.ingest.tallies import far_metres, tallies_current
@@ -46,7 +47,10 @@ class Counts:
     flagged: int = 0  # visits with at least one flag
     rejected: int = 0  # visits whose latest decision is a rejection
     far: int = 0  # visits more than DISTANCE_FAR_KM from their customer
-    too_far_bins: dict[int, int] = field(default_factory=dict)  # too-far visits with a distance, by bin
+    # The too-far visits' distances (from bins: see the module); None when unknown. Not summed by
+    # `add`: a percentile of a sum of rows is read again for it (matrix()).
+    too_far_median_m: float | None = None
+    too_far_p90_m: float | None = None
 
     def add(self, other: Counts) -> None:
         self.visits += other.visits
@@ -55,17 +59,6 @@ class Counts:
         self.far += other.far
         for status in VerificationStatus.values:
             setattr(self, status, getattr(self, status) + getattr(other, status))
-        for k, n in other.too_far_bins.items():
-            self.too_far_bins[k] = self.too_far_bins.get(k, 0) + n
-
-    @property
-    def too_far_median_m(self) -> float | None:
-        """The median distance of the too-far visits with one (from bins: see the module)."""
-        return distance_tally.bins_percentile(self.too_far_bins, 0.5)
-
-    @property
-    def too_far_p90_m(self) -> float | None:
-        return distance_tally.bins_percentile(self.too_far_bins, 0.9)
 
     def rate(self, count: int) -> float | None:
         return count / self.visits if self.visits else None
@@ -277,18 +270,19 @@ class DistanceBin(Func):
         return self.as_sql(compiler, connection, template=template, **extra)
 
 
-def too_far_bin_rows(*, scope: Scope, by: tuple[str, ...]) -> Iterator[tuple[tuple, int, int]]:
-    """(key, bin, too-far visits with a distance) rows, `by` among "rep" and "outcome": whole
-    months from the distance tally, the days at the edges from the visits, as status_rows."""
+_KEYS = {"rep": "rep_id", "outcome": "outcome_id"}
+
+
+def too_far_bin_parts(*, scope: Scope, by: tuple[str, ...]) -> list[QuerySet]:
+    """Querysets of (k0, ..., bin_key, n) rows (keys `by` among "rep" and "outcome", no outcome as
+    0): too-far visits with a distance by bin, whole months from the distance tally, the days at
+    the edges from the visits, as status_rows splits them."""
     if scope.statuses is not None and VerificationStatus.TOO_FAR not in scope.statuses:
-        return
+        return []
     if not tallies_current():
-        yield from _bin_visit_rows(scope.visits(), by=by)
-        return
+        return [_bin_visits(scope.visits(), by=by)]
     reads, days = range_plan(start=scope.start, end=scope.end, grains=(MONTHS,))
-    for low, high in days:
-        yield from _bin_visit_rows(_days(scope, low, high), by=by)
-    names = [{"rep": "rep_id", "outcome": "outcome_id"}[b] for b in by]
+    parts = [_bin_visits(_days(scope, low, high), by=by) for low, high in days]
     for _, (first, last) in reads:
         # The tally holds too-far visits only: the status filter is met already.
         rows = replace(scope, statuses=None)._narrow(DistanceTally.objects.all(), rep="rep_id", outcome="outcome_id")
@@ -296,26 +290,63 @@ def too_far_bin_rows(*, scope: Scope, by: tuple[str, ...]) -> Iterator[tuple[tup
             rows = rows.filter(month__gte=first)
         if last is not None:
             rows = rows.filter(month__lte=last)
-        for row in rows.order_by().values_list(*names, "bin").annotate(n=Sum("visits")):
-            if row[-1]:
-                key = tuple(None if n == "outcome_id" and v == 0 else v for n, v in zip(names, row, strict=False))
-                yield key, row[-2], row[-1]
+        keys = {f"k{i}": F(_KEYS[b]) for i, b in enumerate(by)}
+        parts.append(
+            rows.order_by().annotate(**keys, bin_key=F("bin")).values(*keys, "bin_key").annotate(n=Sum("visits"))
+        )
+    return parts
 
 
-def _bin_visit_rows(visits: QuerySet, *, by: tuple[str, ...]) -> Iterator[tuple[tuple, int, int]]:
-    names = [{"rep": "rep_id", "outcome": "outcome_id"}[b] for b in by]
-    rows = (
+def _bin_visits(visits: QuerySet, *, by: tuple[str, ...]) -> QuerySet:
+    keys = {f"k{i}": Coalesce(_KEYS[b], 0) if b == "outcome" else F(_KEYS[b]) for i, b in enumerate(by)}
+    return (
         visits.filter(verification_status=VerificationStatus.TOO_FAR, customer_distance_m__isnull=False)
-        .order_by().annotate(distance_bin=DistanceBin("customer_distance_m"))
-        .values_list(*names, "distance_bin").annotate(n=Count("id"))
+        .order_by().annotate(**keys, bin_key=DistanceBin("customer_distance_m"))
+        .values(*keys, "bin_key").annotate(n=Count("id"))
     )  # fmt: skip
-    for row in rows:
-        yield tuple(row[: len(names)]), row[-2], row[-1]
+
+
+def too_far_percentiles(*, scope: Scope, by: tuple[str, ...]) -> dict[tuple, tuple[float, float]]:
+    """{key: (median, 90th percentile)} of the too-far visits' distances, in metres, read from the
+    bins (the nearest rank: the ceil(p * n)-th smallest, as distance_tally.bins_percentile). The
+    ranks are found in the database, which returns a row per key, not a row per key and bin."""
+    parts = too_far_bin_parts(scope=scope, by=by)
+    if not parts:
+        return {}
+    keys = [f"k{i}" for i in range(len(by))]
+    columns = ", ".join([*keys, "bin_key", "n"])
+    sqls, params = [], []
+    for part in parts:
+        sql, part_params = part.query.get_compiler(using=part.db).as_sql()
+        sqls.append(f"SELECT {columns} FROM ({sql}) AS p")
+        params.extend(part_params)
+    group = ", ".join(keys)
+    partition = f"PARTITION BY {group} " if keys else ""
+    sql = (
+        f"SELECT {', '.join([*keys, ''])}"
+        "min(CASE WHEN cum >= (total + 1) / 2 THEN bin_key END), "
+        "min(CASE WHEN cum >= (9 * total + 9) / 10 THEN bin_key END) "
+        f"FROM (SELECT {', '.join([*keys, ''])}bin_key, "
+        f"CAST(sum(n) OVER ({partition}ORDER BY bin_key) AS bigint) AS cum, "
+        f"CAST(sum(n) OVER ({partition.strip()}) AS bigint) AS total "
+        f"FROM (SELECT {', '.join([*keys, ''])}bin_key, sum(n) AS n FROM ({' UNION ALL '.join(sqls)}) AS parts "
+        f"GROUP BY {', '.join([*keys, 'bin_key'])} HAVING sum(n) > 0) AS bins) AS ranked"
+        + (f" GROUP BY {group}" if keys else "")
+    )
+    found = {}
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        for *key, median, p90 in cursor.fetchall():
+            if median is None:
+                continue
+            named = tuple(None if b == "outcome" and k == 0 else k for b, k in zip(by, key, strict=True))
+            found[named] = (distance_tally.bin_metres(median), distance_tally.bin_metres(p90))
+    return found
 
 
 def counts_by(*, scope: Scope, by: tuple[str, ...], distances: bool = False) -> dict[tuple, Counts]:
     """Counts per key (see status_rows); keys with no visits are absent. With `distances`, also
-    each key's too-far distance bins (`by` among "rep" and "outcome")."""
+    each key's too-far median and 90th percentile (`by` among "rep" and "outcome")."""
     counts: dict[tuple, Counts] = defaultdict(Counts)
     for key, status, n, flagged, far in status_rows(scope=scope, by=by):
         row = counts[key]
@@ -324,10 +355,9 @@ def counts_by(*, scope: Scope, by: tuple[str, ...], distances: bool = False) -> 
         row.far += far
         setattr(row, status, getattr(row, status) + n)
     if distances:
-        for key, k, n in too_far_bin_rows(scope=scope, by=by):
+        for key, (median, p90) in too_far_percentiles(scope=scope, by=by).items():
             if key in counts:
-                bins = counts[key].too_far_bins
-                bins[k] = bins.get(k, 0) + n
+                counts[key].too_far_median_m, counts[key].too_far_p90_m = median, p90
     return dict(counts)
 
 
@@ -379,15 +409,22 @@ def outcome_rows(*, scope: Scope, sort: str = "name") -> list[Row]:
     return rows_sort(rows_named(((k[0], c) for k, c in counts.items()), names=names, model=Outcome), sort=sort)
 
 
-def matrix(*, scope: Scope) -> tuple[list[Row], list[Row], dict[tuple[int, int | None], Cell]]:
-    """Reps (rows) by outcomes (columns); each cell the visits and too-far visits."""
-    counts = counts_by(scope=scope, by=("rep", "outcome"), distances=True)
+def matrix(
+    *, scope: Scope, cell_distances: bool = False
+) -> tuple[list[Row], list[Row], dict[tuple[int, int | None], Cell]]:
+    """Reps (rows) by outcomes (columns); each cell the visits and too-far visits; each rep its
+    too-far distances; each cell too with `cell_distances` (the CSV: a hundred thousand bins to
+    rank at a million visits, where the page's rows rank a few thousand)."""
+    counts = counts_by(scope=scope, by=("rep", "outcome"), distances=cell_distances)
     cells = {key: Cell(visits=c.visits, too_far=c.resource_location_too_far, counts=c) for key, c in counts.items()}
     reps: dict[int, Counts] = defaultdict(Counts)
     outcomes: dict[int | None, Counts] = defaultdict(Counts)
     for (rep_id, outcome_id), c in counts.items():
         reps[rep_id].add(c)
         outcomes[outcome_id].add(c)
+    for (rep_id,), (median, p90) in too_far_percentiles(scope=scope, by=("rep",)).items():
+        if rep_id in reps:
+            reps[rep_id].too_far_median_m, reps[rep_id].too_far_p90_m = median, p90
     rep_names = dict(Rep.objects.values_list("id", "name"))
     outcome_names = dict(Outcome.objects.values_list("id", "name"))
     return (

@@ -88,7 +88,7 @@ def outcomes_csv(request: HttpRequest, filters: ReportFilters) -> HttpResponse:
 @reports_required
 @filtered
 def matrix_csv(request: HttpRequest, filters: ReportFilters) -> HttpResponse:
-    reps, outcomes, cells = analytics.matrix(scope=scope_for_user(request.user, filters=filters))
+    reps, outcomes, cells = analytics.matrix(scope=scope_for_user(request.user, filters=filters), cell_distances=True)
     outcome_names = {o.id: o.name for o in outcomes}
     rep_names = {r.id: r.name for r in reps}
     rows = (

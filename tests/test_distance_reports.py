@@ -15,7 +15,7 @@ from django.db import transaction
 from visits.geo.customers import customers_refresh
 from visits.ingest import distance_tally, tallies
 from visits.ingest.pages import visits_upsert
-from visits.models import DistanceTally, Outcome, Rep, Visit
+from visits.models import DistanceTally, Outcome, Rep, RepDistanceTally, Visit
 from visits.reports import analytics
 from visits.reports.scope import Scope
 
@@ -151,6 +151,10 @@ def assert_tally_matches() -> None:
         if row[-1]
     }
     assert got == want
+    by_rep: dict[tuple, int] = {}
+    for (_, rep_id, _, _, k), n in want.items():
+        by_rep[(rep_id, k)] = by_rep.get((rep_id, k), 0) + n
+    assert {r[:-1]: r[-1] for r in RepDistanceTally.objects.values_list("rep_id", "bin", "visits") if r[-1]} == by_rep
     assert_tallies_match()
 
 

@@ -334,6 +334,16 @@ class DistanceTally(models.Model):  # noqa: DJ008 (internal bookkeeping, never s
     visits = models.IntegerField()
 
 
+class RepDistanceTally(models.Model):  # noqa: DJ008 (internal bookkeeping, never shown by name)
+    """As DistanceTally, of all time and by rep only: the whole-range reports by rep read a row
+    per rep and bin instead of one per month, outcome, resource type and bin."""
+
+    pk = models.CompositePrimaryKey("rep_id", "bin")
+    rep_id = models.BigIntegerField()
+    bin = models.SmallIntegerField(help_text="distances in (10^((bin-1)/N), 10^(bin/N)] metres")
+    visits = models.IntegerField()
+
+
 class TallyState(models.Model):  # noqa: DJ008 (internal bookkeeping, never shown by name)
     """The one row saying which DISPLAY_TIME_ZONE the local days and tallies were built in, and
     the DISTANCE_FAR_KM their `far` counts."""

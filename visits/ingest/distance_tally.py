@@ -1,5 +1,6 @@
-"""The distance tally: too-far visits with a distance, per month of local_day, rep, outcome, resource
-type and distance bin, from which the reports read the median and 90th percentile of too-far
+"""The distance tallies: too-far visits with a distance, per month of local_day, rep, outcome, resource
+type and distance bin (DistanceTally), and per rep and bin of all time (RepDistanceTally, for the
+whole range by rep), from which the reports read the median and 90th percentile of too-far
 distances without reading the visits.
 
 The bins are log-spaced, BINS_PER_DECADE to each power of ten of metres: bin k holds the distances
@@ -14,11 +15,12 @@ the transition tables; rebuilt by tallies.tallies_rebuild with the other tallies
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 from django.db import connection as default_connection
 
 from visits import triggers
-from visits.models import DistanceTally, VerificationStatus, Visit, column
+from visits.models import DistanceTally, RepDistanceTally, VerificationStatus, Visit, column
 
 BINS_PER_DECADE = 60
 PRECISION = 10 ** (0.5 / BINS_PER_DECADE) - 1  # the largest relative error of a distance read from its bin
@@ -32,7 +34,6 @@ VISIT = {
         "local_day", "rep", "outcome", "resource_type", "verification_status", "deleted_at", "customer_distance_m",
     )
 }  # fmt: skip
-KEY = tuple(f.column for f in DistanceTally._meta.pk_fields)  # month, rep, outcome, resource type, bin
 COUNT = column(DistanceTally, "visits")
 MONTH = {"sqlite": "strftime('%Y-%m-01', {day})", "postgresql": "date_trunc('month', {day})::date"}
 TOO_FAR = VerificationStatus.TOO_FAR.value
@@ -77,34 +78,63 @@ def _counted(row: str) -> str:
     )
 
 
-def _values(*, vendor: str, row: str = "") -> list[str]:
-    """SQL for the key's values from a visit row (`row` with its dot, or the bare columns)."""
-    return [
-        MONTH[vendor].format(day=f"{row}{VISIT['local_day']}"),
-        f"{row}{VISIT['rep']}",
-        f"coalesce({row}{VISIT['outcome']}, 0)",
-        f"{row}{VISIT['resource_type']}",
-        bin_sql(vendor=vendor, distance=f"{row}{VISIT['customer_distance_m']}"),
-    ]
+@dataclass(frozen=True)
+class BinTally:
+    """A tally of too-far visits by bin: its model and whether it has the month, outcome and
+    resource type in its key (DistanceTally) or only the rep (RepDistanceTally, of all time: the
+    whole-range reports by rep read its few rows instead of every month's)."""
+
+    model: type[DistanceTally] | type[RepDistanceTally]
+    monthly: bool
+
+    @property
+    def table(self) -> str:
+        return self.model._meta.db_table
+
+    @property
+    def key(self) -> tuple[str, ...]:
+        return tuple(f.column for f in self.model._meta.pk_fields)
+
+    def values(self, *, vendor: str, row: str = "") -> list[str]:
+        """SQL for the key's values from a visit row (`row` with its dot, or the bare columns)."""
+        distance = bin_sql(vendor=vendor, distance=f"{row}{VISIT['customer_distance_m']}")
+        if not self.monthly:
+            return [f"{row}{VISIT['rep']}", distance]
+        return [
+            MONTH[vendor].format(day=f"{row}{VISIT['local_day']}"),
+            f"{row}{VISIT['rep']}",
+            f"coalesce({row}{VISIT['outcome']}, 0)",
+            f"{row}{VISIT['resource_type']}",
+            distance,
+        ]
+
+    @property
+    def groups(self) -> str:
+        return ", ".join(str(i) for i in range(1, len(self.key) + 1))
 
 
-def rebuild_sql(*, vendor: str) -> str:
+BIN_TALLIES = (BinTally(DistanceTally, monthly=True), BinTally(RepDistanceTally, monthly=False))
+
+
+def rebuild_sql(t: BinTally, *, vendor: str) -> str:
     return (
-        f"INSERT INTO {TABLE} ({', '.join(KEY)}, {COUNT}) SELECT {', '.join(_values(vendor=vendor))}, count(*) "
-        f"FROM {VISIT_TABLE} WHERE {_counted('')} GROUP BY 1, 2, 3, 4, 5"
+        f"INSERT INTO {t.table} ({', '.join(t.key)}, {COUNT}) SELECT {', '.join(t.values(vendor=vendor))}, count(*) "
+        f"FROM {VISIT_TABLE} WHERE {_counted('')} GROUP BY {t.groups}"
     )
 
 
 def sqlite_triggers() -> list[str]:
-    values = ", ".join(_values(vendor="sqlite", row="NEW."))
-    add = (
-        f"INSERT INTO {TABLE} ({', '.join(KEY)}, {COUNT}) VALUES ({values}, 1) "
-        f"ON CONFLICT ({', '.join(KEY)}) DO UPDATE SET {COUNT} = {COUNT} + 1;"
+    add = " ".join(
+        f"INSERT INTO {t.table} ({', '.join(t.key)}, {COUNT}) "
+        f"VALUES ({', '.join(t.values(vendor='sqlite', row='NEW.'))}, 1) "
+        f"ON CONFLICT ({', '.join(t.key)}) DO UPDATE SET {COUNT} = {COUNT} + 1;"
+        for t in BIN_TALLIES
     )
-    remove = (
-        f"UPDATE {TABLE} SET {COUNT} = {COUNT} - 1 WHERE "
-        + " AND ".join(f"{k} = {v}" for k, v in zip(KEY, _values(vendor="sqlite", row="OLD."), strict=True))
+    remove = " ".join(
+        f"UPDATE {t.table} SET {COUNT} = {COUNT} - 1 WHERE "
+        + " AND ".join(f"{k} = {v}" for k, v in zip(t.key, t.values(vendor="sqlite", row="OLD."), strict=True))
         + ";"
+        for t in BIN_TALLIES
     )
     moved = " OR ".join(
         f"NEW.{VISIT[name]} IS NOT OLD.{VISIT[name]}"
@@ -124,17 +154,20 @@ def sqlite_triggers() -> list[str]:
 
 
 def _pg_delta(tables: list[tuple[str, int]]) -> str:
-    delta = " UNION ALL ".join(
-        f"SELECT {', '.join(_values(vendor='postgresql'))}, {sign} * count(*) FROM {table} "
-        f"WHERE {_counted('')} GROUP BY 1, 2, 3, 4, 5"
-        for table, sign in tables
-    )
-    columns = ", ".join(KEY)
-    return (
-        f"INSERT INTO {TABLE} ({columns}, {COUNT}) SELECT {columns}, sum(n) FROM ({delta}) AS delta ({columns}, n) "
-        f"GROUP BY 1, 2, 3, 4, 5 HAVING sum(n) <> 0 "
-        f"ON CONFLICT ({columns}) DO UPDATE SET {COUNT} = {TABLE}.{COUNT} + EXCLUDED.{COUNT};"
-    )
+    statements = []
+    for t in BIN_TALLIES:
+        delta = " UNION ALL ".join(
+            f"SELECT {', '.join(t.values(vendor='postgresql'))}, {sign} * count(*) FROM {table} "
+            f"WHERE {_counted('')} GROUP BY {t.groups}"
+            for table, sign in tables
+        )
+        columns = ", ".join(t.key)
+        statements.append(
+            f"INSERT INTO {t.table} ({columns}, {COUNT}) SELECT {columns}, sum(n) "
+            f"FROM ({delta}) AS delta ({columns}, n) GROUP BY {t.groups} HAVING sum(n) <> 0 "
+            f"ON CONFLICT ({columns}) DO UPDATE SET {COUNT} = {t.table}.{COUNT} + EXCLUDED.{COUNT};"
+        )
+    return "\n".join(statements)
 
 
 def postgres_triggers() -> list[str]:
@@ -170,12 +203,17 @@ def distance_tally_rebuild(*, connection=default_connection) -> None:
     vendor = "postgresql" if connection.vendor == "postgresql" else "sqlite"
     triggers.trigger_set_drop(connection=connection, trigger_set=TRIGGER_SET)
     with connection.cursor() as cursor:
-        cursor.execute(f"DELETE FROM {TABLE}")
-        cursor.execute(rebuild_sql(vendor=vendor))
+        for t in BIN_TALLIES:
+            cursor.execute(f"DELETE FROM {t.table}")
+            cursor.execute(rebuild_sql(t, vendor=vendor))
     triggers.trigger_set_install(connection=connection, trigger_set=TRIGGER_SET)
 
 
 # Rebuilt by the tallies' after_migrate (tallies.tallies_ensure), which needs this table too.
 TRIGGER_SET = triggers.TriggerSet(
-    label="distance tally", table=VISIT_TABLE, names=_names, statements=_statements, needs=(TABLE,)
+    label="distance tally",
+    table=VISIT_TABLE,
+    names=_names,
+    statements=_statements,
+    needs=tuple(t.table for t in BIN_TALLIES),
 )

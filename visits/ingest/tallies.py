@@ -427,6 +427,7 @@ TRIGGER_SET = triggers.TriggerSet(
     table=VISIT_TABLE,
     names=_trigger_names,
     statements=_trigger_statements,
-    needs=(*(t.table for t in TALLIES), STATE_TABLE, distance_tally.TABLE),  # the rebuild makes that one too
+    # The rebuild makes the distance tallies too.
+    needs=(*(t.table for t in TALLIES), STATE_TABLE, *(t.table for t in distance_tally.BIN_TALLIES)),
     after_migrate=tallies_ensure,
 )

@@ -34,20 +34,21 @@ def tally_triggers_drop(apps, schema_editor):
 
 
 def distance_tally_without_rowid(apps, schema_editor):
-    """On SQLite, the (empty) distance tally again as a WITHOUT ROWID table, as 0005 made the
+    """On SQLite, the (empty) distance tallies again as WITHOUT ROWID tables, as 0005 made the
     others: each trigger upsert writes one B-tree, not two."""
     if schema_editor.connection.vendor != "sqlite":
         return
-    model = apps.get_model("visits", "DistanceTally")
-    table = model._meta.db_table
-    columns = ", ".join(
-        f"{schema_editor.quote_name(f.column)} {f.db_type(schema_editor.connection)} NOT NULL"
-        for f in model._meta.local_fields
-        if f.column
-    )
-    key = ", ".join(schema_editor.quote_name(f.column) for f in model._meta.pk_fields)
-    schema_editor.execute(f"DROP TABLE {table}")
-    schema_editor.execute(f"CREATE TABLE {table} ({columns}, PRIMARY KEY ({key})) WITHOUT ROWID")
+    for name in ("DistanceTally", "RepDistanceTally"):
+        model = apps.get_model("visits", name)
+        table = model._meta.db_table
+        columns = ", ".join(
+            f"{schema_editor.quote_name(f.column)} {f.db_type(schema_editor.connection)} NOT NULL"
+            for f in model._meta.local_fields
+            if f.column
+        )
+        key = ", ".join(schema_editor.quote_name(f.column) for f in model._meta.pk_fields)
+        schema_editor.execute(f"DROP TABLE {table}")
+        schema_editor.execute(f"CREATE TABLE {table} ({columns}, PRIMARY KEY ({key})) WITHOUT ROWID")
 
 
 class Migration(migrations.Migration):
@@ -75,6 +76,20 @@ class Migration(migrations.Migration):
                 ("rep_id", models.BigIntegerField()),
                 ("outcome_id", models.BigIntegerField(help_text="0 for visits without an outcome")),
                 ("resource_type", models.CharField(max_length=40)),
+                ("bin", models.SmallIntegerField(help_text="distances in (10^((bin-1)/N), 10^(bin/N)] metres")),
+                ("visits", models.IntegerField()),
+            ],
+        ),
+        migrations.CreateModel(
+            name="RepDistanceTally",
+            fields=[
+                (
+                    "pk",
+                    models.CompositePrimaryKey(
+                        "rep_id", "bin", blank=True, editable=False, primary_key=True, serialize=False
+                    ),
+                ),
+                ("rep_id", models.BigIntegerField()),
                 ("bin", models.SmallIntegerField(help_text="distances in (10^((bin-1)/N), 10^(bin/N)] metres")),
                 ("visits", models.IntegerField()),
             ],

@@ -28,6 +28,7 @@ from visits.models import (
     MonthTally,
     Outcome,
     Rep,
+    RepDistanceTally,
     VerificationStatus,
     WeekTally,
     YearTally,
@@ -281,6 +282,17 @@ def too_far_bin_parts(*, scope: Scope, by: tuple[str, ...]) -> list[QuerySet]:
         return []
     if not tallies_current():
         return [_bin_visits(scope.visits(), by=by)]
+    if (
+        by == ("rep",)
+        and scope.start is None
+        and scope.end is None
+        and scope.outcomes is None
+        and not scope.resource_type
+    ):
+        rows = RepDistanceTally.objects.all()  # all time, by rep: a row per rep and bin
+        if scope.reps is not None:
+            rows = rows.filter(rep_id__in=scope.reps)
+        return [rows.order_by().annotate(k0=F("rep_id"), bin_key=F("bin"), n=F("visits")).values("k0", "bin_key", "n")]
     reads, days = range_plan(start=scope.start, end=scope.end, grains=(MONTHS,))
     parts = [_bin_visits(_days(scope, low, high), by=by) for low, high in days]
     for _, (first, last) in reads:

@@ -289,10 +289,12 @@ def too_far_bin_parts(*, scope: Scope, by: tuple[str, ...]) -> list[QuerySet]:
         and scope.outcomes is None
         and not scope.resource_type
     ):
-        rows = RepDistanceTally.objects.all()  # all time, by rep: a row per rep and bin
+        by_rep = RepDistanceTally.objects.all()  # all time, by rep: a row per rep and bin
         if scope.reps is not None:
-            rows = rows.filter(rep_id__in=scope.reps)
-        return [rows.order_by().annotate(k0=F("rep_id"), bin_key=F("bin"), n=F("visits")).values("k0", "bin_key", "n")]
+            by_rep = by_rep.filter(rep_id__in=scope.reps)
+        return [
+            by_rep.order_by().annotate(k0=F("rep_id"), bin_key=F("bin"), n=F("visits")).values("k0", "bin_key", "n")
+        ]
     reads, days = range_plan(start=scope.start, end=scope.end, grains=(MONTHS,))
     parts = [_bin_visits(_days(scope, low, high), by=by) for low, high in days]
     for _, (first, last) in reads:

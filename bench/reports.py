@@ -5,11 +5,14 @@
     .venv/bin/python bench/reports.py --postgres ... --write   # also update docs/PERFORMANCE.md
 
 Measures the server time (Django's test client, in process) of `/`, `/reports/reps/`,
-`/reports/outcomes/` and `/reports/matrix/` for the whole range and for one month, beside a
-plain GROUP BY on the visits table; and the rows per second and peak memory (RSS of a fresh
+`/reports/outcomes/`, `/reports/matrix/` and one rep's page for the whole range and for one month,
+beside a plain GROUP BY on the visits table; and the rows per second and peak memory (RSS of a fresh
 process) of `/visits.csv` beside Python's own driver and `csv` module writing the same rows.
 The visits are written with the ingestion's own upsert, then flagged (flags.flags_rebuild), as
-the reps report counts flagged and rejected visits. Nothing here is part of the tests.
+the reps report counts flagged and rejected visits; then every located visit is given a distance
+from its customer by one UPDATE (the triggers keep the far counts and the distance tally, as after
+the customers' refresh), so the reports' distance columns and the rep page's histogram have
+something to read. Nothing here is part of the tests.
 """
 
 from __future__ import annotations
@@ -33,12 +36,33 @@ from _report import child as script_child  # noqa: E402
 
 MONTH = ("2026-09-01", "2026-09-30")
 THIRTY_DAYS = ("2026-09-15", "2026-10-14")  # not aligned on months: half of it is read from the edges
-PAGES = ["/", "/reports/reps/", "/reports/outcomes/", "/reports/matrix/"]
+PAGES = ["/", "/reports/reps/", "/reports/outcomes/", "/reports/matrix/", "/reports/reps/1000/"]
+
+
+def distances_set() -> float:
+    """Every located visit a distance from its customer, drawn from its id: the verified mostly
+    within 100 m (one in 33 at 1.5-2.5 km), the too-far 200 m to 40 km, log-spread. One UPDATE,
+    through the triggers. Returns its seconds."""
+    from django.db import connection, transaction
+
+    spread = "((id * 7919) % 1000) / 1000.0"
+    sql = (
+        "UPDATE visits_visit SET customer_distance_m = CASE "
+        f"WHEN verification_status = 'resource_location_too_far' THEN 200 * exp({spread} * 5.3) "
+        f"WHEN id % 33 = 0 THEN 1500 + 1000 * {spread} ELSE 100 * {spread} END, customer_location = 'learned' "
+        "WHERE latitude IS NOT NULL AND deleted_at IS NULL"
+    )
+    started = time.perf_counter()
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(sql)
+    return time.perf_counter() - started
 
 
 def load(*, visits: int) -> float:
     """The shared data set, loaded and settled; returns the seconds the writing took."""
     seconds = visits_load(visits=visits)
+    distances = distances_set()
+    print(f"distances written in {distances:.0f} s", file=sys.stderr)
     database_settle()
     return seconds
 
@@ -86,6 +110,31 @@ def pages_measure(*, repeat: int) -> dict:
                 cursor.fetchall()
             times.append(time.perf_counter() - started)
         figures[f"baseline: plain GROUP BY rep, status ({label})"] = statistics.median(times) * 1000
+        figures.update(distance_costs(bounds=bounds, label=label, repeat=repeat))
+    return figures
+
+
+def distance_costs(*, bounds, label: str, repeat: int) -> dict:
+    """What the distances add to a report: its too-far percentiles read (tally and edge days), by
+    rep and by rep and outcome (the matrix CSV's cells), beside the counts alone."""
+    from datetime import date
+
+    from visits.reports import analytics
+    from visits.reports.scope import Scope
+
+    scope = Scope() if not bounds else Scope(start=date.fromisoformat(bounds[0]), end=date.fromisoformat(bounds[1]))
+    figures = {}
+    for by in (("rep",), ("rep", "outcome")):
+        for what, run in (
+            ("counts", lambda by=by: analytics.counts_by(scope=scope, by=by)),
+            ("too-far percentiles", lambda by=by: analytics.too_far_percentiles(scope=scope, by=by)),
+        ):
+            times = []
+            for _ in range(repeat):
+                started = time.perf_counter()
+                run()
+                times.append(time.perf_counter() - started)
+            figures[f"  {what} by {' and '.join(by)} ({label})"] = statistics.median(times) * 1000
     return figures
 
 
@@ -134,7 +183,7 @@ def child(*args: str) -> dict:
     return script_child(__file__, *args)
 
 
-def backend_run(*, name: str, database_url: str, visits: int, repeat: int) -> dict:
+def backend_run(*, name: str, database_url: str, visits: int, repeat: int, export: bool = True) -> dict:
     loaded = child("--child", "load", "--database-url", database_url, "--visits", str(visits))
     print(f"{name}: loaded {visits:,} visits in {loaded['seconds']:.0f} s")
     pages = child("--child", "pages", "--database-url", database_url, "--repeat", str(repeat))
@@ -142,6 +191,8 @@ def backend_run(*, name: str, database_url: str, visits: int, repeat: int) -> di
         print(f"  {label:58} median {ms:8.1f} ms")
     # Three rounds, each running the app's export and the baseline once, in fresh processes:
     # the machine's drift weighs on both alike. Medians of the rounds.
+    if not export:
+        return {"pages": pages, "exports": {}}
     rounds = [
         {mode: child("--child", f"export-{mode}", "--database-url", database_url) for mode in ("app", "baseline")}
         for _ in range(3)
@@ -170,6 +221,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--postgres", help="server URL of a PostgreSQL to create the bench database on")
     parser.add_argument("--write", action="store_true", help="update the reports section of docs/PERFORMANCE.md")
+    parser.add_argument("--no-export", action="store_true", help="the pages only, not /visits.csv")
+    parser.add_argument("--no-sqlite", action="store_true", help="PostgreSQL only")
     args = parser.parse_args()
     if args.child:
         django_setup(args.database_url)
@@ -183,9 +236,11 @@ def main() -> None:
         return
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
-        results["SQLite"] = backend_run(
-            name="SQLite", database_url=f"sqlite:///{tmp}/reports.sqlite3", visits=args.visits, repeat=args.repeat
-        )
+        if not args.no_sqlite:
+            results["SQLite"] = backend_run(
+                name="SQLite", database_url=f"sqlite:///{tmp}/reports.sqlite3", visits=args.visits,
+                repeat=args.repeat, export=not args.no_export,
+            )  # fmt: skip
         if args.postgres:
             import psycopg
 
@@ -194,7 +249,7 @@ def main() -> None:
                 conn.execute("CREATE DATABASE visitsdash_bench_reports")
             url = args.postgres.rsplit("/", 1)[0] + "/visitsdash_bench_reports"
             results["PostgreSQL"] = backend_run(
-                name="PostgreSQL", database_url=url, visits=args.visits, repeat=args.repeat
+                name="PostgreSQL", database_url=url, visits=args.visits, repeat=args.repeat, export=not args.no_export
             )
     if args.write:
         write_report(results=results, visits=args.visits, repeat=args.repeat)

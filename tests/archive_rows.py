@@ -17,7 +17,7 @@ NOT_CARRIED = {
     ("TallyState", "rebuilt_at"),
     ("TallyState", "id"),
 }
-TALLIES = {"MonthTally", "YearTally", "WeekTally"}
+TALLIES = {"MonthTally", "YearTally", "WeekTally", "DistanceTally", "RepDistanceTally"}
 
 
 def plain(value):
@@ -48,8 +48,8 @@ def tables_rows() -> dict[str, list[list]]:
         order = [f.name for f in model._meta.pk_fields]
         rows = [[plain(v) for v in row] for row in model.objects.order_by(*order).values_list(*names)]
         if name in TALLIES:
-            visits, flagged = names.index("visits"), names.index("flagged")
-            rows = [row for row in rows if row[visits] or row[flagged]]
+            counts = [names.index(c) for c in ("visits", "flagged", "far") if c in names]
+            rows = [row for row in rows if any(row[i] for i in counts)]
         found[name] = rows
     from django.contrib.auth.models import User
 

@@ -224,6 +224,7 @@ def tallies_counted() -> dict[str, Counter]:
     visited_at and DISPLAY_TIME_ZONE, not the stored local_day): (visits, flagged) per key."""
     zone = ZoneInfo(django_settings.DISPLAY_TIME_ZONE)
     counts = {"month": Counter(), "year": Counter(), "week": Counter()}
+    far_m = django_settings.DISTANCE_FAR_KM * 1000
     for v in Visit.objects.filter(deleted_at__isnull=True):
         day = v.visited_at.astimezone(zone).date()
         dims = (v.rep_id, v.outcome_id or 0, v.resource_type, v.verification_status)
@@ -234,6 +235,9 @@ def tallies_counted() -> dict[str, Counter]:
         ):
             counts[name][(*key, "visits")] += 1
             counts[name][(*key, "flagged")] += int(v.flagged)
+            if name != "week":  # the far visits: of the month and year tallies
+                far = v.customer_distance_m is not None and v.customer_distance_m > far_m
+                counts[name][(*key, "far")] += int(far)
     return counts
 
 
@@ -246,9 +250,10 @@ def assert_tallies_match() -> None:
         ("month", MonthTally, ("month", *status)), ("year", YearTally, ("year", *status)),
         ("week", WeekTally, ("week", "rep_id", "verification_status")),
     ):  # fmt: skip
-        for row in model.objects.values_list(*key, "visits", "flagged"):
-            stored[name][(*row[:-2], "visits")] += row[-2]
-            stored[name][(*row[:-2], "flagged")] += row[-1]
+        counted = ("visits", "flagged") if model is WeekTally else ("visits", "flagged", "far")
+        for row in model.objects.values_list(*key, *counted):
+            for column, n in zip(counted, row[len(key) :], strict=True):
+                stored[name][(*row[: len(key)], column)] += n
     assert +wanted["month"], "no live visits to tally"
     for name, want in wanted.items():
         got, want = +stored[name], +want  # unary plus drops the zero counts

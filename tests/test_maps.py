@@ -116,7 +116,7 @@ def frame(client, query: str = "") -> str:
 def map_data(html: str) -> tuple[list, dict, bool]:
     """The rows and lookups of a map document's data block, and whether they are clustered."""
     block = json.loads(re.search(r'<script type="application/json" id="visit-data">(.*?)</script>', html).group(1))
-    cluster = re.search(r"visitsdashVisits\(\w+, \{cluster: (true|false)\}\)", html).group(1) == "true"
+    cluster = re.search(r"visitsdashVisits\(\w+,\s+\{cluster: (true|false),", html).group(1) == "true"
     return block["rows"], block["lookups"], cluster
 
 
@@ -224,3 +224,50 @@ def test_map_pages_need_a_role(client, cast):
 def test_a_bad_filter_is_a_400_on_the_map_too(manager):
     assert manager.get("/map/?start=yesterday").status_code == 400
     assert manager.get("/map/frame/?status=teleported").status_code == 400
+
+
+CUSTOMER = (41.8790, -87.6310)  # the customer of every visit of visits_make, near the first place
+
+
+def customer_locate() -> None:
+    """Customer 7 located at CUSTOMER, and each visit's distance to it measured, as the customers'
+    refresh writes them (here by hand: the point is this test's, not learned)."""
+    from visits.geo.distance import metres_between
+    from visits.models import Customer
+
+    Customer.objects.create(
+        resource_type="lead", resource_id=7, location="geocoded", latitude=CUSTOMER[0], longitude=CUSTOMER[1],
+        geocoded_latitude=CUSTOMER[0], geocoded_longitude=CUSTOMER[1], geocode_status="found",
+    )  # fmt: skip
+    for visit in Visit.objects.filter(latitude__isnull=False):
+        visit.customer_distance_m = metres_between(visit.point, CUSTOMER)
+        visit.customer_location = "geocoded"
+        visit.save(update_fields=["customer_distance_m", "customer_location"])
+
+
+def test_rows_carry_the_customer_point_and_the_distance(manager, settings):
+    located = visits_make()
+    settings.MAP_TILES_URL = ""
+    rows, lookups, _ = map_data(frame(manager))
+    assert all(r[7] == -1 and r[8] == -1 for r in rows) and lookups["customers"] == []  # not located yet
+    customer_locate()
+    distances = dict(Visit.objects.filter(id__in=located).values_list("id", "customer_distance_m"))
+    for markers_max, points_max in ((100, 1000), (5, 1000), (5, 6)):
+        settings.MAP_MARKERS_MAX, settings.MAP_POINTS_MAX = markers_max, points_max
+        rows, lookups, _ = map_data(frame(manager))
+        assert lookups["customers"] == [list(CUSTOMER)]
+        assert all(r[7] == 0 and r[8] == round(distances[r[6]]) for r in rows)
+    one = manager.get("/visits/1100/map/").content.decode()  # a visit in the second city, ~250 km away
+    rows, lookups, _ = map_data(one)
+    assert rows[0][8] == round(distances[1100]) and 200_000 < rows[0][8] < 300_000
+    assert lookups["customers"] == [list(CUSTOMER)] and "customerAlways: true" in one
+    assert "customerAlways: false" in frame(manager)
+
+
+def test_distance_text_reads_as_the_pages_say_it():
+    from visits.geo.distance import distance_text
+
+    assert distance_text(None) == "–"
+    assert [distance_text(m) for m in (0, 249.6, 999.4, 999.6, 3_240, 12_345, 99_940, 250_400, 1_234_567)] == [
+        "0 m", "250 m", "999 m", "1.0 km", "3.2 km", "12.3 km", "99.9 km", "250 km", "1,235 km",
+    ]  # fmt: skip

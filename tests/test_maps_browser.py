@@ -85,3 +85,40 @@ def test_markers_still_show_when_no_tile_can_be_fetched(live_server, watched, se
     assert frame.locator("path.leaflet-interactive").count() == 12
     assert page.locator(".legend").is_visible()
     assert not seen["outside"] and not seen["dialogs"]
+
+
+def test_a_popup_says_how_far_and_draws_the_customer_with_a_line(live_server, watched, settings, cast):
+    from visits.geo.distance import distance_text
+    from visits.models import Visit
+
+    from .test_maps import customer_locate
+
+    page, seen = watched
+    settings.MAP_TILES_URL = ""
+    visits_make()
+    customer_locate()
+    sign_in(page, live_server, "/map/", cast=cast)
+    frame = page.frame_locator("iframe.map")
+    markers = frame.locator("path.leaflet-interactive")
+    markers.first.wait_for()
+    assert frame.locator("path.visit-customer-line").count() == 0  # only while a popup is open
+    markers.last.click()
+    popup_check(frame)
+    distance = frame.locator(".leaflet-popup-content .distance").inner_text()
+    metres = {distance_text(round(m)) for m in Visit.objects.filter(latitude__isnull=False)
+              .values_list("customer_distance_m", flat=True)}  # fmt: skip
+    assert distance.endswith(" from the customer") and distance.removesuffix(" from the customer") in metres
+    frame.locator("path.visit-customer-line").wait_for(state="attached")  # short: the customer is near
+    assert frame.locator("path.visit-customer").count() == 1
+    frame.locator(".leaflet-popup-close-button").dispatch_event("click")  # may be above the frame's top
+    frame.locator("path.visit-customer-line").wait_for(state="detached")
+    # One visit's map: the customer and the line from the start, the distance in its popup.
+    page.goto(f"{live_server.url}/visits/1100/")
+    one = page.frame_locator("iframe.map")
+    one.locator("path.visit-customer-line").wait_for()
+    assert one.locator("path.visit-customer").count() == 1
+    one.locator("path.leaflet-interactive").first.dispatch_event("click")  # at the frame's edge: not clickable
+    wanted = distance_text(Visit.objects.get(id=1100).customer_distance_m) + " from the customer"
+    assert one.locator(".leaflet-popup-content .distance").inner_text() == wanted
+    assert wanted.endswith("km from the customer")
+    assert seen == {"outside": [], "errors": [], "dialogs": []}

@@ -110,7 +110,8 @@ def test_outcome_report_and_matrix_match_direct_counts(manager_client, team):
     assert all(r["outcome_name"] == names[int(r["outcome_id"])] for r in rows if r["outcome_id"])
     cells = csv_rows(manager_client.get("/reports/matrix.csv"))
     assert list(cells[0]) == ["rep_id", "rep_name", "outcome_id", "outcome_name", "visits",
-                              "resource_location_too_far", "too_far_rate"]  # fmt: skip
+                              "resource_location_too_far", "too_far_rate", "too_far_median_m", "too_far_p90_m",
+                              "far_visits"]  # fmt: skip
     got = {
         (int(c["rep_id"]), int(c["outcome_id"]) if c["outcome_id"] else None): (
             int(c["visits"]),

@@ -142,7 +142,14 @@ def test_a_rebuilt_decisions_table_gets_its_triggers_back_after_migrate():
 @pytest.mark.django_db(transaction=True)
 def test_migrating_back_and_forth_keeps_every_trigger():
     call_command("migrate", "visits", "0005", verbosity=0)  # undoes 0006; post_migrate installs the live set
-    assert database_triggers() == registered()
+    # but not the tallies' sets, which need 0019's distance tally
+    tally_sets = {
+        name
+        for s in triggers.trigger_sets()
+        if s.label in ("tally", "distance tally")
+        for name in s.names(connection.vendor)
+    }
+    assert database_triggers() == registered() - tally_sets
     call_command("migrate", verbosity=0)  # 0006 again, on a table that has its triggers already
     assert database_triggers() == registered()
     call_command("migrate", "visits", "0004", verbosity=0)  # before the tallies and decisions existed

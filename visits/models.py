@@ -192,9 +192,19 @@ class Visit(models.Model):
         indexes = [
             # Live visits in time order, with the columns the report counts need: the visits
             # list and the export read it in order, and the reports count the days at a
-            # range's edges from it alone. One index for both: each one slows ingestion.
+            # range's edges from it alone (their far visits too). One index for both: each one
+            # slows ingestion.
             models.Index(
-                fields=["visited_at", "rep", "outcome", "verification_status", "resource_type", "local_day", "flagged"],
+                fields=[
+                    "visited_at",
+                    "rep",
+                    "outcome",
+                    "verification_status",
+                    "resource_type",
+                    "local_day",
+                    "flagged",
+                    "customer_distance_m",
+                ],  # fmt: skip
                 name="visit_time_cover",
                 condition=VISIT_LIVE,
             ),
@@ -280,6 +290,7 @@ class StatusTally(models.Model):
     verification_status = models.CharField(max_length=40)
     visits = models.IntegerField()
     flagged = models.IntegerField(default=0, help_text="of those visits, the flagged ones")
+    far = models.IntegerField(default=0, help_text="of those visits, those more than DISTANCE_FAR_KM from the customer")
 
     class Meta:
         abstract = True
@@ -313,11 +324,37 @@ class WeekTally(models.Model):  # noqa: DJ008 (internal bookkeeping, never shown
     flagged = models.IntegerField(default=0, help_text="of those visits, the flagged ones")
 
 
+class DistanceTally(models.Model):  # noqa: DJ008 (internal bookkeeping, never shown by name)
+    """Too-far visits with a distance per month of local_day, rep, outcome, resource type and
+    distance bin (ingest/distance_tally.py: log-spaced, DISTANCE_BINS_PER_DECADE to a power of ten):
+    the reports' median and 90th percentile of too-far distances. Kept by triggers, like the tallies."""
+
+    pk = models.CompositePrimaryKey("month", "rep_id", "outcome_id", "resource_type", "bin")
+    month = models.DateField()
+    rep_id = models.BigIntegerField()
+    outcome_id = models.BigIntegerField(help_text="0 for visits without an outcome")
+    resource_type = models.CharField(max_length=40)
+    bin = models.SmallIntegerField(help_text="distances in (10^((bin-1)/N), 10^(bin/N)] metres")
+    visits = models.IntegerField()
+
+
+class RepDistanceTally(models.Model):  # noqa: DJ008 (internal bookkeeping, never shown by name)
+    """As DistanceTally, of all time and by rep only: the whole-range reports by rep read a row
+    per rep and bin instead of one per month, outcome, resource type and bin."""
+
+    pk = models.CompositePrimaryKey("rep_id", "bin")
+    rep_id = models.BigIntegerField()
+    bin = models.SmallIntegerField(help_text="distances in (10^((bin-1)/N), 10^(bin/N)] metres")
+    visits = models.IntegerField()
+
+
 class TallyState(models.Model):  # noqa: DJ008 (internal bookkeeping, never shown by name)
-    """The one row saying which DISPLAY_TIME_ZONE the local days and tallies were built in."""
+    """The one row saying which DISPLAY_TIME_ZONE the local days and tallies were built in, and
+    the DISTANCE_FAR_KM their `far` counts."""
 
     time_zone = models.CharField(max_length=64)
     rebuilt_at = models.DateTimeField()
+    far_km = models.FloatField(null=True, blank=True, help_text="DISTANCE_FAR_KM of the far counts")
 
 
 class CustomerLocation(models.TextChoices):

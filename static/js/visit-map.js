@@ -18,6 +18,13 @@
     return node;
   }
 
+  /* Metres as the pages say them (geo/distance.py's distance_text): "250 m", "3.2 km", "120 km". */
+  function distanceText(metres) {
+    if (metres < 999.5) { return Math.round(metres) + " m"; }
+    if (metres < 99950) { return (metres / 1000).toLocaleString("en-US", {minimumFractionDigits: 1, maximumFractionDigits: 1}) + " km"; }
+    return Math.round(metres / 1000).toLocaleString("en-US") + " km";
+  }
+
   function summaryShow(id, text) {
     (pending[id] || []).forEach(function (node) { node.textContent = text; });
     delete pending[id];
@@ -41,8 +48,10 @@
   }
 
   /* Adds the visits to `map` and returns their layer: clustered (options.cluster) or one
-     circle marker each. Rows are [lat, lng, status, rep, outcome, minutes since 1970, visit id],
-     the middle three indexes into the lookup lists. */
+     circle marker each. Rows are [lat, lng, status, rep, outcome, minutes since 1970, visit id,
+     customer, metres from it], status, rep, outcome and customer indexes into the lookup lists
+     (customer -1: no point; metres -1: unknown). The customer's point and a line to the visit are
+     drawn while the visit's popup is open, or always (options.customerAlways: one visit's map). */
   window.visitsdashVisits = function (map, options) {
     var block = JSON.parse(document.getElementById("visit-data").textContent);
     var data = block.rows, look = block.lookups;
@@ -58,12 +67,29 @@
       line(box, "div", time.format(new Date(row[5] * 60000)).replace(",", "") + " (" + look.zone + ")");
       line(box, "div", row[4] < 0 ? "(no outcome)" : look.outcomes[row[4]]);
       line(box, "div", look.statuses[row[2]], "status");
+      if (row[8] >= 0) { line(box, "div", distanceText(row[8]) + " from the customer", "distance"); }
       summaryLoad(row[6], line(box, "div", "…", "summary"));
       var link = line(box, "a", "Open the visit");
       link.href = look.visitUrl.replace("/0/", "/" + row[6] + "/");
       link.target = "_top";
       return box;
     }
+
+    var customers = look.customers || [];
+    function customerLayer(row) {
+      if (!(row[7] >= 0)) { return null; }
+      var point = customers[row[7]];
+      return L.layerGroup([
+        L.polyline([[row[0], row[1]], point], {className: "visit-customer-line", color: "#2b6cb0", weight: 2,
+          dashArray: "6 4", interactive: false}),
+        L.circleMarker(point, {className: "visit-customer", radius: 8, weight: 3, color: "#2b6cb0",
+          fillColor: "#fff", fillOpacity: 1, interactive: false})
+      ]);
+    }
+    var shown = null; // the open popup's customer layer
+    map.on("popupclose", function () {
+      if (shown) { map.removeLayer(shown); shown = null; }
+    });
 
     var layer;
     if (options.cluster) {
@@ -78,8 +104,12 @@
     }
     // One click handler for the layer instead of a popup bound to each of the visits.
     layer.on("click", function (event) {
-      L.popup({maxWidth: 320}).setLatLng(event.layer.getLatLng())
-        .setContent(popup(event.layer.visitRow)).openOn(map);
+      var row = event.layer.visitRow;
+      L.popup({maxWidth: 320}).setLatLng(event.layer.getLatLng()).setContent(popup(row)).openOn(map);
+      if (!options.customerAlways) {
+        shown = customerLayer(row);
+        if (shown) { shown.addTo(map); }
+      }
     });
     var radius = options.cluster ? 6 : 7;
     var style = look.colors.map(function (color) {
@@ -107,6 +137,12 @@
       layer.addLayers(markers, true);
     } else {
       markers.forEach(function (marker) { layer.addLayer(marker); });
+      if (options.customerAlways) {
+        data.forEach(function (row) {
+          var drawn = customerLayer(row);
+          if (drawn) { drawn.addTo(map); }
+        });
+      }
       window.visitsdashLoaded = true;
     }
     return layer;

@@ -115,3 +115,15 @@ def metres_between(a: tuple[float, float], b: tuple[float, float]) -> float:
     geodesic, for a tenth of its time: it runs once per visit), geopy's engine where it fails."""
     km = km_near(a, b)
     return (km_between(a, b) if km is None else km) * 1000
+
+
+def distance_text(metres: float | None) -> str:
+    """A distance as the pages say it: '250 m' under a kilometre, '3.2 km', '120 km' from 100 km;
+    '–' when unknown."""
+    if metres is None:
+        return "–"
+    if metres < 999.5:
+        return f"{metres:,.0f} m"
+    if metres < 99_950:
+        return f"{metres / 1000:,.1f} km"
+    return f"{metres / 1000:,.0f} km"

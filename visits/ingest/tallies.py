@@ -7,10 +7,12 @@ statement from its transition tables. They are the trigger set TRIGGER_SET (visi
 (re)installed after every `migrate`, as SQLite drops a table's triggers when a migration rebuilds
 the table, and looked for by the check visits.E001.
 
-The tallies are keyed by `Visit.local_day`, the day in DISPLAY_TIME_ZONE. When that setting
-changes, `tallies_rebuild()` re-derives the days and the tallies (`manage.py migrate` and
-`manage.py tallies_rebuild` run it); until then `tallies_current()` is false and the reports
-count the visits directly.
+The tallies are keyed by `Visit.local_day`, the day in DISPLAY_TIME_ZONE. The month and year
+tallies also count the visits more than DISTANCE_FAR_KM from their customer (`far`), a number the
+triggers are written with. When either setting changes, `tallies_rebuild()` re-derives the days and
+the tallies, the distance tally of distance_tally.py with them (`manage.py migrate` and `manage.py
+tallies_rebuild` run it); until then `tallies_current()` is false and the reports count the visits
+directly.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from django.db import models, transaction
 from django.utils import timezone
 
 from visits import triggers
+from visits.ingest import distance_tally
 from visits.models import MonthTally, TallyState, Visit, WeekTally, YearTally, column
 
 TRIGGER_NAMES = ("visits_tally_insert", "visits_tally_update_old", "visits_tally_update_new", "visits_tally_delete")
@@ -54,11 +57,22 @@ VISIT = {
     name: column(Visit, name)
     for name in (
         "id", "visited_at", "local_day", "rep", "outcome", "resource_type", "verification_status", "flagged",
-        "deleted_at",
+        "deleted_at", "customer_distance_m",
     )
 }  # fmt: skip
 STATE_TABLE = TallyState._meta.db_table
 STATE_ZONE, STATE_REBUILT = column(TallyState, "time_zone"), column(TallyState, "rebuilt_at")
+STATE_FAR = column(TallyState, "far_km")
+
+
+def far_metres() -> float:
+    """DISTANCE_FAR_KM in metres: the far counts' threshold (a visit is far when strictly beyond)."""
+    return float(settings.DISTANCE_FAR_KM) * 1000.0
+
+
+def far_sql(prefix: str = "") -> str:
+    """SQL true when a visit row (`prefix`, e.g. "NEW.") is far; NULL distances are not."""
+    return f"{prefix}{VISIT['customer_distance_m']} > {far_metres()!r}"
 
 
 @dataclass(frozen=True)
@@ -66,6 +80,12 @@ class Tally:
     model: type[models.Model]
     period: dict[str, str]  # vendor -> SQL for the period's first day, from "{day}"
     dimensions: tuple[tuple[str, str], ...]  # (Visit field, SQL from "{}") of the other key columns, in order
+    far: bool = True  # it counts the far visits too
+
+    @property
+    def extra(self) -> tuple[str, ...]:
+        """The count columns beyond `visits` and `flagged`."""
+        return (column(self.model, "far"),) if self.far else ()
 
     @property
     def table(self) -> str:
@@ -107,7 +127,7 @@ TALLIES = (
     Tally(
         WeekTally,
         {"sqlite": "date({day}, '-6 days', 'weekday 1')", "postgresql": "date_trunc('week', {day})::date"},
-        (("rep", "{}"), ("verification_status", "{}")),
+        (("rep", "{}"), ("verification_status", "{}")), far=False,
     ),
 )  # fmt: skip
 
@@ -116,11 +136,13 @@ def _sqlite_add(row: str) -> str:
     statements = []
     for t in TALLIES:
         visits, flagged = t.counts
+        names = [*t.key, visits, flagged, *t.extra]
+        values = [*t.values(vendor="sqlite", row=row), "1", f"{row}.{VISIT['flagged']}"]
+        values += [f"coalesce({far_sql(f'{row}.')}, 0)"] * len(t.extra)
+        sets = [f"{visits} = {visits} + 1", *(f"{c} = {c} + excluded.{c}" for c in (flagged, *t.extra))]
         statements.append(
-            f"INSERT INTO {t.table} ({', '.join(t.key)}, {visits}, {flagged}) "
-            f"VALUES ({', '.join(t.values(vendor='sqlite', row=row))}, 1, {row}.{VISIT['flagged']}) "
-            f"ON CONFLICT ({', '.join(t.key)}) DO UPDATE SET {visits} = {visits} + 1, "
-            f"{flagged} = {flagged} + excluded.{flagged};"
+            f"INSERT INTO {t.table} ({', '.join(names)}) VALUES ({', '.join(values)}) "
+            f"ON CONFLICT ({', '.join(t.key)}) DO UPDATE SET {', '.join(sets)};"
         )
     return " ".join(statements)
 
@@ -129,8 +151,10 @@ def _sqlite_remove(row: str) -> str:
     statements = []
     for t in TALLIES:
         visits, flagged = t.counts
+        sets = [f"{visits} = {visits} - 1", f"{flagged} = {flagged} - {row}.{VISIT['flagged']}"]
+        sets += [f"{c} = {c} - coalesce({far_sql(f'{row}.')}, 0)" for c in t.extra]
         statements.append(
-            f"UPDATE {t.table} SET {visits} = {visits} - 1, {flagged} = {flagged} - {row}.{VISIT['flagged']} WHERE "
+            f"UPDATE {t.table} SET {', '.join(sets)} WHERE "
             + " AND ".join(f"{k} = {v}" for k, v in zip(t.key, t.values(vendor="sqlite", row=row), strict=True))
             + ";"
         )
@@ -140,31 +164,40 @@ def _sqlite_remove(row: str) -> str:
 def _rebuild_sql(t: Tally, *, vendor: str) -> str:
     """The tally `t` counted afresh from the live visits."""
     visits, flagged = t.counts
+    sums = [f"sum(CASE WHEN {VISIT['flagged']} THEN 1 ELSE 0 END)"]
+    sums += [f"sum(CASE WHEN {far_sql()} THEN 1 ELSE 0 END)"] * len(t.extra)
     return (
-        f"INSERT INTO {t.table} ({', '.join(t.key)}, {visits}, {flagged}) "
-        f"SELECT {', '.join(t.values(vendor=vendor))}, count(*), "
-        f"sum(CASE WHEN {VISIT['flagged']} THEN 1 ELSE 0 END) FROM {VISIT_TABLE} "
+        f"INSERT INTO {t.table} ({', '.join([*t.key, visits, flagged, *t.extra])}) "
+        f"SELECT {', '.join(t.values(vendor=vendor))}, count(*), {', '.join(sums)} FROM {VISIT_TABLE} "
         f"WHERE {VISIT['deleted_at']} IS NULL GROUP BY {', '.join(str(i) for i in range(1, len(t.key) + 1))}"
     )
 
 
-# A tallied column changed, or the visit was deleted or restored.
-_SQLITE_MOVED = " OR ".join(
-    f"NEW.{VISIT[name]} IS NOT OLD.{VISIT[name]}"
-    for name in ("local_day", "rep", "outcome", "resource_type", "verification_status", "flagged")
-)
+def _sqlite_moved() -> str:
+    """A tallied column changed, the visit crossed the far threshold, or it was deleted or restored."""
+    changed = [
+        f"NEW.{VISIT[name]} IS NOT OLD.{VISIT[name]}"
+        for name in ("local_day", "rep", "outcome", "resource_type", "verification_status", "flagged")
+    ]
+    # Cheap when the distance is NULL and unchanged (every new visit): the first test fails.
+    distance = VISIT["customer_distance_m"]
+    changed.append(
+        f"(NEW.{distance} IS NOT OLD.{distance} AND coalesce({far_sql('NEW.')}, 0) <> coalesce({far_sql('OLD.')}, 0))"
+    )
+    return " OR ".join(changed)
 
 
 def sqlite_triggers() -> list[str]:
     deleted = VISIT["deleted_at"]
+    moved = _sqlite_moved()
     return [
         f"CREATE TRIGGER visits_tally_insert AFTER INSERT ON {VISIT_TABLE} WHEN NEW.{deleted} IS NULL\n"
         f"BEGIN {_sqlite_add('NEW')} END",
         f"CREATE TRIGGER visits_tally_update_old AFTER UPDATE ON {VISIT_TABLE}\n"
-        f"WHEN OLD.{deleted} IS NULL AND (NEW.{deleted} IS NOT NULL OR {_SQLITE_MOVED})\n"
+        f"WHEN OLD.{deleted} IS NULL AND (NEW.{deleted} IS NOT NULL OR {moved})\n"
         f"BEGIN {_sqlite_remove('OLD')} END",
         f"CREATE TRIGGER visits_tally_update_new AFTER UPDATE ON {VISIT_TABLE}\n"
-        f"WHEN NEW.{deleted} IS NULL AND (OLD.{deleted} IS NOT NULL OR {_SQLITE_MOVED})\n"
+        f"WHEN NEW.{deleted} IS NULL AND (OLD.{deleted} IS NOT NULL OR {moved})\n"
         f"BEGIN {_sqlite_add('NEW')} END",
         f"CREATE TRIGGER visits_tally_delete AFTER DELETE ON {VISIT_TABLE} WHEN OLD.{deleted} IS NULL\n"
         f"BEGIN {_sqlite_remove('OLD')} END",
@@ -176,18 +209,23 @@ def _pg_delta(*, tables: list[tuple[str, int]]) -> str:
     statements = []
     for t in TALLIES:
         columns, groups = ", ".join(t.key), ", ".join(str(i) for i in range(1, len(t.key) + 1))
-        visits, flagged = t.counts
+        counted = [t.counts[0], t.counts[1], *t.extra]
+        filters = ["", f" FILTER (WHERE {VISIT['flagged']})", *(f" FILTER (WHERE {far_sql()})" for _ in t.extra)]
+        deltas = [f"d{i}" for i in range(len(counted))]
         delta = " UNION ALL ".join(
-            f"SELECT {', '.join(t.values(vendor='postgresql'))}, {sign} * count(*), "
-            f"{sign} * count(*) FILTER (WHERE {VISIT['flagged']}) FROM {table} "
-            f"WHERE {VISIT['deleted_at']} IS NULL GROUP BY {groups}"
+            f"SELECT {', '.join(t.values(vendor='postgresql'))}, "
+            + ", ".join(f"{sign} * count(*){where}" for where in filters)
+            + f" FROM {table} WHERE {VISIT['deleted_at']} IS NULL GROUP BY {groups}"
             for table, sign in tables
         )
         statements.append(
-            f"INSERT INTO {t.table} ({columns}, {visits}, {flagged}) SELECT {columns}, sum(n), sum(f) "
-            f"FROM ({delta}) AS delta ({columns}, n, f) GROUP BY {groups} HAVING sum(n) <> 0 OR sum(f) <> 0 "
-            f"ON CONFLICT ({columns}) DO UPDATE SET {visits} = {t.table}.{visits} + EXCLUDED.{visits}, "
-            f"{flagged} = {t.table}.{flagged} + EXCLUDED.{flagged};"
+            f"INSERT INTO {t.table} ({columns}, {', '.join(counted)}) "
+            f"SELECT {columns}, {', '.join(f'sum({d})' for d in deltas)} "
+            f"FROM ({delta}) AS delta ({columns}, {', '.join(deltas)}) GROUP BY {groups} "
+            f"HAVING {' OR '.join(f'sum({d}) <> 0' for d in deltas)} "
+            f"ON CONFLICT ({columns}) DO UPDATE SET "
+            + ", ".join(f"{c} = {t.table}.{c} + EXCLUDED.{c}" for c in counted)
+            + ";"
         )
     return "\n".join(statements)
 
@@ -230,7 +268,9 @@ def triggers_install(*, connection=default_connection) -> None:
 
 
 def triggers_installed(*, connection=default_connection) -> set[str]:
-    return triggers.triggers_on(connection=connection, table=TRIGGER_SET.table)
+    """The set's triggers in the database (not the other sets' on the same table)."""
+    on_table = triggers.triggers_on(connection=connection, table=TRIGGER_SET.table)
+    return on_table & set(TRIGGER_SET.names(connection.vendor))
 
 
 # --- Many visits flagged at once ----------------------------------------------------------
@@ -336,8 +376,8 @@ def local_days_fill(*, connection=default_connection, zone_name: str) -> int:
 
 def tallies_rebuild(*, connection=default_connection, days: bool = True) -> None:
     """Re-derive every local day for DISPLAY_TIME_ZONE (unless not `days`: an archive's import, of
-    days made in this same zone, skips rewriting every visit) and rebuild the three tallies from
-    the visits."""
+    days made in this same zone, skips rewriting every visit) and rebuild the three tallies and the
+    distance tally from the visits, the far counts by today's DISTANCE_FAR_KM."""
     zone_name = settings.DISPLAY_TIME_ZONE
     vendor = "postgresql" if connection.vendor == "postgresql" else "sqlite"
     with transaction.atomic(using=connection.alias):
@@ -350,28 +390,35 @@ def tallies_rebuild(*, connection=default_connection, days: bool = True) -> None
                 cursor.execute(_rebuild_sql(t, vendor=vendor))
             cursor.execute(f"DELETE FROM {STATE_TABLE}")
             cursor.execute(
-                f"INSERT INTO {STATE_TABLE} ({STATE_ZONE}, {STATE_REBUILT}) VALUES (%s, %s)",
-                [zone_name, connection.ops.adapt_datetimefield_value(timezone.now())],
+                f"INSERT INTO {STATE_TABLE} ({STATE_ZONE}, {STATE_FAR}, {STATE_REBUILT}) VALUES (%s, %s, %s)",
+                [zone_name, float(settings.DISTANCE_FAR_KM), connection.ops.adapt_datetimefield_value(timezone.now())],
             )
+        distance_tally.distance_tally_rebuild(connection=connection)
         triggers_install(connection=connection)
 
 
-def tallies_time_zone(*, connection=default_connection) -> str | None:
+def tallies_state(*, connection=default_connection) -> tuple[str | None, float | None]:
+    """(time zone, DISTANCE_FAR_KM) the tallies were built with; (None, None) before any build."""
     with connection.cursor() as cursor:
-        cursor.execute(f"SELECT {STATE_ZONE} FROM {STATE_TABLE}")
+        cursor.execute(f"SELECT {STATE_ZONE}, {STATE_FAR} FROM {STATE_TABLE}")
         row = cursor.fetchone()
-    return row[0] if row else None
+    return (row[0], row[1]) if row else (None, None)
 
 
-def tallies_current() -> bool:
-    """True when the tallies and local days are those of today's DISPLAY_TIME_ZONE."""
-    return tallies_time_zone() == settings.DISPLAY_TIME_ZONE
+def tallies_time_zone(*, connection=default_connection) -> str | None:
+    return tallies_state(connection=connection)[0]
+
+
+def tallies_current(*, connection=default_connection) -> bool:
+    """True when the tallies and local days are those of today's DISPLAY_TIME_ZONE and their far
+    counts those of today's DISTANCE_FAR_KM."""
+    return tallies_state(connection=connection) == (settings.DISPLAY_TIME_ZONE, float(settings.DISTANCE_FAR_KM))
 
 
 def tallies_ensure(*, connection=default_connection) -> None:
     """After `migrate` (TRIGGER_SET.after_migrate, once the triggers are back): the tallies
-    rebuilt if the time zone changed."""
-    if tallies_time_zone(connection=connection) != settings.DISPLAY_TIME_ZONE:
+    rebuilt if the time zone or DISTANCE_FAR_KM changed."""
+    if not tallies_current(connection=connection):
         tallies_rebuild(connection=connection)
 
 
@@ -380,6 +427,7 @@ TRIGGER_SET = triggers.TriggerSet(
     table=VISIT_TABLE,
     names=_trigger_names,
     statements=_trigger_statements,
-    needs=(*(t.table for t in TALLIES), STATE_TABLE),
+    # The rebuild makes the distance tallies too.
+    needs=(*(t.table for t in TALLIES), STATE_TABLE, *(t.table for t in distance_tally.BIN_TALLIES)),
     after_migrate=tallies_ensure,
 )

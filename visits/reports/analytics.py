@@ -1,6 +1,9 @@
 """Read-side selectors: report rows, rates and trends over a filtered set of visits.
 
-Rates are shares of all the visits in the row (every status counts in the denominator).
+Rates are shares of all the visits in the row (every status counts in the denominator). Distances:
+the far visits (any status, more than DISTANCE_FAR_KM from the customer) are counted exactly; the
+median and 90th percentile of the too-far visits' distances are read from log-spaced bins
+(ingest/distance_tally.py), within distance_tally.PRECISION of the nearest-rank value.
 """
 
 from __future__ import annotations
@@ -12,11 +15,24 @@ from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from django.conf import settings
-from django.db.models import Count, DateField, Func, Q, QuerySet, Sum
-from django.db.models.functions import TruncWeek
+from django.db import connection
+from django.db.models import Case, Count, DateField, F, Func, IntegerField, Q, QuerySet, Sum, Value, When
+from django.db.models.functions import Coalesce, TruncWeek
 
-from visits.ingest.tallies import tallies_current
-from visits.models import DecisionKind, FlagRule, MonthTally, Outcome, Rep, VerificationStatus, WeekTally, YearTally
+from visits.ingest import distance_tally
+from visits.ingest.tallies import far_metres, tallies_current
+from visits.models import (
+    DecisionKind,
+    DistanceTally,
+    FlagRule,
+    MonthTally,
+    Outcome,
+    Rep,
+    RepDistanceTally,
+    VerificationStatus,
+    WeekTally,
+    YearTally,
+)
 from visits.reports.scope import Scope
 
 MIN_VISITS_FOR_RANKING = 20  # the overview ranks reps by too-far rate only from this many visits
@@ -31,11 +47,17 @@ class Counts:
     location_services_disabled: int = 0
     flagged: int = 0  # visits with at least one flag
     rejected: int = 0  # visits whose latest decision is a rejection
+    far: int = 0  # visits more than DISTANCE_FAR_KM from their customer
+    # The too-far visits' distances (from bins: see the module); None when unknown. Not summed by
+    # `add`: a percentile of a sum of rows is read again for it (matrix()).
+    too_far_median_m: float | None = None
+    too_far_p90_m: float | None = None
 
     def add(self, other: Counts) -> None:
         self.visits += other.visits
         self.flagged += other.flagged
         self.rejected += other.rejected
+        self.far += other.far
         for status in VerificationStatus.values:
             setattr(self, status, getattr(self, status) + getattr(other, status))
 
@@ -72,13 +94,17 @@ class Row:
 class Cell:
     visits: int
     too_far: int
+    counts: Counts  # the cell's counts, its distances with them
 
     @property
     def too_far_rate(self) -> float | None:
         return self.too_far / self.visits if self.visits else None
 
 
-SORTS = ("name", "visits", *VerificationStatus.values, "verified_rate", "too_far_rate", "flagged", "rejected")
+SORTS = (
+    "name", "visits", *VerificationStatus.values, "verified_rate", "too_far_rate", "flagged", "rejected",
+    "too_far_median_m", "too_far_p90_m", "far",
+)  # fmt: skip
 
 
 def rows_sort(rows: list[Row], *, sort: str) -> list[Row]:
@@ -170,9 +196,12 @@ def range_plan(
     return reads, days
 
 
-def status_rows(*, scope: Scope, by: tuple[str, ...]) -> Iterator[tuple[tuple, str, int, int]]:
-    """(key, status, visits, flagged visits) rows; `by` names the key's parts among "rep",
-    "outcome", "week"."""
+StatusRow = tuple[tuple, str, int, int, int]
+
+
+def status_rows(*, scope: Scope, by: tuple[str, ...]) -> Iterator[StatusRow]:
+    """(key, status, visits, flagged visits, far visits) rows; `by` names the key's parts among
+    "rep", "outcome", "week" (weekly rows count no far visits: the week tally has none)."""
     if not tallies_current():
         yield from _visit_rows(
             scope.visits(), by=by, week=TruncWeek("visited_at", tzinfo=ZoneInfo(settings.DISPLAY_TIME_ZONE))
@@ -195,21 +224,23 @@ def _days(scope: Scope, low: date | None, high: date | None) -> QuerySet:
     return replace(scope, start=low, end=high).visits()
 
 
-def _visit_rows(visits: QuerySet, *, by: tuple[str, ...], week=None) -> Iterator[tuple[tuple, str, int, int]]:
+def _visit_rows(visits: QuerySet, *, by: tuple[str, ...], week=None) -> Iterator[StatusRow]:
     columns = {"rep": "rep_id", "outcome": "outcome_id", "week": "week_start"}
     rows = visits.order_by()
     if "week" in by:
         rows = rows.annotate(week_start=week if week is not None else WeekStart("local_day"))
     names = [columns[b] for b in by]
-    counted = {"n": Count("verification_status"), "f": Count("verification_status", filter=Q(flagged=True))}
+    counted = {
+        "n": Count("verification_status"),
+        "f": Count("verification_status", filter=Q(flagged=True)),
+        "far": Count("verification_status", filter=Q(customer_distance_m__gt=far_metres())),
+    }
     for row in rows.values(*names, "verification_status").annotate(**counted):
         key = tuple(row[n].date() if isinstance(row[n], datetime) else row[n] for n in names)
-        yield key, row["verification_status"], row["n"], row["f"]
+        yield key, row["verification_status"], row["n"], row["f"], row["far"]
 
 
-def _tally_rows(
-    scope: Scope, *, grain: Grain, periods: tuple, by: tuple[str, ...]
-) -> Iterator[tuple[tuple, str, int, int]]:
+def _tally_rows(scope: Scope, *, grain: Grain, periods: tuple, by: tuple[str, ...]) -> Iterator[StatusRow]:
     first, last = periods
     rows = scope._narrow(grain.tally.objects.all(), rep="rep_id", outcome=None if grain is WEEKS else "outcome_id")
     if first is not None:
@@ -217,20 +248,132 @@ def _tally_rows(
     if last is not None:
         rows = rows.filter(**{f"{grain.period}__lte": last})
     names = [{"rep": "rep_id", "outcome": "outcome_id", "week": grain.period}[b] for b in by]
-    for row in rows.order_by().values(*names, "verification_status").annotate(n=Sum("visits"), f=Sum("flagged")):
+    sums = {"n": Sum("visits"), "f": Sum("flagged")}
+    if grain is not WEEKS:
+        sums["far"] = Sum("far")
+    for row in rows.order_by().values(*names, "verification_status").annotate(**sums):
         if row["n"]:
             key = tuple(None if n == "outcome_id" and row[n] == 0 else row[n] for n in names)
-            yield key, row["verification_status"], row["n"], row["f"]
+            yield key, row["verification_status"], row["n"], row["f"], row.get("far", 0)
 
 
-def counts_by(*, scope: Scope, by: tuple[str, ...]) -> dict[tuple, Counts]:
-    """Counts per key (see status_rows); keys with no visits are absent."""
+class DistanceBin(Func):
+    """A distance's bin of the distance tally, in SQL (distance_tally.bin_sql)."""
+
+    output_field = IntegerField()
+
+    def as_sqlite(self, compiler, connection, **extra):
+        template = distance_tally.bin_sql(vendor="sqlite", distance="%(expressions)s")
+        return self.as_sql(compiler, connection, template=template, **extra)
+
+    def as_postgresql(self, compiler, connection, **extra):
+        template = distance_tally.bin_sql(vendor="postgresql", distance="%(expressions)s")
+        return self.as_sql(compiler, connection, template=template, **extra)
+
+
+_KEYS = {"rep": "rep_id", "outcome": "outcome_id"}
+
+
+def too_far_bin_parts(*, scope: Scope, by: tuple[str, ...]) -> list[QuerySet]:
+    """Querysets of (k0, ..., bin_key, n) rows (keys `by` among "rep" and "outcome", no outcome as
+    0): too-far visits with a distance by bin, whole months from the distance tally, the days at
+    the edges from the visits, as status_rows splits them."""
+    if scope.statuses is not None and VerificationStatus.TOO_FAR not in scope.statuses:
+        return []
+    if not tallies_current():
+        return [_bin_visits(scope.visits(), by=by)]
+    if (
+        by == ("rep",)
+        and scope.start is None
+        and scope.end is None
+        and scope.outcomes is None
+        and not scope.resource_type
+    ):
+        by_rep = RepDistanceTally.objects.all()  # all time, by rep: a row per rep and bin
+        if scope.reps is not None:
+            by_rep = by_rep.filter(rep_id__in=scope.reps)
+        return [
+            by_rep.order_by().annotate(k0=F("rep_id"), bin_key=F("bin"), n=F("visits")).values("k0", "bin_key", "n")
+        ]
+    reads, days = range_plan(start=scope.start, end=scope.end, grains=(MONTHS,))
+    parts = [_bin_visits(_days(scope, low, high), by=by) for low, high in days]
+    for _, (first, last) in reads:
+        # The tally holds too-far visits only: the status filter is met already.
+        rows = replace(scope, statuses=None)._narrow(DistanceTally.objects.all(), rep="rep_id", outcome="outcome_id")
+        if first is not None:
+            rows = rows.filter(month__gte=first)
+        if last is not None:
+            rows = rows.filter(month__lte=last)
+        keys = {f"k{i}": F(_KEYS[b]) for i, b in enumerate(by)}
+        parts.append(
+            rows.order_by().annotate(**keys, bin_key=F("bin")).values(*keys, "bin_key").annotate(n=Sum("visits"))
+        )
+    return parts
+
+
+def _bin_visits(visits: QuerySet, *, by: tuple[str, ...]) -> QuerySet:
+    keys = {f"k{i}": Coalesce(_KEYS[b], 0) if b == "outcome" else F(_KEYS[b]) for i, b in enumerate(by)}
+    return (
+        visits.filter(verification_status=VerificationStatus.TOO_FAR, customer_distance_m__isnull=False)
+        .order_by().annotate(**keys, bin_key=DistanceBin("customer_distance_m"))
+        .values(*keys, "bin_key").annotate(n=Count("id"))
+    )  # fmt: skip
+
+
+def too_far_percentiles(*, scope: Scope, by: tuple[str, ...]) -> dict[tuple, tuple[float, float]]:
+    """{key: (median, 90th percentile)} of the too-far visits' distances, in metres, read from the
+    bins (the nearest rank: the ceil(p * n)-th smallest, as distance_tally.bins_percentile). The
+    ranks are found in the database, which returns a row per key, not a row per key and bin."""
+    parts = too_far_bin_parts(scope=scope, by=by)
+    if not parts:
+        return {}
+    keys = [f"k{i}" for i in range(len(by))]
+    lead = "".join(f"{k}, " for k in keys)
+    sqls, params = [], []
+    for part in parts:
+        sql, part_params = part.query.get_compiler(using=part.db).as_sql()
+        # Integers: PostgreSQL sums bigints as numeric, several times slower.
+        sqls.append(f"SELECT {lead}bin_key, CAST(n AS integer) AS n FROM ({sql}) AS p WHERE n > 0")
+        params.extend(part_params)
+    bins = sqls[0]
+    if len(sqls) > 1:  # edge days and months: a bin's visits summed across them
+        bins = (
+            f"SELECT {lead}bin_key, CAST(sum(n) AS integer) AS n FROM ({' UNION ALL '.join(sqls)}) AS parts "
+            f"GROUP BY {lead}bin_key"
+        )
+    partition = f"PARTITION BY {', '.join(keys)} " if keys else ""
+    sql = (
+        f"SELECT {lead}min(CASE WHEN cum >= (total + 1) / 2 THEN bin_key END), "
+        "min(CASE WHEN cum >= (9 * total + 9) / 10 THEN bin_key END) "
+        f"FROM (SELECT {lead}bin_key, sum(n) OVER ({partition}ORDER BY bin_key) AS cum, "
+        f"sum(n) OVER ({partition.strip()}) AS total FROM ({bins}) AS bins) AS ranked"
+        + (f" GROUP BY {', '.join(keys)}" if keys else "")
+    )
+    found = {}
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        for *key, median, p90 in cursor.fetchall():
+            if median is None:
+                continue
+            named = tuple(None if b == "outcome" and k == 0 else k for b, k in zip(by, key, strict=True))
+            found[named] = (distance_tally.bin_metres(median), distance_tally.bin_metres(p90))
+    return found
+
+
+def counts_by(*, scope: Scope, by: tuple[str, ...], distances: bool = False) -> dict[tuple, Counts]:
+    """Counts per key (see status_rows); keys with no visits are absent. With `distances`, also
+    each key's too-far median and 90th percentile (`by` among "rep" and "outcome")."""
     counts: dict[tuple, Counts] = defaultdict(Counts)
-    for key, status, n, flagged in status_rows(scope=scope, by=by):
+    for key, status, n, flagged, far in status_rows(scope=scope, by=by):
         row = counts[key]
         row.visits += n
         row.flagged += flagged
+        row.far += far
         setattr(row, status, getattr(row, status) + n)
+    if distances:
+        for key, (median, p90) in too_far_percentiles(scope=scope, by=by).items():
+            if key in counts:
+                counts[key].too_far_median_m, counts[key].too_far_p90_m = median, p90
     return dict(counts)
 
 
@@ -252,10 +395,11 @@ def rows_named(
     ]
 
 
-def rep_rows(*, scope: Scope, sort: str = "name", review: bool = False) -> list[Row]:
-    """A row per rep, with its flagged visits; with `review`, also those rejected after review."""
+def rep_rows(*, scope: Scope, sort: str = "name", review: bool = False, distances: bool = True) -> list[Row]:
+    """A row per rep, with its flagged visits and (unless not `distances`) its too-far distances;
+    with `review`, also those rejected after review."""
     names = dict(Rep.objects.values_list("id", "name"))
-    counts = counts_by(scope=scope, by=("rep",))
+    counts = counts_by(scope=scope, by=("rep",), distances=distances)
     if review:
         for rep_id, rejected in rejected_by_rep(scope=scope).items():
             if (rep_id,) in counts:
@@ -277,19 +421,26 @@ def any_without_outcome() -> bool:
 
 def outcome_rows(*, scope: Scope, sort: str = "name") -> list[Row]:
     names = dict(Outcome.objects.values_list("id", "name"))
-    counts = counts_by(scope=scope, by=("outcome",))
+    counts = counts_by(scope=scope, by=("outcome",), distances=True)
     return rows_sort(rows_named(((k[0], c) for k, c in counts.items()), names=names, model=Outcome), sort=sort)
 
 
-def matrix(*, scope: Scope) -> tuple[list[Row], list[Row], dict[tuple[int, int | None], Cell]]:
-    """Reps (rows) by outcomes (columns); each cell the visits and too-far visits."""
-    counts = counts_by(scope=scope, by=("rep", "outcome"))
-    cells = {key: Cell(visits=c.visits, too_far=c.resource_location_too_far) for key, c in counts.items()}
+def matrix(
+    *, scope: Scope, cell_distances: bool = False
+) -> tuple[list[Row], list[Row], dict[tuple[int, int | None], Cell]]:
+    """Reps (rows) by outcomes (columns); each cell the visits and too-far visits; each rep its
+    too-far distances; each cell too with `cell_distances` (the CSV: a hundred thousand bins to
+    rank at a million visits, where the page's rows rank a few thousand)."""
+    counts = counts_by(scope=scope, by=("rep", "outcome"), distances=cell_distances)
+    cells = {key: Cell(visits=c.visits, too_far=c.resource_location_too_far, counts=c) for key, c in counts.items()}
     reps: dict[int, Counts] = defaultdict(Counts)
     outcomes: dict[int | None, Counts] = defaultdict(Counts)
     for (rep_id, outcome_id), c in counts.items():
         reps[rep_id].add(c)
         outcomes[outcome_id].add(c)
+    for (rep_id,), (median, p90) in too_far_percentiles(scope=scope, by=("rep",)).items():
+        if rep_id in reps:
+            reps[rep_id].too_far_median_m, reps[rep_id].too_far_p90_m = median, p90
     rep_names = dict(Rep.objects.values_list("id", "name"))
     outcome_names = dict(Outcome.objects.values_list("id", "name"))
     return (
@@ -348,3 +499,47 @@ def rep_risk(*, scope: Scope, totals: Counts, trend: list[tuple[date, Counts]]) 
         follow_up=kinds.get(DecisionKind.FOLLOW_UP, 0),
         weeks=[(week, c.visits, c.flagged) for week, c in trend][-12:],
     )
+
+
+# The rep page's histogram: upper bounds in metres (the last bin has none).
+HISTOGRAM_EDGES = (100, 250, 500, 1000, 2000, 5000, 10_000, 50_000)
+
+
+@dataclass
+class HistogramBin:
+    label: str  # "0-100 m", "0.5-1 km", ">50 km"
+    too_far: int  # the too-far visits in it
+    other: int  # the other visits in it (any other status)
+
+    @property
+    def visits(self) -> int:
+        return self.too_far + self.other
+
+
+def _edge_text(metres: int) -> str:
+    return f"{metres} m" if metres < 1000 else f"{metres / 1000:g} km"
+
+
+def histogram_labels() -> list[str]:
+    labels, low = [], 0
+    for high in HISTOGRAM_EDGES:
+        if high < 1000:
+            labels.append(f"{low}-{high} m")
+        else:  # a kilometre range reads in km at both ends: "0.5-1 km"
+            labels.append(f"{low / 1000:g}-{high / 1000:g} km")
+        low = high
+    return [*labels, f">{_edge_text(low)}"]
+
+
+def distance_histogram(*, scope: Scope) -> list[HistogramBin]:
+    """The visits in scope with a distance (a scope narrowed to one rep: Scope.for_rep) by
+    distance from the customer, too-far visits apart; a bin's upper bound is in it."""
+    whens = [When(customer_distance_m__lte=edge, then=Value(i)) for i, edge in enumerate(HISTOGRAM_EDGES)]
+    rows = (
+        scope.visits().filter(customer_distance_m__isnull=False).order_by()
+        .annotate(distance_bin=Case(*whens, default=Value(len(HISTOGRAM_EDGES)), output_field=IntegerField()))
+        .values("distance_bin")
+        .annotate(n=Count("id"), too_far=Count("id", filter=Q(verification_status=VerificationStatus.TOO_FAR)))
+    )  # fmt: skip
+    found = {row["distance_bin"]: (row["too_far"], row["n"] - row["too_far"]) for row in rows}
+    return [HistogramBin(label, *found.get(i, (0, 0))) for i, label in enumerate(histogram_labels())]

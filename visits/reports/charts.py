@@ -1,9 +1,9 @@
-"""Server-drawn SVG charts: a few polylines need no charting library and no script."""
+"""Server-drawn SVG charts: a few polylines and bars need no charting library and no script."""
 
 import math
 from datetime import date
 
-from visits.reports.analytics import Counts
+from visits.reports.analytics import Counts, HistogramBin
 
 WIDTH, HEIGHT, PAD = 720, 220, 32
 
@@ -96,3 +96,25 @@ def day_picture(
         "label_y": str(DAY_HEIGHT - 3), "label": f"{bar_km * 1000:.0f} m" if bar_km < 1 else f"{bar_km:g} km",
     }  # fmt: skip
     return drawn
+
+
+def histogram_chart(*, bins: list[HistogramBin]) -> dict:
+    """The distance histogram as SVG bars: each bin's too-far visits stacked on its others, bar
+    heights relative to the fullest bin; empty (no "bars") when no visit has a distance."""
+    tallest = max((b.visits for b in bins), default=0)
+    if not tallest:
+        return {"bars": [], "width": WIDTH, "height": HEIGHT}
+    slot = (WIDTH - 2 * PAD) / len(bins)
+    room = HEIGHT - 2 * PAD
+    bars = []
+    for i, b in enumerate(bins):
+        x = PAD + i * slot + slot * 0.1
+        other_h, far_h = room * b.other / tallest, room * b.too_far / tallest
+        base = HEIGHT - PAD
+        bars.append({
+            "bin": b, "x": f"{x:.1f}", "width": f"{slot * 0.8:.1f}", "middle": f"{x + slot * 0.4:.1f}",
+            "other_y": f"{base - other_h:.1f}", "other_h": f"{other_h:.1f}",
+            "far_y": f"{base - other_h - far_h:.1f}", "far_h": f"{far_h:.1f}",
+            "count_y": f"{base - other_h - far_h - 4:.1f}",
+        })  # fmt: skip
+    return {"bars": bars, "width": WIDTH, "height": HEIGHT, "base": HEIGHT - PAD, "label_y": HEIGHT - PAD + 16}

@@ -32,7 +32,7 @@ from django.db.models.functions import Floor
 from django.templatetags.static import static
 from django.urls import reverse
 
-from visits.models import Outcome, Rep, VerificationStatus, VisitSource
+from visits.models import Customer, Outcome, Rep, VerificationStatus, VisitSource
 from visits.reports.scope import Scope
 
 if TYPE_CHECKING:
@@ -97,15 +97,18 @@ def visit_layer_class() -> type[Any]:  # a JSCSSMixin and folium Layer
         _template = Template(
             """
             {% macro script(this, kwargs) %}
-            var {{ this.get_name() }} = visitsdashVisits({{ this._parent.get_name() }}, {cluster: {{ this.cluster }}});
+            var {{ this.get_name() }} = visitsdashVisits({{ this._parent.get_name() }},
+                {cluster: {{ this.cluster }}, customerAlways: {{ this.customer_always }}});
             {% endmacro %}
             """
         )
 
-        def __init__(self, *, cluster: bool, name: str) -> None:
+        def __init__(self, *, cluster: bool, name: str, customer_always: bool = False) -> None:
             super().__init__(name=name, overlay=True, control=True, show=True)
             self._name = "VisitLayer"
             self.cluster = "true" if cluster else "false"
+            # The customer's point and a line to it: always (one visit's map), or while a popup is open.
+            self.customer_always = "true" if customer_always else "false"
 
     return VisitLayer
 
@@ -286,20 +289,47 @@ class EpochMinutes(Func):
         )
 
 
+CUSTOMERS_LISTED_MAX = 2000  # more customers than this on a map: every located customer read at once
+
+
+def customer_points(keys: set[tuple[str, int]]) -> dict[tuple[str, int], tuple[float, float]]:
+    """The point each of these customers' visits are measured from (Customer.location), if any."""
+    if not keys:
+        return {}
+    located = Customer.objects.exclude(location="").filter(latitude__isnull=False)
+    if len(keys) <= CUSTOMERS_LISTED_MAX:
+        located = located.filter(resource_id__in=sorted({rid for _, rid in keys}))
+    return {
+        (rtype, rid): (round(lat, 5), round(lng, 5))
+        for rtype, rid, lat, lng in located.values_list("resource_type", "resource_id", "latitude", "longitude")
+        if (rtype, rid) in keys and lat is not None and lng is not None  # always: filtered, for the types
+    }
+
+
 def visit_rows(*, visits: QuerySet, limit: int) -> tuple[list[list], dict]:
-    """The first `limit` of `visits` (located ones) as compact rows, and the lookups the rows point into."""
+    """The first `limit` of `visits` (located ones) as compact rows, and the lookups the rows point
+    into: [lat, lng, status, rep, outcome, minutes since 1970, id, customer (an index into the
+    customers' points, -1 for none), metres from the customer (-1 when unknown)]."""
     reps: dict[int, int] = {}
     outcomes: dict[int, int] = {}
     status_index = {s: i for i, s in enumerate(STATUS_ORDER)}
-    rows = []
+    rows, keys = [], []
     values = visits.annotate(minutes=EpochMinutes("visited_at")).values_list(
-        "latitude", "longitude", "verification_status", "rep_id", "outcome_id", "minutes", "id"
-    )[:limit]
-    for lat, lng, status, rep_id, outcome_id, minutes, row_id in values.iterator(chunk_size=5000):
+        "latitude", "longitude", "verification_status", "rep_id", "outcome_id", "minutes", "id",
+        "resource_type", "resource_id", "customer_distance_m",
+    )[:limit]  # fmt: skip
+    for lat, lng, status, rep_id, outcome_id, minutes, row_id, rtype, rid, metres in values.iterator(chunk_size=5000):
         rows.append([
             round(lat, 5), round(lng, 5), status_index[status], reps.setdefault(rep_id, len(reps)),
             -1 if outcome_id is None else outcomes.setdefault(outcome_id, len(outcomes)), minutes, row_id,
+            -1, -1 if metres is None else round(metres),
         ])  # fmt: skip
+        keys.append((rtype, rid))
+    points = customer_points({key for key in keys if key[1] is not None})
+    customers: dict[tuple[str, int], int] = {}
+    for visit_row, key in zip(rows, keys, strict=True):
+        if key in points:
+            visit_row[7] = customers.setdefault(key, len(customers))
     rep_names = dict(Rep.objects.filter(id__in=list(reps)).values_list("id", "name"))
     outcome_names = dict(Outcome.objects.filter(id__in=list(outcomes)).values_list("id", "name"))
     labels = dict(VerificationStatus.choices)
@@ -308,6 +338,7 @@ def visit_rows(*, visits: QuerySet, limit: int) -> tuple[list[list], dict]:
         "outcomes": [Outcome.label_for(o, outcome_names.get(o)) for o in outcomes],
         "statuses": [labels[s] for s in STATUS_ORDER],
         "colors": [STATUS_COLORS[s] for s in STATUS_ORDER],
+        "customers": [points[key] for key in customers],
         "zone": settings.DISPLAY_TIME_ZONE,
         "visitUrl": reverse("visits:visit", args=[0]),
     }
@@ -320,6 +351,6 @@ def visit_map_render(*, visits: QuerySet) -> MapDocument | None:
     rows, lookups = visit_rows(visits=visits.filter(latitude__isnull=False), limit=1)
     if not rows:
         return None
-    m = map_base(bounds=bounds_of(rows))
-    visit_layer_class()(cluster=False, name="Visit").add_to(m)
+    m = map_base(bounds=bounds_of([*rows, *lookups["customers"]]))  # the customer and the line to it in view
+    visit_layer_class()(cluster=False, name="Visit", customer_always=True).add_to(m)
     return document_finish(m, data={"rows": rows, "lookups": lookups})

@@ -8,6 +8,7 @@ from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.timesince import timesince
 
+from visits.geo.distance import distance_text
 from visits.models import AcceptReason
 from visits.security.csp import MAP_SANDBOX
 
@@ -102,9 +103,5 @@ def accept_reasons() -> list[tuple[str, str]]:
 
 @register.filter
 def metres(value: float | None) -> str:
-    """A distance in metres for people: 640.2 -> '640 m', 3240 -> '3.2 km', 42000 -> '42 km'; None -> '–'."""
-    if value is None:
-        return "–"
-    if value < 1000:
-        return f"{value:.0f} m"
-    return f"{value / 1000:.1f} km" if value < 10_000 else f"{value / 1000:,.0f} km"
+    """A distance in metres as '250 m' or '3.2 km'; '–' when unknown (geo.distance.distance_text)."""
+    return distance_text(value)

@@ -45,6 +45,12 @@ REPORT_COLUMNS = [
     ("verified_rate", "Verified rate"), ("too_far_rate", "Too-far rate"),
 ]  # fmt: skip
 
+# Beside the rates: how far the too-far visits were (from bins: within 2%), and the visits of any
+# status more than DISTANCE_FAR_KM from their customer.
+DISTANCE_COLUMNS = [
+    ("too_far_median_m", "Too-far median"), ("too_far_p90_m", "Too-far 90th pct."), ("far", "Far visits"),
+]  # fmt: skip
+
 
 def date_presets() -> list[tuple[str, date, date]]:
     """Quick ranges for the filter bar, by the calendar of DISPLAY_TIME_ZONE."""

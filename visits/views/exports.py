@@ -25,6 +25,16 @@ from visits.views.common import bad_request, filtered
 from visits.views.reports import EXTRA_COLUMNS, GROUPED_ROWS
 
 STATUS_HEADER = ["visits", *VerificationStatus.values, "verified_rate", "too_far_rate"]
+DISTANCE_HEADER = ["too_far_median_m", "too_far_p90_m", "far_visits"]  # appended, last
+
+
+def metres_cell(metres: float | None) -> int | str:
+    """Whole metres; empty when unknown."""
+    return "" if metres is None else round(metres)
+
+
+def distance_cells(counts: analytics.Counts) -> list:
+    return [metres_cell(counts.too_far_median_m), metres_cell(counts.too_far_p90_m), counts.far]
 
 
 def counts_cells(counts: analytics.Counts) -> list:
@@ -47,13 +57,20 @@ def grouped_csv(filters: ReportFilters, *, scope: Scope, kind: str) -> HttpRespo
     return filtered_csv(
         filters,
         report=kind,
-        header=[f"{noun}_id", f"{noun}_name", *STATUS_HEADER, *(name for name, _ in EXTRA_COLUMNS[kind])],
+        header=[
+            f"{noun}_id",
+            f"{noun}_name",
+            *STATUS_HEADER,
+            *(name for name, _ in EXTRA_COLUMNS[kind]),
+            *DISTANCE_HEADER,
+        ],  # fmt: skip
         rows=(
             [
                 row.id or "",
                 row.name,
                 *counts_cells(row.counts),
                 *(getattr(row.counts, n) for n, _ in EXTRA_COLUMNS[kind]),
+                *distance_cells(row.counts),
             ]
             for row in GROUPED_ROWS[kind](scope=scope)
         ),
@@ -75,12 +92,12 @@ def outcomes_csv(request: HttpRequest, filters: ReportFilters) -> HttpResponse:
 @reports_required
 @filtered
 def matrix_csv(request: HttpRequest, filters: ReportFilters) -> HttpResponse:
-    reps, outcomes, cells = analytics.matrix(scope=scope_for_user(request.user, filters=filters))
+    reps, outcomes, cells = analytics.matrix(scope=scope_for_user(request.user, filters=filters), cell_distances=True)
     outcome_names = {o.id: o.name for o in outcomes}
     rep_names = {r.id: r.name for r in reps}
     rows = (
         [rep_id, rep_names[rep_id], outcome_id or "", outcome_names[outcome_id], cell.visits, cell.too_far,
-         rate_text(cell.too_far_rate)]
+         rate_text(cell.too_far_rate), *distance_cells(cell.counts)]
         for (rep_id, outcome_id), cell in sorted(cells.items(), key=lambda kv: (kv[0][0], kv[0][1] or 0))
     )  # fmt: skip
     return filtered_csv(
@@ -94,6 +111,7 @@ def matrix_csv(request: HttpRequest, filters: ReportFilters) -> HttpResponse:
             "visits",
             "resource_location_too_far",
             "too_far_rate",
+            *DISTANCE_HEADER,
         ],
         rows=rows,
     )

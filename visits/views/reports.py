@@ -4,6 +4,7 @@ from functools import partial
 from typing import cast
 
 from django import forms
+from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
@@ -13,7 +14,7 @@ from visits.reports import analytics, charts, maps
 from visits.reports.filters import ReportFilters
 from visits.reports.scope import Scope
 from visits.views import pager
-from visits.views.common import REPORT_COLUMNS, bad_request, filtered, page_context, sort_param
+from visits.views.common import DISTANCE_COLUMNS, REPORT_COLUMNS, bad_request, filtered, page_context, sort_param
 
 GROUPED_ROWS = {"reps": partial(analytics.rep_rows, review=True), "outcomes": analytics.outcome_rows}
 
@@ -28,7 +29,7 @@ VISIT_SORTS = {"visited_at", "-visited_at", "rep", "-rep", "outcome", "-outcome"
 @filtered
 def home(request: HttpRequest, filters: ReportFilters) -> HttpResponse:
     scope = scope_for_user(request.user, filters=filters)
-    reps = analytics.rep_rows(scope=scope)  # the totals and the ranking, from one count
+    reps = analytics.rep_rows(scope=scope, distances=False)  # the totals and the ranking, from one count
     return render(
         request,
         "visits/overview.html",
@@ -49,9 +50,13 @@ def grouped_report(request: HttpRequest, filters: ReportFilters, *, kind: str) -
         return bad_request(request, [f"sort: must be one of {', '.join(analytics.SORTS)}, optionally with a leading -"])
     rows = GROUPED_ROWS[kind](scope=scope_for_user(request.user, filters=filters), sort=sort)
     first = "Rep" if kind == "reps" else "Outcome"
-    columns = [("name", first), *REPORT_COLUMNS, *EXTRA_COLUMNS[kind]]
+    columns = [("name", first), *REPORT_COLUMNS, *DISTANCE_COLUMNS, *EXTRA_COLUMNS[kind]]
     return render(
-        request, "visits/report.html", page_context(request, filters, rows=rows, kind=kind, sort=sort, columns=columns)
+        request,
+        "visits/report.html",
+        page_context(
+            request, filters, rows=rows, kind=kind, sort=sort, columns=columns, far_km=settings.DISTANCE_FAR_KM
+        ),
     )
 
 
@@ -72,7 +77,11 @@ def outcomes_report(request: HttpRequest, filters: ReportFilters) -> HttpRespons
 def matrix_report(request: HttpRequest, filters: ReportFilters) -> HttpResponse:
     reps, outcomes, cells = analytics.matrix(scope=scope_for_user(request.user, filters=filters))
     grid = [(rep, [cells.get((rep.id, outcome.id)) for outcome in outcomes]) for rep in reps]
-    return render(request, "visits/matrix.html", page_context(request, filters, outcomes=outcomes, grid=grid))
+    return render(
+        request,
+        "visits/matrix.html",
+        page_context(request, filters, outcomes=outcomes, grid=grid, far_km=settings.DISTANCE_FAR_KM),
+    )
 
 
 @reports_required
@@ -138,6 +147,7 @@ def rep_detail(request: HttpRequest, filters: ReportFilters, rep_id: int) -> Htt
             rep=rep,
             totals=totals,
             trend=charts.rates_chart(trend=trend),
+            histogram=charts.histogram_chart(bins=analytics.distance_histogram(scope=scope)),
             outcomes=analytics.outcome_rows(scope=scope, sort="-too_far_rate"),
             recent=recent,
             plan=maps.map_plan(scope=scope),

@@ -16,8 +16,8 @@ from visits.access import (
     visits_for_user,
 )
 from visits.ingest.status import freshness
-from visits.models import DecisionKind, Visit
-from visits.review import queue, rules
+from visits.models import DecisionKind, RiskTier, Visit
+from visits.review import queue, rules, stored
 from visits.review.forms import DecisionForm, ReviewFilters
 from visits.views import pager
 from visits.views.common import bad_request, page_context
@@ -26,11 +26,14 @@ from visits.views.common import bad_request, page_context
 @reports_required
 def visit_detail(request: HttpRequest, visit_id: int) -> HttpResponse:
     visit = visit_for_user(request.user, visit_id, queryset=Visit.objects.select_related("rep", "outcome"))
+    flags = list(visit.flags.all())
+    tier = RiskTier(visit.risk_tier).label if visit.risk_tier in RiskTier.values else ""
     return render(
         request,
         "visits/visit.html",
         {
-            "visit": visit, "freshness": freshness(), "flags": visit.flags.all(),
+            "visit": visit, "freshness": freshness(), "flags": flags,
+            "risk": stored.risk_explained(visit=visit, flags=flags), "risk_tier": tier,
             "decisions": visit.decisions.select_related("decided_by"),
             "can_decide": user_may_decide(request.user), "kinds": DecisionKind.choices,
         },

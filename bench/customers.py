@@ -7,7 +7,8 @@ Loads the visits (through ingestion's upsert, without flags), then times in this
 learned and every visit measured), the same again with nothing changed, and the periodic
 incremental refresh after 1,000 visits moved (as ingestion writes them: position and ingested_at)
 and with nothing new, the visits then ingested an hour before and the last refresh half an hour.
-Nothing here is part of the tests.
+Each refresh is followed by the flags_refresh() its task runs (the flags its distances reach),
+timed apart. Nothing here is part of the tests.
 """
 
 from __future__ import annotations
@@ -28,8 +29,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--postgres", required=True, help="server URL of a PostgreSQL to create the bench database on")
     parser.add_argument("--visits", type=int, default=100_000)
+    parser.add_argument("--database", default="visitsdash_bench_customers", help="the bench database's name")
     args = parser.parse_args()
-    django_setup(postgres_fresh(args.postgres, "visitsdash_bench_customers"))
+    django_setup(postgres_fresh(args.postgres, args.database))
     from datetime import timedelta
 
     from django.db.models import F
@@ -37,6 +39,7 @@ def main() -> None:
 
     from visits.geo.customers import customers_refresh
     from visits.models import Customer, DistanceState, Visit
+    from visits.review.flags import flags_refresh
 
     seconds = visits_load(visits=args.visits, flag=False)
     print(f"{machine()}\nPostgreSQL: {args.visits:,} visits loaded in {seconds:.0f} s")
@@ -47,6 +50,11 @@ def main() -> None:
         print(
             f"  {label:<42} {time.perf_counter() - started:7.2f} s  ({result.customers:,} customers,"
             f" {result.visits_measured:,} visits measured, {result.distances_written:,} written)"
+        )
+        started = time.perf_counter()
+        reps, changes = flags_refresh()
+        print(
+            f"    then flags_refresh{'':<25} {time.perf_counter() - started:7.2f} s  ({reps} reps, {changes:,} changes)"
         )
 
     timed("first refresh (every customer and visit)", everything=True)

@@ -277,7 +277,7 @@ def test_the_scheduled_task_refreshes_and_an_archive_without_a_token_is_left_alo
 
     visit_add(1, position=SHOP)
     visit_add(2, position=NEXT_DOOR)
-    visit_add(3, position=offset(SHOP, north_m=20_000), status="resource_location_too_far")
+    visit_add(3, position=offset(SHOP, north_m=20_000), status="resource_location_too_far", at=AT + timedelta(days=1))
     settings.SELL_ACCESS_TOKEN = ""
     assert customers_refresh_task() == READ_ONLY_MESSAGE
     assert not Customer.objects.exists()

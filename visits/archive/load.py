@@ -428,6 +428,7 @@ def flags_check() -> FlagsCheck:
     flagged visit's risk is checked against its stored flags with this install's RISK_* settings."""
     check = FlagsCheck()
     rejected = rejected_of(rep_ids=Rep.objects.values_list("id", flat=True))
+    given = rules.risk_settings()
     for rep_id in Rep.objects.order_by("id").values_list("id", flat=True):
         timeline = rep_timeline(rep_id=rep_id)  # the refresh's own plain-SQL read: the ORM's took twice as long
         wanted = {(f.visit_id, f.rule): f for f in rules.rep_findings(timeline.live)}
@@ -458,11 +459,12 @@ def flags_check() -> FlagsCheck:
             found.setdefault(visit_id, []).append((rule, json.loads(flag.numbers)))
         others = rejected.get(rep_id, set())
         for visit_id in found.keys() | timeline.risks.keys():
-            risk = rules.visit_risk(flags=found.get(visit_id, ()), rejected=len(others - {visit_id}))
-            if (risk.score, risk.tier) != timeline.risks.get(visit_id, (0, "")):
+            score, tier = rules.risk_score(flags=found.get(visit_id, ()), rejected=len(others) - (visit_id in others),
+                                           given=given)  # fmt: skip
+            if (score, tier) != timeline.risks.get(visit_id, (0, "")):
                 check.risks_differing += 1
                 if len(check.examples) < 5:
-                    check.examples.append(f"visit {visit_id}: risk {timeline.risks.get(visit_id)} for {risk.score}")
+                    check.examples.append(f"visit {visit_id}: risk {timeline.risks.get(visit_id)} for {score}")
         kept = dict(Visit.objects.filter(rep_id=rep_id).exclude(flag_rules=0).values_list("id", "flag_rules"))
         check.visits_differing += len(timeline.flagged ^ masks.keys()) + sum(
             1 for visit_id in kept.keys() | masks.keys() if kept.get(visit_id, 0) != masks.get(visit_id, 0)

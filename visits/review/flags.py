@@ -242,11 +242,13 @@ def rep_flag(
     by_visit: dict[int, list[tuple[str, dict]]] = defaultdict(list)
     for f in wanted.values():
         by_visit[f.visit_id].append((f.rule, f.numbers))
+    given = rules.risk_settings()
     for visit_id in by_visit.keys() | timeline.risks.keys():
         if visit_id in into.touched or visit_id in into.flagged:
             continue  # visits_flagged_set sets it anyway
-        risk = rules.visit_risk(flags=by_visit.get(visit_id, ()), rejected=len(rejected - {visit_id}))
-        if (risk.score, risk.tier) != timeline.risks.get(visit_id, (0, "")):
+        risk = rules.risk_score(flags=by_visit.get(visit_id, ()), rejected=len(rejected) - (visit_id in rejected),
+                                given=given)  # fmt: skip
+        if risk != timeline.risks.get(visit_id, (0, "")):
             into.touched.add(visit_id)
 
 

@@ -305,17 +305,89 @@ class Risk(NamedTuple):
 
 
 NO_RISK = Risk(0, "")
+RULE_LABELS: dict[str, str] = dict(FlagRule.choices)  # looked up a million times in a rebuild: not the enum
+FAR = FlagRule.FAR_FROM_CUSTOMER.value
+HIGH, MEDIUM, LOW = RiskTier.HIGH.value, RiskTier.MEDIUM.value, RiskTier.LOW.value
 
 
-def rule_weight(rule: str, numbers: dict) -> float:
-    """A flag's own weight (settings.RISK_WEIGHTS); far_from_customer's grows with the log of its
-    km: RISK_FAR_MIN at FLAG_CUSTOMER_KM, RISK_FAR_MAX from RISK_FAR_FULL_KM on."""
-    if rule == FlagRule.FAR_FROM_CUSTOMER:
-        low, high = settings.FLAG_CUSTOMER_KM, settings.RISK_FAR_FULL_KM
+class RiskSettings(NamedTuple):
+    """The RISK_* settings (and FLAG_CUSTOMER_KM), read once for many visits: each read of
+    django.conf.settings costs microseconds, and a rebuild scores 300,000 visits."""
+
+    weights: dict[str, int]
+    far_km: float
+    far_full_km: float
+    far_min: float
+    far_max: float
+    extra_flag: int
+    per_rejected: int
+    rejected_max: int
+    high_from: int
+    medium_from: int
+
+
+def risk_settings() -> RiskSettings:
+    return RiskSettings(
+        settings.RISK_WEIGHTS, settings.FLAG_CUSTOMER_KM, settings.RISK_FAR_FULL_KM, settings.RISK_FAR_MIN,
+        settings.RISK_FAR_MAX, settings.RISK_EXTRA_FLAG, settings.RISK_PER_REJECTED, settings.RISK_REJECTED_MAX,
+        settings.RISK_HIGH_FROM, settings.RISK_MEDIUM_FROM,
+    )  # fmt: skip
+
+
+def rule_weight(rule: str, numbers: dict, given: RiskSettings) -> float:
+    """A flag's own weight (RISK_WEIGHTS); far_from_customer's grows with the log of its km:
+    RISK_FAR_MIN at FLAG_CUSTOMER_KM, RISK_FAR_MAX from RISK_FAR_FULL_KM on."""
+    if rule == FAR:
+        low, high = given.far_km, given.far_full_km
         km = numbers.get("km") or 0.0
         share = math.log(km / low) / math.log(high / low) if km > low else 0.0
-        return settings.RISK_FAR_MIN + (settings.RISK_FAR_MAX - settings.RISK_FAR_MIN) * min(share, 1.0)
-    return float(settings.RISK_WEIGHTS.get(rule, 0))
+        return given.far_min + (given.far_max - given.far_min) * min(share, 1.0)
+    return float(given.weights.get(rule, 0))
+
+
+def risk_parts(
+    flags: Iterable[tuple[str, dict]], rejected: int, given: RiskSettings
+) -> tuple[float, str, dict, int, float] | None:
+    """What a visit's risk adds up (see visit_risk): its weightiest flag's weight, rule and numbers,
+    how many other flags, and the points of the rep's rejected visits; None without flags."""
+    top: tuple[float, str, dict] | None = None
+    count = 0
+    for rule, numbers in flags:
+        count += 1
+        weight = rule_weight(rule, numbers, given)
+        if top is None or (weight, rule) > top[:2]:
+            top = (weight, rule, numbers)
+    if top is None:
+        return None
+    rejected_points = float(min(rejected * given.per_rejected, given.rejected_max)) if rejected > 0 else 0.0
+    return top[0], top[1], top[2], count - 1, rejected_points
+
+
+def risk_of_parts(weight: float, others: int, rejected_points: float, given: RiskSettings) -> tuple[int, str]:
+    score = max(0, min(100, round(weight + given.extra_flag * others + rejected_points)))
+    tier = HIGH if score >= given.high_from else MEDIUM if score >= given.medium_from else LOW
+    return score, tier
+
+
+def risk_score(
+    *, flags: Iterable[tuple[str, dict]], rejected: int, given: RiskSettings | None = None
+) -> tuple[int, str]:
+    """visit_risk's score and tier alone, without its words: what storing needs, by the hundred
+    thousand (`given`: risk_settings(), read once by the caller). Written out: the score needs the
+    weightiest flag's weight only, not which flag it is."""
+    given = given or risk_settings()
+    weights = given.weights
+    weight = -1.0
+    count = 0
+    for rule, numbers in flags:
+        count += 1
+        w = rule_weight(rule, numbers, given) if rule == FAR else weights.get(rule, 0)
+        if w > weight:
+            weight = w
+    if not count:
+        return 0, ""
+    rejected_points = min(rejected * given.per_rejected, given.rejected_max) if rejected > 0 else 0
+    return risk_of_parts(weight, count - 1, rejected_points, given)
 
 
 def visit_risk(*, flags: Iterable[tuple[str, dict]], rejected: int) -> Risk:
@@ -323,26 +395,17 @@ def visit_risk(*, flags: Iterable[tuple[str, dict]], rejected: int) -> Risk:
     live visits rejected: its weightiest flag's weight, RISK_EXTRA_FLAG for each other flag,
     RISK_PER_REJECTED for each rejected visit (at most RISK_REJECTED_MAX); at most 100. The tier:
     high from RISK_HIGH_FROM, medium from RISK_MEDIUM_FROM, else low. No flags: 0 and ""."""
-    weighed = sorted(((rule_weight(rule, numbers), rule, numbers) for rule, numbers in flags), reverse=True,
-                     key=lambda item: (item[0], item[1]))  # fmt: skip
-    if not weighed:
+    given = risk_settings()
+    found = risk_parts(flags, rejected, given)
+    if found is None:
         return NO_RISK
-    weight, rule, numbers = weighed[0]
-    label = FlagRule(rule).label if rule in FlagRule.values else rule
-    if rule == FlagRule.FAR_FROM_CUSTOMER:
+    weight, rule, numbers, others, rejected_points = found
+    label = RULE_LABELS.get(rule, rule)
+    if rule == FAR:
         label += f" ({numbers.get('km', 0):,.1f} km)"
     parts: list[tuple[str, float]] = [(label, weight)]
-    if len(weighed) > 1:
-        others = len(weighed) - 1
-        parts.append((f"{others} more flag{'s' if others != 1 else ''}", float(settings.RISK_EXTRA_FLAG * others)))
+    if others:
+        parts.append((f"{others} more flag{'s' if others != 1 else ''}", float(given.extra_flag * others)))
     if rejected > 0:
-        points = min(rejected * settings.RISK_PER_REJECTED, settings.RISK_REJECTED_MAX)
-        parts.append((f"{rejected} of the rep's visits rejected before", float(points)))
-    score = max(0, min(100, round(sum(points for _, points in parts))))
-    if score >= settings.RISK_HIGH_FROM:
-        tier = RiskTier.HIGH
-    elif score >= settings.RISK_MEDIUM_FROM:
-        tier = RiskTier.MEDIUM
-    else:
-        tier = RiskTier.LOW
-    return Risk(score, str(tier), tuple(parts))
+        parts.append((f"{rejected} of the rep's visits rejected before", rejected_points))
+    return Risk(*risk_of_parts(weight, others, rejected_points, given), tuple(parts))

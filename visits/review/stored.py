@@ -19,7 +19,7 @@ from django.db.models import Q
 
 from visits.ingest import tallies
 from visits.models import RULE_BITS, DecisionKind, Flag, FlagRule, Visit, column
-from visits.review.rules import NO_RISK, Finding, Risk, visit_risk
+from visits.review.rules import NO_RISK, Finding, Risk, risk_score, risk_settings, visit_risk
 from visits.review.timeline import id_chunks, id_in
 
 
@@ -138,14 +138,14 @@ def visits_flagged_set(*, flagged: dict[int, bool], touched: Collection[int] = (
     or whose Visit.flagged is wrong (`flagged`), read back from the flags as written: Visit.flagged
     (whether any rule flags it), which the tallies count for the reports (in bulk when there are
     many: tallies.flagged_in_bulk), Visit.flag_rules (a bit per rule, models.RULE_BITS), which
-    the review queue filters on, and Visit.risk and risk_tier (rules.visit_risk, from the flags'
+    the review queue filters on, and Visit.risk and risk_tier (rules.risk_score, from the flags'
     rules and numbers and the rep's rejected visits), which it sorts on. Only the rows whose
     values change are written."""
     table, _, f = _sql()
     quote = connection.ops.quote_name
     visits, key, rep = quote(Visit._meta.db_table), quote(column(Visit, "id")), quote(column(Visit, "rep"))
     numbers = f"t.{f['numbers']}" + ("::text" if connection.vendor == "postgresql" else "")
-    far = FlagRule.FAR_FROM_CUSTOMER
+    far = FlagRule.FAR_FROM_CUSTOMER.value
     ids = sorted({*flagged, *touched})
     masks = dict.fromkeys(ids, 0)
     found: dict[int, list[tuple[str, dict]]] = defaultdict(list)
@@ -164,13 +164,14 @@ def visits_flagged_set(*, flagged: dict[int, bool], touched: Collection[int] = (
                 rep_of[visit_id] = rep_id
     rejected = rejected_of(rep_ids=rep_of.values())
     rows = []
+    given = risk_settings()
     for visit_id, mask in masks.items():
         if visit_id in found:
             others = rejected.get(rep_of[visit_id], set())
-            risk = visit_risk(flags=found[visit_id], rejected=len(others) - (visit_id in others))
+            score, tier = risk_score(flags=found[visit_id], rejected=len(others) - (visit_id in others), given=given)
         else:
-            risk = NO_RISK
-        rows.append((visit_id, visit_id in found, mask, risk.score, risk.tier))
+            score, tier = 0, ""
+        rows.append((visit_id, visit_id in found, mask, score, tier))
     with tallies.flagged_in_bulk(visit_ids=ids):
         visits_state_write(rows=rows)
 

@@ -290,7 +290,8 @@ def test_the_scheduled_task_refreshes_and_an_archive_without_a_token_is_left_alo
     assert Visit.objects.filter(customer_location="learned").count() == 3
     # The task ran the flags too: visit 3 is flagged 20 km away, no rep is left to recompute.
     assert set(Flag.objects.filter(visit_id=3).values_list("rule", flat=True)) == {
-        "resource_location_too_far", "far_from_customer"
+        "resource_location_too_far",
+        "far_from_customer",
     }
     assert_flags_match()
 

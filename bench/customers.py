@@ -9,7 +9,8 @@ incremental refresh after 1,000 visits moved (as ingestion writes them: position
 and with nothing new, the visits then ingested an hour before and the last refresh half an hour.
 Each refresh is followed by the flags_refresh() its task runs (the flags its distances reach),
 timed apart. The database is settled (VACUUM ANALYZE, as autovacuum soon would) after the load and
-after the first refresh: without statistics, the flags' window queries ran ten times slower. Nothing here is part of the tests.
+after the first refresh: without statistics, the flags' window queries ran ten times slower.
+Nothing here is part of the tests.
 """
 
 from __future__ import annotations

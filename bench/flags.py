@@ -52,13 +52,16 @@ def load(*, visits: int) -> dict:
     """The shared data set; or, for a kept SQLite database that holds visits, those visits
     with their flags removed."""
     from django.core.management import call_command
+    from django.db.models import Q
 
     from visits.models import DirtyRep, Flag, FlagWindow, Visit
 
     call_command("migrate", verbosity=0)
     if Visit.objects.exists():
         Flag.objects.all().delete()
-        Visit.objects.filter(flagged=True).update(flagged=False)
+        Visit.objects.filter(Q(flagged=True) | ~Q(flag_rules=0) | ~Q(risk=0) | ~Q(risk_tier="")).update(
+            flagged=False, flag_rules=0, risk=0, risk_tier=""
+        )  # as a first build finds them
         DirtyRep.objects.all().delete()
         FlagWindow.objects.all().delete()
         return {"seconds": 0.0, "visits": Visit.objects.count(), "reused": True}

@@ -216,7 +216,22 @@ def assert_flags_match() -> None:
     assert stored == expected, (
         f"flags differ: {len(set(stored) ^ set(expected))} keys, e.g. {sorted(set(stored) ^ set(expected))[:5]}"
     )
+    assert_risk_match()
     assert_tallies_match()  # the flagged counts the tallies keep follow Visit.flagged
+
+
+def assert_risk_match() -> None:
+    """Every visit's stored risk and tier equal a computation from scratch (0 and "" unflagged)."""
+    from visits.review.flags import risk_expected
+
+    want = {visit_id: (risk.score, risk.tier) for visit_id, risk in risk_expected().items()}
+    held = {
+        visit_id: (risk, tier)
+        for visit_id, risk, tier in Visit.objects.filter(deleted_at__isnull=True).values_list("id", "risk", "risk_tier")
+        if risk or tier or visit_id in want
+    }
+    differ = sorted(set(want.items()) ^ set(held.items()))
+    assert held == want, f"risk differs on {len(differ)} visits, e.g. {differ[:6]}"
 
 
 def tallies_counted() -> dict[str, Counter]:

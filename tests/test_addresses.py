@@ -10,12 +10,14 @@ from django.db import IntegrityError, connection, transaction
 from django.db.utils import DatabaseError
 from django.utils import timezone
 
+from tests.conftest import assert_flags_match
 from tests.test_customers import SHOP, offset, visit_add
 from visits.geo.customers import customers_refresh
 from visits.geo.distance import metres_between
 from visits.geo.suspects import customer_visits_mark
-from visits.models import AddressMark, Customer, DirtyRep, GeocodeStatus, Visit
+from visits.models import AddressMark, Customer, DirtyRep, Flag, FlagRule, FlagWindow, GeocodeStatus, Visit
 from visits.review.addresses import address_mark
+from visits.review.flags import flags_rebuild
 
 pytestmark = pytest.mark.django_db
 
@@ -205,11 +207,12 @@ def test_a_mark_reaches_every_visit_and_its_reps_flags_then_a_refresh_keeps_it(c
     target = customer(1)
     ids = set(Visit.objects.filter(resource_id=1).values_list("id", flat=True))
     reps = set(Visit.objects.filter(resource_id=1).values_list("rep_id", flat=True))
-    # The copy alone marks the reps whole for the flags' refresh.
+    # The copy alone records every visit changed for the flags' refresh (a window each, its rep dirty).
     target.address_wrong = True
     Customer.objects.filter(pk=target.pk).update(address_wrong=True)
     assert customer_visits_mark(customer=target) == len(ids)
-    assert set(DirtyRep.objects.values_list("rep_id", "whole")) == {(rep, True) for rep in reps}
+    assert set(DirtyRep.objects.values_list("rep_id", flat=True)) == reps
+    assert set(FlagWindow.objects.values_list("visit_id", flat=True)) == ids
     assert set(Visit.objects.filter(customer_address_wrong=True).values_list("id", flat=True)) == ids
     assert customer_visits_mark(customer=target) == 0  # done is done
     Customer.objects.filter(pk=target.pk).update(address_wrong=False)
@@ -226,7 +229,8 @@ def test_a_mark_reaches_every_visit_and_its_reps_flags_then_a_refresh_keeps_it(c
     result = customers_refresh()
     assert result.address_wrong_changed == 2
     assert Visit.objects.get(id=120).customer_address_wrong and not Visit.objects.get(id=110).customer_address_wrong
-    assert set(DirtyRep.objects.values_list("rep_id", "whole")) == {(7, True), (1, True)}
+    assert set(DirtyRep.objects.values_list("rep_id", flat=True)) == {7, 1}
+    assert {120, 110} <= set(FlagWindow.objects.values_list("visit_id", flat=True))
     assert customers_refresh().address_wrong_changed == 0
     # Undone: every visit loses it.
     address_mark(customer=customer(1), wrong=False, note="", user=cast.reviewer)
@@ -299,3 +303,38 @@ def test_the_demos_wrong_addresses_come_out_as_suspects_ranked(serve, settings, 
     page = client.get("/review/addresses/").content.decode()
     positions = [page.index(f'id="customer-{c.id}"') for c in suspects[:50]]
     assert positions == sorted(positions)
+
+
+def test_a_mark_through_the_page_takes_the_customers_distance_flags_out_of_the_queue(client, cast, settings):
+    """The reviewer's mark, the flag rules and the queue together: the customer's too-far visits
+    (Sell's status, and far_from_customer) leave the awaiting queue, other customers' stay, and
+    undoing the mark brings them back."""
+    settings.FLAG_CUSTOMER_KM = 2.0
+    several_cases()
+    flags_rebuild()  # the visits were made by hand, not ingested: every rep's flags
+    ones = set(Visit.objects.filter(resource_id=1).values_list("id", flat=True))
+    distance_rules = {FlagRule.TOO_FAR, FlagRule.FAR_FROM_CUSTOMER}
+
+    def distance_flagged() -> set[int]:
+        return set(Flag.objects.filter(rule__in=distance_rules).values_list("visit_id", flat=True))
+
+    def queued() -> set[int]:
+        page = client.get("/review/?review=awaiting&sort=newest").content.decode()
+        return {vid for vid in range(100, 500) if f'id="visit-{vid}"' in page}
+
+    assert {110, 111} <= distance_flagged() & ones  # 110: 3 km and Sell's too far; 111: Sell's too far
+    assert Flag.objects.filter(visit_id=110, rule=FlagRule.FAR_FROM_CUSTOMER).exists()
+    client.force_login(cast.reviewer)
+    before = queued()
+    assert {110, 111, 410} <= before
+    response = client.post(f"/review/addresses/{customer(1).id}/mark/", {"wrong": "1", "note": "moved"})
+    assert response.status_code == 302
+    assert not distance_flagged() & ones  # both rules, on every visit of the customer
+    assert {410, 411} <= distance_flagged()  # another customer's stay
+    after = queued()
+    assert not after & {110, 111} and {410, 411} <= after
+    assert not Visit.objects.filter(id__in=[110, 111], flagged=True).exists()
+    assert_flags_match()
+    client.post(f"/review/addresses/{customer(1).id}/mark/", {"wrong": "0"})
+    assert {110, 111} <= distance_flagged() and {110, 111} <= queued()
+    assert_flags_match()

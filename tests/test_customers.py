@@ -17,10 +17,10 @@ from visits.geo.distance import metres_between
 from visits.geo.geocode import address_key
 from visits.ingest.sync import streams_sync
 from visits.ingest.tallies import local_day
-from visits.models import Customer, DistanceState, GeocodeStatus, Rep, Visit
+from visits.models import Customer, DistanceState, Flag, GeocodeStatus, Rep, Visit
 from visits.tasks import CUSTOMERS_SCHEDULE_NAME, schedules_setup
 
-from .conftest import DEMO_NOW
+from .conftest import DEMO_NOW, assert_flags_match
 
 AT = datetime(2026, 1, 12, 9, 0, tzinfo=UTC)
 SHOP = (41.8781, -87.6298)  # Chicago
@@ -277,13 +277,23 @@ def test_the_scheduled_task_refreshes_and_an_archive_without_a_token_is_left_alo
 
     visit_add(1, position=SHOP)
     visit_add(2, position=NEXT_DOOR)
+    visit_add(3, position=offset(SHOP, north_m=20_000), status="resource_location_too_far", at=AT + timedelta(days=1))
     settings.SELL_ACCESS_TOKEN = ""
     assert customers_refresh_task() == READ_ONLY_MESSAGE
     assert not Customer.objects.exists()
     settings.SELL_ACCESS_TOKEN = "token"
     line = customers_refresh_task()
-    assert line == "1 customers (1 new, 0 addresses changed), 1 points moved, 2 visits measured, 2 distances written"
-    assert Visit.objects.filter(customer_location="learned").count() == 2
+    assert line == (
+        "1 customers (1 new, 0 addresses changed), 1 points moved, 3 visits measured, 3 distances written; "
+        "flags of 1 reps recomputed"
+    )
+    assert Visit.objects.filter(customer_location="learned").count() == 3
+    # The task ran the flags too: visit 3 is flagged 20 km away, no rep is left to recompute.
+    assert set(Flag.objects.filter(visit_id=3).values_list("rule", flat=True)) == {
+        "resource_location_too_far",
+        "far_from_customer",
+    }
+    assert_flags_match()
 
 
 @pytest.mark.django_db

@@ -891,8 +891,21 @@ def review_status_refresh(*, visit_ids: list[int]) -> None:
     by_kind: dict[str | None, list[int]] = {}
     for visit_id in visit_ids:
         by_kind.setdefault(latest.get(visit_id), []).append(visit_id)
+    # A visit rejected, or no longer rejected, moves the risk of its rep's flagged visits (each
+    # counts the rep's other rejected visits): those reps' risk is computed again.
+    reps = {
+        rep_id
+        for visit_id, rep_id, status in Visit.objects.filter(id__in=visit_ids).values_list(
+            "id", "rep_id", "review_status"
+        )
+        if (status == DecisionKind.REJECT) != (latest.get(visit_id) == DecisionKind.REJECT)
+    }
     for kind, ids in by_kind.items():
         Visit.objects.filter(id__in=ids).update(review_status=kind)
+    if reps:
+        from visits.review.stored import risk_refresh  # the review package imports the models
+
+        risk_refresh(rep_ids=reps)
 
 
 class FlaggedVisit(Visit):

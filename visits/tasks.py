@@ -79,16 +79,19 @@ def geocode_task(*, limit: int = GEOCODE_TASK_LIMIT, seconds: float = GEOCODE_TA
 
 
 def customers_refresh_task() -> str:
-    """Customers, their points and the visits' distances after the pulls (geo/customers.py)."""
+    """Customers, their points and the visits' distances after the pulls (geo/customers.py), then
+    the flags the distances written reach (review/flags.py)."""
     from visits.geo.customers import customers_refresh
+    from visits.review.flags import flags_refresh
 
     if read_only_archive():
         return READ_ONLY_MESSAGE
     refresh = customers_refresh()
+    reps, _ = flags_refresh()
     return (
         f"{refresh.customers} customers ({refresh.created} new, {refresh.addresses_changed} addresses changed), "
         f"{refresh.points_moved} points moved, {refresh.visits_measured} visits measured, "
-        f"{refresh.distances_written} distances written"
+        f"{refresh.distances_written} distances written; flags of {reps} reps recomputed"
     )
 
 

@@ -466,6 +466,40 @@ FLAG_BURST_VISITS = env_int("FLAG_BURST_VISITS", 5, minimum=2, maximum=1000)  # 
 FLAG_BURST_MINUTES = env_float("FLAG_BURST_MINUTES", 10.0, minimum=0.1)  # ...within this many minutes
 FLAG_CUSTOMER_KM = env_float("FLAG_CUSTOMER_KM", 5.0, minimum=0.01)  # further than this from the customer
 
+# --- Risk (visits/review/rules.py visit_risk; kept with the flags) ------------------------------
+# A flagged visit's risk, 0-100: the weight of its weightiest flag, plus RISK_EXTRA_FLAG for each
+# other flag, plus RISK_PER_REJECTED for each other live visit of the rep rejected before (at most
+# RISK_REJECTED_MAX); never above 100. A change here takes effect as flags are recomputed:
+# `manage.py flags_rebuild` recomputes every visit's.
+RISK_WEIGHTS = {
+    # Physically impossible, or a phone that sent no position: rarely innocent.
+    "impossible_travel": env_int("RISK_IMPOSSIBLE_TRAVEL", 80, minimum=0, maximum=100),
+    "coordinate_reuse": env_int("RISK_COORDINATE_REUSE", 75, minimum=0, maximum=100),
+    "impossible_coordinates": env_int("RISK_IMPOSSIBLE_COORDINATES", 75, minimum=0, maximum=100),
+    # Sell's bit: its radius is unknown, often GPS noise or a customer's big site.
+    "resource_location_too_far": env_int("RISK_SELL_TOO_FAR", 35, minimum=0, maximum=100),
+    # No position at all: a weak signal alone (indoors, an old phone).
+    "location_unknown": env_int("RISK_LOCATION_UNKNOWN", 15, minimum=0, maximum=100),
+    "location_services_disabled": env_int("RISK_SERVICES_DISABLED", 25, minimum=0, maximum=100),
+    "late_logging": env_int("RISK_LATE_LOGGING", 25, minimum=0, maximum=100),
+    "burst": env_int("RISK_BURST", 40, minimum=0, maximum=100),
+}
+# far_from_customer grows with the log of its km: RISK_FAR_MIN at FLAG_CUSTOMER_KM, RISK_FAR_MAX from
+# RISK_FAR_FULL_KM on (the defaults: 35 at 5 km, 39 at 6 km, 61 at 15 km, 78 at 30 km, 90 from 50 km).
+RISK_FAR_MIN = env_int("RISK_FAR_MIN", 35, minimum=0, maximum=100)
+RISK_FAR_MAX = env_int("RISK_FAR_MAX", 90, minimum=0, maximum=100)
+RISK_FAR_FULL_KM = env_float("RISK_FAR_FULL_KM", 50.0, minimum=0.01)
+if RISK_FAR_FULL_KM <= FLAG_CUSTOMER_KM:
+    raise ImproperlyConfigured(f"RISK_FAR_FULL_KM ({RISK_FAR_FULL_KM:g}) must be above FLAG_CUSTOMER_KM")
+RISK_EXTRA_FLAG = env_int("RISK_EXTRA_FLAG", 10, minimum=0, maximum=100)  # for each flag after the weightiest
+RISK_PER_REJECTED = env_int("RISK_PER_REJECTED", 5, minimum=0, maximum=100)  # each of the rep's rejected visits...
+RISK_REJECTED_MAX = env_int("RISK_REJECTED_MAX", 20, minimum=0, maximum=100)  # ...adding at most this
+# The tiers: high from RISK_HIGH_FROM, medium from RISK_MEDIUM_FROM, low below (the queue filters on them).
+RISK_HIGH_FROM = env_int("RISK_HIGH_FROM", 70, minimum=1, maximum=100)
+RISK_MEDIUM_FROM = env_int("RISK_MEDIUM_FROM", 40, minimum=1, maximum=100)
+if RISK_MEDIUM_FROM > RISK_HIGH_FROM:
+    raise ImproperlyConfigured(f"RISK_MEDIUM_FROM ({RISK_MEDIUM_FROM}) must not be above RISK_HIGH_FROM")
+
 # --- Display ----------------------------------------------------------------------------
 
 DISPLAY_TIME_ZONE = env_time_zone("DISPLAY_TIME_ZONE", "UTC")

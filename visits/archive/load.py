@@ -36,7 +36,7 @@ from visits.archive.tables import (
 from visits.ingest import tallies
 from visits.models import RULE_BITS, Rep, Visit
 from visits.review import rules
-from visits.review.stored import flags_stored
+from visits.review.stored import flags_stored, rejected_of
 from visits.review.timeline import rep_timeline
 
 CHUNK = 5000  # rows inserted at a time
@@ -60,11 +60,12 @@ class FlagsCheck:
     flags: int = 0
     differing: int = 0  # (visit, rule) pairs stored but not found, found but not stored, or found otherwise
     visits_differing: int = 0  # visits whose `flagged` or `flag_rules` disagree with their flags
+    risks_differing: int = 0  # visits whose `risk` or `risk_tier` disagree with their flags (RISK_* settings)
     examples: list[str] = field(default_factory=list)
 
     @property
     def equal(self) -> bool:
-        return not self.differing and not self.visits_differing
+        return not self.differing and not self.visits_differing and not self.risks_differing
 
 
 @dataclass
@@ -423,8 +424,11 @@ def flags_check() -> FlagsCheck:
     """The stored flags against the rules run afresh (this install's FLAG_* settings), a rep at a
     time, and each visit's `flagged` and `flag_rules` against its flags. The app keeps the stored
     flags equal to the rules; an archive from an install with other settings, or another version
-    of the rules, differs, and its flags stay as they were (flags_rebuild recomputes them)."""
+    of the rules, differs, and its flags stay as they were (flags_rebuild recomputes them). Each
+    flagged visit's risk is checked against its stored flags with this install's RISK_* settings."""
     check = FlagsCheck()
+    rejected = rejected_of(rep_ids=Rep.objects.values_list("id", flat=True))
+    given = rules.risk_settings()
     for rep_id in Rep.objects.order_by("id").values_list("id", flat=True):
         timeline = rep_timeline(rep_id=rep_id)  # the refresh's own plain-SQL read: the ORM's took twice as long
         wanted = {(f.visit_id, f.rule): f for f in rules.rep_findings(timeline.live)}
@@ -449,8 +453,18 @@ def flags_check() -> FlagsCheck:
                     )
                     check.examples.append(f"visit {key[0]}, {key[1]}: {what}")
         masks: dict[int, int] = {}
-        for visit_id, rule in stored:
+        found: dict[int, list[tuple[str, dict]]] = {}
+        for (visit_id, rule), flag in stored.items():
             masks[visit_id] = masks.get(visit_id, 0) | RULE_BITS.get(rule, 0)
+            found.setdefault(visit_id, []).append((rule, json.loads(flag.numbers)))
+        others = rejected.get(rep_id, set())
+        for visit_id in found.keys() | timeline.risks.keys():
+            score, tier = rules.risk_score(flags=found.get(visit_id, ()), rejected=len(others) - (visit_id in others),
+                                           given=given)  # fmt: skip
+            if (score, tier) != timeline.risks.get(visit_id, (0, "")):
+                check.risks_differing += 1
+                if len(check.examples) < 5:
+                    check.examples.append(f"visit {visit_id}: risk {timeline.risks.get(visit_id)} for {score}")
         kept = dict(Visit.objects.filter(rep_id=rep_id).exclude(flag_rules=0).values_list("id", "flag_rules"))
         check.visits_differing += len(timeline.flagged ^ masks.keys()) + sum(
             1 for visit_id in kept.keys() | masks.keys() if kept.get(visit_id, 0) != masks.get(visit_id, 0)

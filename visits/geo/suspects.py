@@ -8,8 +8,9 @@ disagree by more than DISTANCE_FAR_KM.
 
 A reviewer's mark (review/addresses.py) is copied onto the customer's visits as
 Visit.customer_address_wrong (customer_visits_mark); addresses_wrong_keep keeps it so for the
-visits that arrive or change customer later. Either way the reps of the visits changed are marked
-for a whole flag recompute (the distance flags of those visits come or go).
+visits that arrive or change customer later. Either way the visits changed are recorded for the
+flags (flags.visits_mark, as every write of a visit's customer fields), so their distance flags
+come or go at the next flags_refresh.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from django.db.models import Count, Q
 
 from visits.geo.distance import metres_between
 from visits.models import Customer, VerificationStatus, Visit
-from visits.review.flags import WINDOW_LIMIT, reps_mark
+from visits.review.flags import visits_mark
 
 WRITE_CHUNK = 1000  # visit ids per UPDATE
 
@@ -108,16 +109,18 @@ def _visits_set(visit_ids: list[int], *, wrong: bool) -> None:
         Visit.objects.filter(id__in=visit_ids[start : start + WRITE_CHUNK]).update(customer_address_wrong=wrong)
 
 
-def _reps_whole(rep_ids: set[int]) -> None:
-    """Mark these reps for a whole flag recompute (a count above WINDOW_LIMIT: flags.reps_mark
-    marks them whole), before their visits are written, as ingestion does."""
-    if rep_ids:
-        reps_mark(counts=dict.fromkeys(rep_ids, WINDOW_LIMIT + 1))
+def _flags_told(rows: list[tuple[int, int]]) -> None:
+    """Record these (visit, rep) for the flags before their mark is written, as every write of a
+    visit's customer fields does (flags.visits_mark: a window at each, a rep with many whole)."""
+    by_rep: dict[int, list[int]] = {}
+    for visit_id, rep_id in rows:
+        by_rep.setdefault(rep_id, []).append(visit_id)
+    visits_mark(visits=by_rep)
 
 
 def customer_visits_mark(*, customer: Customer) -> int:
     """Every visit of this customer (deleted ones too) gets its Customer.address_wrong as
-    Visit.customer_address_wrong; their reps marked for a whole recompute. Returns the visits changed."""
+    Visit.customer_address_wrong, recorded for the flags. Returns the visits changed."""
     rows = Visit.objects.filter(
         resource_id=customer.resource_id,
         resource_type=customer.resource_type,
@@ -125,7 +128,7 @@ def customer_visits_mark(*, customer: Customer) -> int:
     ).values_list("id", "rep_id")
     changed = list(rows)
     with transaction.atomic():
-        _reps_whole({rep_id for _, rep_id in changed})
+        _flags_told(changed)
         _visits_set([visit_id for visit_id, _ in changed], wrong=customer.address_wrong)
     return len(changed)
 
@@ -147,7 +150,7 @@ def addresses_wrong_keep() -> int:
     if not set_on and not set_off:
         return 0
     with transaction.atomic():
-        _reps_whole({rep for _, rep in set_on + set_off})
+        _flags_told(set_on + set_off)
         _visits_set([vid for vid, _ in set_on], wrong=True)
         _visits_set([vid for vid, _ in set_off], wrong=False)
     return len(set_on) + len(set_off)

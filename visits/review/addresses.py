@@ -84,8 +84,8 @@ class MarkRefused(ValueError):
 
 def address_mark(*, customer: Customer, wrong: bool, note: str, user) -> tuple[AddressMark, int]:
     """Record a reviewer's mark on a customer (wrong in Sell, or undone), in one transaction with
-    Customer.address_wrong and its visits' Visit.customer_address_wrong (their reps marked for a
-    whole flag recompute); then the flags are recomputed, so the queue shows it at once. Returns the
+    Customer.address_wrong and its visits' Visit.customer_address_wrong (recorded for the flags);
+    then the flags are recomputed, so the queue shows it at once. Returns the
     mark and the visits changed; MarkRefused when the customer is already so."""
     with transaction.atomic():
         held = Customer.objects.select_for_update().get(pk=customer.pk)

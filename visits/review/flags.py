@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import functools
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -30,10 +31,10 @@ from django.conf import settings
 from django.db import connection, transaction
 
 from visits.geo import distance
-from visits.models import DirtyRep, Flag, FlagRule, FlagWindow, Rep, Visit, column, datetime_adapter
+from visits.models import DecisionKind, DirtyRep, Flag, FlagRule, FlagWindow, Rep, Visit, column, datetime_adapter
 from visits.review import rules
 from visits.review.rules import Finding, VisitFacts
-from visits.review.stored import FlagChanges, changes_write, flags_diff, flags_stored
+from visits.review.stored import FlagChanges, changes_write, flags_diff, flags_stored, rejected_of, risk_refresh
 from visits.review.timeline import (
     RULES_ORDER,
     Placed,
@@ -82,7 +83,7 @@ def changes_record(*, before: dict[int, Placed], after: dict[int, Placed]) -> No
     windows: dict[int, list[tuple]] = defaultdict(list)
     for visit_id, now in after.items():
         was = before.get(visit_id)
-        if was == now:
+        if was is not None and was.ingested_same(now):
             continue
         if was is not None and was.live:
             old = was.facts
@@ -95,6 +96,21 @@ def changes_record(*, before: dict[int, Placed], after: dict[int, Placed]) -> No
     rows = [(rep_id, *row) for rep_id, rep_rows in sorted(windows.items()) if not whole[rep_id] for row in rep_rows]
     if rows:
         windows_insert(rows=rows)
+
+
+def visits_mark(*, visits: Mapping[int, Iterable[int]]) -> None:
+    """Record, in the transaction of a write to some visits (rep id: visit ids) that changes what a
+    rule reads of them but not their place in the timeline (geo/ writing a customer's distance or
+    mark), a window at each one's current place; a rep with more than WINDOW_LIMIT is marked whole.
+    Called before the writes, as changes_record is."""
+    rows = {rep_id: sorted(set(ids)) for rep_id, ids in visits.items() if ids}
+    if not rows:
+        return
+    whole = reps_mark(counts={rep_id: len(ids) for rep_id, ids in rows.items()})
+    windows = [(rep_id, vid, None, None, None, None) for rep_id, ids in sorted(rows.items()) if not whole[rep_id]
+               for vid in ids]  # fmt: skip
+    if windows:
+        windows_insert(rows=windows)
 
 
 @functools.cache
@@ -159,12 +175,25 @@ def flags_refresh(*, chunk: int = 50) -> tuple[int, int]:
             found = FlagChanges()
             whole_reps = [rep_id for rep_id, whole in marked if whole or len(windows.get(rep_id, ())) > WINDOW_LIMIT]
             any_stored = bool(whole_reps) and Flag.objects.exists()  # none on a first build: no look-ups
+            rejected = rejected_of(rep_ids=whole_reps)
             for rep_id in whole_reps:
-                rep_flag(timeline=rep_timeline(rep_id=rep_id), any_stored=any_stored, into=found)
+                rep_flag(timeline=rep_timeline(rep_id=rep_id), any_stored=any_stored, into=found,
+                         rejected=rejected.get(rep_id, set()))  # fmt: skip
             for rep_id, rep_windows in windows.items():
                 if rep_id not in whole_reps:
                     windows_flag(rep_id=rep_id, windows=rep_windows, into=found)
             changes_write(found)
+            # A rejected visit deleted or moved to another rep changes the risk of its reps' other
+            # flagged visits (each counts the rep's rejected visits): those reps' risk, recomputed.
+            windowed = [(w.visit_id, rep_id) for rep_id, rep_windows in windows.items() if rep_id not in whole_reps
+                        for w in rep_windows]  # fmt: skip
+            moved = dict(
+                Visit.objects.filter(id__in=sorted({vid for vid, _ in windowed}), review_status=DecisionKind.REJECT)
+                .values_list("id", "rep_id")
+            )  # fmt: skip
+            reps_again = {rep for vid, rep in windowed if vid in moved} | set(moved.values())
+            if reps_again - set(whole_reps):
+                risk_refresh(rep_ids=reps_again - set(whole_reps))
             FlagWindow.objects.filter(rep_id__in=rep_ids).delete()
             DirtyRep.objects.filter(rep_id__in=rep_ids).delete()
             reps += len(rep_ids)
@@ -198,15 +227,29 @@ def windows_read(*, rep_ids: list[int]) -> dict[int, list[Window]]:
     return found
 
 
-def rep_flag(*, timeline: Timeline, into: FlagChanges, any_stored: bool = True) -> None:
+def rep_flag(
+    *, timeline: Timeline, into: FlagChanges, any_stored: bool = True, rejected: AbstractSet[int] = frozenset()
+) -> None:
     """All of one rep's flags, recomputed from its timeline: the differences added to `into`.
     Every visit's stored flags are looked up, not only the flagged ones': a rebuild also mends
-    flags that Visit.flagged would not show."""
+    flags that Visit.flagged would not show, and the risk of every visit whose stored risk differs
+    from its wanted flags' (`rejected`: the rep's rejected live visits) is set again."""
     wanted = {(f.visit_id, f.rule): f for f in rules.rep_findings(timeline.live)}
     stored = flags_stored(visit_ids=timeline.ids) if any_stored else {}
     flags_diff(wanted=wanted, stored=stored, into=into)
     now = {visit_id for visit_id, _ in wanted}
     into.flagged.update((visit_id, visit_id in now) for visit_id in now ^ timeline.flagged)
+    by_visit: dict[int, list[tuple[str, dict]]] = defaultdict(list)
+    for f in wanted.values():
+        by_visit[f.visit_id].append((f.rule, f.numbers))
+    given = rules.risk_settings()
+    for visit_id in by_visit.keys() | timeline.risks.keys():
+        if visit_id in into.touched or visit_id in into.flagged:
+            continue  # visits_flagged_set sets it anyway
+        risk = rules.risk_score(flags=by_visit.get(visit_id, ()), rejected=len(rejected) - (visit_id in rejected),
+                                given=given)  # fmt: skip
+        if risk != timeline.risks.get(visit_id, (0, "")):
+            into.touched.add(visit_id)
 
 
 def windows_flag(*, rep_id: int, windows: list[Window], into: FlagChanges) -> None:
@@ -285,15 +328,36 @@ def rep_visits(*, rep_id: int) -> list[VisitFacts]:
         Visit.objects.live().filter(rep_id=rep_id)
         .order_by("visited_at", "id")
         .values_list("id", "visited_at", "created_at", "latitude", "longitude", "verification_status",
-                     "resource_type", "resource_id")
+                     "resource_type", "resource_id", "customer_distance_m", "customer_location",
+                     "customer_address_wrong")
     )  # fmt: skip
     return [
-        VisitFacts(vid, at, created, lat, lng, status, (rtype, rid if rid is not None else f"visit {vid}"))
-        for vid, at, created, lat, lng, status, rtype, rid in rows
-    ]
+        VisitFacts(vid, at, created, lat, lng, status, (rtype, rid if rid is not None else f"visit {vid}"), metres,
+                   location, wrong)
+        for vid, at, created, lat, lng, status, rtype, rid, metres, location, wrong in rows
+    ]  # fmt: skip
 
 
 def flags_expected(*, rep_ids: Iterable[int] | None = None) -> dict[tuple[int, str], Finding]:
     """Every flag (of these reps) as a computation from scratch would store it (for tests and checks)."""
     reps = Rep.objects.values_list("id", flat=True) if rep_ids is None else rep_ids
     return {(f.visit_id, f.rule): f for rep_id in reps for f in rules.rep_findings(rep_visits(rep_id=rep_id))}
+
+
+def risk_expected(*, rep_ids: Iterable[int] | None = None) -> dict[int, rules.Risk]:
+    """Every flagged visit's risk (of these reps) as a computation from scratch would store it: from
+    flags_expected()'s findings and the reps' rejected visits, read through the ORM (for tests and checks)."""
+    reps = list(Rep.objects.values_list("id", flat=True) if rep_ids is None else rep_ids)
+    rejected: dict[int, set[int]] = defaultdict(set)
+    for visit_id, rep_id in Visit.objects.filter(
+        rep_id__in=reps, deleted_at__isnull=True, review_status=DecisionKind.REJECT
+    ).values_list("id", "rep_id"):
+        rejected[rep_id].add(visit_id)  # fmt: skip
+    found: dict[int, rules.Risk] = {}
+    for rep_id in reps:
+        by_visit: dict[int, list[tuple[str, dict]]] = defaultdict(list)
+        for f in rules.rep_findings(rep_visits(rep_id=rep_id)):
+            by_visit[f.visit_id].append((f.rule, f.numbers))
+        for visit_id, found_flags in by_visit.items():
+            found[visit_id] = rules.visit_risk(flags=found_flags, rejected=len(rejected[rep_id] - {visit_id}))
+    return found

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from operator import attrgetter
@@ -17,7 +18,7 @@ from typing import NamedTuple
 from django.conf import settings
 
 from visits.geo import distance
-from visits.models import FlagRule, VerificationStatus
+from visits.models import FlagRule, RiskTier, VerificationStatus
 
 SELL_SENTENCES: dict[str, str] = {
     VerificationStatus.TOO_FAR: "Sell: the phone was too far from the customer's address when the visit was logged.",
@@ -37,6 +38,11 @@ class VisitFacts(NamedTuple):
     longitude: float | None
     status: str
     customer: tuple
+    # Metres to the customer's point and which point (CustomerLocation), kept by geo/customers.py;
+    # and whether the customer's address is marked wrong in Sell (then no distance flag is raised).
+    customer_distance_m: float | None = None
+    customer_location: str = ""
+    customer_address_wrong: bool = False
 
     @property
     def point(self) -> tuple[float, float] | None:
@@ -70,11 +76,27 @@ def duration_text(minutes: float) -> str:
 
 
 def sell_statuses(visits: list[VisitFacts]) -> list[Finding]:
+    """Sell's own statuses; "too far" not when the customer's address is marked wrong in Sell (Sell
+    measured from the wrong place: the address is at fault, not the rep)."""
     return [
         Finding(v.id, v.status, {"status": v.status}, SELL_SENTENCES[v.status])
         for v in visits
-        if v.status in SELL_SENTENCES
+        if v.status in SELL_SENTENCES and not (v.customer_address_wrong and v.status == VerificationStatus.TOO_FAR)
     ]
+
+
+def far_from_customer(visits: list[VisitFacts], *, km: float) -> list[Finding]:
+    """Visits more than `km` from their customer's point (the distance geo/customers.py keeps), but
+    not those of a customer whose address is marked wrong in Sell."""
+    findings = []
+    for v in visits:
+        metres = v.customer_distance_m
+        if metres is not None and metres > km * 1000 and not v.customer_address_wrong:
+            far_km = metres / 1000
+            findings.append(Finding(v.id, FlagRule.FAR_FROM_CUSTOMER,
+                                    {"km": round(far_km, 1), "location": v.customer_location},
+                                    f"{far_km:,.1f} km from the customer's {v.customer_location} point."))  # fmt: skip
+    return findings
 
 
 def impossible_coordinates(visits: list[VisitFacts]) -> list[Finding]:
@@ -217,6 +239,8 @@ def rule_thresholds() -> list[tuple[str, str]]:
         ("Burst of visits",
          f"{settings.FLAG_BURST_VISITS} or more visits logged within {settings.FLAG_BURST_MINUTES:g} minutes"),
         ("Impossible coordinates", "logged at 0,0"),
+        ("Far from the customer",
+         f"more than {settings.FLAG_CUSTOMER_KM:g} km from the customer's point, unless its address is marked wrong"),
     ]  # fmt: skip
 
 
@@ -224,7 +248,9 @@ def rule_thresholds() -> list[tuple[str, str]]:
 # flags.py recomputes around a change only what can depend on it: each group below says what
 # its findings on a visit read, so it knows which visits to read and which flags to replace.
 
-VISIT_RULES = frozenset({*SELL_SENTENCES, FlagRule.IMPOSSIBLE_COORDINATES, FlagRule.LATE_LOGGING})  # each visit alone
+VISIT_RULES = frozenset(
+    {*SELL_SENTENCES, FlagRule.IMPOSSIBLE_COORDINATES, FlagRule.LATE_LOGGING, FlagRule.FAR_FROM_CUSTOMER}
+)  # each visit alone
 
 
 def visit_findings(visits: list[VisitFacts]) -> list[Finding]:
@@ -233,6 +259,7 @@ def visit_findings(visits: list[VisitFacts]) -> list[Finding]:
         *sell_statuses(visits),
         *impossible_coordinates(visits),
         *late_logging(visits, hours=settings.FLAG_LATE_HOURS),
+        *far_from_customer(visits, km=settings.FLAG_CUSTOMER_KM),
     ]
 
 
@@ -254,3 +281,131 @@ def burst_findings(visits: list[VisitFacts]) -> list[Finding]:
 def rep_findings(visits: list[VisitFacts]) -> list[Finding]:
     """Every rule over one rep's live visits, sorted by (visited_at, id)."""
     return [*visit_findings(visits), *travel_findings(visits), *reuse_findings(visits), *burst_findings(visits)]
+
+
+# --- Risk: how urgent a flagged visit is ------------------------------------------------------
+
+
+class Risk(NamedTuple):
+    """A visit's risk, 0-100, its tier (RiskTier; "" when not flagged) and what made the score:
+    (what, points) pairs, largest first."""
+
+    score: int
+    tier: str
+    parts: tuple[tuple[str, float], ...] = ()
+
+    @property
+    def why(self) -> str:
+        """The contributions in one line: "Impossible travel 80 + 1 more flag 10 = 90"."""
+        if not self.parts:
+            return ""
+        total = sum(points for _, points in self.parts)
+        capped = " (at most 100)" if total > 100 else ""
+        return " + ".join(f"{what} {points:.0f}" for what, points in self.parts) + f" = {self.score}{capped}"
+
+
+NO_RISK = Risk(0, "")
+RULE_LABELS: dict[str, str] = dict(FlagRule.choices)  # looked up a million times in a rebuild: not the enum
+FAR = FlagRule.FAR_FROM_CUSTOMER.value
+HIGH, MEDIUM, LOW = RiskTier.HIGH.value, RiskTier.MEDIUM.value, RiskTier.LOW.value
+
+
+class RiskSettings(NamedTuple):
+    """The RISK_* settings (and FLAG_CUSTOMER_KM), read once for many visits: each read of
+    django.conf.settings costs microseconds, and a rebuild scores 300,000 visits."""
+
+    weights: dict[str, int]
+    far_km: float
+    far_full_km: float
+    far_min: float
+    far_max: float
+    extra_flag: int
+    per_rejected: int
+    rejected_max: int
+    high_from: int
+    medium_from: int
+
+
+def risk_settings() -> RiskSettings:
+    return RiskSettings(
+        settings.RISK_WEIGHTS, settings.FLAG_CUSTOMER_KM, settings.RISK_FAR_FULL_KM, settings.RISK_FAR_MIN,
+        settings.RISK_FAR_MAX, settings.RISK_EXTRA_FLAG, settings.RISK_PER_REJECTED, settings.RISK_REJECTED_MAX,
+        settings.RISK_HIGH_FROM, settings.RISK_MEDIUM_FROM,
+    )  # fmt: skip
+
+
+def rule_weight(rule: str, numbers: dict, given: RiskSettings) -> float:
+    """A flag's own weight (RISK_WEIGHTS); far_from_customer's grows with the log of its km:
+    RISK_FAR_MIN at FLAG_CUSTOMER_KM, RISK_FAR_MAX from RISK_FAR_FULL_KM on."""
+    if rule == FAR:
+        low, high = given.far_km, given.far_full_km
+        km = numbers.get("km") or 0.0
+        share = math.log(km / low) / math.log(high / low) if km > low else 0.0
+        return given.far_min + (given.far_max - given.far_min) * min(share, 1.0)
+    return float(given.weights.get(rule, 0))
+
+
+def risk_parts(
+    flags: Iterable[tuple[str, dict]], rejected: int, given: RiskSettings
+) -> tuple[float, str, dict, int, float] | None:
+    """What a visit's risk adds up (see visit_risk): its weightiest flag's weight, rule and numbers,
+    how many other flags, and the points of the rep's rejected visits; None without flags."""
+    top: tuple[float, str, dict] | None = None
+    count = 0
+    for rule, numbers in flags:
+        count += 1
+        weight = rule_weight(rule, numbers, given)
+        if top is None or (weight, rule) > top[:2]:
+            top = (weight, rule, numbers)
+    if top is None:
+        return None
+    rejected_points = float(min(rejected * given.per_rejected, given.rejected_max)) if rejected > 0 else 0.0
+    return top[0], top[1], top[2], count - 1, rejected_points
+
+
+def risk_of_parts(weight: float, others: int, rejected_points: float, given: RiskSettings) -> tuple[int, str]:
+    score = max(0, min(100, round(weight + given.extra_flag * others + rejected_points)))
+    tier = HIGH if score >= given.high_from else MEDIUM if score >= given.medium_from else LOW
+    return score, tier
+
+
+def risk_score(
+    *, flags: Iterable[tuple[str, dict]], rejected: int, given: RiskSettings | None = None
+) -> tuple[int, str]:
+    """visit_risk's score and tier alone, without its words: what storing needs, by the hundred
+    thousand (`given`: risk_settings(), read once by the caller). Written out: the score needs the
+    weightiest flag's weight only, not which flag it is."""
+    given = given or risk_settings()
+    weights = given.weights
+    weight = -1.0
+    count = 0
+    for rule, numbers in flags:
+        count += 1
+        w = rule_weight(rule, numbers, given) if rule == FAR else weights.get(rule, 0)
+        if w > weight:
+            weight = w
+    if not count:
+        return 0, ""
+    rejected_points = min(rejected * given.per_rejected, given.rejected_max) if rejected > 0 else 0
+    return risk_of_parts(weight, count - 1, rejected_points, given)
+
+
+def visit_risk(*, flags: Iterable[tuple[str, dict]], rejected: int) -> Risk:
+    """The risk of a visit with these flags ((rule, numbers) pairs) whose rep has `rejected` other
+    live visits rejected: its weightiest flag's weight, RISK_EXTRA_FLAG for each other flag,
+    RISK_PER_REJECTED for each rejected visit (at most RISK_REJECTED_MAX); at most 100. The tier:
+    high from RISK_HIGH_FROM, medium from RISK_MEDIUM_FROM, else low. No flags: 0 and ""."""
+    given = risk_settings()
+    found = risk_parts(flags, rejected, given)
+    if found is None:
+        return NO_RISK
+    weight, rule, numbers, others, rejected_points = found
+    label = RULE_LABELS.get(rule, rule)
+    if rule == FAR:
+        label += f" ({numbers.get('km', 0):,.1f} km)"
+    parts: list[tuple[str, float]] = [(label, weight)]
+    if others:
+        parts.append((f"{others} more flag{'s' if others != 1 else ''}", float(given.extra_flag * others)))
+    if rejected > 0:
+        parts.append((f"{rejected} of the rep's visits rejected before", rejected_points))
+    return Risk(*risk_of_parts(weight, others, rejected_points, given), tuple(parts))

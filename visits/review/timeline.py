@@ -27,6 +27,9 @@ FACTS = (
     "verification_status",
     "resource_type",
     "resource_id",
+    "customer_distance_m",
+    "customer_location",
+    "customer_address_wrong",
 )
 CHUNK = 5000  # ids to one `IN` list on SQLite (its limit on parameters is 32,766)
 RULES_ORDER = attrgetter("visited_at", "id")  # the order the rules read a rep's visits in
@@ -34,11 +37,13 @@ RULES_ORDER = attrgetter("visited_at", "id")  # the order the rules read a rep's
 
 @dataclass(frozen=True)
 class Timeline:
-    """All of one rep's visits: the live ones in (visited_at, id) order, every id, the flagged ones."""
+    """All of one rep's visits: the live ones in (visited_at, id) order, every id, the flagged ones,
+    and the stored risk of those with one (risk, risk_tier)."""
 
     live: list[VisitFacts]
     ids: list[int]
     flagged: set[int]
+    risks: dict[int, tuple[int, str]]
 
 
 @dataclass(frozen=True)
@@ -49,6 +54,11 @@ class Placed:
     live: bool
     facts: VisitFacts
 
+    def ingested_same(self, other: Placed) -> bool:
+        """The same rep, liveness and facts, but for what geo/ keeps (the customer's distance,
+        location and mark), which ingestion neither writes nor knows."""
+        return self.rep_id == other.rep_id and self.live == other.live and self.facts[:7] == other.facts[:7]
+
 
 @functools.cache
 def _parts() -> tuple[str, str, dict[str, str]]:
@@ -58,7 +68,7 @@ def _parts() -> tuple[str, str, dict[str, str]]:
     a replace on SQLite, Django's time zone loader on PostgreSQL) cost ten times more, at two
     times a visit, and held a rebuild's reading at PostgreSQL four times longer."""
     quote = connection.ops.quote_name
-    names = {name: quote(column(Visit, name)) for name in (*FACTS, "rep", "deleted_at", "flagged")}
+    names = {name: quote(column(Visit, name)) for name in (*FACTS, "rep", "deleted_at", "flagged", "risk", "risk_tier")}
     if connection.vendor == "postgresql":  # whatever the server's DateStyle
         text = "to_char({} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"+00:00\"')"
     else:  # as Django keeps them: naive UTC text
@@ -76,17 +86,26 @@ def facts_make(
     status: str,
     rtype: str,
     rid: int | None,
+    distance_m: float | None = None,
+    location: str = "",
+    address_wrong: bool = False,
 ) -> VisitFacts:
-    """A visit's facts from its columns (FACTS): a visit of a customer without an id is its own customer."""
-    return VisitFacts(vid, at, created, lat, lng, status, (rtype, rid if rid is not None else f"visit {vid}"))
+    """A visit's facts from its columns (FACTS): a visit of a customer without an id is its own customer.
+    Ingestion builds them without the customer's distance, location and mark (geo/ keeps those):
+    Placed.ingested_same compares without them."""
+    customer = (rtype, rid if rid is not None else f"visit {vid}")
+    return VisitFacts(vid, at, created, lat, lng, status, customer, distance_m, location, bool(address_wrong))
 
 
 def _facts(rows: Iterable[tuple]) -> Iterator[tuple[VisitFacts, tuple]]:
     """Each row's VisitFacts (from its first columns, FACTS, times as _parts() gives them) and the
     columns after those."""
     parse = datetime.fromisoformat
-    for vid, at, created, lat, lng, status, rtype, rid, *rest in rows:
-        yield facts_make(vid, parse(at), parse(created), lat, lng, status, rtype, rid), tuple(rest)
+    for vid, at, created, lat, lng, status, rtype, rid, metres, location, wrong, *rest in rows:
+        yield (
+            facts_make(vid, parse(at), parse(created), lat, lng, status, rtype, rid, metres, location, wrong),
+            tuple(rest),
+        )
 
 
 def id_chunks(ids: Iterable[int]) -> Iterator[list[int]]:
@@ -127,18 +146,38 @@ def rep_timeline(*, rep_id: int) -> Timeline:
     its own order, read fewer pages but cost more: the rules then walk facts spread over the
     whole pass's memory.) The loop is written out: a rebuild runs it a million times."""
     _, _, c = _parts()
-    rows = _select(f"{c['rep']} = %s", [rep_id], extra=f", {c['deleted_at']} IS NULL, {c['flagged']}")
+    extra = f", {c['deleted_at']} IS NULL, {c['flagged']}, {c['risk']}, {c['risk_tier']}"
+    rows = _select(f"{c['rep']} = %s", [rep_id], extra=extra)
     parse = datetime.fromisoformat
-    live, ids, flagged = [], [], set()
-    for vid, at, created, lat, lng, status, rtype, rid, is_live, is_flagged in rows:
+    live, ids, flagged, risks = [], [], set(), {}
+    for (
+        vid,
+        at,
+        created,
+        lat,
+        lng,
+        status,
+        rtype,
+        rid,
+        metres,
+        location,
+        wrong,
+        is_live,
+        is_flagged,
+        risk,
+        tier,
+    ) in rows:
         ids.append(vid)
         if is_live:
             customer = (rtype, rid if rid is not None else f"visit {vid}")
-            live.append(VisitFacts(vid, parse(at), parse(created), lat, lng, status, customer))
+            live.append(VisitFacts(vid, parse(at), parse(created), lat, lng, status, customer, metres, location,
+                                   bool(wrong)))  # fmt: skip
         if is_flagged:
             flagged.add(vid)
+        if risk or tier:
+            risks[vid] = (risk, tier)
     live.sort(key=RULES_ORDER)  # the index gives them in nearly that order already
-    return Timeline(live=live, ids=ids, flagged=flagged)
+    return Timeline(live=live, ids=ids, flagged=flagged, risks=risks)
 
 
 def visits_placed(*, ids: Iterable[int]) -> dict[int, Placed]:

@@ -21,7 +21,7 @@ from visits.access import (
 )
 from visits.ingest.status import freshness
 from visits.models import AcceptReason, DecisionKind, FlagRule, RiskTier, Visit
-from visits.review import precision, queue, rules
+from visits.review import precision, queue, rules, stored
 from visits.review.forms import BulkAcceptForm, DecisionForm, ReviewFilters, RulesFilters
 from visits.views import pager
 from visits.views.common import bad_request, page_context
@@ -35,11 +35,14 @@ def form_problems(form) -> list[str]:
 @reports_required
 def visit_detail(request: HttpRequest, visit_id: int) -> HttpResponse:
     visit = visit_for_user(request.user, visit_id, queryset=Visit.objects.select_related("rep", "outcome"))
+    flags = list(visit.flags.all())
+    tier = RiskTier(visit.risk_tier).label if visit.risk_tier in RiskTier.values else ""
     return render(
         request,
         "visits/visit.html",
         {
-            "visit": visit, "freshness": freshness(), "flags": visit.flags.all(),
+            "visit": visit, "freshness": freshness(), "flags": flags,
+            "risk": stored.risk_explained(visit=visit, flags=flags), "risk_tier": tier,
             "decisions": visit.decisions.select_related("decided_by"),
             "can_decide": user_may_decide(request.user), "kinds": DecisionKind.choices,
         },

@@ -37,8 +37,9 @@ class Command(BaseCommand):
             self.stdout.write(f"flags: the {flags.flags:,} flags equal what this install's rules find")
         else:
             self.stderr.write(
-                f"flags: {flags.differing:,} flags and {flags.visits_differing:,} visits' flagged state differ from "
-                f"what this install's rules find (its FLAG_* settings or its version differ from the exporter's"
+                f"flags: {flags.differing:,} flags, {flags.visits_differing:,} visits' flagged state and "
+                f"{flags.risks_differing:,} visits' risk differ from what this install's rules find "
+                f"(its FLAG_* or RISK_* settings or its version differ from the exporter's"
                 + (
                     ", or flags were still being refreshed when it exported"
                     if manifest.get("flags_pending_reps")

@@ -1,5 +1,6 @@
 """Locates the customers in the foreground: their rows and addresses, the geocoding that is due,
-the learned points, the point each uses, and every visit's distance, with progress."""
+the learned points, the point each uses, and every visit's distance, with progress; then the
+flags those distances reach."""
 
 import time
 
@@ -7,6 +8,7 @@ from django.core.management.base import BaseCommand
 
 from visits.geo.customers import customers_refresh
 from visits.geo.geocode import geocode_pending
+from visits.review.flags import flags_refresh
 
 
 def geocode_due(say):
@@ -35,4 +37,7 @@ class Command(BaseCommand):
             self.stdout.write(f"[{time.monotonic() - started:6.1f} s] {message}")
 
         result = customers_refresh(progress=say, everything=True, geocode=geocode_due(say))
+        say("flags: recomputing those the distances reach")
+        reps, changes = flags_refresh()
+        say(f"flags: {reps:,} reps recomputed, {changes:,} flag changes")
         self.stdout.write(f"done in {time.monotonic() - started:.1f} s: {result.summary()}")

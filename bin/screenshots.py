@@ -25,7 +25,9 @@ PAGES = {
     "matrix": "/reports/matrix/",
     "visits": "/visits/",
     "map": "/map/",
-    "review": "/review/?rule=impossible_travel",
+    "review": "/review/",
+    "review-day": "/review/",
+    "addresses": "/review/addresses/",
     "status": "/status/",
     "rejected": "/status/rejected/",
 }
@@ -59,9 +61,12 @@ def main() -> None:
             if name == "map":  # wait for the clusters or markers inside the map's frame
                 page.frame_locator("iframe.map").locator(".marker-cluster, path.leaflet-interactive").first.wait_for()
                 page.wait_for_timeout(500)
-            if name == "review":  # the first items' mini maps, then only the top of a long page
-                page.wait_for_timeout(1500)
+            if name == "review":  # the ranked queue: only the top of a long page
                 page.screenshot(path=out / f"{name}.png", full_page=False)
+                print(f"wrote docs/screenshots/{name}.png")
+                continue
+            if name == "review-day":  # the first card: its flags and the rep's day, drawn
+                page.locator("article.review-item").first.screenshot(path=out / f"{name}.png")
                 print(f"wrote docs/screenshots/{name}.png")
                 continue
             saved = args.save_as or name

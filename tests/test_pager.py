@@ -139,7 +139,14 @@ def test_the_review_queue_walks_by_its_links(client, cast):
     decisions_record(visit_ids=decided, kind="accept", reason="gps_noise", note="", user=cast.reviewer)
     client.force_login(cast.reviewer)
     awaiting = Visit.objects.live().filter(flagged=True).exclude(id__in=decided)
-    ids, pages, counts = walk(client, "/review/", "")
+    ids, pages, counts = walk(client, "/review/", "")  # riskiest first, then newest
+    riskiest = [v.id for v in sorted(awaiting, key=lambda v: (v.risk, v.visited_at, v.id), reverse=True)]
+    assert ids == riskiest and len(pages) > 3
+    assert len({v.risk for v in awaiting}) > 2  # several risks: the walk crosses their groups
+    # A page's queries: the cursor's risk, the next risks' heads and rows, and when the page is
+    # still not full, every other risk's heads and rows (views/pager.py): bounded, whatever the page.
+    assert max(counts) - min(counts) <= 3
+    ids, pages, counts = walk(client, "/review/", "sort=newest")
     assert ids == expected("-visited_at", awaiting) and len(pages) > 3
     assert max(counts) - min(counts) <= 2
     ids, _, _ = walk(client, "/review/", "review=accept")

@@ -79,11 +79,14 @@ class World:
         if not old:
             Customer.objects.create(id=CUSTOMER, resource_type="lead", resource_id=1)
         customers_refresh()  # every lead is too far for every rep: all suspects
-        for i in range(old + 1, size + 1):  # marks on new customers, and the checked one's grow
-            address_mark(customer=Customer.objects.get(resource_id=i), wrong=True, note=f"mark {i}", user=self.reviewer)
-            if i > 1:
-                checked = Customer.objects.get(id=CUSTOMER)
-                address_mark(customer=checked, wrong=not checked.address_wrong, note="again", user=self.reviewer)
+        # Marks on new customers, and the checked one's grow; each undone again, so that the visits
+        # keep their distance flags (a mark takes them out of the queue) and stay decidable.
+        for i in range(old + 1, size + 1):
+            for customer in [Customer.objects.get(resource_id=i)] + (
+                [Customer.objects.get(id=CUSTOMER)] if i > 1 else []
+            ):
+                address_mark(customer=customer, wrong=True, note=f"mark {i}", user=self.reviewer)
+                address_mark(customer=customer, wrong=False, note=f"undone {i}", user=self.reviewer)
         new = sorted(rows)
         self.decide([v for v in new if v % 1000 in (1, 3)], DecisionKind.FOLLOW_UP)
         self.decide([v for v in new if v % 1000 == 1], DecisionKind.ACCEPT)  # decided twice

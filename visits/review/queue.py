@@ -23,6 +23,7 @@ from visits.models import (
     rules_mask,
 )
 from visits.review.day import days_of
+from visits.review.rules import tier_scores
 
 REVIEW_STATES = {
     "awaiting": "Awaiting a decision",
@@ -46,6 +47,11 @@ QUEUE_COUNT_CAP = 10_000
 RISK_VALUES = list(range(0, 101))  # every Visit.risk, ascending: the groups the risk order walks (views/pager.py)
 
 
+def risk_groups(tiers: list[str] | None) -> list[int]:
+    """The risks the queue's risk order walks as groups (views/pager.py): those of the chosen tiers."""
+    return tier_scores(tiers) if tiers else RISK_VALUES
+
+
 def flagged_visits(
     *, visits: QuerySet, rules: list[str] | None = None, state: str = "awaiting", tiers: list[str] | None = None
 ) -> QuerySet:
@@ -55,7 +61,12 @@ def flagged_visits(
     reads the visits (their flagged indexes) alone."""
     chosen = visits.filter(flagged=True)
     if tiers:
-        chosen = chosen.filter(risk_tier__in=tiers)
+        # The tier as a range of risks too, which the risk index leads with (the tier alone made
+        # the index be read past every other tier's visits: 150 ms at 1M for medium and low).
+        scores = tier_scores(tiers)
+        chosen = (
+            chosen.filter(risk_tier__in=tiers, risk__gte=scores[0], risk__lte=scores[-1]) if scores else chosen.none()
+        )
     if rules:
         if not Flag.objects.filter(rule__in=rules).exists():  # a probe of the flags' rule index
             return chosen.none()  # nothing flagged by these rules: no scan of every flagged visit

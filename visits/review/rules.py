@@ -365,8 +365,20 @@ def risk_parts(
 
 def risk_of_parts(weight: float, others: int, rejected_points: float, given: RiskSettings) -> tuple[int, str]:
     score = max(0, min(100, round(weight + given.extra_flag * others + rejected_points)))
-    tier = HIGH if score >= given.high_from else MEDIUM if score >= given.medium_from else LOW
-    return score, tier
+    return score, tier_of(score, given)
+
+
+def tier_of(score: int, given: RiskSettings) -> str:
+    """A flagged visit's tier: high from RISK_HIGH_FROM, medium from RISK_MEDIUM_FROM, else low."""
+    return HIGH if score >= given.high_from else MEDIUM if score >= given.medium_from else LOW
+
+
+def tier_scores(tiers: Iterable[str]) -> list[int]:
+    """The scores (0-100, ascending) whose tier is one of `tiers` under the settings: the queue
+    reads a tier as this range of its risk index (visit_flagged_risk leads with the risk)."""
+    given = risk_settings()
+    chosen = set(tiers)
+    return [score for score in range(101) if tier_of(score, given) in chosen]
 
 
 def risk_score(

@@ -87,7 +87,7 @@ def review_queue(request: HttpRequest) -> HttpResponse:
     try:
         page = pager.keyset_page(
             visits.select_related("rep", "outcome"), order=QUEUE_ORDERS[sort],
-            groups=queue.RISK_VALUES if sort == "risk" else None, size=20, **cursors,
+            groups=queue.risk_groups(filters.cleaned_data["tier"]) if sort == "risk" else None, size=20, **cursors,
         )  # fmt: skip
     except pager.CursorError as error:
         return bad_request(request, [f"{'after' if cursors['after'] else 'before'}: {error}"])

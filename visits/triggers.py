@@ -36,6 +36,28 @@ class TriggerSet:
         return (self.table, *self.needs)
 
 
+def statement_triggers(*, prefix: str, table: str, body: Callable[[list[tuple[str, int]]], str]) -> list[str]:
+    """PostgreSQL's statement triggers of a tally on `table`: `<prefix>_insert`, `_update_new` and
+    `_delete`, each a function running `body(tables)`, the SQL applying one grouped delta from the
+    statement's transition tables ((name, sign): +1 for new rows, -1 for old ones)."""
+    events = {
+        f"{prefix}_insert": ("INSERT", "REFERENCING NEW TABLE AS new_rows", [("new_rows", 1)]),
+        f"{prefix}_update_new": (
+            "UPDATE", "REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows", [("old_rows", -1), ("new_rows", 1)]
+        ),
+        f"{prefix}_delete": ("DELETE", "REFERENCING OLD TABLE AS old_rows", [("old_rows", -1)]),
+    }  # fmt: skip
+    statements = []
+    for name, (event, referencing, tables) in events.items():
+        statements += [
+            f"CREATE OR REPLACE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$\n"
+            f"BEGIN\n{body(tables)}\nRETURN NULL;\nEND $$",
+            f"CREATE TRIGGER {name} AFTER {event} ON {table} {referencing} "
+            f"FOR EACH STATEMENT EXECUTE FUNCTION {name}()",
+        ]
+    return statements
+
+
 def trigger_sets() -> list[TriggerSet]:
     """Every trigger set, in MODULES' order (the order post_migrate installs them in)."""
     return [import_module(module).TRIGGER_SET for module in MODULES]

@@ -231,22 +231,9 @@ def _pg_delta(*, tables: list[tuple[str, int]]) -> str:
 
 
 def postgres_triggers() -> list[str]:
-    events = {
-        "visits_tally_insert": ("INSERT", "REFERENCING NEW TABLE AS new_rows", [("new_rows", 1)]),
-        "visits_tally_update_new": (
-            "UPDATE", "REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows", [("old_rows", -1), ("new_rows", 1)]
-        ),
-        "visits_tally_delete": ("DELETE", "REFERENCING OLD TABLE AS old_rows", [("old_rows", -1)]),
-    }  # fmt: skip
-    statements = []
-    for name, (event, referencing, tables) in events.items():
-        statements += [
-            f"CREATE OR REPLACE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$\n"
-            f"BEGIN\n{_pg_delta(tables=tables)}\nRETURN NULL;\nEND $$",
-            f"CREATE TRIGGER {name} AFTER {event} ON {VISIT_TABLE} {referencing} "
-            f"FOR EACH STATEMENT EXECUTE FUNCTION {name}()",
-        ]
-    return statements
+    return triggers.statement_triggers(
+        prefix="visits_tally", table=VISIT_TABLE, body=lambda tables: _pg_delta(tables=tables)
+    )
 
 
 def _trigger_names(vendor: str) -> list[str]:

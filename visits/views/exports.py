@@ -20,7 +20,8 @@ from visits.reports.export import (
 from visits.reports.filters import ReportFilters
 from visits.reports.scope import Scope
 from visits.review import precision, queue
-from visits.review.forms import ReviewFilters, RulesFilters
+from visits.review.forms import RulesFilters
+from visits.views import review
 from visits.views.common import bad_request, filtered
 from visits.views.reports import EXTRA_COLUMNS, GROUPED_ROWS
 
@@ -132,14 +133,11 @@ def visits_csv(request: HttpRequest, filters: ReportFilters) -> HttpResponse:
 @reports_required
 def review_csv(request: HttpRequest) -> HttpResponse:
     """The review queue with its filters (the queue's own), in its order (`sort`), every page of it."""
-    filters = ReviewFilters(request.GET, reps=reps_for_user(request.user))
-    if not filters.is_valid():
-        return bad_request(request, filters.problems().splitlines())
+    found = review.queue_filtered(request)
+    if isinstance(found, HttpResponse):
+        return found
+    filters, visits = found
     data = filters.cleaned_data
-    visits = queue.flagged_visits(
-        visits=scope_for_user(request.user, filters=filters).visits(), rules=data["rule"] or None,
-        state=data["review"], tiers=data["tier"] or None,
-    )  # fmt: skip
     return filtered_csv(
         filters,
         report="review",

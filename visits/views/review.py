@@ -51,7 +51,8 @@ def visit_detail(request: HttpRequest, visit_id: int) -> HttpResponse:
 
 # The queue's sorts (ReviewFilters.sort) as keyset orders: by risk, each risk a group walked
 # from 100 down (newest first within it: visit_flagged_risk's order), or by time alone.
-QUEUE_ORDERS = {
+# queue.QUEUE_ORDERS as the keyset pager walks them (the CSV reads the same orders with order_by).
+PAGER_ORDERS = {
     "risk": pager.Order(group="risk", groups_descending=True),
     "newest": pager.Order(),
     "oldest": pager.Order(newest_first=False),
@@ -86,7 +87,7 @@ def review_queue(request: HttpRequest) -> HttpResponse:
     sort = filters.cleaned_data["sort"]
     try:
         page = pager.keyset_page(
-            visits.select_related("rep", "outcome"), order=QUEUE_ORDERS[sort],
+            visits.select_related("rep", "outcome"), order=PAGER_ORDERS[sort],
             groups=queue.risk_groups(filters.cleaned_data["tier"]) if sort == "risk" else None, size=20, **cursors,
         )  # fmt: skip
     except pager.CursorError as error:

@@ -95,6 +95,11 @@ def test_rep_report_matches_direct_counts(manager_client, team):
     assert page.index(f"/reports/reps/{worst['rep_id']}/") < min(
         page.index(f"/reports/reps/{r['rep_id']}/") for r in rows if r is not worst
     )
+    # Each row's links keep the filters: its rep page, and its flagged visits in the queue.
+    some = rows[0]["rep_id"]
+    page = manager_client.get("/reports/reps/?start=2000-01-01&sort=name&resource_type=lead").content.decode()
+    assert f'href="/reports/reps/{some}/?start=2000-01-01&amp;sort=name&amp;resource_type=lead"' in page
+    assert f'href="/review/?start=2000-01-01&amp;resource_type=lead&amp;rep={some}&amp;review=all"' in page
 
 
 def test_outcome_report_and_matrix_match_direct_counts(manager_client, team):

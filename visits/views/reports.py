@@ -7,6 +7,7 @@ from django import forms
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
+from django.urls import reverse
 
 from visits.access import rep_for_user, reports_required, scope_for_user
 from visits.models import VerificationStatus
@@ -49,15 +50,41 @@ def grouped_report(request: HttpRequest, filters: ReportFilters, *, kind: str) -
     if sort is None:
         return bad_request(request, [f"sort: must be one of {', '.join(analytics.SORTS)}, optionally with a leading -"])
     rows = GROUPED_ROWS[kind](scope=scope_for_user(request.user, filters=filters), sort=sort)
+    links = rep_links(request, filters, rows) if kind == "reps" else {}
     first = "Rep" if kind == "reps" else "Outcome"
     columns = [("name", first), *REPORT_COLUMNS, *DISTANCE_COLUMNS, *EXTRA_COLUMNS[kind]]
     return render(
         request,
         "visits/report.html",
         page_context(
-            request, filters, rows=rows, kind=kind, sort=sort, columns=columns, far_km=settings.DISTANCE_FAR_KM
+            request,
+            filters,
+            rows=[(row, links.get(row.id)) for row in rows],
+            kind=kind,
+            sort=sort,
+            columns=columns,
+            far_km=settings.DISTANCE_FAR_KM,
         ),
     )
+
+
+def rep_links(request: HttpRequest, filters: ReportFilters, rows: list) -> dict[int | None, tuple[str, str]]:
+    """Each rep row's links, its page and its flagged visits in the queue, with the page's filters:
+    made here from one reverse each ({% url %} and {% query_with %} in the row took a fifth of the
+    report's time at 200 reps)."""
+    kept = filters.query_string()
+    query = request.GET.copy()
+    for name in ("sort", "after", "before", "page", "rep", "review"):
+        query.pop(name, None)
+    review_query = query.urlencode()
+    rep_base, review_base = reverse("visits:reps"), reverse("visits:review")
+    return {
+        row.id: (
+            f"{rep_base}{row.id}/?{kept}",
+            f"{review_base}?{review_query + '&' if review_query else ''}rep={row.id}&review=all",
+        )
+        for row in rows
+    }
 
 
 @reports_required

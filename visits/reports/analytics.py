@@ -58,8 +58,10 @@ class Counts:
         self.flagged += other.flagged
         self.rejected += other.rejected
         self.far += other.far
-        for status in VerificationStatus.values:
-            setattr(self, status, getattr(self, status) + getattr(other, status))
+        self.verified += other.verified
+        self.resource_location_too_far += other.resource_location_too_far
+        self.location_unknown += other.location_unknown
+        self.location_services_disabled += other.location_services_disabled
 
     def rate(self, count: int) -> float | None:
         return count / self.visits if self.visits else None

@@ -12,6 +12,8 @@ from django.conf import settings
 from django.db.models import Q
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.html import format_html
+from django.utils.safestring import SafeString, mark_safe
 
 from visits.geo import distance
 from visits.models import Customer, Visit
@@ -36,6 +38,7 @@ class Stop:
     status: str = ""
     to_customer: str = ""
     from_reviewed: str = ""
+    row: SafeString | str = ""  # the table's row (stop_row)
 
 
 @dataclass
@@ -113,13 +116,35 @@ def stop_make(other: Visit, number: int, visit: Visit, here, url_of: str) -> Sto
     km = None
     if not reviewed and here is not None and other.point is not None:  # Vincenty's: a tenth of geopy's time
         km = distance.metres_between(here, other.point) / 1000
-    return Stop(
+    stop = Stop(
         visit=other, number=number, reviewed=reviewed, km_from_reviewed=km, url=url_of.format(other.id),
         label=str(number),
         time=timezone.localtime(other.visited_at).strftime("%H:%M"), outcome=str(other.outcome or "–"),
         status=other.get_verification_status_display(), to_customer=metres(other.customer_distance_m),
         from_reviewed="this visit" if reviewed else "–" if km is None else f"{km:.1f} km",
     )  # fmt: skip
+    stop.row = stop_row(stop)
+    return stop
+
+
+def stop_row(stop: Stop) -> SafeString:
+    """The stop's row of the day's table, written at once (format_html escapes every value: the
+    outcome's name is Sell's): seven template variables a row, a few hundred rows a page, were a
+    third of the queue page's time."""
+    when = (
+        format_html("<strong>{}</strong>", stop.time) if stop.reviewed
+        else format_html('<a href="{}">{}</a>', stop.url, stop.time)
+    )  # fmt: skip
+    return format_html(
+        '<tr{}><td class="num">{}</td><td>{}</td><td>{}</td><td><span class="status status-{}">{}</span>{}</td>'
+        '<td class="num">{}</td><td class="num">{}</td></tr>',
+        REVIEWED_CLASS if stop.reviewed else "", stop.label, when, stop.outcome, stop.visit.verification_status,
+        stop.status, NO_POSITION if stop.visit.latitude is None else "", stop.to_customer, stop.from_reviewed,
+    )  # fmt: skip
+
+
+REVIEWED_CLASS = mark_safe(' class="reviewed"')  # noqa: S308 (constant markup)
+NO_POSITION = mark_safe(' <span class="muted">(no position)</span>')  # noqa: S308 (constant markup)
 
 
 def customer_point(customer: Customer | None) -> tuple[float, float] | None:

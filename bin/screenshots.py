@@ -61,11 +61,17 @@ def main() -> None:
             if name == "map":  # wait for the clusters or markers inside the map's frame
                 page.frame_locator("iframe.map").locator(".marker-cluster, path.leaflet-interactive").first.wait_for()
                 page.wait_for_timeout(500)
-            if name == "review":  # the ranked queue: only the top of a long page
-                page.screenshot(path=out / f"{name}.png", full_page=False)
+            if name == "review":  # the ranked queue: its first cards, from the count down
+                # the decide bar stays at the window's foot (sticky): put it back at the form's end
+                page.evaluate("document.querySelector('fieldset.decide').style.position = 'static'")
+                top = page.locator("form.review-form").bounding_box()
+                assert top is not None
+                clip = {"x": 0, "y": top["y"] - 8, "width": 1366, "height": 1150}
+                page.screenshot(path=out / f"{name}.png", full_page=True, clip=clip)
                 print(f"wrote docs/screenshots/{name}.png")
                 continue
             if name == "review-day":  # the first card: its flags and the rep's day, drawn
+                page.evaluate("document.querySelector('fieldset.decide').style.position = 'static'")
                 page.locator("article.review-item").first.screenshot(path=out / f"{name}.png")
                 print(f"wrote docs/screenshots/{name}.png")
                 continue

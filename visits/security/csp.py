@@ -8,7 +8,7 @@ still refuses to run it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
@@ -49,7 +49,7 @@ def tiles_source(url: str) -> str | None:
     return f"{parts.scheme}://{host}"
 
 
-def policy_text(policy: dict[str, Iterable[str]]) -> str:
+def policy_text(policy: Mapping[str, Iterable[str]]) -> str:
     return "; ".join(f"{name} {' '.join(sources)}".strip() for name, sources in policy.items())
 
 

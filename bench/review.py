@@ -48,11 +48,13 @@ def build(*, visits: int) -> dict:
     """The visits, then their flags, risks, customers and decisions; the bench user last, so that
     its presence says the build completed."""
     from django.contrib.auth.models import User
+    from django.core.management import call_command
 
     from visits.models import Customer, Visit
     from visits.review.queue import decisions_record
 
     started = time.perf_counter()
+    call_command("migrate", verbosity=0)  # a fresh database has no tables to ask yet
     if not Visit.objects.exists():  # a build stopped after the visits resumes from its next step
         visits_load(visits=visits, flag=False)
     loaded = time.perf_counter() - started

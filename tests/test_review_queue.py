@@ -200,3 +200,21 @@ def test_the_queues_count_stops_at_its_cap(client, cast, monkeypatch):
     page = client.get("/review/")
     assert page.context["total"] == flagged - 1 and page.context["total_more"]
     assert f"More than {flagged - 1} flagged visits" in page.content.decode()
+
+
+def test_the_capped_count_reads_its_tiers_in_no_order(client, cast):
+    """The count under the cap asks for no order: ordered by time, a tier filter made the database
+    read the time index and visit the table for every row, where the risk index alone answers."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    world_make(reps=3)
+    client.force_login(cast.reviewer)
+    cases = (("", ("high", "medium", "low")), ("?tier=high", ("high",)), ("?tier=low&tier=medium", ("low", "medium")))
+    for query, tiers in cases:
+        with CaptureQueriesContext(connection) as captured:
+            page = client.get(f"/review/{query}")
+        assert page.context["total"] == Visit.objects.filter(flagged=True, risk_tier__in=tiers).count()
+        counts = [q["sql"] for q in captured.captured_queries if q["sql"].startswith("SELECT COUNT(*)")]
+        assert counts, "the queue's count was not asked"
+        assert all("ORDER BY" not in sql for sql in counts), counts

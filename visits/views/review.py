@@ -93,7 +93,9 @@ def review_queue(request: HttpRequest) -> HttpResponse:
     except pager.CursorError as error:
         return bad_request(request, [f"{'after' if cursors['after'] else 'before'}: {error}"])
     items = queue.queue_items(visits=page.object_list)
-    total = visits[: queue.QUEUE_COUNT_CAP + 1].count()  # reads no more of the index than that
+    # Reads no more of an index than that, in no order: ordered by time, a tier filter was read
+    # from the time index with a table visit per row (87 ms at 1M) instead of the risk index alone.
+    total = visits.order_by()[: queue.QUEUE_COUNT_CAP + 1].count()
     return render(
         request,
         "visits/review.html",

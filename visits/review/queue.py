@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from django.db import transaction
 from django.db.models import Count, F, Prefetch, QuerySet, prefetch_related_objects
 from django.db.models.lookups import GreaterThan
+from django.urls import reverse
 from django.utils import timezone
 
 from visits.models import (
@@ -22,7 +23,7 @@ from visits.models import (
     review_status_refresh,
     rules_mask,
 )
-from visits.review.day import days_of
+from visits.review.day import STATUS_LABELS, days_of
 from visits.review.rules import tier_scores
 
 REVIEW_STATES = {
@@ -101,10 +102,19 @@ def queue_items(*, visits: list[Visit]) -> list[dict]:
         page, "flags", Prefetch("decisions", queryset=Decision.objects.select_related("decided_by"))
     )
     days = days_of(visits=page)
+    # Each card's links and texts made here once (three {% url %} and two formatting filters a
+    # card were a fifth of the page's rendering).
+    visit_url, rep_url = (reverse(name, args=[0]).replace("/0/", "/{}/") for name in ("visits:visit", "visits:rep"))
+    shown_in = timezone.get_current_timezone()
     return [
-        {"visit": v, "flags": list(v.flags.all()), "last": next(iter(v.decisions.all()), None), "day": days[v.id]}
+        {
+            "visit": v, "flags": list(v.flags.all()), "last": next(iter(v.decisions.all()), None), "day": days[v.id],
+            "url": visit_url.format(v.id), "rep_url": rep_url.format(v.rep_id),
+            "when": v.visited_at.astimezone(shown_in).strftime("%Y-%m-%d %H:%M"),
+            "status": STATUS_LABELS.get(v.verification_status, v.verification_status),
+        }
         for v in page
-    ]
+    ]  # fmt: skip
 
 
 @dataclass

@@ -884,6 +884,10 @@ def review_status_refresh(*, visit_ids: list[int]) -> None:
     """Set these visits' review_status to the kind of their latest decision (highest decided_at,
     then id; None without one). Decision.save and queue.decisions_record call it in the transaction
     that records the decisions; a decision inserted by raw SQL must call it too."""
+    from visits.review.stored import reps_lock, risk_refresh  # the review package imports the models
+
+    # The visits' reps first, before any visit is written: the lock order (stored.reps_lock).
+    reps_lock(rep_ids=Visit.objects.filter(id__in=visit_ids).values("rep_id"))
     latest: dict[int, str] = {}
     decisions = Decision.objects.filter(visit_id__in=visit_ids).order_by("visit_id", "decided_at", "id")
     for visit_id, kind in decisions.values_list("visit_id", "kind"):
@@ -903,8 +907,6 @@ def review_status_refresh(*, visit_ids: list[int]) -> None:
     for kind, ids in by_kind.items():
         Visit.objects.filter(id__in=ids).update(review_status=kind)
     if reps:
-        from visits.review.stored import risk_refresh  # the review package imports the models
-
         risk_refresh(rep_ids=reps)
 
 

@@ -305,7 +305,8 @@ def visits_customer_write(*, names: list[str], visits: list[Visit], flagging: li
     for visit in visits if flagging is None else flagging:
         by_rep.setdefault(visit.rep_id, []).append(visit.id)
     with transaction.atomic():
-        visits_mark(visits=by_rep)  # before the writes, as ingestion's changes_record
+        # before the writes, as ingestion's changes_record; every written visit's rep locked
+        visits_mark(visits=by_rep, writing={visit.rep_id for visit in visits})
         rows_update(Visit, names, visits)
 
 

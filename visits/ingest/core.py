@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from visits.ingest.sync import read_only_archive
 from visits.models import CoreApiState, CoreFeature, Outcome, RejectedItem, Rep, Stream
+from visits.review.stored import reps_lock
 from visits.sell import core, events
 
 log = logging.getLogger(__name__)
@@ -166,7 +167,8 @@ def users_store(*, users: dict[int, dict]) -> tuple[int, int]:
     """Write the users; returns (stored, created)."""
     now = timezone.now()
     with transaction.atomic():
-        existing = Rep.objects.select_for_update().in_bulk(list(users))
+        reps_lock(rep_ids=users)  # at once, in id order: the lock order of review/stored.py
+        existing = Rep.objects.in_bulk(list(users))
         fresh = [
             Rep(id=user_id, **fields, sequence=0, core_synced_at=now)
             for user_id, fields in users.items()

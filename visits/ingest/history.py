@@ -33,11 +33,12 @@ from visits.models import (
     datetime_adapter,
 )
 from visits.review.flags import changes_record
+from visits.review.stored import reps_lock
 from visits.review.timeline import Placed, facts_make, visits_placed
 from visits.sell.core_items import HistoryVisit
 from visits.sell.events import Reject
 
-HELD_FIELDS = ("id", "source", "sequence", "deleted_at", "event_time", "resource_address")
+HELD_FIELDS = ("id", "rep_id", "source", "sequence", "deleted_at", "event_time", "resource_address")
 
 
 @dataclass
@@ -181,14 +182,19 @@ def history_store(*, parsed: list[HistoryVisit | Reject], now: datetime) -> Stor
         elif visit.resource_address and visit.resource_address != row["resource_address"]:
             addresses[visit_id] = visit.resource_address
 
+    # The reps of the visits whose address alone is written are locked too (review/stored.py:
+    # reps_lock), with the others' if there are any.
+    address_reps = {held[visit_id]["rep_id"] for visit_id in addresses}
     if new or changed:
         before = visits_placed(ids=[v.id for v in changed])
-        changes_record(before=before, after={v.id: placed_of(v) for v in (*new, *changed)})
+        changes_record(before=before, after={v.id: placed_of(v) for v in (*new, *changed)}, writing=address_reps)
         reps = {v.rep_id for v in (*new, *changed)}
         Rep.objects.bulk_create([Rep(id=rep_id) for rep_id in reps], ignore_conflicts=True)
         outcomes = {v.outcome_id for v in (*new, *changed) if v.outcome_id is not None}
         if outcomes:
             Outcome.objects.bulk_create([Outcome(id=oid) for oid in outcomes], ignore_conflicts=True)
+    else:
+        reps_lock(rep_ids=address_reps)
     zone = settings.DISPLAY_TIME_ZONE
     if new:
         history_insert(visits=new, zone=zone, now=now)

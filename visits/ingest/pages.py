@@ -34,6 +34,7 @@ from visits.models import (
     datetime_adapter,
 )
 from visits.review.flags import changes_record
+from visits.review.stored import reps_lock
 from visits.review.timeline import Placed, facts_make, visits_placed
 from visits.sell.events import Event, Reject
 
@@ -334,6 +335,9 @@ def outcomes_name(*, seen: dict[int, tuple[datetime, str]]) -> None:
 
 
 def users_apply(*, by_id: dict[int, list[Event]], result: PageResult) -> None:
+    # The reps' rows locked at once, in id order, before they are written in the page's order:
+    # the lock order of the writers of a rep's visits (review/stored.py: reps_lock).
+    reps_lock(rep_ids=by_id)
     stored = sequences_of(model=Rep, ids=list(by_id))
     full: dict[int, dict] = {}
     status_only: dict[int, dict] = {}

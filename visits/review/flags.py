@@ -34,7 +34,15 @@ from visits.geo import distance
 from visits.models import DecisionKind, DirtyRep, Flag, FlagRule, FlagWindow, Rep, Visit, column, datetime_adapter
 from visits.review import rules
 from visits.review.rules import Finding, VisitFacts
-from visits.review.stored import FlagChanges, changes_write, flags_diff, flags_stored, rejected_of, risk_refresh
+from visits.review.stored import (
+    FlagChanges,
+    changes_write,
+    flags_diff,
+    flags_stored,
+    rejected_of,
+    reps_lock,
+    risk_refresh,
+)
 from visits.review.timeline import (
     RULES_ORDER,
     Placed,
@@ -66,7 +74,7 @@ class Window:
 # --- What ingestion records ------------------------------------------------------------------
 
 
-def changes_record(*, before: dict[int, Placed], after: dict[int, Placed]) -> None:
+def changes_record(*, before: dict[int, Placed], after: dict[int, Placed], writing: Iterable[int] = ()) -> None:
     """Record what flags_refresh() must recompute after ingestion writes the visits `after`
     (every visit to be written, as it will be); `before` holds the stored state of those that
     exist. Called in the transaction of the writes, before them.
@@ -78,7 +86,10 @@ def changes_record(*, before: dict[int, Placed], after: dict[int, Placed]) -> No
     3. Mark each rep with windows in DirtyRep, counting them; past WINDOW_LIMIT it is marked
        whole. On PostgreSQL the upsert waits for a refresh holding the mark, which is why this
        runs before the visit writes (that refresh updates visits too).
-    4. Write the windows of the reps not marked whole.
+    4. Lock the rows of every rep of `before` and `after`, and of `writing` (the reps of other
+       visits the transaction writes: stored.reps_lock): a decision or a refresh of one of them
+       waits for the visit writes that follow, or is waited for.
+    5. Write the windows of the reps not marked whole.
     """
     windows: dict[int, list[tuple]] = defaultdict(list)
     for visit_id, now in after.items():
@@ -90,23 +101,22 @@ def changes_record(*, before: dict[int, Placed], after: dict[int, Placed]) -> No
             windows[was.rep_id].append((visit_id, old.visited_at, old.created_at, old.latitude, old.longitude))
         if was is None or not was.live or was.rep_id != now.rep_id:
             windows[now.rep_id].append((visit_id, None, None, None, None))
-    if not windows:
-        return
-    whole = reps_mark(counts={rep_id: len(rows) for rep_id, rows in windows.items()})
+    whole = reps_mark(counts={rep_id: len(rows) for rep_id, rows in windows.items()}) if windows else {}
+    reps_lock(rep_ids={*writing, *(placed.rep_id for placed in (*before.values(), *after.values()))})
     rows = [(rep_id, *row) for rep_id, rep_rows in sorted(windows.items()) if not whole[rep_id] for row in rep_rows]
     if rows:
         windows_insert(rows=rows)
 
 
-def visits_mark(*, visits: Mapping[int, Iterable[int]]) -> None:
+def visits_mark(*, visits: Mapping[int, Iterable[int]], writing: Iterable[int] = ()) -> None:
     """Record, in the transaction of a write to some visits (rep id: visit ids) that changes what a
     rule reads of them but not their place in the timeline (geo/ writing a customer's distance or
     mark), a window at each one's current place; a rep with more than WINDOW_LIMIT is marked whole.
-    Called before the writes, as changes_record is."""
+    Then lock the rows of those reps and of `writing` (the reps of the other visits written, whose
+    change moves no flag), as changes_record does. Called before the writes, as changes_record is."""
     rows = {rep_id: sorted(set(ids)) for rep_id, ids in visits.items() if ids}
-    if not rows:
-        return
-    whole = reps_mark(counts={rep_id: len(ids) for rep_id, ids in rows.items()})
+    whole = reps_mark(counts={rep_id: len(ids) for rep_id, ids in rows.items()}) if rows else {}
+    reps_lock(rep_ids={*rows, *writing})
     windows = [(rep_id, vid, None, None, None, None) for rep_id, ids in sorted(rows.items()) if not whole[rep_id]
                for vid in ids]  # fmt: skip
     if windows:
@@ -172,8 +182,18 @@ def flags_refresh(*, chunk: int = 50) -> tuple[int, int]:
                 return reps, changes
             rep_ids = [rep_id for rep_id, _ in marked]
             windows = windows_read(rep_ids=[rep_id for rep_id, whole in marked if not whole])
-            found = FlagChanges()
+            # The rejected visits among the windows' (moved or deleted: their reps' risk follows,
+            # below); their reps are locked with the chunk's, before any read the writes follow
+            # and any write: the lock order (stored.reps_lock).
             whole_reps = [rep_id for rep_id, whole in marked if whole or len(windows.get(rep_id, ())) > WINDOW_LIMIT]
+            windowed = [(w.visit_id, rep_id) for rep_id, rep_windows in windows.items() if rep_id not in whole_reps
+                        for w in rep_windows]  # fmt: skip
+            moved = dict(
+                Visit.objects.filter(id__in=sorted({vid for vid, _ in windowed}), review_status=DecisionKind.REJECT)
+                .values_list("id", "rep_id")
+            )  # fmt: skip
+            reps_lock(rep_ids=[*rep_ids, *moved.values()])
+            found = FlagChanges()
             any_stored = bool(whole_reps) and Flag.objects.exists()  # none on a first build: no look-ups
             rejected = rejected_of(rep_ids=whole_reps)
             for rep_id in whole_reps:
@@ -185,12 +205,6 @@ def flags_refresh(*, chunk: int = 50) -> tuple[int, int]:
             changes_write(found)
             # A rejected visit deleted or moved to another rep changes the risk of its reps' other
             # flagged visits (each counts the rep's rejected visits): those reps' risk, recomputed.
-            windowed = [(w.visit_id, rep_id) for rep_id, rep_windows in windows.items() if rep_id not in whole_reps
-                        for w in rep_windows]  # fmt: skip
-            moved = dict(
-                Visit.objects.filter(id__in=sorted({vid for vid, _ in windowed}), review_status=DecisionKind.REJECT)
-                .values_list("id", "rep_id")
-            )  # fmt: skip
             reps_again = {rep for vid, rep in windowed if vid in moved} | set(moved.values())
             if reps_again - set(whole_reps):
                 risk_refresh(rep_ids=reps_again - set(whole_reps))

@@ -25,6 +25,7 @@ from visits.models import (
 )
 from visits.review.day import STATUS_LABELS, days_of
 from visits.review.rules import tier_scores
+from visits.review.stored import reps_lock
 
 REVIEW_STATES = {
     "awaiting": "Awaiting a decision",
@@ -204,8 +205,11 @@ def low_tier_accept(*, visits: QuerySet, reason: str, note: str, user, rules: li
     """Accept (with `reason`) every visit of low_tier_awaiting, in one transaction; returns how
     many. For tens of thousands of visits:
 
-    1. the ids are read from the queue's flagged index, locking the rows (PostgreSQL), so a
-       visit decided meanwhile by someone else is left out, not decided twice;
+    1. the reps of those visits are read and their rows locked (stored.reps_lock: the lock order
+       of every writer of a rep's visits' review state); then the ids, of those reps' visits, are
+       read from the queue's flagged index, locking the rows (PostgreSQL; NO KEY UPDATE, as a
+       decision's insert only asks KEY SHARE), so a visit decided meanwhile by someone else is
+       left out, not decided twice;
     2. the decisions are inserted BULK_CHUNK at a time (bulk_create);
     3. the same chunk's visits get review_status "accept" in one UPDATE: they awaited a
        decision, so this one is their latest (no need to read the decisions back).
@@ -215,7 +219,10 @@ def low_tier_accept(*, visits: QuerySet, reason: str, note: str, user, rules: li
         raise ValueError("; ".join(f"{name}: {problem}" for name, problem in problems.items()))
     now = timezone.now()
     with transaction.atomic():
-        chosen = low_tier_awaiting(visits=visits, rules=rules).order_by("id").select_for_update(of=("self",))
+        awaiting = low_tier_awaiting(visits=visits, rules=rules)
+        reps = sorted(set(awaiting.order_by().values_list("rep_id", flat=True).distinct()))
+        reps_lock(rep_ids=reps)
+        chosen = awaiting.filter(rep_id__in=reps).order_by("id").select_for_update(of=("self",), no_key=True)
         ids = list(chosen.values_list("id", flat=True))
         for at in range(0, len(ids), BULK_CHUNK):
             chunk = ids[at : at + BULK_CHUNK]

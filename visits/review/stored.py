@@ -15,12 +15,38 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from django.db import connection, transaction
-from django.db.models import Q
+from django.db.models import Q, QuerySet
 
 from visits.ingest import tallies
-from visits.models import RULE_BITS, DecisionKind, Flag, FlagRule, Visit, column
+from visits.models import RULE_BITS, DecisionKind, Flag, FlagRule, Rep, Visit, column
 from visits.review.rules import NO_RISK, Finding, Risk, risk_score, risk_settings, visit_risk
 from visits.review.timeline import id_chunks, id_in
+
+
+def reps_lock(*, rep_ids: Iterable[int] | QuerySet) -> None:
+    """Lock these reps' rows (FOR NO KEY UPDATE, in id order; nothing on SQLite, one writer at a
+    time): the lock order of every transaction that writes visits while a rep's visits' review
+    state (review_status, flags, flagged, flag_rules, risk, risk_tier) may be written beside it.
+
+    1. The DirtyRep rows first, if any: ingestion and geo/ mark them (flags.reps_mark, in rep
+       order), flags_refresh claims them (skip_locked).
+    2. Then the Rep rows of every rep whose visits the transaction writes, all in this one
+       statement, before any visit is written: a decision (models.review_status_refresh), a bulk
+       accept (queue.low_tier_accept), a flags refresh (flags.flags_refresh), ingestion and the
+       backfill (flags.changes_record), the customers' fields (flags.visits_mark), and the users'
+       writers of Rep rows (pages.users_apply, ingest/core.py).
+    3. Then the visits, in any order: two transactions that write visits of one rep never hold
+       them at once. Without this, a decision holding its visit's row and wanting the rep's
+       other visits for their risk deadlocked with a flags refresh (or an ingested page) holding
+       those and wanting the decided visit (tests/test_review_locks.py).
+
+    A later call in the same transaction must name only reps already locked (risk_refresh after a
+    decision): a new rep locked after others breaks the order. NO KEY UPDATE, not UPDATE: the
+    foreign-key checks of visits and DirtyRep written meanwhile (KEY SHARE) do not wait for it.
+    `rep_ids` may be a query of rep ids (a subquery: one statement)."""
+    chosen = rep_ids if isinstance(rep_ids, QuerySet) else sorted(set(rep_ids))
+    locking = Rep.objects.select_for_update(no_key=True).filter(id__in=chosen).order_by("id")
+    list(locking.values_list("id", flat=True))
 
 
 class StoredFlag(NamedTuple):  # a tuple: a rebuild reads 330,000 of them
@@ -214,6 +240,7 @@ def risk_refresh(*, rep_ids: Iterable[int]) -> None:
     if not reps:
         return
     with transaction.atomic():
+        reps_lock(rep_ids=reps)  # already held after a decision or in a refresh: see reps_lock
         ids = list(
             Visit.objects.filter(rep_id__in=reps)
             .filter(Q(flagged=True) | Q(risk__gt=0) | ~Q(risk_tier=""))

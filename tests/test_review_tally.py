@@ -23,6 +23,7 @@ from visits.models import Customer, FlagRule, Rep, ReviewTally, RiskTier, Visit
 from visits.reports.scope import Scope
 from visits.review import flags, precision, queue
 from visits.review.addresses import address_mark
+from visits.review.rules import tier_scores
 
 pytestmark = pytest.mark.django_db
 
@@ -49,8 +50,9 @@ def random_choice(rng: random.Random) -> tuple[Scope, list[str], list[str], str]
 
 def assert_same_both_ways(rng: random.Random, *, choices: int = 6) -> None:
     """rep_queues and rules_precision give the same answers from the tally as from the visits."""
-    for n in range(choices):
-        scope, rules, tiers, state = random_choice(rng) if n else (Scope(), [], [], "all")
+    fixed = [(Scope(), [], [], "all"), *((Scope(), [], [tier], "all") for tier in RiskTier.values)]
+    for n in range(len(fixed) + choices):
+        scope, rules, tiers, state = fixed[n] if n < len(fixed) else random_choice(rng)
         tallied = review_tally.review_filter(scope=scope, reps=None, rules=rules, tiers=tiers, state=state)
         assert tallied is not None
         visits = queue.flagged_visits(visits=scope.visits(), rules=rules or None, state=state, tiers=tiers or None)
@@ -125,14 +127,31 @@ def mark_address(rng: random.Random, cast) -> str:
     return "address mark"
 
 
+def flags_refresh(rng: random.Random, cast) -> str:
+    flags.flags_refresh()
+    return "refresh"
+
+
+def flags_rebuild(rng: random.Random, cast) -> str:
+    flags.flags_rebuild()
+    return "rebuild"
+
+
+def events_step(rng: random.Random, cast) -> str:
+    return events_ingest(rng)
+
+
 def tier_set(rng: random.Random, cast) -> str:
-    """An ORM update of tiers (as tests and the admin may write), past the risk helper."""
+    """An ORM update of risks and their tiers, past the risk helper (as tests/test_decisions.py
+    writes them): a tier is always its risk's (rules.tier_of), which the queue's tier filter reads."""
     ids = list(Visit.objects.filter(flagged=True).values_list("id", flat=True))
-    Visit.objects.filter(id__in=rng.sample(ids, min(5, len(ids)))).update(risk_tier=rng.choice(RiskTier.values))
+    tier = rng.choice(RiskTier.values)
+    chosen = Visit.objects.filter(id__in=rng.sample(ids, min(5, len(ids))))
+    chosen.update(risk=rng.choice(tier_scores([tier])), risk_tier=tier)
     return "tier"
 
 
-@pytest.mark.parametrize("seed,in_bulk", [(1, True), (2, False)], ids=["bulk", "row-by-row"])
+@pytest.mark.parametrize("seed,in_bulk", [(1, True), (2, False), (3, True)], ids=["bulk", "row-by-row", "bulk-3"])
 def test_the_tally_equals_the_flagged_visits_through_any_writes(synced, cast, seed, in_bulk, monkeypatch):
     # in_bulk: SQLite moves the tallies in grouped statements however few visits are flagged at once
     monkeypatch.setattr(tallies, "BULK_FROM", 1 if in_bulk else 10**9)
@@ -140,18 +159,16 @@ def test_the_tally_equals_the_flagged_visits_through_any_writes(synced, cast, se
     assert_review_tally_match()
     assert_same_both_ways(rng)
     steps = [
-        lambda r, c: events_ingest(r),
-        lambda r, c: (flags.flags_refresh(), "refresh")[1],
-        lambda r, c: (flags.flags_rebuild(), "rebuild")[1],
-        decisions_make, decisions_make, low_tier_accept, hard_delete, tier_set,
+        events_step, flags_refresh, flags_rebuild, decisions_make, decisions_make, low_tier_accept, hard_delete,
+        tier_set,
     ]  # fmt: skip
     done = []
     for _ in range(10):
         done.append(rng.choice(steps)(rng, cast))
         assert_review_tally_match()
         assert_same_both_ways(rng, choices=3)
-    for step in (mark_address, low_tier_accept, events_ingest, hard_delete):  # each at least once
-        done.append(step(rng, cast) if step is not events_ingest else step(rng))
+    for step in (mark_address, low_tier_accept, events_step, hard_delete, tier_set):  # each at least once
+        done.append(step(rng, cast))
         assert_review_tally_match()
     assert_same_both_ways(rng)
     assert Visit.objects.filter(review_status="accept").exists(), done
@@ -172,7 +189,9 @@ def test_the_first_flags_of_many_visits_move_the_tally_in_bulk_with_the_triggers
 # --- The pages read it --------------------------------------------------------------------------
 
 PAGES = ("/review/reps/", "/review/rules/", "/review/rules.csv")
-TALLIED_QUERIES = ("", "?review=all", "?rule=impossible_travel&rule=resource_location_too_far", "?tier=high&review=accept")
+TALLIED_QUERIES = (
+    "", "?review=all", "?rule=impossible_travel&rule=resource_location_too_far", "?tier=high&review=accept",
+)  # fmt: skip
 
 
 def page_answer(client, url: str):
@@ -214,7 +233,8 @@ def test_a_filter_out_of_the_tally_is_none_and_the_users_reps_narrow_it():
     assert both == review_tally.ReviewFilter(reps=frozenset({2}), state="awaiting")
     assert review_tally.review_filter(scope=Scope(reps=None), reps=frozenset({3})).reps == frozenset({3})
     for scope in (
-        Scope(start=date(2026, 1, 1)), Scope(end=date(2026, 1, 1)), Scope(outcomes=frozenset({1})), Scope(statuses=frozenset({"verified"})), Scope(resource_type="lead"),
+        Scope(start=date(2026, 1, 1)), Scope(end=date(2026, 1, 1)), Scope(outcomes=frozenset({1})),
+        Scope(statuses=frozenset({"verified"})), Scope(resource_type="lead"),
     ):  # fmt: skip
         assert review_tally.review_filter(scope=scope, reps=None) is None, scope
 

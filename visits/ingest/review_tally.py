@@ -187,7 +187,11 @@ def review_filter(
 ) -> ReviewFilter | None:
     """The tally's filter for a scope's flagged visits (the user's visible `reps` from
     visits.access, None for every rep) of these rules, tiers and state; None when the scope
-    filters on what the tally does not keep (dates, outcomes, statuses, a resource type)."""
+    filters on what the tally does not keep (dates, outcomes, statuses, a resource type).
+
+    A tier is read as the visits' risk_tier; the queue reads it as that and its range of risks
+    (queue.flagged_visits), the same visits while each tier is its risk's, as the flags store
+    them (after a change of the RISK_* settings, once `flags_rebuild` has run)."""
     if scope.start or scope.end or scope.outcomes is not None or scope.statuses is not None or scope.resource_type:
         return None
     chosen = scope.reps

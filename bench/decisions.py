@@ -1,5 +1,5 @@
-"""The review's decisions at scale (issue 13): the rules' precision page and CSV, /review.csv, the
-bulk accept's confirmation and the bulk accept itself of a filter's whole low tier.
+"""The review's decisions at scale (issue 13): the rules' precision page and CSV, the queue by rep,
+/review.csv, the bulk accept's confirmation and the bulk accept itself of a filter's whole low tier.
 
     .venv/bin/python bench/decisions.py                       # SQLite, 200,000 visits (var/bench/)
     .venv/bin/python bench/decisions.py --visits 1000000 --postgres postgres://postgres@127.0.0.1:5432/postgres
@@ -81,18 +81,23 @@ def timed(client, url: str, *, repeat: int) -> dict:
     from django.db import connection, reset_queries
     from django.test.utils import CaptureQueriesContext
 
-    times, size, queries = [], 0, 0
+    times, cpu, sql, size, queries = [], [], [], 0, 0
     for _ in range(repeat):
         reset_queries()
         with CaptureQueriesContext(connection) as captured:
-            started = time.perf_counter()
+            started, on_cpu = time.perf_counter(), time.process_time()
             response = client.get(url)
             body = response.streaming_content if response.streaming else [response.content]
             size = sum(len(chunk) for chunk in body)
             times.append(time.perf_counter() - started)
+            cpu.append(time.process_time() - on_cpu)  # SQLite's work included: it runs in this process
+        sql.append(sum(float(q["time"]) for q in captured.captured_queries))
         assert response.status_code == 200, (url, response.status_code)
         queries = len(captured.captured_queries)
-    return {"url": url, "ms": statistics.median(times) * 1000, "queries": queries, "bytes": size}
+    return {
+        "url": url, "ms": statistics.median(times) * 1000, "cpu_ms": statistics.median(cpu) * 1000,
+        "sql_ms": statistics.median(sql) * 1000, "queries": queries, "bytes": size,
+    }  # fmt: skip
 
 
 def measure(*, repeat: int) -> dict:
@@ -107,12 +112,17 @@ def measure(*, repeat: int) -> dict:
     client.force_login(User.objects.get(username=BENCH_USER))
     urls = [
         "/review/rules/", "/review/rules/?start=2026-09-01&end=2026-09-30", "/review/rules/?rep=1042",
-        "/review/rules/?tier=low", "/review/rules.csv", "/review.csv", "/review.csv?sort=oldest",
+        "/review/rules/?tier=low", "/review/rules.csv", "/review/reps/", "/review/reps/?review=all",
+        "/review.csv", "/review.csv?sort=oldest",
         "/review.csv?review=all&rep=1042", "/review/accept-low/", "/review/accept-low/?rep=1042",
     ]  # fmt: skip
     rows = [timed(client, url, repeat=repeat) for url in urls]
     for row in rows:
-        print(f"  {row['ms']:9,.0f} ms {row['queries']:4} q {row['bytes']:>12,} B  {row['url']}", file=sys.stderr)
+        print(
+            f"  {row['ms']:9,.0f} ms (CPU {row['cpu_ms']:7,.0f}, SQL {row['sql_ms']:7,.0f}) {row['queries']:4} q "
+            f"{row['bytes']:>12,} B  {row['url']}",
+            file=sys.stderr,
+        )
     count = low_tier_awaiting(visits=Visit.objects.live()).count()
     before = Decision.objects.count()
     with transaction.atomic():

@@ -128,6 +128,8 @@ SERVER_URLS = [
     ("/review/reps/", "by rep (awaiting)"),
     ("/review/reps/?tier=high", "by rep, high tier"),
     ("/review/reps/?review=all", "by rep, every flagged visit"),
+    ("/review/rules/", "the rules' precision"),
+    ("/review/rules.csv", "the rules' precision as CSV"),
 ]
 
 
@@ -146,13 +148,16 @@ def server_times(client, *, repeat: int) -> list[dict]:
             with CaptureQueriesContext(connection) as queries:
                 started, on_cpu = time.perf_counter(), time.process_time()
                 response = client.get(url)
+                # a CSV is written as it is read: read it within the time
+                body = b"".join(response.streaming_content) if response.streaming else response.content
                 times.append((time.perf_counter() - started) * 1000)
                 cpu.append((time.process_time() - on_cpu) * 1000)
             sql.append(sum(float(q["time"]) for q in queries.captured_queries) * 1000)
             assert response.status_code == 200, (url, response.status_code)
         rows.append({
             "url": url, "label": label, "ms": statistics.median(times), "python_cpu_ms": statistics.median(cpu),
-            "sql_ms": statistics.median(sql), "queries": len(queries), "bytes": len(response.content),
+            "sql_ms": statistics.median(sql), "queries": len(queries),
+            "bytes": len(body),
         })  # fmt: skip
         r = rows[-1]
         print(f"  {r['ms']:7.1f} ms (Python CPU {r['python_cpu_ms']:5.1f}, SQL {r['sql_ms']:5.1f}) {r['queries']:3} q "

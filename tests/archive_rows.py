@@ -17,7 +17,7 @@ NOT_CARRIED = {
     ("TallyState", "rebuilt_at"),
     ("TallyState", "id"),
 }
-TALLIES = {"MonthTally", "YearTally", "WeekTally", "DistanceTally", "RepDistanceTally"}
+TALLIES = {"MonthTally", "YearTally", "WeekTally", "DistanceTally", "RepDistanceTally", "ReviewTally"}
 
 
 def plain(value):

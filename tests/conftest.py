@@ -15,7 +15,7 @@ from django.db import connection
 
 from visits.demo.generator import DemoData, team_generate
 from visits.demo.server import DemoFirehose, Faults
-from visits.models import CoreApiState, DeletedVisit, MonthTally, Outcome, Rep, Visit, WeekTally, YearTally
+from visits.models import CoreApiState, DeletedVisit, MonthTally, Outcome, Rep, ReviewTally, Visit, WeekTally, YearTally
 
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")  # Playwright's sync API runs an event loop
 
@@ -276,6 +276,31 @@ def assert_tallies_match() -> None:
             f"{name} tallies differ: extra {dict(list((got - want).items())[:5])}, "
             f"missing {dict(list((want - got).items())[:5])}"
         )
+    assert_review_tally_match()
+
+
+def review_tally_counted() -> Counter:
+    """The review tally as it should be, counted here in Python from the live flagged visits:
+    visits per (rep, flag_rules, risk_tier, review_status or "")."""
+    counts: Counter = Counter()
+    rows = Visit.objects.filter(deleted_at__isnull=True, flagged=True)
+    for rep_id, rules, tier, status in rows.values_list("rep_id", "flag_rules", "risk_tier", "review_status"):
+        counts[(rep_id, rules, tier or "", status or "")] += 1
+    return counts
+
+
+def assert_review_tally_match() -> None:
+    """The review tally the triggers kept equals a direct count of the live flagged visits: no
+    key missing or extra, none below zero (zero rows aside: the triggers leave them)."""
+    stored: Counter = Counter()
+    for *key, n in ReviewTally.objects.values_list("rep_id", "flag_rules", "risk_tier", "review_status", "visits"):
+        assert n >= 0, f"the review tally counts {n} at {key}"
+        stored[tuple(key)] += n
+    got, want = +stored, review_tally_counted()
+    assert got == want, (
+        f"review tally differs: extra {dict(list((got - want).items())[:5])}, "
+        f"missing {dict(list((want - got).items())[:5])}"
+    )
 
 
 def browser_sign_in(page, url: str, *, user: User) -> User:

@@ -131,6 +131,15 @@ def reps_for_user(user) -> QuerySet[Rep]:
     return Rep.objects.all()
 
 
+def rep_filter_for_user(user) -> frozenset[int] | None:
+    """The reps whose visits the user may see, as a filter on rep ids for what is counted without
+    reading the visits (the review tally): None for every rep, today's rule. It says what
+    _reach says of the visits."""
+    _note("rep_filter_for_user")
+    _reports_check(user)
+    return None
+
+
 def rep_for_user(user, rep_id: int) -> Rep:
     """The user's rep `rep_id`; Http404 when there is no such rep among those they may see."""
     _note("rep_for_user", rep_id=rep_id)

@@ -348,6 +348,19 @@ class RepDistanceTally(models.Model):  # noqa: DJ008 (internal bookkeeping, neve
     visits = models.IntegerField()
 
 
+class ReviewTally(models.Model):  # noqa: DJ008 (internal bookkeeping, never shown by name)
+    """Live flagged visits per rep, rule bits (Visit.flag_rules), risk tier and review status
+    ("" for none: a key column is never NULL), kept by the triggers of ingest/review_tally.py: the
+    queue counted per rep and the rules' precision read its few thousand rows, not every flagged visit."""
+
+    pk = models.CompositePrimaryKey("rep_id", "flag_rules", "risk_tier", "review_status")
+    rep_id = models.BigIntegerField()
+    flag_rules = models.IntegerField()
+    risk_tier = models.CharField(max_length=6)
+    review_status = models.CharField(max_length=20, help_text='the latest decision\'s kind; "" for none')
+    visits = models.IntegerField()
+
+
 class TallyState(models.Model):  # noqa: DJ008 (internal bookkeeping, never shown by name)
     """The one row saying which DISPLAY_TIME_ZONE the local days and tallies were built in, and
     the DISTANCE_FAR_KM their `far` counts."""

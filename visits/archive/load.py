@@ -33,7 +33,7 @@ from visits.archive.tables import (
     columns_described,
     sqlite_value_sql,
 )
-from visits.ingest import tallies
+from visits.ingest import review_tally, tallies
 from visits.models import RULE_BITS, Rep, Visit
 from visits.review import rules
 from visits.review.stored import flags_stored, rejected_of
@@ -217,6 +217,7 @@ def archive_import(*, path: Path, progress: Progress | None = None) -> ImportRes
         phases = {}
         with sqlite_unmapped(), transaction.atomic():
             tallies.triggers_drop()
+            review_tally.triggers_drop()  # rebuilt with the tallies
             recreate = indexes_drop()
             for table in TABLES:
                 rows[table.file] = table_load(

@@ -30,7 +30,7 @@ from django.db import models, transaction
 from django.utils import timezone
 
 from visits import triggers
-from visits.ingest import distance_tally
+from visits.ingest import distance_tally, review_tally
 from visits.models import MonthTally, TallyState, Visit, WeekTally, YearTally, column
 
 TRIGGER_NAMES = ("visits_tally_insert", "visits_tally_update_old", "visits_tally_update_new", "visits_tally_delete")
@@ -274,7 +274,10 @@ def _sqlite_bulk_sql() -> tuple[list[str], str, list[str]]:
     otherwise turns into a scan of every visit); each tally moved by their sum."""
     keyed = ", ".join(VISIT[name] for name in _KEYED)
     tables = [
-        f"CREATE TEMP TABLE IF NOT EXISTS {_WAS} (id INTEGER PRIMARY KEY, was INTEGER NOT NULL)",
+        # was: the visit's flagged; then its key in the review tally (review_tally.bulk_delta_sql)
+        f"CREATE TEMP TABLE IF NOT EXISTS {_WAS} (id INTEGER PRIMARY KEY, was INTEGER NOT NULL, "
+        + ", ".join(f"{key} NOT NULL" for key in review_tally.KEY)
+        + ")",
         f"CREATE TEMP TABLE IF NOT EXISTS {_MOVED} AS SELECT {keyed}, 0 AS moved FROM {VISIT_TABLE} WHERE 0",
     ]
     moved = (
@@ -291,14 +294,17 @@ def _sqlite_bulk_sql() -> tuple[list[str], str, list[str]]:
             f"GROUP BY {', '.join(str(i) for i in range(1, len(t.key) + 1))} HAVING sum(m.moved) <> 0 "
             f"ON CONFLICT ({', '.join(t.key)}) DO UPDATE SET {flagged} = {t.table}.{flagged} + excluded.{flagged}"
         )
+    deltas.append(review_tally.bulk_delta_sql(snapshot=_WAS))
     return tables, moved, deltas
 
 
 @contextlib.contextmanager
 def flagged_in_bulk(*, visit_ids: Collection[int], connection=default_connection) -> Iterator[None]:
-    """Around a write of these visits' `flagged`, and of nothing else the tallies read, inside a
-    transaction: on SQLite, from BULK_FROM visits, the row triggers are dropped for the write and
-    each tally's flagged counts are then moved by one grouped statement.
+    """Around a write of these visits' `flagged`, `flag_rules`, `risk` and `risk_tier`, and of
+    nothing else the tallies read, inside a transaction: on SQLite, from BULK_FROM visits, the
+    row triggers (the tallies' and the review tally's) are dropped for the write, each tally's
+    flagged counts are then moved by one grouped statement, and the review tally by another,
+    from the visits' keys in it before (snapshot) and after.
 
     Row by row, the three tallies' triggers cost about 30 us a visit: 9 of the 20 seconds of a
     first flags_rebuild at a million visits, which flags 300,000. PostgreSQL's statement
@@ -316,11 +322,13 @@ def flagged_in_bulk(*, visit_ids: Collection[int], connection=default_connection
         for start in range(0, len(ids), 5000):
             chunk = ids[start : start + 5000]
             cursor.execute(
-                f"INSERT INTO {_WAS} (id, was) SELECT {VISIT['id']}, {VISIT['flagged']} FROM {VISIT_TABLE} "
+                f"INSERT INTO {_WAS} (id, was, {', '.join(review_tally.KEY)}) "
+                f"SELECT {VISIT['id']}, {VISIT['flagged']}, {', '.join(review_tally.values())} FROM {VISIT_TABLE} "
                 f"WHERE {VISIT['id']} IN ({', '.join(['%s'] * len(chunk))}) AND {VISIT['deleted_at']} IS NULL",
                 chunk,
             )
     triggers_drop(connection=connection)
+    review_tally.triggers_drop(connection=connection)
     try:
         yield
     finally:  # the tallies follow whatever was written
@@ -331,6 +339,7 @@ def flagged_in_bulk(*, visit_ids: Collection[int], connection=default_connection
             cursor.execute(f"DELETE FROM {_WAS}")
             cursor.execute(f"DELETE FROM {_MOVED}")
         triggers_install(connection=connection)
+        review_tally.triggers_install(connection=connection)
 
 
 # --- Rebuilding ----------------------------------------------------------------------------
@@ -364,11 +373,13 @@ def local_days_fill(*, connection=default_connection, zone_name: str) -> int:
 def tallies_rebuild(*, connection=default_connection, days: bool = True) -> None:
     """Re-derive every local day for DISPLAY_TIME_ZONE (unless not `days`: an archive's import, of
     days made in this same zone, skips rewriting every visit) and rebuild the three tallies and the
-    distance tally from the visits, the far counts by today's DISTANCE_FAR_KM."""
+    distance tally and the review tally from the visits, the far counts by today's DISTANCE_FAR_KM."""
     zone_name = settings.DISPLAY_TIME_ZONE
     vendor = "postgresql" if connection.vendor == "postgresql" else "sqlite"
     with transaction.atomic(using=connection.alias):
         triggers_drop(connection=connection)  # the tallies are rebuilt below, not row by row
+        # nor the review tally's statement triggers over every visit's new local day (PostgreSQL)
+        review_tally.triggers_drop(connection=connection)
         if days:
             local_days_fill(connection=connection, zone_name=zone_name)
         with connection.cursor() as cursor:
@@ -381,6 +392,7 @@ def tallies_rebuild(*, connection=default_connection, days: bool = True) -> None
                 [zone_name, float(settings.DISTANCE_FAR_KM), connection.ops.adapt_datetimefield_value(timezone.now())],
             )
         distance_tally.distance_tally_rebuild(connection=connection)
+        review_tally.review_tally_rebuild(connection=connection)
         triggers_install(connection=connection)
 
 
@@ -404,9 +416,13 @@ def tallies_current(*, connection=default_connection) -> bool:
 
 def tallies_ensure(*, connection=default_connection) -> None:
     """After `migrate` (TRIGGER_SET.after_migrate, once the triggers are back): the tallies
-    rebuilt if the time zone or DISTANCE_FAR_KM changed."""
+    rebuilt if the time zone or DISTANCE_FAR_KM changed; else the review tally built if it never
+    was (migration 0020 adds it empty)."""
     if not tallies_current(connection=connection):
         tallies_rebuild(connection=connection)
+    elif review_tally.review_tally_unbuilt(connection=connection):
+        with transaction.atomic(using=connection.alias):
+            review_tally.review_tally_rebuild(connection=connection)
 
 
 TRIGGER_SET = triggers.TriggerSet(
@@ -414,7 +430,12 @@ TRIGGER_SET = triggers.TriggerSet(
     table=VISIT_TABLE,
     names=_trigger_names,
     statements=_trigger_statements,
-    # The rebuild makes the distance tallies too.
-    needs=(*(t.table for t in TALLIES), STATE_TABLE, *(t.table for t in distance_tally.BIN_TALLIES)),
+    # The rebuild makes the distance tallies and the review tally too.
+    needs=(
+        *(t.table for t in TALLIES),
+        STATE_TABLE,
+        *(t.table for t in distance_tally.BIN_TALLIES),
+        review_tally.TABLE,
+    ),
     after_migrate=tallies_ensure,
 )

@@ -1,13 +1,16 @@
 """The rules' precision: per flag rule (and per risk tier), how many live visits it flags and how
-the reviewers decided them, so admins can tune thresholds. Counted from the visits alone (their
-`flag_rules` bits and `review_status`, over the queue's flagged index), never the flags table."""
+the reviewers decided them, so admins can tune thresholds. Counted from the review tally
+(ingest/review_tally.py) when the filters allow, else from the visits (their `flag_rules` bits and
+`review_status`, over the queue's flagged index); never the flags table."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from django.db.models import Count, QuerySet
 
+from visits.ingest.review_tally import ReviewFilter, review_counts
 from visits.models import RULE_BITS, DecisionKind, FlagRule, RiskTier
 from visits.review.rules import rule_thresholds
 
@@ -65,14 +68,23 @@ def thresholds_by_rule() -> dict[str, str]:
     return found
 
 
-def rules_precision(*, visits: QuerySet, tiers: list[str] | None = None) -> Precision:
+def rules_precision(
+    *, visits: QuerySet, tiers: list[str] | None = None, tallied: ReviewFilter | None = None
+) -> Precision:
     """Per FlagRule and per tier, of `visits` (a scope's live visits) that are flagged (in one of
     `tiers`, if given): how many, and how many accepted, rejected and to follow up by their latest
-    decision. One GROUP BY flag_rules, review_status, risk_tier; the bits are split here."""
-    flagged = visits.filter(flagged=True)
-    if tiers:
-        flagged = flagged.filter(risk_tier__in=tiers)
-    groups = flagged.order_by().values_list("flag_rules", "review_status", "risk_tier").annotate(n=Count("id"))
+    decision. From the review tally's rows when the same visits are `tallied`
+    (review_tally.review_filter, with the same tiers), else one GROUP BY flag_rules,
+    review_status, risk_tier of the visits; the bits are split here."""
+    by = ("flag_rules", "review_status", "risk_tier")
+    groups: Iterable[tuple]
+    if tallied is not None:
+        groups = [(bits, status or None, tier, n) for bits, status, tier, n in review_counts(chosen=tallied, by=by)]
+    else:
+        flagged = visits.filter(flagged=True)
+        if tiers:
+            flagged = flagged.filter(risk_tier__in=tiers)
+        groups = flagged.order_by().values_list(*by).annotate(n=Count("id"))
     thresholds = thresholds_by_rule()
     rules = {rule.value: RuleCounts(rule.value, rule.label, thresholds.get(rule.value, "")) for rule in FlagRule}
     by_tier = {tier.value: RuleCounts(tier.value, tier.label) for tier in RiskTier}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from django.db import transaction
@@ -10,6 +11,7 @@ from django.db.models.lookups import GreaterThan
 from django.urls import reverse
 from django.utils import timezone
 
+from visits.ingest.review_tally import ReviewFilter, review_counts
 from visits.models import (
     RULE_BITS,
     AcceptReason,
@@ -133,11 +135,17 @@ class RepQueue:
         return [self.tiers.get(tier, 0) for tier in RiskTier.values]
 
 
-def rep_queues(*, visits: QuerySet) -> list[RepQueue]:
+def rep_queues(*, visits: QuerySet | None, tallied: ReviewFilter | None = None) -> list[RepQueue]:
     """The queue `visits` (flagged_visits') per rep, most high-tier visits first, then most visits,
-    then by name: one GROUP BY of the visits by rep, rules and tier (the columns of the flagged
-    indexes, never the flags), each rule bit counted here."""
-    grouped = visits.order_by().values_list("rep_id", "flag_rules", "risk_tier").annotate(n=Count("id"))
+    then by name, each rule bit counted here: from the review tally's rows, when the same visits
+    are `tallied` (review_tally.review_filter; `visits` may then be None), else one GROUP BY of the
+    visits by rep, rules and tier (the columns of the flagged indexes, never the flags; 200 ms at 1M)."""
+    by = ("rep_id", "flag_rules", "risk_tier")
+    if tallied is not None:
+        grouped: Iterable[tuple] = review_counts(chosen=tallied, by=by)
+    else:
+        assert visits is not None, "the queue's visits, or what the tally counts of them"
+        grouped = visits.order_by().values_list(*by).annotate(n=Count("id"))
     rows: dict[int, RepQueue] = {}
     for rep_id, mask, tier, n in grouped:
         row = rows.get(rep_id)

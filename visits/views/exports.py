@@ -19,7 +19,7 @@ from visits.reports.export import (
 )
 from visits.reports.filters import ReportFilters
 from visits.reports.scope import Scope
-from visits.review import precision, queue
+from visits.review import queue
 from visits.review.forms import RulesFilters
 from visits.views import review
 from visits.views.common import bad_request, filtered
@@ -156,9 +156,7 @@ def review_rules_csv(request: HttpRequest) -> HttpResponse:
     filters = RulesFilters(request.GET, reps=reps_for_user(request.user))
     if not filters.is_valid():
         return bad_request(request, filters.problems().splitlines())
-    counts = precision.rules_precision(
-        visits=scope_for_user(request.user, filters=filters).visits(), tiers=filters.cleaned_data["tier"] or None
-    )
+    counts = review.rules_counted(request, filters)
     rows = (
         [r.name, r.flagged, r.decided, r.accepted, r.rejected, r.follow_up, rate_text(r.precision), r.threshold]
         for r in counts.rules

@@ -12,6 +12,7 @@ from django.views.decorators.http import require_POST
 from visits.access import (
     accept_low_required,
     decide_required,
+    rep_filter_for_user,
     reports_required,
     reps_for_user,
     scope_for_user,
@@ -19,8 +20,10 @@ from visits.access import (
     visit_for_user,
     visits_for_user,
 )
+from visits.ingest import review_tally
 from visits.ingest.status import freshness
 from visits.models import AcceptReason, DecisionKind, FlagRule, RiskTier, Visit
+from visits.reports.scope import Scope
 from visits.review import precision, queue, rules, stored
 from visits.review.forms import BulkAcceptForm, DecisionForm, ReviewFilters, RulesFilters
 from visits.views import pager
@@ -59,18 +62,31 @@ PAGER_ORDERS = {
 }
 
 
-def queue_filtered(request: HttpRequest) -> tuple[ReviewFilters, QuerySet] | HttpResponse:
-    """The review filters bound to the query string and the flagged visits they choose, or the
-    400 page saying what is wrong with them."""
+def queue_scoped(request: HttpRequest) -> tuple[ReviewFilters, Scope] | HttpResponse:
+    """The review filters bound to the query string and the user's scope of them, or the 400 page
+    saying what is wrong with them."""
     filters = ReviewFilters(request.GET, reps=reps_for_user(request.user))
     if not filters.is_valid():
         return bad_request(request, filters.problems().splitlines())
+    return filters, scope_for_user(request.user, filters=filters)
+
+
+def queue_visits(filters: ReviewFilters, scope: Scope) -> QuerySet:
+    """The flagged visits the (valid) review filters choose in the scope."""
     data = filters.cleaned_data
-    visits = queue.flagged_visits(
-        visits=scope_for_user(request.user, filters=filters).visits(), rules=data["rule"] or None,
-        state=data["review"], tiers=data["tier"] or None,
-    )  # fmt: skip
-    return filters, visits
+    return queue.flagged_visits(
+        visits=scope.visits(), rules=data["rule"] or None, state=data["review"], tiers=data["tier"] or None
+    )
+
+
+def queue_filtered(request: HttpRequest) -> tuple[ReviewFilters, QuerySet] | HttpResponse:
+    """The review filters bound to the query string and the flagged visits they choose, or the
+    400 page saying what is wrong with them."""
+    found = queue_scoped(request)
+    if isinstance(found, HttpResponse):
+        return found
+    filters, scope = found
+    return filters, queue_visits(filters, scope)
 
 
 @reports_required
@@ -118,12 +134,19 @@ def review_queue(request: HttpRequest) -> HttpResponse:
 
 @reports_required
 def review_reps(request: HttpRequest) -> HttpResponse:
-    """The queue (the same filters) per rep: counts per tier and rule, each row opening the rep's queue."""
-    found = queue_filtered(request)
+    """The queue (the same filters) per rep: counts per tier and rule, each row opening the rep's
+    queue; from the review tally unless the filters need the visits themselves."""
+    found = queue_scoped(request)
     if isinstance(found, HttpResponse):
         return found
-    filters, visits = found
-    rows = queue.rep_queues(visits=visits)
+    filters, scope = found
+    data = filters.cleaned_data
+    tallied = review_tally.review_filter(
+        scope=scope, reps=rep_filter_for_user(request.user), rules=data["rule"], tiers=data["tier"],
+        state=data["review"],
+    )  # fmt: skip
+    # Counted from the tally, the visits' queryset is never made (its rule filter probes the flags).
+    rows = queue.rep_queues(visits=None if tallied is not None else queue_visits(filters, scope), tallied=tallied)
     shown = [rule for rule in FlagRule if any(row.rules.get(rule) for row in rows)]
     return render(
         request,
@@ -208,7 +231,14 @@ def review_rules(request: HttpRequest) -> HttpResponse:
     filters = RulesFilters(request.GET, reps=reps_for_user(request.user))
     if not filters.is_valid():
         return bad_request(request, filters.problems().splitlines())
-    counts = precision.rules_precision(
-        visits=scope_for_user(request.user, filters=filters).visits(), tiers=filters.cleaned_data["tier"] or None
-    )
+    counts = rules_counted(request, filters)
     return render(request, "visits/rules.html", page_context(request, filters, counts=counts, tiers=RiskTier.choices))
+
+
+def rules_counted(request: HttpRequest, filters: RulesFilters) -> precision.Precision:
+    """The rules' precision for the (valid) filters, from the review tally unless they need the
+    visits themselves: the page's and its CSV's."""
+    scope = scope_for_user(request.user, filters=filters)
+    tiers = filters.cleaned_data["tier"] or None
+    tallied = review_tally.review_filter(scope=scope, reps=rep_filter_for_user(request.user), tiers=tiers)
+    return precision.rules_precision(visits=scope.visits(), tiers=tiers, tallied=tallied)

@@ -17,7 +17,9 @@ NOT_CARRIED = {
     ("TallyState", "rebuilt_at"),
     ("TallyState", "id"),
 }
-TALLIES = {"MonthTally", "YearTally", "WeekTally", "DistanceTally", "RepDistanceTally"}
+TALLIES = {
+    "MonthTally", "YearTally", "AllTimeTally", "WeekTally", "DistanceTally", "RepDistanceTally", "OutcomeDistanceTally",
+}  # fmt: skip
 
 
 def plain(value):

@@ -22,13 +22,16 @@ from django.db.models.functions import Coalesce, TruncWeek
 from visits.ingest import distance_tally
 from visits.ingest.tallies import far_metres, tallies_current
 from visits.models import (
+    AllTimeTally,
     DecisionKind,
     DistanceTally,
     FlagRule,
     MonthTally,
     Outcome,
+    OutcomeDistanceTally,
     Rep,
     RepDistanceTally,
+    StatusTally,
     VerificationStatus,
     WeekTally,
     YearTally,
@@ -213,11 +216,19 @@ def status_rows(*, scope: Scope, by: tuple[str, ...]) -> Iterator[StatusRow]:
     if weekly and (scope.outcomes is not None or scope.resource_type or "outcome" in by):
         yield from _visit_rows(_days(scope, scope.start, scope.end), by=by)  # dimensions the week tally lacks
         return
+    if not weekly and _all_time(scope):  # the coarsest tally
+        yield from _tally_rows(scope, tally=AllTimeTally, period=None, periods=(None, None), by=by)
+        return
     reads, days = range_plan(start=scope.start, end=scope.end, grains=(WEEKS,) if weekly else (YEARS, MONTHS))
     for low, high in days:
         yield from _visit_rows(_days(scope, low, high), by=by)
     for grain, periods in reads:
-        yield from _tally_rows(scope, grain=grain, periods=periods, by=by)
+        yield from _tally_rows(scope, tally=grain.tally, period=grain.period, periods=periods, by=by)
+
+
+def _all_time(scope: Scope) -> bool:
+    """Whether the scope's range is open at both ends: read from the all-time tallies."""
+    return scope.start is None and scope.end is None
 
 
 def _days(scope: Scope, low: date | None, high: date | None) -> QuerySet:
@@ -242,21 +253,36 @@ def _visit_rows(visits: QuerySet, *, by: tuple[str, ...], week=None) -> Iterator
         yield key, row["verification_status"], row["n"], row["f"], row["far"]
 
 
-def _tally_rows(scope: Scope, *, grain: Grain, periods: tuple, by: tuple[str, ...]) -> Iterator[StatusRow]:
+def _tally_rows(
+    scope: Scope, *, tally: type[StatusTally | WeekTally], period: str | None, periods: tuple, by: tuple[str, ...]
+) -> Iterator[StatusRow]:
+    """The tally's rows summed by `by` and status, its periods first..last (period None: all time)."""
     first, last = periods
-    rows = scope._narrow(grain.tally.objects.all(), rep="rep_id", outcome=None if grain is WEEKS else "outcome_id")
+    weekly = tally is WeekTally
+    rows = scope._narrow(tally._default_manager.all(), rep="rep_id", outcome=None if weekly else "outcome_id")
     if first is not None:
-        rows = rows.filter(**{f"{grain.period}__gte": first})
+        rows = rows.filter(**{f"{period}__gte": first})
     if last is not None:
-        rows = rows.filter(**{f"{grain.period}__lte": last})
-    names = [{"rep": "rep_id", "outcome": "outcome_id", "week": grain.period}[b] for b in by]
-    sums = {"n": Sum("visits"), "f": Sum("flagged")}
-    if grain is not WEEKS:
-        sums["far"] = Sum("far")
-    for row in rows.order_by().values(*names, "verification_status").annotate(**sums):
-        if row["n"]:
-            key = tuple(None if n == "outcome_id" and row[n] == 0 else row[n] for n in names)
-            yield key, row["verification_status"], row["n"], row["f"], row.get("far", 0)
+        rows = rows.filter(**{f"{period}__lte": last})
+    names = [{"rep": "rep_id", "outcome": "outcome_id", "week": period or ""}[b] for b in by]
+    sums = {"n": Sum("visits"), "f": Sum("flagged"), "far": Value(0) if weekly else Sum("far")}
+    outcome = names.index("outcome_id") if "outcome_id" in names else None
+    grouped = (
+        rows.order_by().values(*names, "verification_status").annotate(**sums)
+        .values_list(*names, "verification_status", "n", "f", "far")
+    )  # fmt: skip
+    if weekly:  # the ORM makes SQLite's text dates dates: a few hundred rows
+        found: Iterable[tuple] = grouped
+    else:  # integers and text: plain tuples from the cursor, for the matrix's ten thousand rows
+        sql, params = grouped.query.sql_with_params()
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            found = cursor.fetchall()
+    for *key, status, n, flagged, far in found:
+        if n:
+            if outcome is not None and key[outcome] == 0:
+                key[outcome] = None
+            yield tuple(key), status, n, flagged, far
 
 
 class DistanceBin(Func):
@@ -284,19 +310,13 @@ def too_far_bin_parts(*, scope: Scope, by: tuple[str, ...]) -> list[QuerySet]:
         return []
     if not tallies_current():
         return [_bin_visits(scope.visits(), by=by)]
-    if (
-        by == ("rep",)
-        and scope.start is None
-        and scope.end is None
-        and scope.outcomes is None
-        and not scope.resource_type
-    ):
-        by_rep = RepDistanceTally.objects.all()  # all time, by rep: a row per rep and bin
-        if scope.reps is not None:
-            by_rep = by_rep.filter(rep_id__in=scope.reps)
-        return [
-            by_rep.order_by().annotate(k0=F("rep_id"), bin_key=F("bin"), n=F("visits")).values("k0", "bin_key", "n")
-        ]
+    whole = _all_time_tally(scope=scope, by=by)
+    if whole is not None:  # a row per rep (outcome) and bin
+        model, key, chosen = whole
+        whole_bins = model._default_manager.all()
+        if chosen is not None:
+            whole_bins = whole_bins.filter(**{f"{key}__in": chosen})
+        return [whole_bins.order_by().annotate(k0=F(key), bin_key=F("bin"), n=F("visits")).values("k0", "bin_key", "n")]
     reads, days = range_plan(start=scope.start, end=scope.end, grains=(MONTHS,))
     parts = [_bin_visits(_days(scope, low, high), by=by) for low, high in days]
     for _, (first, last) in reads:
@@ -311,6 +331,21 @@ def too_far_bin_parts(*, scope: Scope, by: tuple[str, ...]) -> list[QuerySet]:
             rows.order_by().annotate(**keys, bin_key=F("bin")).values(*keys, "bin_key").annotate(n=Sum("visits"))
         )
     return parts
+
+
+def _all_time_tally(
+    *, scope: Scope, by: tuple[str, ...]
+) -> tuple[type[RepDistanceTally | OutcomeDistanceTally], str, frozenset[int] | None] | None:
+    """The all-time distance tally that holds the scope's bins by `by` (its model, key column and
+    the keys chosen, None for all), when there is one: all time, by rep or by outcome, narrowed by
+    nothing else (the callers have checked the statuses and that the tallies are current)."""
+    if not _all_time(scope) or scope.resource_type:
+        return None
+    if by == ("rep",) and scope.outcomes is None:
+        return RepDistanceTally, "rep_id", scope.reps
+    if by == ("outcome",) and scope.reps is None:
+        return OutcomeDistanceTally, "outcome_id", scope.outcomes
+    return None
 
 
 def _bin_visits(visits: QuerySet, *, by: tuple[str, ...]) -> QuerySet:

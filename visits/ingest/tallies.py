@@ -290,9 +290,11 @@ def _sqlite_bulk_sql() -> tuple[list[str], str, list[str]]:
     deltas = []
     for t in TALLIES:
         visits, flagged = t.counts
+        extra = "".join(f", {c}" for c in t.extra)  # written as 0, not left to a column default
         deltas.append(
-            f"INSERT INTO {t.table} ({', '.join(t.key)}, {visits}, {flagged}) "
-            f"SELECT {', '.join(t.values(vendor='sqlite', row='m'))}, 0, sum(m.moved) FROM {_MOVED} m WHERE 1 "
+            f"INSERT INTO {t.table} ({', '.join(t.key)}, {visits}, {flagged}{extra}) "
+            f"SELECT {', '.join(t.values(vendor='sqlite', row='m'))}, 0, sum(m.moved){', 0' * len(t.extra)} "
+            f"FROM {_MOVED} m WHERE 1 "
             f"GROUP BY {', '.join(str(i) for i in range(1, len(t.key) + 1))} HAVING sum(m.moved) <> 0 "
             f"ON CONFLICT ({', '.join(t.key)}) DO UPDATE SET {flagged} = {t.table}.{flagged} + excluded.{flagged}"
         )

@@ -17,7 +17,10 @@ NOT_CARRIED = {
     ("TallyState", "rebuilt_at"),
     ("TallyState", "id"),
 }
-TALLIES = {"MonthTally", "YearTally", "WeekTally", "DistanceTally", "RepDistanceTally", "ReviewTally"}
+TALLIES = {
+    "MonthTally", "YearTally", "AllTimeTally", "WeekTally", "DistanceTally", "RepDistanceTally", "OutcomeDistanceTally",
+    "ReviewTally",
+}  # fmt: skip
 
 
 def plain(value):

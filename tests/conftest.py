@@ -15,7 +15,18 @@ from django.db import connection
 
 from visits.demo.generator import DemoData, team_generate
 from visits.demo.server import DemoFirehose, Faults
-from visits.models import CoreApiState, DeletedVisit, MonthTally, Outcome, Rep, ReviewTally, Visit, WeekTally, YearTally
+from visits.models import (
+    AllTimeTally,
+    CoreApiState,
+    DeletedVisit,
+    MonthTally,
+    Outcome,
+    Rep,
+    ReviewTally,
+    Visit,
+    WeekTally,
+    YearTally,
+)
 
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")  # Playwright's sync API runs an event loop
 
@@ -238,7 +249,7 @@ def tallies_counted() -> dict[str, Counter]:
     """The tallies as they should be, counted here in Python from the visits (their
     visited_at and DISPLAY_TIME_ZONE, not the stored local_day): (visits, flagged) per key."""
     zone = ZoneInfo(django_settings.DISPLAY_TIME_ZONE)
-    counts = {"month": Counter(), "year": Counter(), "week": Counter()}
+    counts = {"month": Counter(), "year": Counter(), "all": Counter(), "week": Counter()}
     far_m = django_settings.DISTANCE_FAR_KM * 1000
     for v in Visit.objects.filter(deleted_at__isnull=True):
         day = v.visited_at.astimezone(zone).date()
@@ -246,11 +257,12 @@ def tallies_counted() -> dict[str, Counter]:
         for name, key in (
             ("month", (day.replace(day=1), *dims)),
             ("year", (day.replace(month=1, day=1), *dims)),
+            ("all", dims),
             ("week", (day - timedelta(days=day.weekday()), v.rep_id, v.verification_status)),
         ):
             counts[name][(*key, "visits")] += 1
             counts[name][(*key, "flagged")] += int(v.flagged)
-            if name != "week":  # the far visits: of the month and year tallies
+            if name != "week":  # the far visits: of the month, year and all-time tallies
                 far = v.customer_distance_m is not None and v.customer_distance_m > far_m
                 counts[name][(*key, "far")] += int(far)
     return counts
@@ -260,10 +272,10 @@ def assert_tallies_match() -> None:
     """The tallies the triggers kept equal a direct count of the live visits (zero rows aside)."""
     wanted = tallies_counted()
     status = ("rep_id", "outcome_id", "resource_type", "verification_status")
-    stored = {"month": Counter(), "year": Counter(), "week": Counter()}
+    stored = {"month": Counter(), "year": Counter(), "all": Counter(), "week": Counter()}
     for name, model, key in (
         ("month", MonthTally, ("month", *status)), ("year", YearTally, ("year", *status)),
-        ("week", WeekTally, ("week", "rep_id", "verification_status")),
+        ("all", AllTimeTally, status), ("week", WeekTally, ("week", "rep_id", "verification_status")),
     ):  # fmt: skip
         counted = ("visits", "flagged") if model is WeekTally else ("visits", "flagged", "far")
         for row in model.objects.values_list(*key, *counted):

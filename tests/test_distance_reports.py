@@ -7,6 +7,7 @@ deletes, a rebuild, and a change of DISTANCE_FAR_KM."""
 import math
 import random
 from datetime import UTC, date, datetime, timedelta
+from unittest import mock
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -15,7 +16,7 @@ from django.db import transaction
 from visits.geo.customers import customers_refresh
 from visits.ingest import distance_tally, tallies
 from visits.ingest.pages import visits_upsert
-from visits.models import DistanceTally, Outcome, Rep, RepDistanceTally, Visit
+from visits.models import DistanceTally, Outcome, OutcomeDistanceTally, Rep, RepDistanceTally, Visit
 from visits.reports import analytics
 from visits.reports.scope import Scope
 
@@ -155,7 +156,36 @@ def assert_tally_matches() -> None:
     for (_, rep_id, _, _, k), n in want.items():
         by_rep[(rep_id, k)] = by_rep.get((rep_id, k), 0) + n
     assert {r[:-1]: r[-1] for r in RepDistanceTally.objects.values_list("rep_id", "bin", "visits") if r[-1]} == by_rep
+    by_outcome: dict[tuple, int] = {}
+    for (_, _, outcome_id, _, k), n in want.items():
+        by_outcome[(outcome_id, k)] = by_outcome.get((outcome_id, k), 0) + n
+    stored = OutcomeDistanceTally.objects.values_list("outcome_id", "bin", "visits")
+    assert {r[:-1]: r[-1] for r in stored if r[-1]} == by_outcome
     assert_tallies_match()
+
+
+def assert_all_time_reads_right(*, seed: int) -> None:
+    """Open ranges read through the all-time tallies give exactly what the month and year tallies
+    give, and what counting the visits directly gives (the same bins ranked)."""
+    rng = random.Random(seed)
+    scopes = [Scope(), Scope(statuses=frozenset({"resource_location_too_far"}))]
+    scopes += [
+        Scope(
+            reps=rng.choice([None, frozenset(rng.sample(REPS, 2))]),
+            outcomes=rng.choice([None, frozenset(rng.sample(OUTCOMES, 2))]),
+            resource_type=rng.choice(["", "lead"]),
+        )
+        for _ in range(6)
+    ]
+    for scope in scopes:
+        for by in ((), ("rep",), ("outcome",), ("rep", "outcome")):
+            through = analytics.counts_by(scope=scope, by=by, distances=True)
+            with mock.patch.object(analytics, "_all_time", return_value=False):
+                by_months = analytics.counts_by(scope=scope, by=by, distances=True)
+            with mock.patch.object(analytics, "tallies_current", return_value=False):
+                direct = analytics.counts_by(scope=scope, by=by, distances=True)
+            assert through, (scope, by)
+            assert through == by_months == direct, (scope, by)
 
 
 @pytest.fixture
@@ -192,6 +222,7 @@ def test_report_distances_equal_direct_computation_after_every_kind_of_write(mea
     assert tallies.tallies_current()
     assert_tally_matches()
     assert_distances_right(seed=1)
+    assert_all_time_reads_right(seed=1)
     # Ingestion changes visits: statuses, reps, days; and deletes some in Sell.
     changed = visit_rows(rng, range(1, 601, 7), sequence=2)
     for visit_id in range(3, 601, 29):
@@ -201,21 +232,26 @@ def test_report_distances_equal_direct_computation_after_every_kind_of_write(mea
         visits_upsert(rows=changed)
     assert_tally_matches()
     assert_distances_right(seed=2)
+    assert_all_time_reads_right(seed=2)
     # The refresh measures the changed visits again (new positions, other customers' points).
     customers_refresh()
     assert_tally_matches()
     assert_distances_right(seed=3)
+    assert_all_time_reads_right(seed=3)
     # Writes from elsewhere: distances moved across the threshold, a status, rows deleted.
     Visit.objects.filter(id__in=range(2, 601, 5)).update(customer_distance_m=999.5)
     Visit.objects.filter(id__in=range(4, 601, 11)).update(customer_distance_m=1000.5)
     Visit.objects.filter(id__in=range(6, 601, 13)).update(verification_status="resource_location_too_far")
     Visit.objects.filter(id__in=range(8, 601, 17)).update(customer_distance_m=None)
     Visit.objects.filter(id__in=range(9, 601, 19)).delete()
+    Visit.objects.filter(id__in=range(10, 601, 3)).update(flagged=True)  # as flags.py marks them
     assert_tally_matches()
     assert_distances_right(seed=4)
+    assert_all_time_reads_right(seed=4)
     tallies.tallies_rebuild()
     assert_tally_matches()
     assert_distances_right(seed=5)
+    assert_all_time_reads_right(seed=5)
 
 
 @pytest.mark.slow

@@ -20,6 +20,7 @@ from visits.ingest.sync import API_ERROR_KINDS, SyncErrorKind, SyncResult
 from visits.management.commands import sync_visits
 from visits.models import (
     VISIT_LIVE,
+    AllTimeTally,
     Decision,
     DirtyRep,
     Flag,
@@ -151,7 +152,7 @@ def test_the_task_and_the_command_both_word_what_visits_pull_returns(monkeypatch
 
 # --- SQL names from the models --------------------------------------------------------------
 
-RENAMED = (Visit, Flag, MonthTally, YearTally, WeekTally, TallyState, Decision)
+RENAMED = (Visit, Flag, MonthTally, YearTally, AllTimeTally, WeekTally, TallyState, Decision)
 
 
 class RecordingConnection:

@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
+from django.utils.html import escape
 
 from visits.ingest.sync import streams_sync
 from visits.models import Outcome, Rep, VerificationStatus, Visit
@@ -205,6 +206,26 @@ def test_csv_escapes_formulas_and_keeps_awkward_text(manager_client, team):
     assert not any(
         int(r["id"]) in set(Visit.objects.filter(deleted_at__isnull=False).values_list("id", flat=True)) for r in rows
     )
+
+
+def test_names_written_by_the_views_are_escaped_in_rows_cells_and_filter_options(manager_client, team):
+    """The report rows, the matrix rows and the filter bar's options are written in Python, not by
+    the template: hostile rep and outcome names come out as text there, and a chosen rep stays
+    selected."""
+    visit = Visit.objects.filter(deleted_at__isnull=True, outcome__isnull=False).select_related("rep", "outcome")[0]
+    rep_name, outcome_name = '<script>alert("rep")</script>&\'"', '<img src=x onerror=alert(1)>"'
+    Rep.objects.filter(id=visit.rep_id).update(name=rep_name)
+    Outcome.objects.filter(id=visit.outcome_id).update(name=outcome_name)
+    for url in ("/reports/reps/", "/reports/outcomes/", "/reports/matrix/", f"/reports/reps/?rep={visit.rep_id}"):
+        page = manager_client.get(url).content.decode()
+        assert "<script>alert" not in page and "<img src=x" not in page, url
+        assert escape(rep_name) in page and escape(outcome_name) in page, url  # options, rows, columns
+    page = manager_client.get(f"/reports/reps/?rep={visit.rep_id}").content.decode()
+    assert f'<option value="{visit.rep_id}" selected>{escape(rep_name)}</option>' in page
+    assert f'<a href="/reports/reps/{visit.rep_id}/?rep={visit.rep_id}">{escape(rep_name)}</a>' in page
+    page = manager_client.get("/reports/matrix/").content.decode()
+    assert f'<th class="num">{escape(outcome_name)}</th>' in page
+    assert f'<th><a href="/reports/reps/{visit.rep_id}/?">{escape(rep_name)}</a></th>' in page
 
 
 def test_csv_is_streamed_with_a_named_file(manager_client, team):

@@ -2,9 +2,11 @@
 whole periods and edge days correctly, and equal to direct counts for any filter, before and
 after a change of DISPLAY_TIME_ZONE."""
 
+import importlib
 import random
 from collections import Counter
 from datetime import date, datetime, timedelta
+from types import SimpleNamespace
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -14,7 +16,7 @@ from django.db import transaction
 from visits.ingest import tallies
 from visits.ingest.pages import visits_upsert
 from visits.ingest.sync import streams_sync
-from visits.models import MonthTally, Outcome, Rep, Visit
+from visits.models import AllTimeTally, DistanceTally, MonthTally, Outcome, OutcomeDistanceTally, Rep, Visit
 from visits.reports import analytics
 from visits.reports.analytics import MONTHS, WEEKS, YEARS, range_plan
 from visits.reports.scope import Scope
@@ -204,3 +206,29 @@ def test_rebuild_command_says_what_it_did(synced, settings, capsys):
     assert "in Europe/Paris" in out and "month rows" in out
     assert tallies.tallies_current()
     assert_tallies_match()
+
+
+@pytest.mark.slow
+@pytest.mark.django_db
+def test_migration_0020_fills_the_all_time_tallies_from_the_others(synced):
+    """Migration 0020 sums the new all-time tallies from the year and month distance tallies, not
+    from every visit: what it writes equals the rebuild's counts (assert_tallies_match) and the
+    month distance tally summed by outcome."""
+    from django.apps import apps
+    from django.db import connection
+
+    migration = importlib.import_module("visits.migrations.0021_alltime_tallies")
+    Visit.objects.filter(id__in=list(Visit.objects.values_list("id", flat=True)[:40])).update(
+        customer_distance_m=2500.0, verification_status="resource_location_too_far"
+    )
+    by_outcome = Counter()
+    for outcome_id, k, n in DistanceTally.objects.values_list("outcome_id", "bin", "visits"):
+        by_outcome[(outcome_id, k)] += n
+    assert +by_outcome, "no too-far distances to sum"
+    AllTimeTally.objects.all().delete()
+    OutcomeDistanceTally.objects.all().delete()
+    with connection.cursor() as cursor:  # Django's schema editor will not run in a test's transaction on SQLite
+        migration.fill_from_tallies(apps, SimpleNamespace(execute=cursor.execute, connection=connection))
+    assert_tallies_match()
+    stored = OutcomeDistanceTally.objects.values_list("outcome_id", "bin", "visits")
+    assert +Counter({(o, k): n for o, k, n in stored}) == +by_outcome

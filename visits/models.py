@@ -313,6 +313,13 @@ class YearTally(StatusTally):  # noqa: DJ008 (internal bookkeeping, never shown 
     year = models.DateField()
 
 
+class AllTimeTally(StatusTally):  # noqa: DJ008 (internal bookkeeping, never shown by name)
+    """As YearTally, of all time: a range open at both ends (the reports' default) reads a row
+    per rep, outcome, resource type and status instead of one per year too."""
+
+    pk = models.CompositePrimaryKey("rep_id", "outcome_id", "resource_type", "verification_status")
+
+
 class WeekTally(models.Model):  # noqa: DJ008 (internal bookkeeping, never shown by name)
     """Live visits per week (starting Monday) of local_day, rep and status: the weekly trends."""
 
@@ -358,6 +365,16 @@ class ReviewTally(models.Model):  # noqa: DJ008 (internal bookkeeping, never sho
     flag_rules = models.IntegerField()
     risk_tier = models.CharField(max_length=6)
     review_status = models.CharField(max_length=20, help_text='the latest decision\'s kind; "" for none')
+    visits = models.IntegerField()
+
+
+class OutcomeDistanceTally(models.Model):  # noqa: DJ008 (internal bookkeeping, never shown by name)
+    """As RepDistanceTally, by outcome: the whole-range reports by outcome read a row per outcome
+    and bin instead of one per month, rep, resource type and bin."""
+
+    pk = models.CompositePrimaryKey("outcome_id", "bin")
+    outcome_id = models.BigIntegerField(help_text="0 for visits without an outcome")
+    bin = models.SmallIntegerField(help_text="distances in (10^((bin-1)/N), 10^(bin/N)] metres")
     visits = models.IntegerField()
 
 

@@ -132,10 +132,12 @@ TABLES: tuple[ArchiveTable, ...] = (
 NOT_ARCHIVED: dict[str, str] = {
     "visits.MonthTally": "counts of the live visits by month: rebuilt from the visits by the import (tallies_rebuild)",
     "visits.YearTally": "counts of the live visits by year: rebuilt from the visits by the import",
+    "visits.AllTimeTally": "counts of the live visits of all time: rebuilt from the visits by the import",
     "visits.WeekTally": "counts of the live visits by week: rebuilt from the visits by the import",
     "visits.DistanceTally": "too-far visits by month and distance bin: rebuilt from the visits by the import",
     "visits.RepDistanceTally": "too-far visits by rep and distance bin: rebuilt from the visits by the import",
     "visits.ReviewTally": "flagged live visits by rep, rules, tier and decision: rebuilt from the visits by the import",
+    "visits.OutcomeDistanceTally": "too-far visits by outcome and distance bin: rebuilt from the visits by the import",
     "visits.TallyState": "the time zone and far distance the tallies were built with: written by the import's rebuild",
     "visits.FlagWindow": "work queued for the next flag refresh; the import checks the flags against the rules",
     "visits.DirtyRep": "reps queued for the next flag refresh; the import checks the flags against the rules",

@@ -1,7 +1,7 @@
 """The distance tallies: too-far visits with a distance, per month of local_day, rep, outcome, resource
-type and distance bin (DistanceTally), and per rep and bin of all time (RepDistanceTally, for the
-whole range by rep), from which the reports read the median and 90th percentile of too-far
-distances without reading the visits.
+type and distance bin (DistanceTally), and of all time per rep and bin (RepDistanceTally) and per
+outcome and bin (OutcomeDistanceTally), for the whole range by rep or by outcome, from which the
+reports read the median and 90th percentile of too-far distances without reading the visits.
 
 The bins are log-spaced, BINS_PER_DECADE to each power of ten of metres: bin k holds the distances
 in (10^((k-1)/N), 10^(k/N)] m (bin 0: 1 m or less). A percentile read from the bins is the
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from django.db import connection as default_connection
 
 from visits import triggers
-from visits.models import DistanceTally, RepDistanceTally, VerificationStatus, Visit, column
+from visits.models import DistanceTally, OutcomeDistanceTally, RepDistanceTally, VerificationStatus, Visit, column
 
 BINS_PER_DECADE = 60
 PRECISION = 10 ** (0.5 / BINS_PER_DECADE) - 1  # the largest relative error of a distance read from its bin
@@ -80,12 +80,14 @@ def _counted(row: str) -> str:
 
 @dataclass(frozen=True)
 class BinTally:
-    """A tally of too-far visits by bin: its model and whether it has the month, outcome and
-    resource type in its key (DistanceTally) or only the rep (RepDistanceTally, of all time: the
-    whole-range reports by rep read its few rows instead of every month's)."""
+    """A tally of too-far visits by bin: its model and whether it has the month, rep, outcome and
+    resource type in its key (DistanceTally) or, of all time, only the rep (RepDistanceTally) or
+    the outcome (OutcomeDistanceTally): the whole-range reports by rep or outcome read their few
+    rows instead of every month's."""
 
-    model: type[DistanceTally] | type[RepDistanceTally]
+    model: type[DistanceTally] | type[RepDistanceTally] | type[OutcomeDistanceTally]
     monthly: bool
+    by: str = "rep"  # of an all-time tally: "rep" or "outcome"
 
     @property
     def table(self) -> str:
@@ -99,6 +101,8 @@ class BinTally:
         """SQL for the key's values from a visit row (`row` with its dot, or the bare columns)."""
         distance = bin_sql(vendor=vendor, distance=f"{row}{VISIT['customer_distance_m']}")
         if not self.monthly:
+            if self.by == "outcome":
+                return [f"coalesce({row}{VISIT['outcome']}, 0)", distance]
             return [f"{row}{VISIT['rep']}", distance]
         return [
             MONTH[vendor].format(day=f"{row}{VISIT['local_day']}"),
@@ -113,7 +117,11 @@ class BinTally:
         return ", ".join(str(i) for i in range(1, len(self.key) + 1))
 
 
-BIN_TALLIES = (BinTally(DistanceTally, monthly=True), BinTally(RepDistanceTally, monthly=False))
+BIN_TALLIES = (
+    BinTally(DistanceTally, monthly=True),
+    BinTally(RepDistanceTally, monthly=False),
+    BinTally(OutcomeDistanceTally, monthly=False, by="outcome"),
+)
 
 
 def rebuild_sql(t: BinTally, *, vendor: str) -> str:

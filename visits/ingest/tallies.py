@@ -1,7 +1,8 @@
 """Visit tallies: counts per year, month and week that the reports read instead of every visit.
 
-Database triggers on the visits table keep `MonthTally`, `YearTally` and `WeekTally` equal to a count of the
-live visits, in the transaction of whatever wrote them (ingestion, the admin, a bench loader).
+Database triggers on the visits table keep `MonthTally`, `YearTally`, `AllTimeTally` (of all time)
+and `WeekTally` equal to a count of the live visits, in the transaction of whatever wrote them
+(ingestion, the admin, a bench loader).
 SQLite gets row triggers; PostgreSQL gets statement triggers that apply one grouped delta per
 statement from its transition tables. They are the trigger set TRIGGER_SET (visits/triggers.py),
 (re)installed after every `migrate`, as SQLite drops a table's triggers when a migration rebuilds
@@ -31,7 +32,7 @@ from django.utils import timezone
 
 from visits import triggers
 from visits.ingest import distance_tally, review_tally
-from visits.models import MonthTally, TallyState, Visit, WeekTally, YearTally, column
+from visits.models import AllTimeTally, MonthTally, TallyState, Visit, WeekTally, YearTally, column
 
 TRIGGER_NAMES = ("visits_tally_insert", "visits_tally_update_old", "visits_tally_update_new", "visits_tally_delete")
 
@@ -78,7 +79,7 @@ def far_sql(prefix: str = "") -> str:
 @dataclass(frozen=True)
 class Tally:
     model: type[models.Model]
-    period: dict[str, str]  # vendor -> SQL for the period's first day, from "{day}"
+    period: dict[str, str] | None  # vendor -> SQL for the period's first day, from "{day}"; None: all time
     dimensions: tuple[tuple[str, str], ...]  # (Visit field, SQL from "{}") of the other key columns, in order
     far: bool = True  # it counts the far visits too
 
@@ -93,7 +94,7 @@ class Tally:
 
     @property
     def key(self) -> tuple[str, ...]:
-        """The tally's primary key columns, the period column first."""
+        """The tally's primary key columns, the period column (if any) first."""
         return tuple(f.column for f in self.model._meta.pk_fields)
 
     @property
@@ -104,8 +105,10 @@ class Tally:
     def values(self, *, vendor: str, row: str = "") -> list[str]:
         """SQL for the key's values from a visit row (`row`, or the bare columns)."""
         prefix = f"{row}." if row else ""
-        period = self.period[vendor].format(day=f"{prefix}{VISIT['local_day']}")
-        return [period, *(sql.format(f"{prefix}{VISIT[name]}") for name, sql in self.dimensions)]
+        dimensions = [sql.format(f"{prefix}{VISIT[name]}") for name, sql in self.dimensions]
+        if self.period is None:
+            return dimensions
+        return [self.period[vendor].format(day=f"{prefix}{VISIT['local_day']}"), *dimensions]
 
 
 _STATUS_DIMENSIONS = (
@@ -123,6 +126,8 @@ TALLIES = (
         YearTally,
         {"sqlite": "strftime('%Y-01-01', {day})", "postgresql": "date_trunc('year', {day})::date"}, _STATUS_DIMENSIONS,
     ),
+    # Of all time: the reports' default range, open at both ends.
+    Tally(AllTimeTally, None, _STATUS_DIMENSIONS),
     # 'weekday 1' moves forward to a Monday: from six days earlier, that is the week's Monday.
     Tally(
         WeekTally,
@@ -288,9 +293,11 @@ def _sqlite_bulk_sql() -> tuple[list[str], str, list[str]]:
     deltas = []
     for t in TALLIES:
         visits, flagged = t.counts
+        extra = "".join(f", {c}" for c in t.extra)  # written as 0, not left to a column default
         deltas.append(
-            f"INSERT INTO {t.table} ({', '.join(t.key)}, {visits}, {flagged}) "
-            f"SELECT {', '.join(t.values(vendor='sqlite', row='m'))}, 0, sum(m.moved) FROM {_MOVED} m WHERE 1 "
+            f"INSERT INTO {t.table} ({', '.join(t.key)}, {visits}, {flagged}{extra}) "
+            f"SELECT {', '.join(t.values(vendor='sqlite', row='m'))}, 0, sum(m.moved){', 0' * len(t.extra)} "
+            f"FROM {_MOVED} m WHERE 1 "
             f"GROUP BY {', '.join(str(i) for i in range(1, len(t.key) + 1))} HAVING sum(m.moved) <> 0 "
             f"ON CONFLICT ({', '.join(t.key)}) DO UPDATE SET {flagged} = {t.table}.{flagged} + excluded.{flagged}"
         )
@@ -372,8 +379,8 @@ def local_days_fill(*, connection=default_connection, zone_name: str) -> int:
 
 def tallies_rebuild(*, connection=default_connection, days: bool = True) -> None:
     """Re-derive every local day for DISPLAY_TIME_ZONE (unless not `days`: an archive's import, of
-    days made in this same zone, skips rewriting every visit) and rebuild the three tallies and the
-    distance tally and the review tally from the visits, the far counts by today's DISTANCE_FAR_KM."""
+    days made in this same zone, skips rewriting every visit) and rebuild the four tallies, the
+    distance tallies and the review tally from the visits, the far counts by today's DISTANCE_FAR_KM."""
     zone_name = settings.DISPLAY_TIME_ZONE
     vendor = "postgresql" if connection.vendor == "postgresql" else "sqlite"
     with transaction.atomic(using=connection.alias):

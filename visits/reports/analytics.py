@@ -12,6 +12,8 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
+from itertools import groupby
+from operator import itemgetter
 from zoneinfo import ZoneInfo
 
 from django.conf import settings
@@ -22,16 +24,20 @@ from django.db.models.functions import Coalesce, TruncWeek
 from visits.ingest import distance_tally
 from visits.ingest.tallies import far_metres, tallies_current
 from visits.models import (
+    AllTimeTally,
     DecisionKind,
     DistanceTally,
     FlagRule,
     MonthTally,
     Outcome,
+    OutcomeDistanceTally,
     Rep,
     RepDistanceTally,
+    StatusTally,
     VerificationStatus,
     WeekTally,
     YearTally,
+    column,
 )
 from visits.reports.scope import Scope
 
@@ -213,11 +219,19 @@ def status_rows(*, scope: Scope, by: tuple[str, ...]) -> Iterator[StatusRow]:
     if weekly and (scope.outcomes is not None or scope.resource_type or "outcome" in by):
         yield from _visit_rows(_days(scope, scope.start, scope.end), by=by)  # dimensions the week tally lacks
         return
+    if not weekly and _all_time(scope):  # the coarsest tally
+        yield from _tally_rows(scope, tally=AllTimeTally, period=None, periods=(None, None), by=by)
+        return
     reads, days = range_plan(start=scope.start, end=scope.end, grains=(WEEKS,) if weekly else (YEARS, MONTHS))
     for low, high in days:
         yield from _visit_rows(_days(scope, low, high), by=by)
     for grain, periods in reads:
-        yield from _tally_rows(scope, grain=grain, periods=periods, by=by)
+        yield from _tally_rows(scope, tally=grain.tally, period=grain.period, periods=periods, by=by)
+
+
+def _all_time(scope: Scope) -> bool:
+    """Whether the scope's range is open at both ends: read from the all-time tallies."""
+    return scope.start is None and scope.end is None
 
 
 def _days(scope: Scope, low: date | None, high: date | None) -> QuerySet:
@@ -237,26 +251,49 @@ def _visit_rows(visits: QuerySet, *, by: tuple[str, ...], week=None) -> Iterator
         "f": Count("verification_status", filter=Q(flagged=True)),
         "far": Count("verification_status", filter=Q(customer_distance_m__gt=far_metres())),
     }
-    for row in rows.values(*names, "verification_status").annotate(**counted):
+    grouped = rows.values(*names, "verification_status").annotate(**counted)
+    if "week" not in by:  # integers and text: plain tuples from the cursor (a 30-day matrix: 6,500 rows)
+        sql, params = grouped.values_list(*names, "verification_status", "n", "f", "far").query.sql_with_params()
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            for *key, status, n, flagged, far in cursor.fetchall():
+                yield tuple(key), status, n, flagged, far
+        return
+    for row in grouped:  # the ORM makes the weeks dates
         key = tuple(row[n].date() if isinstance(row[n], datetime) else row[n] for n in names)
         yield key, row["verification_status"], row["n"], row["f"], row["far"]
 
 
-def _tally_rows(scope: Scope, *, grain: Grain, periods: tuple, by: tuple[str, ...]) -> Iterator[StatusRow]:
+def _tally_rows(
+    scope: Scope, *, tally: type[StatusTally | WeekTally], period: str | None, periods: tuple, by: tuple[str, ...]
+) -> Iterator[StatusRow]:
+    """The tally's rows summed by `by` and status, its periods first..last (period None: all time)."""
     first, last = periods
-    rows = scope._narrow(grain.tally.objects.all(), rep="rep_id", outcome=None if grain is WEEKS else "outcome_id")
+    weekly = tally is WeekTally
+    rows = scope._narrow(tally._default_manager.all(), rep="rep_id", outcome=None if weekly else "outcome_id")
     if first is not None:
-        rows = rows.filter(**{f"{grain.period}__gte": first})
+        rows = rows.filter(**{f"{period}__gte": first})
     if last is not None:
-        rows = rows.filter(**{f"{grain.period}__lte": last})
-    names = [{"rep": "rep_id", "outcome": "outcome_id", "week": grain.period}[b] for b in by]
-    sums = {"n": Sum("visits"), "f": Sum("flagged")}
-    if grain is not WEEKS:
-        sums["far"] = Sum("far")
-    for row in rows.order_by().values(*names, "verification_status").annotate(**sums):
-        if row["n"]:
-            key = tuple(None if n == "outcome_id" and row[n] == 0 else row[n] for n in names)
-            yield key, row["verification_status"], row["n"], row["f"], row.get("far", 0)
+        rows = rows.filter(**{f"{period}__lte": last})
+    names = [{"rep": "rep_id", "outcome": "outcome_id", "week": period or ""}[b] for b in by]
+    sums = {"n": Sum("visits"), "f": Sum("flagged"), "far": Value(0) if weekly else Sum("far")}
+    outcome = names.index("outcome_id") if "outcome_id" in names else None
+    grouped = (
+        rows.order_by().values(*names, "verification_status").annotate(**sums)
+        .values_list(*names, "verification_status", "n", "f", "far")
+    )  # fmt: skip
+    if weekly:  # the ORM makes SQLite's text dates dates: a few hundred rows
+        found: Iterable[tuple] = grouped
+    else:  # integers and text: plain tuples from the cursor, for the matrix's ten thousand rows
+        sql, params = grouped.query.sql_with_params()
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            found = cursor.fetchall()
+    for *key, status, n, flagged, far in found:
+        if n:
+            if outcome is not None and key[outcome] == 0:
+                key[outcome] = None
+            yield tuple(key), status, n, flagged, far
 
 
 class DistanceBin(Func):
@@ -284,19 +321,13 @@ def too_far_bin_parts(*, scope: Scope, by: tuple[str, ...]) -> list[QuerySet]:
         return []
     if not tallies_current():
         return [_bin_visits(scope.visits(), by=by)]
-    if (
-        by == ("rep",)
-        and scope.start is None
-        and scope.end is None
-        and scope.outcomes is None
-        and not scope.resource_type
-    ):
-        by_rep = RepDistanceTally.objects.all()  # all time, by rep: a row per rep and bin
-        if scope.reps is not None:
-            by_rep = by_rep.filter(rep_id__in=scope.reps)
-        return [
-            by_rep.order_by().annotate(k0=F("rep_id"), bin_key=F("bin"), n=F("visits")).values("k0", "bin_key", "n")
-        ]
+    whole = _all_time_tally(scope=scope, by=by)
+    if whole is not None:  # a row per rep (outcome) and bin
+        model, key, chosen = whole
+        whole_bins = model._default_manager.all()
+        if chosen is not None:
+            whole_bins = whole_bins.filter(**{f"{key}__in": chosen})
+        return [whole_bins.order_by().annotate(k0=F(key), bin_key=F("bin"), n=F("visits")).values("k0", "bin_key", "n")]
     reads, days = range_plan(start=scope.start, end=scope.end, grains=(MONTHS,))
     parts = [_bin_visits(_days(scope, low, high), by=by) for low, high in days]
     for _, (first, last) in reads:
@@ -313,6 +344,21 @@ def too_far_bin_parts(*, scope: Scope, by: tuple[str, ...]) -> list[QuerySet]:
     return parts
 
 
+def _all_time_tally(
+    *, scope: Scope, by: tuple[str, ...]
+) -> tuple[type[RepDistanceTally | OutcomeDistanceTally], str, frozenset[int] | None] | None:
+    """The all-time distance tally that holds the scope's bins by `by` (its model, key column and
+    the keys chosen, None for all), when there is one: all time, by rep or by outcome, narrowed by
+    nothing else (the callers have checked the statuses and that the tallies are current)."""
+    if not _all_time(scope) or scope.resource_type:
+        return None
+    if by == ("rep",) and scope.outcomes is None:
+        return RepDistanceTally, "rep_id", scope.reps
+    if by == ("outcome",) and scope.reps is None:
+        return OutcomeDistanceTally, "outcome_id", scope.outcomes
+    return None
+
+
 def _bin_visits(visits: QuerySet, *, by: tuple[str, ...]) -> QuerySet:
     keys = {f"k{i}": Coalesce(_KEYS[b], 0) if b == "outcome" else F(_KEYS[b]) for i, b in enumerate(by)}
     return (
@@ -324,11 +370,21 @@ def _bin_visits(visits: QuerySet, *, by: tuple[str, ...]) -> QuerySet:
 
 def too_far_percentiles(*, scope: Scope, by: tuple[str, ...]) -> dict[tuple, tuple[float, float]]:
     """{key: (median, 90th percentile)} of the too-far visits' distances, in metres, read from the
-    bins (the nearest rank: the ceil(p * n)-th smallest, as distance_tally.bins_percentile). The
-    ranks are found in the database, which returns a row per key, not a row per key and bin."""
+    bins (the nearest rank: the ceil(p * n)-th smallest, as distance_tally.bins_percentile). On
+    PostgreSQL the ranks are found in the database, which returns a row per key, not a row per key
+    and bin; on SQLite, whose window functions are slow, the bins are walked in their order here."""
     parts = too_far_bin_parts(scope=scope, by=by)
     if not parts:
         return {}
+    whole = _all_time_tally(scope=scope, by=by)
+    if whole is not None and tallies_current():
+        return {
+            (None if by == ("outcome",) and key == 0 else key,): (
+                distance_tally.bin_metres(median),
+                distance_tally.bin_metres(p90),
+            )
+            for key, median, p90 in _ranks_stepped(*whole)
+        }
     keys = [f"k{i}" for i in range(len(by))]
     lead = "".join(f"{k}, " for k in keys)
     sqls, params = [], []
@@ -343,6 +399,22 @@ def too_far_percentiles(*, scope: Scope, by: tuple[str, ...]) -> dict[tuple, tup
             f"SELECT {lead}bin_key, CAST(sum(n) AS integer) AS n FROM ({' UNION ALL '.join(sqls)}) AS parts "
             f"GROUP BY {lead}bin_key"
         )
+    if connection.vendor == "sqlite":
+        ranked = _ranks_walked(
+            sql=f"SELECT * FROM ({bins}) AS bins ORDER BY {lead}bin_key", params=params, keys=len(keys)
+        )
+    else:
+        ranked = _ranks_windowed(bins=bins, params=params, keys=keys)
+    found = {}
+    for key, median, p90 in ranked:
+        named = tuple(None if b == "outcome" and k == 0 else k for b, k in zip(by, key, strict=True))
+        found[named] = (distance_tally.bin_metres(median), distance_tally.bin_metres(p90))
+    return found
+
+
+def _ranks_windowed(*, bins: str, params: list, keys: list[str]) -> Iterator[tuple[tuple, int, int]]:
+    """(key, median bin, 90th percentile bin) ranked by window functions (PostgreSQL)."""
+    lead = "".join(f"{k}, " for k in keys)
     partition = f"PARTITION BY {', '.join(keys)} " if keys else ""
     sql = (
         f"SELECT {lead}min(CASE WHEN cum >= (total + 1) / 2 THEN bin_key END), "
@@ -351,15 +423,90 @@ def too_far_percentiles(*, scope: Scope, by: tuple[str, ...]) -> dict[tuple, tup
         f"sum(n) OVER ({partition.strip()}) AS total FROM ({bins}) AS bins) AS ranked"
         + (f" GROUP BY {', '.join(keys)}" if keys else "")
     )
-    found = {}
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         for *key, median, p90 in cursor.fetchall():
-            if median is None:
-                continue
-            named = tuple(None if b == "outcome" and k == 0 else k for b, k in zip(by, key, strict=True))
-            found[named] = (distance_tally.bin_metres(median), distance_tally.bin_metres(p90))
-    return found
+            if median is not None:
+                yield tuple(key), median, p90
+
+
+STEP = 12  # bins a coarse group of _ranks_stepped: a fifth of a decade
+
+
+def _ranks_stepped(
+    model: type[RepDistanceTally | OutcomeDistanceTally], key: str, chosen: frozenset[int] | None
+) -> Iterator[tuple[int, int, int]]:
+    """(key, median bin, 90th percentile bin) from an all-time distance tally, as _ranks_windowed
+    finds them, in two steps: each key's bins summed by STEP in the database, the groups holding
+    its median and 90th percentile found here, then those groups' bins read and walked. At 200
+    reps, 2,800 and 4,000 rows where every bin is 27,000 (ranking them took 35-100 ms)."""
+    table, count = model._meta.db_table, column(model, "visits")
+    where, params = f"{count} > 0", []
+    if chosen is not None:
+        if not chosen:
+            return
+        where += f" AND {key} IN ({', '.join(['%s'] * len(chosen))})"
+        params = sorted(chosen)
+    picks: dict[int, list[tuple[int, int, int]]] = {}  # key -> (rank, visits before its group, group)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT {key}, bin / {STEP}, sum({count}) FROM {table} WHERE {where} GROUP BY 1, 2 ORDER BY 1, 2", params
+        )
+        for k, rows in groupby(cursor.fetchall(), key=itemgetter(0)):
+            groups = [(g, n) for _, g, n in rows]
+            total = sum(n for _, n in groups)
+            picks[k] = []
+            for rank in ((total + 1) // 2, (9 * total + 9) // 10):  # as the window query's
+                before = 0
+                for g, n in groups:
+                    if before + n >= rank:
+                        picks[k].append((rank, before, g))
+                        break
+                    before += n
+        wanted = sorted({(k, g) for k, chosen_groups in picks.items() for _, _, g in chosen_groups})
+        if not wanted:
+            return
+        cursor.execute(  # each group a range of the primary key
+            f"WITH w (k, low, high) AS (VALUES {', '.join(['(%s, %s, %s)'] * len(wanted))}) "
+            f"SELECT t.{key}, t.bin, t.{count} FROM w JOIN {table} t "
+            f"ON t.{key} = w.k AND t.bin BETWEEN w.low AND w.high WHERE t.{count} > 0 ORDER BY 1, 2",
+            [value for k, g in wanted for value in (k, g * STEP, g * STEP + STEP - 1)],
+        )
+        bins: dict[int, list[tuple[int, int]]] = defaultdict(list)
+        for k, b, n in cursor.fetchall():
+            bins[k].append((b, n))
+    for k, ranks in picks.items():
+        found = []
+        for rank, before, g in ranks:
+            for b, n in bins[k]:
+                if b // STEP == g:
+                    before += n
+                    if before >= rank:
+                        found.append(b)
+                        break
+        if len(found) == 2:
+            yield k, found[0], found[1]
+
+
+def _ranks_walked(*, sql: str, params: list, keys: int) -> Iterator[tuple[tuple, int, int]]:
+    """As _ranks_windowed, from the bins in key and bin order walked here (SQLite: its window
+    functions took 100 ms over the 27,000 bins of the reps of all time, the walk a third of that)."""
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        rows = cursor.fetchall()
+    for key, group in groupby(rows, key=itemgetter(*range(keys)) if keys else lambda row: ()):
+        bins = [(row[keys], row[keys + 1]) for row in group]
+        total = sum(n for _, n in bins)
+        median_rank, p90_rank = (total + 1) // 2, (9 * total + 9) // 10  # as the window query's
+        cum, median = 0, None
+        for bin_key, n in bins:
+            cum += n
+            if median is None and cum >= median_rank:
+                median = bin_key
+            if cum >= p90_rank:
+                if median is not None:
+                    yield (key if keys > 1 else (key,) if keys else ()), median, bin_key
+                break
 
 
 def counts_by(*, scope: Scope, by: tuple[str, ...], distances: bool = False) -> dict[tuple, Counts]:

@@ -253,11 +253,10 @@ def _visit_rows(visits: QuerySet, *, by: tuple[str, ...], week=None) -> Iterator
     }
     grouped = rows.values(*names, "verification_status").annotate(**counted)
     if "week" not in by:  # integers and text: plain tuples from the cursor (a 30-day matrix: 6,500 rows)
-        sql, params = grouped.values_list(*names, "verification_status", "n", "f", "far").query.sql_with_params()
-        with connection.cursor() as cursor:
-            cursor.execute(sql, params)
-            for *key, status, n, flagged, far in cursor.fetchall():
-                yield tuple(key), status, n, flagged, far
+        for *values, status, n, flagged, far in _cursor_rows(
+            grouped.values_list(*names, "verification_status", "n", "f", "far")
+        ):
+            yield tuple(values), status, n, flagged, far
         return
     for row in grouped:  # the ORM makes the weeks dates
         key = tuple(row[n].date() if isinstance(row[n], datetime) else row[n] for n in names)
@@ -282,18 +281,23 @@ def _tally_rows(
         rows.order_by().values(*names, "verification_status").annotate(**sums)
         .values_list(*names, "verification_status", "n", "f", "far")
     )  # fmt: skip
-    if weekly:  # the ORM makes SQLite's text dates dates: a few hundred rows
-        found: Iterable[tuple] = grouped
-    else:  # integers and text: plain tuples from the cursor, for the matrix's ten thousand rows
-        sql, params = grouped.query.sql_with_params()
-        with connection.cursor() as cursor:
-            cursor.execute(sql, params)
-            found = cursor.fetchall()
+    # The ORM makes SQLite's text dates dates (a few hundred weeks); integers and text come as plain
+    # tuples from the cursor, for the matrix's ten thousand rows.
+    found: Iterable[tuple] = grouped if weekly else _cursor_rows(grouped)
     for *key, status, n, flagged, far in found:
         if n:
             if outcome is not None and key[outcome] == 0:
                 key[outcome] = None
             yield tuple(key), status, n, flagged, far
+
+
+def _cursor_rows(rows: QuerySet) -> list[tuple]:
+    """A values_list queryset's rows as the cursor gives them, without the ORM's per-row
+    converters (a tenth of the matrix's time); for integer and text columns only."""
+    sql, params = rows.query.sql_with_params()
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchall()
 
 
 class DistanceBin(Func):
@@ -316,18 +320,10 @@ _KEYS = {"rep": "rep_id", "outcome": "outcome_id"}
 def too_far_bin_parts(*, scope: Scope, by: tuple[str, ...]) -> list[QuerySet]:
     """Querysets of (k0, ..., bin_key, n) rows (keys `by` among "rep" and "outcome", no outcome as
     0): too-far visits with a distance by bin, whole months from the distance tally, the days at
-    the edges from the visits, as status_rows splits them."""
-    if scope.statuses is not None and VerificationStatus.TOO_FAR not in scope.statuses:
-        return []
+    the edges from the visits, as status_rows splits them. For too_far_percentiles, which has
+    checked the statuses and read the all-time distance tallies itself where they hold the scope."""
     if not tallies_current():
         return [_bin_visits(scope.visits(), by=by)]
-    whole = _all_time_tally(scope=scope, by=by)
-    if whole is not None:  # a row per rep (outcome) and bin
-        model, key, chosen = whole
-        whole_bins = model._default_manager.all()
-        if chosen is not None:
-            whole_bins = whole_bins.filter(**{f"{key}__in": chosen})
-        return [whole_bins.order_by().annotate(k0=F(key), bin_key=F("bin"), n=F("visits")).values("k0", "bin_key", "n")]
     reads, days = range_plan(start=scope.start, end=scope.end, grains=(MONTHS,))
     parts = [_bin_visits(_days(scope, low, high), by=by) for low, high in days]
     for _, (first, last) in reads:
@@ -373,8 +369,7 @@ def too_far_percentiles(*, scope: Scope, by: tuple[str, ...]) -> dict[tuple, tup
     bins (the nearest rank: the ceil(p * n)-th smallest, as distance_tally.bins_percentile). On
     PostgreSQL the ranks are found in the database, which returns a row per key, not a row per key
     and bin; on SQLite, whose window functions are slow, the bins are walked in their order here."""
-    parts = too_far_bin_parts(scope=scope, by=by)
-    if not parts:
+    if scope.statuses is not None and VerificationStatus.TOO_FAR not in scope.statuses:
         return {}
     whole = _all_time_tally(scope=scope, by=by)
     if whole is not None and tallies_current():
@@ -385,6 +380,9 @@ def too_far_percentiles(*, scope: Scope, by: tuple[str, ...]) -> dict[tuple, tup
             )
             for key, median, p90 in _ranks_stepped(*whole)
         }
+    parts = too_far_bin_parts(scope=scope, by=by)
+    if not parts:
+        return {}
     keys = [f"k{i}" for i in range(len(by))]
     lead = "".join(f"{k}, " for k in keys)
     sqls, params = [], []

@@ -74,6 +74,12 @@ def day_bounds(day: date, zone: ZoneInfo) -> tuple[datetime, datetime]:
     return start or datetime.min.replace(tzinfo=UTC), end or datetime.max.replace(tzinfo=UTC)
 
 
+def url_pattern(name: str) -> str:
+    """The URL of `name` (a route taking one id) with "{}" where the id goes: one reverse() for a
+    page's every row."""
+    return reverse(name, args=[0]).replace("/0/", "/{}/")
+
+
 def days_of(*, visits: list[Visit]) -> dict[int, RepDay]:
     """For each of `visits`, its rep's day: one query for all the days of the page, one for the
     customers of the reviewed visits."""
@@ -89,7 +95,7 @@ def days_of(*, visits: list[Visit]) -> dict[int, RepDay]:
     for other in Visit.objects.live().filter(around).select_related("outcome").order_by("visited_at", "id"):
         by_day.setdefault((other.rep_id, other.local_day), []).append(other)
     customers = customers_of(visits=visits)
-    url_of = reverse("visits:visit", args=[0]).replace("/0/", "/{}/")  # one reverse() for every row
+    url_of = url_pattern("visits:visit")
     shown_in = timezone.get_current_timezone()  # once: each localtime() asks for it again
     found = {}
     for visit in visits:

@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 from django.db import transaction
 from django.db.models import Count, F, Prefetch, QuerySet, prefetch_related_objects
 from django.db.models.lookups import GreaterThan
-from django.urls import reverse
 from django.utils import timezone
 
 from visits.ingest.review_tally import ReviewFilter, review_counts
@@ -25,7 +24,7 @@ from visits.models import (
     review_status_refresh,
     rules_mask,
 )
-from visits.review.day import STATUS_LABELS, days_of
+from visits.review.day import STATUS_LABELS, days_of, url_pattern
 from visits.review.rules import tier_scores
 from visits.review.stored import reps_lock
 
@@ -107,7 +106,7 @@ def queue_items(*, visits: list[Visit]) -> list[dict]:
     days = days_of(visits=page)
     # Each card's links and texts made here once (three {% url %} and two formatting filters a
     # card were a fifth of the page's rendering).
-    visit_url, rep_url = (reverse(name, args=[0]).replace("/0/", "/{}/") for name in ("visits:visit", "visits:rep"))
+    visit_url, rep_url = url_pattern("visits:visit"), url_pattern("visits:rep")
     shown_in = timezone.get_current_timezone()
     return [
         {

@@ -145,6 +145,9 @@ class Visit(models.Model):
     )
     latitude = models.FloatField(null=True, blank=True)
     longitude = models.FloatField(null=True, blank=True)
+    # Set when the retention rule (COORDINATES_RETENTION_DAYS) removed the rep's position: the
+    # visit keeps its status, distance to the customer and flags, frozen as they stood.
+    coordinates_removed_at = models.DateTimeField(null=True, blank=True)
     verification_status = models.CharField(max_length=40, choices=VerificationStatus.choices)
     sequence = models.BigIntegerField(help_text="meta.sequence of the event last applied")
     event_time = models.DateTimeField(help_text="meta.event_time of the event last applied")
@@ -188,6 +191,7 @@ class Visit(models.Model):
             ("view_reports", "Can view reports, maps and exports"),
             ("review_visits", "Can decide on flagged visits"),
             ("accept_low_risk", "Can accept all low-tier visits of a filter at once"),
+            ("view_all_reps", "Can see every rep, not only their own reporting line"),
         ]
         indexes = [
             # Live visits in time order, with the columns the report counts need: the visits
@@ -953,3 +957,115 @@ class DistanceState(models.Model):  # noqa: DJ008 (internal bookkeeping, never s
     (geo/customers.py); without it, the next refresh measures every visit."""
 
     visits_measured_to = models.DateTimeField(null=True, blank=True)
+
+
+# --- Accounts: who a Django user is in Sell, their mail, what they looked at ----------------------
+
+
+class SellLinkVia(models.TextChoices):
+    EMAIL = "email", "their e-mail equals the Sell user's"
+    ADMIN = "admin", "set by an admin"
+
+
+class SellLink(models.Model):
+    """A Django account linked to a Sell user (a Rep): a Manager sees that user's reporting line.
+    Made when the e-mails match (case-insensitive) or by an admin on the user's admin page."""
+
+    user = models.OneToOneField("auth.User", on_delete=models.CASCADE, related_name="sell_link")
+    rep = models.ForeignKey(Rep, on_delete=models.CASCADE, related_name="accounts")
+    via = models.CharField(max_length=10, choices=SellLinkVia.choices)
+    linked_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = "link to a Sell user"
+
+    def __str__(self) -> str:
+        return f"{self.user} is {self.rep}"
+
+
+class AccountSettings(models.Model):
+    """A user's own choices (the settings page): whether they get the weekly digest and the alerts."""
+
+    user = models.OneToOneField("auth.User", on_delete=models.CASCADE, related_name="visits_settings")
+    digest_enabled = models.BooleanField(default=True)
+    alerts_enabled = models.BooleanField(default=True)
+
+    class Meta:
+        verbose_name_plural = "account settings"
+
+    def __str__(self) -> str:
+        return f"settings of {self.user}"
+
+
+class MailKind(models.TextChoices):
+    DIGEST = "digest", "weekly digest"
+    RATE_ALERT = "rate_alert", "too-far rate alert"
+
+
+class MailSent(models.Model):
+    """Every digest or alert mail sent, or tried: to whom, for which week, and how it went."""
+
+    user = models.ForeignKey("auth.User", on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    username = models.CharField(max_length=150, help_text="kept when the account is deleted")
+    to = models.CharField(max_length=254)
+    kind = models.CharField(max_length=20, choices=MailKind.choices)
+    week = models.DateField(help_text="the Monday of the week it is about")
+    rate_alert = models.ForeignKey("RateAlert", on_delete=models.CASCADE, null=True, blank=True, related_name="mails")
+    subject = models.CharField(max_length=255)
+    sent_at = models.DateTimeField(default=timezone.now)
+    ok = models.BooleanField(default=False)
+    error = models.TextField(blank=True)
+
+    class Meta:
+        verbose_name_plural = "mails sent"
+        indexes = [models.Index(fields=["user", "kind", "week"], name="mailsent_user_week")]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} to {self.to} for {self.week}"
+
+
+class RateAlert(models.Model):
+    """A rep whose too-far rate rose by more than ALERT_RATE_POINTS week over week: one row per
+    crossing (rep and week), so their managers are mailed once."""
+
+    rep = models.ForeignKey(Rep, on_delete=models.CASCADE, related_name="rate_alerts")
+    week = models.DateField(help_text="the Monday of the week the rate rose in")
+    visits_before = models.IntegerField()
+    far_before = models.IntegerField()
+    visits_after = models.IntegerField()
+    far_after = models.IntegerField()
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["rep", "week"], name="ratealert_once_per_week")]
+
+    def __str__(self) -> str:
+        return f"{self.rep}: too-far rate up in the week of {self.week}"
+
+
+class AccessKind(models.TextChoices):
+    VISIT = "visit", "a visit's page"
+    REP = "rep", "a rep's page"
+    MAP = "map", "the map"
+    CSV = "csv", "a CSV download"
+    EXPORT = "export", "a rep's data export"
+
+
+class AccessLogEntry(models.Model):
+    """Who looked at whose location data, when (append-only; purged after ACCESS_LOG_DAYS)."""
+
+    at = models.DateTimeField(default=timezone.now)
+    user = models.ForeignKey("auth.User", on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    username = models.CharField(max_length=150, help_text="kept when the account is deleted")
+    kind = models.CharField(max_length=10, choices=AccessKind.choices)
+    path = models.CharField(max_length=2000, help_text="the URL path, or the command")
+    filters = models.TextField(blank=True, help_text="the query string")
+    object_id = models.BigIntegerField(null=True, blank=True, help_text="the visit or rep")
+    rows = models.IntegerField(null=True, blank=True, help_text="rows in the CSV")
+
+    class Meta:
+        verbose_name_plural = "access log entries"
+        indexes = [models.Index(fields=["at"], name="accesslog_at")]
+
+    def __str__(self) -> str:
+        return f"{self.username} {self.kind} {self.path} at {self.at:%Y-%m-%d %H:%M}"

@@ -1,4 +1,5 @@
-"""Who may do what: the Managers and Reviewers groups and their permissions.
+"""Who may do what: the groups and their permissions. Managers see their own reporting line only
+(visits.access); Directors, Reviewers and Lead reviewers see every rep.
 
 Created by migration 0003 and made sure of after every `migrate` (and after a test
 database flush), so that the groups are there whatever happened to the table.
@@ -8,11 +9,13 @@ PERMISSIONS = {
     "view_reports": "Can view reports, maps and exports",
     "review_visits": "Can decide on flagged visits",
     "accept_low_risk": "Can accept all low-tier visits of a filter at once",
+    "view_all_reps": "Can see every rep, not only their own reporting line",
 }
 GROUPS = {
     "Managers": ["view_reports"],
-    "Reviewers": ["view_reports", "review_visits"],
-    "Lead reviewers": ["view_reports", "review_visits", "accept_low_risk"],
+    "Directors": ["view_reports", "view_all_reps"],
+    "Reviewers": ["view_reports", "view_all_reps", "review_visits"],
+    "Lead reviewers": ["view_reports", "view_all_reps", "review_visits", "accept_low_risk"],
 }
 
 

@@ -411,6 +411,27 @@ EMAIL_BACKEND = (
 DEFAULT_FROM_EMAIL = env_email("DEFAULT_FROM_EMAIL", "visitsdash@localhost")
 SERVER_EMAIL = DEFAULT_FROM_EMAIL
 
+# --- Teams, digests and the privacy of location data ------------------------------------------
+
+# A rep's too-far rate rising by more than this many points week over week (at least 20 visits in
+# each week) mails their manager once (visits/notify).
+ALERT_RATE_POINTS = env_int("ALERT_RATE_POINTS", 15, minimum=1, maximum=100)
+# Reps' coordinates are removed from visits older than this many days by a daily task and
+# `retention_apply`; empty keeps them for ever. Statuses, distances, flags and reports stay.
+_retention = env_str("COORDINATES_RETENTION_DAYS", "")
+COORDINATES_RETENTION_DAYS: int | None = (
+    env_int("COORDINATES_RETENTION_DAYS", 0, minimum=1, maximum=36_500) if _retention else None
+)
+# Access log entries older than this are purged daily.
+ACCESS_LOG_DAYS = env_int("ACCESS_LOG_DAYS", 400, minimum=1, maximum=36_500)
+# Shown in every page's footer and in every digest: the purpose and the retention, in a sentence or two.
+PRIVACY_NOTICE = env_str(
+    "PRIVACY_NOTICE",
+    "Reps' visit positions are kept to check that field visits happened where they were logged; "
+    "only a rep's own managers, directors and reviewers can see them"
+    + (f", and positions are removed after {COORDINATES_RETENTION_DAYS} days." if COORDINATES_RETENTION_DAYS else "."),
+)
+
 # --- Geocoding (visits/geo/geocode.py) -------------------------------------------------------
 
 # A Nominatim-compatible service (a self-hosted Nominatim, or https://nominatim.openstreetmap.org

@@ -37,7 +37,9 @@ from visits.models import (
     Visit,
 )
 
-SCHEMA_VERSION = 1  # raised whenever a file or a column changes; the import reads only its own
+# Raised whenever a file or a column changes; the import reads only its own.
+# 2: visits.csv gained coordinates_removed_at (the retention rule).
+SCHEMA_VERSION = 2
 FORMAT = "visitsdash archive"
 MANIFEST = "manifest.json"
 
@@ -142,6 +144,13 @@ NOT_ARCHIVED: dict[str, str] = {
     "visits.FlagWindow": "work queued for the next flag refresh; the import checks the flags against the rules",
     "visits.DirtyRep": "reps queued for the next flag refresh; the import checks the flags against the rules",
     "visits.DistanceState": "where the distance refresh resumes; without it, the first one measures every visit",
+    "visits.SellLink": "which account of this installation is which Sell user: accounts are not archived; "
+    "the import's installation links its own accounts by e-mail again",
+    "visits.AccountSettings": "an account's own mail choices: accounts are not archived",
+    "visits.MailSent": "the mails this installation sent its accounts: not Sell's data, and accounts are not archived",
+    "visits.RateAlert": "which too-far rate rises were mailed: this installation's bookkeeping, not Sell's data",
+    "visits.AccessLogEntry": "who looked at what on this installation (access_log.csv, purged after ACCESS_LOG_DAYS): "
+    "an import starts a new log",
 }
 
 

@@ -459,6 +459,8 @@ def app_lists(ctx: Ctx) -> list[Req]:
 HANDLERS: dict[str, Callable[[Ctx], list[Req]]] = {
     "visits:home": reports_page("/"),
     "visits:reps": reports_page("/reports/reps/", sorts=True),
+    "visits:teams": reports_page("/reports/teams/", sorts=True),
+    "visits:teams_csv": csv_download("/reports/teams.csv"),
     "visits:outcomes": reports_page("/reports/outcomes/", sorts=True, manager=False),
     "visits:matrix": reports_page("/reports/matrix/", manager=False),
     "visits:reps_csv": csv_download("/reports/reps.csv"),

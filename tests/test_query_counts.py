@@ -43,6 +43,7 @@ FEW, MANY = 2, 6  # the world's size: reps, outcomes, visits per rep (so 4 visit
 AT = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 REP, VISIT = 41, 41001  # the rep and the visit whose own pages are checked (they exist at FEW)
 CUSTOMER = 4101  # the customer (lead 1) whose page is checked
+GROUP = 900  # the reps' Sell groups: 900 to 902, more reps in each as the world grows
 
 
 def rep_id(r: int) -> int:
@@ -64,7 +65,11 @@ class World:
 
     def grow(self, size: int) -> None:
         old = self.size
-        Rep.objects.bulk_create([Rep(id=rep_id(r), name=f"Rep {r}") for r in range(old + 1, size + 1)])
+        Rep.objects.bulk_create([
+            Rep(id=rep_id(r), name=f"Rep {r}", group_id=GROUP + r % 3, group_name=f"Group {r % 3}",
+                reports_to=rep_id(1) if r > 1 else None)
+            for r in range(old + 1, size + 1)
+        ])  # fmt: skip
         Outcome.objects.bulk_create([Outcome(id=i, name=f"Outcome {i}") for i in range(old + 1, size + 1)])
         rows = {
             visit_id(r, i): self.visit_row(r, i)
@@ -147,10 +152,12 @@ def admin_lists() -> dict[str, list[str]]:
 # The URLs checked for each pattern, in the world above (as a superuser).
 CASES: dict[str, list[str]] = {
     "visits:home": ["/"],
-    "visits:reps": ["/reports/reps/", "/reports/reps/?sort=-flagged"],
+    "visits:reps": ["/reports/reps/", "/reports/reps/?sort=-flagged", f"/reports/reps/?team={GROUP + 1}"],
+    "visits:teams": ["/reports/teams/", f"/reports/teams/?team={GROUP + 1}&team={GROUP + 2}"],
+    "visits:teams_csv": ["/reports/teams.csv"],
     "visits:outcomes": ["/reports/outcomes/"],
     "visits:matrix": ["/reports/matrix/"],
-    "visits:reps_csv": ["/reports/reps.csv"],
+    "visits:reps_csv": ["/reports/reps.csv", f"/reports/reps.csv?team={GROUP + 1}"],
     "visits:outcomes_csv": ["/reports/outcomes.csv"],
     "visits:matrix_csv": ["/reports/matrix.csv"],
     "visits:visits_csv": ["/visits.csv"],

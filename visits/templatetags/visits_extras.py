@@ -43,7 +43,7 @@ def query_with(context, **changes) -> str:
 
 @register.simple_tag(takes_context=True)
 def filter_options(context, name: str) -> SafeString:
-    """The <option>s of the filter bar's select `name` (rep, outcome), those in the query string
+    """The <option>s of the filter bar's select `name` (team, rep, outcome), those in the query string
     selected: written at once, value and label escaped (the template's loop, two filters and an
     `if` an option, was a large share of every report page at 200 reps)."""
     chosen = set(context["request"].GET.getlist(name))

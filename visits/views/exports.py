@@ -4,7 +4,7 @@ from django.http import HttpRequest, HttpResponse
 
 from visits.access import reports_required, reps_for_user, scope_for_user
 from visits.models import VerificationStatus
-from visits.reports import analytics
+from visits.reports import analytics, teams
 from visits.reports.export import (
     QUEUE_COLUMNS,
     VISIT_COLUMNS,
@@ -53,8 +53,16 @@ def filtered_csv(
     return csv_response(filename=filename, header=header, rows=rows, checked=checked)
 
 
+TEAM_HEADER = ["team", "manager_id"]  # appended to reps.csv, after the distances
+
+
 def grouped_csv(filters: ReportFilters, *, scope: Scope, kind: str) -> HttpResponse:
-    noun = "rep" if kind == "reps" else "outcome"
+    """reps.csv, outcomes.csv, teams.csv: a row per report row. reps.csv ends with each rep's team
+    (its Sell group's name, else its team_name) and manager (reports_to); teams.csv's team_id is
+    empty for the reps without a group."""
+    noun = kind.removesuffix("s")
+    rows = GROUPED_ROWS[kind](scope=scope)
+    reps = teams.rep_teams(rep_ids=[row.id for row in rows if row.id is not None]) if kind == "reps" else {}
     return filtered_csv(
         filters,
         report=kind,
@@ -64,6 +72,7 @@ def grouped_csv(filters: ReportFilters, *, scope: Scope, kind: str) -> HttpRespo
             *STATUS_HEADER,
             *(name for name, _ in EXTRA_COLUMNS[kind]),
             *DISTANCE_HEADER,
+            *(TEAM_HEADER if kind == "reps" else []),
         ],  # fmt: skip
         rows=(
             [
@@ -72,16 +81,27 @@ def grouped_csv(filters: ReportFilters, *, scope: Scope, kind: str) -> HttpRespo
                 *counts_cells(row.counts),
                 *(getattr(row.counts, n) for n, _ in EXTRA_COLUMNS[kind]),
                 *distance_cells(row.counts),
+                *(team_cells(reps.get(row.id)) if kind == "reps" else []),
             ]
-            for row in GROUPED_ROWS[kind](scope=scope)
+            for row in rows
         ),
     )
+
+
+def team_cells(team: teams.RepTeam | None) -> list:
+    return ["", ""] if team is None else [team.team, "" if team.manager_id is None else team.manager_id]
 
 
 @reports_required
 @filtered
 def reps_csv(request: HttpRequest, filters: ReportFilters) -> HttpResponse:
     return grouped_csv(filters, scope=scope_for_user(request.user, filters=filters), kind="reps")
+
+
+@reports_required
+@filtered
+def teams_csv(request: HttpRequest, filters: ReportFilters) -> HttpResponse:
+    return grouped_csv(filters, scope=scope_for_user(request.user, filters=filters), kind="teams")
 
 
 @reports_required

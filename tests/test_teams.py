@@ -11,11 +11,12 @@ from collections import Counter, defaultdict
 from datetime import date, timedelta
 
 import pytest
+from django.http import QueryDict
 from django.utils.html import escape
 
 from visits.ingest.sync import streams_sync
 from visits.models import Rep, VerificationStatus, Visit
-from visits.reports.filters import NO_GROUP
+from visits.reports.filters import NO_GROUP, ReportFilters
 from visits.review.flags import flags_refresh
 
 pytestmark = pytest.mark.django_db
@@ -283,3 +284,14 @@ def test_teams_report_empty_states(manager, teams):
     Rep.objects.update(group_id=None, group_name="", team_name="")
     page = manager.get("/reports/teams/").content.decode()
     assert "No rep in these visits belongs to a Sell group yet" in page
+
+
+def test_team_choices_are_the_groups_of_the_reps_one_may_see(teams):
+    """The form offers the groups of the reps it is given (visits.access.reps_for_user's): another
+    team is an unknown group, a 400, not an empty report."""
+    east = Rep.objects.filter(group_id=502)
+    form = ReportFilters(QueryDict("team=502"), reps=east)
+    assert form.is_valid() and [value for value, _ in form.fields["team"].choices] == ["502"]
+    assert form.scope().reps == frozenset(east.values_list("id", flat=True))
+    form = ReportFilters(QueryDict("team=501"), reps=east)
+    assert not form.is_valid() and "team: 501 is not a known group id" in form.problems()

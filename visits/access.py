@@ -6,7 +6,7 @@ Today's rule: a user with `visits.view_reports` (the Managers and Reviewers grou
 sees every visit not deleted in Sell, and a visit's own page, map and summary even when it was
 deleted (kept for audit); deciding on flagged visits needs `visits.review_visits`; accepting every
 low-tier visit of a filter at once also needs `visits.accept_low_risk` (Lead reviewers); the
-ingestion status pages are for staff.
+ingestion status pages are for staff; the access log is for superusers.
 """
 
 from __future__ import annotations
@@ -33,9 +33,11 @@ RULE_REPORTS = "reports"  # signed in and may see the reports
 RULE_DECIDE = "decide"  # the reports, and may decide on flagged visits
 RULE_ACCEPT_LOW = "accept_low"  # may decide, and accept a filter's whole low tier at once
 RULE_STAFF = "staff"  # signed in as staff (the ingestion status pages)
+RULE_SUPERUSER = "superuser"  # signed in as a superuser (the access log)
 
 DECIDE_REFUSED = "Only Reviewers can decide on flagged visits."
 ACCEPT_LOW_REFUSED = "Only Lead reviewers can accept all low-tier visits of a filter at once."
+SUPERUSER_REFUSED = "Only superusers can read the access log."
 
 # The access functions called in this context, while an `access_trace` is open (tests use it to
 # see that a page went through here); None, and nothing kept, otherwise.
@@ -85,6 +87,12 @@ def user_is_staff(user) -> bool:
     """The admin's own rule (`staff_member_required`): an active staff account."""
     _note("user_is_staff")
     return user.is_active and user.is_staff
+
+
+def user_is_superuser(user) -> bool:
+    """An active superuser: who may read the access log."""
+    _note("user_is_superuser")
+    return user.is_active and user.is_superuser
 
 
 def _reports_check(user) -> None:
@@ -215,3 +223,15 @@ def staff_required(view: Callable) -> Callable:
     """Signed in as staff, else the admin's login page (as the admin's own `staff_member_required`)."""
     guarded = user_passes_test(user_is_staff, login_url="admin:login", redirect_field_name=REDIRECT_FIELD_NAME)(view)
     return _marked(guarded, RULE_STAFF)
+
+
+def superuser_required(view: Callable) -> Callable:
+    """Signed in (else the login page) as an active superuser (else a 403 page saying so)."""
+
+    @wraps(view)
+    def wrapped(request: HttpRequest, *args, **kwargs) -> HttpResponse:
+        if not user_is_superuser(request.user):
+            return render(request, "visits/no_access.html", {"reason": SUPERUSER_REFUSED}, status=403)
+        return view(request, *args, **kwargs)
+
+    return _marked(login_required(wrapped), RULE_SUPERUSER)

@@ -10,6 +10,8 @@ from django.utils.text import unescape_string_literal
 
 from visits.models import (
     AcceptReason,
+    AccessKind,
+    AccessLogEntry,
     CoreApiState,
     Decision,
     DecisionKind,
@@ -308,3 +310,26 @@ class DecisionAdmin(ReadOnlyAdmin):
     def visit_link(self, obj):
         return format_html('<a href="{}">Visit {}</a>', reverse("admin:visits_visit_change", args=[obj.visit_id]),
                            obj.visit_id)  # fmt: skip
+
+
+@admin.register(AccessLogEntry)
+class AccessLogEntryAdmin(ReadOnlyAdmin):
+    """Who saw whose location data (security/access_log.py): superusers only, read-only, with a
+    form above the list that downloads it as CSV (/access_log.csv). Days as ranges, not a
+    drill-down: a date hierarchy reads every entry's date for its links on each page."""
+
+    list_display = ["at", "username", "kind", "path", "filters", "object_id", "rows"]
+    list_filter = [("at", admin.DateFieldListFilter), "kind", "user"]
+    paginator = CappedPaginator
+    show_full_result_count = False
+    sortable_by = ["at"]
+    change_list_template = "admin/visits/accesslogentry/change_list.html"
+
+    def has_view_permission(self, request, obj=None):
+        return request.user.is_active and request.user.is_superuser
+
+    def has_module_permission(self, request):
+        return self.has_view_permission(request)
+
+    def changelist_view(self, request, extra_context=None):
+        return super().changelist_view(request, {**(extra_context or {}), "kinds": AccessKind.choices})

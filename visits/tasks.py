@@ -1,6 +1,6 @@
 """django-q2 entry points and the schedules that drive them: the sync every minute, the
 ingestion check (its alert mails) every ALERT_CHECK_MINUTES, the reconciliation with the
-Core API daily, the customers' geocoding every GEOCODE_EVERY_MINUTES.
+Core API daily, the customers' geocoding every GEOCODE_EVERY_MINUTES, the access log's purge daily.
 
 django-q2's scheduler looks for due schedules only every 30 seconds, so a task that polled
 once a minute would sometimes wait 90 s. Instead each scheduled run is a short session that
@@ -23,6 +23,7 @@ CHECK_SCHEDULE_NAME = "ingestion-check"
 RECONCILE_SCHEDULE_NAME = "reconcile-core-visits"
 GEOCODE_SCHEDULE_NAME = "geocode-customers"
 CUSTOMERS_SCHEDULE_NAME = "customers-refresh"
+ACCESS_LOG_SCHEDULE_NAME = "access-log-purge"
 GEOCODE_EVERY_MINUTES = 5
 # One run's bounds, far inside the cluster's 600 s timeout: at the public Nominatim's 1 s pace,
 # 200 addresses take about 4 minutes, and the next run takes up where this one stopped.
@@ -95,6 +96,13 @@ def customers_refresh_task() -> str:
     )
 
 
+def access_log_purge_task() -> str:
+    """The access log's entries older than ACCESS_LOG_DAYS deleted (security/access_log.py)."""
+    from visits.security.access_log import access_log_purge
+
+    return f"{access_log_purge()} access log entries older than {settings.ACCESS_LOG_DAYS} days deleted"
+
+
 def reconcile_first_run(*, now: datetime | None = None) -> datetime:
     """The next BACKFILL_RECONCILE_HOUR o'clock (UTC) after `now`."""
     now = now or timezone.now()
@@ -151,12 +159,17 @@ def schedules_setup() -> list[tuple[str, bool, str]]:
             "repeats": -1,
         },
     )  # fmt: skip
+    _, access_log_created = Schedule.objects.update_or_create(
+        name=ACCESS_LOG_SCHEDULE_NAME,
+        defaults={"func": "visits.tasks.access_log_purge_task", "schedule_type": Schedule.DAILY, "repeats": -1},
+    )
     return [
         (SCHEDULE_NAME, created, "every minute"),
         (CHECK_SCHEDULE_NAME, check_created, check_every),
         (RECONCILE_SCHEDULE_NAME, reconcile_created, f"daily at {settings.BACKFILL_RECONCILE_HOUR:02d}:00 UTC"),
         (GEOCODE_SCHEDULE_NAME, geocode_created, f"every {GEOCODE_EVERY_MINUTES} minutes"),
         (CUSTOMERS_SCHEDULE_NAME, customers_created, "every minute" if every == 1 else f"every {every} minutes"),
+        (ACCESS_LOG_SCHEDULE_NAME, access_log_created, "daily"),
     ]
 
 

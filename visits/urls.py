@@ -25,6 +25,7 @@ urlpatterns = [
     path("review.csv", exports.review_csv, name="review_csv"),
     path("review/rules/", review.review_rules, name="review_rules"),
     path("review/rules.csv", exports.review_rules_csv, name="review_rules_csv"),
+    path("access_log.csv", exports.access_log_csv, name="access_log_csv"),
     path("review/addresses/", addresses.suspect_addresses, name="addresses"),
     path("review/addresses/<int:customer_id>/", addresses.suspect_address, name="address"),
     path("review/addresses/<int:customer_id>/mark/", addresses.address_mark, name="address_mark"),

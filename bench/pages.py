@@ -474,6 +474,7 @@ HANDLERS: dict[str, Callable[[Ctx], list[Req]]] = {
     "visits:review_csv": review_csv,
     "visits:review_rules": reports_page("/review/rules/"),
     "visits:review_rules_csv": csv_download("/review/rules.csv"),
+    "visits:access_log_csv": one("/access_log.csv", note="CSV: the whole body; the bench's own requests' entries"),
     "visits:review_accept_low": accept_low,
     "visits:review_reps": review_reps,
     "visits:addresses": suspect_addresses,

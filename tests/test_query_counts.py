@@ -21,6 +21,7 @@ from visits.geo.customers import customers_refresh
 from visits.ingest.pages import visits_upsert
 from visits.models import (
     AcceptReason,
+    AccessLogEntry,
     CoreApiState,
     CoreFeature,
     Customer,
@@ -133,6 +134,7 @@ class World:
             AccessAttempt.objects.create(**who, username=f"user-{n}", get_data="", post_data="", failures_since_start=1)
             AccessLog.objects.create(**who, username=f"user-{n}")
             AccessFailureLog.objects.create(**who, username=f"user-{n}", locked_out=False)
+            AccessLogEntry.objects.create(username=f"user-{n}", kind="visit", path=f"/visits/{n}/", object_id=n)
 
 
 def admin_lists() -> dict[str, list[str]]:
@@ -169,6 +171,7 @@ CASES: dict[str, list[str]] = {
     "visits:review_csv": ["/review.csv?review=all", "/review.csv?review=all&sort=oldest", "/review.csv?review=accept"],
     "visits:review_rules": ["/review/rules/", "/review/rules/?tier=low"],
     "visits:review_rules_csv": ["/review/rules.csv"],
+    "visits:access_log_csv": ["/access_log.csv", "/access_log.csv?kind=visit"],  # the pages' entries, and World's
     "visits:review_accept_low": ["/review/accept-low/", "/review/accept-low/?rule=resource_location_too_far"],
     "visits:review_reps": [
         "/review/reps/?review=all",

@@ -1,13 +1,14 @@
 """The access log: who saw whose location data, when (AccessLogEntry). Views wear `access_logged`,
 which writes one entry per page shown, or, for a streamed CSV, one when the stream ends (the rows
-the server had written, also when the client left midway). The log is append-only by the triggers
+handed to the server, also when the client left midway). The log is append-only by the triggers
 of TRIGGER_SET; only `access_log_purge` removes entries, once older than ACCESS_LOG_DAYS.
 
 Logged (docs/PRIVACY.md says the same): a visit's page and its map document (`visit`), a rep's page
 (`rep`), the map document of the map and rep pages (`map`: the /map/ page itself shows counts, its
 positions come in the frame), every CSV (`csv`), a rep's data export (`export`). Nothing else is
-logged: the reports, lists and queue show figures or what a reviewer decides on, and decisions
-keep their own record. Nothing here reads the log except its CSV, for superusers.
+logged: the reports, lists and address pages show figures and no coordinates, and the review
+queue draws a flagged visit's day without coordinates or a map, for reviewers, whose decisions
+keep their own record. Nothing reads the log but its CSV and admin list, for superusers.
 """
 
 from __future__ import annotations
@@ -53,10 +54,11 @@ def access_log_write(
 
 class CountedStream:
     """A CSV response's lines (the header, then one line per row: `reports.export.csv_lines`),
-    handed on one by one, counting the rows the server wrote; `done(rows)` runs once, when the
-    lines run out or the response is closed early (the client left: WSGI servers then close the
-    response, and Django closes this iterator). A line counts as written when the server asks for
-    the next one; the one in flight when the response closes early does not."""
+    handed on one by one to the server, counting the rows; `done(rows)` runs once, when the lines
+    run out or when the response is closed before (the client left: the WSGI server then closes
+    the response, which closes this). The count is of the rows handed to the server: when the
+    client left midway, the last of them may not have reached it (the log errs on the side of
+    what may have been seen)."""
 
     def __init__(self, lines, *, done: Callable[[int], None]) -> None:
         self._lines = iter(lines)
@@ -71,7 +73,7 @@ class CountedStream:
         try:
             line = next(self._lines)
         except StopIteration:
-            self._finish(rows=self._handed - 1)
+            self._finish()
             raise
         self._handed += 1
         return line
@@ -82,12 +84,12 @@ class CountedStream:
             if close is not None:
                 close()  # the export's database cursor first
         finally:
-            self._finish(rows=self._handed - 2)  # neither the header nor the line in flight
+            self._finish()
 
-    def _finish(self, *, rows: int) -> None:
+    def _finish(self) -> None:
         if not self._finished:
             self._finished = True
-            self._done(max(rows, 0))
+            self._done(max(self._handed - 1, 0))  # not the header
 
 
 def access_logged(kind: str) -> Callable[[Callable], Callable]:

@@ -21,7 +21,7 @@ from django.utils import timezone
 from django.views import defaults
 
 from tests.conftest import user_make
-from tests.test_access import POST_ONLY, app_patterns, patterns_walk, url_for, visit_row, world  # noqa: F401
+from tests.test_access import POST_ONLY, app_patterns, patterns_walk, url_for, visit_row, world  # noqa: F401 (the URL walk's ids)
 from visits.ingest.pages import visits_upsert
 from visits.models import AccessKind, AccessLogEntry, Rep, Visit
 from visits.security import access_log
@@ -61,7 +61,7 @@ def test_every_csv_url_is_logged_as_a_csv():
     assert not unlogged, f"CSV views must wear access_log.access_logged(AccessKind.CSV): {unlogged}"
 
 
-def test_each_page_with_positions_or_a_rep_writes_one_entry_and_no_other_page_writes_any(client, cast, world):
+def test_each_page_with_positions_or_a_rep_writes_one_entry_and_no_other_page_writes_any(client, cast, world):  # noqa: F811
     client.force_login(cast.superuser)
     logged = {}
     for key, pattern in app_patterns():
@@ -85,7 +85,7 @@ def test_each_page_with_positions_or_a_rep_writes_one_entry_and_no_other_page_wr
     assert logged["visits:map_frame"].object_id is None and logged["visits:visits_csv"].rows == 1
 
 
-def test_pages_write_their_filters_and_a_refused_or_missing_page_writes_nothing(client, cast, world):
+def test_pages_write_their_filters_and_a_refused_or_missing_page_writes_nothing(client, cast, world):  # noqa: F811
     client.force_login(cast.manager)
     assert client.get("/reports/reps/31/?start=2026-03-01&end=2026-03-31").status_code == 200
     assert client.get("/map/frame/?rep=31&status=verified").status_code == 200
@@ -105,6 +105,23 @@ def test_pages_write_their_filters_and_a_refused_or_missing_page_writes_nothing(
     client.logout()
     assert client.get("/visits/3100/").status_code == 302
     assert len(entries()) == 2
+
+
+def test_the_admins_lists_and_pages_of_visits_are_logged_too(client, cast, world):  # noqa: F811
+    Visit.objects.filter(id=3100).update(flagged=True)  # as its flag's refresh would
+    client.force_login(cast.superuser)
+    urls = ["/admin/visits/visit/?in_sell=deleted", "/admin/visits/visit/3100/change/",
+            "/admin/visits/flaggedvisit/", "/admin/visits/flaggedvisit/3100/change/"]  # fmt: skip
+    for url in urls:
+        assert client.get(url).status_code == 200, url
+    assert client.get("/admin/visits/visit/3199/change/").status_code == 302  # no such visit: back to the list
+    assert client.get("/admin/visits/rep/").status_code == 200  # no positions
+    assert [(e.kind, e.path, e.filters, e.object_id) for e in entries()] == [
+        ("visit", "/admin/visits/visit/", "in_sell=deleted", None),
+        ("visit", "/admin/visits/visit/3100/change/", "", 3100),
+        ("visit", "/admin/visits/flaggedvisit/", "", None),
+        ("visit", "/admin/visits/flaggedvisit/3100/change/", "", 3100),
+    ]  # fmt: skip
 
 
 # --- CSVs: filters and rows ----------------------------------------------------------------
@@ -282,7 +299,7 @@ def test_the_purge_runs_daily_from_setup_schedules():
 # --- Reading the log: superusers only ------------------------------------------------------
 
 
-HOSTILE_NAME = "=HYPERLINK(\"http://evil.example/\",\"x\")"
+HOSTILE_NAME = '=HYPERLINK("http://evil.example/","x")'
 
 
 def test_superusers_download_the_log_filtered_with_formulas_escaped(client, cast, visits_of_two_reps):
@@ -347,7 +364,7 @@ def test_only_superusers_read_the_log_as_csv_or_in_the_admin(client, cast):
 # --- The privacy notice --------------------------------------------------------------------
 
 
-def test_every_page_shows_the_privacy_notice_escaped(client, cast, world, settings):
+def test_every_page_shows_the_privacy_notice_escaped(client, cast, world, settings):  # noqa: F811
     settings.PRIVACY_NOTICE = "Positions are kept 30 days <script>alert(1)</script> & checked."
     shown = b"Positions are kept 30 days &lt;script&gt;alert(1)&lt;/script&gt; &amp; checked."
     pages = {"/accounts/login/": None, "/admin/login/": None}

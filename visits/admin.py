@@ -27,6 +27,7 @@ from visits.models import (
 )
 from visits.reports.filters import id_coerce
 from visits.review.queue import REVIEW_STATES, decisions_record, flagged_visits
+from visits.security.access_log import access_log_response
 from visits.views.common import RESOURCE_TYPES
 
 
@@ -129,7 +130,17 @@ class BigListAdmin(ReadOnlyAdmin):
     """A changelist over up to millions of visits: no full counts, page links up to
     CappedPaginator.CAP rows, sorting only on what an index keeps in order, no date drill-down.
     The search takes a visit id (a whole number), else part of a rep's name (that rep's visits),
-    else text of the summary (which reads every row: the one search that grows with the table)."""
+    else text of the summary (which reads every row: the one search that grows with the table).
+    Its list and each visit's page show positions: each writes an access log entry."""
+
+    def changelist_view(self, request, extra_context=None):
+        response = super().changelist_view(request, extra_context)
+        return access_log_response(request, response, kind=AccessKind.VISIT)
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        response = super().change_view(request, object_id, form_url, extra_context)
+        visit_id = int(object_id) if str(object_id).isdigit() else None
+        return access_log_response(request, response, kind=AccessKind.VISIT, object_id=visit_id)
 
     paginator = CappedPaginator
     show_full_result_count = False

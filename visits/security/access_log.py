@@ -5,7 +5,8 @@ of TRIGGER_SET; only `access_log_purge` removes entries, once older than ACCESS_
 
 Logged (docs/PRIVACY.md says the same): a visit's page and its map document (`visit`), a rep's page
 (`rep`), the map document of the map and rep pages (`map`: the /map/ page itself shows counts, its
-positions come in the frame), every CSV (`csv`), a rep's data export (`export`). Nothing else is
+positions come in the frame), every CSV (`csv`), a rep's data export (`export`); in the admin,
+the lists and pages of visits and flagged visits (`visit`: they show positions). Nothing else is
 logged: the reports, lists and address pages show figures and no coordinates, and the review
 queue draws a flagged visit's day without coordinates or a map, for reviewers, whose decisions
 keep their own record. Nothing reads the log but its CSV and admin list, for superusers.
@@ -92,32 +93,38 @@ class CountedStream:
             self._done(max(self._handed - 1, 0))  # not the header
 
 
-def access_logged(kind: str) -> Callable[[Callable], Callable]:
-    """A view's decorator (inside the access rule's): a 200 answer writes an entry of `kind` with
-    the path, the query string and the visit or rep id of the URL; a streamed answer (a CSV) writes
-    it with its row count when the stream ends. Other answers (a 400, a 404) write nothing: they
-    showed nothing. The view carries `access_log_kind` (tests/test_access_log.py checks that every
-    CSV does)."""
+def access_log_response(
+    request: HttpRequest, response: HttpResponse, *, kind: str, object_id: int | None = None
+) -> HttpResponse:
+    """`response` as it goes out, its entry written: now for a page, at the end of its stream for a
+    streamed one (a CSV), with its row count. Other answers than a 200 (a 400, a 404) write nothing:
+    they showed nothing."""
+    if response.status_code != 200:
+        return response
+    entry = {
+        "user": request.user, "kind": kind, "path": request.path, "filters": request.META.get("QUERY_STRING", ""),
+        "object_id": object_id,
+    }  # fmt: skip
+    if response.streaming:
+        response.streaming_content = CountedStream(
+            response.streaming_content, done=lambda rows: access_log_write(**entry, rows=rows)
+        )
+    else:
+        access_log_write(**entry)
+    return response
 
+
+def access_logged(kind: str) -> Callable[[Callable], Callable]:
+    """A view's decorator (inside the access rule's): its answer goes out through
+    `access_log_response`, with the visit or rep id of the URL. The view carries `access_log_kind`
+    (tests/test_access_log.py checks that every CSV does)."""
     object_argument = OBJECT_ARGUMENTS.get(kind, "")
 
     def decorate(view: Callable) -> Callable:
         @wraps(view)
         def wrapped(request: HttpRequest, *args, **kwargs) -> HttpResponse:
             response = view(request, *args, **kwargs)
-            if response.status_code != 200:
-                return response
-            entry = {
-                "user": request.user, "kind": kind, "path": request.path,
-                "filters": request.META.get("QUERY_STRING", ""), "object_id": kwargs.get(object_argument),
-            }  # fmt: skip
-            if response.streaming:
-                response.streaming_content = CountedStream(
-                    response.streaming_content, done=lambda rows: access_log_write(**entry, rows=rows)
-                )
-            else:
-                access_log_write(**entry)
-            return response
+            return access_log_response(request, response, kind=kind, object_id=kwargs.get(object_argument))
 
         setattr(wrapped, "access_log_kind", kind)  # noqa: B010
         return wrapped

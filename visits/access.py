@@ -113,12 +113,13 @@ def user_sees_every_rep(user) -> bool:
     return user.is_superuser or user.has_perm("visits.view_all_reps")
 
 
-def reporting_line(*, rep_id: int, reports_to: Iterable[tuple[int, int]]) -> frozenset[int]:
+def reporting_line(*, rep_id: int, reports_to: Iterable[tuple[int, int | None]]) -> frozenset[int]:
     """`rep_id` and every rep whose chain of managers leads to it, at any depth, from the
     (rep, manager) pairs `reports_to`. Each rep is walked once, so a cycle ends the walk."""
     reports: dict[int, list[int]] = defaultdict(list)
     for rep, manager in reports_to:
-        reports[manager].append(rep)
+        if manager is not None:
+            reports[manager].append(rep)
     found, waiting = {rep_id}, [rep_id]
     while waiting:
         for rep in reports[waiting.pop()]:
@@ -163,7 +164,7 @@ def _reach(user, visits: _Rows, *, rep: str = "rep_id") -> _Rows:
     """`visits` narrowed to those of the reps the user may see."""
     _reports_check(user)
     allowed = _rep_ids(user)
-    return visits
+    return visits if allowed is None else visits.filter(**{f"{rep}__in": allowed})
 
 
 def rows_for_user(user, rows: _Rows, *, rep: str = "rep_id") -> _Rows:

@@ -51,7 +51,9 @@ def rate_rise(*, before: Counts, after: Counts, threshold: float) -> bool:
     `threshold` percentage points."""
     if before.visits < MIN_VISITS or after.visits < MIN_VISITS:
         return False
-    return 100 * ((after.too_far_rate or 0.0) - (before.too_far_rate or 0.0)) > threshold
+    # In integers: 100 * (a/A - b/B) > t, times A * B (a float difference can miss an exact tie).
+    far_after, far_before = after.resource_location_too_far, before.resource_location_too_far
+    return 100 * (far_after * before.visits - far_before * after.visits) > threshold * before.visits * after.visits
 
 
 def rises_find(*, week: date) -> list[Rise]:

@@ -14,7 +14,7 @@ The rule:
   but is in no list or count. A visit or rep outside one's reach is a 404.
 - Deciding on flagged visits needs `visits.review_visits`; accepting every low-tier visit of a
   filter at once also needs `visits.accept_low_risk` (Lead reviewers); the ingestion status pages
-  are for staff.
+  are for staff; one's own mail settings, which show no data, for anyone signed in.
 """
 
 from __future__ import annotations
@@ -170,7 +170,7 @@ def _reach(user, visits: _Rows, *, rep: str = "rep_id") -> _Rows:
     """`visits` narrowed to those of the reps the user may see."""
     _reports_check(user)
     allowed = _rep_ids(user)
-    return visits
+    return visits if allowed is None else visits.filter(**{f"{rep}__in": allowed})
 
 
 def rows_for_user(user, rows: _Rows, *, rep: str = "rep_id") -> _Rows:

@@ -157,7 +157,11 @@ def expected_figures(rows, reps: set[int]) -> dict[str, tuple[str, str]]:
 def test_each_manager_gets_only_their_own_reps_and_a_director_everyone(smtp, team):  # noqa: F811
     result = digests_send(week=WEEK)
     assert not result.failed and len(result.sent) == 3
-    assert sorted(to for _, to in smtp.envelopes) == [["dana@example.com"], ["north@example.com"], ["south@example.com"]]
+    assert sorted(to for _, to in smtp.envelopes) == [
+        ["dana@example.com"],
+        ["north@example.com"],
+        ["south@example.com"],
+    ]
     for user, reps, others in (
         (team.north, NORTH, SOUTH),
         (team.south, SOUTH, NORTH),
@@ -324,7 +328,9 @@ def test_the_schedules_run_at_local_hours_across_a_change_of_clocks(settings, mo
     alerts = Schedule.objects.get(name=RATE_ALERTS_SCHEDULE_NAME)
     assert alerts.schedule_type == Schedule.DAILY and alerts.func == "visits.tasks.rate_alerts_task"
     assert alerts.next_run == datetime(2026, 3, 21, 7, 30, tzinfo=UTC)  # 08:30 CET: today's has passed
-    assert alerts.calculate_next_run(datetime(2026, 3, 28, 7, 30, tzinfo=UTC)) == datetime(2026, 3, 29, 6, 30, tzinfo=UTC)
+    assert alerts.calculate_next_run(datetime(2026, 3, 28, 7, 30, tzinfo=UTC)) == datetime(
+        2026, 3, 29, 6, 30, tzinfo=UTC
+    )
     # Run again later that week: nothing moves (a run is never skipped), nothing doubles.
     schedules_setup(now=now + timedelta(days=2, hours=3))
     assert Schedule.objects.get(name=DIGESTS_SCHEDULE_NAME).next_run == datetime(2026, 3, 23, 7, 0, tzinfo=UTC)

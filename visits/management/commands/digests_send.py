@@ -26,6 +26,8 @@ class Command(BaseCommand):
         except RecipientError as exc:
             raise CommandError(str(exc)) from None
         self.stdout.write(f"Digests of the week of {week_label(monday)}{' (dry run: nothing sent)' if dry_run else ''}")
+        if not (result.previews or result.sent or result.skipped or result.failed):
+            self.stdout.write("Nobody gets a digest: no active member of Managers or Directors has an e-mail address.")
         for preview in result.previews:
             self.stdout.write(f"\n=== To: {preview.to}\n=== Subject: {preview.subject}\n\n{preview.text}")
         for line in result.sent:

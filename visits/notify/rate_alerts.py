@@ -131,6 +131,7 @@ def alert_message(alert: RateAlert, *, to: str) -> tuple[str, EmailMultiAlternat
         "week_label": week_label(alert.week),
         "before": before, "after": after, "before_rate": percent(before.too_far_rate),
         "after_rate": percent(after.too_far_rate), "change": f"{change:+.1f}", "threshold": settings.ALERT_RATE_POINTS,
+        "min_visits": MIN_VISITS,
         "rep_url": link(rep_path + "?" + urlencode({"start": start.isoformat(), "end": end.isoformat()})),
         "settings_url": link(reverse("visits:account_settings")),
         "privacy_notice": settings.PRIVACY_NOTICE,

@@ -483,6 +483,7 @@ HANDLERS: dict[str, Callable[[Ctx], list[Req]]] = {
     "visits:status": one("/status/"),
     "visits:rejected": rejected_list,
     "visits:healthz": one("/healthz"),
+    "visits:account_settings": one("/account/settings/"),
     "login": one("/accounts/login/", user="anonymous"),
     "password_change": one("/accounts/password/"),
     "password_change_done": one("/accounts/password/done/"),

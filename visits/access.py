@@ -14,7 +14,7 @@ The rule:
   but is in no list or count. A visit or rep outside one's reach is a 404.
 - Deciding on flagged visits needs `visits.review_visits`; accepting every low-tier visit of a
   filter at once also needs `visits.accept_low_risk` (Lead reviewers); the ingestion status pages
-  are for staff.
+  are for staff; one's own mail settings, which show no data, for anyone signed in.
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ RULE_REPORTS = "reports"  # signed in and may see the reports
 RULE_DECIDE = "decide"  # the reports, and may decide on flagged visits
 RULE_ACCEPT_LOW = "accept_low"  # may decide, and accept a filter's whole low tier at once
 RULE_STAFF = "staff"  # signed in as staff (the ingestion status pages)
+RULE_SIGNED_IN = "signed_in"  # signed in, whoever: one's own settings, no visits or reps
 
 DECIDE_REFUSED = "Only Reviewers can decide on flagged visits."
 ACCEPT_LOW_REFUSED = "Only Lead reviewers can accept all low-tier visits of a filter at once."
@@ -97,6 +98,12 @@ def user_is_staff(user) -> bool:
     """The admin's own rule (`staff_member_required`): an active staff account."""
     _note("user_is_staff")
     return user.is_active and user.is_staff
+
+
+def user_is_signed_in(user) -> bool:
+    """Any signed-in account: what a page about the user's own account needs (it shows no data)."""
+    _note("user_is_signed_in")
+    return user.is_authenticated
 
 
 def _reports_check(user) -> None:
@@ -304,6 +311,13 @@ def accept_low_required(view: Callable) -> Callable:
         return view(request, *args, **kwargs)
 
     return _marked(decide_required(wrapped), RULE_ACCEPT_LOW)
+
+
+def signed_in_required(view: Callable) -> Callable:
+    """Signed in (else the login page), whatever the groups: for pages about one's own account
+    (the mail settings), which show no visit, rep or report."""
+    guarded = user_passes_test(user_is_signed_in, redirect_field_name=REDIRECT_FIELD_NAME)(view)
+    return _marked(guarded, RULE_SIGNED_IN)
 
 
 def staff_required(view: Callable) -> Callable:

@@ -71,7 +71,7 @@ def build(*, visits: int) -> dict:
     visits_load(visits=visits, deleted_every=DELETED_EVERY)
     loaded = time.perf_counter() - started
     reviewer = user_make(REVIEWER_USER, group="Reviewers")
-    user_make(MANAGER_USER, group="Managers")
+    user_make(MANAGER_USER, group="Directors")
     for n in range(20):
         user_make(f"user-{n:02d}")
     started = time.perf_counter()
@@ -484,6 +484,7 @@ HANDLERS: dict[str, Callable[[Ctx], list[Req]]] = {
     "visits:status": one("/status/"),
     "visits:rejected": rejected_list,
     "visits:healthz": one("/healthz"),
+    "visits:account_settings": one("/account/settings/"),
     "login": one("/accounts/login/", user="anonymous"),
     "password_change": one("/accounts/password/"),
     "password_change_done": one("/accounts/password/done/"),

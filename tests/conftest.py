@@ -42,7 +42,7 @@ DEMO_NOW = datetime(2026, 1, 20, 15, 30, tzinfo=UTC)
 class Cast:
     """The shared cast of users: one of each kind of access the app knows."""
 
-    manager: User  # reads every report (group Managers)
+    manager: User  # reads every report of every rep, read-only (group Directors)
     reviewer: User  # reads every report and decides on flagged visits (group Reviewers)
     outsider: User  # signed in, in no group: may see nothing
     superuser: User  # every page, the admin and the status pages too
@@ -64,7 +64,7 @@ def user_make(name: str, *, group: str | None = None, **fields) -> User:
 @pytest.fixture
 def cast(db) -> Cast:
     return Cast(
-        manager=user_make("manager", group="Managers"),
+        manager=user_make("manager", group="Directors"),
         reviewer=user_make("reviewer", group="Reviewers"),
         outsider=user_make("outsider"),
         superuser=user_make("root", is_staff=True, is_superuser=True),

@@ -28,7 +28,10 @@ ALLOWED = {
     "favicon.ico": "a redirect to a static file",
     "visits:healthz": "health for monitors: a status and four figures, no names, counts of visits or errors",
 }
-RULES = {access.RULE_REPORTS, access.RULE_DECIDE, access.RULE_ACCEPT_LOW, access.RULE_STAFF, access.RULE_SUPERUSER}
+RULES = {
+    access.RULE_REPORTS, access.RULE_DECIDE, access.RULE_ACCEPT_LOW, access.RULE_STAFF, access.RULE_SIGNED_IN,
+    access.RULE_SUPERUSER,
+}  # fmt: skip
 POST_ONLY = {
     "visits:review_decide",
     "visits:address_mark",
@@ -70,8 +73,8 @@ def test_every_url_pattern_carries_an_access_rule_or_is_allowed_with_a_reason():
     assert len(walked) > 20, "the walk should see the app's, the admin's and auth's patterns"
     assert not missing, (
         "URL patterns with no access rule: decorate their views with one of visits.access's "
-        "(reports_required, decide_required, staff_required, superuser_required), or add them to ALLOWED with "
-        "the reason: " + "; ".join(missing)
+        "(reports_required, decide_required, staff_required, signed_in_required, superuser_required), or add them "
+        "to ALLOWED with the reason: " + "; ".join(missing)
     )
     assert seen_allowed == set(ALLOWED), f"ALLOWED names patterns that no longer exist: {set(ALLOWED) - seen_allowed}"
 
@@ -196,6 +199,13 @@ def test_every_app_page_answers_each_user_as_its_rule_says_and_reads_through_acc
         login = "/admin/login/" if rule == access.RULE_STAFF else "/accounts/login/"
         assert anonymous.status_code == 302 and anonymous["Location"].startswith(f"{login}?next="), (key, anonymous)
         client.force_login(cast.outsider)
+        if rule == access.RULE_SIGNED_IN:  # one's own account: anyone signed in, and no data
+            response, calls = traced_get(client, url)
+            assert response.status_code == 200, (key, response)
+            names = {name for name, _ in calls}
+            assert "user_is_signed_in" in names and not names & VISITS_FROM, (key, calls)
+            checked.append(key)
+            continue
         response = client.get(url)
         if rule == access.RULE_STAFF:
             assert response.status_code == 302 and response["Location"].startswith(login), (key, response)

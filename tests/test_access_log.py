@@ -23,7 +23,7 @@ from django.views import defaults
 from tests.conftest import user_make
 from tests.test_access import POST_ONLY, app_patterns, patterns_walk, url_for, visit_row, world  # noqa: F401 (the URL walk's ids)
 from visits.ingest.pages import visits_upsert
-from visits.models import AccessKind, AccessLogEntry, Rep, Visit
+from visits.models import AccessKind, AccessLogEntry, Rep, SellLink, Visit
 from visits.security import access_log
 from visits.tasks import ACCESS_LOG_SCHEDULE_NAME, schedules_setup
 from visits.views import exports
@@ -166,6 +166,16 @@ def test_a_csv_entry_keeps_its_query_string_and_its_exact_row_count(client, cast
     assert AccessLogEntry.objects.filter(user=cast.manager, kind="csv").count() == len(cases)
 
 
+def test_a_managers_csv_counts_the_rows_of_their_own_scope(client, visits_of_two_reps):
+    manager = user_make("lead-32", group="Managers")
+    SellLink.objects.create(user=manager, rep_id=32, via="admin")  # rep 32 reports to nobody: their own visits
+    client.force_login(manager)
+    rows = csv_rows(client.get("/visits.csv"))
+    assert {row[3] for row in rows} == {"32"} and len(rows) == visits_of_two_reps[32]
+    entry = AccessLogEntry.objects.get(user=manager)
+    assert (entry.kind, entry.filters, entry.rows) == ("csv", "", 4)
+
+
 def test_a_csv_left_midway_by_its_client_logs_the_rows_handed_out(cast, visits_of_two_reps):
     """As a WSGI server runs it (the test client would read it to the end): a few lines read, then
     the response closed, as the server does when writing to a client that has gone fails."""
@@ -303,7 +313,7 @@ HOSTILE_NAME = '=HYPERLINK("http://evil.example/","x")'
 
 
 def test_superusers_download_the_log_filtered_with_formulas_escaped(client, cast, visits_of_two_reps):
-    hostile = user_make(HOSTILE_NAME, group="Managers")
+    hostile = user_make(HOSTILE_NAME, group="Directors")
     client.force_login(hostile)
     client.get("/visits/3100/")
     body_of(client.get("/visits.csv?@SUM(1)&rep=32"))  # a query string anyone can write

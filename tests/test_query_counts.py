@@ -183,6 +183,7 @@ CASES: dict[str, list[str]] = {
     "visits:map_frame": ["/map/frame/"],
     "visits:status": ["/status/"],  # its gaps
     "visits:rejected": ["/status/rejected/"],
+    "visits:account_settings": ["/account/settings/"],
     "admin:index": ["/admin/"],
     "admin:visits_flaggedvisit_change": [f"/admin/visits/flaggedvisit/{VISIT}/change/"],  # decisions inline
     **admin_lists(),
@@ -190,8 +191,10 @@ CASES: dict[str, list[str]] = {
 # Pages that show one thing whatever the rows (the summary, a visit's map, the index): their
 # counts are checked to stay put, but their size need not grow.
 ONE_THING = {"visits:home", "visits:visit_map", "visits:visit_summary", "visits:map", "admin:index",
-             "visits:review_rules", "visits:review_rules_csv", "visits:review_accept_low"}  # fmt: skip
-# (the rules' page and CSV: a row per rule whatever the visits; the bulk accept's confirmation: a count)
+             "visits:review_rules", "visits:review_rules_csv", "visits:review_accept_low",
+             "visits:account_settings"}  # fmt: skip
+# (the rules' page and CSV: a row per rule whatever the visits; the bulk accept's confirmation: a count;
+# the mail settings: two checkboxes)
 
 
 # Patterns not checked, and why. Keys as in tests/test_access.py (name with namespace, else the

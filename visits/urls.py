@@ -1,6 +1,6 @@
 from django.urls import path
 
-from visits.views import addresses, exports, maps, reports, review, status
+from visits.views import account, addresses, exports, maps, reports, review, status
 
 app_name = "visits"
 
@@ -33,5 +33,6 @@ urlpatterns = [
     path("map/frame/", maps.map_frame, name="map_frame"),
     path("status/", status.status, name="status"),
     path("status/rejected/", status.rejected, name="rejected"),
+    path("account/settings/", account.account_settings, name="account_settings"),
     path("healthz", status.healthz, name="healthz"),
 ]

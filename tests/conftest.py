@@ -346,8 +346,9 @@ def browser_type_launch_args(browser_type_launch_args):
 @pytest.fixture(autouse=True)
 def decisions_flushable(request):
     """After a transactional test, pytest-django empties every table, which the triggers of the
-    decisions and the address marks refuse (visits/review/immutable.py, addresses.py): they are
-    dropped just before, and the flush's post_migrate puts them back."""
+    decisions, the address marks and the access log refuse (visits/review/immutable.py,
+    addresses.py, security/access_log.py): they are dropped just before, and the flush's
+    post_migrate puts them back."""
     marker = request.node.get_closest_marker("django_db")
     uses = set(request.fixturenames)
     if not ((marker and marker.kwargs.get("transaction")) or uses & {"transactional_db", "live_server"}):
@@ -357,9 +358,11 @@ def decisions_flushable(request):
     yield
     from visits.review.addresses import address_mark_triggers_drop
     from visits.review.immutable import decision_triggers_drop
+    from visits.security.access_log import access_log_triggers_drop
 
     decision_triggers_drop()
     address_mark_triggers_drop()
+    access_log_triggers_drop()
 
 
 @pytest.fixture(autouse=True)

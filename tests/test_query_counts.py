@@ -21,6 +21,7 @@ from visits.geo.customers import customers_refresh
 from visits.ingest.pages import visits_upsert
 from visits.models import (
     AcceptReason,
+    AccessLogEntry,
     CoreApiState,
     CoreFeature,
     Customer,
@@ -138,6 +139,7 @@ class World:
             AccessAttempt.objects.create(**who, username=f"user-{n}", get_data="", post_data="", failures_since_start=1)
             AccessLog.objects.create(**who, username=f"user-{n}")
             AccessFailureLog.objects.create(**who, username=f"user-{n}", locked_out=False)
+            AccessLogEntry.objects.create(username=f"user-{n}", kind="visit", path=f"/visits/{n}/", object_id=n)
 
 
 def admin_lists() -> dict[str, list[str]]:
@@ -176,6 +178,7 @@ CASES: dict[str, list[str]] = {
     "visits:review_csv": ["/review.csv?review=all", "/review.csv?review=all&sort=oldest", "/review.csv?review=accept"],
     "visits:review_rules": ["/review/rules/", "/review/rules/?tier=low"],
     "visits:review_rules_csv": ["/review/rules.csv"],
+    "visits:access_log_csv": ["/access_log.csv", "/access_log.csv?kind=visit"],  # the pages' entries, and World's
     "visits:review_accept_low": ["/review/accept-low/", "/review/accept-low/?rule=resource_location_too_far"],
     "visits:review_reps": [
         "/review/reps/?review=all",
@@ -187,6 +190,7 @@ CASES: dict[str, list[str]] = {
     "visits:map_frame": ["/map/frame/"],
     "visits:status": ["/status/"],  # its gaps
     "visits:rejected": ["/status/rejected/"],
+    "visits:account_settings": ["/account/settings/"],
     "admin:index": ["/admin/"],
     "admin:visits_flaggedvisit_change": [f"/admin/visits/flaggedvisit/{VISIT}/change/"],  # decisions inline
     **admin_lists(),
@@ -194,8 +198,10 @@ CASES: dict[str, list[str]] = {
 # Pages that show one thing whatever the rows (the summary, a visit's map, the index): their
 # counts are checked to stay put, but their size need not grow.
 ONE_THING = {"visits:home", "visits:visit_map", "visits:visit_summary", "visits:map", "admin:index",
-             "visits:review_rules", "visits:review_rules_csv", "visits:review_accept_low"}  # fmt: skip
-# (the rules' page and CSV: a row per rule whatever the visits; the bulk accept's confirmation: a count)
+             "visits:review_rules", "visits:review_rules_csv", "visits:review_accept_low",
+             "visits:account_settings"}  # fmt: skip
+# (the rules' page and CSV: a row per rule whatever the visits; the bulk accept's confirmation: a count;
+# the mail settings: two checkboxes)
 
 
 # Patterns not checked, and why. Keys as in tests/test_access.py (name with namespace, else the

@@ -14,7 +14,8 @@ The rule:
   but is in no list or count. A visit or rep outside one's reach is a 404.
 - Deciding on flagged visits needs `visits.review_visits`; accepting every low-tier visit of a
   filter at once also needs `visits.accept_low_risk` (Lead reviewers); the ingestion status pages
-  are for staff.
+  are for staff; one's own mail settings, which show no data, for anyone signed in; the access
+  log for superusers.
 """
 
 from __future__ import annotations
@@ -43,9 +44,12 @@ RULE_REPORTS = "reports"  # signed in and may see the reports
 RULE_DECIDE = "decide"  # the reports, and may decide on flagged visits
 RULE_ACCEPT_LOW = "accept_low"  # may decide, and accept a filter's whole low tier at once
 RULE_STAFF = "staff"  # signed in as staff (the ingestion status pages)
+RULE_SIGNED_IN = "signed_in"  # signed in, whoever: one's own settings, no visits or reps
+RULE_SUPERUSER = "superuser"  # signed in as a superuser (the access log)
 
 DECIDE_REFUSED = "Only Reviewers can decide on flagged visits."
 ACCEPT_LOW_REFUSED = "Only Lead reviewers can accept all low-tier visits of a filter at once."
+SUPERUSER_REFUSED = "Only superusers can read the access log."
 # Where a user's reps are kept for the life of the user object (one request, one digest).
 _CACHED, _LINKED = "_visits_rep_ids", "_visits_sell_rep"
 
@@ -99,6 +103,18 @@ def user_is_staff(user) -> bool:
     return user.is_active and user.is_staff
 
 
+def user_is_signed_in(user) -> bool:
+    """Any signed-in account: what a page about the user's own account needs (it shows no data)."""
+    _note("user_is_signed_in")
+    return user.is_authenticated
+
+
+def user_is_superuser(user) -> bool:
+    """An active superuser: who may read the access log."""
+    _note("user_is_superuser")
+    return user.is_active and user.is_superuser
+
+
 def _reports_check(user) -> None:
     if not user_may_see_reports(user):
         raise PermissionDenied("This account may not see the reports.")
@@ -113,12 +129,13 @@ def user_sees_every_rep(user) -> bool:
     return user.is_superuser or user.has_perm("visits.view_all_reps")
 
 
-def reporting_line(*, rep_id: int, reports_to: Iterable[tuple[int, int]]) -> frozenset[int]:
+def reporting_line(*, rep_id: int, reports_to: Iterable[tuple[int, int | None]]) -> frozenset[int]:
     """`rep_id` and every rep whose chain of managers leads to it, at any depth, from the
     (rep, manager) pairs `reports_to`. Each rep is walked once, so a cycle ends the walk."""
     reports: dict[int, list[int]] = defaultdict(list)
     for rep, manager in reports_to:
-        reports[manager].append(rep)
+        if manager is not None:
+            reports[manager].append(rep)
     found, waiting = {rep_id}, [rep_id]
     while waiting:
         for rep in reports[waiting.pop()]:
@@ -163,7 +180,7 @@ def _reach(user, visits: _Rows, *, rep: str = "rep_id") -> _Rows:
     """`visits` narrowed to those of the reps the user may see."""
     _reports_check(user)
     allowed = _rep_ids(user)
-    return visits
+    return visits if allowed is None else visits.filter(**{f"{rep}__in": allowed})
 
 
 def rows_for_user(user, rows: _Rows, *, rep: str = "rep_id") -> _Rows:
@@ -305,7 +322,26 @@ def accept_low_required(view: Callable) -> Callable:
     return _marked(decide_required(wrapped), RULE_ACCEPT_LOW)
 
 
+def signed_in_required(view: Callable) -> Callable:
+    """Signed in (else the login page), whatever the groups: for pages about one's own account
+    (the mail settings), which show no visit, rep or report."""
+    guarded = user_passes_test(user_is_signed_in, redirect_field_name=REDIRECT_FIELD_NAME)(view)
+    return _marked(guarded, RULE_SIGNED_IN)
+
+
 def staff_required(view: Callable) -> Callable:
     """Signed in as staff, else the admin's login page (as the admin's own `staff_member_required`)."""
     guarded = user_passes_test(user_is_staff, login_url="admin:login", redirect_field_name=REDIRECT_FIELD_NAME)(view)
     return _marked(guarded, RULE_STAFF)
+
+
+def superuser_required(view: Callable) -> Callable:
+    """Signed in (else the login page) as an active superuser (else a 403 page saying so)."""
+
+    @wraps(view)
+    def wrapped(request: HttpRequest, *args, **kwargs) -> HttpResponse:
+        if not user_is_superuser(request.user):
+            return render(request, "visits/no_access.html", {"reason": SUPERUSER_REFUSED}, status=403)
+        return view(request, *args, **kwargs)
+
+    return _marked(login_required(wrapped), RULE_SUPERUSER)

@@ -13,6 +13,8 @@ from django.utils.text import unescape_string_literal
 from visits.access import rows_for_user
 from visits.models import (
     AcceptReason,
+    AccessKind,
+    AccessLogEntry,
     CoreApiState,
     Decision,
     DecisionKind,
@@ -30,6 +32,7 @@ from visits.models import (
 )
 from visits.reports.filters import id_coerce
 from visits.review.queue import REVIEW_STATES, decisions_record, flagged_visits
+from visits.security.access_log import access_log_response
 from visits.views.common import RESOURCE_TYPES
 
 
@@ -135,13 +138,23 @@ class BigListAdmin(ReadOnlyAdmin):
     """A changelist over up to millions of visits: no full counts, page links up to
     CappedPaginator.CAP rows, sorting only on what an index keeps in order, no date drill-down.
     The search takes a visit id (a whole number), else part of a rep's name (that rep's visits),
-    else text of the summary (which reads every row: the one search that grows with the table)."""
+    else text of the summary (which reads every row: the one search that grows with the table).
+    Its list and each visit's page show positions: each writes an access log entry."""
 
     paginator = CappedPaginator
     show_full_result_count = False
     sortable_by = ["id", "visited_at"]
     search_fields = ["summary"]  # shows the search box; get_search_results does the work
     search_help_text = "A visit id, part of a rep's name, or else text from the summary."
+
+    def changelist_view(self, request, extra_context=None):
+        response = super().changelist_view(request, extra_context)
+        return access_log_response(request, response, kind=AccessKind.VISIT)
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        response = super().change_view(request, object_id, form_url, extra_context)
+        visit_id = int(object_id) if str(object_id).isdigit() else None
+        return access_log_response(request, response, kind=AccessKind.VISIT, object_id=visit_id)
 
     def get_search_results(self, request, queryset, search_term):
         term = search_term.strip()
@@ -330,6 +343,29 @@ class DecisionAdmin(ReadOnlyAdmin):
     def visit_link(self, obj):
         return format_html('<a href="{}">Visit {}</a>', reverse("admin:visits_visit_change", args=[obj.visit_id]),
                            obj.visit_id)  # fmt: skip
+
+
+@admin.register(AccessLogEntry)
+class AccessLogEntryAdmin(ReadOnlyAdmin):
+    """Who saw whose location data (security/access_log.py): superusers only, read-only, with a
+    form above the list that downloads it as CSV (/access_log.csv). Days as ranges, not a
+    drill-down: a date hierarchy reads every entry's date for its links on each page."""
+
+    list_display = ["at", "username", "kind", "path", "filters", "object_id", "rows"]
+    list_filter = [("at", admin.DateFieldListFilter), "kind", "user"]
+    paginator = CappedPaginator
+    show_full_result_count = False
+    sortable_by = ["at"]
+    change_list_template = "admin/visits/accesslogentry/change_list.html"
+
+    def has_view_permission(self, request, obj=None):
+        return request.user.is_active and request.user.is_superuser
+
+    def has_module_permission(self, request):
+        return self.has_view_permission(request)
+
+    def changelist_view(self, request, extra_context=None):
+        return super().changelist_view(request, {**(extra_context or {}), "kinds": AccessKind.choices})
 
 
 # --- Accounts: the link to a Sell user on the user's own admin page ---------------------------

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from visits.views import addresses, exports, maps, reports, review, status
+from visits.views import account, addresses, exports, maps, reports, review, status
 
 app_name = "visits"
 
@@ -27,6 +27,7 @@ urlpatterns = [
     path("review.csv", exports.review_csv, name="review_csv"),
     path("review/rules/", review.review_rules, name="review_rules"),
     path("review/rules.csv", exports.review_rules_csv, name="review_rules_csv"),
+    path("access_log.csv", exports.access_log_csv, name="access_log_csv"),
     path("review/addresses/", addresses.suspect_addresses, name="addresses"),
     path("review/addresses/<int:customer_id>/", addresses.suspect_address, name="address"),
     path("review/addresses/<int:customer_id>/mark/", addresses.address_mark, name="address_mark"),
@@ -34,5 +35,6 @@ urlpatterns = [
     path("map/frame/", maps.map_frame, name="map_frame"),
     path("status/", status.status, name="status"),
     path("status/rejected/", status.rejected, name="rejected"),
+    path("account/settings/", account.account_settings, name="account_settings"),
     path("healthz", status.healthz, name="healthz"),
 ]

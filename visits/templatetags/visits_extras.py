@@ -3,6 +3,7 @@
 from datetime import datetime
 
 from django import template
+from django.conf import settings
 from django.contrib.humanize.templatetags.humanize import intcomma
 from django.urls import reverse
 from django.utils import timezone
@@ -109,6 +110,13 @@ def offset_text(minutes: float) -> str:
 def map_frame_attrs() -> str:
     """A map iframe's sandbox, and where the page fetches a summary for it (static/js/app.js)."""
     return format_html('sandbox="{}" data-summary-url="{}"', MAP_SANDBOX, reverse("visits:visit_summary", args=[0]))
+
+
+@register.simple_tag
+def privacy_notice() -> str:
+    """PRIVACY_NOTICE, for every page's footer (escaped: simple_tag output is). A tag, not a
+    context processor, so that the 500 page, rendered without a request, shows it too."""
+    return settings.PRIVACY_NOTICE
 
 
 @register.simple_tag

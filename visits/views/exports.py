@@ -1,9 +1,10 @@
-"""CSV downloads of every report, named after the report and the filters' dates."""
+"""CSV downloads of every report, named after the report and the filters' dates, each one written
+to the access log with its filters and rows; the access log itself, for superusers."""
 
 from django.http import HttpRequest, HttpResponse
 
-from visits.access import reports_required, reps_for_user, scope_for_user
-from visits.models import VerificationStatus
+from visits.access import reports_required, reps_for_user, scope_for_user, superuser_required
+from visits.models import AccessKind, VerificationStatus
 from visits.reports import analytics, teams
 from visits.reports.export import (
     QUEUE_COLUMNS,
@@ -21,6 +22,7 @@ from visits.reports.filters import ReportFilters
 from visits.reports.scope import Scope
 from visits.review import queue
 from visits.review.forms import RulesFilters
+from visits.security.access_log import ACCESS_LOG_COLUMNS, AccessLogFilters, access_log_rows, access_logged
 from visits.views import review
 from visits.views.common import bad_request, filtered
 from visits.views.reports import EXTRA_COLUMNS, GROUPED_ROWS
@@ -93,24 +95,28 @@ def team_cells(team: teams.RepTeam | None) -> list:
 
 
 @reports_required
+@access_logged(AccessKind.CSV)
 @filtered
 def reps_csv(request: HttpRequest, filters: ReportFilters) -> HttpResponse:
     return grouped_csv(filters, scope=scope_for_user(request.user, filters=filters), kind="reps")
 
 
 @reports_required
+@access_logged(AccessKind.CSV)
 @filtered
 def teams_csv(request: HttpRequest, filters: ReportFilters) -> HttpResponse:
     return grouped_csv(filters, scope=scope_for_user(request.user, filters=filters), kind="teams")
 
 
 @reports_required
+@access_logged(AccessKind.CSV)
 @filtered
 def outcomes_csv(request: HttpRequest, filters: ReportFilters) -> HttpResponse:
     return grouped_csv(filters, scope=scope_for_user(request.user, filters=filters), kind="outcomes")
 
 
 @reports_required
+@access_logged(AccessKind.CSV)
 @filtered
 def matrix_csv(request: HttpRequest, filters: ReportFilters) -> HttpResponse:
     reps, outcomes, cells = analytics.matrix(scope=scope_for_user(request.user, filters=filters), cell_distances=True)
@@ -139,6 +145,7 @@ def matrix_csv(request: HttpRequest, filters: ReportFilters) -> HttpResponse:
 
 
 @reports_required
+@access_logged(AccessKind.CSV)
 @filtered
 def visits_csv(request: HttpRequest, filters: ReportFilters) -> HttpResponse:
     return filtered_csv(
@@ -151,6 +158,7 @@ def visits_csv(request: HttpRequest, filters: ReportFilters) -> HttpResponse:
 
 
 @reports_required
+@access_logged(AccessKind.CSV)
 def review_csv(request: HttpRequest) -> HttpResponse:
     """The review queue with its filters (the queue's own), in its order (`sort`), every page of it."""
     found = review.queue_filtered(request)
@@ -171,6 +179,7 @@ RULES_HEADER = ["rule", "flagged", "decided", "accepted", "rejected", "follow_up
 
 
 @reports_required
+@access_logged(AccessKind.CSV)
 def review_rules_csv(request: HttpRequest) -> HttpResponse:
     """The rules' precision page as CSV: one row per rule."""
     filters = RulesFilters(request.GET, reps=reps_for_user(request.user))
@@ -182,3 +191,15 @@ def review_rules_csv(request: HttpRequest) -> HttpResponse:
         for r in counts.rules
     )
     return filtered_csv(filters, report="rules", header=RULES_HEADER, rows=rows)
+
+
+@superuser_required
+@access_logged(AccessKind.CSV)
+def access_log_csv(request: HttpRequest) -> HttpResponse:
+    """The access log, filtered by days, account and kind; its own download is logged too."""
+    filters = AccessLogFilters(request.GET)
+    if not filters.is_valid():
+        return bad_request(request, filters.problems())
+    data = filters.cleaned_data
+    filename = csv_filename(report="access_log", start=data["start"], end=data["end"])
+    return csv_response(filename=filename, header=ACCESS_LOG_COLUMNS, rows=access_log_rows(filters=filters))

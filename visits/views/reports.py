@@ -12,10 +12,11 @@ from django.utils.html import escape
 from django.utils.safestring import SafeString, mark_safe
 
 from visits.access import rep_for_user, reports_required, scope_for_user
-from visits.models import VerificationStatus
+from visits.models import AccessKind, VerificationStatus
 from visits.reports import analytics, charts, maps, teams
 from visits.reports.filters import ReportFilters, team_value
 from visits.reports.scope import Scope
+from visits.security.access_log import access_logged
 from visits.templatetags.visits_extras import metres, percent, shade, thousands
 from visits.views import pager
 from visits.views.common import DISTANCE_COLUMNS, REPORT_COLUMNS, bad_request, filtered, page_context, sort_param
@@ -243,6 +244,7 @@ def sort_groups(filters: ReportFilters, scope: Scope, group: str) -> list:
 
 
 @reports_required
+@access_logged(AccessKind.REP)
 @filtered
 def rep_detail(request: HttpRequest, filters: ReportFilters, rep_id: int) -> HttpResponse:
     rep = rep_for_user(request.user, rep_id)

@@ -25,6 +25,7 @@ def core_users_store(data) -> None:
     ])  # fmt: skip
 
 
+@pytest.mark.slow
 def test_leaders_are_the_generated_director_and_managers(full_team):
     users = full_team.core_users()
     by_email = {u["email"]: u for u in users.values()}
@@ -36,6 +37,7 @@ def test_leaders_are_the_generated_director_and_managers(full_team):
         assert user["reports_to"] == by_email[director["email"]]["id"]
 
 
+@pytest.mark.slow
 def test_demo_accounts_print_their_credentials_and_see_their_team(full_team):
     out = io.StringIO()
     call_command("demo_accounts", stdout=out)

@@ -283,7 +283,7 @@ def test_csvs_and_pages_show_the_distances(measured, client, cast):
     client.force_login(cast.manager)
     want = expected(scope=Scope(), by=("rep",), far_m=1000.0, visits=list(Visit.objects.live()))
     rows = csv_rows(client.get("/reports/reps.csv"))
-    assert list(rows[0])[-3:] == ["too_far_median_m", "too_far_p90_m", "far_visits"]
+    assert list(rows[0])[-5:] == ["too_far_median_m", "too_far_p90_m", "far_visits", "team", "manager_id"]
     for row in rows:
         far, median, p90 = want[(int(row["rep_id"]),)]
         assert int(row["far_visits"]) == far

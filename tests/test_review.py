@@ -155,7 +155,8 @@ def test_reports_and_exports_carry_the_flags(client, flagged, cast):
     )  # and one back again
     assert rejected_ids_of(visit_ids=rejected) == set(rejected[:3])
     reps = csv_of(client.get("/reports/reps.csv"))
-    assert list(reps[0])[-5:-3] == ["flagged", "rejected"]  # before the distances: median, p90, far visits
+    # before the distances (median, p90, far visits) and the team and manager
+    assert list(reps[0])[-7:-5] == ["flagged", "rejected"]
     live = Visit.objects.filter(deleted_at__isnull=True)
     for row in reps:
         rep_id = int(row["rep_id"])

@@ -1,6 +1,7 @@
 """django-q2 entry points and the schedules that drive them: the sync every minute, the
 ingestion check (its alert mails) every ALERT_CHECK_MINUTES, the reconciliation with the
-Core API daily, the customers' geocoding every GEOCODE_EVERY_MINUTES.
+Core API daily, the customers' geocoding every GEOCODE_EVERY_MINUTES, the retention rule for
+reps' positions daily.
 
 django-q2's scheduler looks for due schedules only every 30 seconds, so a task that polled
 once a minute would sometimes wait 90 s. Instead each scheduled run is a short session that
@@ -23,6 +24,7 @@ CHECK_SCHEDULE_NAME = "ingestion-check"
 RECONCILE_SCHEDULE_NAME = "reconcile-core-visits"
 GEOCODE_SCHEDULE_NAME = "geocode-customers"
 CUSTOMERS_SCHEDULE_NAME = "customers-refresh"
+RETENTION_SCHEDULE_NAME = "coordinates-retention"
 GEOCODE_EVERY_MINUTES = 5
 # One run's bounds, far inside the cluster's 600 s timeout: at the public Nominatim's 1 s pace,
 # 200 addresses take about 4 minutes, and the next run takes up where this one stopped.
@@ -95,6 +97,14 @@ def customers_refresh_task() -> str:
     )
 
 
+def retention_task() -> str:
+    """The daily retention rule: reps' positions removed from the visits older than
+    COORDINATES_RETENTION_DAYS (geo/retention.py); nothing while it is empty."""
+    from visits.geo.retention import coordinates_retain
+
+    return coordinates_retain().summary()
+
+
 def reconcile_first_run(*, now: datetime | None = None) -> datetime:
     """The next BACKFILL_RECONCILE_HOUR o'clock (UTC) after `now`."""
     now = now or timezone.now()
@@ -151,12 +161,25 @@ def schedules_setup() -> list[tuple[str, bool, str]]:
             "repeats": -1,
         },
     )  # fmt: skip
+    # Daily, an hour after the reconciliation (which may store old visits: without positions).
+    _, retention_created = Schedule.objects.update_or_create(
+        name=RETENTION_SCHEDULE_NAME,
+        defaults={"func": "visits.tasks.retention_task", "schedule_type": Schedule.DAILY, "repeats": -1},
+        create_defaults={
+            "func": "visits.tasks.retention_task", "schedule_type": Schedule.DAILY, "repeats": -1,
+            "next_run": reconcile_first_run() + timedelta(hours=1),
+        },
+    )  # fmt: skip
+    retention_every = f"daily at {(settings.BACKFILL_RECONCILE_HOUR + 1) % 24:02d}:00 UTC" + (
+        "" if settings.COORDINATES_RETENTION_DAYS else " (COORDINATES_RETENTION_DAYS is empty: it removes nothing)"
+    )
     return [
         (SCHEDULE_NAME, created, "every minute"),
         (CHECK_SCHEDULE_NAME, check_created, check_every),
         (RECONCILE_SCHEDULE_NAME, reconcile_created, f"daily at {settings.BACKFILL_RECONCILE_HOUR:02d}:00 UTC"),
         (GEOCODE_SCHEDULE_NAME, geocode_created, f"every {GEOCODE_EVERY_MINUTES} minutes"),
         (CUSTOMERS_SCHEDULE_NAME, customers_created, "every minute" if every == 1 else f"every {every} minutes"),
+        (RETENTION_SCHEDULE_NAME, retention_created, retention_every),
     ]
 
 

@@ -147,8 +147,9 @@ def held(serve, full_team, cast, client):
     flags_refresh()
     flagged = list(Visit.objects.filter(flagged=True, deleted_at__isnull=True).order_by("visited_at"))
     for n, visit in enumerate(flagged[:: max(1, len(flagged) // 12)]):
-        Decision.objects.create(visit=visit, kind=("reject", "accept", "follow_up")[n % 3],
-                                reason="gps_noise" if n % 3 == 1 else "", note=f"n{n}", decided_by=cast.reviewer)  # fmt: skip
+        kind = ("reject", "accept", "follow_up")[n % 3]
+        reason = "gps_noise" if kind == "accept" else ""
+        Decision.objects.create(visit=visit, kind=kind, reason=reason, note=f"n{n}", decided_by=cast.reviewer)
     assert_flags_match()
     client.force_login(cast.superuser)
     return client
@@ -337,7 +338,8 @@ def test_an_archive_round_trip_keeps_the_removed_positions_and_the_frozen_flags(
     coordinates_retain(now=DEMO_NOW, days=DAYS)
     visits = sorted(Visit.objects.values_list("id", "latitude", "longitude", "coordinates_removed_at"))
     flags = sorted(Flag.objects.values_list("visit_id", "rule", "numbers", "sentence"), key=repr)
-    customers = sorted(Customer.objects.values_list("resource_type", "resource_id", "learned_latitude", "learned_visits"))
+    learned = ("resource_type", "resource_id", "learned_latitude", "learned_visits")
+    customers = sorted(Customer.objects.values_list(*learned))
     archive_export(path=tmp_path / "a.zip")
     wipe()
     Customer.objects.all().delete()  # wipe() knows the tables of its own data, which has none
@@ -345,9 +347,7 @@ def test_an_archive_round_trip_keeps_the_removed_positions_and_the_frozen_flags(
     assert result.flags.equal, result.flags.examples  # the frozen flags are not "found otherwise"
     assert sorted(Visit.objects.values_list("id", "latitude", "longitude", "coordinates_removed_at")) == visits
     assert sorted(Flag.objects.values_list("visit_id", "rule", "numbers", "sentence"), key=repr) == flags
-    assert sorted(
-        Customer.objects.values_list("resource_type", "resource_id", "learned_latitude", "learned_visits")
-    ) == customers
+    assert sorted(Customer.objects.values_list(*learned)) == customers
     assert_flags_match()
 
 
@@ -405,9 +405,11 @@ def test_a_reps_export_holds_their_record_visits_flags_and_decisions_and_is_logg
     located = mine.filter(latitude__isnull=False).first()
     row = next(v for v in visits if int(v["id"]) == located.id)
     assert (float(row["latitude"]), float(row["longitude"])) == (located.latitude, located.longitude)
-    assert sum(1 for v in visits if v["coordinates_removed_at"]) == mine.filter(
-        coordinates_removed_at__isnull=False
-    ).count() > 0
+    assert (
+        sum(1 for v in visits if v["coordinates_removed_at"])
+        == mine.filter(coordinates_removed_at__isnull=False).count()
+        > 0
+    )
     assert sorted((int(f["visit_id"]), f["rule"]) for f in flags) == sorted(
         Flag.objects.filter(visit__rep_id=rep.id).values_list("visit_id", "rule")
     )

@@ -222,6 +222,7 @@ def sqlite_line_sql(table: ArchiveTable, *, quote) -> tuple[str, tuple[int, ...]
     pieces: list[str] = []
     floats: list[int] = []
     run: list[str] = []
+
     def text(run: list[str]) -> str:
         # A run of one integer alone (a Customer's learned_visits, between floats) would come as an
         # int: '' || makes it text, as the concatenation of a longer run does.

@@ -71,7 +71,7 @@ def build(*, visits: int) -> dict:
     visits_load(visits=visits, deleted_every=DELETED_EVERY)
     loaded = time.perf_counter() - started
     reviewer = user_make(REVIEWER_USER, group="Reviewers")
-    user_make(MANAGER_USER, group="Managers")
+    user_make(MANAGER_USER, group="Directors")
     for n in range(20):
         user_make(f"user-{n:02d}")
     started = time.perf_counter()
@@ -459,6 +459,8 @@ def app_lists(ctx: Ctx) -> list[Req]:
 HANDLERS: dict[str, Callable[[Ctx], list[Req]]] = {
     "visits:home": reports_page("/"),
     "visits:reps": reports_page("/reports/reps/", sorts=True),
+    "visits:teams": reports_page("/reports/teams/", sorts=True),
+    "visits:teams_csv": csv_download("/reports/teams.csv"),
     "visits:outcomes": reports_page("/reports/outcomes/", sorts=True, manager=False),
     "visits:matrix": reports_page("/reports/matrix/", manager=False),
     "visits:reps_csv": csv_download("/reports/reps.csv"),
@@ -474,6 +476,7 @@ HANDLERS: dict[str, Callable[[Ctx], list[Req]]] = {
     "visits:review_csv": review_csv,
     "visits:review_rules": reports_page("/review/rules/"),
     "visits:review_rules_csv": csv_download("/review/rules.csv"),
+    "visits:access_log_csv": one("/access_log.csv", note="CSV: the whole body; the bench's own requests' entries"),
     "visits:review_accept_low": accept_low,
     "visits:review_reps": review_reps,
     "visits:addresses": suspect_addresses,
@@ -483,6 +486,7 @@ HANDLERS: dict[str, Callable[[Ctx], list[Req]]] = {
     "visits:status": one("/status/"),
     "visits:rejected": rejected_list,
     "visits:healthz": one("/healthz"),
+    "visits:account_settings": one("/account/settings/"),
     "login": one("/accounts/login/", user="anonymous"),
     "password_change": one("/accounts/password/"),
     "password_change_done": one("/accounts/password/done/"),

@@ -3,6 +3,7 @@
     .venv/bin/python bench/reports.py                       # SQLite only
     .venv/bin/python bench/reports.py --postgres postgres://postgres@127.0.0.1:5432/postgres
     .venv/bin/python bench/reports.py --postgres ... --write   # also update docs/PERFORMANCE.md
+    .venv/bin/python bench/reports.py --team [--postgres ...] [--write]  # a team's manager (issue 14)
 
 Measures the server time (Django's test client, in process) of `/`, `/reports/reps/`,
 `/reports/outcomes/`, `/reports/matrix/` and one rep's page for the whole range and for one month,
@@ -13,6 +14,13 @@ the reps report counts flagged and rejected visits; then every located visit is 
 from its customer by one UPDATE (the triggers keep the far counts and the distance tally, as after
 the customers' refresh), so the reports' distance columns and the rep page's histogram have
 something to read. Nothing here is part of the tests.
+
+With --team: the reports a Manager of one team reads (reps, outcomes, matrix, teams; the whole
+range, a month, 30 days), on databases kept between runs (var/bench/reports.sqlite3 and
+visitsdash_bench_reports, built when missing, migrated when reused): the 200 reps are put in
+TEAMS Sell groups of equal size, each group's first rep managing the rest; the Managers account
+`bench-team-manager` is linked to the first group's manager, so sees its 50 reps (a quarter of
+the visits) through visits.access; the same pages as a superuser with `?team=` beside them.
 """
 
 from __future__ import annotations
@@ -37,6 +45,10 @@ from _report import child as script_child  # noqa: E402
 MONTH = ("2026-09-01", "2026-09-30")
 THIRTY_DAYS = ("2026-09-15", "2026-10-14")  # not aligned on months: half of it is read from the edges
 PAGES = ["/", "/reports/reps/", "/reports/outcomes/", "/reports/matrix/", "/reports/reps/1000/"]
+TEAM_PAGES = ["/reports/reps/", "/reports/outcomes/", "/reports/matrix/", "/reports/teams/"]
+TEAMS, FIRST_GROUP = 4, 3001  # Sell groups 3001-3004, 50 reps each; the manager: rep 1000 of group 3001
+TEAM_MANAGER = "bench-team-manager"
+SQLITE_KEPT = ROOT / "var" / "bench" / "reports.sqlite3"
 
 
 def distances_set() -> float:
@@ -112,6 +124,109 @@ def pages_measure(*, repeat: int) -> dict:
         figures[f"baseline: plain GROUP BY rep, status ({label})"] = statistics.median(times) * 1000
         figures.update(distance_costs(bounds=bounds, label=label, repeat=repeat))
     return figures
+
+
+def team_setup() -> dict:
+    """The reps in TEAMS groups (the first of each managing the others), the team manager's
+    account linked to rep 1000; migrations first (a reused database may be behind)."""
+    from django.contrib.auth.models import Group, User
+    from django.core.management import call_command
+
+    from visits.models import Rep, SellLink, SellLinkVia
+
+    call_command("migrate", verbosity=0)
+    reps = list(Rep.objects.order_by("id").values_list("id", flat=True))
+    size = -(-len(reps) // TEAMS)
+    for index in range(TEAMS):
+        members = reps[index * size : (index + 1) * size]
+        Rep.objects.filter(id__in=members).update(group_id=FIRST_GROUP + index, group_name=f"Team {index + 1}")
+        Rep.objects.filter(id__in=members[1:]).update(reports_to=members[0])
+    user, _ = User.objects.get_or_create(username=TEAM_MANAGER)
+    user.groups.set([Group.objects.get(name="Managers")])
+    SellLink.objects.update_or_create(user=user, defaults={"rep_id": reps[0], "via": SellLinkVia.ADMIN})
+    User.objects.get_or_create(username="bench", defaults={"is_superuser": True, "is_staff": True})
+    return {"team_reps": size}
+
+
+def team_measure(*, repeat: int) -> dict:
+    """The team pages as the team's manager and as a superuser filtering by the team: median ms
+    and queries of each."""
+    from django.contrib.auth.models import User
+    from django.db import connection
+    from django.test import Client
+    from django.test.utils import CaptureQueriesContext
+
+    from visits.access import rep_filter_for_user
+
+    manager = User.objects.get(username=TEAM_MANAGER)
+    seen = rep_filter_for_user(manager)
+    assert seen is not None and len(seen) > 1, "the team manager sees no team: is visits.access merged?"
+    clients = {}
+    for who, username in (("manager", TEAM_MANAGER), ("superuser ?team=", "bench")):
+        clients[who] = Client()
+        clients[who].force_login(User.objects.get(username=username))
+    ranges = (("whole range", ""), ("one month", f"start={MONTH[0]}&end={MONTH[1]}"),
+              ("30 days", f"start={THIRTY_DAYS[0]}&end={THIRTY_DAYS[1]}"))  # fmt: skip
+    figures = {}
+    for label, query in ranges:
+        for path in TEAM_PAGES:
+            for who, client in clients.items():
+                url = path + "?" + "&".join(q for q in (query, f"team={FIRST_GROUP}" if who != "manager" else "") if q)
+                times = []
+                for _ in range(repeat):
+                    with CaptureQueriesContext(connection) as queries:
+                        started = time.perf_counter()
+                        response = client.get(url)
+                        times.append(time.perf_counter() - started)
+                    assert response.status_code == 200, (url, response.status_code)
+                figures[f"{path} ({label}) as {who}"] = [statistics.median(times) * 1000, len(queries)]
+    return figures
+
+
+def team_run(*, name: str, database_url: str, visits: int, repeat: int) -> dict:
+    state = child("--child", "team-state", "--database-url", database_url)
+    if state["visits"] < visits:
+        loaded = child("--child", "load", "--database-url", database_url, "--visits", str(visits))
+        print(f"{name}: loaded {visits:,} visits in {loaded['seconds']:.0f} s")
+    else:
+        print(f"{name}: reusing {state['visits']:,} visits")
+    child("--child", "team-setup", "--database-url", database_url)
+    pages = child("--child", "team-pages", "--database-url", database_url, "--repeat", str(repeat))
+    for label, (ms, queries) in pages.items():
+        print(f"  {label:62} median {ms:8.1f} ms, {queries} queries")
+    return pages
+
+
+def team_state() -> dict:
+    """The visits the database holds (0 when it is empty or unmigrated)."""
+    from django.db import connection
+
+    if "visits_visit" not in connection.introspection.table_names():
+        return {"visits": 0}
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM visits_visit")
+        return {"visits": cursor.fetchone()[0]}
+
+
+def team_report(*, results: dict, visits: int, repeat: int) -> None:
+    lines = [
+        "## Reports for one team's manager (`bench/reports.py --team`)",
+        "",
+        f"Measured {datetime.now().date().isoformat()} on {machine()}.",
+        f"{visits:,} visits (the Reports data set: {REPS} reps, two years), the reps in {TEAMS} Sell groups of"
+        f" {REPS // TEAMS}; a Managers account linked to the first group's manager sees its {REPS // TEAMS} reps"
+        " (a quarter of the visits) through `visits.access`; beside it a superuser asking for the same team with"
+        f" `?team={FIRST_GROUP}`. Server time through Django's test client, median of {repeat} requests, and the"
+        f" queries of one; one month = {MONTH[0]} to {MONTH[1]}; 30 days = {THIRTY_DAYS[0]} to {THIRTY_DAYS[1]}.",
+        "",
+        "| page | " + " | ".join(f"{name} ms (queries)" for name in results) + " |",
+        "|---|" + "---:|" * len(results),
+    ]
+    for label in next(iter(results.values())):
+        cells = " | ".join(f"{r[label][0]:,.0f} ({r[label][1]})" for r in results.values())
+        lines.append(f"| {label} | {cells} |")
+    lines += ["", "Goal: each page at a median of 150 ms or less.", ""]
+    section_write(heading="## Reports for one team's manager", lines=lines)
 
 
 def distance_costs(*, bounds, label: str, repeat: int) -> dict:
@@ -223,16 +338,26 @@ def main() -> None:
     parser.add_argument("--write", action="store_true", help="update the reports section of docs/PERFORMANCE.md")
     parser.add_argument("--no-export", action="store_true", help="the pages only, not /visits.csv")
     parser.add_argument("--no-sqlite", action="store_true", help="PostgreSQL only")
+    parser.add_argument("--team", action="store_true", help="a team's manager's reports, on kept databases")
     args = parser.parse_args()
     if args.child:
         django_setup(args.database_url)
         if args.child == "load":
             result = {"seconds": load(visits=args.visits)}
+        elif args.child == "team-state":
+            result = team_state()
+        elif args.child == "team-setup":
+            result = team_setup()
+        elif args.child == "team-pages":
+            result = team_measure(repeat=args.repeat)
         elif args.child == "pages":
             result = pages_measure(repeat=args.repeat)
         else:
             result = export_measure(mode=args.child.removeprefix("export-"), database_url=args.database_url)
         print(json.dumps(result))
+        return
+    if args.team:
+        team_main(args)
         return
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -253,6 +378,25 @@ def main() -> None:
             )
     if args.write:
         write_report(results=results, visits=args.visits, repeat=args.repeat)
+
+
+def team_main(args) -> None:
+    results = {}
+    if not args.no_sqlite:
+        SQLITE_KEPT.parent.mkdir(parents=True, exist_ok=True)
+        results["SQLite"] = team_run(
+            name="SQLite", database_url=f"sqlite:///{SQLITE_KEPT}", visits=args.visits, repeat=args.repeat
+        )
+    if args.postgres:
+        import psycopg
+
+        with psycopg.connect(args.postgres, autocommit=True) as conn:
+            if not conn.execute("SELECT 1 FROM pg_database WHERE datname = 'visitsdash_bench_reports'").fetchone():
+                conn.execute("CREATE DATABASE visitsdash_bench_reports")
+        url = args.postgres.rsplit("/", 1)[0] + "/visitsdash_bench_reports"
+        results["PostgreSQL"] = team_run(name="PostgreSQL", database_url=url, visits=args.visits, repeat=args.repeat)
+    if args.write:
+        team_report(results=results, visits=args.visits, repeat=args.repeat)
 
 
 def write_report(*, results: dict, visits: int, repeat: int) -> None:

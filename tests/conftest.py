@@ -42,7 +42,7 @@ DEMO_NOW = datetime(2026, 1, 20, 15, 30, tzinfo=UTC)
 class Cast:
     """The shared cast of users: one of each kind of access the app knows."""
 
-    manager: User  # reads every report (group Managers)
+    manager: User  # reads every report of every rep, read-only (group Directors)
     reviewer: User  # reads every report and decides on flagged visits (group Reviewers)
     outsider: User  # signed in, in no group: may see nothing
     superuser: User  # every page, the admin and the status pages too
@@ -64,7 +64,7 @@ def user_make(name: str, *, group: str | None = None, **fields) -> User:
 @pytest.fixture
 def cast(db) -> Cast:
     return Cast(
-        manager=user_make("manager", group="Managers"),
+        manager=user_make("manager", group="Directors"),
         reviewer=user_make("reviewer", group="Reviewers"),
         outsider=user_make("outsider"),
         superuser=user_make("root", is_staff=True, is_superuser=True),
@@ -346,8 +346,9 @@ def browser_type_launch_args(browser_type_launch_args):
 @pytest.fixture(autouse=True)
 def decisions_flushable(request):
     """After a transactional test, pytest-django empties every table, which the triggers of the
-    decisions and the address marks refuse (visits/review/immutable.py, addresses.py): they are
-    dropped just before, and the flush's post_migrate puts them back."""
+    decisions, the address marks and the access log refuse (visits/review/immutable.py,
+    addresses.py, security/access_log.py): they are dropped just before, and the flush's
+    post_migrate puts them back."""
     marker = request.node.get_closest_marker("django_db")
     uses = set(request.fixturenames)
     if not ((marker and marker.kwargs.get("transaction")) or uses & {"transactional_db", "live_server"}):
@@ -357,9 +358,11 @@ def decisions_flushable(request):
     yield
     from visits.review.addresses import address_mark_triggers_drop
     from visits.review.immutable import decision_triggers_drop
+    from visits.security.access_log import access_log_triggers_drop
 
     decision_triggers_drop()
     address_mark_triggers_drop()
+    access_log_triggers_drop()
 
 
 @pytest.fixture(autouse=True)

@@ -28,7 +28,10 @@ ALLOWED = {
     "favicon.ico": "a redirect to a static file",
     "visits:healthz": "health for monitors: a status and four figures, no names, counts of visits or errors",
 }
-RULES = {access.RULE_REPORTS, access.RULE_DECIDE, access.RULE_ACCEPT_LOW, access.RULE_STAFF}
+RULES = {
+    access.RULE_REPORTS, access.RULE_DECIDE, access.RULE_ACCEPT_LOW, access.RULE_STAFF, access.RULE_SIGNED_IN,
+    access.RULE_SUPERUSER,
+}  # fmt: skip
 POST_ONLY = {
     "visits:review_decide",
     "visits:address_mark",
@@ -70,8 +73,8 @@ def test_every_url_pattern_carries_an_access_rule_or_is_allowed_with_a_reason():
     assert len(walked) > 20, "the walk should see the app's, the admin's and auth's patterns"
     assert not missing, (
         "URL patterns with no access rule: decorate their views with one of visits.access's "
-        "(reports_required, decide_required, staff_required), or add them to ALLOWED with the reason: "
-        + "; ".join(missing)
+        "(reports_required, decide_required, staff_required, signed_in_required, superuser_required), or add them "
+        "to ALLOWED with the reason: " + "; ".join(missing)
     )
     assert seen_allowed == set(ALLOWED), f"ALLOWED names patterns that no longer exist: {set(ALLOWED) - seen_allowed}"
 
@@ -161,6 +164,9 @@ def assert_went_through_access(key: str, pattern: URLPattern, calls: list, ids: 
     if rule == access.RULE_STAFF:
         assert "user_is_staff" in names, f"{key}: the staff rule was not asked ({calls})"
         return
+    if rule == access.RULE_SUPERUSER:  # the access log: no visits, only who saw them
+        assert "user_is_superuser" in names, f"{key}: the superuser rule was not asked ({calls})"
+        return
     assert names & VISITS_FROM, f"{key}: served with no visits from visits.access (called only {sorted(names)})"
     wanted = {
         "visit_id": {"visit_for_user", "visit_lookup_for_user"}, "rep_id": {"rep_for_user"},
@@ -193,9 +199,18 @@ def test_every_app_page_answers_each_user_as_its_rule_says_and_reads_through_acc
         login = "/admin/login/" if rule == access.RULE_STAFF else "/accounts/login/"
         assert anonymous.status_code == 302 and anonymous["Location"].startswith(f"{login}?next="), (key, anonymous)
         client.force_login(cast.outsider)
+        if rule == access.RULE_SIGNED_IN:  # one's own account: anyone signed in, and no data
+            response, calls = traced_get(client, url)
+            assert response.status_code == 200, (key, response)
+            names = {name for name, _ in calls}
+            assert "user_is_signed_in" in names and not names & VISITS_FROM, (key, calls)
+            checked.append(key)
+            continue
         response = client.get(url)
         if rule == access.RULE_STAFF:
             assert response.status_code == 302 and response["Location"].startswith(login), (key, response)
+        elif rule == access.RULE_SUPERUSER:
+            assert response.status_code == 403 and access.SUPERUSER_REFUSED.encode() in response.content, key
         else:
             assert response.status_code == 403 and b"neither the" in response.content, (key, response)
         client.force_login(cast.manager)
@@ -211,10 +226,17 @@ def test_every_app_page_answers_each_user_as_its_rule_says_and_reads_through_acc
             assert response.status_code == 302 and response["Location"].startswith(login), (key, response)
             client.force_login(cast.superuser)
             response, calls = traced_get(client, url)
+        if rule == access.RULE_SUPERUSER:  # refused to a manager, and to staff who are not superusers
+            assert response.status_code == 403 and access.SUPERUSER_REFUSED.encode() in response.content, key
+            client.force_login(user_make(f"staff-{len(checked)}", is_staff=True))
+            assert client.get(url).status_code == 403, key
+            client.force_login(cast.superuser)
+            response, calls = traced_get(client, url)
         assert response.status_code == 200, (key, response)
         assert_went_through_access(key, pattern, calls, world)
         checked.append(key)
-    assert {"visits:visit", "visits:rep", "visits:visit_map", "visits:visit_summary", "visits:status"} <= set(checked)
+    assert {"visits:visit", "visits:rep", "visits:visit_map", "visits:visit_summary", "visits:status",
+            "visits:access_log_csv"} <= set(checked)  # fmt: skip
 
 
 def test_deciding_answers_each_user_as_today_and_decides_only_through_access(client, cast, world):

@@ -21,6 +21,7 @@ from visits.geo.customers import customers_refresh
 from visits.ingest.pages import visits_upsert
 from visits.models import (
     AcceptReason,
+    AccessLogEntry,
     CoreApiState,
     CoreFeature,
     Customer,
@@ -43,6 +44,7 @@ FEW, MANY = 2, 6  # the world's size: reps, outcomes, visits per rep (so 4 visit
 AT = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 REP, VISIT = 41, 41001  # the rep and the visit whose own pages are checked (they exist at FEW)
 CUSTOMER = 4101  # the customer (lead 1) whose page is checked
+GROUP = 900  # the reps' Sell groups: 900 to 902, more reps in each as the world grows
 
 
 def rep_id(r: int) -> int:
@@ -64,7 +66,11 @@ class World:
 
     def grow(self, size: int) -> None:
         old = self.size
-        Rep.objects.bulk_create([Rep(id=rep_id(r), name=f"Rep {r}") for r in range(old + 1, size + 1)])
+        Rep.objects.bulk_create([
+            Rep(id=rep_id(r), name=f"Rep {r}", group_id=GROUP + r % 3, group_name=f"Group {r % 3}",
+                reports_to=rep_id(1) if r > 1 else None)
+            for r in range(old + 1, size + 1)
+        ])  # fmt: skip
         Outcome.objects.bulk_create([Outcome(id=i, name=f"Outcome {i}") for i in range(old + 1, size + 1)])
         rows = {
             visit_id(r, i): self.visit_row(r, i)
@@ -133,6 +139,7 @@ class World:
             AccessAttempt.objects.create(**who, username=f"user-{n}", get_data="", post_data="", failures_since_start=1)
             AccessLog.objects.create(**who, username=f"user-{n}")
             AccessFailureLog.objects.create(**who, username=f"user-{n}", locked_out=False)
+            AccessLogEntry.objects.create(username=f"user-{n}", kind="visit", path=f"/visits/{n}/", object_id=n)
 
 
 def admin_lists() -> dict[str, list[str]]:
@@ -147,10 +154,12 @@ def admin_lists() -> dict[str, list[str]]:
 # The URLs checked for each pattern, in the world above (as a superuser).
 CASES: dict[str, list[str]] = {
     "visits:home": ["/"],
-    "visits:reps": ["/reports/reps/", "/reports/reps/?sort=-flagged"],
+    "visits:reps": ["/reports/reps/", "/reports/reps/?sort=-flagged", f"/reports/reps/?team={GROUP + 1}"],
+    "visits:teams": ["/reports/teams/", f"/reports/teams/?team={GROUP + 1}&team={GROUP + 2}"],
+    "visits:teams_csv": ["/reports/teams.csv"],
     "visits:outcomes": ["/reports/outcomes/"],
     "visits:matrix": ["/reports/matrix/"],
-    "visits:reps_csv": ["/reports/reps.csv"],
+    "visits:reps_csv": ["/reports/reps.csv", f"/reports/reps.csv?team={GROUP + 1}"],
     "visits:outcomes_csv": ["/reports/outcomes.csv"],
     "visits:matrix_csv": ["/reports/matrix.csv"],
     "visits:visits_csv": ["/visits.csv"],
@@ -169,6 +178,7 @@ CASES: dict[str, list[str]] = {
     "visits:review_csv": ["/review.csv?review=all", "/review.csv?review=all&sort=oldest", "/review.csv?review=accept"],
     "visits:review_rules": ["/review/rules/", "/review/rules/?tier=low"],
     "visits:review_rules_csv": ["/review/rules.csv"],
+    "visits:access_log_csv": ["/access_log.csv", "/access_log.csv?kind=visit"],  # the pages' entries, and World's
     "visits:review_accept_low": ["/review/accept-low/", "/review/accept-low/?rule=resource_location_too_far"],
     "visits:review_reps": [
         "/review/reps/?review=all",
@@ -180,6 +190,7 @@ CASES: dict[str, list[str]] = {
     "visits:map_frame": ["/map/frame/"],
     "visits:status": ["/status/"],  # its gaps
     "visits:rejected": ["/status/rejected/"],
+    "visits:account_settings": ["/account/settings/"],
     "admin:index": ["/admin/"],
     "admin:visits_flaggedvisit_change": [f"/admin/visits/flaggedvisit/{VISIT}/change/"],  # decisions inline
     **admin_lists(),
@@ -187,8 +198,10 @@ CASES: dict[str, list[str]] = {
 # Pages that show one thing whatever the rows (the summary, a visit's map, the index): their
 # counts are checked to stay put, but their size need not grow.
 ONE_THING = {"visits:home", "visits:visit_map", "visits:visit_summary", "visits:map", "admin:index",
-             "visits:review_rules", "visits:review_rules_csv", "visits:review_accept_low"}  # fmt: skip
-# (the rules' page and CSV: a row per rule whatever the visits; the bulk accept's confirmation: a count)
+             "visits:review_rules", "visits:review_rules_csv", "visits:review_accept_low",
+             "visits:account_settings"}  # fmt: skip
+# (the rules' page and CSV: a row per rule whatever the visits; the bulk accept's confirmation: a count;
+# the mail settings: two checkboxes)
 
 
 # Patterns not checked, and why. Keys as in tests/test_access.py (name with namespace, else the

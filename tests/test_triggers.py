@@ -81,7 +81,9 @@ def assert_decision_unchangeable(decision: Decision) -> None:
 
 @pytest.mark.django_db
 def test_the_migrated_database_holds_exactly_the_registered_triggers_and_the_check_passes():
-    assert {s.table for s in triggers.trigger_sets()} == {"visits_visit", "visits_decision", "visits_addressmark"}
+    assert {s.table for s in triggers.trigger_sets()} == {
+        "visits_visit", "visits_decision", "visits_addressmark", "visits_accesslogentry",
+    }  # fmt: skip
     assert database_triggers() == registered()  # migrations and post_migrate made them: none unknown
     assert triggers_check(databases=["default"]) == []
     assert triggers_check(databases=None) == []  # a plain `manage.py check` looks at the default database

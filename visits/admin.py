@@ -2,14 +2,19 @@
 whose decisions are added, never edited or deleted."""
 
 from django.contrib import admin, messages
+from django.contrib.auth.admin import UserAdmin
+from django.contrib.auth.models import User
 from django.core.paginator import Paginator
 from django.urls import reverse
 from django.utils.functional import cached_property
 from django.utils.html import format_html
 from django.utils.text import unescape_string_literal
 
+from visits.access import rows_for_user
 from visits.models import (
     AcceptReason,
+    AccessKind,
+    AccessLogEntry,
     CoreApiState,
     Decision,
     DecisionKind,
@@ -19,12 +24,15 @@ from visits.models import (
     Outcome,
     RejectedItem,
     Rep,
+    SellLink,
+    SellLinkVia,
     SyncState,
     Visit,
     YearTally,
 )
 from visits.reports.filters import id_coerce
 from visits.review.queue import REVIEW_STATES, decisions_record, flagged_visits
+from visits.security.access_log import access_log_response
 from visits.views.common import RESOURCE_TYPES
 
 
@@ -44,6 +52,9 @@ class RepAdmin(ReadOnlyAdmin):
     list_display = ["id", "name", "email", "status", "role", "team_name", "group_name", "reports_to", "core_synced_at"]
     list_filter = ["status", "role"]
     search_fields = ["name", "email", "=id"]
+
+    def get_queryset(self, request):
+        return rows_for_user(request.user, super().get_queryset(request), rep="id")
 
 
 @admin.register(Outcome)
@@ -127,13 +138,23 @@ class BigListAdmin(ReadOnlyAdmin):
     """A changelist over up to millions of visits: no full counts, page links up to
     CappedPaginator.CAP rows, sorting only on what an index keeps in order, no date drill-down.
     The search takes a visit id (a whole number), else part of a rep's name (that rep's visits),
-    else text of the summary (which reads every row: the one search that grows with the table)."""
+    else text of the summary (which reads every row: the one search that grows with the table).
+    Its list and each visit's page show positions: each writes an access log entry."""
 
     paginator = CappedPaginator
     show_full_result_count = False
     sortable_by = ["id", "visited_at"]
     search_fields = ["summary"]  # shows the search box; get_search_results does the work
     search_help_text = "A visit id, part of a rep's name, or else text from the summary."
+
+    def changelist_view(self, request, extra_context=None):
+        response = super().changelist_view(request, extra_context)
+        return access_log_response(request, response, kind=AccessKind.VISIT)
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        response = super().change_view(request, object_id, form_url, extra_context)
+        visit_id = int(object_id) if str(object_id).isdigit() else None
+        return access_log_response(request, response, kind=AccessKind.VISIT, object_id=visit_id)
 
     def get_search_results(self, request, queryset, search_term):
         term = search_term.strip()
@@ -156,6 +177,9 @@ class VisitAdmin(BigListAdmin):
     list_display = ["id", "visited_at", "rep", "outcome", "verification_status", "latitude", "longitude", "deleted_at"]
     list_filter = [InSellFilter, ("visited_at", admin.DateFieldListFilter), "verification_status", ResourceTypeFilter]
     list_select_related = ["rep", "outcome"]
+
+    def get_queryset(self, request):
+        return rows_for_user(request.user, super().get_queryset(request))
 
 
 @admin.register(SyncState)
@@ -224,6 +248,14 @@ class RuleFilter(admin.SimpleListFilter):
         return flagged_visits(visits=queryset, rules=[self.value()], state="all") if self.value() else queryset
 
 
+class ScopedRepFilter(admin.RelatedFieldListFilter):
+    """The reps to filter by: only those the user may see (visits.access)."""
+
+    def field_choices(self, field, request, model_admin):
+        reps = rows_for_user(request.user, Rep.objects.all(), rep="id")
+        return [(rep.id, str(rep)) for rep in reps.only("id", "name")]
+
+
 class DecisionInline(admin.TabularInline):
     model = Decision
     extra = 0
@@ -263,13 +295,13 @@ class FlaggedVisitAdmin(BigListAdmin):
 
     list_display = ["id", "visited_at", "rep", "verification_status", "flags", "review"]
     list_filter = [ReviewStateFilter, RuleFilter, ("visited_at", admin.DateFieldListFilter), "verification_status",
-                   ("rep", admin.RelatedFieldListFilter)]  # fmt: skip
+                   ("rep", ScopedRepFilter)]  # fmt: skip
     list_select_related = ["rep"]
     inlines = [DecisionInline]
     actions = [decide(DecisionKind.ACCEPT), decide(DecisionKind.REJECT), decide(DecisionKind.FOLLOW_UP)]
 
     def get_queryset(self, request):
-        live = super().get_queryset(request).live().prefetch_related("flags")
+        live = rows_for_user(request.user, super().get_queryset(request).live().prefetch_related("flags"))
         return flagged_visits(visits=live, state="all")
 
     def has_review_permission(self, request):
@@ -298,6 +330,9 @@ class DecisionAdmin(ReadOnlyAdmin):
     search_fields = ["note"]  # and a visit id: get_search_results
     search_help_text = "A visit id, or text from the note."
 
+    def get_queryset(self, request):
+        return rows_for_user(request.user, super().get_queryset(request), rep="visit__rep_id")
+
     def get_search_results(self, request, queryset, search_term):
         try:  # a visit's id: its decisions, by the column itself (no join to the visits)
             return queryset.filter(visit_id=id_coerce(search_term.strip())), False
@@ -308,3 +343,69 @@ class DecisionAdmin(ReadOnlyAdmin):
     def visit_link(self, obj):
         return format_html('<a href="{}">Visit {}</a>', reverse("admin:visits_visit_change", args=[obj.visit_id]),
                            obj.visit_id)  # fmt: skip
+
+
+@admin.register(AccessLogEntry)
+class AccessLogEntryAdmin(ReadOnlyAdmin):
+    """Who saw whose location data (security/access_log.py): superusers only, read-only, with a
+    form above the list that downloads it as CSV (/access_log.csv). Days as ranges, not a
+    drill-down: a date hierarchy reads every entry's date for its links on each page."""
+
+    list_display = ["at", "username", "kind", "path", "filters", "object_id", "rows"]
+    list_filter = [("at", admin.DateFieldListFilter), "kind", "user"]
+    paginator = CappedPaginator
+    show_full_result_count = False
+    sortable_by = ["at"]
+    change_list_template = "admin/visits/accesslogentry/change_list.html"
+
+    def has_view_permission(self, request, obj=None):
+        return request.user.is_active and request.user.is_superuser
+
+    def has_module_permission(self, request):
+        return self.has_view_permission(request)
+
+    def changelist_view(self, request, extra_context=None):
+        return super().changelist_view(request, {**(extra_context or {}), "kinds": AccessKind.choices})
+
+
+# --- Accounts: the link to a Sell user on the user's own admin page ---------------------------
+
+
+class SellLinkInline(admin.StackedInline):
+    """Which Sell user this account is: a Manager sees that user's reporting line. Set here by
+    an admin, it stays; otherwise it follows the e-mail (visits.accounts)."""
+
+    model = SellLink
+    fields = ["rep", "via", "linked_at"]
+    readonly_fields = ["via", "linked_at"]
+    raw_id_fields = ["rep"]
+    can_delete = True
+    extra = 0
+    max_num = 1
+    verbose_name = "Sell user"
+    verbose_name_plural = "Sell user (a Manager sees this user's reporting line)"
+
+
+admin.site.unregister(User)
+
+
+@admin.register(User)
+class VisitsUserAdmin(UserAdmin):
+    inlines = [*UserAdmin.inlines, SellLinkInline]
+    list_display = [*UserAdmin.list_display, "sell_user"]
+    list_select_related = ["sell_link__rep"]
+
+    @admin.display(description="Sell user")
+    def sell_user(self, obj):
+        link = getattr(obj, "sell_link", None)
+        return str(link.rep) if link else "—"
+
+    def save_formset(self, request, form, formset, change):
+        if formset.model is SellLink:
+            for link in formset.save(commit=False):
+                link.via = SellLinkVia.ADMIN  # an admin's link stays whatever the e-mails say
+                link.save()
+            for link in formset.deleted_objects:
+                link.delete()
+            return
+        super().save_formset(request, form, formset, change)

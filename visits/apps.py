@@ -26,7 +26,14 @@ class VisitsConfig(AppConfig):
     name = "visits"
 
     def ready(self) -> None:
-        from visits import checks  # noqa: F401  (registers visits.E001)
+        from django.contrib.auth.models import User
+        from django.contrib.auth.signals import user_logged_in
+        from django.db.models.signals import post_save
 
+        from visits import checks  # noqa: F401  (registers visits.E001)
+        from visits.accounts import user_saved, user_signed_in
+
+        post_save.connect(user_saved, sender=User, dispatch_uid="visits_link_on_save")
+        user_logged_in.connect(user_signed_in, dispatch_uid="visits_link_on_sign_in")
         post_migrate.connect(groups_after_migrate, sender=self)
         post_migrate.connect(triggers_after_migrate, sender=self)

@@ -1019,6 +1019,16 @@ class MailSent(models.Model):
     class Meta:
         verbose_name_plural = "mails sent"
         indexes = [models.Index(fields=["user", "kind", "week"], name="mailsent_user_week")]
+        # The claim (visits/notify/send.py): a row is written before its mail is sent, and only
+        # one row a mail may be pending or sent (error ""); a failed one gives its place back.
+        constraints = [
+            models.UniqueConstraint(
+                fields=["user", "week"], condition=Q(kind="digest", error=""), name="mailsent_digest_once"
+            ),
+            models.UniqueConstraint(
+                fields=["user", "rate_alert"], condition=Q(kind="rate_alert", error=""), name="mailsent_alert_once"
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()} to {self.to} for {self.week}"

@@ -1,7 +1,8 @@
 """django-q2 entry points and the schedules that drive them: the sync every minute, the
 ingestion check (its alert mails) every ALERT_CHECK_MINUTES, the reconciliation with the
-Core API daily, the customers' geocoding every GEOCODE_EVERY_MINUTES, the retention rule for
-reps' positions daily.
+Core API daily, the customers' geocoding every GEOCODE_EVERY_MINUTES, the weekly digests on
+Monday at 08:00 and the too-far rate alerts daily at 08:30 (both in DISPLAY_TIME_ZONE), the access
+log's purge daily, the retention rule for reps' positions daily.
 
 django-q2's scheduler looks for due schedules only every 30 seconds, so a task that polled
 once a minute would sometimes wait 90 s. Instead each scheduled run is a short session that
@@ -9,7 +10,7 @@ keeps polling every SELL_IDLE_POLL_SECONDS while caught up; the stream lease mak
 overlapping run return at once.
 """
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 
 from django.conf import settings
 from django.utils import timezone
@@ -25,7 +26,16 @@ RECONCILE_SCHEDULE_NAME = "reconcile-core-visits"
 GEOCODE_SCHEDULE_NAME = "geocode-customers"
 CUSTOMERS_SCHEDULE_NAME = "customers-refresh"
 RETENTION_SCHEDULE_NAME = "coordinates-retention"
+DIGESTS_SCHEDULE_NAME = "weekly-digests"
+RATE_ALERTS_SCHEDULE_NAME = "rate-alerts"
+ACCESS_LOG_SCHEDULE_NAME = "access-log-purge"
 GEOCODE_EVERY_MINUTES = 5
+# In DISPLAY_TIME_ZONE. django-q2 keeps next_run in UTC and, for a weekly or daily schedule, steps
+# it by 7 days or 1 day and then corrects for summer time by its own TIME_ZONE (Q_CLUSTER has no
+# "time_zone", so Django's TIME_ZONE, which settings.py sets to DISPLAY_TIME_ZONE): the local
+# hour stays put across a change of clocks.
+DIGESTS_AT = time(8, 0)  # Mondays
+RATE_ALERTS_AT = time(8, 30)  # daily: Monday's run finds last week's rises, later ones retry
 # One run's bounds, far inside the cluster's 600 s timeout: at the public Nominatim's 1 s pace,
 # 200 addresses take about 4 minutes, and the next run takes up where this one stopped.
 GEOCODE_TASK_LIMIT = 200
@@ -105,6 +115,45 @@ def retention_task() -> str:
     return coordinates_retain().summary()
 
 
+def digests_task() -> str:
+    """The digests of the week that ended on Sunday (notify/send.py), Monday morning."""
+    from visits.notify.send import digests_send
+    from visits.notify.weeks import week_last_ended
+
+    return digests_send(week=week_last_ended()).summary()
+
+
+def rate_alerts_task() -> str:
+    """The too-far rate alerts of the latest week that has ended (notify/rate_alerts.py)."""
+    from visits.notify.rate_alerts import rate_alerts_send
+
+    return rate_alerts_send().summary()
+
+
+def local_schedule(*, name: str, func: str, weekday: int | None, at: time, now: datetime | None) -> bool:
+    """A weekly (on `weekday`) or daily schedule at `at` in DISPLAY_TIME_ZONE; its next run is set
+    on creation, and again only when it is not at that local time (DISPLAY_TIME_ZONE changed), so
+    running setup_schedules again never moves nor skips a run. Returns whether it was created."""
+    from visits.notify.weeks import next_run_at, zone
+
+    existing = Schedule.objects.filter(name=name).values_list("next_run", flat=True).first()
+    local = existing.astimezone(zone()) if existing else None
+    keep = local is not None and local.time() == at and (weekday is None or local.weekday() == weekday)
+    defaults = {
+        "func": func, "schedule_type": Schedule.WEEKLY if weekday is not None else Schedule.DAILY, "repeats": -1,
+        **({} if keep else {"next_run": next_run_at(weekday=weekday, at=at, now=now)}),
+    }  # fmt: skip
+    _, created = Schedule.objects.update_or_create(name=name, defaults=defaults)
+    return created
+
+
+def access_log_purge_task() -> str:
+    """The access log's entries older than ACCESS_LOG_DAYS deleted (security/access_log.py)."""
+    from visits.security.access_log import access_log_purge
+
+    return f"{access_log_purge()} access log entries older than {settings.ACCESS_LOG_DAYS} days deleted"
+
+
 def reconcile_first_run(*, now: datetime | None = None) -> datetime:
     """The next BACKFILL_RECONCILE_HOUR o'clock (UTC) after `now`."""
     now = now or timezone.now()
@@ -112,7 +161,7 @@ def reconcile_first_run(*, now: datetime | None = None) -> datetime:
     return first if first > now else first + timedelta(days=1)
 
 
-def schedules_setup() -> list[tuple[str, bool, str]]:
+def schedules_setup(*, now: datetime | None = None) -> list[tuple[str, bool, str]]:
     """Create or update the schedules by name; returns (name, created, how often) triples."""
     _, created = Schedule.objects.update_or_create(
         name=SCHEDULE_NAME,
@@ -141,7 +190,7 @@ def schedules_setup() -> list[tuple[str, bool, str]]:
         defaults={"func": "visits.tasks.reconcile_task", "schedule_type": Schedule.DAILY, "repeats": -1},
         create_defaults={
             "func": "visits.tasks.reconcile_task", "schedule_type": Schedule.DAILY, "repeats": -1,
-            "next_run": reconcile_first_run(),
+            "next_run": reconcile_first_run(now=now),
         },
     )  # fmt: skip
     _, geocode_created = Schedule.objects.update_or_create(
@@ -167,11 +216,22 @@ def schedules_setup() -> list[tuple[str, bool, str]]:
         defaults={"func": "visits.tasks.retention_task", "schedule_type": Schedule.DAILY, "repeats": -1},
         create_defaults={
             "func": "visits.tasks.retention_task", "schedule_type": Schedule.DAILY, "repeats": -1,
-            "next_run": reconcile_first_run() + timedelta(hours=1),
+            "next_run": reconcile_first_run(now=now) + timedelta(hours=1),
         },
     )  # fmt: skip
     retention_every = f"daily at {(settings.BACKFILL_RECONCILE_HOUR + 1) % 24:02d}:00 UTC" + (
         "" if settings.COORDINATES_RETENTION_DAYS else " (COORDINATES_RETENTION_DAYS is empty: it removes nothing)"
+    )
+    digests_created = local_schedule(
+        name=DIGESTS_SCHEDULE_NAME, func="visits.tasks.digests_task", weekday=0, at=DIGESTS_AT, now=now
+    )
+    alerts_created = local_schedule(
+        name=RATE_ALERTS_SCHEDULE_NAME, func="visits.tasks.rate_alerts_task", weekday=None, at=RATE_ALERTS_AT, now=now
+    )
+    zone_name = settings.DISPLAY_TIME_ZONE
+    _, access_log_created = Schedule.objects.update_or_create(
+        name=ACCESS_LOG_SCHEDULE_NAME,
+        defaults={"func": "visits.tasks.access_log_purge_task", "schedule_type": Schedule.DAILY, "repeats": -1},
     )
     return [
         (SCHEDULE_NAME, created, "every minute"),
@@ -180,6 +240,9 @@ def schedules_setup() -> list[tuple[str, bool, str]]:
         (GEOCODE_SCHEDULE_NAME, geocode_created, f"every {GEOCODE_EVERY_MINUTES} minutes"),
         (CUSTOMERS_SCHEDULE_NAME, customers_created, "every minute" if every == 1 else f"every {every} minutes"),
         (RETENTION_SCHEDULE_NAME, retention_created, retention_every),
+        (DIGESTS_SCHEDULE_NAME, digests_created, f"Mondays at {DIGESTS_AT:%H:%M} {zone_name}"),
+        (RATE_ALERTS_SCHEDULE_NAME, alerts_created, f"daily at {RATE_ALERTS_AT:%H:%M} {zone_name}"),
+        (ACCESS_LOG_SCHEDULE_NAME, access_log_created, "daily"),
     ]
 
 

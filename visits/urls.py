@@ -1,6 +1,6 @@
 from django.urls import path
 
-from visits.views import addresses, exports, maps, reports, review, status
+from visits.views import account, addresses, exports, maps, reports, review, status
 
 app_name = "visits"
 
@@ -9,6 +9,8 @@ urlpatterns = [
     path("reports/reps/", reports.reps_report, name="reps"),
     path("reports/reps.csv", exports.reps_csv, name="reps_csv"),
     path("reports/reps/<int:rep_id>/", reports.rep_detail, name="rep"),
+    path("reports/teams/", reports.teams_report, name="teams"),
+    path("reports/teams.csv", exports.teams_csv, name="teams_csv"),
     path("reports/outcomes/", reports.outcomes_report, name="outcomes"),
     path("reports/outcomes.csv", exports.outcomes_csv, name="outcomes_csv"),
     path("reports/matrix/", reports.matrix_report, name="matrix"),
@@ -25,6 +27,7 @@ urlpatterns = [
     path("review.csv", exports.review_csv, name="review_csv"),
     path("review/rules/", review.review_rules, name="review_rules"),
     path("review/rules.csv", exports.review_rules_csv, name="review_rules_csv"),
+    path("access_log.csv", exports.access_log_csv, name="access_log_csv"),
     path("review/addresses/", addresses.suspect_addresses, name="addresses"),
     path("review/addresses/<int:customer_id>/", addresses.suspect_address, name="address"),
     path("review/addresses/<int:customer_id>/mark/", addresses.address_mark, name="address_mark"),
@@ -32,5 +35,6 @@ urlpatterns = [
     path("map/frame/", maps.map_frame, name="map_frame"),
     path("status/", status.status, name="status"),
     path("status/rejected/", status.rejected, name="rejected"),
+    path("account/settings/", account.account_settings, name="account_settings"),
     path("healthz", status.healthz, name="healthz"),
 ]

@@ -302,6 +302,18 @@ class DemoData:
         return events
 
 
+def leaders() -> list[dict]:
+    """The demo's director and its two regional managers (Central, East) as the Core API's users
+    name them: {"name", "email", "group"} (group None for the director). Their e-mails are fixed
+    (the managers' are made as team_build makes them: no rep has their names), so the demo's
+    accounts can share them before any data is generated (`manage.py demo_accounts`)."""
+    director = CORE_EXTRA_USERS[0]
+    found = [{"name": director["name"], "email": director["email"], "group": None}]
+    for index, name in enumerate(MANAGER_NAMES):
+        found.append({"name": name, "email": _email(name=name, taken=set()), "group": CORE_GROUPS[index]["name"]})
+    return found
+
+
 def team_generate(
     *,
     seed: int = 7,

@@ -175,4 +175,20 @@ class Migration(migrations.Migration):
         migrations.AddIndex(
             model_name="mailsent", index=models.Index(fields=["user", "kind", "week"], name="mailsent_user_week")
         ),
+        migrations.AddConstraint(
+            model_name="mailsent",
+            constraint=models.UniqueConstraint(
+                condition=models.Q(("error", ""), ("kind", "digest")),
+                fields=("user", "week"),
+                name="mailsent_digest_once",
+            ),
+        ),
+        migrations.AddConstraint(
+            model_name="mailsent",
+            constraint=models.UniqueConstraint(
+                condition=models.Q(("error", ""), ("kind", "rate_alert")),
+                fields=("user", "rate_alert"),
+                name="mailsent_alert_once",
+            ),
+        ),
     ]

@@ -17,6 +17,7 @@ from operator import itemgetter
 from zoneinfo import ZoneInfo
 
 from django.conf import settings
+from django.core.exceptions import EmptyResultSet
 from django.db import connection
 from django.db.models import Case, Count, DateField, F, Func, IntegerField, Q, QuerySet, Sum, Value, When
 from django.db.models.functions import Coalesce, TruncWeek
@@ -294,7 +295,10 @@ def _tally_rows(
 def _cursor_rows(rows: QuerySet) -> list[tuple]:
     """A values_list queryset's rows as the cursor gives them, without the ORM's per-row
     converters (a tenth of the matrix's time); for integer and text columns only."""
-    sql, params = rows.query.sql_with_params()
+    try:
+        sql, params = rows.query.sql_with_params()
+    except EmptyResultSet:  # a filter on no ids (a team and reps that do not meet): no rows
+        return []
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         return cursor.fetchall()
@@ -370,6 +374,8 @@ def too_far_percentiles(*, scope: Scope, by: tuple[str, ...]) -> dict[tuple, tup
     PostgreSQL the ranks are found in the database, which returns a row per key, not a row per key
     and bin; on SQLite, whose window functions are slow, the bins are walked in their order here."""
     if scope.statuses is not None and VerificationStatus.TOO_FAR not in scope.statuses:
+        return {}
+    if scope.reps is not None and not scope.reps:  # no rep: no bins (and no SQL: an empty IN)
         return {}
     whole = _all_time_tally(scope=scope, by=by)
     if whole is not None and tallies_current():

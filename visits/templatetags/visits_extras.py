@@ -3,6 +3,7 @@
 from datetime import datetime
 
 from django import template
+from django.conf import settings
 from django.contrib.humanize.templatetags.humanize import intcomma
 from django.urls import reverse
 from django.utils import timezone
@@ -43,7 +44,7 @@ def query_with(context, **changes) -> str:
 
 @register.simple_tag(takes_context=True)
 def filter_options(context, name: str) -> SafeString:
-    """The <option>s of the filter bar's select `name` (rep, outcome), those in the query string
+    """The <option>s of the filter bar's select `name` (team, rep, outcome), those in the query string
     selected: written at once, value and label escaped (the template's loop, two filters and an
     `if` an option, was a large share of every report page at 200 reps)."""
     chosen = set(context["request"].GET.getlist(name))
@@ -109,6 +110,13 @@ def offset_text(minutes: float) -> str:
 def map_frame_attrs() -> str:
     """A map iframe's sandbox, and where the page fetches a summary for it (static/js/app.js)."""
     return format_html('sandbox="{}" data-summary-url="{}"', MAP_SANDBOX, reverse("visits:visit_summary", args=[0]))
+
+
+@register.simple_tag
+def privacy_notice() -> str:
+    """PRIVACY_NOTICE, for every page's footer (escaped: simple_tag output is). A tag, not a
+    context processor, so that the 500 page, rendered without a request, shows it too."""
+    return settings.PRIVACY_NOTICE
 
 
 @register.simple_tag

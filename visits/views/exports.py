@@ -1,10 +1,11 @@
-"""CSV downloads of every report, named after the report and the filters' dates."""
+"""CSV downloads of every report, named after the report and the filters' dates, each one written
+to the access log with its filters and rows; the access log itself, for superusers."""
 
 from django.http import HttpRequest, HttpResponse
 
-from visits.access import reports_required, reps_for_user, scope_for_user
-from visits.models import VerificationStatus
-from visits.reports import analytics
+from visits.access import reports_required, reps_for_user, scope_for_user, superuser_required
+from visits.models import AccessKind, VerificationStatus
+from visits.reports import analytics, teams
 from visits.reports.export import (
     QUEUE_COLUMNS,
     VISIT_EXPORT_COLUMNS,
@@ -18,6 +19,7 @@ from visits.reports.filters import ReportFilters
 from visits.reports.scope import Scope
 from visits.review import queue
 from visits.review.forms import RulesFilters
+from visits.security.access_log import ACCESS_LOG_COLUMNS, AccessLogFilters, access_log_rows, access_logged
 from visits.views import review
 from visits.views.common import bad_request, filtered
 from visits.views.reports import EXTRA_COLUMNS, GROUPED_ROWS
@@ -50,8 +52,16 @@ def filtered_csv(
     return csv_response(filename=filename, header=header, rows=rows, checked=checked)
 
 
+TEAM_HEADER = ["team", "manager_id"]  # appended to reps.csv, after the distances
+
+
 def grouped_csv(filters: ReportFilters, *, scope: Scope, kind: str) -> HttpResponse:
-    noun = "rep" if kind == "reps" else "outcome"
+    """reps.csv, outcomes.csv, teams.csv: a row per report row. reps.csv ends with each rep's team
+    (its Sell group's name, else its team_name) and manager (reports_to); teams.csv's team_id is
+    empty for the reps without a group."""
+    noun = kind.removesuffix("s")
+    rows = GROUPED_ROWS[kind](scope=scope)
+    reps = teams.rep_teams(rep_ids=[row.id for row in rows if row.id is not None]) if kind == "reps" else {}
     return filtered_csv(
         filters,
         report=kind,
@@ -61,6 +71,7 @@ def grouped_csv(filters: ReportFilters, *, scope: Scope, kind: str) -> HttpRespo
             *STATUS_HEADER,
             *(name for name, _ in EXTRA_COLUMNS[kind]),
             *DISTANCE_HEADER,
+            *(TEAM_HEADER if kind == "reps" else []),
         ],  # fmt: skip
         rows=(
             [
@@ -69,25 +80,40 @@ def grouped_csv(filters: ReportFilters, *, scope: Scope, kind: str) -> HttpRespo
                 *counts_cells(row.counts),
                 *(getattr(row.counts, n) for n, _ in EXTRA_COLUMNS[kind]),
                 *distance_cells(row.counts),
+                *(team_cells(reps.get(row.id)) if kind == "reps" else []),
             ]
-            for row in GROUPED_ROWS[kind](scope=scope)
+            for row in rows
         ),
     )
 
 
+def team_cells(team: teams.RepTeam | None) -> list:
+    return ["", ""] if team is None else [team.team, "" if team.manager_id is None else team.manager_id]
+
+
 @reports_required
+@access_logged(AccessKind.CSV)
 @filtered
 def reps_csv(request: HttpRequest, filters: ReportFilters) -> HttpResponse:
     return grouped_csv(filters, scope=scope_for_user(request.user, filters=filters), kind="reps")
 
 
 @reports_required
+@access_logged(AccessKind.CSV)
+@filtered
+def teams_csv(request: HttpRequest, filters: ReportFilters) -> HttpResponse:
+    return grouped_csv(filters, scope=scope_for_user(request.user, filters=filters), kind="teams")
+
+
+@reports_required
+@access_logged(AccessKind.CSV)
 @filtered
 def outcomes_csv(request: HttpRequest, filters: ReportFilters) -> HttpResponse:
     return grouped_csv(filters, scope=scope_for_user(request.user, filters=filters), kind="outcomes")
 
 
 @reports_required
+@access_logged(AccessKind.CSV)
 @filtered
 def matrix_csv(request: HttpRequest, filters: ReportFilters) -> HttpResponse:
     reps, outcomes, cells = analytics.matrix(scope=scope_for_user(request.user, filters=filters), cell_distances=True)
@@ -116,6 +142,7 @@ def matrix_csv(request: HttpRequest, filters: ReportFilters) -> HttpResponse:
 
 
 @reports_required
+@access_logged(AccessKind.CSV)
 @filtered
 def visits_csv(request: HttpRequest, filters: ReportFilters) -> HttpResponse:
     return filtered_csv(
@@ -128,6 +155,7 @@ def visits_csv(request: HttpRequest, filters: ReportFilters) -> HttpResponse:
 
 
 @reports_required
+@access_logged(AccessKind.CSV)
 def review_csv(request: HttpRequest) -> HttpResponse:
     """The review queue with its filters (the queue's own), in its order (`sort`), every page of it."""
     found = review.queue_filtered(request)
@@ -148,6 +176,7 @@ RULES_HEADER = ["rule", "flagged", "decided", "accepted", "rejected", "follow_up
 
 
 @reports_required
+@access_logged(AccessKind.CSV)
 def review_rules_csv(request: HttpRequest) -> HttpResponse:
     """The rules' precision page as CSV: one row per rule."""
     filters = RulesFilters(request.GET, reps=reps_for_user(request.user))
@@ -159,3 +188,15 @@ def review_rules_csv(request: HttpRequest) -> HttpResponse:
         for r in counts.rules
     )
     return filtered_csv(filters, report="rules", header=RULES_HEADER, rows=rows)
+
+
+@superuser_required
+@access_logged(AccessKind.CSV)
+def access_log_csv(request: HttpRequest) -> HttpResponse:
+    """The access log, filtered by days, account and kind; its own download is logged too."""
+    filters = AccessLogFilters(request.GET)
+    if not filters.is_valid():
+        return bad_request(request, filters.problems())
+    data = filters.cleaned_data
+    filename = csv_filename(report="access_log", start=data["start"], end=data["end"])
+    return csv_response(filename=filename, header=ACCESS_LOG_COLUMNS, rows=access_log_rows(filters=filters))

@@ -4,9 +4,10 @@ from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 
 from visits.access import reports_required, scope_for_user, visit_for_user, visit_lookup_for_user
-from visits.models import Visit
+from visits.models import AccessKind, Visit
 from visits.reports import maps
 from visits.reports.filters import ReportFilters
+from visits.security.access_log import access_logged
 from visits.security.csp import map_document_response
 from visits.views.common import filtered, page_context
 
@@ -19,6 +20,7 @@ def map_page(request: HttpRequest, filters: ReportFilters) -> HttpResponse:
 
 
 @reports_required
+@access_logged(AccessKind.MAP)
 @filtered
 def map_frame(request: HttpRequest, filters: ReportFilters) -> HttpResponse:
     """The map document itself, shown in a sandboxed iframe by the map and rep pages."""
@@ -26,6 +28,7 @@ def map_frame(request: HttpRequest, filters: ReportFilters) -> HttpResponse:
 
 
 @reports_required
+@access_logged(AccessKind.VISIT)
 def visit_map(request: HttpRequest, visit_id: int) -> HttpResponse:
     document = maps.visit_map_render(visits=visit_lookup_for_user(request.user, visit_id))
     if document is None:

@@ -114,9 +114,14 @@ def _group_heads(visits: QuerySet, group: str, values: list, newest_first: bool,
     parts, params = [], []
     compiled: dict[type, tuple[str, tuple, int]] = {}
     for rank, value in enumerate(values):
-        sql, head_params = _head_sql(visits, group, value, newest_first, need, compiled)
+        try:
+            sql, head_params = _head_sql(visits, group, value, newest_first, need, compiled)
+        except EmptyResultSet:  # a filter on no ids (a team and reps that do not meet): no rows
+            continue
         parts.append(f"SELECT {rank}, head{rank}.* FROM ({sql}) AS head{rank}")
         params.extend(head_params)
+    if not parts:
+        return []
     with connections[visits.db].cursor() as cursor:
         cursor.execute(" UNION ALL ".join(parts), params)
         rows = cursor.fetchall()

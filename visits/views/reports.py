@@ -1,4 +1,4 @@
-"""Report pages: the overview, reps, outcomes, the rep-by-outcome matrix, the visits list, one rep."""
+"""Report pages: the overview, reps, teams, outcomes, the rep-by-outcome matrix, the visits list, one rep."""
 
 from functools import partial
 from typing import cast
@@ -12,18 +12,24 @@ from django.utils.html import escape
 from django.utils.safestring import SafeString, mark_safe
 
 from visits.access import rep_for_user, reports_required, scope_for_user
-from visits.models import VerificationStatus
-from visits.reports import analytics, charts, maps
-from visits.reports.filters import ReportFilters
+from visits.models import AccessKind, VerificationStatus
+from visits.reports import analytics, charts, maps, teams
+from visits.reports.filters import ReportFilters, team_value
 from visits.reports.scope import Scope
+from visits.security.access_log import access_logged
 from visits.templatetags.visits_extras import metres, percent, shade, thousands
 from visits.views import pager
 from visits.views.common import DISTANCE_COLUMNS, REPORT_COLUMNS, bad_request, filtered, page_context, sort_param
 
-GROUPED_ROWS = {"reps": partial(analytics.rep_rows, review=True), "outcomes": analytics.outcome_rows}
+GROUPED_ROWS = {
+    "reps": partial(analytics.rep_rows, review=True),
+    "outcomes": analytics.outcome_rows,
+    "teams": teams.team_rows,
+}
 
-
-EXTRA_COLUMNS = {"reps": [("flagged", "Flagged"), ("rejected", "Rejected")], "outcomes": []}  # after the counts
+REVIEW_COLUMNS = [("flagged", "Flagged"), ("rejected", "Rejected")]
+EXTRA_COLUMNS = {"reps": REVIEW_COLUMNS, "outcomes": [], "teams": REVIEW_COLUMNS}  # after the counts
+FIRST_COLUMN = {"reps": "Rep", "outcomes": "Outcome", "teams": "Team"}
 
 
 VISIT_SORTS = {"visited_at", "-visited_at", "rep", "-rep", "outcome", "-outcome", "status", "-status"}
@@ -53,9 +59,12 @@ def grouped_report(request: HttpRequest, filters: ReportFilters, *, kind: str) -
     if sort is None:
         return bad_request(request, [f"sort: must be one of {', '.join(analytics.SORTS)}, optionally with a leading -"])
     rows = GROUPED_ROWS[kind](scope=scope_for_user(request.user, filters=filters), sort=sort)
-    links = rep_links(request, filters, rows) if kind == "reps" else {}
-    first = "Rep" if kind == "reps" else "Outcome"
-    columns = [("name", first), *REPORT_COLUMNS, *DISTANCE_COLUMNS, *EXTRA_COLUMNS[kind]]
+    links = {}
+    if kind == "reps":
+        links = rep_links(request, filters, rows)
+    elif kind == "teams":
+        links = team_links(request, rows)
+    columns = [("name", FIRST_COLUMN[kind]), *REPORT_COLUMNS, *DISTANCE_COLUMNS, *EXTRA_COLUMNS[kind]]
     return render(
         request,
         "visits/report.html",
@@ -67,6 +76,7 @@ def grouped_report(request: HttpRequest, filters: ReportFilters, *, kind: str) -
             sort=sort,
             columns=columns,
             far_km=settings.DISTANCE_FAR_KM,
+            no_groups=kind == "teams" and bool(rows) and all(row.id is None for row in rows),
         ),
     )
 
@@ -88,7 +98,7 @@ def report_row(row: analytics.Row, links: tuple[str, str] | None, *, kind: str) 
         f'<td class="num">{thousands(c.far)}</td>'
     )
     review = ""
-    if kind == "reps":
+    if kind in ("reps", "teams"):
         flagged = f'<a href="{escape(links[1])}">{thousands(c.flagged)}</a>' if links else thousands(c.flagged)
         review = f'<td class="num">{flagged}</td><td class="num">{thousands(c.rejected)}</td>'
     return mark_safe(f"<tr><td>{name}</td>{numbers}{rates}{review}</tr>")  # noqa: S308 (name and links escaped)
@@ -111,6 +121,25 @@ def rep_links(request: HttpRequest, filters: ReportFilters, rows: list) -> dict[
         )
         for row in rows
     }
+
+
+def team_links(request: HttpRequest, rows: list) -> dict[int | None, tuple[str, str]]:
+    """Each team row's links, the reps report and the team's flagged visits in the queue, both
+    filtered by the team (in place of the page's team and rep filters)."""
+    query = request.GET.copy()
+    for name in ("sort", "after", "before", "page", "rep", "team", "review"):
+        query.pop(name, None)
+    kept = query.urlencode()
+    lead = f"?{kept}&" if kept else "?"
+    reps_base, review_base = reverse("visits:reps"), reverse("visits:review")
+    chosen = {row.id: f"{lead}team={team_value(row.id)}" for row in rows}
+    return {team: (f"{reps_base}{query}", f"{review_base}{query}&review=all") for team, query in chosen.items()}
+
+
+@reports_required
+@filtered
+def teams_report(request: HttpRequest, filters: ReportFilters) -> HttpResponse:
+    return grouped_report(request, filters, kind="teams")
 
 
 @reports_required
@@ -215,6 +244,7 @@ def sort_groups(filters: ReportFilters, scope: Scope, group: str) -> list:
 
 
 @reports_required
+@access_logged(AccessKind.REP)
 @filtered
 def rep_detail(request: HttpRequest, filters: ReportFilters, rep_id: int) -> HttpResponse:
     rep = rep_for_user(request.user, rep_id)

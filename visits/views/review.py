@@ -22,10 +22,11 @@ from visits.access import (
 )
 from visits.ingest import review_tally
 from visits.ingest.status import freshness
-from visits.models import AcceptReason, DecisionKind, FlagRule, RiskTier, Visit
+from visits.models import AcceptReason, AccessKind, DecisionKind, FlagRule, RiskTier, Visit
 from visits.reports.scope import Scope
 from visits.review import precision, queue, rules, stored
 from visits.review.forms import BulkAcceptForm, DecisionForm, ReviewFilters, RulesFilters
+from visits.security.access_log import access_logged
 from visits.views import pager
 from visits.views.common import bad_request, page_context
 
@@ -36,6 +37,7 @@ def form_problems(form) -> list[str]:
 
 
 @reports_required
+@access_logged(AccessKind.VISIT)
 def visit_detail(request: HttpRequest, visit_id: int) -> HttpResponse:
     visit = visit_for_user(request.user, visit_id, queryset=Visit.objects.select_related("rep", "outcome"))
     flags = list(visit.flags.all())

@@ -140,13 +140,14 @@ def test_visits_csv_ends_with_source_and_the_address_formula_escaped(client, cas
     history_visit(93_002, address="12 Main St, Springfield")
     client.force_login(cast.manager)
     rows = csv_of(client.get("/visits.csv"))
-    assert list(rows[0])[-6:] == [
+    assert list(rows[0])[-7:] == [
         "flags",
         "review_status",
         "source",
         "resource_address",
         "customer_distance_m",
         "customer_location",
+        "position_removed",
     ]
     by_id = {row["id"]: row for row in rows}
     assert (

@@ -251,7 +251,7 @@ def test_customers_locate_says_what_it_did_and_the_csv_carries_the_distance(clie
     body = b"".join(response.streaming_content).decode("utf-8")
     rows = {row["id"]: row for row in csv.DictReader(io.StringIO(body[1:]))}
     header = next(csv.reader(io.StringIO(body[1:])))
-    assert header[-4:] == ["source", "resource_address", "customer_distance_m", "customer_location"]
+    assert header[-5:] == ["source", "resource_address", "customer_distance_m", "customer_location", "position_removed"]
     want = round(Visit.objects.get(id=3).customer_distance_m)
     assert 1230 <= want <= 1235
     assert (rows["3"]["customer_distance_m"], rows["3"]["customer_location"]) == (str(want), "learned")

@@ -2,7 +2,7 @@
 ingestion check (its alert mails) every ALERT_CHECK_MINUTES, the reconciliation with the
 Core API daily, the customers' geocoding every GEOCODE_EVERY_MINUTES, the weekly digests on
 Monday at 08:00 and the too-far rate alerts daily at 08:30 (both in DISPLAY_TIME_ZONE), the access
-log's purge daily.
+log's purge daily, the retention rule for reps' positions daily.
 
 django-q2's scheduler looks for due schedules only every 30 seconds, so a task that polled
 once a minute would sometimes wait 90 s. Instead each scheduled run is a short session that
@@ -25,6 +25,7 @@ CHECK_SCHEDULE_NAME = "ingestion-check"
 RECONCILE_SCHEDULE_NAME = "reconcile-core-visits"
 GEOCODE_SCHEDULE_NAME = "geocode-customers"
 CUSTOMERS_SCHEDULE_NAME = "customers-refresh"
+RETENTION_SCHEDULE_NAME = "coordinates-retention"
 DIGESTS_SCHEDULE_NAME = "weekly-digests"
 RATE_ALERTS_SCHEDULE_NAME = "rate-alerts"
 ACCESS_LOG_SCHEDULE_NAME = "access-log-purge"
@@ -104,6 +105,14 @@ def customers_refresh_task() -> str:
         f"{refresh.points_moved} points moved, {refresh.visits_measured} visits measured, "
         f"{refresh.distances_written} distances written; flags of {reps} reps recomputed"
     )
+
+
+def retention_task() -> str:
+    """The daily retention rule: reps' positions removed from the visits older than
+    COORDINATES_RETENTION_DAYS (geo/retention.py); nothing while it is empty."""
+    from visits.geo.retention import coordinates_retain
+
+    return coordinates_retain().summary()
 
 
 def digests_task() -> str:
@@ -201,6 +210,18 @@ def schedules_setup(*, now: datetime | None = None) -> list[tuple[str, bool, str
             "repeats": -1,
         },
     )  # fmt: skip
+    # Daily, an hour after the reconciliation (which may store old visits: without positions).
+    _, retention_created = Schedule.objects.update_or_create(
+        name=RETENTION_SCHEDULE_NAME,
+        defaults={"func": "visits.tasks.retention_task", "schedule_type": Schedule.DAILY, "repeats": -1},
+        create_defaults={
+            "func": "visits.tasks.retention_task", "schedule_type": Schedule.DAILY, "repeats": -1,
+            "next_run": reconcile_first_run(now=now) + timedelta(hours=1),
+        },
+    )  # fmt: skip
+    retention_every = f"daily at {(settings.BACKFILL_RECONCILE_HOUR + 1) % 24:02d}:00 UTC" + (
+        "" if settings.COORDINATES_RETENTION_DAYS else " (COORDINATES_RETENTION_DAYS is empty: it removes nothing)"
+    )
     digests_created = local_schedule(
         name=DIGESTS_SCHEDULE_NAME, func="visits.tasks.digests_task", weekday=0, at=DIGESTS_AT, now=now
     )
@@ -218,6 +239,7 @@ def schedules_setup(*, now: datetime | None = None) -> list[tuple[str, bool, str
         (RECONCILE_SCHEDULE_NAME, reconcile_created, f"daily at {settings.BACKFILL_RECONCILE_HOUR:02d}:00 UTC"),
         (GEOCODE_SCHEDULE_NAME, geocode_created, f"every {GEOCODE_EVERY_MINUTES} minutes"),
         (CUSTOMERS_SCHEDULE_NAME, customers_created, "every minute" if every == 1 else f"every {every} minutes"),
+        (RETENTION_SCHEDULE_NAME, retention_created, retention_every),
         (DIGESTS_SCHEDULE_NAME, digests_created, f"Mondays at {DIGESTS_AT:%H:%M} {zone_name}"),
         (RATE_ALERTS_SCHEDULE_NAME, alerts_created, f"daily at {RATE_ALERTS_AT:%H:%M} {zone_name}"),
         (ACCESS_LOG_SCHEDULE_NAME, access_log_created, "daily"),

@@ -36,6 +36,7 @@ from visits.archive.tables import (
 from visits.ingest import review_tally, tallies
 from visits.models import RULE_BITS, Rep, Visit
 from visits.review import rules
+from visits.review.frozen import findings_frozen
 from visits.review.stored import flags_stored, rejected_of
 from visits.review.timeline import rep_timeline
 
@@ -434,6 +435,8 @@ def flags_check() -> FlagsCheck:
         timeline = rep_timeline(rep_id=rep_id)  # the refresh's own plain-SQL read: the ORM's took twice as long
         wanted = {(f.visit_id, f.rule): f for f in rules.rep_findings(timeline.live)}
         stored = flags_stored(visit_ids=timeline.ids)
+        # The flags the retention rule froze are wanted as stored (review/frozen.py).
+        wanted = findings_frozen(wanted=wanted, stored=stored, removed=timeline.removed, dead=timeline.dead)
         check.flags += len(stored)
         for key in sorted(stored.keys() | wanted.keys()):
             have, want = stored.get(key), wanted.get(key)

@@ -222,10 +222,16 @@ def sqlite_line_sql(table: ArchiveTable, *, quote) -> tuple[str, tuple[int, ...]
     pieces: list[str] = []
     floats: list[int] = []
     run: list[str] = []
+
+    def text(run: list[str]) -> str:
+        # A run of one integer alone (a Customer's learned_visits, between floats) would come as an
+        # int: '' || makes it text, as the concatenation of a longer run does.
+        return " || ',' || ".join(run) if len(run) > 1 else f"'' || {run[0]}"
+
     for c, cell in zip(table.columns, cells, strict=True):
         if c.kind == FLOAT:
             if run:
-                pieces.append(" || ',' || ".join(run))
+                pieces.append(text(run))
                 run = []
             floats.append(len(pieces))
             pieces.append(cell)
@@ -234,7 +240,7 @@ def sqlite_line_sql(table: ArchiveTable, *, quote) -> tuple[str, tuple[int, ...]
             cell = "'\"' || replace(" + cell + ", '\"', '\"\"') || '\"'"
         run.append(f"coalesce({cell}, '')")
     if run:
-        pieces.append(" || ',' || ".join(run))
+        pieces.append(text(run))
     return f"SELECT {', '.join(pieces)} FROM {quote(table.table)} t ORDER BY {order_sql(table, quote=quote)}", tuple(
         floats
     )

@@ -153,7 +153,11 @@ def customers_learn(*, keys: set[Key] | None = None, now: datetime | None = None
             positions.setdefault((rtype, rid), []).append((lat, lng))
     changed = []
     learned = 0
+    kept = learned_kept(keys=keys)
     for customer in _customers(keys):
+        if (customer.resource_type, customer.resource_id) in kept and customer.learned_latitude is not None:
+            learned += 1  # learned from positions the retention rule removed since: kept as it stood
+            continue
         # Sorted: the median's iterations round differently in another order, and the rows come in
         # whatever order a plan gives (after an ANALYZE, 4,446 of 100,000 distances were rewritten,
         # and their flags recomputed, with nothing changed).
@@ -181,22 +185,38 @@ def customers_learn(*, keys: set[Key] | None = None, now: datetime | None = None
     return learned
 
 
+def learned_kept(*, keys: set[Key] | None) -> set[Key]:
+    """The customers (of `keys`, or all) with a verified live visit whose position the retention
+    rule removed: a learned point they hold stays as it stood (a median of the positions left would
+    move it, though the customer did not move). Without one they learn from the positions left."""
+    rows = (
+        _live(keys)
+        .filter(verification_status=VerificationStatus.VERIFIED, coordinates_removed_at__isnull=False)
+        .values_list("resource_type", "resource_id")
+        .distinct()
+    )
+    return {key for key in rows if keys is None or key in keys}
+
+
 def learned_stale() -> set[Key]:
     """The customers whose learned point counts other verified visits than they now have: one of
     them was deleted in Sell or given another customer (which ingestion writes without a mark
-    the refresh reads). One GROUP BY over the verified visits."""
-    counts = dict(
-        ((rtype, rid), n)
-        for rtype, rid, n in _live(None)
-        .filter(verification_status=VerificationStatus.VERIFIED, latitude__isnull=False)
-        .exclude(latitude=0, longitude=0)
+    the refresh reads). One GROUP BY over the verified visits, which also finds those that lost a
+    position to the retention rule: their learned point is kept (learned_kept)."""
+    located = Q(latitude__isnull=False) & ~Q(latitude=0, longitude=0)
+    rows = (
+        _live(None)
+        .filter(located | Q(coordinates_removed_at__isnull=False), verification_status=VerificationStatus.VERIFIED)
         .values_list("resource_type", "resource_id")
-        .annotate(n=Count("id"))
-        .values_list("resource_type", "resource_id", "n")
+        .annotate(n=Count("id", filter=located), removed=Count("id", filter=Q(coordinates_removed_at__isnull=False)))
+        .values_list("resource_type", "resource_id", "n", "removed")
     )
+    counts = {(rtype, rid): (n, removed) for rtype, rid, n, removed in rows}
     stale = set()
     for rtype, rid, learned_visits in Customer.objects.values_list("resource_type", "resource_id", "learned_visits"):
-        n = counts.get((rtype, rid), 0)
+        n, removed = counts.get((rtype, rid), (0, 0))
+        if learned_visits and removed:
+            continue  # its learned point stays as it stood (learned_kept)
         if (n if n >= LEARN_MIN_VISITS else 0) != learned_visits:
             stale.add((rtype, rid))
     return stale
@@ -259,7 +279,8 @@ def distances_measure(*, since: datetime | None, keys: set[Key]) -> tuple[int, i
         .filter(latitude__isnull=False)
         .values_list("resource_type", "resource_id", "location", "latitude", "longitude")
     }
-    visits = Visit.objects.live().order_by()
+    # A visit whose position the retention rule removed keeps the distance it had (geo/retention.py).
+    visits = Visit.objects.live().filter(coordinates_removed_at__isnull=True).order_by()
     if since is not None:
         if len(keys) > KEYS_LISTED_MAX:
             pass  # every live visit: one pass beats a list this long

@@ -48,7 +48,7 @@ def suspects_refresh() -> int:
         .annotate(n=Count("id"), reps=Count("rep_id", distinct=True))
         .values_list("resource_type", "resource_id", "n", "reps")
     }
-    single = single_verified()
+    single, kept = single_verified()
     rows = Customer.objects.values_list(
         "id", "resource_type", "resource_id", "geocoded_latitude", "geocoded_longitude", "learned_latitude",
         "learned_longitude", "far_visits", "far_reps", "points_apart_m", "suspect",
@@ -66,6 +66,8 @@ def suspects_refresh() -> int:
         if glat is not None and glng is not None:
             taught = (llat, llng) if llat is not None and llng is not None else single.get((rtype, rid))
             apart = None if taught is None else metres_between((glat, glng), taught)
+            if llat is None and (rtype, rid) in kept:
+                apart = held_apart  # its verified visits' positions were removed: as it stood
         suspect = far_reps >= reps_min or (apart is not None and apart > far_m)
         suspects += suspect
         same_apart = apart == held_apart or (
@@ -79,10 +81,12 @@ def suspects_refresh() -> int:
     return suspects
 
 
-def single_verified() -> dict[tuple[str, int], tuple[float, float]]:
+def single_verified() -> tuple[dict[tuple[str, int], tuple[float, float]], set[tuple[str, int]]]:
     """The position of the one verified visit of each geocoded customer without a learned point
     (one is too few to learn from, yet Sell judged it near the address: a geocode far from it is as
-    suspect). Read for those customers only, by their ids (the index visit_resource)."""
+    suspect), and those of these customers with a verified visit whose position the retention rule
+    removed (their figure is kept as it stood). Read for those customers only, by their ids (the
+    index visit_resource)."""
     wanted = set(
         Customer.objects.filter(geocoded_latitude__isnull=False, learned_latitude__isnull=True).values_list(
             "resource_type", "resource_id"
@@ -90,18 +94,22 @@ def single_verified() -> dict[tuple[str, int], tuple[float, float]]:
     )
     ids = sorted({rid for _, rid in wanted})
     found: dict[tuple[str, int], list[tuple[float, float]]] = {}
+    kept: set[tuple[str, int]] = set()
     for start in range(0, len(ids), 2000):
         rows = (
             Visit.objects.live()
             .filter(resource_id__in=ids[start : start + 2000], verification_status=VerificationStatus.VERIFIED)
-            .filter(latitude__isnull=False)
-            .exclude(latitude=0, longitude=0)
+            .filter(Q(latitude__isnull=False) | Q(coordinates_removed_at__isnull=False))
             .values_list("resource_type", "resource_id", "latitude", "longitude")
         )
         for rtype, rid, lat, lng in rows:
-            if (rtype, rid) in wanted:
+            if (rtype, rid) not in wanted:
+                continue
+            if lat is None:
+                kept.add((rtype, rid))
+            elif not (lat == 0 and lng == 0):
                 found.setdefault((rtype, rid), []).append((lat, lng))
-    return {key: points[0] for key, points in found.items() if len(points) == 1}
+    return {key: points[0] for key, points in found.items() if len(points) == 1}, kept
 
 
 def _visits_set(visit_ids: list[int], *, wrong: bool) -> None:

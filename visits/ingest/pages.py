@@ -19,6 +19,7 @@ from django.db import connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone as dj_timezone
 
+from visits.geo.retention import retention_cutoff
 from visits.ingest.tallies import local_day
 from visits.models import (
     DeletedVisit,
@@ -185,6 +186,13 @@ def visits_apply(*, by_id: dict[int, list[Event]], result: PageResult) -> None:
         if row is not None:
             upserts[visit_id] = row
 
+    # The retention rule (geo/retention.py): a visit first seen already past the window is stored
+    # without its position; one whose position was removed never gets it back (the upsert's SQL).
+    cutoff = retention_cutoff()
+    if cutoff is not None:
+        for visit_id, row in upserts.items():
+            if visit_id not in stored and row["visited_at"] < cutoff:
+                row["latitude"] = row["longitude"] = None
     # What the flags must look at again (review/flags.py), before any write: where the visits
     # written and deleted were, and where they will be.
     before = visits_placed(ids=[vid for vid in (*upserts, *deletions) if vid in stored])
@@ -228,12 +236,19 @@ def _upsert_parts() -> tuple[str, str, str, str]:
     from Visit._meta: built once per process."""
     quote = connection.ops.quote_name
     names = [quote(column(Visit, name)) for name in UPSERT_FIELDS]
-    update = ", ".join(f"{n} = EXCLUDED.{n}" for n in names[1:])
+    table = quote(Visit._meta.db_table)
+    removed = f"{table}.{quote(column(Visit, 'coordinates_removed_at'))}"
+    position = {quote(column(Visit, name)) for name in ("latitude", "longitude")}
+    # A position the retention rule removed stays removed, whatever a later event sends.
+    update = ", ".join(
+        f"{n} = CASE WHEN {removed} IS NULL THEN EXCLUDED.{n} END" if n in position else f"{n} = EXCLUDED.{n}"
+        for n in names[1:]
+    )
     # A visit the history backfill stored (sequence 0) becomes the Firehose's: its values win,
     # and only resource_address, which the Firehose never sends, is kept. Inserted rows take
     # the column's default ("firehose"), so the rows carry no value for it.
     update += f", {quote(column(Visit, 'source'))} = '{VisitSource.FIREHOSE.value}'"
-    return quote(Visit._meta.db_table), ", ".join(names), names[0], update
+    return table, ", ".join(names), names[0], update
 
 
 @functools.cache

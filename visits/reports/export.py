@@ -79,6 +79,12 @@ VISIT_HISTORY_COLUMNS = ["source", "resource_address"]
 # Appended after those: metres from the rep's position to the customer's point (whole metres,
 # empty when unknown) and which point that was (learned, geocoded or empty): geo/customers.py.
 VISIT_DISTANCE_COLUMNS = ["customer_distance_m", "customer_location"]
+# Appended last: "yes" when the retention rule (COORDINATES_RETENTION_DAYS) removed the visit's
+# position (latitude and longitude then empty), else empty: geo/retention.py.
+VISIT_RETENTION_COLUMNS = ["position_removed"]
+VISIT_EXPORT_COLUMNS = [
+    *VISIT_COLUMNS, *VISIT_REVIEW_COLUMNS, *VISIT_HISTORY_COLUMNS, *VISIT_DISTANCE_COLUMNS, *VISIT_RETENTION_COLUMNS,
+]  # fmt: skip
 TIME_COLUMNS = ("visited_at", "created_at")  # written as ISO 8601 in UTC
 TEXT_COLUMNS = ("rep_name", "resource_type", "outcome_name", "summary")  # text from the API: checked for formulas
 # Where those columns are in a row, found once by name.
@@ -119,7 +125,12 @@ def visit_rows(*, visits) -> Iterator[list]:
     sql, params = (
         visits.annotate(flag_names=rules)
         .values_list(
-            *VISIT_COLUMNS.values(), "flag_names", "review_status", *VISIT_HISTORY_COLUMNS, *VISIT_DISTANCE_COLUMNS
+            *VISIT_COLUMNS.values(),
+            "flag_names",
+            "review_status",
+            *VISIT_HISTORY_COLUMNS,
+            *VISIT_DISTANCE_COLUMNS,
+            "coordinates_removed_at",
         )
         .query.sql_with_params()
     )
@@ -129,15 +140,17 @@ def visit_rows(*, visits) -> Iterator[list]:
         cursor.execute(sql, params)
         while chunk := cursor.fetchmany(2000):
             for row in chunk:
-                # ends with flags, review_status, source, resource_address, customer_distance_m, customer_location
+                # ends with flags, review_status, source, resource_address, customer_distance_m,
+                # customer_location, coordinates_removed_at (written as position_removed)
                 cells = ["" if value is None else value for value in row]
-                if row[-2] is not None:
-                    cells[-2] = round(row[-2])
+                if row[-3] is not None:
+                    cells[-3] = round(row[-3])
+                cells[-1] = "" if row[-1] is None else "yes"
                 for index in TIME_CELLS:
                     cells[index] = time_text(row[index])
                 for index in TEXT_CELLS:
                     cells[index] = text_safe(cells[index])
-                cells[-3] = text_safe(cells[-3])  # resource_address
+                cells[-4] = text_safe(cells[-4])  # resource_address
                 yield cells
     finally:
         cursor.close()

@@ -163,6 +163,8 @@ class MapPlan:
     mode: str  # "empty", "markers", "clusters" or "newest"
     drawn: int
     history: int = 0  # of those without a location, the visits from the Core API (history: never a position)
+    removed: int = 0  # of those without a location, the visits whose position the retention rule removed
+    retention_days: int | None = None  # COORDINATES_RETENTION_DAYS, for the note on those
     legend: list[tuple[str, str, str, int]] = field(default_factory=list)  # status, label, colour, count
 
     @property
@@ -188,14 +190,16 @@ def map_plan(*, scope: Scope) -> MapPlan:
             total=Count("verification_status"),
             located=Count("latitude"),
             history=Count("verification_status", filter=Q(source=VisitSource.CORE_API)),
+            removed=Count("verification_status", filter=Q(coordinates_removed_at__isnull=False)),
         )
     )
     located = dict.fromkeys(STATUS_ORDER, 0)
-    without = history = 0
+    without = history = removed = 0
     for row in rows:
         located[row["verification_status"]] = row["located"]
         without += row["total"] - row["located"]
         history += row["history"]
+        removed += row["removed"]
     total = sum(located.values())
     mode = mode_choose(total)
     labels = dict(VerificationStatus.choices)
@@ -205,6 +209,8 @@ def map_plan(*, scope: Scope) -> MapPlan:
         mode=mode,
         drawn=min(total, settings.MAP_POINTS_MAX),
         history=history,
+        removed=removed,
+        retention_days=settings.COORDINATES_RETENTION_DAYS,
         legend=[(s, labels[s], STATUS_COLORS[s], located[s]) for s in STATUS_ORDER],
     )
 

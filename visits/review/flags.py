@@ -21,6 +21,7 @@ flags then go); its former rep recomputes around where it was.
 from __future__ import annotations
 
 import functools
+import json
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from collections.abc import Set as AbstractSet
@@ -29,13 +30,16 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import connection, transaction
+from django.db.models import Q
 
 from visits.geo import distance
 from visits.models import DecisionKind, DirtyRep, Flag, FlagRule, FlagWindow, Rep, Visit, column, datetime_adapter
 from visits.review import rules
+from visits.review.frozen import FROZEN, findings_frozen, frozen_keys, removed_of
 from visits.review.rules import Finding, VisitFacts
 from visits.review.stored import (
     FlagChanges,
+    StoredFlag,
     changes_write,
     flags_diff,
     flags_stored,
@@ -250,6 +254,8 @@ def rep_flag(
     from its wanted flags' (`rejected`: the rep's rejected live visits) is set again."""
     wanted = {(f.visit_id, f.rule): f for f in rules.rep_findings(timeline.live)}
     stored = flags_stored(visit_ids=timeline.ids) if any_stored else {}
+    # The flags frozen by the retention rule stay as they stood (frozen.py): wanted as stored.
+    wanted = findings_frozen(wanted=wanted, stored=stored, removed=timeline.removed, dead=timeline.dead)
     flags_diff(wanted=wanted, stored=stored, into=into)
     now = {visit_id for visit_id, _ in wanted}
     into.flagged.update((visit_id, visit_id in now) for visit_id in now ^ timeline.flagged)
@@ -294,6 +300,13 @@ def windows_flag(*, rep_id: int, windows: list[Window], into: FlagChanges) -> No
 
     every = flags_stored(visit_ids={vid for visits in scope.values() for vid in visits})
     stored = {key: flag for key, flag in every.items() if key[0] in scope.get(key[1], ())}
+    # The flags frozen by the retention rule are left alone (frozen.py): neither wanted nor stored.
+    reached = {vid for visits in scope.values() for vid in visits}
+    removed = removed_of(visit_ids=reached)
+    dead = {vid for vid in own if not placed[vid].live}
+    frozen = frozen_keys(stored=every, removed=removed, dead=dead)
+    wanted = {key: f for key, f in wanted.items() if key[0] not in removed and key not in frozen}
+    stored = {key: flag for key, flag in stored.items() if key not in frozen}
     moved = flags_diff(wanted=wanted, stored=stored, into=into)
     if moved:  # a visit is flagged if any flag is left, of the rules recomputed or the others
         left = {visit_id for visit_id, rule in every if (visit_id, rule) not in moved} | {vid for vid, _ in wanted}
@@ -352,10 +365,28 @@ def rep_visits(*, rep_id: int) -> list[VisitFacts]:
     ]  # fmt: skip
 
 
+def rep_expected(*, rep_id: int) -> list[Finding]:
+    """One rep's flags as a computation from scratch would store them, but for those frozen by the
+    retention rule (frozen.py): read as stored, through the ORM too."""
+    wanted = {(f.visit_id, f.rule): f for f in rules.rep_findings(rep_visits(rep_id=rep_id))}
+    live = Visit.objects.live().filter(rep_id=rep_id)
+    removed = set(live.filter(coordinates_removed_at__isnull=False).values_list("id", flat=True))
+    frozen = Flag.objects.filter(visit__rep_id=rep_id, visit__deleted_at__isnull=True).filter(
+        Q(visit__coordinates_removed_at__isnull=False) | Q(numbers__has_key=FROZEN)
+    )
+    stored = {
+        (flag.visit_id, flag.rule): StoredFlag(flag.id, flag.visit_id, flag.rule, json.dumps(flag.numbers),
+                                               flag.sentence)
+        for flag in frozen
+    }  # fmt: skip
+    return list(findings_frozen(wanted=wanted, stored=stored, removed=removed).values())
+
+
 def flags_expected(*, rep_ids: Iterable[int] | None = None) -> dict[tuple[int, str], Finding]:
-    """Every flag (of these reps) as a computation from scratch would store it (for tests and checks)."""
+    """Every flag (of these reps) as a computation from scratch would store it, those frozen by the
+    retention rule as they stood (for tests and checks)."""
     reps = Rep.objects.values_list("id", flat=True) if rep_ids is None else rep_ids
-    return {(f.visit_id, f.rule): f for rep_id in reps for f in rules.rep_findings(rep_visits(rep_id=rep_id))}
+    return {(f.visit_id, f.rule): f for rep_id in reps for f in rep_expected(rep_id=rep_id)}
 
 
 def risk_expected(*, rep_ids: Iterable[int] | None = None) -> dict[int, rules.Risk]:
@@ -370,7 +401,7 @@ def risk_expected(*, rep_ids: Iterable[int] | None = None) -> dict[int, rules.Ri
     found: dict[int, rules.Risk] = {}
     for rep_id in reps:
         by_visit: dict[int, list[tuple[str, dict]]] = defaultdict(list)
-        for f in rules.rep_findings(rep_visits(rep_id=rep_id)):
+        for f in rep_expected(rep_id=rep_id):
             by_visit[f.visit_id].append((f.rule, f.numbers))
         for visit_id, found_flags in by_visit.items():
             found[visit_id] = rules.visit_risk(flags=found_flags, rejected=len(rejected[rep_id] - {visit_id}))

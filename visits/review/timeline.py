@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from operator import attrgetter
 
@@ -38,12 +38,19 @@ RULES_ORDER = attrgetter("visited_at", "id")  # the order the rules read a rep's
 @dataclass(frozen=True)
 class Timeline:
     """All of one rep's visits: the live ones in (visited_at, id) order, every id, the flagged ones,
-    and the stored risk of those with one (risk, risk_tier)."""
+    the stored risk of those with one (risk, risk_tier), and the live ones whose position the
+    retention rule removed (their flags are frozen: review/frozen.py)."""
 
     live: list[VisitFacts]
     ids: list[int]
     flagged: set[int]
     risks: dict[int, tuple[int, str]]
+    removed: set[int] = field(default_factory=set)
+
+    @property
+    def dead(self) -> set[int]:
+        """The rep's visits deleted in Sell."""
+        return set(self.ids) - {v.id for v in self.live}
 
 
 @dataclass(frozen=True)
@@ -68,7 +75,10 @@ def _parts() -> tuple[str, str, dict[str, str]]:
     a replace on SQLite, Django's time zone loader on PostgreSQL) cost ten times more, at two
     times a visit, and held a rebuild's reading at PostgreSQL four times longer."""
     quote = connection.ops.quote_name
-    names = {name: quote(column(Visit, name)) for name in (*FACTS, "rep", "deleted_at", "flagged", "risk", "risk_tier")}
+    names = {
+        name: quote(column(Visit, name))
+        for name in (*FACTS, "rep", "deleted_at", "flagged", "risk", "risk_tier", "coordinates_removed_at")
+    }
     if connection.vendor == "postgresql":  # whatever the server's DateStyle
         text = "to_char({} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"+00:00\"')"
     else:  # as Django keeps them: naive UTC text
@@ -146,10 +156,13 @@ def rep_timeline(*, rep_id: int) -> Timeline:
     its own order, read fewer pages but cost more: the rules then walk facts spread over the
     whole pass's memory.) The loop is written out: a rebuild runs it a million times."""
     _, _, c = _parts()
-    extra = f", {c['deleted_at']} IS NULL, {c['flagged']}, {c['risk']}, {c['risk_tier']}"
+    extra = (
+        f", {c['deleted_at']} IS NULL, {c['flagged']}, {c['risk']}, {c['risk_tier']}, "
+        f"{c['coordinates_removed_at']} IS NOT NULL"
+    )
     rows = _select(f"{c['rep']} = %s", [rep_id], extra=extra)
     parse = datetime.fromisoformat
-    live, ids, flagged, risks = [], [], set(), {}
+    live, ids, flagged, risks, removed = [], [], set(), {}, set()
     for (
         vid,
         at,
@@ -166,9 +179,12 @@ def rep_timeline(*, rep_id: int) -> Timeline:
         is_flagged,
         risk,
         tier,
+        is_removed,
     ) in rows:
         ids.append(vid)
         if is_live:
+            if is_removed:
+                removed.add(vid)
             customer = (rtype, rid if rid is not None else f"visit {vid}")
             live.append(VisitFacts(vid, parse(at), parse(created), lat, lng, status, customer, metres, location,
                                    bool(wrong)))  # fmt: skip
@@ -177,7 +193,7 @@ def rep_timeline(*, rep_id: int) -> Timeline:
         if risk or tier:
             risks[vid] = (risk, tier)
     live.sort(key=RULES_ORDER)  # the index gives them in nearly that order already
-    return Timeline(live=live, ids=ids, flagged=flagged, risks=risks)
+    return Timeline(live=live, ids=ids, flagged=flagged, risks=risks, removed=removed)
 
 
 def visits_placed(*, ids: Iterable[int]) -> dict[int, Placed]:

@@ -8,10 +8,7 @@ from visits.models import AccessKind, VerificationStatus
 from visits.reports import analytics, teams
 from visits.reports.export import (
     QUEUE_COLUMNS,
-    VISIT_COLUMNS,
-    VISIT_DISTANCE_COLUMNS,
-    VISIT_HISTORY_COLUMNS,
-    VISIT_REVIEW_COLUMNS,
+    VISIT_EXPORT_COLUMNS,
     csv_filename,
     csv_response,
     queue_rows,
@@ -151,7 +148,7 @@ def visits_csv(request: HttpRequest, filters: ReportFilters) -> HttpResponse:
     return filtered_csv(
         filters,
         report="visits",
-        header=[*VISIT_COLUMNS, *VISIT_REVIEW_COLUMNS, *VISIT_HISTORY_COLUMNS, *VISIT_DISTANCE_COLUMNS],
+        header=VISIT_EXPORT_COLUMNS,
         rows=visit_rows(visits=scope_for_user(request.user, filters=filters).visits().order_by("visited_at", "id")),
         checked=True,
     )

@@ -155,6 +155,7 @@ def held(serve, full_team, cast, client):
     return client
 
 
+@pytest.mark.slow
 def test_every_report_figure_stays_the_same_through_the_refreshes_and_a_rebuild(held):
     client = held
     before = figures(client)
@@ -184,6 +185,7 @@ def test_every_report_figure_stays_the_same_through_the_refreshes_and_a_rebuild(
     assert coordinates_retain(now=DEMO_NOW, days=DAYS).visits == 0  # idempotent
 
 
+@pytest.mark.slow
 def test_the_flags_that_read_a_removed_position_are_frozen_and_no_other(held):
     frozen_before = {
         (f.visit_id, f.rule): (f.numbers, f.sentence) for f in Flag.objects.filter(visit__visited_at__lt=CUTOFF)
@@ -226,6 +228,7 @@ def visit_make(visit_id: int, rep: Rep, at: datetime, point, *, customer: int, s
     )  # fmt: skip
 
 
+@pytest.mark.slow
 def test_a_journey_and_a_reused_spot_across_the_cutoff_keep_their_flags(settings):
     """Made by hand: A (removed) to B (kept) at 1,000 km/h; one spot at three customers, one of
     them before the cutoff. Recomputed without A's position, B's travel flag and the reuse flags
@@ -312,6 +315,7 @@ def test_a_later_event_brings_no_position_back_and_an_old_new_visit_comes_withou
     assert old.latitude is None, "a removed position never comes back"
 
 
+@pytest.mark.slow
 def test_the_map_and_the_visits_export_say_which_visits_lost_their_position(held, settings):
     client = held
     settings.COORDINATES_RETENTION_DAYS = DAYS
@@ -332,6 +336,7 @@ def test_the_map_and_the_visits_export_say_which_visits_lost_their_position(held
     assert sum(1 for r in rows if r["latitude"]) == Visit.objects.live().filter(latitude__isnull=False).count() > 0
 
 
+@pytest.mark.slow
 def test_an_archive_round_trip_keeps_the_removed_positions_and_the_frozen_flags(held, tmp_path):
     from .test_archive import wipe
 
@@ -381,18 +386,28 @@ def test_the_daily_schedule_is_made_once():
     assert named[RETENTION_SCHEDULE_NAME][0] is False and named[RETENTION_SCHEDULE_NAME][1].startswith("daily at")
 
 
+@pytest.mark.slow
 def test_a_reps_export_holds_their_record_visits_flags_and_decisions_and_is_logged(held, tmp_path, settings):
     settings.COORDINATES_RETENTION_DAYS = DAYS
     coordinates_retain(now=DEMO_NOW, days=DAYS)
     decided = Decision.objects.order_by("id").first()
     rep = decided.visit.rep
     Rep.objects.filter(id=rep.id).update(name="=cmd|' /C calc'!A0")
+    theirs, other = decided.visit_id, Visit.objects.exclude(rep_id=rep.id).values_list("id", flat=True).first()
+    looked = [
+        AccessLogEntry.objects.create(username="max", kind="rep", path=f"/reports/reps/{rep.id}/", object_id=rep.id),
+        AccessLogEntry.objects.create(username="max", kind="visit", path=f"/visits/{theirs}/", object_id=theirs),
+    ]
+    AccessLogEntry.objects.create(username="max", kind="visit", path=f"/visits/{other}/", object_id=other)
     path = tmp_path / "rep.zip"
     out = io.StringIO()
     call_command("rep_export", str(rep.id), str(path), stdout=out)
     assert out.getvalue().startswith(f"written {path}: ")
     with zipfile.ZipFile(path) as z:
-        assert sorted(z.namelist()) == ["README.txt", "decisions.csv", "flags.csv", "rep.json", "visits.csv"]
+        assert sorted(z.namelist()) == [
+            "README.txt", "access_log.csv", "decisions.csv", "flags.csv", "rep.json", "visits.csv"
+        ]  # fmt: skip
+        accesses = csv_dicts(z.read("access_log.csv"))
         record = json.loads(z.read("rep.json"))
         visits = csv_dicts(z.read("visits.csv"))
         flags = csv_dicts(z.read("flags.csv"))
@@ -418,7 +433,10 @@ def test_a_reps_export_holds_their_record_visits_flags_and_decisions_and_is_logg
     )
     assert "decided_by" not in decisions[0]
     assert "COORDINATES_RETENTION_DAYS = 28" in readme and "visits.csv" in readme and "decisions.csv" in readme
-    entry = AccessLogEntry.objects.get()
+    # Who looked at their page and their visit, not at another rep's visit; the viewer's name left out.
+    assert [(a["kind"], int(a["object_id"])) for a in accesses] == [(e.kind, e.object_id) for e in looked]
+    assert "username" not in accesses[0] and "access_log.csv" in readme
+    entry = AccessLogEntry.objects.get(kind="export")
     assert (entry.kind, entry.path, entry.object_id, entry.rows) == ("export", "rep_export", rep.id, mine.count())
     assert entry.username and entry.user is None
     assert [p.name for p in tmp_path.iterdir()] == ["rep.zip"]  # no temporary file left

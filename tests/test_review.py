@@ -163,13 +163,14 @@ def test_reports_and_exports_carry_the_flags(client, flagged, cast):
         assert int(row["flagged"]) == live.filter(rep_id=rep_id, flags__isnull=False).distinct().count()
         assert int(row["rejected"]) == live.filter(rep_id=rep_id, id__in=rejected[:3]).count()
     rows = csv_of(client.get("/visits.csv"))
-    assert list(rows[0])[-6:] == [
+    assert list(rows[0])[-7:] == [
         "flags",
         "review_status",
         "source",
         "resource_address",
         "customer_distance_m",
         "customer_location",
+        "position_removed",
     ]
     for row in rows:
         visit_id = int(row["id"])

@@ -1,7 +1,8 @@
 """One rep's own data in a zip, for an access request (GDPR art. 15): their record, every visit of
 theirs with all its stored fields (positions included), the flags and the decisions on those visits,
-and a README.txt saying what each file is and the retention rule in force (`rep_export`). Written
-to a temporary file beside the path and renamed over it; an AccessLogEntry records it."""
+the access log's entries about them, and a README.txt saying what each file is and the retention
+rule in force (`rep_export`). Written to a temporary file beside the path and renamed over it; an
+AccessLogEntry records it."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from pathlib import Path
 
 from django.conf import settings
 from django.db import models
+from django.db.models import Q
 from django.utils import timezone
 
 from visits.archive.export import read_snapshot, time_text
@@ -27,6 +29,9 @@ CHUNK = 2000
 # Who decided is another person's data (the reviewer's): left out, and the README says so.
 DECISION_FIELDS = ("id", "visit_id", "kind", "reason", "note", "decided_at")
 FLAG_FIELDS = ("id", "visit_id", "rule", "numbers", "sentence")
+# Who looked at the rep's data: when, what and how much; the viewer's name is theirs to keep, as a
+# reviewer's is (the company's own access log names them, for its DPO).
+ACCESS_FIELDS = ("at", "kind", "path", "filters", "object_id", "rows")
 
 
 class RepExportError(Exception):
@@ -39,9 +44,13 @@ class RepExportResult:
     visits: int
     flags: int
     decisions: int
+    accesses: int = 0
 
     def summary(self) -> str:
-        return f"{self.path}: {self.visits:,} visits, {self.flags:,} flags, {self.decisions:,} decisions"
+        return (
+            f"{self.path}: {self.visits:,} visits, {self.flags:,} flags, {self.decisions:,} decisions, "
+            f"{self.accesses:,} access log entries"
+        )
 
 
 def cell_of(value) -> object:
@@ -116,6 +125,11 @@ flags.csv      The review flags raised on those visits: the rule, the numbers be
                sentence shown to reviewers.
 decisions.csv  Reviewers' decisions on those visits (accept, reject, follow up), with the reason and
                note. Who decided is left out: it is the reviewer's own personal data.
+access_log.csv When the rep's page, one of their visits or an earlier export of their data was looked
+               at or made (kind rep, visit or export; the visit or rep id; rows for an export),
+               from visitsdash's access log, which keeps entries ACCESS_LOG_DAYS
+               ({settings.ACCESS_LOG_DAYS}) days. Who looked is left out, as for decisions; the
+               company's data protection officer can read it from the full log.
 
 {retention}
 """
@@ -156,6 +170,13 @@ def rep_export(*, rep_id: int, path: Path, username: str | None = None) -> RepEx
             decision_count = csv_write(
                 archive, "decisions.csv", header=list(DECISION_FIELDS), rows=rows_of(decisions, DECISION_FIELDS)
             )
+            accesses = AccessLogEntry.objects.filter(
+                Q(kind__in=(AccessKind.REP, AccessKind.EXPORT), object_id=rep.id)
+                | Q(kind=AccessKind.VISIT, object_id__in=Visit.objects.filter(rep_id=rep.id).values("id"))
+            ).order_by("at", "id")
+            access_count = csv_write(
+                archive, "access_log.csv", header=list(ACCESS_FIELDS), rows=rows_of(accesses, ACCESS_FIELDS)
+            )
             archive.writestr("README.txt", readme_text(rep=rep, visits=visit_count, removed=removed, now=now))
         os.replace(temporary, path)
     except OSError as exc:
@@ -167,7 +188,9 @@ def rep_export(*, rep_id: int, path: Path, username: str | None = None) -> RepEx
         at=now, user=None, username=username or os_user(), kind=AccessKind.EXPORT, path="rep_export",
         object_id=rep.id, rows=visit_count,
     )  # fmt: skip
-    return RepExportResult(path=path, visits=visit_count, flags=flag_count, decisions=decision_count)
+    return RepExportResult(
+        path=path, visits=visit_count, flags=flag_count, decisions=decision_count, accesses=access_count
+    )
 
 
 def os_user() -> str:

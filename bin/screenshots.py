@@ -4,6 +4,8 @@
 
 `--only status --save-as status-incident` takes one page under another name (the README's status
 page with an open incident: `manage.py demo_fault refuse-token on` first, and wait for the check).
+`--username central-manager --password demo-central --only overview --save-as overview-manager`
+takes a regional manager's overview (their team only).
 
 Uses Debian's Chromium (CHROMIUM_PATH to override); writes docs/screenshots/*.png.
 """
@@ -23,6 +25,7 @@ PAGES = {
     "overview": "/",
     "reps": "/reports/reps/?sort=-too_far_rate",
     "matrix": "/reports/matrix/",
+    "teams": "/reports/teams/",
     "visits": "/visits/",
     "map": "/map/",
     "review": "/review/",

@@ -91,6 +91,16 @@ def test_the_manager_is_linked_by_e_mail_whatever_its_case_and_sees_their_whole_
     assert not access.visits_for_user(org["unlinked"]).exists()
 
 
+def test_the_header_says_whose_line_a_manager_sees_and_nothing_for_others(client, org):
+    client.force_login(org["manager"])
+    assert "Max Manager&#x27;s reporting line: 3 reps" in client.get("/").content.decode()
+    for role in ("director", "superuser"):
+        client.force_login(org[role])
+        assert "reporting line:" not in client.get("/").content.decode()
+    client.force_login(org["unlinked"])
+    assert "reporting line:" not in client.get("/").content.decode()
+
+
 def test_a_manager_inside_a_cycle_sees_the_cycle_once(org):
     cyclist = user_make("cy", group="Managers")
     SellLink.objects.create(user=cyclist, rep_id=30, via=SellLinkVia.ADMIN)

@@ -173,6 +173,19 @@ def user_is_unlinked(user) -> bool:
     return user_may_see_reports(user) and not user_sees_every_rep(user) and sell_rep_of(user) is None
 
 
+def scope_described(user) -> str:
+    """Whose reps a Manager sees, as the page header says it ("Patricia Holloway's reporting line:
+    14 reps"); empty for a user who sees every rep, or none, or is not signed in."""
+    if not user.is_authenticated or not user_may_see_reports(user) or user_sees_every_rep(user):
+        return ""
+    rep_id = sell_rep_of(user)
+    if rep_id is None:
+        return ""
+    name = Rep.objects.filter(id=rep_id).values_list("name", flat=True).first()
+    count = len(_rep_ids(user) or ())
+    return f"{Rep.label_for(rep_id, name)}'s reporting line: {count} rep{'' if count == 1 else 's'}"
+
+
 # --- What a user may see -------------------------------------------------------------------
 
 

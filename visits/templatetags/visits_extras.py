@@ -11,6 +11,7 @@ from django.utils.html import escape, format_html
 from django.utils.safestring import SafeString, mark_safe
 from django.utils.timesince import timesince
 
+from visits import access
 from visits.geo.distance import distance_text
 from visits.models import AcceptReason
 from visits.security.csp import MAP_SANDBOX
@@ -117,6 +118,13 @@ def privacy_notice() -> str:
     """PRIVACY_NOTICE, for every page's footer (escaped: simple_tag output is). A tag, not a
     context processor, so that the 500 page, rendered without a request, shows it too."""
     return settings.PRIVACY_NOTICE
+
+
+@register.simple_tag
+def scope_line(user) -> str:
+    """Whose data a Manager sees, for the page header ("Patricia Holloway's reporting line: 14
+    reps"); empty for everyone else. Escaped (simple_tag output is)."""
+    return access.scope_described(user)
 
 
 @register.simple_tag

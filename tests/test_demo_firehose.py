@@ -3,6 +3,7 @@ speaks Sell's protocol (envelopes, positions, errors) and injects each fault as 
 No database: every test talks to a real server on 127.0.0.1 or inspects generated data.
 """
 
+import base64
 import json
 import math
 import statistics
@@ -158,6 +159,18 @@ def test_bad_position_or_limit_is_400_invalid_param(firehose, session, params, n
     error = error_of(response)
     assert error["code"] == "invalid_param"
     assert named in error["message"]
+
+
+def test_a_position_from_an_earlier_run_of_the_demo_is_expired(firehose, session):
+    """bin/demo started again on the same database: the stored position is beyond anything this
+    server issued, as an old position of Sell's is to Sell, so it is 410, not a bad parameter."""
+    position = stream_get(session, firehose, "visits", position="tail").json()["meta"]["position"]
+    _, offset, epoch, nonce = base64.urlsafe_b64decode(position + "=" * (-len(position) % 4)).decode().split(",")
+    for later in (f"visits,{int(offset) + 10**6},{epoch},{nonce}", f"visits,{offset},{int(epoch) + 3},{nonce}"):
+        token = base64.urlsafe_b64encode(later.encode()).decode().rstrip("=")
+        response = stream_get(session, firehose, "visits", position=token)
+        assert response.status_code == 410, later
+        assert error_of(response)["code"] == "gone"
 
 
 def test_position_from_another_stream_is_400(firehose, session):

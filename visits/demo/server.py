@@ -486,9 +486,12 @@ class DemoFirehose:
             offset, epoch = int(offset_text), int(epoch_text)
         except ValueError:
             raise invalid_param("position", "position is not a position issued by this stream.") from None
-        if token_stream != stream or not 0 <= offset <= end or not 0 <= epoch <= self._epoch:
+        if token_stream != stream or offset < 0 or epoch < 0:
             raise invalid_param("position", "position is not a position issued by this stream.")
-        if epoch < self._epoch or offset < first:
+        # Past what this server has issued: a position from an earlier run of the demo (bin/demo
+        # started again on the same database). Sell would know it as an old position of this
+        # stream, long expired: the sync records a gap and starts again from tail.
+        if epoch < self._epoch or offset < first or offset > end or epoch > self._epoch:
             raise ApiError(
                 410,
                 "gone",

@@ -127,3 +127,32 @@ def test_the_search_takes_an_id_a_rep_name_or_else_summary_text(admin_client):
         )
         words = listed(admin_client.get(path, {"q": "number 1"}))  # no rep is called that: the summaries
         assert words == list(newest.filter(summary__contains="number 1").values_list("id", flat=True)) != [], path
+
+
+def test_the_mails_sent_and_rate_alerts_are_listed_for_superusers_only(admin_client, client, django_user_model):
+    from datetime import date
+
+    from django.contrib.auth.models import Permission
+
+    from visits.models import MailSent, RateAlert
+
+    Rep.objects.create(id=5, name="Ana")
+    alert = RateAlert.objects.create(
+        rep_id=5, week=date(2026, 9, 7), visits_before=20, far_before=1, visits_after=22, far_after=9
+    )
+    MailSent.objects.create(
+        username="max", to="max@example.com", kind="rate_alert", week=date(2026, 9, 7), rate_alert=alert,
+        subject="Ana's too-far rate rose", ok=True,
+    )  # fmt: skip
+    MailSent.objects.create(
+        username="nina", to="nina@example.com", kind="digest", week=date(2026, 9, 7), subject="Week of 7 Sep",
+        error="The mail server did not take the mail to nina@example.com: refused.",
+    )  # fmt: skip
+    mails = admin_client.get("/admin/visits/mailsent/").content.decode()
+    assert "max@example.com" in mails and "The mail server did not take the mail" in mails
+    assert "Ana" in admin_client.get("/admin/visits/ratealert/").content.decode()
+    staff = django_user_model.objects.create_user("staffer", password="pw", is_staff=True)
+    staff.user_permissions.add(*Permission.objects.filter(codename__in=["view_mailsent", "view_ratealert"]))
+    client.force_login(staff)
+    assert client.get("/admin/visits/mailsent/").status_code == 403
+    assert client.get("/admin/visits/ratealert/").status_code == 403

@@ -21,7 +21,9 @@ from visits.models import (
     FlaggedVisit,
     FlagRule,
     Gap,
+    MailSent,
     Outcome,
+    RateAlert,
     RejectedItem,
     Rep,
     SellLink,
@@ -366,6 +368,34 @@ class AccessLogEntryAdmin(ReadOnlyAdmin):
 
     def changelist_view(self, request, extra_context=None):
         return super().changelist_view(request, {**(extra_context or {}), "kinds": AccessKind.choices})
+
+
+@admin.register(MailSent)
+class MailSentAdmin(ReadOnlyAdmin):
+    """Every digest and rate alert mailed, or tried (visits/notify): to whom, about which week,
+    and how it went. Superusers only: it names who manages whom."""
+
+    list_display = ["sent_at", "kind", "username", "to", "week", "subject", "ok", "error"]
+    list_filter = ["kind", "ok", "week"]
+    search_fields = ["username", "to", "subject"]
+    sortable_by = ["sent_at", "week"]
+
+    def has_view_permission(self, request, obj=None):
+        return request.user.is_active and request.user.is_superuser
+
+    def has_module_permission(self, request):
+        return self.has_view_permission(request)
+
+
+@admin.register(RateAlert)
+class RateAlertAdmin(MailSentAdmin):
+    """The too-far rate rises that alerted a rep's managers: one per rep and week."""
+
+    list_display = ["week", "rep", "visits_before", "far_before", "visits_after", "far_after", "created_at"]
+    list_filter = ["week"]
+    search_fields = ["rep__name"]
+    sortable_by = ["week", "created_at"]
+    list_select_related = ["rep"]
 
 
 # --- Accounts: the link to a Sell user on the user's own admin page ---------------------------

@@ -382,6 +382,25 @@ class OutcomeDistanceTally(models.Model):  # noqa: DJ008 (internal bookkeeping, 
     visits = models.IntegerField()
 
 
+class MapCellTally(models.Model):  # noqa: DJ008 (internal bookkeeping, never shown by name)
+    """Live located visits per grid cell of a band (ingest/map_tally.py: cells of 2^band degrees,
+    counted from 90 degrees south and 180 west), month of local_day, rep and status, with the sums
+    of their latitudes, longitudes and ids (a cell of one visit names it): the map's clusters
+    (reports/clusters.py) sum a box's cells instead of reading its visits. Kept by triggers."""
+
+    pk = models.CompositePrimaryKey("band", "cell_y", "cell_x", "month", "rep_id", "verification_status")
+    band = models.SmallIntegerField(help_text="the cells' size: 2^band degrees")
+    cell_y = models.IntegerField(help_text="floor((latitude + 90) / 2^band)")
+    cell_x = models.IntegerField(help_text="floor((longitude + 180) / 2^band)")
+    month = models.DateField()
+    rep_id = models.BigIntegerField()
+    verification_status = models.CharField(max_length=40)
+    visits = models.IntegerField()
+    latitude_sum = models.FloatField()
+    longitude_sum = models.FloatField()
+    id_sum = models.BigIntegerField(help_text="the visits' ids summed: a cell's one visit's id")
+
+
 class TallyState(models.Model):  # noqa: DJ008 (internal bookkeeping, never shown by name)
     """The one row saying which DISPLAY_TIME_ZONE the local days and tallies were built in, and
     the DISTANCE_FAR_KM their `far` counts."""

@@ -234,7 +234,7 @@ def clusters_count(*, scope: Scope, box: Box, zoom: int) -> Clusters:
         cell.visit_id = int(top)
         assert cell.statuses is not None
         cell.statuses[status] = cell.statuses.get(status, 0) + n
-    order = {s: i for i, s in enumerate(maps.STATUS_ORDER)}
+    order: dict[str, int] = {str(s): i for i, s in enumerate(maps.STATUS_ORDER)}
     clusters = []
     for cell in cells.values():
         assert cell.statuses is not None

@@ -63,6 +63,14 @@ class Migration(migrations.Migration):
                 ("id_sum", models.BigIntegerField(help_text="the visits' ids summed: a cell's one visit's id")),
             ],
         ),
+        migrations.AddIndex(
+            model_name="visit",
+            index=models.Index(
+                condition=models.Q(("deleted_at__isnull", True), ("latitude__isnull", False)),
+                fields=["latitude", "longitude"],
+                name="visit_position",
+            ),
+        ),
         migrations.RunPython(map_tally_without_rowid, migrations.RunPython.noop),
         migrations.RunPython(migrations.RunPython.noop, map_triggers_drop),  # undone first, going back
     ]

@@ -7,7 +7,8 @@ is one the box touches, edges included. Each cell with visits is one cluster at 
 visits' positions, its count by status; a cluster of one names its visit. `total` is the sum.
 
 The counts come from the map tally (ingest/map_tally.py) when it can answer exactly: a band no
-finer than the grid, no filter but reps, statuses and whole months, the tallies current. Otherwise
+finer than the grid, no filter but reps, statuses and whole months (on the fine bands, statuses
+only), the tallies current. Otherwise
 the same cells are grouped from the visits themselves; either way the counts are those of the
 located live visits in scope.
 """
@@ -146,7 +147,10 @@ def tally_band(*, scope: Scope, grid: Grid) -> int | None:
     bands = [band for band in map_tally.BANDS if band <= grid.exponent]
     if not bands or not tallies_current():
         return None
-    return max(bands)
+    band = max(bands)
+    if band not in map_tally.DETAILED and (scope.reps is not None or scope.start or scope.end):
+        return None  # a fine band keeps no rep or month
+    return band
 
 
 def _tally_rows(*, scope: Scope, grid: Grid, band: int) -> list[tuple]:
@@ -255,8 +259,8 @@ def clusters_count(*, scope: Scope, box: Box, zoom: int) -> Clusters:
 
 def points_list(*, scope: Scope, box: Box, limit: int = POINTS_MAX) -> dict:
     """The located live visits in `scope` within `box` itself (edges included), newest first, at most
-    `limit`: the rows and lookups of maps.visit_rows (what a popup shows), the total, and whether
-    rows were left out."""
+    `limit`: the rows and lookups of maps.visit_rows (what a popup shows), and whether more were
+    left out (one more row is read to know; the lookups may name that row's rep or customer)."""
     spans = Q()
     for west, east in box.spans:
         spans |= Q(longitude__gte=west, longitude__lte=east)
@@ -266,9 +270,8 @@ def points_list(*, scope: Scope, box: Box, limit: int = POINTS_MAX) -> dict:
         .filter(spans)
         .order_by("-visited_at", "-id")
     )
-    rows, lookups = maps.visit_rows(visits=visits, limit=limit)
-    total = len(rows) if len(rows) < limit else visits.order_by().count()
-    return {"total": total, "truncated": total > len(rows), "rows": rows, "lookups": lookups}
+    rows, lookups = maps.visit_rows(visits=visits, limit=limit + 1)
+    return {"truncated": len(rows) > limit, "rows": rows[:limit], "lookups": lookups}
 
 
 def points_zoom() -> int:

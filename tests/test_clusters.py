@@ -17,6 +17,7 @@ from django.conf import settings
 from django.db import transaction
 
 from tests.conftest import user_make
+from visits.geo.retention import coordinates_retain
 from visits.ingest import map_tally, tallies
 from visits.ingest.pages import visits_upsert
 from visits.models import MapCellTally, Outcome, Rep, Visit
@@ -342,3 +343,18 @@ def test_boxes_across_the_antimeridian_are_read_as_two_spans():
     assert box.spans == ((160.0, 180.0), (-180.0, -170.0))
     assert clusters.box_parse(bbox="-400,-90,400,90", zoom="0")[0].spans == ((-180.0, 180.0),)
     assert clusters.box_parse(bbox="-180,-90,180,90", zoom="0")[0].spans == ((-180.0, 180.0),)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_positions_removed_by_the_retention_rule_leave_the_clusters():
+    rng = world_make(seed=7, visits=300)
+    before = clusters.clusters_count(scope=Scope(), box=clusters.Box(-90, 90, ((-180, 180),)), zoom=2).total
+    coordinates_retain(now=datetime(2026, 1, 1, tzinfo=UTC), days=30)
+    removed = Visit.objects.filter(coordinates_removed_at__isnull=False, deleted_at__isnull=True).count()
+    assert (
+        removed
+        and Visit.objects.filter(latitude__isnull=False, visited_at__lt=datetime(2025, 12, 2, tzinfo=UTC)).count() == 0
+    )
+    after = clusters.clusters_count(scope=Scope(), box=clusters.Box(-90, 90, ((-180, 180),)), zoom=2).total
+    assert 0 < after < before
+    assert_clusters_count_right(rng=rng, n=30)

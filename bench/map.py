@@ -3,6 +3,14 @@ popup per visit) at 10,000 visits.
 
     .venv/bin/python bench/map.py            # print the figures
     .venv/bin/python bench/map.py --write    # also update docs/PERFORMANCE.md
+    .venv/bin/python bench/map.py --clusters DATABASE_URL [--write]   # /map/clusters.json at scale
+    .venv/bin/python bench/map.py --probe DATABASE_URL   # what the map tally's triggers cost a write
+
+--clusters migrates the database given (a copy of the reports bench's, 1,000,000 visits: the
+migration to 0023 fills the map tally) and times `/map/clusters.json` for the world, a region,
+one rep and one month: the server's time (median of 7, through Django's test client) and the bytes.
+--probe writes 50,000 located visits into the (empty, migrated) database given, in pages of
+5,000, with and without the map tally's triggers.
 
 For each: the size of the map document, the server's time to build it (median of 3), and the
 time headless Chromium (Debian's, offline, no tiles) takes from navigation until the map is
@@ -13,6 +21,7 @@ script; for the naive map, its script run and the page answering. Nothing here i
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
 import statistics
@@ -131,12 +140,138 @@ class StaticHandler(SimpleHTTPRequestHandler):
         pass
 
 
+def django_on(database_url: str) -> None:
+    os.environ.update(
+        DATABASE_URL=database_url, DJANGO_SETTINGS_MODULE="visitsdash.settings", ALLOWED_HOSTS="testserver,127.0.0.1",
+        MAP_TILES_URL="",
+    )  # fmt: skip
+    import django
+
+    django.setup()
+
+
+def city(lat: float, lng: float, *, zoom: int) -> str:
+    """The box of a 1,900 x 1,000 pixel view at `zoom` around a point (a degree of latitude taken as
+    1.35 of longitude, as near 42 degrees north)."""
+    wide = 1900 / 256 * 360 / 2**zoom
+    high = 1000 / 256 * 360 / 2**zoom / 1.35
+    return f"{lng - wide / 2:.4f},{lat - high / 2:.4f},{lng + wide / 2:.4f},{lat + high / 2:.4f}"
+
+
+def clusters_bench(*, database_url: str, write: bool) -> None:
+    """/map/clusters.json on a big database: the world (zoom 2), a region (zoom 7), one rep and one
+    month (zoom 4), each from the map tally."""
+    django_on(database_url)
+    from django.contrib.auth.models import User
+    from django.core.management import call_command
+    from django.db import connection
+    from django.test import Client
+
+    from visits.models import MapCellTally, Visit
+
+    started = time.perf_counter()
+    call_command("migrate", verbosity=0)
+    migrate_seconds = time.perf_counter() - started
+    visits, tally_rows = Visit.objects.count(), MapCellTally.objects.count()
+    lat, lng = Visit.objects.filter(latitude__isnull=False).values_list("latitude", "longitude").first()
+    rep_id = Visit.objects.order_by("id").values_list("rep_id", flat=True).first()
+    newest = Visit.objects.order_by("-visited_at").values_list("local_day", flat=True).first()
+    month_start = newest.replace(day=1)
+    month_end = (month_start + timedelta(days=32)).replace(day=1) - timedelta(days=1)
+    user = User.objects.filter(username="bench-map").first() or User.objects.create_superuser("bench-map", password="-")
+    client = Client()
+    client.force_login(user)
+    week = f"start={month_start.replace(day=3)}&end={month_start.replace(day=9)}"
+    cases = [
+        ("the world, zoom 2", "bbox=-180,-85,180,85&zoom=2"),
+        ("one region, zoom 7", f"bbox={city(lat, lng, zoom=7)}&zoom=7"),
+        ("one rep, zoom 4", f"bbox=-150,-60,150,75&zoom=4&rep={rep_id}"),
+        (
+            f"one month ({month_start:%Y-%m}), zoom 4",
+            f"bbox=-150,-60,150,75&zoom=4&start={month_start}&end={month_end}",
+        ),
+        # beyond the goals: where the bench's visits are densest (all in one square degree)
+        ("a city, zoom 10", f"bbox={city(lat, lng, zoom=10)}&zoom=10"),
+        ("a city, zoom 12", f"bbox={city(lat, lng, zoom=12)}&zoom=12"),
+        ("a city, zoom 12, one rep (from the visits)", f"bbox={city(lat, lng, zoom=12)}&zoom=12&rep={rep_id}"),
+        ("one region, zoom 7, days 3-9 (from the visits)", f"bbox={city(lat, lng, zoom=7)}&zoom=7&{week}"),
+    ]
+    rows = []
+    points = [
+        ("points: a street, zoom 15", f"bbox={city(lat, lng, zoom=15)}&zoom=15"),
+        ("points: a district, zoom 13 (5,000 of them)", f"bbox={city(lat, lng, zoom=13)}&zoom=13"),
+    ]
+    for label, query in cases + points:
+        url = f"/map/{'points' if label.startswith('points') else 'clusters'}.json?{query}"
+        times, body = [], b""
+        for _ in range(7):
+            began = time.perf_counter()
+            response = client.get(url)
+            times.append(time.perf_counter() - began)
+            assert response.status_code == 200, response.content[:300]
+            body = response.content
+        answer = json.loads(body)
+        n = len(answer["clusters"] if "clusters" in answer else answer["rows"])
+        rows.append((label, statistics.median(times), len(body), n, answer.get("total", n)))
+    vendor = "PostgreSQL" if connection.vendor == "postgresql" else "SQLite"
+    print(f"{vendor}: {visits:,} visits, map tally {tally_rows:,} rows; migrate (fills it) {migrate_seconds:.1f} s")
+    for label, seconds, size, n, total in rows:
+        print(f"  {label:48} {seconds * 1000:7.1f} ms  {size / 1000:7.1f} KB  {n:5} clusters  {total:,} visits")
+    if write:
+        lines = [
+            f"| {vendor} | {label} | {seconds * 1000:,.0f} | {size / 1000:,.1f} | {n:,} | {total:,} |"
+            for label, seconds, size, n, total in rows
+        ]
+        print("\n".join(lines))
+
+
+def triggers_probe(*, database_url: str) -> None:
+    """Seconds to write 50,000 located visits, pages of 5,000, with the map tally's triggers and without."""
+    django_on(database_url)
+    from django.core.management import call_command
+    from django.db import transaction
+
+    from visits.ingest import map_tally
+    from visits.ingest.pages import visits_upsert
+    from visits.models import Rep, Visit
+
+    call_command("migrate", verbosity=0)
+    if not Rep.objects.exists():
+        Rep.objects.bulk_create([Rep(id=1000 + i, name=f"Rep {i:03d}") for i in range(REPS)])
+    results = {}
+    for label, installed in (("with", True), ("without", False), ("with", True), ("without", False)):
+        Visit.objects.all().delete()
+        (map_tally.triggers_install if installed else map_tally.triggers_drop)()
+        rows = dict(visit_rows(visits=50_000))
+        for row in rows.values():
+            row["outcome_id"] = None
+            row["latitude"], row["longitude"] = row["latitude"] or 41.9, row["longitude"] or -87.6
+        ids = sorted(rows)
+        began = time.perf_counter()
+        for start in range(0, len(ids), 5000):
+            with transaction.atomic():
+                visits_upsert(rows={i: rows[i] for i in ids[start : start + 5000]})
+        results.setdefault(label, []).append(time.perf_counter() - began)
+    map_tally.triggers_install()
+    Visit.objects.all().delete()
+    for label, seconds in results.items():
+        print(f"  {label} the map tally's triggers: {min(seconds):.2f} s for 50,000 located visits (best of 2)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--visits", type=int, default=100_000)
     parser.add_argument("--naive", type=int, default=10_000)
     parser.add_argument("--write", action="store_true")
+    parser.add_argument("--clusters", metavar="DATABASE_URL")
+    parser.add_argument("--probe", metavar="DATABASE_URL")
     args = parser.parse_args()
+    if args.clusters:
+        clusters_bench(database_url=args.clusters, write=args.write)
+        return
+    if args.probe:
+        triggers_probe(database_url=args.probe)
+        return
     tmp = tempfile.mkdtemp()
     os.environ.update(
         DATABASE_URL=f"sqlite:///{tmp}/map.sqlite3", DJANGO_SETTINGS_MODULE="visitsdash.settings",

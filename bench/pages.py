@@ -432,6 +432,12 @@ def map_requests(path: str) -> Callable[[Ctx], list[Req]]:
     return lambda ctx: [Req(path + q, note="map: the maps issue's subject") for q in queries()[:3]]
 
 
+def box_requests(path: str, *, zoom: int) -> Callable[[Ctx], list[Req]]:
+    """A map's JSON for the whole world at `zoom`, with each of the report filters."""
+    box = f"bbox=-180,-90,180,90&zoom={zoom}"
+    return lambda ctx: [Req(f"{path}?{box}" + q.replace("?", "&"), note="map JSON") for q in queries()]
+
+
 def rejected_list(ctx: Ctx) -> list[Req]:
     found = [Req("/status/rejected/"), Req("/status/rejected/?stream=visits")]
     deep = deep_url(ctx, "/status/rejected/", page=10)
@@ -483,6 +489,8 @@ HANDLERS: dict[str, Callable[[Ctx], list[Req]]] = {
     "visits:address": suspect_address,
     "visits:map": map_requests("/map/"),
     "visits:map_frame": map_requests("/map/frame/"),
+    "visits:map_clusters": box_requests("/map/clusters.json", zoom=2),
+    "visits:map_points": box_requests("/map/points.json", zoom=13),
     "visits:status": one("/status/"),
     "visits:rejected": rejected_list,
     "visits:healthz": one("/healthz"),

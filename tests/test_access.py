@@ -145,11 +145,15 @@ def app_patterns():
     return [(key, pattern) for key, _, namespace, pattern in patterns_walk() if namespace == "visits"]
 
 
+# The query a URL needs to answer at all (the map's JSON: a box and a zoom level).
+QUERIES = {"visits:map_clusters": "?bbox=-180,-90,180,90&zoom=2", "visits:map_points": "?bbox=-180,-90,180,90&zoom=13"}
+
+
 def url_for(key: str, pattern: URLPattern, ids: dict[str, int]) -> str:
     names = set(pattern.pattern.converters)
     unknown = names - set(ids)
     assert not unknown, f"{key}: no id to fill {unknown}; give the world fixture one"
-    return reverse(key, kwargs={name: ids[name] for name in names})
+    return reverse(key, kwargs={name: ids[name] for name in names}) + QUERIES.get(key, "")
 
 
 def traced_get(client, url: str, *, method: str = "get", data: dict | None = None):

@@ -188,6 +188,11 @@ CASES: dict[str, list[str]] = {
     "visits:address": [f"/review/addresses/{CUSTOMER}/"],  # its visits and marks
     "visits:map": ["/map/"],
     "visits:map_frame": ["/map/frame/"],
+    "visits:map_clusters": [
+        "/map/clusters.json?bbox=-180,-90,180,90&zoom=2",  # from the map tally
+        "/map/clusters.json?bbox=-180,-90,180,90&zoom=2&start=2026-01-05",  # from the visits
+    ],
+    "visits:map_points": ["/map/points.json?bbox=-180,-90,180,90&zoom=13"],
     "visits:status": ["/status/"],  # its gaps
     "visits:rejected": ["/status/rejected/"],
     "visits:account_settings": ["/account/settings/"],

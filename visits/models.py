@@ -250,6 +250,13 @@ class Visit(models.Model):
             models.Index(fields=["resource_id", "resource_type"], name="visit_resource"),
             # The few visits of customers whose address is marked wrong (geo/suspects.py keeps them).
             models.Index(fields=["resource_id"], name="visit_address_wrong", condition=Q(customer_address_wrong=True)),
+            # Live located visits by position: the map's single visits in a box (/map/points.json)
+            # read a box's few visits, not every visit in time order (3.4 s for a street at 1M visits).
+            models.Index(
+                fields=["latitude", "longitude"],
+                name="visit_position",
+                condition=VISIT_LIVE & Q(latitude__isnull=False),
+            ),
             # The few visits deleted in Sell: the status page counts them, the admin lists them.
             models.Index(fields=["deleted_at"], name="visit_deleted", condition=Q(deleted_at__isnull=False)),
         ]
@@ -380,6 +387,26 @@ class OutcomeDistanceTally(models.Model):  # noqa: DJ008 (internal bookkeeping, 
     outcome_id = models.BigIntegerField(help_text="0 for visits without an outcome")
     bin = models.SmallIntegerField(help_text="distances in (10^((bin-1)/N), 10^(bin/N)] metres")
     visits = models.IntegerField()
+
+
+class MapCellTally(models.Model):  # noqa: DJ008 (internal bookkeeping, never shown by name)
+    """Live located visits per grid cell of a band (ingest/map_tally.py: cells of 2^band degrees,
+    counted from 90 degrees south and 180 west), month of local_day and rep (on the fine bands
+    1970-01-01 and 0: map_tally.DETAILED says which are not), and status, with the sums
+    of their latitudes, longitudes and ids (a cell of one visit names it): the map's clusters
+    (reports/clusters.py) sum a box's cells instead of reading its visits. Kept by triggers."""
+
+    pk = models.CompositePrimaryKey("band", "cell_y", "cell_x", "month", "rep_id", "verification_status")
+    band = models.SmallIntegerField(help_text="the cells' size: 2^band degrees")
+    cell_y = models.IntegerField(help_text="floor((latitude + 90) / 2^band)")
+    cell_x = models.IntegerField(help_text="floor((longitude + 180) / 2^band)")
+    month = models.DateField()
+    rep_id = models.BigIntegerField()
+    verification_status = models.CharField(max_length=40)
+    visits = models.IntegerField()
+    latitude_sum = models.FloatField()
+    longitude_sum = models.FloatField()
+    id_sum = models.BigIntegerField(help_text="the visits' ids summed: a cell's one visit's id")
 
 
 class TallyState(models.Model):  # noqa: DJ008 (internal bookkeeping, never shown by name)

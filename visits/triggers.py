@@ -11,12 +11,13 @@ from importlib import import_module
 from django.db import transaction
 
 # The modules that declare a trigger set, each as its TRIGGER_SET: the tallies' triggers on the
-# visits, the distance tally's, the review tally's, and the decisions', the address marks' and the
+# visits, the distance tally's, the review tally's, the map tally's, and the decisions', the address marks' and the
 # access log's that keep them append-only. A new set is added here, nowhere else.
 MODULES = (
     "visits.ingest.tallies",
     "visits.ingest.distance_tally",
     "visits.ingest.review_tally",
+    "visits.ingest.map_tally",
     "visits.review.immutable",
     "visits.review.addresses",
     "visits.security.access_log",

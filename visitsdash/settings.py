@@ -477,6 +477,8 @@ MAP_TILES_ATTRIBUTION = env_str(
 )
 MAP_MARKERS_MAX = env_int("MAP_MARKERS_MAX", 500, minimum=0, maximum=5_000)  # up to this many: one marker each
 MAP_POINTS_MAX = env_int("MAP_POINTS_MAX", 100_000, minimum=1_000, maximum=1_000_000)  # clustered up to this many
+# From this zoom level, /map/points.json gives single visits in the box; below, /map/clusters.json clusters.
+MAP_POINTS_ZOOM = env_int("MAP_POINTS_ZOOM", 13, minimum=0, maximum=22)
 
 # --- Flags (visits/review/rules.py; the review page shows these) --------------------------------
 

@@ -33,7 +33,7 @@ from visits.archive.tables import (
     columns_described,
     sqlite_value_sql,
 )
-from visits.ingest import review_tally, tallies
+from visits.ingest import map_tally, review_tally, tallies
 from visits.models import RULE_BITS, Rep, Visit
 from visits.review import rules
 from visits.review.frozen import findings_frozen
@@ -219,6 +219,7 @@ def archive_import(*, path: Path, progress: Progress | None = None) -> ImportRes
         with sqlite_unmapped(), transaction.atomic():
             tallies.triggers_drop()
             review_tally.triggers_drop()  # rebuilt with the tallies
+            map_tally.triggers_drop()  # and this one
             recreate = indexes_drop()
             for table in TABLES:
                 rows[table.file] = table_load(

@@ -140,6 +140,7 @@ NOT_ARCHIVED: dict[str, str] = {
     "visits.RepDistanceTally": "too-far visits by rep and distance bin: rebuilt from the visits by the import",
     "visits.ReviewTally": "flagged live visits by rep, rules, tier and decision: rebuilt from the visits by the import",
     "visits.OutcomeDistanceTally": "too-far visits by outcome and distance bin: rebuilt from the visits by the import",
+    "visits.MapCellTally": "located live visits by map cell, month, rep and status: rebuilt by the import",
     "visits.TallyState": "the time zone and far distance the tallies were built with: written by the import's rebuild",
     "visits.FlagWindow": "work queued for the next flag refresh; the import checks the flags against the rules",
     "visits.DirtyRep": "reps queued for the next flag refresh; the import checks the flags against the rules",

@@ -31,7 +31,7 @@ from django.db import models, transaction
 from django.utils import timezone
 
 from visits import triggers
-from visits.ingest import distance_tally, review_tally
+from visits.ingest import distance_tally, map_tally, review_tally
 from visits.models import AllTimeTally, MonthTally, TallyState, Visit, WeekTally, YearTally, column
 
 TRIGGER_NAMES = ("visits_tally_insert", "visits_tally_update_old", "visits_tally_update_new", "visits_tally_delete")
@@ -380,13 +380,14 @@ def local_days_fill(*, connection=default_connection, zone_name: str) -> int:
 def tallies_rebuild(*, connection=default_connection, days: bool = True) -> None:
     """Re-derive every local day for DISPLAY_TIME_ZONE (unless not `days`: an archive's import, of
     days made in this same zone, skips rewriting every visit) and rebuild the four tallies, the
-    distance tallies and the review tally from the visits, the far counts by today's DISTANCE_FAR_KM."""
+    distance tallies, the review tally and the map tally from the visits, the far counts by today's DISTANCE_FAR_KM."""
     zone_name = settings.DISPLAY_TIME_ZONE
     vendor = "postgresql" if connection.vendor == "postgresql" else "sqlite"
     with transaction.atomic(using=connection.alias):
         triggers_drop(connection=connection)  # the tallies are rebuilt below, not row by row
         # nor the review tally's statement triggers over every visit's new local day (PostgreSQL)
         review_tally.triggers_drop(connection=connection)
+        map_tally.triggers_drop(connection=connection)
         if days:
             local_days_fill(connection=connection, zone_name=zone_name)
         with connection.cursor() as cursor:
@@ -400,6 +401,7 @@ def tallies_rebuild(*, connection=default_connection, days: bool = True) -> None
             )
         distance_tally.distance_tally_rebuild(connection=connection)
         review_tally.review_tally_rebuild(connection=connection)
+        map_tally.map_tally_rebuild(connection=connection)
         triggers_install(connection=connection)
 
 
@@ -423,13 +425,17 @@ def tallies_current(*, connection=default_connection) -> bool:
 
 def tallies_ensure(*, connection=default_connection) -> None:
     """After `migrate` (TRIGGER_SET.after_migrate, once the triggers are back): the tallies
-    rebuilt if the time zone or DISTANCE_FAR_KM changed; else the review tally built if it never
-    was (migration 0020 adds it empty)."""
+    rebuilt if the time zone or DISTANCE_FAR_KM changed; else the review tally and the map tally
+    built if they never were (migrations 0020 and 0023 add them empty)."""
     if not tallies_current(connection=connection):
         tallies_rebuild(connection=connection)
-    elif review_tally.review_tally_unbuilt(connection=connection):
+        return
+    if review_tally.review_tally_unbuilt(connection=connection):
         with transaction.atomic(using=connection.alias):
             review_tally.review_tally_rebuild(connection=connection)
+    if map_tally.map_tally_unbuilt(connection=connection):
+        with transaction.atomic(using=connection.alias):
+            map_tally.map_tally_rebuild(connection=connection)
 
 
 TRIGGER_SET = triggers.TriggerSet(
@@ -443,6 +449,7 @@ TRIGGER_SET = triggers.TriggerSet(
         STATE_TABLE,
         *(t.table for t in distance_tally.BIN_TALLIES),
         review_tally.TABLE,
+        map_tally.TABLE,
     ),
     after_migrate=tallies_ensure,
 )

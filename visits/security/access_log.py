@@ -5,11 +5,13 @@ of TRIGGER_SET; only `access_log_purge` removes entries, once older than ACCESS_
 
 Logged (docs/PRIVACY.md says the same): a visit's page and its map document (`visit`), a rep's page
 (`rep`), the map document of the map and rep pages (`map`: the /map/ page itself shows counts, its
-positions come in the frame), every CSV (`csv`), a rep's data export (`export`); in the admin,
-the lists and pages of visits and flagged visits (`visit`: they show positions). Nothing else is
-logged: the reports, lists and address pages show figures and no coordinates, and the review
-queue draws a flagged visit's day without coordinates or a map, for reviewers, whose decisions
-keep their own record. Nothing reads the log but its CSV and admin list, for superusers.
+positions come in the frame; and each answer of the map's JSON, `/map/clusters.json` and
+`/map/points.json`, with its box and filters: a map panned writes an entry a view), every CSV
+(`csv`), a rep's data export (`export`); in the admin, the lists and pages of visits and flagged
+visits (`visit`: they show positions). Nothing else is logged: the reports, lists and address pages
+show figures and no coordinates, and the review queue draws a flagged visit's day without
+coordinates or a map, for reviewers, whose decisions keep their own record. Nothing reads the log
+but its CSV and admin list, for superusers.
 """
 
 from __future__ import annotations

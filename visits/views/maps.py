@@ -5,7 +5,7 @@ from django.shortcuts import render
 
 from visits.access import reports_required, scope_for_user, visit_for_user, visit_lookup_for_user
 from visits.models import AccessKind, Visit
-from visits.reports import maps
+from visits.reports import clusters, maps
 from visits.reports.filters import ReportFilters
 from visits.security.access_log import access_logged
 from visits.security.csp import map_document_response
@@ -41,3 +41,40 @@ def visit_summary(request: HttpRequest, visit_id: int) -> JsonResponse:
     """A visit's summary, for map popups that load it when opened."""
     visit = visit_for_user(request.user, visit_id, queryset=Visit.objects.only("id", "summary"))
     return JsonResponse({"id": visit.id, "summary": visit.summary})
+
+
+def _box_or_400(request: HttpRequest) -> tuple[clusters.Box, int] | JsonResponse:
+    try:
+        return clusters.box_parse(bbox=request.GET.get("bbox"), zoom=request.GET.get("zoom"))
+    except clusters.BoxError as problem:
+        return JsonResponse({"problems": [str(problem)]}, status=400)
+
+
+@reports_required
+@access_logged(AccessKind.MAP)
+@filtered
+def map_clusters(request: HttpRequest, filters: ReportFilters) -> JsonResponse:
+    """The clusters of the visits in a box at a zoom level (reports/clusters.py), for the map as it pans."""
+    parsed = _box_or_400(request)
+    if isinstance(parsed, JsonResponse):
+        return parsed
+    box, zoom = parsed
+    found = clusters.clusters_count(scope=scope_for_user(request.user, filters=filters), box=box, zoom=zoom)
+    body = {"total": found.total, "clusters": found.clusters}
+    return JsonResponse(body, json_dumps_params={"separators": (",", ":")})
+
+
+@reports_required
+@access_logged(AccessKind.MAP)
+@filtered
+def map_points(request: HttpRequest, filters: ReportFilters) -> JsonResponse:
+    """The single visits in a box, from MAP_POINTS_ZOOM on, with what their popups show."""
+    parsed = _box_or_400(request)
+    if isinstance(parsed, JsonResponse):
+        return parsed
+    box, zoom = parsed
+    if zoom < clusters.points_zoom():
+        problem = f"zoom must be at least {clusters.points_zoom()} (MAP_POINTS_ZOOM) for single visits"
+        return JsonResponse({"problems": [problem]}, status=400)
+    points = clusters.points_list(scope=scope_for_user(request.user, filters=filters), box=box)
+    return JsonResponse(points, json_dumps_params={"separators": (",", ":")})

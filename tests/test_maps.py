@@ -208,6 +208,11 @@ def test_only_vendored_assets_and_the_tile_setting(manager, settings):
     assert links and all(link.startswith(("/static/vendor/", "/static/js/")) for link in links), links
     assert "http://" not in html.replace("http-equiv", "") and "https://" not in html
     assert manager.get("/static/vendor/leaflet/leaflet.js").status_code == 200
+    # The offline basemap: read by the vendored topojson-client, fetched by the page around the frame.
+    assert '/static/vendor/topojson-client/topojson-client.min.js"' in html and "visitsdashBasemap(" in html
+    assert 'data-basemap-url="/static/vendor/world-atlas/countries-50m.json"' in manager.get("/map/").content.decode()
+    topology = json.loads(b"".join(manager.get("/static/vendor/world-atlas/countries-50m.json").streaming_content))
+    assert len(topology["objects"]["countries"]["geometries"]) == 241
     settings.MAP_TILES_URL = "https://tiles.example.com/{z}/{x}/{y}.png"
     assert "https://tiles.example.com/{z}/{x}/{y}.png" in frame(manager)
 

@@ -84,7 +84,36 @@ def test_markers_still_show_when_no_tile_can_be_fetched(live_server, watched, se
     frame.locator("path.leaflet-interactive").first.wait_for()
     assert frame.locator("path.leaflet-interactive").count() == 12
     assert page.locator(".legend").is_visible()
+    # A few tiles failed: the tile layer gives way to the offline basemap.
+    basemap_check(page, frame)
+    assert frame.locator("img.leaflet-tile").count() == 0
     assert not seen["outside"] and not seen["dialogs"]
+
+
+def basemap_check(page, frame) -> None:
+    """The offline basemap is drawn: Natural Earth's countries as paths on their own pane, beneath
+    the visits, and the map's background the sea."""
+    frame.locator(".leaflet-basemap-pane path.basemap-country").first.wait_for(state="attached")
+    assert frame.locator(".leaflet-basemap-pane path.basemap-country").count() > 200  # 241 countries
+    assert frame.locator(".leaflet-overlay-pane path.basemap-country").count() == 0
+    assert page.frames[1].evaluate("getComputedStyle(document.querySelector('.leaflet-container')).backgroundColor") \
+        == "rgb(220, 233, 242)"  # fmt: skip
+
+
+def test_the_offline_basemap_without_tiles(live_server, watched, settings, cast):
+    page, seen = watched
+    settings.MAP_TILES_URL = ""
+    visits_make()
+    sign_in(page, live_server, "/map/", cast=cast)
+    frame = page.frame_locator("iframe.map")
+    basemap_check(page, frame)
+    assert frame.locator("path.leaflet-interactive").count() == 12  # the visits above it, still clickable
+    frame.locator("path.leaflet-interactive").last.click()
+    popup_check(frame)
+    # One visit's map has it too.
+    page.goto(f"{live_server.url}/visits/1100/")
+    basemap_check(page, page.frame_locator("iframe.map"))
+    assert seen == {"outside": [], "errors": [], "dialogs": []}
 
 
 def test_a_popup_says_how_far_and_draws_the_customer_with_a_line(live_server, watched, settings, cast):

@@ -3,14 +3,38 @@
 (function () {
   "use strict";
 
-  // The map frames are sandboxed (no same-origin): they ask this page for a visit's summary,
-  // which this page fetches with the user's session and hands back as plain data.
+  // The map frames are sandboxed (no same-origin): they ask this page for a visit's summary and
+  // for the offline basemap, which this page fetches (with the user's session) and hands back as
+  // plain data. Only from the URLs on the frame's element: a frame names none.
+  var basemap = null; // the basemap's TopoJSON, fetched once for every frame of the page
+
+  function frameOf(source) {
+    return Array.prototype.find.call(document.querySelectorAll("iframe.map[data-summary-url]"), function (f) {
+      return f.contentWindow === source;
+    });
+  }
+
+  window.addEventListener("message", function (event) {
+    var data = event.data;
+    if (!data || data.visitsdash !== "basemap" || !Number.isSafeInteger(data.seq)) { return; }
+    var frame = frameOf(event.source);
+    if (!frame || !frame.dataset.basemapUrl) { return; }
+    function answer(ok, body) {
+      event.source.postMessage({visitsdash: "basemap", seq: data.seq, ok: ok, body: body}, "*");
+    }
+    basemap = basemap || fetch(frame.dataset.basemapUrl).then(function (r) {
+      return r.ok ? r.json() : Promise.reject(r.status);
+    });
+    basemap.then(function (topology) { answer(true, topology); }).catch(function () {
+      basemap = null; // asked again by the next frame
+      answer(false, null);
+    });
+  });
+
   window.addEventListener("message", function (event) {
     var data = event.data;
     if (!data || data.visitsdash !== "summary" || !Number.isSafeInteger(data.id) || data.id <= 0) { return; }
-    var frame = Array.prototype.find.call(document.querySelectorAll("iframe.map[data-summary-url]"), function (f) {
-      return f.contentWindow === event.source;
-    });
+    var frame = frameOf(event.source);
     if (!frame) { return; }
     function answer(ok, summary) {
       event.source.postMessage({visitsdash: "summary", id: data.id, ok: ok, summary: summary}, "*");

@@ -38,6 +38,64 @@
     summaryShow(data.id, data.ok ? (String(data.summary || "") || "(no summary)") : "(summary unavailable)");
   });
 
+  /* Questions to the page around the frame, answered by postMessage (static/js/app.js): the
+     offline basemap, and with the server's clusters, the visits in view. Each has a sequence
+     number; an answer to an older question than the last of its kind is dropped. */
+  var asked = {}; // kind -> {seq: the last question's number, done: its callback}
+  var seqNext = 1;
+  function parentAsk(kind, fields, done) {
+    var seq = seqNext++;
+    asked[kind] = {seq: seq, done: done};
+    var message = {visitsdash: kind, seq: seq};
+    Object.keys(fields).forEach(function (key) { message[key] = fields[key]; });
+    window.parent.postMessage(message, "*");
+  }
+  window.addEventListener("message", function (event) {
+    var data = event.data;
+    if (event.source !== window.parent || !data || typeof data.seq !== "number") { return; }
+    var question = asked[data.visitsdash];
+    if (!question || question.seq !== data.seq) { return; }
+    delete asked[data.visitsdash];
+    question.done(data.ok ? data.body : null);
+  });
+
+  /* The offline basemap: Natural Earth's countries (static/vendor/world-atlas) on a pane of their
+     own beneath the visits, on a sea-coloured map. Drawn at once without tiles (tiles null), or
+     when TILE_ERRORS_MAX of the tiles failed to load (an intranet without the tile server): the
+     tile layer is then removed. window.visitsdashBasemapDrawn is true once drawn. */
+  var TILE_ERRORS_MAX = 3;
+  window.visitsdashBasemap = function (map, options) {
+    var drawn = false;
+    function draw() {
+      if (drawn) { return; }
+      drawn = true;
+      if (options.tiles) { map.removeLayer(options.tiles); }
+      map.getContainer().style.background = "#dce9f2"; // the sea (CSSOM: allowed by the policy)
+      var pane = map.createPane("basemap");
+      pane.style.zIndex = 150; // beneath the tiles (200) and the visits (400)
+      pane.style.pointerEvents = "none";
+      function show(topology) {
+        if (!topology || !topology.objects || !topology.objects.countries) { return; }
+        var countries = topojson.feature(topology, topology.objects.countries);
+        L.geoJSON(countries, {pane: "basemap", interactive: false, attribution: "Natural Earth",
+          style: {className: "basemap-country", color: "#9aa5ad", weight: 0.8, fillColor: "#f4f1ea", fillOpacity: 1}
+        }).addTo(map);
+        window.visitsdashBasemapDrawn = true;
+      }
+      if (window.parent === window) { return; } // opened on its own: no page to fetch it
+      parentAsk("basemap", {}, show);
+    }
+    if (!options.tiles) {
+      draw();
+      return;
+    }
+    var errors = 0;
+    options.tiles.on("tileerror", function () {
+      errors += 1;
+      if (errors >= TILE_ERRORS_MAX) { draw(); }
+    });
+  };
+
   function summaryLoad(id, node) {
     (pending[id] = pending[id] || []).push(node);
     if (window.parent === window) { // opened on its own: there is no page to ask

@@ -8,7 +8,9 @@ Either way the browser builds the markers and their popups from one compact data
 summary is fetched when a popup opens). The too-far heat map counts every too-far visit in
 scope, whatever the drawing.
 
-Scripts and styles come from static/ (no CDN); tiles from MAP_TILES_URL, if set.
+Scripts and styles come from static/ (no CDN); tiles from MAP_TILES_URL, if set. Beneath the
+visits, when MAP_TILES_URL is empty or its tiles fail to load, the offline basemap: Natural
+Earth's countries (static/vendor/world-atlas), fetched once by the page around the frame.
 folium is imported by the functions that draw, when a process draws its first map: with branca,
 jinja2 and numpy it takes a quarter of a second, which every process importing the URLconf (any
 command's system checks, the worker's start) would otherwise pay (tests/test_startup.py).
@@ -77,6 +79,10 @@ def assets_localize() -> None:
         ("markercluster", static("vendor/leaflet.markercluster/leaflet.markercluster.js")),
         ("visit_map", static("js/visit-map.js")),
     ]
+    basemap_class().default_js = [
+        ("topojson_client", static("vendor/topojson-client/topojson-client.min.js")),
+        ("visit_map", static("js/visit-map.js")),
+    ]
     layer.default_css = [
         ("markercluster_css", static("vendor/leaflet.markercluster/MarkerCluster.css")),
         ("markercluster_default_css", static("vendor/leaflet.markercluster/MarkerCluster.Default.css")),
@@ -113,6 +119,33 @@ def visit_layer_class() -> type[Any]:  # a JSCSSMixin and folium Layer
     return VisitLayer
 
 
+@functools.cache  # one class per process, made when the first map is drawn (folium imported then)
+def basemap_class() -> type[Any]:  # a JSCSSMixin and folium MacroElement
+    from branca.element import MacroElement
+    from folium.elements import JSCSSMixin
+    from folium.template import Template
+
+    class Basemap(JSCSSMixin, MacroElement):
+        """The offline basemap (static/js/visit-map.js's visitsdashBasemap): the countries drawn
+        at once when there are no tiles, or after a few tiles failed to load."""
+
+        _template = Template(
+            """
+            {% macro script(this, kwargs) %}
+            visitsdashBasemap({{ this._parent.get_name() }}, {tiles: {{ this.tiles }}});
+            {% endmacro %}
+            """
+        )
+
+        def __init__(self, *, tiles: folium.TileLayer | None) -> None:
+            super().__init__()
+            self._name = "Basemap"
+            self.tiles = "null" if tiles is None else tiles.get_name()
+
+    return Basemap
+
+
+BASEMAP_FILE = "vendor/world-atlas/countries-50m.json"  # the iframes' data-basemap-url (visits_extras)
 DATA_BLOCK_ID = "visit-data"
 SCRIPT_RE = re.compile(r"<script>(.*?)</script>", re.S)
 STYLE_RE = re.compile(r"<style>(.*?)</style>", re.S)
@@ -241,10 +274,12 @@ def map_base(*, bounds: list[list[float]] | None, zoom: int = 4) -> folium.Map:
     # lands elsewhere (found by the browser tests, when the map is not wholly on screen).
     m = folium.Map(location=[20, 0] if bounds is None else None, zoom_start=2 if bounds is None else zoom,
                    tiles=None, control_scale=True, maxZoom=19, keyboard=False)  # fmt: skip
+    tiles = None
     if settings.MAP_TILES_URL:
-        folium.TileLayer(
+        tiles = folium.TileLayer(
             tiles=settings.MAP_TILES_URL, attr=settings.MAP_TILES_ATTRIBUTION, name="Map", max_zoom=19, control=False
         ).add_to(m)
+    basemap_class()(tiles=tiles).add_to(m)  # after the tiles: its script names their layer
     if bounds is not None:
         m.fit_bounds(bounds, max_zoom=15, padding=(20, 20))
     return m

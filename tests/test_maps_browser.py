@@ -91,13 +91,22 @@ def test_markers_still_show_when_no_tile_can_be_fetched(live_server, watched, se
 
 
 def basemap_check(page, frame) -> None:
-    """The offline basemap is drawn: Natural Earth's countries as paths on their own pane, beneath
-    the visits, and the map's background the sea."""
-    frame.locator(".leaflet-basemap-pane path.basemap-country").first.wait_for(state="attached")
-    assert frame.locator(".leaflet-basemap-pane path.basemap-country").count() > 200  # 241 countries
-    assert frame.locator(".leaflet-overlay-pane path.basemap-country").count() == 0
-    assert page.frames[1].evaluate("getComputedStyle(document.querySelector('.leaflet-container')).backgroundColor") \
-        == "rgb(220, 233, 242)"  # fmt: skip
+    """The offline basemap is drawn: Natural Earth's countries on a canvas on their own pane,
+    beneath the visits, land painted over part of it, the map's background the sea."""
+    inner = page.frames[1]  # the page's one map frame
+    inner.wait_for_function("() => window.visitsdashBasemapDrawn > 0")
+    assert inner.evaluate("() => window.visitsdashBasemapDrawn") == 241  # every country of the 1:50m set
+    assert frame.locator(".leaflet-basemap-pane canvas").count() == 1
+    assert frame.locator(".leaflet-overlay-pane canvas").count() == 0
+    land = inner.evaluate(
+        """() => { const c = document.querySelector('.leaflet-basemap-pane canvas');
+        const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+        let painted = 0; for (let i = 3; i < d.length; i += 4) { if (d[i] > 0) painted++; }
+        return painted / (d.length / 4); }"""
+    )
+    assert land > 0.01, land  # land painted (all of it in a city)
+    background = "getComputedStyle(document.querySelector('.leaflet-container')).backgroundColor"
+    assert inner.evaluate(f"() => {background}") == "rgb(220, 233, 242)"
 
 
 def test_the_offline_basemap_without_tiles(live_server, watched, settings, cast):

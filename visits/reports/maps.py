@@ -5,7 +5,9 @@ How a map is drawn depends on how many located visits it shows:
 - up to MAP_POINTS_MAX: the same rows, clustered;
 - beyond: the newest MAP_POINTS_MAX of them, clustered, and the page says "showing N of M".
 Either way the browser builds the markers and their popups from one compact data array (the
-summary is fetched when a popup opens). The too-far heat map counts every too-far visit in
+summary is fetched when a popup opens). With SERVER_CLUSTERS, the map document carries no visits:
+the browser asks the server for the clusters, or past POINTS_ZOOM the visits, in view
+(`server_data`: the contract static/js/visit-map.js reads). The too-far heat map counts every too-far visit in
 scope, whatever the drawing.
 
 Scripts and styles come from static/ (no CDN); tiles from MAP_TILES_URL, if set. Beneath the
@@ -104,15 +106,17 @@ def visit_layer_class() -> type[Any]:  # a JSCSSMixin and folium Layer
             """
             {% macro script(this, kwargs) %}
             var {{ this.get_name() }} = visitsdashVisits({{ this._parent.get_name() }},
-                {cluster: {{ this.cluster }}, customerAlways: {{ this.customer_always }}});
+                {cluster: {{ this.cluster }}, customerAlways: {{ this.customer_always }}, heat: {{ this.heat }}});
             {% endmacro %}
             """
         )
 
-        def __init__(self, *, cluster: bool, name: str, customer_always: bool = False) -> None:
+        def __init__(self, *, cluster: bool, name: str, customer_always: bool = False, heat: Any = None) -> None:
             super().__init__(name=name, overlay=True, control=True, show=True)
             self._name = "VisitLayer"
             self.cluster = "true" if cluster else "false"
+            # With the server's clusters: the heat layer drawn from their too-far counts (added before).
+            self.heat = "null" if heat is None else heat.get_name()
             # The customer's point and a line to it: always (one visit's map), or while a popup is open.
             self.customer_always = "true" if customer_always else "false"
 
@@ -293,6 +297,39 @@ def bounds_of(points) -> list[list[float]] | None:
     return [[min(lats), min(lngs)], [max(lats), max(lngs)]]
 
 
+# The feature switch of the server's clusters (issue 15): the map asks /map/clusters.json and
+# /map/points.json for what is in view. Off until those endpoints are merged.
+SERVER_CLUSTERS = False
+POINTS_ZOOM = 13  # from this zoom on, single visits (/map/points.json) instead of clusters
+
+
+def server_data() -> dict:
+    """The data block of a map drawn from the server's clusters: no visits, only how to draw them.
+    The page around the frame fetches `{map}clusters.json` and `{map}points.json` (static/js/app.js)."""
+    labels = dict(VerificationStatus.choices)
+    return {
+        "server": {"pointsZoom": POINTS_ZOOM, "tooFar": VerificationStatus.TOO_FAR.value},
+        "lookups": {
+            "statusKeys": [s.value for s in STATUS_ORDER],
+            "statuses": [labels[s] for s in STATUS_ORDER],
+            "colors": [STATUS_COLORS[s] for s in STATUS_ORDER],
+            "zone": settings.DISPLAY_TIME_ZONE,
+            "visitUrl": reverse("visits:visit", args=[0]),
+        },
+    }
+
+
+def server_bounds(scope: Scope) -> list[list[float]] | None:
+    from django.db.models import Max, Min
+
+    box = (
+        _located(scope)
+        .order_by()
+        .aggregate(s=Min("latitude"), w=Min("longitude"), n=Max("latitude"), e=Max("longitude"))
+    )
+    return None if box["s"] is None else [[box["s"], box["w"]], [box["n"], box["e"]]]
+
+
 def map_render(*, scope: Scope) -> MapDocument:
     """The whole map document (a page of its own, shown in an iframe)."""
     import folium
@@ -300,6 +337,12 @@ def map_render(*, scope: Scope) -> MapDocument:
 
     plan = map_plan(scope=scope)
     data = None
+    if SERVER_CLUSTERS and plan.mode != "empty":
+        m = map_base(bounds=server_bounds(scope))
+        heat_layer = HeatMap([], name="Too-far heat map", show=False, radius=18, blur=14, min_opacity=0.3).add_to(m)
+        visit_layer_class()(cluster=True, name="Visits by status", heat=heat_layer).add_to(m)
+        folium.LayerControl(collapsed=False).add_to(m)
+        return document_finish(m, data=server_data())
     if plan.mode == "empty":
         m = map_base(bounds=None)
     else:

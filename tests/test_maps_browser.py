@@ -160,3 +160,19 @@ def test_a_popup_says_how_far_and_draws_the_customer_with_a_line(live_server, wa
     assert one.locator(".leaflet-popup-content .distance").inner_text() == wanted
     assert wanted.endswith("km from the customer")
     assert seen == {"outside": [], "errors": [], "dialogs": []}
+
+
+def test_tiles_from_an_unreachable_server_give_way_to_the_basemap(live_server, watched, settings, cast):
+    """An intranet that cannot reach the tile server: its tiles fail (aborted here, so that nothing
+    leaves the machine) and the basemap is drawn; the watcher sees those requests, as it would
+    see any other request leaving 127.0.0.1."""
+    page, seen = watched
+    settings.MAP_TILES_URL = "https://tiles.invalid/{z}/{x}/{y}.png"
+    page.route("https://tiles.invalid/**", lambda route: route.abort())
+    visits_make()
+    sign_in(page, live_server, "/map/", cast=cast)
+    frame = page.frame_locator("iframe.map")
+    basemap_check(page, frame)
+    assert frame.locator("img.leaflet-tile").count() == 0
+    assert frame.locator("path.leaflet-interactive").count() == 12
+    assert seen["outside"] and all(url.startswith("https://tiles.invalid/") for url in seen["outside"])

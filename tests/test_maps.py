@@ -208,6 +208,11 @@ def test_only_vendored_assets_and_the_tile_setting(manager, settings):
     assert links and all(link.startswith(("/static/vendor/", "/static/js/")) for link in links), links
     assert "http://" not in html.replace("http-equiv", "") and "https://" not in html
     assert manager.get("/static/vendor/leaflet/leaflet.js").status_code == 200
+    # The offline basemap: read by the vendored topojson-client, fetched by the page around the frame.
+    assert '/static/vendor/topojson-client/topojson-client.min.js"' in html and "visitsdashBasemap(" in html
+    assert 'data-basemap-url="/static/vendor/world-atlas/countries-50m.json"' in manager.get("/map/").content.decode()
+    topology = json.loads(b"".join(manager.get("/static/vendor/world-atlas/countries-50m.json").streaming_content))
+    assert len(topology["objects"]["countries"]["geometries"]) == 241
     settings.MAP_TILES_URL = "https://tiles.example.com/{z}/{x}/{y}.png"
     assert "https://tiles.example.com/{z}/{x}/{y}.png" in frame(manager)
 
@@ -271,3 +276,21 @@ def test_distance_text_reads_as_the_pages_say_it():
     assert [distance_text(m) for m in (0, 249.6, 999.4, 999.6, 3_240, 12_345, 99_940, 250_400, 1_234_567)] == [
         "0 m", "250 m", "999 m", "1.0 km", "3.2 km", "12.3 km", "99.9 km", "250 km", "1,235 km",
     ]  # fmt: skip
+
+
+def test_with_the_server_clusters_the_document_carries_no_visit(manager, settings, monkeypatch):
+    """SERVER_CLUSTERS: the data block says how to ask for the visits in view, and holds none of
+    them (no name, no position); the page's iframe names the endpoints the page fetches."""
+    visits_make()
+    monkeypatch.setattr(maps, "SERVER_CLUSTERS", True)
+    html = frame(manager, "rep=900")
+    block = json.loads(re.search(r'<script type="application/json" id="visit-data">(.*?)</script>', html).group(1))
+    assert block["server"] == {"pointsZoom": maps.POINTS_ZOOM, "tooFar": "resource_location_too_far"}
+    # Chicago is inside the bounds the map opens on, never one of their edges: no visit's position is in it.
+    assert "rows" not in block and PAYLOAD not in html and str(PLACES[0][0]) not in html
+    assert block["lookups"]["statusKeys"][1] == "resource_location_too_far"
+    assert re.search(r"heat: heat_map_\w+\}", html)  # the heat layer, drawn from the clusters
+    page = manager.get("/map/?rep=900").content.decode()
+    assert 'data-clusters-url="/map/clusters.json" data-points-url="/map/points.json"' in page
+    monkeypatch.setattr(maps, "SERVER_CLUSTERS", False)
+    assert map_data(frame(manager, "rep=900"))[0]  # today's drawing: the rows in the document

@@ -84,7 +84,45 @@ def test_markers_still_show_when_no_tile_can_be_fetched(live_server, watched, se
     frame.locator("path.leaflet-interactive").first.wait_for()
     assert frame.locator("path.leaflet-interactive").count() == 12
     assert page.locator(".legend").is_visible()
+    # A few tiles failed: the tile layer gives way to the offline basemap.
+    basemap_check(page, frame)
+    assert frame.locator("img.leaflet-tile").count() == 0
     assert not seen["outside"] and not seen["dialogs"]
+
+
+def basemap_check(page, frame) -> None:
+    """The offline basemap is drawn: Natural Earth's countries on a canvas on their own pane,
+    beneath the visits, land painted over part of it, the map's background the sea."""
+    inner = page.frames[1]  # the page's one map frame
+    inner.wait_for_function("() => window.visitsdashBasemapDrawn > 0")
+    assert inner.evaluate("() => window.visitsdashBasemapDrawn") == 241  # every country of the 1:50m set
+    assert frame.locator(".leaflet-basemap-pane canvas").count() == 1
+    assert frame.locator(".leaflet-overlay-pane canvas").count() == 0
+    land = inner.evaluate(
+        """() => { const c = document.querySelector('.leaflet-basemap-pane canvas');
+        const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+        let painted = 0; for (let i = 3; i < d.length; i += 4) { if (d[i] > 0) painted++; }
+        return painted / (d.length / 4); }"""
+    )
+    assert land > 0.01, land  # land painted (all of it in a city)
+    background = "getComputedStyle(document.querySelector('.leaflet-container')).backgroundColor"
+    assert inner.evaluate(f"() => {background}") == "rgb(220, 233, 242)"
+
+
+def test_the_offline_basemap_without_tiles(live_server, watched, settings, cast):
+    page, seen = watched
+    settings.MAP_TILES_URL = ""
+    visits_make()
+    sign_in(page, live_server, "/map/", cast=cast)
+    frame = page.frame_locator("iframe.map")
+    basemap_check(page, frame)
+    assert frame.locator("path.leaflet-interactive").count() == 12  # the visits above it, still clickable
+    frame.locator("path.leaflet-interactive").last.click()
+    popup_check(frame)
+    # One visit's map has it too.
+    page.goto(f"{live_server.url}/visits/1100/")
+    basemap_check(page, page.frame_locator("iframe.map"))
+    assert seen == {"outside": [], "errors": [], "dialogs": []}
 
 
 def test_a_popup_says_how_far_and_draws_the_customer_with_a_line(live_server, watched, settings, cast):
@@ -122,3 +160,19 @@ def test_a_popup_says_how_far_and_draws_the_customer_with_a_line(live_server, wa
     assert one.locator(".leaflet-popup-content .distance").inner_text() == wanted
     assert wanted.endswith("km from the customer")
     assert seen == {"outside": [], "errors": [], "dialogs": []}
+
+
+def test_tiles_from_an_unreachable_server_give_way_to_the_basemap(live_server, watched, settings, cast):
+    """An intranet that cannot reach the tile server: its tiles fail (aborted here, so that nothing
+    leaves the machine) and the basemap is drawn; the watcher sees those requests, as it would
+    see any other request leaving 127.0.0.1."""
+    page, seen = watched
+    settings.MAP_TILES_URL = "https://tiles.invalid/{z}/{x}/{y}.png"
+    page.route("https://tiles.invalid/**", lambda route: route.abort())
+    visits_make()
+    sign_in(page, live_server, "/map/", cast=cast)
+    frame = page.frame_locator("iframe.map")
+    basemap_check(page, frame)
+    assert frame.locator("img.leaflet-tile").count() == 0
+    assert frame.locator("path.leaflet-interactive").count() == 12
+    assert seen["outside"] and all(url.startswith("https://tiles.invalid/") for url in seen["outside"])

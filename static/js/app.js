@@ -3,14 +3,82 @@
 (function () {
   "use strict";
 
-  // The map frames are sandboxed (no same-origin): they ask this page for a visit's summary,
-  // which this page fetches with the user's session and hands back as plain data.
+  // The map frames are sandboxed (no same-origin): they ask this page for a visit's summary and
+  // for the offline basemap, which this page fetches (with the user's session) and hands back as
+  // plain data. Only from the URLs on the frame's element: a frame names none.
+  var basemap = null; // the basemap's TopoJSON, fetched once for every frame of the page
+
+  function frameOf(source) {
+    return Array.prototype.find.call(document.querySelectorAll("iframe.map[data-summary-url]"), function (f) {
+      return f.contentWindow === source;
+    });
+  }
+
+  window.addEventListener("message", function (event) {
+    var data = event.data;
+    if (!data || data.visitsdash !== "basemap" || !Number.isSafeInteger(data.seq)) { return; }
+    var frame = frameOf(event.source);
+    if (!frame || !frame.dataset.basemapUrl) { return; }
+    function answer(ok, body) {
+      event.source.postMessage({visitsdash: "basemap", seq: data.seq, ok: ok, body: body}, "*");
+    }
+    basemap = basemap || fetch(frame.dataset.basemapUrl).then(function (r) {
+      return r.ok ? r.json() : Promise.reject(r.status);
+    });
+    basemap.then(function (topology) { answer(true, topology); }).catch(function () {
+      basemap = null; // asked again by the next frame
+      answer(false, null);
+    });
+  });
+
+  // The visits in view, for a map drawn from the server's clusters (static/js/visit-map.js): the
+  // clusters or the points of the frame's box and zoom, with the frame's own filters (its query
+  // string). The frame's previous request is aborted; the legend's "in view" line shows the totals.
+  var inFlight = new Map(); // frame -> the AbortController of its request
+
+  function inViewShow(body) {
+    var note = document.querySelector("[data-in-view]");
+    if (!note || typeof body.total !== "number") { return; }
+    note.textContent = body.total.toLocaleString("en-US") + " visit" + (body.total === 1 ? "" : "s") + " in view";
+    note.hidden = false;
+  }
+
+  window.addEventListener("message", function (event) {
+    var data = event.data;
+    if (!data || data.visitsdash !== "view" || !Number.isSafeInteger(data.seq)) { return; }
+    var frame = frameOf(event.source);
+    var url = frame && (data.kind === "points" ? frame.dataset.pointsUrl : data.kind === "clusters" ? frame.dataset.clustersUrl : null);
+    var box = data.bbox;
+    if (!url || !Array.isArray(box) || box.length !== 4 || !box.every(Number.isFinite) || !Number.isSafeInteger(data.zoom)) {
+      return;
+    }
+    var target = new URL(url, window.location.href);
+    new URL(frame.src, window.location.href).searchParams.forEach(function (value, key) {
+      target.searchParams.append(key, value);
+    });
+    target.searchParams.set("bbox", box.map(function (x) { return x.toFixed(6); }).join(","));
+    target.searchParams.set("zoom", String(data.zoom));
+    if (inFlight.has(frame)) { inFlight.get(frame).abort(); }
+    var controller = new AbortController();
+    inFlight.set(frame, controller);
+    function answer(ok, body) {
+      event.source.postMessage({visitsdash: "view", seq: data.seq, ok: ok, body: body}, "*");
+    }
+    fetch(target, {credentials: "same-origin", signal: controller.signal})
+      .then(function (r) { return r.ok ? r.json() : Promise.reject(r.status); })
+      .then(function (body) {
+        if (data.kind === "clusters") { inViewShow(body); }
+        answer(true, body);
+      })
+      .catch(function (error) {
+        if (!(error && error.name === "AbortError")) { answer(false, null); }
+      });
+  });
+
   window.addEventListener("message", function (event) {
     var data = event.data;
     if (!data || data.visitsdash !== "summary" || !Number.isSafeInteger(data.id) || data.id <= 0) { return; }
-    var frame = Array.prototype.find.call(document.querySelectorAll("iframe.map[data-summary-url]"), function (f) {
-      return f.contentWindow === event.source;
-    });
+    var frame = frameOf(event.source);
     if (!frame) { return; }
     function answer(ok, summary) {
       event.source.postMessage({visitsdash: "summary", id: data.id, ok: ok, summary: summary}, "*");

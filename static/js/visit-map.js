@@ -38,6 +38,66 @@
     summaryShow(data.id, data.ok ? (String(data.summary || "") || "(no summary)") : "(summary unavailable)");
   });
 
+  /* Questions to the page around the frame, answered by postMessage (static/js/app.js): the
+     offline basemap, and with the server's clusters, the visits in view. Each has a sequence
+     number; an answer to an older question than the last of its kind is dropped. */
+  var asked = {}; // kind -> {seq: the last question's number, done: its callback}
+  var seqNext = 1;
+  function parentAsk(kind, fields, done) {
+    var seq = seqNext++;
+    asked[kind] = {seq: seq, done: done};
+    var message = {visitsdash: kind, seq: seq};
+    Object.keys(fields).forEach(function (key) { message[key] = fields[key]; });
+    window.parent.postMessage(message, "*");
+  }
+  window.addEventListener("message", function (event) {
+    var data = event.data;
+    if (event.source !== window.parent || !data || typeof data.seq !== "number") { return; }
+    var question = asked[data.visitsdash];
+    if (!question || question.seq !== data.seq) { return; }
+    delete asked[data.visitsdash];
+    question.done(data.ok ? data.body : null);
+  });
+
+  /* The offline basemap: Natural Earth's countries (static/vendor/world-atlas) on a pane of their
+     own beneath the visits, on a sea-coloured map. Drawn at once without tiles (tiles null), or
+     when TILE_ERRORS_MAX of the tiles failed to load (an intranet without the tile server): the
+     tile layer is then removed. window.visitsdashBasemapDrawn: the number of countries drawn. */
+  var TILE_ERRORS_MAX = 3;
+  window.visitsdashBasemap = function (map, options) {
+    var drawn = false;
+    function draw() {
+      if (drawn) { return; }
+      drawn = true;
+      if (options.tiles) { map.removeLayer(options.tiles); }
+      map.getContainer().style.background = "#dce9f2"; // the sea (CSSOM: allowed by the policy)
+      var pane = map.createPane("basemap");
+      pane.style.zIndex = 150; // beneath the tiles (200) and the visits (400)
+      pane.style.pointerEvents = "none";
+      function show(topology) {
+        if (!topology || !topology.objects || !topology.objects.countries) { return; }
+        var countries = topojson.feature(topology, topology.objects.countries);
+        // On a canvas of its own: as SVG, the world's 160,000 points took seconds to redraw at each move.
+        var renderer = L.canvas({pane: "basemap"});
+        var drawnLayer = L.geoJSON(countries, {pane: "basemap", renderer: renderer, interactive: false,
+          attribution: "Natural Earth", style: {color: "#9aa5ad", weight: 0.8, fillColor: "#f4f1ea", fillOpacity: 1}
+        }).addTo(map);
+        window.visitsdashBasemapDrawn = drawnLayer.getLayers().length; // the countries drawn
+      }
+      if (window.parent === window) { return; } // opened on its own: no page to fetch it
+      parentAsk("basemap", {}, show);
+    }
+    if (!options.tiles) {
+      draw();
+      return;
+    }
+    var errors = 0;
+    options.tiles.on("tileerror", function () {
+      errors += 1;
+      if (errors >= TILE_ERRORS_MAX) { draw(); }
+    });
+  };
+
   function summaryLoad(id, node) {
     (pending[id] = pending[id] || []).push(node);
     if (window.parent === window) { // opened on its own: there is no page to ask
@@ -47,6 +107,136 @@
     window.parent.postMessage({visitsdash: "summary", id: id}, "*");
   }
 
+  /* A visit's popup: v = {id, rep, date, outcome (null: none), status (its label), metres (null:
+     unknown)}, every text set as text. */
+  function visitPopup(v, look, time) {
+    var box = document.createElement("div");
+    box.className = "visit-popup";
+    line(box, "strong", v.rep);
+    line(box, "div", time.format(v.date).replace(",", "") + " (" + look.zone + ")");
+    line(box, "div", v.outcome === null ? "(no outcome)" : v.outcome);
+    line(box, "div", v.status, "status");
+    if (v.metres !== null) { line(box, "div", distanceText(v.metres) + " from the customer", "distance"); }
+    summaryLoad(v.id, line(box, "div", "…", "summary"));
+    var link = line(box, "a", "Open the visit");
+    link.href = look.visitUrl.replace("/0/", "/" + v.id + "/");
+    link.target = "_top";
+    return box;
+  }
+
+  function customerDrawn(visit, point) {
+    return L.layerGroup([
+      L.polyline([visit, point], {className: "visit-customer-line", color: "#2b6cb0", weight: 2,
+        dashArray: "6 4", interactive: false}),
+      L.circleMarker(point, {className: "visit-customer", radius: 8, weight: 3, color: "#2b6cb0",
+        fillColor: "#fff", fillOpacity: 1, interactive: false})
+    ]);
+  }
+
+  /* The visits in view, from the server (the data block's "server"): on load and after each move
+     or zoom (debounced), the page around the frame is asked for /map/clusters.json, or from
+     pointsZoom on for /map/points.json, with the page's filters, the box and the zoom; an older
+     answer is dropped (and its request aborted by the page). Clusters are circles sized by their
+     count, in their most common status's colour, the count as text; a click zooms in. Points are
+     the visits with their popups, the customer's point while one is open. options.heat (the too-far
+     heat layer) is drawn from the clusters' too-far counts. */
+  function serverVisits(map, options, block) {
+    var look = block.lookups, server = block.server;
+    var time = new Intl.DateTimeFormat("en-CA", {timeZone: look.zone, year: "numeric", month: "2-digit",
+      day: "2-digit", hour: "2-digit", minute: "2-digit", hour12: false});
+    var statusIndex = {};
+    look.statusKeys.forEach(function (key, i) { statusIndex[key] = i; });
+    var layer = L.featureGroup().addTo(map);
+    var shown = null; // the open popup's customer layer
+    map.on("popupclose", function () {
+      if (shown) { map.removeLayer(shown); shown = null; }
+    });
+
+    function clusterIcon(cluster) {
+      var top = null;
+      Object.keys(cluster.statuses || {}).forEach(function (key) {
+        if (statusIndex[key] !== undefined && (top === null || cluster.statuses[key] > cluster.statuses[top])) { top = key; }
+      });
+      var size = Math.round(22 + 8 * Math.log10(Math.max(1, cluster.count)));
+      var node = document.createElement("div");
+      node.className = "visit-cluster";
+      node.textContent = String(cluster.count);
+      // CSSOM, not a style attribute: the policy allows no inline style.
+      node.style.background = top === null ? "#555" : look.colors[statusIndex[top]];
+      node.style.width = node.style.height = node.style.lineHeight = size + "px";
+      node.style.borderRadius = "50%";
+      node.style.border = "2px solid #fff";
+      node.style.color = "#fff";
+      node.style.font = "bold 12px sans-serif";
+      node.style.textAlign = "center";
+      node.style.opacity = "0.9";
+      return L.divIcon({html: node, className: "visit-cluster-icon", iconSize: [size + 4, size + 4]});
+    }
+
+    function clustersDraw(body) {
+      var heat = [];
+      (body.clusters || []).forEach(function (c) {
+        var marker = L.marker([c.lat, c.lon], {icon: clusterIcon(c), keyboard: false});
+        marker.on("click", function () { map.setView([c.lat, c.lon], Math.min(map.getZoom() + 2, map.getMaxZoom())); });
+        layer.addLayer(marker);
+        var far = (c.statuses || {})[server.tooFar];
+        if (far > 0) { heat.push([c.lat, c.lon, far]); }
+      });
+      if (options.heat) { options.heat.setLatLngs(heat); }
+    }
+
+    function pointsDraw(body) {
+      var heat = [];
+      (body.points || []).forEach(function (p) {
+        var index = statusIndex[p.status];
+        var marker = L.circleMarker([p.lat, p.lon], {radius: 7, weight: 1, color: "#fff",
+          fillColor: index === undefined ? "#555" : look.colors[index], fillOpacity: 0.9});
+        marker.on("click", function () {
+          var v = {id: p.id, rep: String(p.rep), date: new Date(p.visited_at),
+            outcome: p.outcome === null || p.outcome === undefined ? null : String(p.outcome),
+            status: index === undefined ? String(p.status) : look.statuses[index],
+            metres: typeof p.distance_m === "number" ? p.distance_m : null};
+          L.popup({maxWidth: 320}).setLatLng([p.lat, p.lon]).setContent(visitPopup(v, look, time)).openOn(map);
+          if (p.customer) {
+            shown = customerDrawn([p.lat, p.lon], p.customer);
+            shown.addTo(map);
+          }
+        });
+        marker.bindTooltip(function () {
+          var node = document.createElement("span");
+          node.textContent = String(p.rep);
+          return node;
+        });
+        layer.addLayer(marker);
+        if (p.status === server.tooFar) { heat.push([p.lat, p.lon, 1]); }
+      });
+      if (options.heat) { options.heat.setLatLngs(heat); }
+    }
+
+    function ask() {
+      var b = map.getBounds(), zoom = map.getZoom();
+      function clamp(x, low, high) { return Math.max(low, Math.min(high, x)); }
+      var bbox = [clamp(b.getWest(), -180, 180), clamp(b.getSouth(), -90, 90),
+        clamp(b.getEast(), -180, 180), clamp(b.getNorth(), -90, 90)];
+      var kind = zoom >= server.pointsZoom ? "points" : "clusters";
+      parentAsk("view", {kind: kind, bbox: bbox, zoom: zoom}, function (body) {
+        if (!body) { return; } // failed: what is drawn stays
+        layer.clearLayers();
+        if (kind === "points") { pointsDraw(body); } else { clustersDraw(body); }
+        window.visitsdashLoaded = true;
+        window.visitsdashDraws = (window.visitsdashDraws || 0) + 1; // for the tests and the bench
+        window.visitsdashDrawn = kind;
+      });
+    }
+    var timer = null;
+    map.on("moveend zoomend", function () {
+      clearTimeout(timer);
+      timer = setTimeout(ask, 250);
+    });
+    if (window.parent !== window) { ask(); }
+    return layer;
+  }
+
   /* Adds the visits to `map` and returns their layer: clustered (options.cluster) or one
      circle marker each. Rows are [lat, lng, status, rep, outcome, minutes since 1970, visit id,
      customer, metres from it], status, rep, outcome and customer indexes into the lookup lists
@@ -54,6 +244,7 @@
      drawn while the visit's popup is open, or always (options.customerAlways: one visit's map). */
   window.visitsdashVisits = function (map, options) {
     var block = JSON.parse(document.getElementById("visit-data").textContent);
+    if (block.server) { return serverVisits(map, options, block); }
     var data = block.rows, look = block.lookups;
     var time = new Intl.DateTimeFormat("en-CA", {timeZone: look.zone, year: "numeric", month: "2-digit",
       day: "2-digit", hour: "2-digit", minute: "2-digit", hour12: false});
@@ -61,30 +252,15 @@
     function repName(row) { return look.reps[row[3]]; }
 
     function popup(row) {
-      var box = document.createElement("div");
-      box.className = "visit-popup";
-      line(box, "strong", repName(row));
-      line(box, "div", time.format(new Date(row[5] * 60000)).replace(",", "") + " (" + look.zone + ")");
-      line(box, "div", row[4] < 0 ? "(no outcome)" : look.outcomes[row[4]]);
-      line(box, "div", look.statuses[row[2]], "status");
-      if (row[8] >= 0) { line(box, "div", distanceText(row[8]) + " from the customer", "distance"); }
-      summaryLoad(row[6], line(box, "div", "…", "summary"));
-      var link = line(box, "a", "Open the visit");
-      link.href = look.visitUrl.replace("/0/", "/" + row[6] + "/");
-      link.target = "_top";
-      return box;
+      return visitPopup({id: row[6], rep: repName(row), date: new Date(row[5] * 60000),
+        outcome: row[4] < 0 ? null : look.outcomes[row[4]], status: look.statuses[row[2]],
+        metres: row[8] >= 0 ? row[8] : null}, look, time);
     }
 
     var customers = look.customers || [];
     function customerLayer(row) {
       if (!(row[7] >= 0)) { return null; }
-      var point = customers[row[7]];
-      return L.layerGroup([
-        L.polyline([[row[0], row[1]], point], {className: "visit-customer-line", color: "#2b6cb0", weight: 2,
-          dashArray: "6 4", interactive: false}),
-        L.circleMarker(point, {className: "visit-customer", radius: 8, weight: 3, color: "#2b6cb0",
-          fillColor: "#fff", fillOpacity: 1, interactive: false})
-      ]);
+      return customerDrawn([row[0], row[1]], customers[row[7]]);
     }
     var shown = null; // the open popup's customer layer
     map.on("popupclose", function () {

@@ -5,10 +5,14 @@ How a map is drawn depends on how many located visits it shows:
 - up to MAP_POINTS_MAX: the same rows, clustered;
 - beyond: the newest MAP_POINTS_MAX of them, clustered, and the page says "showing N of M".
 Either way the browser builds the markers and their popups from one compact data array (the
-summary is fetched when a popup opens). The too-far heat map counts every too-far visit in
+summary is fetched when a popup opens). With SERVER_CLUSTERS, the map document carries no visits:
+the browser asks the server for the clusters, or past POINTS_ZOOM the visits, in view
+(`server_data`: the contract static/js/visit-map.js reads). The too-far heat map counts every too-far visit in
 scope, whatever the drawing.
 
-Scripts and styles come from static/ (no CDN); tiles from MAP_TILES_URL, if set.
+Scripts and styles come from static/ (no CDN); tiles from MAP_TILES_URL, if set. Beneath the
+visits, when MAP_TILES_URL is empty or its tiles fail to load, the offline basemap: Natural
+Earth's countries (static/vendor/world-atlas), fetched once by the page around the frame.
 folium is imported by the functions that draw, when a process draws its first map: with branca,
 jinja2 and numpy it takes a quarter of a second, which every process importing the URLconf (any
 command's system checks, the worker's start) would otherwise pay (tests/test_startup.py).
@@ -77,6 +81,10 @@ def assets_localize() -> None:
         ("markercluster", static("vendor/leaflet.markercluster/leaflet.markercluster.js")),
         ("visit_map", static("js/visit-map.js")),
     ]
+    basemap_class().default_js = [
+        ("topojson_client", static("vendor/topojson-client/topojson-client.min.js")),
+        ("visit_map", static("js/visit-map.js")),
+    ]
     layer.default_css = [
         ("markercluster_css", static("vendor/leaflet.markercluster/MarkerCluster.css")),
         ("markercluster_default_css", static("vendor/leaflet.markercluster/MarkerCluster.Default.css")),
@@ -98,21 +106,50 @@ def visit_layer_class() -> type[Any]:  # a JSCSSMixin and folium Layer
             """
             {% macro script(this, kwargs) %}
             var {{ this.get_name() }} = visitsdashVisits({{ this._parent.get_name() }},
-                {cluster: {{ this.cluster }}, customerAlways: {{ this.customer_always }}});
+                {cluster: {{ this.cluster }}, customerAlways: {{ this.customer_always }}, heat: {{ this.heat }}});
             {% endmacro %}
             """
         )
 
-        def __init__(self, *, cluster: bool, name: str, customer_always: bool = False) -> None:
+        def __init__(self, *, cluster: bool, name: str, customer_always: bool = False, heat: Any = None) -> None:
             super().__init__(name=name, overlay=True, control=True, show=True)
             self._name = "VisitLayer"
             self.cluster = "true" if cluster else "false"
+            # With the server's clusters: the heat layer drawn from their too-far counts (added before).
+            self.heat = "null" if heat is None else heat.get_name()
             # The customer's point and a line to it: always (one visit's map), or while a popup is open.
             self.customer_always = "true" if customer_always else "false"
 
     return VisitLayer
 
 
+@functools.cache  # one class per process, made when the first map is drawn (folium imported then)
+def basemap_class() -> type[Any]:  # a JSCSSMixin and folium MacroElement
+    from branca.element import MacroElement
+    from folium.elements import JSCSSMixin
+    from folium.template import Template
+
+    class Basemap(JSCSSMixin, MacroElement):
+        """The offline basemap (static/js/visit-map.js's visitsdashBasemap): the countries drawn
+        at once when there are no tiles, or after a few tiles failed to load."""
+
+        _template = Template(
+            """
+            {% macro script(this, kwargs) %}
+            visitsdashBasemap({{ this._parent.get_name() }}, {tiles: {{ this.tiles }}});
+            {% endmacro %}
+            """
+        )
+
+        def __init__(self, *, tiles: folium.TileLayer | None) -> None:
+            super().__init__()
+            self._name = "Basemap"
+            self.tiles = "null" if tiles is None else tiles.get_name()
+
+    return Basemap
+
+
+BASEMAP_FILE = "vendor/world-atlas/countries-50m.json"  # the iframes' data-basemap-url (visits_extras)
 DATA_BLOCK_ID = "visit-data"
 SCRIPT_RE = re.compile(r"<script>(.*?)</script>", re.S)
 STYLE_RE = re.compile(r"<style>(.*?)</style>", re.S)
@@ -241,10 +278,12 @@ def map_base(*, bounds: list[list[float]] | None, zoom: int = 4) -> folium.Map:
     # lands elsewhere (found by the browser tests, when the map is not wholly on screen).
     m = folium.Map(location=[20, 0] if bounds is None else None, zoom_start=2 if bounds is None else zoom,
                    tiles=None, control_scale=True, maxZoom=19, keyboard=False)  # fmt: skip
+    tiles = None
     if settings.MAP_TILES_URL:
-        folium.TileLayer(
+        tiles = folium.TileLayer(
             tiles=settings.MAP_TILES_URL, attr=settings.MAP_TILES_ATTRIBUTION, name="Map", max_zoom=19, control=False
         ).add_to(m)
+    basemap_class()(tiles=tiles).add_to(m)  # after the tiles: its script names their layer
     if bounds is not None:
         m.fit_bounds(bounds, max_zoom=15, padding=(20, 20))
     return m
@@ -258,6 +297,39 @@ def bounds_of(points) -> list[list[float]] | None:
     return [[min(lats), min(lngs)], [max(lats), max(lngs)]]
 
 
+# The feature switch of the server's clusters (issue 15): the map asks /map/clusters.json and
+# /map/points.json for what is in view. Off until those endpoints are merged.
+SERVER_CLUSTERS = False
+POINTS_ZOOM = 13  # from this zoom on, single visits (/map/points.json) instead of clusters
+
+
+def server_data() -> dict:
+    """The data block of a map drawn from the server's clusters: no visits, only how to draw them.
+    The page around the frame fetches `{map}clusters.json` and `{map}points.json` (static/js/app.js)."""
+    labels = dict(VerificationStatus.choices)
+    return {
+        "server": {"pointsZoom": POINTS_ZOOM, "tooFar": VerificationStatus.TOO_FAR.value},
+        "lookups": {
+            "statusKeys": [s.value for s in STATUS_ORDER],
+            "statuses": [labels[s] for s in STATUS_ORDER],
+            "colors": [STATUS_COLORS[s] for s in STATUS_ORDER],
+            "zone": settings.DISPLAY_TIME_ZONE,
+            "visitUrl": reverse("visits:visit", args=[0]),
+        },
+    }
+
+
+def server_bounds(scope: Scope) -> list[list[float]] | None:
+    from django.db.models import Max, Min
+
+    box = (
+        _located(scope)
+        .order_by()
+        .aggregate(s=Min("latitude"), w=Min("longitude"), n=Max("latitude"), e=Max("longitude"))
+    )
+    return None if box["s"] is None else [[box["s"], box["w"]], [box["n"], box["e"]]]
+
+
 def map_render(*, scope: Scope) -> MapDocument:
     """The whole map document (a page of its own, shown in an iframe)."""
     import folium
@@ -265,6 +337,12 @@ def map_render(*, scope: Scope) -> MapDocument:
 
     plan = map_plan(scope=scope)
     data = None
+    if SERVER_CLUSTERS and plan.mode != "empty":
+        m = map_base(bounds=server_bounds(scope))
+        heat_layer = HeatMap([], name="Too-far heat map", show=False, radius=18, blur=14, min_opacity=0.3).add_to(m)
+        visit_layer_class()(cluster=True, name="Visits by status", heat=heat_layer).add_to(m)
+        folium.LayerControl(collapsed=False).add_to(m)
+        return document_finish(m, data=server_data())
     if plan.mode == "empty":
         m = map_base(bounds=None)
     else:

@@ -5,6 +5,7 @@ from datetime import datetime
 from django import template
 from django.conf import settings
 from django.contrib.humanize.templatetags.humanize import intcomma
+from django.templatetags.static import static
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import escape, format_html
@@ -14,6 +15,7 @@ from django.utils.timesince import timesince
 from visits import access
 from visits.geo.distance import distance_text
 from visits.models import AcceptReason
+from visits.reports.maps import BASEMAP_FILE
 from visits.security.csp import MAP_SANDBOX
 
 register = template.Library()
@@ -109,8 +111,17 @@ def offset_text(minutes: float) -> str:
 
 @register.simple_tag
 def map_frame_attrs() -> str:
-    """A map iframe's sandbox, and where the page fetches a summary for it (static/js/app.js)."""
-    return format_html('sandbox="{}" data-summary-url="{}"', MAP_SANDBOX, reverse("visits:visit_summary", args=[0]))
+    """A map iframe's sandbox, and where the page fetches a summary, the offline basemap and the
+    visits in view for it (static/js/app.js)."""
+    map_url = reverse("visits:map")
+    return format_html(
+        'sandbox="{}" data-summary-url="{}" data-basemap-url="{}" data-clusters-url="{}" data-points-url="{}"',
+        MAP_SANDBOX,
+        reverse("visits:visit_summary", args=[0]),
+        static(BASEMAP_FILE),
+        f"{map_url}clusters.json",  # the server's clusters and points in view (reports/maps.py's SERVER_CLUSTERS)
+        f"{map_url}points.json",
+    )
 
 
 @register.simple_tag

@@ -5,7 +5,7 @@ new page cannot slip by. (How fast the pages are at a million visits is bench/pa
 
 import fnmatch
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 from axes.models import AccessAttempt, AccessFailureLog, AccessLog
@@ -27,7 +27,9 @@ from visits.models import (
     Customer,
     DecisionKind,
     Gap,
+    MailSent,
     Outcome,
+    RateAlert,
     RejectedItem,
     Rep,
     Stream,
@@ -140,6 +142,14 @@ class World:
             AccessLog.objects.create(**who, username=f"user-{n}")
             AccessFailureLog.objects.create(**who, username=f"user-{n}", locked_out=False)
             AccessLogEntry.objects.create(username=f"user-{n}", kind="visit", path=f"/visits/{n}/", object_id=n)
+            alert = RateAlert.objects.create(
+                rep_id=rep_id(n), week=date(2026, 1, 5) + timedelta(weeks=n), visits_before=20, far_before=1,
+                visits_after=20, far_after=9,
+            )  # fmt: skip
+            MailSent.objects.create(
+                username=f"user-{n}", to=f"user-{n}@example.com", kind="rate_alert", week=alert.week,
+                rate_alert=alert, subject=f"alert {n}", ok=True,
+            )  # fmt: skip
 
 
 def admin_lists() -> dict[str, list[str]]:

@@ -124,6 +124,14 @@
     return box;
   }
 
+  /* A row of a data block or of /map/points.json ([lat, lng, status, rep, outcome, minutes since
+     1970, visit id, customer, metres from it], indexes into the lookups) as visitPopup's v. */
+  function rowVisit(row, look) {
+    return {id: row[6], rep: String(look.reps[row[3]]), date: new Date(row[5] * 60000),
+      outcome: row[4] < 0 ? null : String(look.outcomes[row[4]]), status: look.statuses[row[2]],
+      metres: row[8] >= 0 ? row[8] : null};
+  }
+
   function customerDrawn(visit, point) {
     return L.layerGroup([
       L.polyline([visit, point], {className: "visit-customer-line", color: "#2b6cb0", weight: 2,
@@ -185,30 +193,28 @@
       if (options.heat) { options.heat.setLatLngs(heat); }
     }
 
+    /* Points: /map/points.json's rows and lookups, in the format of a data block (rowVisit). */
     function pointsDraw(body) {
-      var heat = [];
-      (body.points || []).forEach(function (p) {
-        var index = statusIndex[p.status];
-        var marker = L.circleMarker([p.lat, p.lon], {radius: 7, weight: 1, color: "#fff",
-          fillColor: index === undefined ? "#555" : look.colors[index], fillOpacity: 0.9});
+      var heat = [], rows = body.rows || [], rowLook = body.lookups || {};
+      var customers = rowLook.customers || [];
+      var tooFar = statusIndex[server.tooFar];
+      rows.forEach(function (row) {
+        var marker = L.circleMarker([row[0], row[1]], {radius: 7, weight: 1, color: "#fff",
+          fillColor: look.colors[row[2]] || "#555", fillOpacity: 0.9});
         marker.on("click", function () {
-          var v = {id: p.id, rep: String(p.rep), date: new Date(p.visited_at),
-            outcome: p.outcome === null || p.outcome === undefined ? null : String(p.outcome),
-            status: index === undefined ? String(p.status) : look.statuses[index],
-            metres: typeof p.distance_m === "number" ? p.distance_m : null};
-          L.popup({maxWidth: 320}).setLatLng([p.lat, p.lon]).setContent(visitPopup(v, look, time)).openOn(map);
-          if (p.customer) {
-            shown = customerDrawn([p.lat, p.lon], p.customer);
+          L.popup({maxWidth: 320}).setLatLng([row[0], row[1]]).setContent(visitPopup(rowVisit(row, rowLook), look, time)).openOn(map);
+          if (row[7] >= 0 && customers[row[7]]) {
+            shown = customerDrawn([row[0], row[1]], customers[row[7]]);
             shown.addTo(map);
           }
         });
         marker.bindTooltip(function () {
           var node = document.createElement("span");
-          node.textContent = String(p.rep);
+          node.textContent = String(rowLook.reps[row[3]]);
           return node;
         });
         layer.addLayer(marker);
-        if (p.status === server.tooFar) { heat.push([p.lat, p.lon, 1]); }
+        if (row[2] === tooFar) { heat.push([row[0], row[1], 1]); }
       });
       if (options.heat) { options.heat.setLatLngs(heat); }
     }
@@ -252,9 +258,7 @@
     function repName(row) { return look.reps[row[3]]; }
 
     function popup(row) {
-      return visitPopup({id: row[6], rep: repName(row), date: new Date(row[5] * 60000),
-        outcome: row[4] < 0 ? null : look.outcomes[row[4]], status: look.statuses[row[2]],
-        metres: row[8] >= 0 ? row[8] : null}, look, time);
+      return visitPopup(rowVisit(row, look), look, time);
     }
 
     var customers = look.customers || [];

@@ -62,7 +62,7 @@ def main() -> None:
         for name, path in pages.items():
             page.goto(args.url + path)
             if name == "map":  # wait for the clusters or markers inside the map's frame
-                page.frame_locator("iframe.map").locator(".marker-cluster, path.leaflet-interactive").first.wait_for()
+                page.frame_locator("iframe.map").locator(".visit-cluster, path.leaflet-interactive").first.wait_for()
                 page.wait_for_timeout(500)
             if name == "review":  # the ranked queue: its first cards, from the count down
                 # the decide bar stays at the window's foot (sticky): put it back at the form's end

@@ -114,10 +114,11 @@ def frame(client, query: str = "") -> str:
 
 
 def map_data(html: str) -> tuple[list, dict, bool]:
-    """The rows and lookups of a map document's data block (one visit's map), and whether clustered."""
+    """The rows and lookups of a map document's data block (one visit's map), and whether the
+    customer is always drawn."""
     block = json.loads(re.search(r'<script type="application/json" id="visit-data">(.*?)</script>', html).group(1))
-    cluster = re.search(r"visitsdashVisits\(\w+,\s+\{cluster: (true|false),", html).group(1) == "true"
-    return block["rows"], block["lookups"], cluster
+    always = re.search(r"visitsdashVisits\(\w+,\s+\{customerAlways: (true|false),", html).group(1) == "true"
+    return block["rows"], block["lookups"], always
 
 
 def server_block(html: str) -> dict:

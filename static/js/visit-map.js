@@ -248,8 +248,8 @@
     return layer;
   }
 
-  /* Adds the visits to `map` and returns their layer: clustered (options.cluster) or one
-     circle marker each. Rows are [lat, lng, status, rep, outcome, minutes since 1970, visit id,
+  /* Adds the visits to `map` and returns their layer: from the server (the data block's "server":
+     serverVisits), or the block's rows, one circle marker each (one visit's map). Rows are [lat, lng, status, rep, outcome, minutes since 1970, visit id,
      customer, metres from it], status, rep, outcome and customer indexes into the lookup lists
      (customer -1: no point; metres -1: unknown). The customer's point and a line to the visit are
      drawn while the visit's popup is open, or always (options.customerAlways: one visit's map). */
@@ -276,17 +276,7 @@
       if (shown) { map.removeLayer(shown); shown = null; }
     });
 
-    var layer;
-    if (options.cluster) {
-      // Added in chunks, so that the page answers while a large set loads.
-      layer = L.markerClusterGroup({chunkedLoading: true, chunkInterval: 400, chunkDelay: 5,
-        maxClusterRadius: 45, disableClusteringAtZoom: 17,
-        chunkProgress: function (done, total) {
-          if (total === data.length && done === total) { window.visitsdashLoaded = true; }
-        }});
-    } else {
-      layer = L.featureGroup();
-    }
+    var layer = L.featureGroup();
     // One click handler for the layer instead of a popup bound to each of the visits.
     layer.on("click", function (event) {
       var row = event.layer.visitRow;
@@ -296,40 +286,28 @@
         if (shown) { shown.addTo(map); }
       }
     });
-    var radius = options.cluster ? 6 : 7;
     var style = look.colors.map(function (color) {
-      return {radius: radius, weight: 1, color: "#fff", fillColor: color, fillOpacity: 0.9};
+      return {radius: 7, weight: 1, color: "#fff", fillColor: color, fillOpacity: 0.9};
     });
-    var markers = new Array(data.length);
-    for (var i = 0; i < data.length; i++) {
-      var row = data[i];
+    data.forEach(function (row) {
       var marker = L.circleMarker([row[0], row[1]], style[row[2]]);
       marker.visitRow = row;
-      if (!options.cluster) {
-        // A function giving a node: Leaflet would parse a string as HTML.
-        marker.bindTooltip(function (m) {
-          var node = document.createElement("span");
-          node.textContent = repName(m.visitRow);
-          return node;
-        });
-      }
-      markers[i] = marker;
-    }
-    // On the map first: added to a layer that is not yet on a map, markercluster checks each
-    // new marker against all those before it.
+      // A function giving a node: Leaflet would parse a string as HTML.
+      marker.bindTooltip(function (m) {
+        var node = document.createElement("span");
+        node.textContent = repName(m.visitRow);
+        return node;
+      });
+      layer.addLayer(marker);
+    });
     layer.addTo(map);
-    if (options.cluster) {
-      layer.addLayers(markers, true);
-    } else {
-      markers.forEach(function (marker) { layer.addLayer(marker); });
-      if (options.customerAlways) {
-        data.forEach(function (row) {
-          var drawn = customerLayer(row);
-          if (drawn) { drawn.addTo(map); }
-        });
-      }
-      window.visitsdashLoaded = true;
+    if (options.customerAlways) {
+      data.forEach(function (row) {
+        var drawn = customerLayer(row);
+        if (drawn) { drawn.addTo(map); }
+      });
     }
+    window.visitsdashLoaded = true;
     return layer;
   };
 })();

@@ -73,18 +73,12 @@ def assets_localize() -> None:
     folium.Map.default_css = [("leaflet_css", static("vendor/leaflet/leaflet.css"))]
     HeatMap.default_js = [("leaflet-heat.js", static("vendor/leaflet.heat/leaflet-heat.js"))]
     layer = visit_layer_class()
-    layer.default_js = [
-        ("markercluster", static("vendor/leaflet.markercluster/leaflet.markercluster.js")),
-        ("visit_map", static("js/visit-map.js")),
-    ]
+    layer.default_js = [("visit_map", static("js/visit-map.js"))]
     basemap_class().default_js = [
         ("topojson_client", static("vendor/topojson-client/topojson-client.min.js")),
         ("visit_map", static("js/visit-map.js")),
     ]
-    layer.default_css = [
-        ("markercluster_css", static("vendor/leaflet.markercluster/MarkerCluster.css")),
-        ("markercluster_default_css", static("vendor/leaflet.markercluster/MarkerCluster.Default.css")),
-    ]
+    layer.default_css = []
 
 
 @functools.cache  # one class per process, made when the first map is drawn (folium imported then)
@@ -95,22 +89,21 @@ def visit_layer_class() -> type[Any]:  # a JSCSSMixin and folium Layer
 
     class VisitLayer(JSCSSMixin, Layer):
         """The visits, drawn in the browser by static/js/visit-map.js from the document's data
-        block (see `document_finish`): clustered, or one circle marker each. Its script names only
+        block (see `document_finish`): from the server's clusters and points, or the block's rows. Its script names only
         the map and a flag, so nothing from Sell goes through folium's templates."""
 
         _template = Template(
             """
             {% macro script(this, kwargs) %}
             var {{ this.get_name() }} = visitsdashVisits({{ this._parent.get_name() }},
-                {cluster: {{ this.cluster }}, customerAlways: {{ this.customer_always }}, heat: {{ this.heat }}});
+                {customerAlways: {{ this.customer_always }}, heat: {{ this.heat }}});
             {% endmacro %}
             """
         )
 
-        def __init__(self, *, cluster: bool, name: str, customer_always: bool = False, heat: Any = None) -> None:
+        def __init__(self, *, name: str, customer_always: bool = False, heat: Any = None) -> None:
             super().__init__(name=name, overlay=True, control=True, show=True)
             self._name = "VisitLayer"
-            self.cluster = "true" if cluster else "false"
             # With the server's clusters: the heat layer drawn from their too-far counts (added before).
             self.heat = "null" if heat is None else heat.get_name()
             # The customer's point and a line to it: always (one visit's map), or while a popup is open.
@@ -307,7 +300,7 @@ def map_render(*, scope: Scope) -> MapDocument:
         return document_finish(map_base(bounds=None), data=None)
     m = map_base(bounds=server_bounds(scope))
     heat_layer = HeatMap([], name="Too-far heat map", show=False, radius=18, blur=14, min_opacity=0.3).add_to(m)
-    visit_layer_class()(cluster=True, name="Visits by status", heat=heat_layer).add_to(m)
+    visit_layer_class()(name="Visits by status", heat=heat_layer).add_to(m)
     folium.LayerControl(collapsed=False).add_to(m)
     return document_finish(m, data=server_data())
 
@@ -391,5 +384,5 @@ def visit_map_render(*, visits: QuerySet) -> MapDocument | None:
     if not rows:
         return None
     m = map_base(bounds=bounds_of([*rows, *lookups["customers"]]))  # the customer and the line to it in view
-    visit_layer_class()(cluster=False, name="Visit", customer_always=True).add_to(m)
+    visit_layer_class()(name="Visit", customer_always=True).add_to(m)
     return document_finish(m, data={"rows": rows, "lookups": lookups})

@@ -5,6 +5,13 @@ popup per visit) at 10,000 visits.
     .venv/bin/python bench/map.py --write    # also update docs/PERFORMANCE.md
     .venv/bin/python bench/map.py --clusters DATABASE_URL [--write]   # /map/clusters.json at scale
     .venv/bin/python bench/map.py --probe DATABASE_URL   # what the map tally's triggers cost a write
+    .venv/bin/python bench/map.py --browser DATABASE_URL  # Chromium to usable and the web process's RSS
+
+--browser serves the database given (a copy: it writes a user and a session) with `manage.py
+runserver` and opens /map/ in headless Chromium (offline, no tiles), median of 3: from navigation
+until the map's first clusters are drawn (the world view, every located visit counted), then a
+zoom to a city and to a street (points.json), each until drawn; and the web process's peak RSS
+(VmHWM) after all that.
 
 --clusters migrates the database given (a copy of the reports bench's, 1,000,000 visits: the
 migration to 0023 fills the map tally) and times `/map/clusters.json` for the world, a region,
@@ -258,6 +265,78 @@ def triggers_probe(*, database_url: str) -> None:
         print(f"  {label} the map tally's triggers: {min(seconds):.2f} s for 50,000 located visits (best of 2)")
 
 
+def browser_bench(*, database_url: str) -> None:
+    """Chromium time to usable on /map/ and the web process's peak memory, at scale."""
+    import urllib.request
+
+    from playwright.sync_api import sync_playwright
+
+    django_on(database_url)
+    from django.contrib.auth.models import User
+    from django.test import Client
+
+    from visits.models import Visit
+
+    located = Visit.objects.filter(latitude__isnull=False, deleted_at__isnull=True).count()
+    user = User.objects.filter(username="bench-map").first() or User.objects.create_superuser("bench-map", password="x")
+    client = Client()
+    client.force_login(user)
+    port = 18766
+    server = subprocess.Popen(
+        [sys.executable, "manage.py", "runserver", f"127.0.0.1:{port}", "--noreload"], cwd=ROOT,
+        env={**os.environ}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    the_map = "window[Object.keys(window).find(k => /^map_[0-9a-f]+$/.test(k))]"
+    figures: dict[str, list[float]] = {"world": [], "city": [], "street": []}
+    try:
+        for _ in range(100):
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/accounts/login/", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.1)
+        cookie = [{"name": "sessionid", "value": client.cookies["sessionid"].value, "url": f"http://127.0.0.1:{port}"}]
+        with sync_playwright() as p:
+            for _ in range(3):
+                browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+                context = browser.new_context(viewport={"width": 1600, "height": 1000})
+                context.add_cookies(cookie)
+                page = context.new_page()
+                outside: list[str] = []
+                page.on("request", lambda r, outside=outside: "127.0.0.1" not in r.url and outside.append(r.url))
+                started = time.perf_counter()
+                page.goto(f"http://127.0.0.1:{port}/map/", wait_until="load", timeout=120_000)
+                frame = page.frames[1]
+                frame.wait_for_function("() => window.visitsdashLoaded === true", timeout=120_000, polling=20)
+                frame.evaluate("() => 1")  # the frame answers
+                figures["world"].append(time.perf_counter() - started)
+                for name, (lat, lng, zoom) in (("city", (*CITIES[0], 10)), ("street", (*CITIES[0], 15))):
+                    draws = frame.evaluate("() => window.visitsdashDraws")
+                    started = time.perf_counter()
+                    frame.evaluate(f"() => {{ {the_map}.setView([{lat}, {lng}], {zoom}); }}")
+                    frame.wait_for_function(
+                        "d => window.visitsdashDraws > d && !window.visitsdashPending", arg=draws, timeout=120_000,
+                        polling=20,
+                    )  # fmt: skip
+                    figures[name].append(time.perf_counter() - started)
+                browser.close()
+                assert not outside, outside[:3]
+        status = Path(f"/proc/{server.pid}/status").read_text()
+        lines = [line for line in status.splitlines() if line.startswith(("VmHWM", "Rss"))]
+        memory = {line.split(":")[0]: int(line.split()[1]) for line in lines}
+    finally:
+        server.terminate()
+        server.wait()
+    print(f"{located:,} located visits; Chromium, median of 3 (each from a fresh browser):")
+    print(f"    /map/ to the world's clusters drawn: {statistics.median(figures['world']):.2f} s")
+    print(f"    a zoom to a city (zoom 10), clusters drawn: {statistics.median(figures['city']):.2f} s")
+    print(f"    a zoom to a street (zoom 15), points drawn: {statistics.median(figures['street']):.2f} s")
+    print(
+        f"    the web process's peak RSS: {memory['VmHWM'] / 1024:.0f} MB; at the end {memory['RssAnon'] / 1024:.0f} MB"
+        f" its own (anonymous), {memory['RssFile'] / 1024:.0f} MB file pages (SQLite's mmap of the database)"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--visits", type=int, default=100_000)
@@ -265,7 +344,11 @@ def main() -> None:
     parser.add_argument("--write", action="store_true")
     parser.add_argument("--clusters", metavar="DATABASE_URL")
     parser.add_argument("--probe", metavar="DATABASE_URL")
+    parser.add_argument("--browser", metavar="DATABASE_URL")
     args = parser.parse_args()
+    if args.browser:
+        browser_bench(database_url=args.browser)
+        return
     if args.clusters:
         clusters_bench(database_url=args.clusters, write=args.write)
         return

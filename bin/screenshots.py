@@ -21,13 +21,15 @@ CHROMIUM_ARGS = [
     "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
 ]  # fmt: skip
+THE_MAP = "window[Object.keys(window).find(k => /^map_[0-9a-f]+$/.test(k))]"  # folium names it map_<hex>
 PAGES = {
     "overview": "/",
     "reps": "/reports/reps/?sort=-too_far_rate",
     "matrix": "/reports/matrix/",
     "teams": "/reports/teams/",
     "visits": "/visits/",
-    "map": "/map/",
+    "map": "/map/",  # the world view: every visit, in the server's clusters
+    "map-city": "/map/",  # the biggest cluster clicked into: a city
     "review": "/review/",
     "review-day": "/review/",
     "addresses": "/review/addresses/",
@@ -62,8 +64,20 @@ def main() -> None:
         for name, path in pages.items():
             page.goto(args.url + path)
             if name == "map":  # wait for the clusters or markers inside the map's frame
-                page.frame_locator("iframe.map").locator(".marker-cluster, path.leaflet-interactive").first.wait_for()
+                page.frame_locator("iframe.map").locator(".visit-cluster, path.leaflet-interactive").first.wait_for()
                 page.wait_for_timeout(500)
+            if name == "map-city":  # the biggest cluster (the server lists them largest first), twice over
+                frame = page.frames[1]
+                frame.wait_for_function("() => window.visitsdashLoaded === true")
+                frame.evaluate(f"() => {{ {THE_MAP}.setView([20, 0], 2); }}")
+                for _ in range(4):
+                    page.wait_for_timeout(800)
+                    frame.wait_for_function("() => !window.visitsdashPending")
+                    if frame.evaluate("() => window.visitsdashDrawn") != "clusters":
+                        break
+                    page.frame_locator("iframe.map").locator(".visit-cluster").first.click()
+                page.wait_for_timeout(800)
+                frame.wait_for_function("() => !window.visitsdashPending")
             if name == "review":  # the ranked queue: its first cards, from the count down
                 # the decide bar stays at the window's foot (sticky): put it back at the form's end
                 page.evaluate("document.querySelector('fieldset.decide').style.position = 'static'")

@@ -114,65 +114,67 @@ def frame(client, query: str = "") -> str:
 
 
 def map_data(html: str) -> tuple[list, dict, bool]:
-    """The rows and lookups of a map document's data block, and whether they are clustered."""
+    """The rows and lookups of a map document's data block (one visit's map), and whether the
+    customer is always drawn."""
     block = json.loads(re.search(r'<script type="application/json" id="visit-data">(.*?)</script>', html).group(1))
-    cluster = re.search(r"visitsdashVisits\(\w+,\s+\{cluster: (true|false),", html).group(1) == "true"
-    return block["rows"], block["lookups"], cluster
+    always = re.search(r"visitsdashVisits\(\w+,\s+\{customerAlways: (true|false),", html).group(1) == "true"
+    return block["rows"], block["lookups"], always
 
 
-def cluster_data(html: str) -> tuple[list, dict]:
-    rows, lookups, cluster = map_data(html)
-    assert cluster
-    return rows, lookups
+def server_block(html: str) -> dict:
+    """A map document's data block: how to ask the server for the visits in view."""
+    return json.loads(re.search(r'<script type="application/json" id="visit-data">(.*?)</script>', html).group(1))
 
 
-def test_the_drawing_follows_the_number_of_visits(manager, settings):
+WORLD = "-180,-90,180,90"
+
+
+def points(client, query: str = "") -> tuple[list, dict]:
+    """/map/points.json's rows and lookups for the whole world at MAP_POINTS_ZOOM."""
+    from django.conf import settings
+
+    response = client.get(f"/map/points.json?bbox={WORLD}&zoom={settings.MAP_POINTS_ZOOM}&{query}")
+    assert response.status_code == 200, response.content
+    body = response.json()
+    assert body["truncated"] is False
+    return body["rows"], body["lookups"]
+
+
+def test_the_map_carries_no_visit_and_opens_on_them_all(manager, settings):
     located = visits_make()
     settings.MAP_TILES_URL = ""
-    settings.MAP_MARKERS_MAX, settings.MAP_POINTS_MAX = 100, 1000
     html = frame(manager)
-    rows, _, cluster = map_data(html)
-    assert not cluster and sorted(r[6] for r in rows) == sorted(located)
+    block = server_block(html)
+    assert "rows" not in block and block["server"]["pointsZoom"] == settings.MAP_POINTS_ZOOM
     fit = re.search(r"fitBounds\(\s*\[\[([-\d.]+), ([-\d.]+)\], \[([-\d.]+), ([-\d.]+)\]\]", html)
     lats = [v.latitude for v in Visit.objects.filter(latitude__isnull=False)]
     lngs = [v.longitude for v in Visit.objects.filter(latitude__isnull=False)]
     assert [float(x) for x in fit.groups()] == pytest.approx(
         [min(lats), min(lngs), max(lats), max(lngs)], abs=1e-5
     )  # fits the visits
-    settings.MAP_MARKERS_MAX = 5
-    html = frame(manager)
-    rows, lookups = cluster_data(html)
+    rows, _ = points(manager)
     assert sorted(r[6] for r in rows) == sorted(located)
     times = {v.id: int(v.visited_at.timestamp()) // 60 for v in Visit.objects.all()}
     assert all(r[5] == times[r[6]] for r in rows)  # minutes since 1970, for the popups' times
+    world = manager.get(f"/map/clusters.json?bbox={WORLD}&zoom=2").json()
+    assert world["total"] == len(located)  # every visit counted: no "newest N"
     assert "Showing the newest" not in manager.get("/map/").content.decode()
-    settings.MAP_POINTS_MAX = 7
-    rows, _ = cluster_data(frame(manager))
-    newest = list(
-        Visit.objects.filter(latitude__isnull=False).order_by("-visited_at", "-id").values_list("id", flat=True)[:7]
-    )
-    assert [r[6] for r in rows] == newest
-    assert f"Showing the newest 7 of {len(located)} visits with a location" in manager.get("/map/").content.decode()
     Visit.objects.update(latitude=None, longitude=None, verification_status="location_unknown")
     page = manager.get("/map/").content.decode()
     assert "No visit with a location matches these filters" in page and "<iframe" not in page
+    assert "visit-data" not in frame(manager)  # the bare map
 
 
-def test_the_payload_is_text_in_every_drawing(manager, settings):
+def test_the_payload_is_text_everywhere_on_the_map(manager, settings):
     visits_make()
     settings.MAP_TILES_URL = ""
     raw_pieces = ["</script><img", "<img src=x", PAYLOAD]  # `${` is mere text in a data block
-    for markers_max, points_max in ((100, 1000), (5, 1000), (5, 6)):
-        settings.MAP_MARKERS_MAX, settings.MAP_POINTS_MAX = markers_max, points_max
-        html = frame(manager)
-        # Nothing from Sell outside the data block, and in it only as JSON text.
-        outside = re.sub(r'<script type="application/json" id="visit-data">.*?</script>', "", html)
-        assert not any(piece in outside for piece in ["img src", "alert", "Summary"]), (markers_max, points_max)
-        assert not any(piece in html for piece in raw_pieces), (markers_max, points_max)
-        _, lookups, _ = map_data(html)
-        assert lookups["reps"] == [PAYLOAD] and lookups["outcomes"] == [PAYLOAD]
-        page = manager.get("/map/").content.decode()
-        assert not any(piece in page for piece in raw_pieces)
+    html = frame(manager)
+    assert not any(piece in html for piece in [*raw_pieces, "img src", "alert", "Summary"])  # no visit in it
+    _, lookups = points(manager)  # JSON, set as text by static/js/visit-map.js
+    assert lookups["reps"] == [PAYLOAD] and lookups["outcomes"] == [PAYLOAD]
+    page = manager.get("/map/").content.decode()
+    assert not any(piece in page for piece in raw_pieces)
     summary = manager.get("/visits/1000/summary.json")
     assert summary.json()["summary"] == f"Summary {PAYLOAD}"
     for url in ("/reports/reps/900/", "/visits/1000/"):
@@ -186,13 +188,10 @@ def test_visits_without_a_location_are_counted_never_drawn(manager, settings):
     settings.MAP_TILES_URL = ""
     page = manager.get("/map/").content.decode()
     assert "3 visits without a location" in page
-    for markers_max in (100, 5):
-        settings.MAP_MARKERS_MAX = markers_max
-        html = frame(manager)
-        rows, _, cluster = map_data(html)
-        assert cluster == (markers_max == 5)
-        assert all(r[6] < 5000 for r in rows) and len(rows) == 12
-        assert all(abs(r[0]) > 1 and abs(r[1]) > 1 for r in rows)
+    rows, _ = points(manager)
+    assert all(r[6] < 5000 for r in rows) and len(rows) == 12
+    assert all(abs(r[0]) > 1 and abs(r[1]) > 1 for r in rows)
+    assert manager.get(f"/map/clusters.json?bbox={WORLD}&zoom=0").json()["total"] == 12
     rep_page = manager.get("/reports/reps/900/").content.decode()
     assert 'src="/map/frame/?rep=900"' in rep_page and "3 visits without a location" in rep_page
     assert manager.get("/visits/5000/map/").status_code == 404
@@ -253,15 +252,13 @@ def customer_locate() -> None:
 def test_rows_carry_the_customer_point_and_the_distance(manager, settings):
     located = visits_make()
     settings.MAP_TILES_URL = ""
-    rows, lookups, _ = map_data(frame(manager))
+    rows, lookups = points(manager)
     assert all(r[7] == -1 and r[8] == -1 for r in rows) and lookups["customers"] == []  # not located yet
     customer_locate()
     distances = dict(Visit.objects.filter(id__in=located).values_list("id", "customer_distance_m"))
-    for markers_max, points_max in ((100, 1000), (5, 1000), (5, 6)):
-        settings.MAP_MARKERS_MAX, settings.MAP_POINTS_MAX = markers_max, points_max
-        rows, lookups, _ = map_data(frame(manager))
-        assert lookups["customers"] == [list(CUSTOMER)]
-        assert all(r[7] == 0 and r[8] == round(distances[r[6]]) for r in rows)
+    rows, lookups = points(manager)
+    assert lookups["customers"] == [list(CUSTOMER)]
+    assert all(r[7] == 0 and r[8] == round(distances[r[6]]) for r in rows)
     one = manager.get("/visits/1100/map/").content.decode()  # a visit in the second city, ~250 km away
     rows, lookups, _ = map_data(one)
     assert rows[0][8] == round(distances[1100]) and 200_000 < rows[0][8] < 300_000
@@ -278,19 +275,18 @@ def test_distance_text_reads_as_the_pages_say_it():
     ]  # fmt: skip
 
 
-def test_with_the_server_clusters_the_document_carries_no_visit(manager, settings, monkeypatch):
-    """SERVER_CLUSTERS: the data block says how to ask for the visits in view, and holds none of
-    them (no name, no position); the page's iframe names the endpoints the page fetches."""
+def test_the_map_document_carries_no_visit(manager):
+    """The data block says how to ask for the visits in view, and holds none of them (no name, no
+    position); the page's iframe names the endpoints the page fetches."""
+    from django.conf import settings
+
     visits_make()
-    monkeypatch.setattr(maps, "SERVER_CLUSTERS", True)
     html = frame(manager, "rep=900")
-    block = json.loads(re.search(r'<script type="application/json" id="visit-data">(.*?)</script>', html).group(1))
-    assert block["server"] == {"pointsZoom": maps.POINTS_ZOOM, "tooFar": "resource_location_too_far"}
+    block = server_block(html)
+    assert block["server"] == {"pointsZoom": settings.MAP_POINTS_ZOOM, "tooFar": "resource_location_too_far"}
     # Chicago is inside the bounds the map opens on, never one of their edges: no visit's position is in it.
     assert "rows" not in block and PAYLOAD not in html and str(PLACES[0][0]) not in html
     assert block["lookups"]["statusKeys"][1] == "resource_location_too_far"
     assert re.search(r"heat: heat_map_\w+\}", html)  # the heat layer, drawn from the clusters
     page = manager.get("/map/?rep=900").content.decode()
     assert 'data-clusters-url="/map/clusters.json" data-points-url="/map/points.json"' in page
-    monkeypatch.setattr(maps, "SERVER_CLUSTERS", False)
-    assert map_data(frame(manager, "rep=900"))[0]  # today's drawing: the rows in the document

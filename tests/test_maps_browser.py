@@ -6,7 +6,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from .conftest import browser_sign_in
-from .test_maps import PAYLOAD, visits_make
+from .test_maps import PAYLOAD, PLACES, visits_make
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]  # Chromium
 
@@ -36,23 +36,45 @@ def popup_check(frame) -> None:
     assert summary.inner_text() == f"Summary {PAYLOAD}"
 
 
+MAP = "window[Object.keys(window).find(k => /^map_[0-9a-f]+$/.test(k))]"  # folium names it map_<hex>
+
+
+def clusters_total(page) -> int:
+    """The visits counted in the clusters drawn, once the first drawing is in."""
+    inner = page.frames[1]
+    inner.wait_for_function("() => window.visitsdashLoaded === true")  # the signal bench/map.py waits for
+    counts = inner.evaluate("() => [...document.querySelectorAll('.visit-cluster')].map(c => c.textContent)")
+    return sum(int(count) for count in counts)
+
+
+def points_show(page, place: tuple[float, float]) -> None:
+    """The map zoomed in on a place, past MAP_POINTS_ZOOM: its single visits drawn."""
+    from django.conf import settings
+
+    inner = page.frames[1]
+    inner.wait_for_function("() => window.visitsdashLoaded === true")
+    draws = inner.evaluate("() => window.visitsdashDraws")
+    inner.evaluate(f"() => {{ {MAP}.setView([{place[0]}, {place[1]}], {settings.MAP_POINTS_ZOOM + 3}); }}")
+    inner.wait_for_function("d => window.visitsdashDraws > d && window.visitsdashDrawn === 'points'", arg=draws)
+
+
 def test_clusters_offline_open_a_popup_and_follow_it(live_server, watched, settings, cast):
     page, seen = watched
     settings.MAP_TILES_URL = ""
-    settings.MAP_MARKERS_MAX = 5  # twelve located visits: the clustered drawing
     visits_make()
     sign_in(page, live_server, "/map/", cast=cast)
-    assert "12" in page.locator(".legend").inner_text() and "2 visits without a location" in page.content()
+    legend = page.locator(".legend").inner_text()
+    assert "Verified 6" in legend and "Too far from the customer 6" in legend
+    assert "2 visits without a location" in legend
     frame = page.frame_locator("iframe.map")
-    clusters = frame.locator(".marker-cluster")
-    clusters.first.wait_for()
-    assert clusters.count() == 3  # one per city
-    page.frames[1].wait_for_function("window.visitsdashLoaded === true")  # the signal bench/map.py waits for
-    clusters.first.click()  # zooms in to the four visits of that city
+    assert clusters_total(page) == 12
+    assert page.locator("[data-in-view]").inner_text() == "12 visits in view"
+    points_show(page, PLACES[0])
     markers = frame.locator("path.leaflet-interactive")
-    markers.first.wait_for()
+    assert markers.count() == 4  # that city's four visits
     markers.first.click()
     popup_check(frame)
+    page.frames[1].wait_for_function("() => !window.visitsdashPending")  # the popup's pan redrawn
     frame.locator(".leaflet-popup-content a").click()
     page.wait_for_url("**/visits/*/")
     assert page.locator("h1").inner_text().startswith("Visit ")
@@ -65,9 +87,9 @@ def test_markers_and_the_heat_layer_offline(live_server, watched, settings, cast
     visits_make()
     sign_in(page, live_server, "/map/", cast=cast)
     frame = page.frame_locator("iframe.map")
+    points_show(page, PLACES[1])
     markers = frame.locator("path.leaflet-interactive")
-    markers.first.wait_for()
-    assert markers.count() == 12
+    assert markers.count() == 4
     markers.last.click()  # the one drawn on top of its neighbours
     popup_check(frame)
     frame.get_by_label("Too-far heat map").check()  # the layer menu of the map
@@ -81,8 +103,7 @@ def test_markers_still_show_when_no_tile_can_be_fetched(live_server, watched, se
     visits_make()
     sign_in(page, live_server, "/map/", cast=cast)
     frame = page.frame_locator("iframe.map")
-    frame.locator("path.leaflet-interactive").first.wait_for()
-    assert frame.locator("path.leaflet-interactive").count() == 12
+    assert clusters_total(page) == 12
     assert page.locator(".legend").is_visible()
     # A few tiles failed: the tile layer gives way to the offline basemap.
     basemap_check(page, frame)
@@ -116,7 +137,9 @@ def test_the_offline_basemap_without_tiles(live_server, watched, settings, cast)
     sign_in(page, live_server, "/map/", cast=cast)
     frame = page.frame_locator("iframe.map")
     basemap_check(page, frame)
-    assert frame.locator("path.leaflet-interactive").count() == 12  # the visits above it, still clickable
+    assert clusters_total(page) == 12
+    points_show(page, PLACES[2])
+    assert frame.locator("path.leaflet-interactive").count() == 4  # the visits above it, still clickable
     frame.locator("path.leaflet-interactive").last.click()
     popup_check(frame)
     # One visit's map has it too.
@@ -137,8 +160,8 @@ def test_a_popup_says_how_far_and_draws_the_customer_with_a_line(live_server, wa
     customer_locate()
     sign_in(page, live_server, "/map/", cast=cast)
     frame = page.frame_locator("iframe.map")
+    points_show(page, PLACES[0])
     markers = frame.locator("path.leaflet-interactive")
-    markers.first.wait_for()
     assert frame.locator("path.visit-customer-line").count() == 0  # only while a popup is open
     markers.last.click()
     popup_check(frame)
@@ -174,5 +197,5 @@ def test_tiles_from_an_unreachable_server_give_way_to_the_basemap(live_server, w
     frame = page.frame_locator("iframe.map")
     basemap_check(page, frame)
     assert frame.locator("img.leaflet-tile").count() == 0
-    assert frame.locator("path.leaflet-interactive").count() == 12
+    assert clusters_total(page) == 12
     assert seen["outside"] and all(url.startswith("https://tiles.invalid/") for url in seen["outside"])

@@ -5,7 +5,6 @@ cells named by column, and the one formula rule of every CSV."""
 import csv
 import importlib
 import io
-import json
 import logging
 import re
 from datetime import UTC, datetime
@@ -60,10 +59,8 @@ def csv_rows(response) -> list[dict]:
 
 
 def map_lookups(client) -> dict:
-    html = client.get("/map/frame/").content.decode()
-    return json.loads(re.search(r'<script type="application/json" id="visit-data">(.*?)</script>', html).group(1))[
-        "lookups"
-    ]
+    """The lookups of the map's single visits (/map/points.json), the whole world."""
+    return client.get("/map/points.json?bbox=-180,-90,180,90&zoom=13").json()["lookups"]
 
 
 # --- Live visits ---------------------------------------------------------------------------

@@ -212,10 +212,11 @@ CASES: dict[str, list[str]] = {
 }
 # Pages that show one thing whatever the rows (the summary, a visit's map, the index): their
 # counts are checked to stay put, but their size need not grow.
-ONE_THING = {"visits:home", "visits:visit_map", "visits:visit_summary", "visits:map", "admin:index",
+ONE_THING = {"visits:home", "visits:visit_map", "visits:visit_summary", "visits:map", "visits:map_frame", "admin:index",
              "visits:review_rules", "visits:review_rules_csv", "visits:review_accept_low",
              "visits:account_settings"}  # fmt: skip
-# (the rules' page and CSV: a row per rule whatever the visits; the bulk accept's confirmation: a count;
+# (the map's frame: no visit in it, they come from map_clusters and map_points;
+# the rules' page and CSV: a row per rule whatever the visits; the bulk accept's confirmation: a count;
 # the mail settings: two checkboxes)
 
 

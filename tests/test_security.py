@@ -67,14 +67,18 @@ def test_template_syntax_from_sell_is_never_evaluated_on_maps(admin_client, sett
     marker = tmp_path / f"pwned-{uuid.uuid4().hex}"
     texts = hostile_visits_make(marker=marker)
     settings.MAP_TILES_URL = ""
-    for markers_max in (100, 1):  # one marker each, and clustered
-        settings.MAP_MARKERS_MAX = markers_max
-        for url in ("/map/frame/", "/map/frame/?rep=900", "/visits/1000/map/", "/visits/1001/map/"):
-            response = admin_client.get(url)
-            assert response.status_code == 200, url
-            html = response.content.decode()
-            _, lookups, _ = map_data(html)
-            assert lookups["reps"] == [texts["rep"]] and lookups["outcomes"] == [texts["outcome"]], url
+    for url in ("/map/frame/", "/map/frame/?rep=900"):  # the map of many: no visit in the document
+        response = admin_client.get(url)
+        assert response.status_code == 200, url
+        assert texts["rep"] not in response.content.decode(), url
+    for url in ("/visits/1000/map/", "/visits/1001/map/"):
+        response = admin_client.get(url)
+        assert response.status_code == 200, url
+        _, lookups, _ = map_data(response.content.decode())
+        assert lookups["reps"] == [texts["rep"]] and lookups["outcomes"] == [texts["outcome"]], url
+    for query in ("", "&rep=900"):  # the visits in view: JSON, the text as written
+        lookups = admin_client.get(f"/map/points.json?bbox=-180,-90,180,90&zoom=13{query}").json()["lookups"]
+        assert lookups["reps"] == [texts["rep"]] and lookups["outcomes"] == [texts["outcome"]], query
     assert not marker.exists(), "a rep's name ran a shell command"
     for url in ("/visits/1001/", "/visits/1000/", "/reports/reps/900/", "/visits/", "/review/?review=all"):
         page = admin_client.get(url).content.decode()

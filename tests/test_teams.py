@@ -4,7 +4,6 @@ spread over Sell groups at random; hostile group names shown as text."""
 
 import csv
 import io
-import json
 import random
 import re
 from collections import Counter, defaultdict
@@ -123,12 +122,13 @@ def test_team_filter_narrows_the_pages_map_and_queue(manager, teams):
         visits = [v for v in live if v.rep_id in reps and in_range(v, start, end)]
         query = query_of(values, start, end)
         case = (values, start, end)
-        # The map's data block: every located visit of the teams' reps in range, and none other.
-        html = manager.get(f"/map/frame/?{query}").content.decode()
-        block = re.search(r'<script type="application/json" id="visit-data">(.*?)</script>', html)
+        # The map's single visits: every located visit of the teams' reps in range, and none other;
+        # its clusters count them all.
+        points = manager.get(f"/map/points.json?bbox=-180,-90,180,90&zoom=13&{query}").json()
         located = sorted(v.id for v in visits if v.latitude is not None)
-        drawn = sorted(row[6] for row in json.loads(block.group(1))["rows"]) if block else []
-        assert drawn == located, case
+        assert not points["truncated"] and sorted(row[6] for row in points["rows"]) == located, case
+        world = manager.get(f"/map/clusters.json?bbox=-180,-90,180,90&zoom=0&{query}").json()
+        assert world["total"] == len(located), case
         # The overview's total, the visits list's total, the queue's count.
         overview = manager.get(f"/?{query}").content.decode()
         assert f'<span class="num">{len(visits):,}</span>' in overview, case

@@ -475,8 +475,6 @@ if MAP_TILES_URL:
 MAP_TILES_ATTRIBUTION = env_str(
     "MAP_TILES_ATTRIBUTION", '&copy; <a href="https://www.openstreetmap.org/copyright">OpenStreetMap</a> contributors'
 )
-MAP_MARKERS_MAX = env_int("MAP_MARKERS_MAX", 500, minimum=0, maximum=5_000)  # up to this many: one marker each
-MAP_POINTS_MAX = env_int("MAP_POINTS_MAX", 100_000, minimum=1_000, maximum=1_000_000)  # clustered up to this many
 # From this zoom level, /map/points.json gives single visits in the box; below, /map/clusters.json clusters.
 MAP_POINTS_ZOOM = env_int("MAP_POINTS_ZOOM", 13, minimum=0, maximum=22)
 

@@ -124,6 +124,14 @@
     return box;
   }
 
+  /* A row of a data block or of /map/points.json ([lat, lng, status, rep, outcome, minutes since
+     1970, visit id, customer, metres from it], indexes into the lookups) as visitPopup's v. */
+  function rowVisit(row, look) {
+    return {id: row[6], rep: String(look.reps[row[3]]), date: new Date(row[5] * 60000),
+      outcome: row[4] < 0 ? null : String(look.outcomes[row[4]]), status: look.statuses[row[2]],
+      metres: row[8] >= 0 ? row[8] : null};
+  }
+
   function customerDrawn(visit, point) {
     return L.layerGroup([
       L.polyline([visit, point], {className: "visit-customer-line", color: "#2b6cb0", weight: 2,
@@ -185,30 +193,28 @@
       if (options.heat) { options.heat.setLatLngs(heat); }
     }
 
+    /* Points: /map/points.json's rows and lookups, in the format of a data block (rowVisit). */
     function pointsDraw(body) {
-      var heat = [];
-      (body.points || []).forEach(function (p) {
-        var index = statusIndex[p.status];
-        var marker = L.circleMarker([p.lat, p.lon], {radius: 7, weight: 1, color: "#fff",
-          fillColor: index === undefined ? "#555" : look.colors[index], fillOpacity: 0.9});
+      var heat = [], rows = body.rows || [], rowLook = body.lookups || {};
+      var customers = rowLook.customers || [];
+      var tooFar = statusIndex[server.tooFar];
+      rows.forEach(function (row) {
+        var marker = L.circleMarker([row[0], row[1]], {radius: 7, weight: 1, color: "#fff",
+          fillColor: look.colors[row[2]] || "#555", fillOpacity: 0.9});
         marker.on("click", function () {
-          var v = {id: p.id, rep: String(p.rep), date: new Date(p.visited_at),
-            outcome: p.outcome === null || p.outcome === undefined ? null : String(p.outcome),
-            status: index === undefined ? String(p.status) : look.statuses[index],
-            metres: typeof p.distance_m === "number" ? p.distance_m : null};
-          L.popup({maxWidth: 320}).setLatLng([p.lat, p.lon]).setContent(visitPopup(v, look, time)).openOn(map);
-          if (p.customer) {
-            shown = customerDrawn([p.lat, p.lon], p.customer);
+          L.popup({maxWidth: 320}).setLatLng([row[0], row[1]]).setContent(visitPopup(rowVisit(row, rowLook), look, time)).openOn(map);
+          if (row[7] >= 0 && customers[row[7]]) {
+            shown = customerDrawn([row[0], row[1]], customers[row[7]]);
             shown.addTo(map);
           }
         });
         marker.bindTooltip(function () {
           var node = document.createElement("span");
-          node.textContent = String(p.rep);
+          node.textContent = String(rowLook.reps[row[3]]);
           return node;
         });
         layer.addLayer(marker);
-        if (p.status === server.tooFar) { heat.push([p.lat, p.lon, 1]); }
+        if (row[2] === tooFar) { heat.push([row[0], row[1], 1]); }
       });
       if (options.heat) { options.heat.setLatLngs(heat); }
     }
@@ -220,6 +226,7 @@
         clamp(b.getEast(), -180, 180), clamp(b.getNorth(), -90, 90)];
       var kind = zoom >= server.pointsZoom ? "points" : "clusters";
       parentAsk("view", {kind: kind, bbox: bbox, zoom: zoom}, function (body) {
+        window.visitsdashPending = false;
         if (!body) { return; } // failed: what is drawn stays
         layer.clearLayers();
         if (kind === "points") { pointsDraw(body); } else { clustersDraw(body); }
@@ -230,15 +237,19 @@
     }
     var timer = null;
     map.on("moveend zoomend", function () {
+      window.visitsdashPending = true; // a view asked for and not yet drawn (for the tests and the bench)
       clearTimeout(timer);
       timer = setTimeout(ask, 250);
     });
-    if (window.parent !== window) { ask(); }
+    if (window.parent !== window) {
+      window.visitsdashPending = true;
+      ask();
+    }
     return layer;
   }
 
-  /* Adds the visits to `map` and returns their layer: clustered (options.cluster) or one
-     circle marker each. Rows are [lat, lng, status, rep, outcome, minutes since 1970, visit id,
+  /* Adds the visits to `map` and returns their layer: from the server (the data block's "server":
+     serverVisits), or the block's rows, one circle marker each (one visit's map). Rows are [lat, lng, status, rep, outcome, minutes since 1970, visit id,
      customer, metres from it], status, rep, outcome and customer indexes into the lookup lists
      (customer -1: no point; metres -1: unknown). The customer's point and a line to the visit are
      drawn while the visit's popup is open, or always (options.customerAlways: one visit's map). */
@@ -252,9 +263,7 @@
     function repName(row) { return look.reps[row[3]]; }
 
     function popup(row) {
-      return visitPopup({id: row[6], rep: repName(row), date: new Date(row[5] * 60000),
-        outcome: row[4] < 0 ? null : look.outcomes[row[4]], status: look.statuses[row[2]],
-        metres: row[8] >= 0 ? row[8] : null}, look, time);
+      return visitPopup(rowVisit(row, look), look, time);
     }
 
     var customers = look.customers || [];
@@ -267,17 +276,7 @@
       if (shown) { map.removeLayer(shown); shown = null; }
     });
 
-    var layer;
-    if (options.cluster) {
-      // Added in chunks, so that the page answers while a large set loads.
-      layer = L.markerClusterGroup({chunkedLoading: true, chunkInterval: 400, chunkDelay: 5,
-        maxClusterRadius: 45, disableClusteringAtZoom: 17,
-        chunkProgress: function (done, total) {
-          if (total === data.length && done === total) { window.visitsdashLoaded = true; }
-        }});
-    } else {
-      layer = L.featureGroup();
-    }
+    var layer = L.featureGroup();
     // One click handler for the layer instead of a popup bound to each of the visits.
     layer.on("click", function (event) {
       var row = event.layer.visitRow;
@@ -287,40 +286,28 @@
         if (shown) { shown.addTo(map); }
       }
     });
-    var radius = options.cluster ? 6 : 7;
     var style = look.colors.map(function (color) {
-      return {radius: radius, weight: 1, color: "#fff", fillColor: color, fillOpacity: 0.9};
+      return {radius: 7, weight: 1, color: "#fff", fillColor: color, fillOpacity: 0.9};
     });
-    var markers = new Array(data.length);
-    for (var i = 0; i < data.length; i++) {
-      var row = data[i];
+    data.forEach(function (row) {
       var marker = L.circleMarker([row[0], row[1]], style[row[2]]);
       marker.visitRow = row;
-      if (!options.cluster) {
-        // A function giving a node: Leaflet would parse a string as HTML.
-        marker.bindTooltip(function (m) {
-          var node = document.createElement("span");
-          node.textContent = repName(m.visitRow);
-          return node;
-        });
-      }
-      markers[i] = marker;
-    }
-    // On the map first: added to a layer that is not yet on a map, markercluster checks each
-    // new marker against all those before it.
+      // A function giving a node: Leaflet would parse a string as HTML.
+      marker.bindTooltip(function (m) {
+        var node = document.createElement("span");
+        node.textContent = repName(m.visitRow);
+        return node;
+      });
+      layer.addLayer(marker);
+    });
     layer.addTo(map);
-    if (options.cluster) {
-      layer.addLayers(markers, true);
-    } else {
-      markers.forEach(function (marker) { layer.addLayer(marker); });
-      if (options.customerAlways) {
-        data.forEach(function (row) {
-          var drawn = customerLayer(row);
-          if (drawn) { drawn.addTo(map); }
-        });
-      }
-      window.visitsdashLoaded = true;
+    if (options.customerAlways) {
+      data.forEach(function (row) {
+        var drawn = customerLayer(row);
+        if (drawn) { drawn.addTo(map); }
+      });
     }
+    window.visitsdashLoaded = true;
     return layer;
   };
 })();

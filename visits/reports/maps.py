@@ -1,14 +1,12 @@
 """Maps of visits: the only module that imports folium.
 
-How a map is drawn depends on how many located visits it shows:
-- up to MAP_MARKERS_MAX: one circle marker each;
-- up to MAP_POINTS_MAX: the same rows, clustered;
-- beyond: the newest MAP_POINTS_MAX of them, clustered, and the page says "showing N of M".
-Either way the browser builds the markers and their popups from one compact data array (the
-summary is fetched when a popup opens). With SERVER_CLUSTERS, the map document carries no visits:
-the browser asks the server for the clusters, or past POINTS_ZOOM the visits, in view
-(`server_data`: the contract static/js/visit-map.js reads). The too-far heat map counts every too-far visit in
-scope, whatever the drawing.
+The map of a report's visits carries no visit: its data block says how to ask for them
+(`server_data`), and the browser (static/js/visit-map.js, through the page around the frame)
+asks /map/clusters.json for the clusters in view, every visit counted, whatever their number, or
+from MAP_POINTS_ZOOM on /map/points.json for the single visits, whose rows and lookups are
+`visit_rows`' (reports/clusters.py). The too-far heat map is drawn from the clusters' too-far
+counts. The legend's counts (`map_plan`) are exact. One visit's own map still carries its row in
+the data block. Popups fetch the summary when they open.
 
 Scripts and styles come from static/ (no CDN); tiles from MAP_TILES_URL, if set. Beneath the
 visits, when MAP_TILES_URL is empty or its tiles fail to load, the offline basemap: Natural
@@ -31,8 +29,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
-from django.db.models import BigIntegerField, Count, F, Func, Q, QuerySet
-from django.db.models.functions import Floor
+from django.db.models import BigIntegerField, Count, Func, Q, QuerySet
 from django.templatetags.static import static
 from django.urls import reverse
 
@@ -49,7 +46,6 @@ STATUS_COLORS = {
     VerificationStatus.SERVICES_DISABLED: "#6d4c41",
 }
 STATUS_ORDER = list(STATUS_COLORS)
-HEAT_GRID = 1000  # too-far visits are summed per 1/1000 of a degree (about 100 m) for the heat map
 
 
 def script_json(value: object) -> str:
@@ -77,18 +73,12 @@ def assets_localize() -> None:
     folium.Map.default_css = [("leaflet_css", static("vendor/leaflet/leaflet.css"))]
     HeatMap.default_js = [("leaflet-heat.js", static("vendor/leaflet.heat/leaflet-heat.js"))]
     layer = visit_layer_class()
-    layer.default_js = [
-        ("markercluster", static("vendor/leaflet.markercluster/leaflet.markercluster.js")),
-        ("visit_map", static("js/visit-map.js")),
-    ]
+    layer.default_js = [("visit_map", static("js/visit-map.js"))]
     basemap_class().default_js = [
         ("topojson_client", static("vendor/topojson-client/topojson-client.min.js")),
         ("visit_map", static("js/visit-map.js")),
     ]
-    layer.default_css = [
-        ("markercluster_css", static("vendor/leaflet.markercluster/MarkerCluster.css")),
-        ("markercluster_default_css", static("vendor/leaflet.markercluster/MarkerCluster.Default.css")),
-    ]
+    layer.default_css = []
 
 
 @functools.cache  # one class per process, made when the first map is drawn (folium imported then)
@@ -99,22 +89,21 @@ def visit_layer_class() -> type[Any]:  # a JSCSSMixin and folium Layer
 
     class VisitLayer(JSCSSMixin, Layer):
         """The visits, drawn in the browser by static/js/visit-map.js from the document's data
-        block (see `document_finish`): clustered, or one circle marker each. Its script names only
+        block (see `document_finish`): from the server's clusters and points, or the block's rows. Its script names only
         the map and a flag, so nothing from Sell goes through folium's templates."""
 
         _template = Template(
             """
             {% macro script(this, kwargs) %}
             var {{ this.get_name() }} = visitsdashVisits({{ this._parent.get_name() }},
-                {cluster: {{ this.cluster }}, customerAlways: {{ this.customer_always }}, heat: {{ this.heat }}});
+                {customerAlways: {{ this.customer_always }}, heat: {{ this.heat }}});
             {% endmacro %}
             """
         )
 
-        def __init__(self, *, cluster: bool, name: str, customer_always: bool = False, heat: Any = None) -> None:
+        def __init__(self, *, name: str, customer_always: bool = False, heat: Any = None) -> None:
             super().__init__(name=name, overlay=True, control=True, show=True)
             self._name = "VisitLayer"
-            self.cluster = "true" if cluster else "false"
             # With the server's clusters: the heat layer drawn from their too-far counts (added before).
             self.heat = "null" if heat is None else heat.get_name()
             # The customer's point and a line to it: always (one visit's map), or while a popup is open.
@@ -197,8 +186,7 @@ class MapPlan:
 
     located: dict[VerificationStatus, int]  # status -> visits with coordinates
     without_location: int
-    mode: str  # "empty", "markers", "clusters" or "newest"
-    drawn: int
+    mode: str  # "empty" or "clusters" (drawn from the server's clusters)
     history: int = 0  # of those without a location, the visits from the Core API (history: never a position)
     removed: int = 0  # of those without a location, the visits whose position the retention rule removed
     retention_days: int | None = None  # COORDINATES_RETENTION_DAYS, for the note on those
@@ -207,14 +195,6 @@ class MapPlan:
     @property
     def located_total(self) -> int:
         return sum(self.located.values())
-
-
-def mode_choose(located: int) -> str:
-    if located == 0:
-        return "empty"
-    if located <= settings.MAP_MARKERS_MAX:
-        return "markers"
-    return "clusters" if located <= settings.MAP_POINTS_MAX else "newest"
 
 
 def map_plan(*, scope: Scope) -> MapPlan:
@@ -237,14 +217,12 @@ def map_plan(*, scope: Scope) -> MapPlan:
         without += row["total"] - row["located"]
         history += row["history"]
         removed += row["removed"]
-    total = sum(located.values())
-    mode = mode_choose(total)
+    mode = "clusters" if sum(located.values()) else "empty"
     labels = dict(VerificationStatus.choices)
     return MapPlan(
         located=located,
         without_location=without,
         mode=mode,
-        drawn=min(total, settings.MAP_POINTS_MAX),
         history=history,
         removed=removed,
         retention_days=settings.COORDINATES_RETENTION_DAYS,
@@ -254,19 +232,6 @@ def map_plan(*, scope: Scope) -> MapPlan:
 
 def _located(scope: Scope):
     return scope.visits().filter(latitude__isnull=False).order_by("-visited_at", "-id")
-
-
-def heat_points(*, scope: Scope) -> list[list[float]]:
-    """Every too-far visit in scope, summed per grid cell of about 100 m: [lat, lng, weight]."""
-    cells = (
-        _located(scope)
-        .filter(verification_status=VerificationStatus.TOO_FAR)
-        .order_by()
-        .annotate(y=Floor(F("latitude") * HEAT_GRID), x=Floor(F("longitude") * HEAT_GRID))
-        .values("y", "x")
-        .annotate(n=Count("verification_status"))
-    )
-    return [[(c["y"] + 0.5) / HEAT_GRID, (c["x"] + 0.5) / HEAT_GRID, c["n"]] for c in cells]
 
 
 def map_base(*, bounds: list[list[float]] | None, zoom: int = 4) -> folium.Map:
@@ -297,18 +262,13 @@ def bounds_of(points) -> list[list[float]] | None:
     return [[min(lats), min(lngs)], [max(lats), max(lngs)]]
 
 
-# The feature switch of the server's clusters (issue 15): the map asks /map/clusters.json and
-# /map/points.json for what is in view. Off until those endpoints are merged.
-SERVER_CLUSTERS = False
-POINTS_ZOOM = 13  # from this zoom on, single visits (/map/points.json) instead of clusters
-
-
 def server_data() -> dict:
     """The data block of a map drawn from the server's clusters: no visits, only how to draw them.
-    The page around the frame fetches `{map}clusters.json` and `{map}points.json` (static/js/app.js)."""
+    The page around the frame fetches /map/clusters.json and /map/points.json (static/js/app.js,
+    from the iframe's data-clusters-url and data-points-url)."""
     labels = dict(VerificationStatus.choices)
     return {
-        "server": {"pointsZoom": POINTS_ZOOM, "tooFar": VerificationStatus.TOO_FAR.value},
+        "server": {"pointsZoom": settings.MAP_POINTS_ZOOM, "tooFar": VerificationStatus.TOO_FAR.value},
         "lookups": {
             "statusKeys": [s.value for s in STATUS_ORDER],
             "statuses": [labels[s] for s in STATUS_ORDER],
@@ -331,30 +291,18 @@ def server_bounds(scope: Scope) -> list[list[float]] | None:
 
 
 def map_render(*, scope: Scope) -> MapDocument:
-    """The whole map document (a page of its own, shown in an iframe)."""
+    """The whole map document (a page of its own, shown in an iframe): the visits come from the
+    server's clusters and points in view; with no located visit, the bare map."""
     import folium
     from folium.plugins import HeatMap
 
-    plan = map_plan(scope=scope)
-    data = None
-    if SERVER_CLUSTERS and plan.mode != "empty":
-        m = map_base(bounds=server_bounds(scope))
-        heat_layer = HeatMap([], name="Too-far heat map", show=False, radius=18, blur=14, min_opacity=0.3).add_to(m)
-        visit_layer_class()(cluster=True, name="Visits by status", heat=heat_layer).add_to(m)
-        folium.LayerControl(collapsed=False).add_to(m)
-        return document_finish(m, data=server_data())
-    if plan.mode == "empty":
-        m = map_base(bounds=None)
-    else:
-        rows, lookups = visit_rows(visits=_located(scope), limit=settings.MAP_POINTS_MAX)
-        m = map_base(bounds=bounds_of(rows))
-        visit_layer_class()(cluster=plan.mode != "markers", name="Visits by status").add_to(m)
-        data = {"rows": rows, "lookups": lookups}
-    heat = heat_points(scope=scope)
-    if heat:
-        HeatMap(heat, name="Too-far heat map", show=plan.mode == "empty", radius=18, blur=14, min_opacity=0.3).add_to(m)
+    if not _located(scope).exists():
+        return document_finish(map_base(bounds=None), data=None)
+    m = map_base(bounds=server_bounds(scope))
+    heat_layer = HeatMap([], name="Too-far heat map", show=False, radius=18, blur=14, min_opacity=0.3).add_to(m)
+    visit_layer_class()(name="Visits by status", heat=heat_layer).add_to(m)
     folium.LayerControl(collapsed=False).add_to(m)
-    return document_finish(m, data=data)
+    return document_finish(m, data=server_data())
 
 
 class EpochMinutes(Func):
@@ -436,5 +384,5 @@ def visit_map_render(*, visits: QuerySet) -> MapDocument | None:
     if not rows:
         return None
     m = map_base(bounds=bounds_of([*rows, *lookups["customers"]]))  # the customer and the line to it in view
-    visit_layer_class()(cluster=False, name="Visit", customer_always=True).add_to(m)
+    visit_layer_class()(name="Visit", customer_always=True).add_to(m)
     return document_finish(m, data={"rows": rows, "lookups": lookups})

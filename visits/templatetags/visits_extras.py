@@ -113,14 +113,13 @@ def offset_text(minutes: float) -> str:
 def map_frame_attrs() -> str:
     """A map iframe's sandbox, and where the page fetches a summary, the offline basemap and the
     visits in view for it (static/js/app.js)."""
-    map_url = reverse("visits:map")
     return format_html(
         'sandbox="{}" data-summary-url="{}" data-basemap-url="{}" data-clusters-url="{}" data-points-url="{}"',
         MAP_SANDBOX,
         reverse("visits:visit_summary", args=[0]),
         static(BASEMAP_FILE),
-        f"{map_url}clusters.json",  # the server's clusters and points in view (reports/maps.py's SERVER_CLUSTERS)
-        f"{map_url}points.json",
+        reverse("visits:map_clusters"),  # the clusters and points in view (reports/maps.py's server_data)
+        reverse("visits:map_points"),
     )
 
 

@@ -83,7 +83,9 @@ def test_template_syntax_from_sell_is_never_evaluated_on_maps(admin_client, sett
     for url in ("/visits/1001/", "/visits/1000/", "/reports/reps/900/", "/visits/", "/review/?review=all"):
         page = admin_client.get(url).content.decode()
         assert escape(texts["rep"]) in page, url  # shown as written, as text
-        assert "012" not in page and not marker.exists(), url
+        # The summary's loop, run, would write 012; the marker's own path (a uuid, a temporary
+        # folder) may hold those digits, so it is taken out first.
+        assert "012" not in page.replace(str(marker), "") and not marker.exists(), url
     assert escape(texts["summary"]) in admin_client.get("/visits/1001/").content.decode()
     assert admin_client.get("/visits/1001/summary.json").json()["summary"] == texts["summary"]
 

@@ -61,6 +61,19 @@ CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"]
 
 
+def server_cookie(*, port: int, client) -> list[dict]:
+    """Wait for the runserver on `port` to answer, then the test client's session as a cookie for it."""
+    import urllib.request
+
+    for _ in range(100):
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/accounts/login/", timeout=1)
+            break
+        except OSError:
+            time.sleep(0.1)
+    return [{"name": "sessionid", "value": client.cookies["sessionid"].value, "url": f"http://127.0.0.1:{port}"}]
+
+
 def visits_load(*, visits: int) -> None:
     from django.core.management import call_command
 
@@ -267,7 +280,6 @@ def triggers_probe(*, database_url: str) -> None:
 
 def browser_bench(*, database_url: str) -> None:
     """Chromium time to usable on /map/ and the web process's peak memory, at scale."""
-    import urllib.request
 
     from playwright.sync_api import sync_playwright
 
@@ -289,13 +301,7 @@ def browser_bench(*, database_url: str) -> None:
     the_map = "window[Object.keys(window).find(k => /^map_[0-9a-f]+$/.test(k))]"
     figures: dict[str, list[float]] = {"world": [], "city": [], "street": []}
     try:
-        for _ in range(100):
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/accounts/login/", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.1)
-        cookie = [{"name": "sessionid", "value": client.cookies["sessionid"].value, "url": f"http://127.0.0.1:{port}"}]
+        cookie = server_cookie(port=port, client=client)
         with sync_playwright() as p:
             for _ in range(3):
                 browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
@@ -387,15 +393,7 @@ def main() -> None:
     os.symlink(ROOT / "static", Path(tmp) / "static")
     threading.Thread(target=static.serve_forever, daemon=True).start()
     try:
-        for _ in range(100):
-            try:
-                import urllib.request
-
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/accounts/login/", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.1)
-        cookie = [{"name": "sessionid", "value": client.cookies["sessionid"].value, "url": f"http://127.0.0.1:{port}"}]
+        cookie = server_cookie(port=port, client=client)
         app_browser = statistics.median(
             chromium_seconds(
                 f"http://127.0.0.1:{port}/map/frame/", ready="window.visitsdashLoaded === true", cookies=cookie

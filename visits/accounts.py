@@ -53,8 +53,9 @@ def links_refresh(*, user_ids: list[int] | None = None) -> int:
 
 def user_saved(sender, instance: User, **kwargs) -> None:
     """post_save of an account: its e-mail may now match a Sell user's."""
-    if not kwargs.get("raw"):
-        links_refresh(user_ids=[instance.id])
+    if kwargs.get("raw") or kwargs.get("update_fields") == frozenset({"last_login"}):
+        return  # a fixture, or the sign-in's own save (user_signed_in links then)
+    links_refresh(user_ids=[instance.id])
 
 
 def user_signed_in(sender, request, user: User, **kwargs) -> None:

@@ -17,6 +17,7 @@ from django.conf import settings
 from visits.accounts import links_refresh
 from visits.ingest.core import CoreRefresh, core_refresh
 from visits.ingest.sync import STREAM_ORDER, SyncErrorKind, SyncResult, read_only_archive, streams_sync
+from visits.models import Stream
 from visits.review.flags import flags_refresh
 
 log = logging.getLogger(__name__)
@@ -80,8 +81,8 @@ def visits_pull(
     After 2 (before 3, so that the gap's walk knows every rep), the Core API's users and outcomes
     are refreshed when due (hourly; every poll with `core_force`, which sync_visits passes), unless
     the token, the settings or the network just failed a stream. Its failures are recorded in
-    CoreApiState and never stop the pull. The accounts are then linked again to the Sell users
-    with their e-mails (visits.accounts), which may have changed.
+    CoreApiState and never stop the pull. When users arrived (the stream or the Core API), the
+    accounts are linked again to the Sell users with their e-mails (visits.accounts).
 
     A read-only archive (no SELL_ACCESS_TOKEN, read_only_archive()) does none of this: it returns
     at once with `read_only` set, having sent no request and recorded nothing.
@@ -103,8 +104,10 @@ def visits_pull(
         reps, changes = flags_refresh()
         pull.flagged_reps += reps
         pull.flag_changes += changes
-        pull.core += core_run(results=pull.results, force=core_force)
-        links_refresh()  # the reps' e-mails may have changed: accounts follow them (visits.accounts)
+        refreshed = core_run(results=pull.results, force=core_force)
+        pull.core += refreshed
+        if refreshed or any(r.stream == Stream.USERS and r.applied for r in pull.results):
+            links_refresh()  # the reps' e-mails may have changed: accounts follow them (visits.accounts)
         if any(r.gaps for r in pull.results):
             pull.gaps_filled += gaps_after_sync()
         if deadline is None or pull.errors or not pull.caught_up:

@@ -192,8 +192,12 @@ def scope_described(user) -> str:
 def _reach(user, visits: _Rows, *, rep: str = "rep_id") -> _Rows:
     """`visits` narrowed to those of the reps the user may see."""
     _reports_check(user)
+    return _narrowed(user, visits, rep=rep)
+
+
+def _narrowed(user, rows: _Rows, *, rep: str) -> _Rows:
     allowed = _rep_ids(user)
-    return visits if allowed is None else visits.filter(**{f"{rep}__in": allowed})
+    return rows if allowed is None else rows.filter(**{f"{rep}__in": allowed})
 
 
 def rows_for_user(user, rows: _Rows, *, rep: str = "rep_id") -> _Rows:
@@ -203,8 +207,7 @@ def rows_for_user(user, rows: _Rows, *, rep: str = "rep_id") -> _Rows:
     _note("rows_for_user")
     if not user_may_see_reports(user) and not user.is_superuser:
         return rows.none()
-    allowed = _rep_ids(user)
-    return rows if allowed is None else rows.filter(**{f"{rep}__in": allowed})
+    return _narrowed(user, rows, rep=rep)
 
 
 def visits_for_user(user) -> VisitQuerySet:

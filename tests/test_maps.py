@@ -72,6 +72,11 @@ def test_legend_counts_equal_the_database(manager, serve, full_team):
     streams_sync()
     live = list(Visit.objects.filter(deleted_at__isnull=True))
     some_rep = Counter(v.rep_id for v in live).most_common(1)[0][0]
+    some_outcome = Counter(v.outcome_id for v in live if v.outcome_id).most_common(1)[0][0]
+    days = sorted(v.visited_at.astimezone(UTC).date() for v in live)
+    first_day, last_day = days[0], days[-1]
+    month = (first_day + timedelta(days=3)).replace(day=1) + timedelta(days=32)
+    assert month.replace(day=1) + timedelta(days=32) < last_day, "the range should hold a whole month and edge days"
     scopes = {
         "": Scope(),
         "status=resource_location_too_far&status=location_unknown": Scope(
@@ -79,6 +84,11 @@ def test_legend_counts_equal_the_database(manager, serve, full_team):
         ),
         f"rep={some_rep}": Scope(reps=frozenset({some_rep})),
         "start=2026-01-01&end=2026-12-31": Scope(start=date(2026, 1, 1), end=date(2026, 12, 31)),
+        # days at both edges (from the visits) around whole months (from the map tally)
+        f"start={first_day + timedelta(days=3)}&end={last_day - timedelta(days=3)}": Scope(
+            start=first_day + timedelta(days=3), end=last_day - timedelta(days=3)
+        ),
+        f"outcome={some_outcome}": Scope(outcomes=frozenset({some_outcome})),  # not in the map tally
     }
     for query, scope in scopes.items():
         chosen = [v for v in live if in_scope(v, scope)]
@@ -102,6 +112,7 @@ def in_scope(v: Visit, scope: Scope) -> bool:
         and (scope.end is None or day <= scope.end)
         and (scope.reps is None or v.rep_id in scope.reps)
         and (scope.statuses is None or v.verification_status in scope.statuses)
+        and (scope.outcomes is None or v.outcome_id in scope.outcomes)
     )
 
 
@@ -119,6 +130,12 @@ def map_data(html: str) -> tuple[list, dict, bool]:
     block = json.loads(re.search(r'<script type="application/json" id="visit-data">(.*?)</script>', html).group(1))
     always = re.search(r"visitsdashVisits\(\w+,\s+\{customerAlways: (true|false),", html).group(1) == "true"
     return block["rows"], block["lookups"], always
+
+
+def opening_box(html: str) -> list[float]:
+    """The south, west, north and east a map document opens on (folium's fitBounds)."""
+    fit = re.search(r"fitBounds\(\s*\[\[([-\d.]+), ([-\d.]+)\], \[([-\d.]+), ([-\d.]+)\]\]", html)
+    return [float(x) for x in fit.groups()]
 
 
 def server_block(html: str) -> dict:
@@ -146,12 +163,24 @@ def test_the_map_carries_no_visit_and_opens_on_them_all(manager, settings):
     html = frame(manager)
     block = server_block(html)
     assert "rows" not in block and block["server"]["pointsZoom"] == settings.MAP_POINTS_ZOOM
-    fit = re.search(r"fitBounds\(\s*\[\[([-\d.]+), ([-\d.]+)\], \[([-\d.]+), ([-\d.]+)\]\]", html)
     lats = [v.latitude for v in Visit.objects.filter(latitude__isnull=False)]
     lngs = [v.longitude for v in Visit.objects.filter(latitude__isnull=False)]
-    assert [float(x) for x in fit.groups()] == pytest.approx(
-        [min(lats), min(lngs), max(lats), max(lngs)], abs=1e-5
-    )  # fits the visits
+    # Opens on them all: the map tally's finest cells that hold them (1/64 degree), edges included.
+    south, west, north, east = opening_box(html)
+    assert south <= min(lats) and west <= min(lngs) and north >= max(lats) and east >= max(lngs)
+    assert max(min(lats) - south, min(lngs) - west, north - max(lats), east - max(lngs)) <= 1 / 64
+    # One rep's map, from the half-degree cells kept by rep: its visits, not another rep's in Sydney.
+    Rep.objects.create(id=901, name="Other")
+    at = datetime(2026, 10, 9, 15, 0, tzinfo=UTC)
+    with transaction.atomic():
+        visits_upsert(rows={7000: {**row(at=at, status="verified", lat=-33.87, lng=151.21), "rep_id": 901}})
+    assert opening_box(frame(manager))[0] <= -33.87 and opening_box(frame(manager))[3] >= 151.21
+    south, west, north, east = opening_box(frame(manager, "rep=900"))
+    assert south <= min(lats) and west <= min(lngs) and north >= max(lats) and east >= max(lngs)
+    assert max(min(lats) - south, min(lngs) - west, north - max(lats), east - max(lngs)) <= 0.5
+    south, west, north, east = opening_box(frame(manager, "rep=900&outcome=90"))  # from the visits
+    assert [south, west, north, east] == pytest.approx([min(lats), min(lngs), max(lats), max(lngs)], abs=1e-5)
+    Visit.objects.filter(id=7000).delete()
     rows, _ = points(manager)
     assert sorted(r[6] for r in rows) == sorted(located)
     times = {v.id: int(v.visited_at.timestamp()) // 60 for v in Visit.objects.all()}

@@ -257,6 +257,19 @@ class Visit(models.Model):
                 name="visit_position",
                 condition=VISIT_LIVE & Q(latitude__isnull=False),
             ),
+            # The map legend's notes (reports/map_counts.py): the live visits from the Core API's
+            # history and those the retention rule took the position of, with what a report's
+            # filters read, so their counts read these rows only, not every visit.
+            models.Index(
+                fields=["visited_at", "rep", "outcome", "verification_status", "resource_type"],
+                name="visit_history",
+                condition=VISIT_LIVE & Q(source="core_api"),
+            ),
+            models.Index(
+                fields=["visited_at", "rep", "outcome", "verification_status", "resource_type"],
+                name="visit_position_removed",
+                condition=VISIT_LIVE & Q(coordinates_removed_at__isnull=False),
+            ),
             # The few visits deleted in Sell: the status page counts them, the admin lists them.
             models.Index(fields=["deleted_at"], name="visit_deleted", condition=Q(deleted_at__isnull=False)),
         ]

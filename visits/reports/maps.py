@@ -5,8 +5,9 @@ The map of a report's visits carries no visit: its data block says how to ask fo
 asks /map/clusters.json for the clusters in view, every visit counted, whatever their number, or
 from MAP_POINTS_ZOOM on /map/points.json for the single visits, whose rows and lookups are
 `visit_rows`' (reports/clusters.py). The too-far heat map is drawn from the clusters' too-far
-counts. The legend's counts (`map_plan`) are exact. One visit's own map still carries its row in
-the data block. Popups fetch the summary when they open.
+counts. The legend's counts (`map_plan`) are exact, read from the tallies (reports/map_counts.py),
+as is the box the map opens on. One visit's own map still carries its row in the data block.
+Popups fetch the summary when they open.
 
 Scripts and styles come from static/ (no CDN); tiles from MAP_TILES_URL, if set. Beneath the
 visits, when MAP_TILES_URL is empty or its tiles fail to load, the offline basemap: Natural
@@ -29,11 +30,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
-from django.db.models import BigIntegerField, Count, Func, Q, QuerySet
+from django.db.models import BigIntegerField, Func, QuerySet
 from django.templatetags.static import static
 from django.urls import reverse
 
-from visits.models import Customer, Outcome, Rep, VerificationStatus, VisitSource
+from visits.models import Customer, Outcome, Rep, VerificationStatus
+from visits.reports import map_counts
 from visits.reports.scope import Scope
 
 if TYPE_CHECKING:
@@ -198,25 +200,15 @@ class MapPlan:
 
 
 def map_plan(*, scope: Scope) -> MapPlan:
-    """Counts by status, with and without coordinates, and the drawing they call for."""
-    rows = (
-        scope.visits()
-        .order_by()
-        .values("verification_status")
-        .annotate(
-            total=Count("verification_status"),
-            located=Count("latitude"),
-            history=Count("verification_status", filter=Q(source=VisitSource.CORE_API)),
-            removed=Count("verification_status", filter=Q(coordinates_removed_at__isnull=False)),
-        )
-    )
+    """Counts by status, with and without coordinates, and the drawing they call for: from the
+    tallies and small indexes, not from every visit (reports/map_counts.py)."""
     located = dict.fromkeys(STATUS_ORDER, 0)
-    without = history = removed = 0
-    for row in rows:
-        located[row["verification_status"]] = row["located"]
-        without += row["total"] - row["located"]
-        history += row["history"]
-        removed += row["removed"]
+    located.update(map_counts.located_by_status(scope))
+    everything = map_counts.all_by_status(scope)
+    without = sum(everything.values()) - sum(located.values())
+    history = removed = 0
+    if without:  # both are visits without a position: none to count when every visit has one
+        history, removed = map_counts.history_count(scope), map_counts.removed_count(scope)
     mode = "clusters" if sum(located.values()) else "empty"
     labels = dict(VerificationStatus.choices)
     return MapPlan(
@@ -228,10 +220,6 @@ def map_plan(*, scope: Scope) -> MapPlan:
         retention_days=settings.COORDINATES_RETENTION_DAYS,
         legend=[(s, labels[s], STATUS_COLORS[s], located[s]) for s in STATUS_ORDER],
     )
-
-
-def _located(scope: Scope):
-    return scope.visits().filter(latitude__isnull=False).order_by("-visited_at", "-id")
 
 
 def map_base(*, bounds: list[list[float]] | None, zoom: int = 4) -> folium.Map:
@@ -279,26 +267,16 @@ def server_data() -> dict:
     }
 
 
-def server_bounds(scope: Scope) -> list[list[float]] | None:
-    from django.db.models import Max, Min
-
-    box = (
-        _located(scope)
-        .order_by()
-        .aggregate(s=Min("latitude"), w=Min("longitude"), n=Max("latitude"), e=Max("longitude"))
-    )
-    return None if box["s"] is None else [[box["s"], box["w"]], [box["n"], box["e"]]]
-
-
 def map_render(*, scope: Scope) -> MapDocument:
     """The whole map document (a page of its own, shown in an iframe): the visits come from the
     server's clusters and points in view; with no located visit, the bare map."""
     import folium
     from folium.plugins import HeatMap
 
-    if not _located(scope).exists():
+    bounds = map_counts.opening_bounds(scope)
+    if bounds is None:
         return document_finish(map_base(bounds=None), data=None)
-    m = map_base(bounds=server_bounds(scope))
+    m = map_base(bounds=bounds)
     heat_layer = HeatMap([], name="Too-far heat map", show=False, radius=18, blur=14, min_opacity=0.3).add_to(m)
     visit_layer_class()(name="Visits by status", heat=heat_layer).add_to(m)
     folium.LayerControl(collapsed=False).add_to(m)

@@ -108,3 +108,45 @@ def test_the_heat_layer_from_the_clusters_too_far_counts(live_server, server_map
     assert heat == Visit.objects.filter(verification_status="resource_location_too_far").count() == 6
     assert "rep" not in ASKED[-1]
     assert seen == {"outside": [], "errors": [], "dialogs": []}
+
+
+def test_clusters_that_would_overlap_are_drawn_as_one(live_server, server_map, cast):
+    """Visits a few metres either side of a cell edge (42 degrees north is one at every zoom): two
+    cells, two clusters from the server, one circle drawn, the count summed; far ones stay apart."""
+    from datetime import UTC, datetime
+
+    from django.db import transaction
+
+    from visits.ingest.pages import visits_upsert
+    from visits.models import Rep
+
+    from .test_maps import row
+
+    page, seen, ASKED = server_map
+    Rep.objects.create(id=900, name="Rep")
+    at = datetime(2026, 10, 5, 15, 0, tzinfo=UTC)
+    places = [(41.9999, -87.8), (42.0001, -87.8), (42.0002, -87.8), (41.0, -85.0)]
+    with transaction.atomic():
+        visits_upsert(
+            rows={
+                1000 + i: {**row(at=at, status="verified", lat=lat, lng=lng), "outcome_id": None}
+                for i, (lat, lng) in enumerate(places)
+            }
+        )
+    browser_sign_in(page, f"{live_server.url}/map/", user=cast.manager)
+    frame = page.frames[1]
+    frame.wait_for_function("() => window.visitsdashDraws > 0")
+    draws = draws_of(frame)
+    frame.evaluate(f"() => {{ {MAP}.setView([41.5, -86.5], 7); }}")
+    drawn_after(frame, draws)
+    box = ASKED[-1]["bbox"]
+    server = page.request.get(f"{live_server.url}/map/clusters.json?bbox={box}&zoom=7").json()
+    assert sorted(c["count"] for c in server["clusters"]) == [1, 1, 2]  # 42 degrees parts two cells
+    assert cluster_counts(frame) == [1, 3]
+    rects = frame.evaluate(
+        "() => [...document.querySelectorAll('.visit-cluster')].map(n => { const r = n.getBoundingClientRect();"
+        " return [r.left, r.top, r.right, r.bottom]; })"
+    )
+    (a, b) = rects
+    assert a[2] < b[0] or b[2] < a[0] or a[3] < b[1] or b[3] < a[1]  # no two circles overlap
+    assert seen == {"outside": [], "errors": [], "dialogs": []}

@@ -145,9 +145,9 @@
      or zoom (debounced), the page around the frame is asked for /map/clusters.json, or from
      pointsZoom on for /map/points.json, with the page's filters, the box and the zoom; an older
      answer is dropped (and its request aborted by the page). Clusters are circles sized by their
-     count, in their most common status's colour, the count as text; a click zooms in. Points are
-     the visits with their popups, the customer's point while one is open. options.heat (the too-far
-     heat layer) is drawn from the clusters' too-far counts. */
+     count, in their most common status's colour, the count as text (those that would overlap drawn
+     as one); a click zooms in. Points are the visits with their popups, the customer's point while
+     one is open. options.heat (the too-far heat layer) is drawn from the clusters' too-far counts. */
   function serverVisits(map, options, block) {
     var look = block.lookups, server = block.server;
     var time = new Intl.DateTimeFormat("en-CA", {timeZone: look.zone, year: "numeric", month: "2-digit",
@@ -165,7 +165,7 @@
       Object.keys(cluster.statuses || {}).forEach(function (key) {
         if (statusIndex[key] !== undefined && (top === null || cluster.statuses[key] > cluster.statuses[top])) { top = key; }
       });
-      var size = Math.round(22 + 8 * Math.log10(Math.max(1, cluster.count)));
+      var size = clusterSize(cluster.count);
       var node = document.createElement("div");
       node.className = "visit-cluster";
       node.textContent = String(cluster.count);
@@ -181,9 +181,38 @@
       return L.divIcon({html: node, className: "visit-cluster-icon", iconSize: [size + 4, size + 4]});
     }
 
+    function clusterSize(count) { return Math.round(22 + 8 * Math.log10(Math.max(1, count))); }
+
+    /* The server's cells are squares: two cells' clusters can sit a few pixels apart across their
+       edge. Clusters whose circles would overlap at this zoom are drawn as one, the biggest first,
+       at their visits' mean, their counts summed (the total is unchanged). */
+    function clustersMerged(clusters) {
+      var merged = [];
+      clusters.slice().sort(function (a, b) { return b.count - a.count; }).forEach(function (c) {
+        var point = map.latLngToLayerPoint([c.lat, c.lon]), radius = clusterSize(c.count) / 2 + 2;
+        for (var i = 0; i < merged.length; i++) {
+          var m = merged[i];
+          if (point.distanceTo(m.point) < radius + m.radius) {
+            var count = m.count + c.count;
+            m.lat = (m.lat * m.count + c.lat * c.count) / count;
+            m.lon = (m.lon * m.count + c.lon * c.count) / count;
+            m.count = count;
+            Object.keys(c.statuses || {}).forEach(function (key) { m.statuses[key] = (m.statuses[key] || 0) + c.statuses[key]; });
+            m.point = map.latLngToLayerPoint([m.lat, m.lon]);
+            m.radius = clusterSize(count) / 2 + 2;
+            return;
+          }
+        }
+        var statuses = {};
+        Object.keys(c.statuses || {}).forEach(function (key) { statuses[key] = c.statuses[key]; });
+        merged.push({lat: c.lat, lon: c.lon, count: c.count, statuses: statuses, point: point, radius: radius});
+      });
+      return merged;
+    }
+
     function clustersDraw(body) {
       var heat = [];
-      (body.clusters || []).forEach(function (c) {
+      clustersMerged(body.clusters || []).forEach(function (c) {
         var marker = L.marker([c.lat, c.lon], {icon: clusterIcon(c), keyboard: false});
         marker.on("click", function () { map.setView([c.lat, c.lon], Math.min(map.getZoom() + 2, map.getMaxZoom())); });
         layer.addLayer(marker);

@@ -290,6 +290,8 @@ def browser_bench(*, database_url: str) -> None:
     from visits.models import Visit
 
     located = Visit.objects.filter(latitude__isnull=False, deleted_at__isnull=True).count()
+    # the city and the street zoomed to: around a visit (where the bench's visits are)
+    spot = Visit.objects.filter(latitude__isnull=False).order_by("id").values_list("latitude", "longitude").first()
     user = User.objects.filter(username="bench-map").first() or User.objects.create_superuser("bench-map", password="x")
     client = Client()
     client.force_login(user)
@@ -298,8 +300,17 @@ def browser_bench(*, database_url: str) -> None:
         [sys.executable, "manage.py", "runserver", f"127.0.0.1:{port}", "--noreload"], cwd=ROOT,
         env={**os.environ}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
+    pages = {}
+    for path in ("/map/", "/map/frame/"):  # the server's time for the page and its map document
+        times = []
+        for _ in range(5):
+            began = time.perf_counter()
+            assert client.get(path).status_code == 200
+            times.append(time.perf_counter() - began)
+        pages[path] = statistics.median(times)
     the_map = "window[Object.keys(window).find(k => /^map_[0-9a-f]+$/.test(k))]"
     figures: dict[str, list[float]] = {"world": [], "city": [], "street": []}
+    asked: list[dict] = []  # the map's JSON requests, as the page saw them (Resource Timing)
     try:
         cookie = server_cookie(port=port, client=client)
         with sync_playwright() as p:
@@ -316,7 +327,7 @@ def browser_bench(*, database_url: str) -> None:
                 frame.wait_for_function("() => window.visitsdashLoaded === true", timeout=120_000, polling=20)
                 frame.evaluate("() => 1")  # the frame answers
                 figures["world"].append(time.perf_counter() - started)
-                for name, (lat, lng, zoom) in (("city", (*CITIES[0], 10)), ("street", (*CITIES[0], 15))):
+                for name, (lat, lng, zoom) in (("city", (*spot, 10)), ("street", (*spot, 15))):
                     draws = frame.evaluate("() => window.visitsdashDraws")
                     started = time.perf_counter()
                     frame.evaluate(f"() => {{ {the_map}.setView([{lat}, {lng}], {zoom}); }}")
@@ -325,6 +336,11 @@ def browser_bench(*, database_url: str) -> None:
                         polling=20,
                     )  # fmt: skip
                     figures[name].append(time.perf_counter() - started)
+                asked += page.evaluate(
+                    "() => performance.getEntriesByType('resource').filter(e => /\\/map\\/(clusters|points)\\.json/"
+                    ".test(e.name)).map(e => ({name: e.name, wait: e.responseStart - e.requestStart,"
+                    " bytes: e.encodedBodySize}))"
+                )
                 browser.close()
                 assert not outside, outside[:3]
         status = Path(f"/proc/{server.pid}/status").read_text()
@@ -333,13 +349,30 @@ def browser_bench(*, database_url: str) -> None:
     finally:
         server.terminate()
         server.wait()
-    print(f"{located:,} located visits; Chromium, median of 3 (each from a fresh browser):")
+    vendor = "PostgreSQL" if "postgres" in database_url else "SQLite"
+    print(f"{vendor}: {located:,} located visits")
+    for path, seconds in pages.items():
+        print(f"    {path} through the test client (the server alone), median of 5: {seconds * 1000:.0f} ms")
+    for kind in ("clusters", "points"):
+        seen = [a for a in asked if f"/{kind}.json" in a["name"]]
+        if seen:
+            waits = sorted(a["wait"] for a in seen)
+            for a in seen:
+                print(
+                    f"      zoom {a['name'].split('zoom=')[1].split('&')[0]:>2}: {a['wait']:4.0f} ms, {a['bytes']:7,} bytes"
+                )
+            print(
+                f"    {len(seen)} {kind}.json asked by the page: the server's answer (request to first byte) median"
+                f" {statistics.median(waits):.0f} ms, slowest {waits[-1]:.0f} ms; largest"
+                f" {max(a['bytes'] for a in seen) / 1000:.1f} KB"
+            )
+    print("  Chromium, median of 3 (each from a fresh browser):")
     print(f"    /map/ to the world's clusters drawn: {statistics.median(figures['world']):.2f} s")
     print(f"    a zoom to a city (zoom 10), clusters drawn: {statistics.median(figures['city']):.2f} s")
     print(f"    a zoom to a street (zoom 15), points drawn: {statistics.median(figures['street']):.2f} s")
     print(
         f"    the web process's peak RSS: {memory['VmHWM'] / 1024:.0f} MB; at the end {memory['RssAnon'] / 1024:.0f} MB"
-        f" its own (anonymous), {memory['RssFile'] / 1024:.0f} MB file pages (SQLite's mmap of the database)"
+        f" its own (anonymous), {memory['RssFile'] / 1024:.0f} MB file pages (code, SQLite's map of the database)"
     )
 
 

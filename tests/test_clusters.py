@@ -5,16 +5,19 @@ restorations, equal to its rebuild; a Manager's reach; bad parameters; the size 
 
 from __future__ import annotations
 
+import importlib
 import json
 import math
 import random
 from collections import Counter, defaultdict
 from datetime import UTC, date, datetime, timedelta
+from types import SimpleNamespace
 from zoneinfo import ZoneInfo
 
 import pytest
+from django.apps import apps
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 
 from tests.conftest import user_make
 from visits.geo.retention import coordinates_retain
@@ -210,7 +213,20 @@ def test_the_map_tally_follows_moves_deletions_and_restorations_and_equals_its_r
         assert kept[key][0] == visits and kept[key][3] == id_sum, key
         assert math.isclose(kept[key][1], lat, abs_tol=1e-6) and math.isclose(kept[key][2], lon, abs_tol=1e-6)
     assert {row[0] for row in kept} == set(map_tally.BANDS)
+    assert {(key[0], str(key[3]) != map_tally.PLAIN_MONTH) for key in kept} == set(map_tally.LAYERS)
     assert_clusters_count_right(rng=rng, n=20)
+    # Migration 0025 sums the coarse bands' plain rows from their rows by month and rep: the same rows.
+    plain = {key: row for key, row in kept.items() if key[0] in map_tally.DETAILED and key[4] == 0}
+    assert plain
+    MapCellTally.objects.filter(band__in=map_tally.DETAILED, rep_id=0).delete()
+    migration = importlib.import_module("visits.migrations.0025_map_plain_coarse")
+    with connection.cursor() as cursor:  # Django's schema editor will not run in a test's transaction on SQLite
+        migration.plain_rows_add(apps, SimpleNamespace(execute=cursor.execute, connection=connection))
+    summed = {key: row for key, row in map_tally_rows().items() if key[0] in map_tally.DETAILED and key[4] == 0}
+    assert summed.keys() == plain.keys()
+    for key, (visits, lat, lon, id_sum) in summed.items():
+        assert plain[key][0] == visits and plain[key][3] == id_sum, key
+        assert math.isclose(plain[key][1], lat, abs_tol=1e-6) and math.isclose(plain[key][2], lon, abs_tol=1e-6)
 
 
 def map_tally_rows() -> dict[tuple, tuple]:

@@ -1,6 +1,7 @@
-"""The map tally: live located visits per grid cell of a few bands, month of local_day, rep and
-status (MapCellTally), with the sums of their latitudes, longitudes and ids, from which the map's
-clusters (reports/clusters.py) are summed without reading the visits.
+"""The map tally: live located visits per grid cell of a few bands and status, and on the coarse
+bands by month of local_day and rep too (MapCellTally), with the sums of their latitudes,
+longitudes and ids, from which the map's clusters (reports/clusters.py) are summed without reading
+the visits.
 
 A band's cells are 2^band degrees; a visit's cell is floor((latitude + 90) * 2^-band) and
 floor((longitude + 180) * 2^-band), the same float operations in SQL and in Python (a power of two
@@ -11,7 +12,7 @@ than a band are summed from it by shifting the cell numbers.
 Kept like the tallies (tallies.py): SQLite row triggers whose conditions fail at once for a visit
 without a position, PostgreSQL statement triggers over the transition tables; rebuilt by
 tallies.tallies_rebuild with the other tallies, and built after a `migrate` that left it empty
-beside located visits (migration 0023).
+beside located visits (migration 0023). Migration 0025 added the coarse bands' plain rows.
 """
 
 from __future__ import annotations
@@ -23,13 +24,16 @@ from django.db import connection as default_connection
 from visits import triggers
 from visits.models import MapCellTally, Visit, column
 
-# The bands (cells of 4, 1/2, 1/16 and 1/64 degree: 2^band): each costs ingestion an upsert per
-# visit; zoom levels 4, 7, 10 and 12 draw clusters of about 64 pixels straight from them. The fine
-# bands keep no month and no rep (PLAIN: month 1970-01-01, rep 0): keyed by them, a fine band has
-# about a row per visit and sums no faster than the visits (measured: 1.2 s for a city at zoom 10
-# at a million visits); a filter by rep or date at those zoom levels reads few visits anyway.
+# The bands (cells of 4, 1/2, 1/16 and 1/64 degree: 2^band): zoom levels 4, 7, 10 and 12 draw
+# clusters of about 64 pixels straight from them. Every band keeps its cells by status alone (the
+# PLAIN rows: month 1970-01-01, rep 0), which the map without a rep or date filter reads: a few rows
+# a cell. The coarse bands (DETAILED) keep them by month and rep too, for those filters: keyed by
+# them, a fine band would have about a row per visit and sum no faster than the visits (measured:
+# 1.2 s for a city at zoom 10 at a million visits); a filter by rep or date at those zoom levels reads
+# few visits anyway. Each LAYER (a band, plain or detailed) costs ingestion an upsert per visit.
 BANDS = (2, -1, -4, -6)
 DETAILED = frozenset({2, -1})
+LAYERS = tuple((band, False) for band in BANDS) + tuple((band, True) for band in BANDS if band in DETAILED)
 PLAIN_MONTH, PLAIN_REP = "1970-01-01", 0
 
 TABLE = MapCellTally._meta.db_table
@@ -68,9 +72,9 @@ def cell_sql(*, vendor: str, band: int, degrees: str, offset: float) -> str:
     return f"CAST(floor(({degrees} + {_float(offset, vendor)}) * {_float(scale(band), vendor)}) AS integer)"
 
 
-def values(*, vendor: str, band: int, row: str = "") -> list[str]:
-    """SQL for the key's values from a visit row (`row` with its dot, or the bare columns)."""
-    detailed = band in DETAILED
+def values(*, vendor: str, band: int, detailed: bool, row: str = "") -> list[str]:
+    """SQL for the key's values from a visit row (`row` with its dot, or the bare columns), in the
+    band's detailed rows (by month and rep) or its plain ones."""
     plain_month = f"DATE '{PLAIN_MONTH}'" if vendor == "postgresql" else f"'{PLAIN_MONTH}'"
     return [
         str(band),
@@ -95,10 +99,10 @@ def rebuild_sql(*, vendor: str) -> list[str]:
     """The tally counted afresh from the visits, a statement per band."""
     return [
         f"INSERT INTO {TABLE} ({', '.join(KEY)}, {', '.join(SUMS)}) "
-        f"SELECT {', '.join(values(vendor=vendor, band=band))}, count(*), "
+        f"SELECT {', '.join(values(vendor=vendor, band=band, detailed=detailed))}, count(*), "
         + ", ".join(f"sum({s})" for s in _sums())
         + f" FROM {VISIT_TABLE} WHERE {counted()} GROUP BY {GROUPS}"
-        for band in BANDS
+        for band, detailed in LAYERS
     ]
 
 
@@ -106,11 +110,12 @@ def sqlite_triggers() -> list[str]:
     def add(row: str) -> str:
         return " ".join(
             f"INSERT INTO {TABLE} ({', '.join(KEY)}, {', '.join(SUMS)}) "
-            f"VALUES ({', '.join(values(vendor='sqlite', band=band, row=row))}, 1, {', '.join(_sums(row))}) "
+            f"VALUES ({', '.join(values(vendor='sqlite', band=band, detailed=detailed, row=row))}, 1, "
+            f"{', '.join(_sums(row))}) "
             f"ON CONFLICT ({', '.join(KEY)}) DO UPDATE SET "
             + ", ".join(f"{c} = {c} + excluded.{c}" for c in SUMS)
             + ";"
-            for band in BANDS
+            for band, detailed in LAYERS
         )
 
     def remove(row: str) -> str:
@@ -118,9 +123,12 @@ def sqlite_triggers() -> list[str]:
             f"UPDATE {TABLE} SET "
             + ", ".join(f"{c} = {c} - {s}" for c, s in zip(SUMS, ["1", *_sums(row)], strict=True))
             + " WHERE "
-            + " AND ".join(f"{k} = {v}" for k, v in zip(KEY, values(vendor="sqlite", band=band, row=row), strict=True))
+            + " AND ".join(
+                f"{k} = {v}"
+                for k, v in zip(KEY, values(vendor="sqlite", band=band, detailed=detailed, row=row), strict=True)
+            )
             + ";"
-            for band in BANDS
+            for band, detailed in LAYERS
         )
 
     moved = " OR ".join(
@@ -144,9 +152,9 @@ def _pg_delta(tables: list[tuple[str, int]]) -> str:
     """One grouped upsert per band, adding each transition table's counted rows with its sign."""
     statements = []
     columns, deltas = ", ".join(KEY), [f"d{i}" for i in range(len(SUMS))]
-    for band in BANDS:
+    for band, detailed in LAYERS:
         delta = " UNION ALL ".join(
-            f"SELECT {', '.join(values(vendor='postgresql', band=band))}, {sign} * count(*), "
+            f"SELECT {', '.join(values(vendor='postgresql', band=band, detailed=detailed))}, {sign} * count(*), "
             + ", ".join(f"{sign} * sum({s})" for s in _sums())
             + f" FROM {table} WHERE {counted()} GROUP BY {GROUPS}"
             for table, sign in tables

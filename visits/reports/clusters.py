@@ -140,15 +140,21 @@ def _whole_months(scope: Scope) -> bool:
     return starts and ends
 
 
+def plain(scope: Scope) -> bool:
+    """Whether the map tally's plain rows (by cell and status alone) answer the scope: no rep, no dates."""
+    return scope.reps is None and scope.start is None and scope.end is None
+
+
 def tally_band(*, scope: Scope, grid: Grid) -> int | None:
-    """The band of the map tally that answers this scope on this grid exactly, or None."""
+    """The band of the map tally that answers this scope on this grid exactly, or None: the coarsest
+    no coarser than the grid, in its plain rows (`plain`) or its rows by month and rep."""
     if scope.outcomes is not None or scope.resource_type or not _whole_months(scope):
         return None
     bands = [band for band in map_tally.BANDS if band <= grid.exponent]
     if not bands or not tallies_current():
         return None
     band = max(bands)
-    if band not in map_tally.DETAILED and (scope.reps is not None or scope.start or scope.end):
+    if band not in map_tally.DETAILED and not plain(scope):
         return None  # a fine band keeps no rep or month
     return band
 
@@ -159,8 +165,8 @@ def _tally_rows(*, scope: Scope, grid: Grid, band: int) -> list[tuple]:
     shift = grid.exponent - band
     t = map_tally.TABLE
     rows_low, rows_high = grid.rows[0] << shift, ((grid.rows[1] + 1) << shift) - 1
-    where = ["band = %s", "cell_y BETWEEN %s AND %s", "visits > 0"]
-    params: list = [band, rows_low, rows_high]
+    where = ["band = %s", "cell_y BETWEEN %s AND %s", "visits > 0", "month = %s" if plain(scope) else "month <> %s"]
+    params: list = [band, rows_low, rows_high, date.fromisoformat(map_tally.PLAIN_MONTH)]
     where.append("(" + " OR ".join("cell_x BETWEEN %s AND %s" for _ in grid.columns) + ")")
     for low, high in grid.columns:
         params += [low << shift, ((high + 1) << shift) - 1]

@@ -3,10 +3,11 @@ read from the tallies instead of every visit (at a million visits, reading them 
 page 1.3 s and, through SQLite's memory map, half a gigabyte of the web process's memory).
 
 - The visits by status: the report tallies (analytics.status_rows), exact for every filter.
-- The located visits by status: the map tally's coarsest band (ingest/map_tally.py), which keeps
-  the month, the rep and the status: whole months from it, the days at a range's edges from the
-  visits, as the reports read theirs. An outcome or resource-type filter, which the map tally
-  does not keep, or tallies being rebuilt: counted from the visits.
+- The located visits by status: the map tally's coarsest band (ingest/map_tally.py): with no rep
+  and no dates, its rows by cell and status (a few); else its rows by month, rep and status, whole
+  months from it, the days at a range's edges from the visits, as the reports read theirs. With an
+  outcome or resource-type filter, which the map tally does not keep, or while the tallies are
+  rebuilt: counted from the visits.
 - The visits from the Core API's history and those whose position the retention rule removed:
   each from a partial index of its own (visit_history, visit_position_removed), so a count reads
   those few rows only.
@@ -20,18 +21,19 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import replace
+from datetime import date
 
 from django.db.models import Count, Max, Min, QuerySet, Sum
 
 from visits.ingest import map_tally
 from visits.ingest.tallies import tallies_current
 from visits.models import MapCellTally, VisitSource
-from visits.reports import analytics
+from visits.reports import analytics, clusters
 from visits.reports.scope import Scope
 
-COUNT_BAND = max(map_tally.DETAILED)  # 4-degree cells by month, rep and status: the fewest rows
+COUNT_BAND = max(map_tally.DETAILED)  # 4-degree cells (by month and rep too): the fewest rows
 BOUNDS_BAND_DETAILED = min(map_tally.DETAILED)  # 1/2 degree, by month and rep
-BOUNDS_BAND_PLAIN = max(map_tally.BANDS)  # 1/64 degree, by status only
+BOUNDS_BAND_PLAIN = min(map_tally.BANDS)  # 1/64 degree, by status only
 
 
 def _tally_answers(scope: Scope) -> bool:
@@ -40,13 +42,17 @@ def _tally_answers(scope: Scope) -> bool:
 
 
 def _cells(scope: Scope, *, band: int, months: tuple | None) -> QuerySet:
-    """The band's rows with visits, narrowed by the scope's reps and statuses and to the months
-    first..last (either None: open; `months` None: the band keeps no month)."""
+    """The band's rows with visits, narrowed by the scope's statuses: its plain rows (by cell and
+    status alone) when the scope has no rep and no dates, else its rows by month and rep, narrowed
+    by the reps and to the months first..last (either None: open)."""
     rows = MapCellTally.objects.filter(band=band, visits__gt=0)
+    plain_month = date.fromisoformat(map_tally.PLAIN_MONTH)
+    if clusters.plain(scope):
+        return rows.filter(month=plain_month).filter(**_statuses(scope)).order_by()
+    rows = rows.exclude(month=plain_month)
     if scope.reps is not None:
         rows = rows.filter(rep_id__in=scope.reps)
-    if scope.statuses is not None:
-        rows = rows.filter(verification_status__in=scope.statuses)
+    rows = rows.filter(**_statuses(scope))
     if months is not None:
         first, last = months
         if first is not None:
@@ -54,6 +60,10 @@ def _cells(scope: Scope, *, band: int, months: tuple | None) -> QuerySet:
         if last is not None:
             rows = rows.filter(month__lte=last)
     return rows.order_by()
+
+
+def _statuses(scope: Scope) -> dict:
+    return {} if scope.statuses is None else {"verification_status__in": scope.statuses}
 
 
 def _counted(visits: QuerySet) -> Counter:
@@ -71,7 +81,7 @@ def located_by_status(scope: Scope) -> Counter:
     reads, days = analytics.range_plan(start=scope.start, end=scope.end, grains=(analytics.MONTHS,))
     found: Counter = Counter()
     for low, high in days:
-        pass
+        found += _counted(replace(scope, start=low, end=high).visits())
     for _, months in reads:
         rows = (
             _cells(scope, band=COUNT_BAND, months=months).values_list("verification_status").annotate(n=Sum("visits"))
@@ -109,7 +119,7 @@ def opening_bounds(scope: Scope) -> list[list[float]] | None:
             .aggregate(s=Min("latitude"), w=Min("longitude"), n=Max("latitude"), e=Max("longitude"))
         )
         return None if box["s"] is None else [[box["s"], box["w"]], [box["n"], box["e"]]]
-    if scope.reps is None and scope.start is None and scope.end is None:
+    if clusters.plain(scope):
         band, months = BOUNDS_BAND_PLAIN, None
     else:
         band = BOUNDS_BAND_DETAILED

@@ -28,7 +28,8 @@ PAGES = {
     "matrix": "/reports/matrix/",
     "teams": "/reports/teams/",
     "visits": "/visits/",
-    "map": "/map/",  # the world view: every visit, in the server's clusters
+    "map": "/map/",  # as the map opens: on every visit, in the server's clusters
+    "map-world": "/map/",  # the whole world (zoom 2) on the offline basemap
     "map-city": "/map/",  # the biggest cluster clicked into: a city
     "review": "/review/",
     "review-day": "/review/",
@@ -66,6 +67,12 @@ def main() -> None:
             if name == "map":  # wait for the clusters or markers inside the map's frame
                 page.frame_locator("iframe.map").locator(".visit-cluster, path.leaflet-interactive").first.wait_for()
                 page.wait_for_timeout(500)
+            if name == "map-world":
+                frame = page.frames[1]
+                frame.wait_for_function("() => window.visitsdashLoaded === true")
+                frame.evaluate(f"() => {{ {THE_MAP}.setView([25, -30], 2); }}")
+                page.wait_for_timeout(800)
+                frame.wait_for_function("() => !window.visitsdashPending")
             if name == "map-city":  # the biggest cluster (the server lists them largest first), twice over
                 frame = page.frames[1]
                 frame.wait_for_function("() => window.visitsdashLoaded === true")

@@ -215,18 +215,32 @@ def test_the_map_tally_follows_moves_deletions_and_restorations_and_equals_its_r
     assert {row[0] for row in kept} == set(map_tally.BANDS)
     assert {(key[0], str(key[3]) != map_tally.PLAIN_MONTH) for key in kept} == set(map_tally.LAYERS)
     assert_clusters_count_right(rng=rng, n=20)
-    # Migration 0025 sums the coarse bands' plain rows from their rows by month and rep: the same rows.
-    plain = {key: row for key, row in kept.items() if key[0] in map_tally.DETAILED and key[4] == 0}
-    assert plain
-    MapCellTally.objects.filter(band__in=map_tally.DETAILED, rep_id=0).delete()
-    migration = importlib.import_module("visits.migrations.0025_map_plain_coarse")
+    # Migration 0025, backwards: the 4-degree band by month and rep, summed from the 1/2-degree one;
+    # forwards: the 1/2-degree band's plain rows summed from its rows by month and rep, and the
+    # 4-degree band gone: the same rows as the triggers keep.
+    migration = importlib.import_module("visits.migrations.0025_map_bands")
+    editor = SimpleNamespace(connection=connection)
     with connection.cursor() as cursor:  # Django's schema editor will not run in a test's transaction on SQLite
-        migration.plain_rows_add(apps, SimpleNamespace(execute=cursor.execute, connection=connection))
-    summed = {key: row for key, row in map_tally_rows().items() if key[0] in map_tally.DETAILED and key[4] == 0}
-    assert summed.keys() == plain.keys()
-    for key, (visits, lat, lon, id_sum) in summed.items():
-        assert plain[key][0] == visits and plain[key][3] == id_sum, key
-        assert math.isclose(plain[key][1], lat, abs_tol=1e-6) and math.isclose(plain[key][2], lon, abs_tol=1e-6)
+        editor.execute = cursor.execute
+        migration.plain_rows_remove(apps, editor)
+        before = map_tally_rows()
+        assert {(key[0], str(key[3]) != map_tally.PLAIN_MONTH) for key in before} == {
+            (2, True),
+            (-1, True),
+            (-4, False),
+            (-6, False),
+        }
+        coarse = Counter()
+        for key, row in before.items():
+            if key[0] == -1:
+                coarse[(key[1] // 8, key[2] // 8, key[3], key[4], key[5])] += row[0]
+        assert +coarse == Counter({key[1:]: row[0] for key, row in before.items() if key[0] == 2})
+        migration.plain_rows_add(apps, editor)
+    after = map_tally_rows()
+    assert after.keys() == kept.keys()
+    for key, (visits, lat, lon, id_sum) in after.items():
+        assert kept[key][0] == visits and kept[key][3] == id_sum, key
+        assert math.isclose(kept[key][1], lat, abs_tol=1e-6) and math.isclose(kept[key][2], lon, abs_tol=1e-6)
 
 
 def map_tally_rows() -> dict[tuple, tuple]:

@@ -12,7 +12,7 @@ than a band are summed from it by shifting the cell numbers.
 Kept like the tallies (tallies.py): SQLite row triggers whose conditions fail at once for a visit
 without a position, PostgreSQL statement triggers over the transition tables; rebuilt by
 tallies.tallies_rebuild with the other tallies, and built after a `migrate` that left it empty
-beside located visits (migration 0023). Migration 0025 added the coarse bands' plain rows.
+beside located visits (migration 0023; 0025 made its bands those of today).
 """
 
 from __future__ import annotations
@@ -24,15 +24,17 @@ from django.db import connection as default_connection
 from visits import triggers
 from visits.models import MapCellTally, Visit, column
 
-# The bands (cells of 4, 1/2, 1/16 and 1/64 degree: 2^band): zoom levels 4, 7, 10 and 12 draw
-# clusters of about 64 pixels straight from them. Every band keeps its cells by status alone (the
-# PLAIN rows: month 1970-01-01, rep 0), which the map without a rep or date filter reads: a few rows
-# a cell. The coarse bands (DETAILED) keep them by month and rep too, for those filters: keyed by
-# them, a fine band would have about a row per visit and sum no faster than the visits (measured:
-# 1.2 s for a city at zoom 10 at a million visits); a filter by rep or date at those zoom levels reads
-# few visits anyway. Each LAYER (a band, plain or detailed) costs ingestion an upsert per visit.
-BANDS = (2, -1, -4, -6)
-DETAILED = frozenset({2, -1})
+# The bands (cells of 1/2, 1/16 and 1/64 degree: 2^band): zoom levels 7, 10 and 12 draw clusters
+# of about 64 pixels straight from them, coarser zoom levels sum the 1/2-degree cells. Every band
+# keeps its cells by status alone (the PLAIN rows: month 1970-01-01, rep 0), which a map without a
+# rep or date filter reads: a few rows a cell. The coarse band (DETAILED) keeps them by month and
+# rep too, for those filters: keyed by them, a fine band would have about a row per visit and sum
+# no faster than the visits (measured: 1.2 s for a city at zoom 10 at a million visits); a filter by
+# rep or date at those zoom levels reads few visits anyway. Each LAYER (a band, plain or by month
+# and rep) costs ingestion an upsert per visit: four in all (a band of 4-degree cells, dropped by
+# migration 0025, cost ingestion a fifth of its rate for views the 1/2-degree cells serve as well).
+BANDS = (-1, -4, -6)
+DETAILED = frozenset({-1})
 LAYERS = tuple((band, False) for band in BANDS) + tuple((band, True) for band in BANDS if band in DETAILED)
 PLAIN_MONTH, PLAIN_REP = "1970-01-01", 0
 

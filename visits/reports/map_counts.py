@@ -31,7 +31,7 @@ from visits.models import MapCellTally, VisitSource
 from visits.reports import analytics, clusters
 from visits.reports.scope import Scope
 
-COUNT_BAND = max(map_tally.DETAILED)  # 4-degree cells (by month and rep too): the fewest rows
+COUNT_BAND = max(map_tally.DETAILED)  # 1/2-degree cells (by month and rep too): the fewest rows
 BOUNDS_BAND_DETAILED = min(map_tally.DETAILED)  # 1/2 degree, by month and rep
 BOUNDS_BAND_PLAIN = min(map_tally.BANDS)  # 1/64 degree, by status only
 

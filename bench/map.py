@@ -359,7 +359,8 @@ def browser_bench(*, database_url: str) -> None:
             waits = sorted(a["wait"] for a in seen)
             for a in seen:
                 print(
-                    f"      zoom {a['name'].split('zoom=')[1].split('&')[0]:>2}: {a['wait']:4.0f} ms, {a['bytes']:7,} bytes"
+                    f"      zoom {a['name'].split('zoom=')[1].split('&')[0]:>2}: {a['wait']:4.0f} ms,"
+                    f" {a['bytes']:7,} bytes"
                 )
             print(
                 f"    {len(seen)} {kind}.json asked by the page: the server's answer (request to first byte) median"
@@ -367,7 +368,8 @@ def browser_bench(*, database_url: str) -> None:
                 f" {max(a['bytes'] for a in seen) / 1000:.1f} KB"
             )
     print("  Chromium, median of 3 (each from a fresh browser):")
-    print(f"    /map/ to the world's clusters drawn: {statistics.median(figures['world']):.2f} s")
+    world = statistics.median(figures["world"])
+    print(f"    /map/ to its first clusters drawn (the opening view, every located visit in it): {world:.2f} s")
     print(f"    a zoom to a city (zoom 10), clusters drawn: {statistics.median(figures['city']):.2f} s")
     print(f"    a zoom to a street (zoom 15), points drawn: {statistics.median(figures['street']):.2f} s")
     print(

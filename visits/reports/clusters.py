@@ -7,10 +7,11 @@ is one the box touches, edges included. Each cell with visits is one cluster at 
 visits' positions, its count by status; a cluster of one names its visit. `total` is the sum.
 
 The counts come from the map tally (ingest/map_tally.py) when it can answer exactly: a band no
-finer than the grid, no filter but reps, statuses and whole months (on the fine bands, statuses
-only), the tallies current. Otherwise
-the same cells are grouped from the visits themselves; either way the counts are those of the
-located live visits in scope.
+coarser than the grid (the coarsest such), no filter but reps, statuses and whole months (on the
+fine bands, statuses only), the tallies current; with no rep and no dates, from the band's rows by
+cell and status alone (a few a cell), else from its rows by month and rep. Otherwise the same cells
+are grouped from the visits themselves; either way the counts are those of the located live
+visits in scope.
 """
 
 from __future__ import annotations

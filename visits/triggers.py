@@ -11,8 +11,8 @@ from importlib import import_module
 from django.db import transaction
 
 # The modules that declare a trigger set, each as its TRIGGER_SET: the tallies' triggers on the
-# visits, the distance tally's, the review tally's, the map tally's, and the decisions', the address marks' and the
-# access log's that keep them append-only. A new set is added here, nowhere else.
+# visits, the distance tally's, the review tally's, the map tally's, and the decisions', the
+# address marks' and the access log's that keep them append-only. A new set is added here, nowhere else.
 MODULES = (
     "visits.ingest.tallies",
     "visits.ingest.distance_tally",
@@ -37,6 +37,18 @@ class TriggerSet:
 
     def tables(self) -> tuple[str, ...]:
         return (self.table, *self.needs)
+
+
+def tally_trigger_names(prefix: str) -> Callable[[str], list[str]]:
+    """A tally's trigger names by vendor (a TriggerSet's `names`): on SQLite a row trigger for each
+    of `<prefix>_insert`, `_update_old`, `_update_new` and `_delete`; on PostgreSQL the three of
+    statement_triggers (its UPDATE trigger sees the old and the new rows at once)."""
+    events = ("insert", "update_old", "update_new", "delete")
+
+    def names(vendor: str) -> list[str]:
+        return [f"{prefix}_{e}" for e in events if not (vendor == "postgresql" and e == "update_old")]
+
+    return names
 
 
 def statement_triggers(*, prefix: str, table: str, body: Callable[[list[tuple[str, int]]], str]) -> list[str]:

@@ -37,7 +37,6 @@ VISIT = {
 COUNT = column(DistanceTally, "visits")
 MONTH = {"sqlite": "strftime('%Y-%m-01', {day})", "postgresql": "date_trunc('month', {day})::date"}
 TOO_FAR = VerificationStatus.TOO_FAR.value
-NAMES = ("visits_distance_insert", "visits_distance_update_old", "visits_distance_update_new", "visits_distance_delete")
 
 
 def metres_bin(metres: float) -> int:
@@ -182,10 +181,6 @@ def postgres_triggers() -> list[str]:
     return triggers.statement_triggers(prefix="visits_distance", table=VISIT_TABLE, body=_pg_delta)
 
 
-def _names(vendor: str) -> list[str]:
-    return [n for n in NAMES if n != "visits_distance_update_old"] if vendor == "postgresql" else [*NAMES]
-
-
 def _statements(vendor: str) -> list[str]:
     return postgres_triggers() if vendor == "postgresql" else sqlite_triggers()
 
@@ -206,7 +201,7 @@ def distance_tally_rebuild(*, connection=default_connection) -> None:
 TRIGGER_SET = triggers.TriggerSet(
     label="distance tally",
     table=VISIT_TABLE,
-    names=_names,
+    names=triggers.tally_trigger_names("visits_distance"),
     statements=_statements,
     needs=tuple(t.table for t in BIN_TALLIES),
 )

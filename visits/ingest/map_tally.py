@@ -47,7 +47,6 @@ VISIT = {
 KEY = tuple(f.column for f in MapCellTally._meta.pk_fields)  # band, cell_y, cell_x, month, rep_id, status
 SUMS = tuple(column(MapCellTally, name) for name in ("visits", "latitude_sum", "longitude_sum", "id_sum"))
 MONTH = {"sqlite": "strftime('%Y-%m-01', {day})", "postgresql": "date_trunc('month', {day})::date"}
-NAMES = ("visits_mapcell_insert", "visits_mapcell_update_old", "visits_mapcell_update_new", "visits_mapcell_delete")
 GROUPS = ", ".join(str(i) for i in range(1, len(KEY) + 1))
 
 
@@ -177,10 +176,6 @@ def postgres_triggers() -> list[str]:
     return triggers.statement_triggers(prefix="visits_mapcell", table=VISIT_TABLE, body=_pg_delta)
 
 
-def _names(vendor: str) -> list[str]:
-    return [n for n in NAMES if n != "visits_mapcell_update_old"] if vendor == "postgresql" else [*NAMES]
-
-
 def _statements(vendor: str) -> list[str]:
     return postgres_triggers() if vendor == "postgresql" else sqlite_triggers()
 
@@ -218,5 +213,9 @@ def map_tally_unbuilt(*, connection=default_connection) -> bool:
 
 # Installed after the tallies' set; its rebuild runs in theirs (tallies.tallies_ensure).
 TRIGGER_SET = triggers.TriggerSet(
-    label="map tally", table=VISIT_TABLE, names=_names, statements=_statements, needs=(TABLE,)
+    label="map tally",
+    table=VISIT_TABLE,
+    names=triggers.tally_trigger_names("visits_mapcell"),
+    statements=_statements,
+    needs=(TABLE,),
 )

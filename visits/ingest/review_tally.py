@@ -33,7 +33,6 @@ VISIT = {
 }
 KEY = tuple(f.column for f in ReviewTally._meta.pk_fields)  # rep_id, flag_rules, risk_tier, review_status
 COUNT = column(ReviewTally, "visits")
-NAMES = ("visits_review_insert", "visits_review_update_old", "visits_review_update_new", "visits_review_delete")
 GROUPS = ", ".join(str(i) for i in range(1, len(KEY) + 1))
 
 
@@ -109,10 +108,6 @@ def _pg_delta(tables: list[tuple[str, int]]) -> str:
 
 def postgres_triggers() -> list[str]:
     return triggers.statement_triggers(prefix="visits_review", table=VISIT_TABLE, body=_pg_delta)
-
-
-def _names(vendor: str) -> list[str]:
-    return [n for n in NAMES if n != "visits_review_update_old"] if vendor == "postgresql" else [*NAMES]
 
 
 def _statements(vendor: str) -> list[str]:
@@ -221,5 +216,9 @@ def review_counts(*, chosen: ReviewFilter, by: tuple[str, ...]) -> list[tuple]:
 
 # Installed after the tallies' set; its rebuild runs in theirs (tallies.tallies_ensure).
 TRIGGER_SET = triggers.TriggerSet(
-    label="review tally", table=VISIT_TABLE, names=_names, statements=_statements, needs=(TABLE,)
+    label="review tally",
+    table=VISIT_TABLE,
+    names=triggers.tally_trigger_names("visits_review"),
+    statements=_statements,
+    needs=(TABLE,),
 )

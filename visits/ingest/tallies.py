@@ -34,8 +34,6 @@ from visits import triggers
 from visits.ingest import distance_tally, map_tally, review_tally
 from visits.models import AllTimeTally, MonthTally, TallyState, Visit, WeekTally, YearTally, column
 
-TRIGGER_NAMES = ("visits_tally_insert", "visits_tally_update_old", "visits_tally_update_new", "visits_tally_delete")
-
 
 @functools.lru_cache(maxsize=8)
 def zone_get(name: str) -> ZoneInfo:
@@ -241,11 +239,6 @@ def postgres_triggers() -> list[str]:
     )
 
 
-def _trigger_names(vendor: str) -> list[str]:
-    # PostgreSQL's statement trigger on UPDATE sees the old and the new rows at once.
-    return [n for n in TRIGGER_NAMES if n != "visits_tally_update_old"] if vendor == "postgresql" else [*TRIGGER_NAMES]
-
-
 def _trigger_statements(vendor: str) -> list[str]:
     return postgres_triggers() if vendor == "postgresql" else sqlite_triggers()
 
@@ -441,7 +434,7 @@ def tallies_ensure(*, connection=default_connection) -> None:
 TRIGGER_SET = triggers.TriggerSet(
     label="tally",
     table=VISIT_TABLE,
-    names=_trigger_names,
+    names=triggers.tally_trigger_names("visits_tally"),
     statements=_trigger_statements,
     # The rebuild makes the distance tallies and the review tally too.
     needs=(

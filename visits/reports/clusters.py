@@ -17,10 +17,9 @@ visits in scope.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, timedelta
 
-from django.conf import settings
 from django.db import connection
 from django.db.models import Count, F, FloatField, IntegerField, Max, Q, QuerySet, Subquery, Sum, Value
 from django.db.models.functions import Cast, Floor
@@ -126,7 +125,7 @@ class Cell:
     latitude_sum: float = 0.0
     longitude_sum: float = 0.0
     visit_id: int | None = None
-    statuses: dict[str, int] | None = None
+    statuses: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -239,17 +238,15 @@ def clusters_count(*, scope: Scope, box: Box, zoom: int) -> Clusters:
     for y, x, status, n, lat, lon, top in rows:
         if not n:
             continue
-        cell = cells.setdefault((y, x), Cell(statuses={}))
+        cell = cells.setdefault((y, x), Cell())
         cell.count += n
         cell.latitude_sum += lat
         cell.longitude_sum += lon
         cell.visit_id = int(top)
-        assert cell.statuses is not None
         cell.statuses[status] = cell.statuses.get(status, 0) + n
     order: dict[str, int] = {str(s): i for i, s in enumerate(maps.STATUS_ORDER)}
     clusters = []
     for cell in cells.values():
-        assert cell.statuses is not None
         cluster: dict = {
             "lat": round(cell.latitude_sum / cell.count, 5),
             "lon": round(cell.longitude_sum / cell.count, 5),
@@ -284,7 +281,3 @@ def points_list(*, scope: Scope, box: Box, limit: int = POINTS_MAX) -> dict:
     visits = Visit.objects.filter(id__in=Subquery(newest)).order_by("-visited_at", "-id")
     rows, lookups = maps.visit_rows(visits=visits, limit=limit + 1)
     return {"truncated": len(rows) > limit, "rows": rows[:limit], "lookups": lookups}
-
-
-def points_zoom() -> int:
-    return settings.MAP_POINTS_ZOOM

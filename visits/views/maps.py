@@ -1,5 +1,6 @@
 """Map pages and the sandboxed map documents they embed; a visit's summary for popups."""
 
+from django.conf import settings
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 
@@ -7,6 +8,7 @@ from visits.access import reports_required, scope_for_user, visit_for_user, visi
 from visits.models import AccessKind, Visit
 from visits.reports import clusters, maps
 from visits.reports.filters import ReportFilters
+from visits.reports.scope import Scope
 from visits.security.access_log import access_logged
 from visits.security.csp import map_document_response
 from visits.views.common import filtered, page_context
@@ -43,11 +45,17 @@ def visit_summary(request: HttpRequest, visit_id: int) -> JsonResponse:
     return JsonResponse({"id": visit.id, "summary": visit.summary})
 
 
-def _box_or_400(request: HttpRequest) -> tuple[clusters.Box, int] | JsonResponse:
+def _view_or_400(request: HttpRequest, filters: ReportFilters) -> tuple[Scope, clusters.Box, int] | JsonResponse:
+    """The user's scope and the request's box and zoom, or a 400 saying what is wrong with them."""
     try:
-        return clusters.box_parse(bbox=request.GET.get("bbox"), zoom=request.GET.get("zoom"))
+        box, zoom = clusters.box_parse(bbox=request.GET.get("bbox"), zoom=request.GET.get("zoom"))
     except clusters.BoxError as problem:
         return JsonResponse({"problems": [str(problem)]}, status=400)
+    return scope_for_user(request.user, filters=filters), box, zoom
+
+
+def _compact(body: dict) -> JsonResponse:
+    return JsonResponse(body, json_dumps_params={"separators": (",", ":")})
 
 
 @reports_required
@@ -55,13 +63,12 @@ def _box_or_400(request: HttpRequest) -> tuple[clusters.Box, int] | JsonResponse
 @filtered
 def map_clusters(request: HttpRequest, filters: ReportFilters) -> JsonResponse:
     """The clusters of the visits in a box at a zoom level (reports/clusters.py), for the map as it pans."""
-    parsed = _box_or_400(request)
-    if isinstance(parsed, JsonResponse):
-        return parsed
-    box, zoom = parsed
-    found = clusters.clusters_count(scope=scope_for_user(request.user, filters=filters), box=box, zoom=zoom)
-    body = {"total": found.total, "clusters": found.clusters}
-    return JsonResponse(body, json_dumps_params={"separators": (",", ":")})
+    view = _view_or_400(request, filters)
+    if isinstance(view, JsonResponse):
+        return view
+    scope, box, zoom = view
+    found = clusters.clusters_count(scope=scope, box=box, zoom=zoom)
+    return _compact({"total": found.total, "clusters": found.clusters})
 
 
 @reports_required
@@ -69,12 +76,11 @@ def map_clusters(request: HttpRequest, filters: ReportFilters) -> JsonResponse:
 @filtered
 def map_points(request: HttpRequest, filters: ReportFilters) -> JsonResponse:
     """The single visits in a box, from MAP_POINTS_ZOOM on, with what their popups show."""
-    parsed = _box_or_400(request)
-    if isinstance(parsed, JsonResponse):
-        return parsed
-    box, zoom = parsed
-    if zoom < clusters.points_zoom():
-        problem = f"zoom must be at least {clusters.points_zoom()} (MAP_POINTS_ZOOM) for single visits"
+    view = _view_or_400(request, filters)
+    if isinstance(view, JsonResponse):
+        return view
+    scope, box, zoom = view
+    if zoom < settings.MAP_POINTS_ZOOM:
+        problem = f"zoom must be at least {settings.MAP_POINTS_ZOOM} (MAP_POINTS_ZOOM) for single visits"
         return JsonResponse({"problems": [problem]}, status=400)
-    points = clusters.points_list(scope=scope_for_user(request.user, filters=filters), box=box)
-    return JsonResponse(points, json_dumps_params={"separators": (",", ":")})
+    return _compact(clusters.points_list(scope=scope, box=box))

@@ -91,8 +91,9 @@ def visit_layer_class() -> type[Any]:  # a JSCSSMixin and folium Layer
 
     class VisitLayer(JSCSSMixin, Layer):
         """The visits, drawn in the browser by static/js/visit-map.js from the document's data
-        block (see `document_finish`): from the server's clusters and points, or the block's rows. Its script names only
-        the map and a flag, so nothing from Sell goes through folium's templates."""
+        block (see `document_finish`): from the server's clusters and points, or the block's rows.
+        Its script names only the map and a flag, so nothing from Sell goes through folium's
+        templates."""
 
         _template = Template(
             """
@@ -209,7 +210,7 @@ def map_plan(*, scope: Scope) -> MapPlan:
     history = removed = 0
     if without:  # both are visits without a position: none to count when every visit has one
         history, removed = map_counts.history_count(scope), map_counts.removed_count(scope)
-    mode = "clusters" if sum(located.values()) else "empty"
+    mode = "clusters" if any(located.values()) else "empty"
     labels = dict(VerificationStatus.choices)
     return MapPlan(
         located=located,
@@ -254,16 +255,21 @@ def server_data() -> dict:
     """The data block of a map drawn from the server's clusters: no visits, only how to draw them.
     The page around the frame fetches /map/clusters.json and /map/points.json (static/js/app.js,
     from the iframe's data-clusters-url and data-points-url)."""
-    labels = dict(VerificationStatus.choices)
     return {
         "server": {"pointsZoom": settings.MAP_POINTS_ZOOM, "tooFar": VerificationStatus.TOO_FAR.value},
-        "lookups": {
-            "statusKeys": [s.value for s in STATUS_ORDER],
-            "statuses": [labels[s] for s in STATUS_ORDER],
-            "colors": [STATUS_COLORS[s] for s in STATUS_ORDER],
-            "zone": settings.DISPLAY_TIME_ZONE,
-            "visitUrl": reverse("visits:visit", args=[0]),
-        },
+        "lookups": {"statusKeys": [s.value for s in STATUS_ORDER], **status_lookups()},
+    }
+
+
+def status_lookups() -> dict:
+    """What every map's lookups hold besides its visits': the statuses' labels and colours in
+    STATUS_ORDER, the time zone its times are shown in, and a visit's page (id 0 for the id)."""
+    labels = dict(VerificationStatus.choices)
+    return {
+        "statuses": [labels[s] for s in STATUS_ORDER],
+        "colors": [STATUS_COLORS[s] for s in STATUS_ORDER],
+        "zone": settings.DISPLAY_TIME_ZONE,
+        "visitUrl": reverse("visits:visit", args=[0]),
     }
 
 
@@ -342,15 +348,11 @@ def visit_rows(*, visits: QuerySet, limit: int) -> tuple[list[list], dict]:
             visit_row[7] = customers.setdefault(key, len(customers))
     rep_names = dict(Rep.objects.filter(id__in=list(reps)).values_list("id", "name"))
     outcome_names = dict(Outcome.objects.filter(id__in=list(outcomes)).values_list("id", "name"))
-    labels = dict(VerificationStatus.choices)
     lookups = {
         "reps": [Rep.label_for(r, rep_names.get(r)) for r in reps],
         "outcomes": [Outcome.label_for(o, outcome_names.get(o)) for o in outcomes],
-        "statuses": [labels[s] for s in STATUS_ORDER],
-        "colors": [STATUS_COLORS[s] for s in STATUS_ORDER],
         "customers": [points[key] for key in customers],
-        "zone": settings.DISPLAY_TIME_ZONE,
-        "visitUrl": reverse("visits:visit", args=[0]),
+        **status_lookups(),
     }
     return rows, lookups
 

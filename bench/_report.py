@@ -160,3 +160,15 @@ def database_settle() -> None:
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
             cursor.execute("VACUUM ANALYZE")
+
+
+def server_wait(port: int) -> None:
+    """Until a server (runserver, started by the bench) answers on 127.0.0.1:`port`, ten seconds at most."""
+    import urllib.request
+
+    for _ in range(100):
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/accounts/login/", timeout=1)
+            return
+        except OSError:
+            time.sleep(0.1)

@@ -46,7 +46,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from _report import machine, section_write, visits_write  # noqa: E402 (after the path is set)
+from _report import machine, section_write, server_wait, visits_write  # noqa: E402 (after the path is set)
 
 REPS, OUTCOMES, DAYS = 200, 12, 365
 END = datetime(2026, 11, 1, tzinfo=UTC)
@@ -63,14 +63,7 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 
 def server_cookie(*, port: int, client) -> list[dict]:
     """Wait for the runserver on `port` to answer, then the test client's session as a cookie for it."""
-    import urllib.request
-
-    for _ in range(100):
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/accounts/login/", timeout=1)
-            break
-        except OSError:
-            time.sleep(0.1)
+    server_wait(port)
     return [{"name": "sessionid", "value": client.cookies["sessionid"].value, "url": f"http://127.0.0.1:{port}"}]
 
 

@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from _report import VISITS, database_settle, django_setup, machine, visits_load  # noqa: E402
+from _report import VISITS, database_settle, django_setup, machine, server_wait, visits_load  # noqa: E402
 
 BENCH_USER = "bench-queue"
 FLAGGED_EVERY = 4  # one visit in four flagged, as in the demo
@@ -222,7 +222,6 @@ def chromium_times(base: str, cookie: str, *, repeat: int) -> list[dict]:
 
 def measure(*, repeat: int) -> dict:
     import subprocess
-    import urllib.request
 
     from django.contrib.auth.models import User
     from django.test import Client
@@ -241,12 +240,7 @@ def measure(*, repeat: int) -> dict:
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
-        for _ in range(100):
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/accounts/login/", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.1)
+        server_wait(port)
         browser = chromium_times(f"http://127.0.0.1:{port}", client.cookies["sessionid"].value, repeat=repeat)
     finally:
         runner.terminate()

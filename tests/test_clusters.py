@@ -171,6 +171,25 @@ def assert_clusters_count_right(*, rng: random.Random, n: int) -> set[str]:
     return sources
 
 
+def changes_write(*, rng: random.Random, ids: list[int], sequence: int) -> None:
+    """40 of the visits `ids` written again through ingestion: moved (another place, rep, month,
+    status, or no position), deleted, restored where deleted, or stripped of their position."""
+    rows = {}
+    for visit_id in rng.sample(ids, 40):
+        visit = Visit.objects.get(id=visit_id)
+        row = visit_row(rng=rng, sequence=sequence)  # moved, another rep, month, status, or none
+        kind = rng.choice(["move", "delete", "restore", "unlocate"])
+        if kind == "delete":
+            row = {**row, "deleted_at": row["visited_at"]}
+        elif kind == "unlocate":
+            row = {**row, "latitude": None, "longitude": None}
+        elif kind == "restore" and visit.deleted_at is not None:
+            row = {**row, "latitude": visit.latitude, "longitude": visit.longitude, "deleted_at": None}
+        rows[visit_id] = row
+    with transaction.atomic():
+        visits_upsert(rows=rows)
+
+
 # --- The tests -------------------------------------------------------------------------------
 
 
@@ -187,20 +206,7 @@ def test_the_map_tally_follows_moves_deletions_and_restorations_and_equals_its_r
     rng = world_make(seed=2, visits=300)
     ids = list(Visit.objects.values_list("id", flat=True))
     for step in range(2, 6):
-        rows = {}
-        for visit_id in rng.sample(ids, 40):
-            visit = Visit.objects.get(id=visit_id)
-            row = visit_row(rng=rng, sequence=step)  # moved, another rep, month, status, or none
-            kind = rng.choice(["move", "delete", "restore", "unlocate"])
-            if kind == "delete":
-                row = {**row, "deleted_at": row["visited_at"]}
-            elif kind == "unlocate":
-                row = {**row, "latitude": None, "longitude": None}
-            elif kind == "restore" and visit.deleted_at is not None:
-                row = {**row, "latitude": visit.latitude, "longitude": visit.longitude, "deleted_at": None}
-            rows[visit_id] = row
-        with transaction.atomic():
-            visits_upsert(rows=rows)
+        changes_write(rng=rng, ids=ids, sequence=step)
         assert_clusters_count_right(rng=rng, n=20)
     Visit.objects.filter(id__in=ids[:10]).delete()  # and deleted outright
     Visit.objects.filter(id__in=ids[10:20]).update(latitude=1.25, longitude=-3.5)  # an ORM update, as the admin

@@ -12,11 +12,10 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from tests.test_clusters import random_scope, visit_row, world_make
-from visits.ingest.pages import visits_upsert
+from tests.test_clusters import changes_write, random_scope, world_make
 from visits.models import Visit, VisitSource
 from visits.reports import map_counts, maps
 from visits.reports.scope import Scope
@@ -81,17 +80,7 @@ def test_the_counts_follow_moves_deletions_and_restorations():
     rng = world_make(seed=6, visits=300)
     ids = list(Visit.objects.values_list("id", flat=True))
     for step in range(2, 5):
-        rows = {}
-        for visit_id in rng.sample(ids, 40):
-            row = visit_row(rng=rng, sequence=step)
-            kind = rng.choice(["move", "delete", "unlocate"])
-            if kind == "delete":
-                row = {**row, "deleted_at": row["visited_at"]}
-            elif kind == "unlocate":
-                row = {**row, "latitude": None, "longitude": None}
-            rows[visit_id] = row
-        with transaction.atomic():
-            visits_upsert(rows=rows)
+        changes_write(rng=rng, ids=ids, sequence=step)
         assert_counts_right(rng=rng, n=15)
     Visit.objects.filter(id__in=ids[:10]).delete()
     history_and_removed(rng)

@@ -3,33 +3,29 @@
 (function () {
   "use strict";
 
-  // The map frames are sandboxed (no same-origin): they ask this page for a visit's summary and
-  // for the offline basemap, which this page fetches (with the user's session) and hands back as
-  // plain data. Only from the URLs on the frame's element: a frame names none.
-  var basemap = null; // the basemap's TopoJSON, fetched once for every frame of the page
+  // The map frames are sandboxed (no same-origin): they ask this page, by postMessage, for a
+  // visit's summary, for the offline basemap and for the visits in view, which this page fetches
+  // (with the user's session) and hands back as plain data. Only from the URLs on the frame's
+  // element: a frame names none. Each kind of question has its handler below, which checks the
+  // question and answers with `reply(fields)`: the question's kind, its key (a summary's id, else
+  // the seq that visit-map.js's parentAsk numbers questions with), ok and the answer.
+  function json(response) { return response.ok ? response.json() : Promise.reject(response.status); }
 
-  function frameOf(source) {
-    return Array.prototype.find.call(document.querySelectorAll("iframe.map[data-summary-url]"), function (f) {
-      return f.contentWindow === source;
-    });
+  function answerer(data, reply) {
+    return function (ok, body) { reply({seq: data.seq, ok: ok, body: body}); };
   }
 
-  window.addEventListener("message", function (event) {
-    var data = event.data;
-    if (!data || data.visitsdash !== "basemap" || !Number.isSafeInteger(data.seq)) { return; }
-    var frame = frameOf(event.source);
-    if (!frame || !frame.dataset.basemapUrl) { return; }
-    function answer(ok, body) {
-      event.source.postMessage({visitsdash: "basemap", seq: data.seq, ok: ok, body: body}, "*");
-    }
-    basemap = basemap || fetch(frame.dataset.basemapUrl).then(function (r) {
-      return r.ok ? r.json() : Promise.reject(r.status);
-    });
+  var basemap = null; // the basemap's TopoJSON, fetched once for every frame of the page
+
+  function basemapAsked(data, frame, reply) {
+    if (!Number.isSafeInteger(data.seq) || !frame.dataset.basemapUrl) { return; }
+    var answer = answerer(data, reply);
+    basemap = basemap || fetch(frame.dataset.basemapUrl).then(json);
     basemap.then(function (topology) { answer(true, topology); }).catch(function () {
       basemap = null; // asked again by the next frame
       answer(false, null);
     });
-  });
+  }
 
   // The visits in view, for a map drawn from the server's clusters (static/js/visit-map.js): the
   // clusters or the points of the frame's box and zoom, with the frame's own filters (its query
@@ -43,15 +39,12 @@
     note.hidden = false;
   }
 
-  window.addEventListener("message", function (event) {
-    var data = event.data;
-    if (!data || data.visitsdash !== "view" || !Number.isSafeInteger(data.seq)) { return; }
-    var frame = frameOf(event.source);
-    var url = frame && (data.kind === "points" ? frame.dataset.pointsUrl : data.kind === "clusters" ? frame.dataset.clustersUrl : null);
+  function viewAsked(data, frame, reply) {
+    var answer = answerer(data, reply);
+    var url = data.kind === "points" ? frame.dataset.pointsUrl : data.kind === "clusters" ? frame.dataset.clustersUrl : null;
     var box = data.bbox;
-    if (!url || !Array.isArray(box) || box.length !== 4 || !box.every(Number.isFinite) || !Number.isSafeInteger(data.zoom)) {
-      return;
-    }
+    var boxed = Array.isArray(box) && box.length === 4 && box.every(Number.isFinite);
+    if (!url || !Number.isSafeInteger(data.seq) || !boxed || !Number.isSafeInteger(data.zoom)) { return; }
     var target = new URL(url, window.location.href);
     new URL(frame.src, window.location.href).searchParams.forEach(function (value, key) {
       target.searchParams.append(key, value);
@@ -61,11 +54,8 @@
     if (inFlight.has(frame)) { inFlight.get(frame).abort(); }
     var controller = new AbortController();
     inFlight.set(frame, controller);
-    function answer(ok, body) {
-      event.source.postMessage({visitsdash: "view", seq: data.seq, ok: ok, body: body}, "*");
-    }
     fetch(target, {credentials: "same-origin", signal: controller.signal})
-      .then(function (r) { return r.ok ? r.json() : Promise.reject(r.status); })
+      .then(json)
       .then(function (body) {
         if (data.kind === "clusters") { inViewShow(body); }
         answer(true, body);
@@ -73,20 +63,30 @@
       .catch(function (error) {
         if (!(error && error.name === "AbortError")) { answer(false, null); }
       });
-  });
+  }
+
+  function summaryAsked(data, frame, reply) {
+    if (!Number.isSafeInteger(data.id) || data.id <= 0) { return; }
+    function answer(ok, summary) { reply({id: data.id, ok: ok, summary: summary}); }
+    fetch(frame.dataset.summaryUrl.replace("/0/", "/" + data.id + "/"), {credentials: "same-origin"})
+      .then(json)
+      .then(function (j) { answer(true, String(j.summary || "")); })
+      .catch(function () { answer(false, ""); });
+  }
+
+  var asked = {basemap: basemapAsked, view: viewAsked, summary: summaryAsked};
 
   window.addEventListener("message", function (event) {
     var data = event.data;
-    if (!data || data.visitsdash !== "summary" || !Number.isSafeInteger(data.id) || data.id <= 0) { return; }
-    var frame = frameOf(event.source);
+    var handler = data && Object.prototype.hasOwnProperty.call(asked, data.visitsdash) ? asked[data.visitsdash] : null;
+    if (!handler) { return; }
+    var frame = Array.prototype.find.call(document.querySelectorAll("iframe.map[data-summary-url]"), function (f) {
+      return f.contentWindow === event.source;
+    });
     if (!frame) { return; }
-    function answer(ok, summary) {
-      event.source.postMessage({visitsdash: "summary", id: data.id, ok: ok, summary: summary}, "*");
-    }
-    fetch(frame.dataset.summaryUrl.replace("/0/", "/" + data.id + "/"), {credentials: "same-origin"})
-      .then(function (r) { return r.ok ? r.json() : Promise.reject(r.status); })
-      .then(function (j) { answer(true, String(j.summary || "")); })
-      .catch(function () { answer(false, ""); });
+    handler(data, frame, function (fields) {
+      event.source.postMessage(Object.assign({visitsdash: data.visitsdash}, fields), "*");
+    });
   });
 
   document.addEventListener("DOMContentLoaded", function () {

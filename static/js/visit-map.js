@@ -141,6 +141,44 @@
     ]);
   }
 
+  /* The customer's point and the line to it while a visit's popup is open: a function that draws a
+     layer from customerDrawn, removed when the popup closes. */
+  function customerWhileOpen(map) {
+    var shown = null;
+    map.on("popupclose", function () {
+      if (shown) { map.removeLayer(shown); shown = null; }
+    });
+    return function (drawn) {
+      shown = drawn;
+      if (drawn) { drawn.addTo(map); }
+    };
+  }
+
+  /* Rows (a data block's, or /map/points.json's) as circle markers on `layer`, indexes into their
+     lookups `look`: the rep's name as a tooltip, a click opening the visit's popup and handing the
+     customer's point and line (or null) to `opened`. */
+  function rowsDraw(map, layer, rows, look, opened) {
+    var time = new Intl.DateTimeFormat("en-CA", {timeZone: look.zone, year: "numeric", month: "2-digit",
+      day: "2-digit", hour: "2-digit", minute: "2-digit", hour12: false});
+    var customers = look.customers || [];
+    rows.forEach(function (row) {
+      var marker = L.circleMarker([row[0], row[1]], {radius: 7, weight: 1, color: "#fff",
+        fillColor: look.colors[row[2]] || "#555", fillOpacity: 0.9});
+      marker.on("click", function () {
+        var popup = visitPopup(rowVisit(row, look), look, time);
+        L.popup({maxWidth: 320}).setLatLng([row[0], row[1]]).setContent(popup).openOn(map);
+        opened(row[7] >= 0 && customers[row[7]] ? customerDrawn([row[0], row[1]], customers[row[7]]) : null);
+      });
+      // A function giving a node: Leaflet would parse a string as HTML.
+      marker.bindTooltip(function () {
+        var node = document.createElement("span");
+        node.textContent = String(look.reps[row[3]]);
+        return node;
+      });
+      layer.addLayer(marker);
+    });
+  }
+
   /* The visits in view, from the server (the data block's "server"): on load and after each move
      or zoom (debounced), the page around the frame is asked for /map/clusters.json, or from
      pointsZoom on for /map/points.json, with the page's filters, the box and the zoom; an older
@@ -150,15 +188,10 @@
      one is open. options.heat (the too-far heat layer) is drawn from the clusters' too-far counts. */
   function serverVisits(map, options, block) {
     var look = block.lookups, server = block.server;
-    var time = new Intl.DateTimeFormat("en-CA", {timeZone: look.zone, year: "numeric", month: "2-digit",
-      day: "2-digit", hour: "2-digit", minute: "2-digit", hour12: false});
     var statusIndex = {};
     look.statusKeys.forEach(function (key, i) { statusIndex[key] = i; });
     var layer = L.featureGroup().addTo(map);
-    var shown = null; // the open popup's customer layer
-    map.on("popupclose", function () {
-      if (shown) { map.removeLayer(shown); shown = null; }
-    });
+    var opened = customerWhileOpen(map);
 
     function clusterIcon(cluster) {
       var top = null;
@@ -222,30 +255,15 @@
       if (options.heat) { options.heat.setLatLngs(heat); }
     }
 
-    /* Points: /map/points.json's rows and lookups, in the format of a data block (rowVisit). */
+    /* Points: /map/points.json's rows and lookups, in the format of a data block (rowsDraw). */
     function pointsDraw(body) {
-      var heat = [], rows = body.rows || [], rowLook = body.lookups || {};
-      var customers = rowLook.customers || [];
-      var tooFar = statusIndex[server.tooFar];
-      rows.forEach(function (row) {
-        var marker = L.circleMarker([row[0], row[1]], {radius: 7, weight: 1, color: "#fff",
-          fillColor: look.colors[row[2]] || "#555", fillOpacity: 0.9});
-        marker.on("click", function () {
-          L.popup({maxWidth: 320}).setLatLng([row[0], row[1]]).setContent(visitPopup(rowVisit(row, rowLook), look, time)).openOn(map);
-          if (row[7] >= 0 && customers[row[7]]) {
-            shown = customerDrawn([row[0], row[1]], customers[row[7]]);
-            shown.addTo(map);
-          }
-        });
-        marker.bindTooltip(function () {
-          var node = document.createElement("span");
-          node.textContent = String(rowLook.reps[row[3]]);
-          return node;
-        });
-        layer.addLayer(marker);
-        if (row[2] === tooFar) { heat.push([row[0], row[1], 1]); }
-      });
-      if (options.heat) { options.heat.setLatLngs(heat); }
+      var rows = body.rows || [], tooFar = statusIndex[server.tooFar];
+      rowsDraw(map, layer, rows, body.lookups, opened);
+      if (options.heat) {
+        options.heat.setLatLngs(rows.filter(function (row) { return row[2] === tooFar; }).map(function (row) {
+          return [row[0], row[1], 1];
+        }));
+      }
     }
 
     function ask() {
@@ -278,62 +296,20 @@
   }
 
   /* Adds the visits to `map` and returns their layer: from the server (the data block's "server":
-     serverVisits), or the block's rows, one circle marker each (one visit's map). Rows are [lat, lng, status, rep, outcome, minutes since 1970, visit id,
-     customer, metres from it], status, rep, outcome and customer indexes into the lookup lists
+     serverVisits), or the block's rows, one circle marker each (one visit's map). Rows are [lat,
+     lng, status, rep, outcome, minutes since 1970, visit id, customer, metres from it], status, rep, outcome and customer indexes into the lookup lists
      (customer -1: no point; metres -1: unknown). The customer's point and a line to the visit are
      drawn while the visit's popup is open, or always (options.customerAlways: one visit's map). */
   window.visitsdashVisits = function (map, options) {
     var block = JSON.parse(document.getElementById("visit-data").textContent);
     if (block.server) { return serverVisits(map, options, block); }
-    var data = block.rows, look = block.lookups;
-    var time = new Intl.DateTimeFormat("en-CA", {timeZone: look.zone, year: "numeric", month: "2-digit",
-      day: "2-digit", hour: "2-digit", minute: "2-digit", hour12: false});
-
-    function repName(row) { return look.reps[row[3]]; }
-
-    function popup(row) {
-      return visitPopup(rowVisit(row, look), look, time);
-    }
-
-    var customers = look.customers || [];
-    function customerLayer(row) {
-      if (!(row[7] >= 0)) { return null; }
-      return customerDrawn([row[0], row[1]], customers[row[7]]);
-    }
-    var shown = null; // the open popup's customer layer
-    map.on("popupclose", function () {
-      if (shown) { map.removeLayer(shown); shown = null; }
-    });
-
+    var look = block.lookups, customers = look.customers || [];
     var layer = L.featureGroup();
-    // One click handler for the layer instead of a popup bound to each of the visits.
-    layer.on("click", function (event) {
-      var row = event.layer.visitRow;
-      L.popup({maxWidth: 320}).setLatLng(event.layer.getLatLng()).setContent(popup(row)).openOn(map);
-      if (!options.customerAlways) {
-        shown = customerLayer(row);
-        if (shown) { shown.addTo(map); }
-      }
-    });
-    var style = look.colors.map(function (color) {
-      return {radius: 7, weight: 1, color: "#fff", fillColor: color, fillOpacity: 0.9};
-    });
-    data.forEach(function (row) {
-      var marker = L.circleMarker([row[0], row[1]], style[row[2]]);
-      marker.visitRow = row;
-      // A function giving a node: Leaflet would parse a string as HTML.
-      marker.bindTooltip(function (m) {
-        var node = document.createElement("span");
-        node.textContent = repName(m.visitRow);
-        return node;
-      });
-      layer.addLayer(marker);
-    });
+    rowsDraw(map, layer, block.rows, look, options.customerAlways ? function () {} : customerWhileOpen(map));
     layer.addTo(map);
     if (options.customerAlways) {
-      data.forEach(function (row) {
-        var drawn = customerLayer(row);
-        if (drawn) { drawn.addTo(map); }
+      block.rows.forEach(function (row) {
+        if (row[7] >= 0) { customerDrawn([row[0], row[1]], customers[row[7]]).addTo(map); }
       });
     }
     window.visitsdashLoaded = true;
